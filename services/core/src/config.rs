@@ -1,0 +1,158 @@
+//! Lease timing: the two profiles of DESIGN.md and the rules that make a set
+//! of timings workable.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The timings of the lease protocol. Configuration, not code: both profiles
+/// are presets of this struct.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseConfig {
+    /// How often a node bumps its heartbeat counter.
+    pub heartbeat_interval: Duration,
+    /// How long an observer waits for a counter to move before it calls the
+    /// node expired.
+    pub lease_ttl: Duration,
+    /// How often each node reads the node items.
+    pub scan_interval: Duration,
+    /// How often each owner reads its routes back and repairs them.
+    pub reconcile_interval: Duration,
+    /// How often the shard items are re-read when nothing else asks for it.
+    pub shard_refresh_interval: Duration,
+    /// Share of `lease_ttl`, in percent, by which a node's own write deadline
+    /// falls short of what observers allow it (covers clock-rate drift).
+    pub safety_margin_percent: u32,
+    /// Hand-offs (rebalancing and drain) a node keeps in flight at once.
+    pub max_handoffs_in_flight: usize,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum LeaseConfigError {
+    #[error("{name} must be above zero")]
+    Zero { name: &'static str },
+    #[error(
+        "lease_ttl ({ttl:?}) must be at least twice heartbeat_interval ({heartbeat:?}), \
+         or one slow heartbeat expires a healthy node"
+    )]
+    TtlTooShortForHeartbeat { ttl: Duration, heartbeat: Duration },
+    #[error(
+        "scan_interval ({scan:?}) must be under half of lease_ttl ({ttl:?}), \
+         or expiry is noticed too late to be useful"
+    )]
+    ScanTooSlow { scan: Duration, ttl: Duration },
+    #[error("safety_margin_percent ({0}) must be between 1 and 50")]
+    Margin(u32),
+    #[error("max_handoffs_in_flight must be at least 1")]
+    NoHandoffs,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl LeaseConfig {
+    /// One write per node per second; a crashed node's VIPs move in ~3.3 s.
+    pub const DEFAULT: LeaseConfig = LeaseConfig {
+        heartbeat_interval: Duration::from_millis(1000),
+        lease_ttl: Duration::from_millis(3000),
+        scan_interval: Duration::from_millis(250),
+        reconcile_interval: Duration::from_secs(10),
+        shard_refresh_interval: Duration::from_secs(5),
+        safety_margin_percent: 10,
+        max_handoffs_in_flight: 2,
+    };
+
+    /// Five writes per node per second; VIPs move in ~1.1 s.
+    pub const FAST: LeaseConfig = LeaseConfig {
+        heartbeat_interval: Duration::from_millis(200),
+        lease_ttl: Duration::from_millis(1000),
+        scan_interval: Duration::from_millis(100),
+        reconcile_interval: Duration::from_secs(5),
+        shard_refresh_interval: Duration::from_secs(2),
+        safety_margin_percent: 10,
+        max_handoffs_in_flight: 2,
+    };
+
+    /// How long a node may keep writing routes after the send time of its
+    /// last successful heartbeat.
+    pub fn own_lease(&self) -> Duration {
+        self.lease_ttl - self.safety_margin()
+    }
+
+    pub fn safety_margin(&self) -> Duration {
+        self.lease_ttl * self.safety_margin_percent / 100
+    }
+
+    pub fn validate(&self) -> Result<(), LeaseConfigError> {
+        for (name, value) in [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("lease_ttl", self.lease_ttl),
+            ("scan_interval", self.scan_interval),
+            ("reconcile_interval", self.reconcile_interval),
+            ("shard_refresh_interval", self.shard_refresh_interval),
+        ] {
+            if value.is_zero() {
+                return Err(LeaseConfigError::Zero { name });
+            }
+        }
+        if self.lease_ttl < self.heartbeat_interval * 2 {
+            return Err(LeaseConfigError::TtlTooShortForHeartbeat {
+                ttl: self.lease_ttl,
+                heartbeat: self.heartbeat_interval,
+            });
+        }
+        if self.scan_interval * 2 > self.lease_ttl {
+            return Err(LeaseConfigError::ScanTooSlow {
+                scan: self.scan_interval,
+                ttl: self.lease_ttl,
+            });
+        }
+        if !(1..=50).contains(&self.safety_margin_percent) {
+            return Err(LeaseConfigError::Margin(self.safety_margin_percent));
+        }
+        if self.max_handoffs_in_flight == 0 {
+            return Err(LeaseConfigError::NoHandoffs);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_profiles_are_valid() {
+        assert_eq!(LeaseConfig::DEFAULT.validate(), Ok(()));
+        assert_eq!(LeaseConfig::FAST.validate(), Ok(()));
+        assert_eq!(LeaseConfig::DEFAULT.own_lease(), Duration::from_millis(2700));
+    }
+
+    #[test]
+    fn unworkable_timings_are_rejected() {
+        let mut c = LeaseConfig::DEFAULT;
+        c.lease_ttl = Duration::from_millis(1500);
+        assert!(matches!(
+            c.validate(),
+            Err(LeaseConfigError::TtlTooShortForHeartbeat { .. })
+        ));
+        let mut c = LeaseConfig::DEFAULT;
+        c.scan_interval = Duration::from_secs(2);
+        assert!(matches!(c.validate(), Err(LeaseConfigError::ScanTooSlow { .. })));
+        let mut c = LeaseConfig::DEFAULT;
+        c.heartbeat_interval = Duration::ZERO;
+        assert_eq!(
+            c.validate(),
+            Err(LeaseConfigError::Zero {
+                name: "heartbeat_interval"
+            })
+        );
+        let mut c = LeaseConfig::DEFAULT;
+        c.safety_margin_percent = 0;
+        assert_eq!(c.validate(), Err(LeaseConfigError::Margin(0)));
+    }
+}

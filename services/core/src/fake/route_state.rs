@@ -1,0 +1,98 @@
+//! In-memory VPC route tables with EC2's semantics for the calls vipfleet
+//! makes: `ReplaceRoute` fails on a missing route, `CreateRoute` fails on an
+//! existing one, a route to a deleted ENI turns `blackhole`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::routes::{RouteEntry, RouteError};
+use crate::types::{EniId, RouteTableId, Vip};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteCounters {
+    pub mutating_calls: u64,
+    pub describe_calls: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RouteTables {
+    tables: BTreeMap<RouteTableId, BTreeMap<Vip, EniId>>,
+    deleted_enis: BTreeSet<EniId>,
+    counters: RouteCounters,
+}
+
+impl RouteTables {
+    pub fn new(tables: impl IntoIterator<Item = RouteTableId>) -> Self {
+        Self {
+            tables: tables.into_iter().map(|t| (t, BTreeMap::new())).collect(),
+            ..Self::default()
+        }
+    }
+
+    pub fn counters(&self) -> RouteCounters {
+        self.counters
+    }
+
+    pub fn table_ids(&self) -> Vec<RouteTableId> {
+        self.tables.keys().cloned().collect()
+    }
+
+    pub fn describe(&mut self, tables: &[RouteTableId]) -> Result<Vec<RouteEntry>, RouteError> {
+        self.counters.describe_calls += 1;
+        let mut entries = Vec::new();
+        for table in tables {
+            let routes = self.tables.get(table).ok_or_else(|| RouteError::UnknownTable(table.clone()))?;
+            entries.extend(routes.iter().map(|(vip, eni)| RouteEntry {
+                table: table.clone(),
+                destination: *vip,
+                target: Some(eni.clone()),
+                blackhole: self.deleted_enis.contains(eni),
+            }));
+        }
+        Ok(entries)
+    }
+
+    pub fn replace(&mut self, table: &RouteTableId, vip: Vip, eni: &EniId) -> Result<(), RouteError> {
+        self.counters.mutating_calls += 1;
+        let routes = self.tables.get_mut(table).ok_or_else(|| RouteError::UnknownTable(table.clone()))?;
+        match routes.get_mut(&vip) {
+            Some(target) => {
+                *target = eni.clone();
+                Ok(())
+            }
+            None => Err(RouteError::NoRoute {
+                table: table.clone(),
+                vip,
+            }),
+        }
+    }
+
+    pub fn create(&mut self, table: &RouteTableId, vip: Vip, eni: &EniId) -> Result<(), RouteError> {
+        self.counters.mutating_calls += 1;
+        let routes = self.tables.get_mut(table).ok_or_else(|| RouteError::UnknownTable(table.clone()))?;
+        if routes.contains_key(&vip) {
+            return Err(RouteError::AlreadyExists {
+                table: table.clone(),
+                vip,
+            });
+        }
+        routes.insert(vip, eni.clone());
+        Ok(())
+    }
+
+    /// Where `vip` points in `table` now (for checks; not counted).
+    pub fn target(&self, table: &RouteTableId, vip: Vip) -> Option<&EniId> {
+        self.tables.get(table)?.get(&vip)
+    }
+
+    /// An operator's hand edit: points a route anywhere, creating it if need be.
+    pub fn set_by_hand(&mut self, table: &RouteTableId, vip: Vip, eni: &EniId) {
+        if let Some(routes) = self.tables.get_mut(table) {
+            routes.insert(vip, eni.clone());
+        }
+    }
+
+    /// The ENI is gone: routes to it turn `blackhole`.
+    pub fn delete_eni(&mut self, eni: &EniId) {
+        self.deleted_enis.insert(eni.clone());
+    }
+}
