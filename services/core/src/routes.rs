@@ -58,8 +58,18 @@ pub enum RouteError {
 pub trait RouteTable: Send + Sync {
     /// The routes of these tables (all of them; callers pick theirs).
     fn describe(&self, tables: &[RouteTableId]) -> impl Future<Output = Result<Vec<RouteEntry>, RouteError>> + Send;
-    fn replace(&self, table: &RouteTableId, vip: Vip, eni: &EniId) -> impl Future<Output = Result<(), RouteError>> + Send;
-    fn create(&self, table: &RouteTableId, vip: Vip, eni: &EniId) -> impl Future<Output = Result<(), RouteError>> + Send;
+    fn replace(
+        &self,
+        table: &RouteTableId,
+        vip: Vip,
+        eni: &EniId,
+    ) -> impl Future<Output = Result<(), RouteError>> + Send;
+    fn create(
+        &self,
+        table: &RouteTableId,
+        vip: Vip,
+        eni: &EniId,
+    ) -> impl Future<Output = Result<(), RouteError>> + Send;
 }
 
 /// How [`point_route`] got the route in place.
@@ -82,7 +92,9 @@ pub async fn point_route<R: RouteTable + ?Sized>(
         Ok(()) => Ok(RouteWrite::Replaced),
         Err(RouteError::NoRoute { .. }) => match routes.create(table, vip, eni).await {
             Ok(()) => Ok(RouteWrite::Created),
-            Err(RouteError::AlreadyExists { .. }) => routes.replace(table, vip, eni).await.map(|()| RouteWrite::Replaced),
+            Err(RouteError::AlreadyExists { .. }) => {
+                routes.replace(table, vip, eni).await.map(|()| RouteWrite::Replaced)
+            }
             Err(e) => Err(e),
         },
         Err(e) => Err(e),

@@ -77,7 +77,9 @@ pub struct HandoffRequest {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HandoffOutcome {
-    Done { epoch: Epoch },
+    Done {
+        epoch: Epoch,
+    },
     /// We did not hold the shard at that epoch any more.
     NotOwner,
 }

@@ -144,11 +144,7 @@ impl Vip {
 
     /// Whether the two blocks share any address.
     pub fn overlaps(&self, other: &Vip) -> bool {
-        let shorter = if self.prefix <= other.prefix {
-            self
-        } else {
-            other
-        };
+        let shorter = if self.prefix <= other.prefix { self } else { other };
         let longer = if shorter == self { other } else { self };
         shorter.contains(longer.addr)
     }
@@ -359,10 +355,7 @@ mod tests {
 
     #[test]
     fn vip_parsing_rejects_bad_input_with_typed_errors() {
-        assert!(matches!(
-            "10.0.0.300/32".parse::<Vip>(),
-            Err(VipError::Malformed(_))
-        ));
+        assert!(matches!("10.0.0.300/32".parse::<Vip>(), Err(VipError::Malformed(_))));
         assert!(matches!("fe80::1/128".parse::<Vip>(), Err(VipError::Malformed(_))));
         assert!(matches!("10.0.0.1/x".parse::<Vip>(), Err(VipError::Malformed(_))));
         assert!(matches!(

@@ -40,7 +40,10 @@ impl RouteTables {
         self.counters.describe_calls += 1;
         let mut entries = Vec::new();
         for table in tables {
-            let routes = self.tables.get(table).ok_or_else(|| RouteError::UnknownTable(table.clone()))?;
+            let routes = self
+                .tables
+                .get(table)
+                .ok_or_else(|| RouteError::UnknownTable(table.clone()))?;
             entries.extend(routes.iter().map(|(vip, eni)| RouteEntry {
                 table: table.clone(),
                 destination: *vip,
@@ -53,7 +56,10 @@ impl RouteTables {
 
     pub fn replace(&mut self, table: &RouteTableId, vip: Vip, eni: &EniId) -> Result<(), RouteError> {
         self.counters.mutating_calls += 1;
-        let routes = self.tables.get_mut(table).ok_or_else(|| RouteError::UnknownTable(table.clone()))?;
+        let routes = self
+            .tables
+            .get_mut(table)
+            .ok_or_else(|| RouteError::UnknownTable(table.clone()))?;
         match routes.get_mut(&vip) {
             Some(target) => {
                 *target = eni.clone();
@@ -68,7 +74,10 @@ impl RouteTables {
 
     pub fn create(&mut self, table: &RouteTableId, vip: Vip, eni: &EniId) -> Result<(), RouteError> {
         self.counters.mutating_calls += 1;
-        let routes = self.tables.get_mut(table).ok_or_else(|| RouteError::UnknownTable(table.clone()))?;
+        let routes = self
+            .tables
+            .get_mut(table)
+            .ok_or_else(|| RouteError::UnknownTable(table.clone()))?;
         if routes.contains_key(&vip) {
             return Err(RouteError::AlreadyExists {
                 table: table.clone(),

@@ -106,7 +106,11 @@ impl LeaseTable {
             _ => true,
         };
         // A transaction writes (and bills) both items even when cancelled.
-        let items = if matches!(req.expect, Expect::ExpiredOwner { .. }) { 2 } else { 1 };
+        let items = if matches!(req.expect, Expect::ExpiredOwner { .. }) {
+            2
+        } else {
+            1
+        };
         self.wrote(items);
         if !shard_ok {
             return AcquireOutcome::LostRace;
