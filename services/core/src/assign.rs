@@ -1,1 +1,295 @@
+//! The target owner of every shard, computed the same way on every node from
+//! the same snapshot.
+//!
+//! 1. **Quotas.** Each eligible node gets `floor(S * w / W)` shards; the few
+//!    left over go first to nodes that already hold more than that (so no
+//!    shard moves just to round), then by largest remainder, then by hash.
+//!    Every quota is within one of `S * w / W` and at most its ceiling.
+//! 2. **Sticky.** A live, eligible owner keeps up to its quota of the shards
+//!    it holds (those it ranks highest, if it must give some up).
+//! 3. **Orphans** (free, owner gone, owner ineligible, or over quota) go,
+//!    in shard order, to the eligible node with spare quota that ranks the
+//!    shard highest by rendezvous hash `h(shard, node)`.
+//!
+//! Losing a node moves exactly its shards; adding one moves about
+//! `S / (N + 1)`. The property tests below hold the code to both.
 
+use std::collections::BTreeMap;
+
+use crate::types::{NodeId, ShardId};
+
+/// A live node as the assignment sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: NodeId,
+    pub weight: u32,
+    /// Takes shards (active). Draining and unhealthy nodes are members with
+    /// no quota: they keep nothing.
+    pub eligible: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Assignment {
+    pub target: BTreeMap<ShardId, NodeId>,
+    pub quota: BTreeMap<NodeId, usize>,
+}
+
+/// Rendezvous rank of `node` for `key`: a stable 64-bit hash, the same in
+/// every build (std's hasher makes no such promise), so nodes of different
+/// versions agree during a rollout.
+pub fn rank(key: u64, node: &NodeId) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for byte in node.as_str().bytes() {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    splitmix64(h)
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn shard_rank(shard: ShardId, node: &NodeId) -> u64 {
+    rank(u64::from(shard.0), node)
+}
+
+/// Salt for ranking nodes among themselves when quotas tie.
+const QUOTA_SALT: u64 = u64::MAX;
+
+/// The target owner of every shard in `shards`, given the live `members` and
+/// the current `owners` (owners that are not members count as gone). With no
+/// eligible member the target is empty: shards stay where they are.
+pub fn assign(shards: &[ShardId], members: &[Member], owners: &BTreeMap<ShardId, NodeId>) -> Assignment {
+    let mut shards = shards.to_vec();
+    shards.sort();
+    shards.dedup();
+    let mut members: Vec<&Member> = members.iter().filter(|m| m.eligible && m.weight > 0).collect();
+    members.sort_by(|a, b| a.id.cmp(&b.id));
+    members.dedup_by(|a, b| a.id == b.id);
+    if members.is_empty() {
+        return Assignment::default();
+    }
+
+    let mut held: BTreeMap<&NodeId, Vec<ShardId>> = BTreeMap::new();
+    for shard in &shards {
+        if let Some(owner) = owners.get(shard) {
+            held.entry(owner).or_default().push(*shard);
+        }
+    }
+    let quota = quotas(shards.len(), &members, &held);
+
+    let mut target = BTreeMap::new();
+    let mut count: BTreeMap<&NodeId, usize> = BTreeMap::new();
+    for member in &members {
+        let Some(mine) = held.get(&member.id) else { continue };
+        let mut mine = mine.clone();
+        mine.sort_by_key(|s| std::cmp::Reverse(shard_rank(*s, &member.id)));
+        mine.truncate(quota[&member.id]);
+        count.insert(&member.id, mine.len());
+        for shard in mine {
+            target.insert(shard, member.id.clone());
+        }
+    }
+    for shard in &shards {
+        if target.contains_key(shard) {
+            continue;
+        }
+        let best = members
+            .iter()
+            .filter(|m| count.get(&m.id).copied().unwrap_or(0) < quota[&m.id])
+            .max_by_key(|m| (shard_rank(*shard, &m.id), &m.id));
+        if let Some(best) = best {
+            *count.entry(&best.id).or_default() += 1;
+            target.insert(*shard, best.id.clone());
+        }
+    }
+    Assignment { target, quota }
+}
+
+fn quotas(total: usize, members: &[&Member], held: &BTreeMap<&NodeId, Vec<ShardId>>) -> BTreeMap<NodeId, usize> {
+    let weight_sum: u128 = members.iter().map(|m| u128::from(m.weight)).sum();
+    let share = |m: &Member| (total as u128) * u128::from(m.weight);
+    let mut quota: BTreeMap<NodeId, usize> = members
+        .iter()
+        .map(|m| (m.id.clone(), (share(m) / weight_sum) as usize))
+        .collect();
+    let mut left = total - quota.values().sum::<usize>();
+    let mut order: Vec<&&Member> = members.iter().collect();
+    order.sort_by_key(|m| {
+        let holds_more = held.get(&m.id).map_or(0, Vec::len) > quota[&m.id];
+        let remainder = share(m) % weight_sum;
+        std::cmp::Reverse((holds_more, remainder, rank(QUOTA_SALT, &m.id), m.id.clone()))
+    });
+    for m in order {
+        if left == 0 {
+            break;
+        }
+        if let Some(q) = quota.get_mut(&m.id) {
+            *q += 1;
+            left -= 1;
+        }
+    }
+    quota
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn members(n: usize) -> Vec<Member> {
+        (0..n)
+            .map(|i| Member {
+                id: NodeId::new(format!("i-{i:04}")),
+                weight: 1,
+                eligible: true,
+            })
+            .collect()
+    }
+
+    fn ids(s: usize) -> Vec<ShardId> {
+        (0..s as u32).map(ShardId).collect()
+    }
+
+    fn counts(a: &Assignment) -> BTreeMap<NodeId, usize> {
+        let mut c = BTreeMap::new();
+        for owner in a.target.values() {
+            *c.entry(owner.clone()).or_insert(0) += 1;
+        }
+        c
+    }
+
+    fn moved(before: &Assignment, after: &Assignment) -> Vec<ShardId> {
+        after
+            .target
+            .iter()
+            .filter(|(s, o)| before.target.get(s) != Some(o))
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
+    #[test]
+    fn every_shard_gets_an_owner_and_quotas_add_up() {
+        let a = assign(&ids(64), &members(5), &BTreeMap::new());
+        assert_eq!(a.target.len(), 64);
+        assert_eq!(a.quota.values().sum::<usize>(), 64);
+        let c = counts(&a);
+        assert!(c.values().all(|n| (12..=13).contains(n)), "{c:?}");
+    }
+
+    #[test]
+    fn ineligible_members_get_nothing_and_no_members_means_no_target() {
+        let mut m = members(3);
+        m[1].eligible = false;
+        let a = assign(&ids(10), &m, &BTreeMap::new());
+        assert!(a.target.values().all(|o| o != &m[1].id));
+        assert_eq!(assign(&ids(10), &[], &BTreeMap::new()), Assignment::default());
+    }
+
+    #[test]
+    fn weights_set_the_share() {
+        let mut m = members(2);
+        m[0].weight = 3;
+        let a = assign(&ids(40), &m, &BTreeMap::new());
+        assert_eq!(counts(&a)[&m[0].id], 30);
+        assert_eq!(counts(&a)[&m[1].id], 10);
+    }
+
+    #[test]
+    fn a_draining_owner_gives_up_everything() {
+        let m = members(3);
+        let first = assign(&ids(12), &m, &BTreeMap::new());
+        let mut draining = m.clone();
+        draining[0].eligible = false;
+        let second = assign(&ids(12), &draining, &first.target);
+        let moved = moved(&first, &second);
+        let owned_by_0: Vec<_> = first
+            .target
+            .iter()
+            .filter(|(_, o)| **o == m[0].id)
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(moved, owned_by_0);
+    }
+
+    fn scenario() -> impl Strategy<Value = (usize, usize, Vec<u32>)> {
+        (1usize..12, 0usize..200).prop_flat_map(|(n, s)| (Just(n), Just(s), prop::collection::vec(1u32..5, n)))
+    }
+
+    proptest! {
+        #[test]
+        fn balanced_within_one_of_the_weighted_share((n, s, weights) in scenario()) {
+            let mut m = members(n);
+            for (member, w) in m.iter_mut().zip(&weights) { member.weight = *w; }
+            let a = assign(&ids(s), &m, &BTreeMap::new());
+            let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+            prop_assert_eq!(a.target.len(), s);
+            let c = counts(&a);
+            for member in &m {
+                let got = c.get(&member.id).copied().unwrap_or(0) as u64;
+                let exact_x_total = s as u64 * u64::from(member.weight);
+                // floor(share) <= got <= ceil(share)
+                prop_assert!(got * total + total > exact_x_total && got * total < exact_x_total + total,
+                    "{} got {} of {} (weight {}/{})", member.id, got, s, member.weight, total);
+            }
+        }
+
+        #[test]
+        fn removing_a_node_moves_exactly_its_shards(n in 2usize..12, s in 0usize..200, gone in 0usize..12) {
+            let m = members(n);
+            let before = assign(&ids(s), &m, &BTreeMap::new());
+            let gone = &m[gone % n].id;
+            let survivors: Vec<_> = m.iter().filter(|x| &x.id != gone).cloned().collect();
+            let after = assign(&ids(s), &survivors, &before.target);
+            let mut expected: Vec<_> = before.target.iter().filter(|(_, o)| *o == gone).map(|(s, _)| *s).collect();
+            expected.sort();
+            prop_assert_eq!(moved(&before, &after), expected);
+            let c = counts(&after);
+            prop_assert!(c.values().max().unwrap_or(&0) - c.values().min().unwrap_or(&0) <= 1 || s < n);
+        }
+
+        #[test]
+        fn adding_a_node_moves_at_most_its_fair_share(n in 1usize..12, s in 0usize..200) {
+            let m = members(n + 1);
+            let before = assign(&ids(s), &m[..n], &BTreeMap::new());
+            let after = assign(&ids(s), &m, &before.target);
+            let limit = s.div_ceil(n + 1);
+            let moved = moved(&before, &after);
+            prop_assert!(moved.len() <= limit, "moved {} > {}", moved.len(), limit);
+            prop_assert!(moved.iter().all(|s| after.target[s] == m[n].id), "only the new node gains");
+        }
+
+        #[test]
+        fn steady_state_moves_nothing(n in 1usize..12, s in 0usize..200) {
+            let m = members(n);
+            let first = assign(&ids(s), &m, &BTreeMap::new());
+            let again = assign(&ids(s), &m, &first.target);
+            prop_assert_eq!(first, again);
+        }
+
+        #[test]
+        fn result_does_not_depend_on_listing_order(
+            (n, s, weights) in scenario(),
+            seed in any::<u64>(),
+            owned in prop::collection::vec((0u32..200, 0usize..12), 0..50),
+        ) {
+            let mut m = members(n);
+            for (member, w) in m.iter_mut().zip(&weights) { member.weight = *w; }
+            let owners: BTreeMap<ShardId, NodeId> =
+                owned.iter().map(|(sh, o)| (ShardId(*sh), m[o % n].id.clone())).collect();
+            let a = assign(&ids(s), &m, &owners);
+            let mut shuffled_members = m.clone();
+            let mut shuffled_shards = ids(s);
+            // A seeded Fisher-Yates: proptest shrinks the seed.
+            let mut x = seed | 1;
+            let mut next = |bound: usize| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; (x % bound as u64) as usize };
+            for i in (1..shuffled_members.len()).rev() { let j = next(i + 1); shuffled_members.swap(i, j); }
+            for i in (1..shuffled_shards.len()).rev() { let j = next(i + 1); shuffled_shards.swap(i, j); }
+            prop_assert_eq!(a, assign(&shuffled_shards, &shuffled_members, &owners));
+        }
+    }
+}

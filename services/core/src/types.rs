@@ -157,16 +157,14 @@ impl FromStr for Vip {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let malformed = || VipError::Malformed(s.to_string());
         let (addr, prefix) = match s.split_once('/') {
-            Some((addr, prefix)) => {
-                let prefix: u32 = prefix.parse().map_err(|_| malformed())?;
-                if prefix > 32 {
-                    return Err(VipError::PrefixTooLong(s.to_string(), prefix));
-                }
-                (addr, prefix as u8)
-            }
+            Some((addr, prefix)) => (addr, prefix.parse::<u32>().map_err(|_| malformed())?),
             None => (s, 32),
         };
         let addr: Ipv4Addr = addr.parse().map_err(|_| malformed())?;
+        let prefix = u8::try_from(prefix)
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| VipError::PrefixTooLong(s.to_string(), prefix))?;
         Vip::new(addr, prefix)
     }
 }
