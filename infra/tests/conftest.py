@@ -1,0 +1,134 @@
+"""Shared helpers for the infra tests: paths, the parsed template, a fake agent."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+INFRA = Path(__file__).resolve().parents[1]
+TEMPLATE_PATH = INFRA / "cloudformation" / "vipfleet.yaml"
+BOOTSTRAP = INFRA / "bootstrap" / "bootstrap.sh"
+UNIT = INFRA / "systemd" / "vipfleet-agent.service"
+HAPROXY_SAMPLE = INFRA / "haproxy" / "haproxy.cfg"
+
+sys.path.insert(0, str(INFRA / "cloudformation"))
+
+
+def load_template() -> dict:
+    """The template as cfn-lint reads it (short-form !Ref/!Sub become Ref/Fn::Sub)."""
+    from cfnlint.decode import decode_str
+
+    template, matches = decode_str(TEMPLATE_PATH.read_text())
+    assert not matches, f"template does not parse: {matches}"
+    return template
+
+
+@pytest.fixture(scope="session")
+def template() -> dict:
+    return load_template()
+
+
+# Parameter values used wherever a test needs the template's user data rendered.
+SAMPLE_PARAMETERS = {
+    "LeaseTable": "vipfleet-LeaseTable-ABCDEF123456",
+    "AWS::Region": "us-east-1",
+    "AWS::StackName": "vipfleet",
+    "Vips": "10.200.0.1/32,10.200.0.2/32",
+    "RouteTableIds": "rtb-0123456789abcdef0,rtb-0fedcba9876543210",
+    "VpcId": "vpc-0abc",
+    "LeaseProfile": "default",
+    "AgentArtifactUrl": "https://example.invalid/vipfleet-agent",
+    "AgentArtifactSha256": "0" * 64,
+    "BackendServers": "10.0.2.10:8080,10.0.2.11:8080",
+    "ServicePort": "80",
+}
+
+
+def resolve_sub(text: str, values: dict[str, str]) -> str:
+    """Fn::Sub semantics for a plain string: ${Name} from values, ${!X} -> ${X}."""
+
+    def one(match: re.Match) -> str:
+        name = match.group(1)
+        if name.startswith("!"):
+            return "${" + name[1:] + "}"
+        if name not in values:
+            raise KeyError(f"no value for ${{{name}}} in the test's parameters")
+        return values[name]
+
+    return re.sub(r"\$\{([^}]*)\}", one, text)
+
+
+def render_user_data(template: dict, values: dict[str, str]) -> str:
+    """The user data an instance would receive (before base64)."""
+    user_data = template["Resources"]["NodeLaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]
+    parts = user_data["Fn::Base64"]["Fn::Join"][1]
+    out = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+        elif set(part) == {"Fn::Sub"} and isinstance(part["Fn::Sub"], str):
+            out.append(resolve_sub(part["Fn::Sub"], values))
+        else:
+            raise AssertionError(f"unexpected user data part: {part!r}")
+    return "".join(out)
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_fake_agent(directory: Path, *, check_config_exit: int = 0) -> Path:
+    """A stand-in for vipfleet-agent: logs its arguments, answers check-config."""
+    log = directory / "agent-calls.log"
+    agent = directory / "vipfleet-agent"
+    agent.write_text(
+        "#!/bin/sh\n"
+        # Records its arguments and how many VIPFLEET_* variables it inherited.
+        f"echo \"$* vipfleet_env=$(env | grep -c '^VIPFLEET_')\" >> '{log}'\n"
+        "if [ \"$1\" = check-config ]; then\n"
+        "  [ -f \"$3\" ] || exit 66\n"
+        f"  exit {check_config_exit}\n"
+        "fi\n"
+        "exit 0\n"
+    )
+    agent.chmod(0o755)
+    return agent
+
+
+def bootstrap_env(root: Path, agent_url: str, sha256: str, **overrides: str) -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "VIPFLEET_ROOT": str(root),
+        "VIPFLEET_SKIP_PACKAGES": "1",
+        "VIPFLEET_SKIP_SYSTEMCTL": "1",
+        "VIPFLEET_AWS_TABLE": "vipfleet-leases",
+        "VIPFLEET_AWS_REGION": "us-east-1",
+        "VIPFLEET_FLEET_VIPS": "10.200.0.1/32, 10.200.0.2/32",
+        "VIPFLEET_FLEET_ROUTE_TABLES": "rtb-0123,rtb-4567",
+        "VIPFLEET_FLEET_VPC_ID": "vpc-0abc",
+        "VIPFLEET_LIFECYCLE_ASG_NAME": "vipfleet-nodes",
+        "VIPFLEET_AGENT_URL": agent_url,
+        "VIPFLEET_AGENT_SHA256": sha256,
+        "VIPFLEET_HAPROXY_BACKENDS": "10.0.2.10:8080,10.0.2.11:8080",
+    }
+    env.update(overrides)
+    return env
+
+
+def run_bash(script: Path | None, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    """bash SCRIPT, or (script None) bash reading the script from stdin."""
+    return subprocess.run(
+        ["bash", str(script)] if script is not None else ["bash", "-s"],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
