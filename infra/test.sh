@@ -6,6 +6,7 @@
 # Tools: cfn-lint and pytest from $VIPFLEET_VENV (default /var/tmp/vipfleet-venv
 # when it exists), shellcheck from PATH. A missing tool is a failure, not a skip.
 set -uo pipefail
+export PYTHONDONTWRITEBYTECODE=1
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 if [[ -z "${VIPFLEET_VENV:-}" && -x /var/tmp/vipfleet-venv/bin/python ]]; then
