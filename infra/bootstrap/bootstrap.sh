@@ -25,7 +25,9 @@
 # Switches for tests and images: VIPFLEET_ROOT (install under this prefix,
 # default /), VIPFLEET_SKIP_PACKAGES=1, VIPFLEET_SKIP_SYSTEMCTL=1,
 # VIPFLEET_SKIP_KERNEL=1 (no live sysctl/modprobe; implied when VIPFLEET_ROOT
-# is not /).
+# is not /), VIPFLEET_FAKE_TOOLS=1 (tests whose PATH holds stand-ins for
+# systemctl, sysctl and modprobe: lifts the VIPFLEET_ROOT guards) with
+# VIPFLEET_SYSFS (where loaded modules show, default /sys).
 set -Eeuo pipefail
 umask 022
 
@@ -144,7 +146,7 @@ check_inputs() {
   if [[ -n "${VIPFLEET_HAPROXY_BACKENDS:-}" ]]; then
     check_list VIPFLEET_HAPROXY_BACKENDS "$VIPFLEET_HAPROXY_BACKENDS" '^[A-Za-z0-9.-]+:[0-9]{1,5}$'
   fi
-  if [[ -n "$ROOT" ]]; then
+  if [[ -n "$ROOT" && "${VIPFLEET_FAKE_TOOLS:-0}" != 1 ]]; then
     # Installing packages or starting units would touch the live system, not the prefix.
     [[ "$SKIP_PACKAGES" == 1 && "$SKIP_SYSTEMCTL" == 1 ]] ||
       die "VIPFLEET_ROOT=$ROOT needs VIPFLEET_SKIP_PACKAGES=1 and VIPFLEET_SKIP_SYSTEMCTL=1"
@@ -358,7 +360,7 @@ write_kernel_settings() {
       CHANGES=$((CHANGES + 1))
     fi
   done
-  if [[ ! -d /sys/module/dummy ]]; then
+  if [[ ! -d "${VIPFLEET_SYSFS:-/sys}/module/dummy" ]]; then
     modprobe dummy
     log "loaded kernel module dummy"
     CHANGES=$((CHANGES + 1))

@@ -8,6 +8,7 @@ or a loopback http:// URL.
 from __future__ import annotations
 
 import functools
+import subprocess
 import http.server
 import shutil
 import stat
@@ -287,3 +288,91 @@ def test_sample_haproxy_config_is_valid():
     text = HAPROXY_SAMPLE.read_text()
     for needle in ("bind 0.0.0.0:80", "bind 127.0.0.1:8404", "monitor-uri /healthz", "stats socket", "check"):
         assert needle in text
+
+
+def make_fake_tools(directory: Path) -> Path:
+    """Stand-ins for systemctl, sysctl and modprobe that keep state in files and log every call."""
+    state = directory / "state"
+    state.mkdir(parents=True)
+    log = directory / "tools.log"
+    scripts = {
+        "systemctl": f"""#!/bin/sh
+echo "systemctl $*" >> '{log}'
+case "$1" in
+  is-enabled) [ -f '{state}'/enabled-"$3" ] ;;
+  is-active) [ -f '{state}'/active-"$3" ] ;;
+  enable) touch '{state}'/enabled-"$2" ;;
+  start|restart|reload-or-restart) touch '{state}'/active-"$2" ;;
+  daemon-reload) ;;
+  *) exit 2 ;;
+esac
+""",
+        "sysctl": f"""#!/bin/sh
+echo "sysctl $*" >> '{log}'
+if [ "$1" = -n ]; then cat '{state}'/sysctl-"$2" 2>/dev/null || echo 0; exit 0; fi
+if [ "$1" = -q ] && [ "$2" = -w ]; then
+  key="${{3%%=*}}"; printf '%s\\n' "${{3#*=}}" > '{state}'/sysctl-"$key"; exit 0
+fi
+exit 2
+""",
+        "modprobe": f"""#!/bin/sh
+echo "modprobe $*" >> '{log}'
+mkdir -p '{state}'/sys/module/"$1"
+""",
+    }
+    bin_dir = directory / "bin"
+    bin_dir.mkdir()
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
+def test_services_and_kernel_settings_are_applied_once(tmp_path, env):
+    """With stand-in systemctl/sysctl: the first run starts and sets everything, the second nothing."""
+    bin_dir = make_fake_tools(tmp_path / "tools")
+    log = tmp_path / "tools/tools.log"
+    env = {
+        **env,
+        "PATH": f"{bin_dir}:{env['PATH']}",
+        "VIPFLEET_FAKE_TOOLS": "1",
+        "VIPFLEET_SYSFS": str(tmp_path / "tools/state/sys"),
+        "VIPFLEET_SKIP_SYSTEMCTL": "0",
+    }
+
+    def calls_of(run_env) -> tuple[subprocess.CompletedProcess, list[str]]:
+        log.write_text("")
+        result = run_bash(BOOTSTRAP, run_env)
+        assert result.returncode == 0, result.stderr
+        return result, log.read_text().splitlines()
+
+    def mutations(calls: list[str]) -> list[str]:
+        return [c for c in calls if not c.startswith(("systemctl is-", "sysctl -n"))]
+
+    first, calls = calls_of(env)
+    expected = [
+        "sysctl -q -w net.ipv4.ip_nonlocal_bind=1",
+        "sysctl -q -w net.ipv4.conf.all.arp_ignore=1",
+        "sysctl -q -w net.ipv4.conf.all.arp_announce=2",
+        "sysctl -q -w net.ipv4.ip_local_port_range=1024 65000",
+        "sysctl -q -w net.core.somaxconn=4096",
+        "modprobe dummy",
+        "systemctl daemon-reload",
+        "systemctl enable haproxy",
+        "systemctl start haproxy",
+        "systemctl enable vipfleet-agent",
+        "systemctl start vipfleet-agent",
+    ]
+    assert mutations(calls) == expected
+
+    second, calls = calls_of(env)
+    assert mutations(calls) == []
+    assert "done: no changes" in second.stdout
+
+    # New VIPs: only the agent restarts (a drain); haproxy is left alone.
+    _, calls = calls_of({**env, "VIPFLEET_FLEET_VIPS": "10.200.0.9/32"})
+    assert mutations(calls) == ["systemctl restart vipfleet-agent"]
+
+    # New backends: only haproxy reloads.
+    _, calls = calls_of({**env, "VIPFLEET_FLEET_VIPS": "10.200.0.9/32", "VIPFLEET_HAPROXY_BACKENDS": "10.0.2.12:8080"})
+    assert mutations(calls) == ["systemctl reload-or-restart haproxy"]
