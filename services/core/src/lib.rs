@@ -26,6 +26,8 @@
 pub mod assign;
 pub mod config;
 #[cfg(feature = "fakes")]
+pub mod contract;
+#[cfg(feature = "fakes")]
 pub mod fake;
 pub mod liveness;
 pub mod machine;

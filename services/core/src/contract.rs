@@ -1,0 +1,536 @@
+//! Contract suites for [`LeaseStore`] and [`RouteTable`]: one set of
+//! assertions that the in-memory fakes and the real adapters (DynamoDB and
+//! EC2, exercised against moto) must all pass, so that the fakes the
+//! simulation trusts are proven to behave like the services.
+//!
+//! Plain async functions that panic on a broken promise; the caller brings
+//! the runtime (the core has none). Each suite only looks at the ids it
+//! made, so it can share a table with other runs: the lease suite derives
+//! every node and shard id from `prefix`; the route suite needs tables with
+//! no routes to its VIPs (fresh tables).
+
+use crate::routes::{point_route, RouteEntry, RouteError, RouteTable, RouteWrite};
+use crate::store::{
+    AcquireOutcome, AcquireRequest, Expect, HandoffOutcome, HandoffRequest, HeartbeatOutcome, HeartbeatRequest,
+    LeaseStore, MarkDeadOutcome, MarkDeadRequest,
+};
+use crate::types::{
+    EniId, Epoch, Heartbeat, Incarnation, NodeId, NodeInfo, NodeRecord, NodeState, RouteTableId, ShardId, ShardRecord,
+    Vip,
+};
+
+/// FNV-1a: a stable hash, so that ids derived from a prefix are the same on
+/// every platform and run.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn vip(text: &str) -> Vip {
+    text.parse().unwrap_or_else(|e| panic!("contract VIP {text}: {e}"))
+}
+
+/// The nodes, incarnations and shards of one run of the lease suite.
+struct Ids {
+    prefix: String,
+    /// Shard ids are numbers: a block of 16 per prefix, at a hashed offset.
+    shard_base: u32,
+    inc_base: u64,
+}
+
+impl Ids {
+    fn new(prefix: &str) -> Self {
+        let hash = fnv1a(prefix);
+        Self {
+            prefix: prefix.to_string(),
+            shard_base: ((hash >> 32) as u32 % (u32::MAX / 16)) * 16,
+            inc_base: hash,
+        }
+    }
+    fn node(&self, name: &str) -> NodeId {
+        NodeId::new(format!("{}-{name}", self.prefix))
+    }
+    fn inc(&self, n: u64) -> Incarnation {
+        Incarnation(self.inc_base.wrapping_add(n))
+    }
+    fn shard(&self, n: u32) -> ShardId {
+        ShardId(self.shard_base + n)
+    }
+    fn info(&self, name: &str, weight: u32) -> NodeInfo {
+        NodeInfo {
+            id: self.node(name),
+            eni: EniId(format!("eni-{}-{name}", self.prefix)),
+            az: "us-east-1a".into(),
+            addr: "10.0.1.10".into(),
+            weight,
+            version: "contract".into(),
+        }
+    }
+}
+
+async fn beat<S: LeaseStore>(
+    store: &S,
+    info: &NodeInfo,
+    inc: Incarnation,
+    state: NodeState,
+    register: bool,
+) -> HeartbeatOutcome {
+    let req = HeartbeatRequest {
+        info: info.clone(),
+        inc,
+        state,
+        register,
+    };
+    store
+        .heartbeat(&req)
+        .await
+        .unwrap_or_else(|e| panic!("heartbeat {}: {e}", info.id))
+}
+
+async fn node<S: LeaseStore>(store: &S, id: &NodeId) -> Option<NodeRecord> {
+    let nodes = store.read_nodes().await.unwrap_or_else(|e| panic!("read_nodes: {e}"));
+    nodes.into_iter().find(|n| &n.info.id == id)
+}
+
+async fn shard<S: LeaseStore>(store: &S, id: ShardId) -> Option<ShardRecord> {
+    store
+        .read_shard(id)
+        .await
+        .unwrap_or_else(|e| panic!("read_shard {id}: {e}"))
+}
+
+async fn acquire<S: LeaseStore>(
+    store: &S,
+    shard: ShardId,
+    vips: &[Vip],
+    me: &NodeId,
+    inc: Incarnation,
+    expect: Expect,
+) -> AcquireOutcome {
+    let req = AcquireRequest {
+        shard,
+        vips: vips.to_vec(),
+        me: me.clone(),
+        inc,
+        expect,
+    };
+    store
+        .acquire(&req)
+        .await
+        .unwrap_or_else(|e| panic!("acquire {shard} by {me}: {e}"))
+}
+
+async fn hand_off<S: LeaseStore>(
+    store: &S,
+    shard: ShardId,
+    me: &NodeId,
+    epoch: Epoch,
+    to: &NodeId,
+    to_inc: Incarnation,
+) -> HandoffOutcome {
+    let req = HandoffRequest {
+        shard,
+        me: me.clone(),
+        epoch,
+        to: to.clone(),
+        to_inc,
+    };
+    store
+        .hand_off(&req)
+        .await
+        .unwrap_or_else(|e| panic!("hand_off {shard} {me} -> {to}: {e}"))
+}
+
+async fn mark_dead<S: LeaseStore>(
+    store: &S,
+    node: &NodeId,
+    inc: Incarnation,
+    observed_hb: Heartbeat,
+) -> MarkDeadOutcome {
+    let req = MarkDeadRequest {
+        node: node.clone(),
+        inc,
+        observed_hb,
+    };
+    store
+        .mark_dead(&req)
+        .await
+        .unwrap_or_else(|e| panic!("mark_dead {node}: {e}"))
+}
+
+/// Every `LeaseStore` operation and its conditional semantics.
+pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
+    let ids = Ids::new(prefix);
+    let (a, b, c, ghost) = (ids.node("a"), ids.node("b"), ids.node("c"), ids.node("ghost"));
+    let (inc_a, inc_a2, inc_b, inc_c) = (ids.inc(1), ids.inc(2), ids.inc(3), ids.inc(4));
+    let info_a = ids.info("a", 1);
+    let active = NodeState::Active;
+
+    // Heartbeat: only `register` creates or takes over a node item.
+    assert_eq!(
+        beat(store, &info_a, inc_a, active, false).await,
+        HeartbeatOutcome::NotMine
+    );
+    assert_eq!(node(store, &a).await, None, "a refused beat must not create the item");
+    assert_eq!(
+        beat(store, &info_a, inc_a, active, true).await,
+        HeartbeatOutcome::Beat(1)
+    );
+    assert_eq!(
+        beat(store, &info_a, inc_a, active, false).await,
+        HeartbeatOutcome::Beat(2)
+    );
+    assert_eq!(
+        beat(store, &info_a, inc_b, active, false).await,
+        HeartbeatOutcome::NotMine
+    );
+    let record = node(store, &a).await.expect("node a after two beats");
+    assert_eq!(
+        record,
+        NodeRecord {
+            info: info_a.clone(),
+            hb: 2,
+            inc: inc_a,
+            state: active
+        },
+        "a NotMine beat must leave the item alone"
+    );
+    // A new process takes the id over; the counter goes on, the old one is out.
+    let info_a2 = NodeInfo {
+        weight: 3,
+        addr: "10.0.1.11".into(),
+        ..info_a.clone()
+    };
+    assert_eq!(
+        beat(store, &info_a2, inc_a2, NodeState::Draining, true).await,
+        HeartbeatOutcome::Beat(3)
+    );
+    assert_eq!(
+        beat(store, &info_a, inc_a, active, false).await,
+        HeartbeatOutcome::NotMine
+    );
+    let record = node(store, &a).await.expect("node a after takeover");
+    assert_eq!((record.hb, record.inc, record.state), (3, inc_a2, NodeState::Draining));
+    assert_eq!(record.info, info_a2, "a beat rewrites the node's facts");
+    assert_eq!(
+        beat(store, &ids.info("b", 1), inc_b, active, true).await,
+        HeartbeatOutcome::Beat(1)
+    );
+    assert_eq!(
+        beat(store, &ids.info("c", 1), inc_c, active, true).await,
+        HeartbeatOutcome::Beat(1)
+    );
+
+    // Claim of a free shard: once.
+    let (s0, s1, s2) = (ids.shard(0), ids.shard(1), ids.shard(2));
+    let vips0 = [vip("10.200.0.1/32")];
+    assert_eq!(shard(store, s0).await, None);
+    assert_eq!(
+        acquire(store, s0, &vips0, &a, inc_a2, Expect::Free).await,
+        AcquireOutcome::Acquired { epoch: 1 }
+    );
+    assert_eq!(
+        acquire(store, s0, &vips0, &b, inc_b, Expect::Free).await,
+        AcquireOutcome::LostRace
+    );
+    let expected = ShardRecord {
+        id: s0,
+        vips: vips0.to_vec(),
+        owner: Some(a.clone()),
+        owner_inc: Some(inc_a2),
+        epoch: 1,
+        moves: 0,
+    };
+    assert_eq!(shard(store, s0).await, Some(expected.clone()), "a claim is not a move");
+
+    // Takeovers of a shard that is missing or not as expected fail, and
+    // create nothing.
+    let dead_a = |epoch| Expect::DeadOwner {
+        owner: a.clone(),
+        epoch,
+    };
+    assert_eq!(
+        acquire(store, s1, &vips0, &b, inc_b, dead_a(0)).await,
+        AcquireOutcome::LostRace
+    );
+    let expired = |owner: &NodeId, epoch, observed_hb| Expect::ExpiredOwner {
+        owner: owner.clone(),
+        epoch,
+        observed_hb,
+    };
+    assert_eq!(
+        acquire(store, s1, &vips0, &b, inc_b, expired(&a, 0, 3)).await,
+        AcquireOutcome::LostRace
+    );
+    assert_eq!(
+        shard(store, s1).await,
+        None,
+        "a failed takeover must not create the shard"
+    );
+    assert_eq!(
+        acquire(store, s0, &vips0, &b, inc_b, dead_a(0)).await,
+        AcquireOutcome::LostRace
+    );
+    let dead_c = Expect::DeadOwner {
+        owner: c.clone(),
+        epoch: 1,
+    };
+    assert_eq!(
+        acquire(store, s0, &vips0, &b, inc_b, dead_c).await,
+        AcquireOutcome::LostRace
+    );
+
+    // Expired owner: the heartbeat we saw must still be the current one; a
+    // shard that moved beats a node that beat.
+    assert_eq!(
+        acquire(store, s0, &vips0, &b, inc_b, expired(&a, 1, 2)).await,
+        AcquireOutcome::OwnerAlive
+    );
+    assert_eq!(
+        acquire(store, s0, &vips0, &b, inc_b, expired(&a, 0, 2)).await,
+        AcquireOutcome::LostRace
+    );
+    assert_eq!(
+        shard(store, s0).await,
+        Some(expected.clone()),
+        "failed takeovers change nothing"
+    );
+    let vips0b = [vip("10.200.0.1/32"), vip("10.200.8.0/24")];
+    assert_eq!(
+        acquire(store, s0, &vips0b, &b, inc_b, expired(&a, 1, 3)).await,
+        AcquireOutcome::Acquired { epoch: 2 }
+    );
+    let expected = ShardRecord {
+        vips: vips0b.to_vec(),
+        owner: Some(b.clone()),
+        owner_inc: Some(inc_b),
+        epoch: 2,
+        moves: 1,
+        ..expected
+    };
+    assert_eq!(shard(store, s0).await, Some(expected.clone()));
+
+    // An owner without a node item is never "expired": nothing to observe.
+    assert_eq!(
+        acquire(store, s2, &vips0, &ghost, ids.inc(9), Expect::Free).await,
+        AcquireOutcome::Acquired { epoch: 1 }
+    );
+    assert_eq!(
+        acquire(store, s2, &vips0, &c, inc_c, expired(&ghost, 1, 0)).await,
+        AcquireOutcome::OwnerAlive
+    );
+
+    // Hand-off: only the owner at the current epoch.
+    assert_eq!(hand_off(store, s0, &a, 2, &c, inc_c).await, HandoffOutcome::NotOwner);
+    assert_eq!(hand_off(store, s0, &b, 1, &c, inc_c).await, HandoffOutcome::NotOwner);
+    assert_eq!(hand_off(store, s1, &b, 0, &c, inc_c).await, HandoffOutcome::NotOwner);
+    assert_eq!(
+        shard(store, s1).await,
+        None,
+        "a refused hand-off must not create the shard"
+    );
+    assert_eq!(
+        hand_off(store, s0, &b, 2, &c, inc_c).await,
+        HandoffOutcome::Done { epoch: 3 }
+    );
+    let expected = ShardRecord {
+        owner: Some(c.clone()),
+        owner_inc: Some(inc_c),
+        epoch: 3,
+        moves: 2,
+        ..expected
+    };
+    assert_eq!(shard(store, s0).await, Some(expected.clone()));
+    assert_eq!(
+        hand_off(store, s0, &b, 2, &c, inc_c).await,
+        HandoffOutcome::NotOwner,
+        "epoch 2 is gone"
+    );
+
+    // Mark dead: only at the heartbeat and incarnation observed.
+    assert_eq!(mark_dead(store, &c, inc_c, 0).await, MarkDeadOutcome::Alive);
+    assert_eq!(mark_dead(store, &c, inc_b, 1).await, MarkDeadOutcome::Alive);
+    assert_eq!(mark_dead(store, &ghost, ids.inc(9), 0).await, MarkDeadOutcome::Alive);
+    assert_eq!(node(store, &ghost).await, None, "mark_dead must not create a node");
+    assert_eq!(mark_dead(store, &c, inc_c, 1).await, MarkDeadOutcome::Marked);
+    let record = node(store, &c).await.expect("node c");
+    assert_eq!((record.state, record.hb, record.inc), (NodeState::Dead, 1, inc_c));
+
+    // A dead owner's shard is taken with a plain conditional update.
+    let dead_c = |epoch| Expect::DeadOwner {
+        owner: c.clone(),
+        epoch,
+    };
+    assert_eq!(
+        acquire(store, s0, &vips0, &a, inc_a2, dead_c(2)).await,
+        AcquireOutcome::LostRace
+    );
+    assert_eq!(
+        acquire(store, s0, &vips0, &a, inc_a2, dead_c(3)).await,
+        AcquireOutcome::Acquired { epoch: 4 }
+    );
+    assert_eq!(
+        acquire(store, s0, &vips0, &b, inc_b, dead_c(3)).await,
+        AcquireOutcome::LostRace
+    );
+    assert_eq!(
+        acquire(store, s0, &vips0, &b, inc_b, Expect::Free).await,
+        AcquireOutcome::LostRace
+    );
+    let expected = ShardRecord {
+        vips: vips0.to_vec(),
+        owner: Some(a.clone()),
+        owner_inc: Some(inc_a2),
+        epoch: 4,
+        moves: 3,
+        ..expected
+    };
+    assert_eq!(shard(store, s0).await, Some(expected.clone()));
+
+    // The node marked dead was only suspected: its own beat revives it.
+    assert_eq!(
+        beat(store, &ids.info("c", 1), inc_c, active, false).await,
+        HeartbeatOutcome::Beat(2)
+    );
+    assert_eq!(node(store, &c).await.map(|n| n.state), Some(active));
+
+    // The bulk reads agree with the single ones.
+    let mine: Vec<ShardRecord> = store
+        .read_shards()
+        .await
+        .unwrap_or_else(|e| panic!("read_shards: {e}"))
+        .into_iter()
+        .filter(|s| (ids.shard(0)..=ids.shard(15)).contains(&s.id))
+        .collect();
+    assert_eq!(mine.len(), 2, "shards {s0} and {s2} exist, {s1} does not: {mine:?}");
+    assert_eq!(mine.iter().find(|s| s.id == s0), Some(&expected));
+    assert_eq!(
+        mine.iter().find(|s| s.id == s2).and_then(|s| s.owner.clone()),
+        Some(ghost.clone())
+    );
+    let nodes: Vec<NodeId> = store
+        .read_nodes()
+        .await
+        .unwrap_or_else(|e| panic!("read_nodes: {e}"))
+        .into_iter()
+        .map(|n| n.info.id)
+        .filter(|id| id.as_str().starts_with(&format!("{prefix}-")))
+        .collect();
+    let mut nodes = nodes;
+    nodes.sort();
+    assert_eq!(nodes, [a, b, c]);
+}
+
+/// Deviations of a route service from EC2 that the route suite tolerates,
+/// each asserted as it is (so a fixed emulator makes the suite fail, and
+/// the flag can go).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteDeviations {
+    /// `CreateRoute` on an existing destination replaces the route instead
+    /// of failing with `RouteAlreadyExists` (moto 5).
+    pub create_replaces_existing: bool,
+}
+
+fn target_of(entries: &[RouteEntry], table: &RouteTableId, vip: Vip) -> Option<Option<EniId>> {
+    entries
+        .iter()
+        .find(|e| &e.table == table && e.destination == vip)
+        .map(|e| e.target.clone())
+}
+
+/// Every `RouteTable` operation against EC2's semantics. `tables`: at least
+/// two route tables with no routes to 10.200.0.0/24; `enis`: at least two.
+pub async fn route_table_contract<R: RouteTable>(routes: &R, tables: &[RouteTableId], enis: &[EniId]) {
+    route_table_contract_with(routes, tables, enis, RouteDeviations::default()).await;
+}
+
+/// [`route_table_contract`], tolerating the given deviations.
+pub async fn route_table_contract_with<R: RouteTable>(
+    routes: &R,
+    tables: &[RouteTableId],
+    enis: &[EniId],
+    deviations: RouteDeviations,
+) {
+    assert!(
+        tables.len() >= 2 && enis.len() >= 2,
+        "the route suite needs two tables and two ENIs"
+    );
+    let (t0, t1) = (&tables[0], &tables[1]);
+    let (e0, e1) = (&enis[0], &enis[1]);
+    let (v0, v1) = (vip("10.200.0.10/32"), vip("10.200.0.11/32"));
+    let both = [t0.clone(), t1.clone()];
+    let describe = |tables: Vec<RouteTableId>| async move {
+        routes
+            .describe(&tables)
+            .await
+            .unwrap_or_else(|e| panic!("describe {tables:?}: {e}"))
+    };
+
+    let before = describe(both.to_vec()).await;
+    for v in [v0, v1] {
+        assert!(
+            target_of(&before, t0, v).is_none() && target_of(&before, t1, v).is_none(),
+            "the tables must start without routes to {v}: {before:?}"
+        );
+    }
+
+    // Replace needs a route; create needs none.
+    assert_eq!(
+        routes.replace(t0, v0, e0).await,
+        Err(RouteError::NoRoute {
+            table: t0.clone(),
+            vip: v0
+        })
+    );
+    assert_eq!(routes.create(t0, v0, e0).await, Ok(()));
+    if deviations.create_replaces_existing {
+        assert_eq!(routes.create(t0, v0, e1).await, Ok(()), "deviation: create replaces");
+        assert_eq!(
+            target_of(&describe(vec![t0.clone()]).await, t0, v0),
+            Some(Some(e1.clone()))
+        );
+        assert_eq!(routes.replace(t0, v0, e0).await, Ok(()));
+    } else {
+        assert_eq!(
+            routes.create(t0, v0, e1).await,
+            Err(RouteError::AlreadyExists {
+                table: t0.clone(),
+                vip: v0
+            })
+        );
+        assert_eq!(
+            target_of(&describe(vec![t0.clone()]).await, t0, v0),
+            Some(Some(e0.clone()))
+        );
+    }
+    assert_eq!(routes.replace(t0, v0, e1).await, Ok(()));
+
+    // point_route: create when missing, replace when present.
+    assert_eq!(point_route(routes, t1, v0, e0).await, Ok(RouteWrite::Created));
+    assert_eq!(point_route(routes, t1, v0, e1).await, Ok(RouteWrite::Replaced));
+    assert_eq!(point_route(routes, t0, v1, e0).await, Ok(RouteWrite::Created));
+
+    // Describe shows each table's own routes, with their targets.
+    let after = describe(both.to_vec()).await;
+    assert_eq!(target_of(&after, t0, v0), Some(Some(e1.clone())));
+    assert_eq!(target_of(&after, t1, v0), Some(Some(e1.clone())));
+    assert_eq!(target_of(&after, t0, v1), Some(Some(e0.clone())));
+    assert_eq!(target_of(&after, t1, v1), None);
+    let ours: Vec<&RouteEntry> = after.iter().filter(|e| [v0, v1].contains(&e.destination)).collect();
+    assert_eq!(ours.len(), 3, "{ours:?}");
+    assert!(ours.iter().all(|e| !e.blackhole), "{ours:?}");
+    let only_t1 = describe(vec![t1.clone()]).await;
+    assert!(only_t1.iter().all(|e| &e.table == t1), "{only_t1:?}");
+    assert_eq!(target_of(&only_t1, t1, v0), Some(Some(e1.clone())));
+
+    // Unknown tables are errors of their own, for every call.
+    let unknown = RouteTableId("rtb-0000000000000dead".into());
+    let unknown_err = Err(RouteError::UnknownTable(unknown.clone()));
+    assert_eq!(
+        routes.describe(&[t0.clone(), unknown.clone()]).await,
+        unknown_err.clone().map(|()| Vec::new())
+    );
+    assert_eq!(routes.replace(&unknown, v0, e0).await, unknown_err.clone());
+    assert_eq!(routes.create(&unknown, v0, e0).await, unknown_err);
+}
