@@ -1,1 +1,166 @@
-//! AWS adapters (in progress)
+//! # AWS adapters: the core's `LeaseStore` and `RouteTable` over the real SDK
+//!
+//! Data flows from the driver into these adapters and back as the core's
+//! types; nothing above this module sees an SDK type.
+//!
+//! - [`dynamo`]: [`dynamo::DynamoLeaseStore`] (the lease table of DESIGN.md)
+//!   and [`dynamo::init_table`] (`vipfleet-agent init-table`); the item
+//!   format is in `dynamo_items`, table creation in `dynamo_table`.
+//! - [`ec2`]: [`ec2::Ec2RouteTable`] (VIP routes) and the start-up calls
+//!   (source/destination check, VPC CIDRs, route tables exist).
+//! - [`pacing`]: the client-side token bucket for mutating EC2 calls, with
+//!   failover work ahead of rebalancing, and [`pacing::PacedRoutes`].
+//! - this module: [`sdk_config`], the one place SDK clients get their retry
+//!   and timeout policy.
+//!
+//! Conditional-write failures are outcomes (the core's enums), never errors.
+//! Errors keep the SDK's whole error chain (`DisplayErrorContext`), because
+//! "service error" alone tells an operator nothing.
+
+pub mod dynamo;
+mod dynamo_items;
+mod dynamo_table;
+pub mod ec2;
+pub mod pacing;
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+/// A TCP/TLS connect to a regional endpoint takes milliseconds; longer means
+/// the endpoint is unreachable, and the heartbeat must learn that within one
+/// lease rather than after the OS gives up.
+const SDK_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// One attempt of one call. Well above DynamoDB's and EC2's normal latency;
+/// a hung connection must not hold the driver for longer than a lease.
+const SDK_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// All attempts of one call, retries included.
+const SDK_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Region used with a local endpoint (moto accepts any).
+const LOCAL_REGION: &str = "us-east-1";
+
+fn policy() -> (RetryConfig, TimeoutConfig) {
+    // Adaptive mode adds a client-side rate limiter that backs off on
+    // throttling answers, so a burst of route writes never becomes a storm.
+    let retry = RetryConfig::adaptive();
+    let timeout = TimeoutConfig::builder()
+        .connect_timeout(SDK_CONNECT_TIMEOUT)
+        .operation_attempt_timeout(SDK_ATTEMPT_TIMEOUT)
+        .operation_timeout(SDK_OPERATION_TIMEOUT)
+        .build();
+    (retry, timeout)
+}
+
+/// The SDK configuration every client of the agent is built from: the
+/// default credential/region chain (IMDS on EC2), `AWS_ENDPOINT_URL` when
+/// set (moto in the lab), adaptive retries and bounded timeouts. `region`
+/// overrides the chain's region.
+pub async fn sdk_config(region: Option<String>) -> SdkConfig {
+    let (retry, timeout) = policy();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(retry)
+        .timeout_config(timeout);
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region));
+    }
+    loader.load().await
+}
+
+/// The configuration for a local AWS endpoint (moto): the given URL, fixed
+/// dummy credentials and region, the same retry and timeout policy as
+/// [`sdk_config`]. For tests and the lab; it never reads the environment's
+/// credentials, so a test cannot reach a real account by accident.
+pub async fn local_endpoint_config(endpoint_url: &str) -> SdkConfig {
+    let (retry, timeout) = policy();
+    let credentials = Credentials::new("testing", "testing", None, None, "vipfleet-local-endpoint");
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint_url)
+        .region(Region::new(LOCAL_REGION))
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .retry_config(retry)
+        .timeout_config(timeout)
+        .load()
+        .await
+}
+
+/// Error codes by which DynamoDB and EC2 ask a caller to slow down.
+const THROTTLING_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "Throttling",
+    "RequestThrottled",
+    "TooManyRequestsException",
+];
+
+/// How an SDK failure that is not a modeled outcome should be treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ErrorClass {
+    /// The service asked us to slow down.
+    Throttled,
+    /// No usable answer: timeout, connection failure, 5xx, truncated reply.
+    Unavailable,
+    /// The service answered with an error about the request itself.
+    Other,
+}
+
+pub(crate) fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> ErrorClass {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => ErrorClass::Unavailable,
+        // A reply that could not be parsed is almost always one cut short.
+        SdkError::ResponseError(_) => ErrorClass::Unavailable,
+        SdkError::ServiceError(service) => {
+            if error_code(err).is_some_and(|code| THROTTLING_CODES.contains(&code)) {
+                ErrorClass::Throttled
+            } else if service.raw().status().is_server_error() {
+                ErrorClass::Unavailable
+            } else {
+                ErrorClass::Other
+            }
+        }
+        _ => ErrorClass::Other,
+    }
+}
+
+/// The service's error code (`ConditionalCheckFailedException`,
+/// `InvalidRouteTableID.NotFound`, …), when it answered.
+pub(crate) fn error_code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Option<&str> {
+    err.as_service_error().and_then(|e| e.code())
+}
+
+/// `context: <the whole SDK error chain>` for error details and logs.
+pub(crate) fn error_detail<E: StdError + 'static>(context: &str, err: &SdkError<E, HttpResponse>) -> String {
+    format!("{context}: {}", DisplayErrorContext(err))
+}
+
+/// Clients over `aws-smithy-mocks` rules, without the SDK crates'
+/// `test-util` feature (enabling it would rebuild the EC2 crate, minutes on
+/// two cores). Retries are off so that each rule answers exactly one call.
+#[cfg(test)]
+macro_rules! mocked_client {
+    ($sdk:ident, [$($rule:expr),+ $(,)?]) => {{
+        let interceptor = aws_smithy_mocks::MockResponseInterceptor::new()
+            .rule_mode(aws_smithy_mocks::RuleMode::MatchAny)
+            $(.with_rule($rule))+;
+        let config = $sdk::config::Config::builder()
+            .behavior_version($sdk::config::BehaviorVersion::latest())
+            .region($sdk::config::Region::new("us-east-1"))
+            .credentials_provider($sdk::config::Credentials::new("testing", "testing", None, None, "mock"))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .http_client(aws_smithy_mocks::create_mock_http_client())
+            .interceptor(interceptor)
+            .build();
+        $sdk::Client::from_conf(config)
+    }};
+}
+#[cfg(test)]
+pub(crate) use mocked_client;
