@@ -64,12 +64,15 @@ impl Observer {
         self.seen = next;
     }
 
-    /// Whether `node`'s counter has stood still for `lease_ttl`. Unknown
-    /// nodes are not expired: we have no evidence either way.
-    pub fn is_expired(&self, node: &NodeId, now: Instant, lease_ttl: Duration) -> bool {
-        self.seen
-            .get(node)
-            .is_some_and(|s| now.saturating_since(s.changed_at) >= lease_ttl)
+    /// Whether `node`'s counter has been *seen* standing still for
+    /// `lease_ttl`: judged at our last successful read, not at `now`, since
+    /// we know nothing of what happened after it. Unknown nodes are not
+    /// expired: we have no evidence either way.
+    pub fn is_expired(&self, node: &NodeId, lease_ttl: Duration) -> bool {
+        match (self.seen.get(node), self.last_read_at) {
+            (Some(s), Some(read_at)) => read_at.saturating_since(s.changed_at) >= lease_ttl,
+            _ => false,
+        }
     }
 
     /// The counter value the expiry judgement is based on: a takeover is
@@ -167,7 +170,7 @@ mod tests {
         ];
         for (now, hb, expired) in steps {
             o.observe(&[record("a", hb)], ms(now), TTL);
-            assert_eq!(o.is_expired(&a, ms(now), TTL), expired, "at {now} ms");
+            assert_eq!(o.is_expired(&a, TTL), expired, "at {now} ms");
         }
         assert_eq!(o.observed_hb(&a), Some(3));
     }
@@ -180,14 +183,26 @@ mod tests {
         // Our own reads failed for 5 s; the counter looks still, but we
         // could not see it, so the node gets a fresh lease_ttl.
         o.observe(&[record("a", 5)], ms(5000), TTL);
-        assert!(!o.is_expired(&a, ms(5000), TTL));
-        assert!(o.is_expired(&a, ms(8000), TTL));
+        assert!(!o.is_expired(&a, TTL));
+        o.observe(&[record("a", 5)], ms(6000), TTL);
+        o.observe(&[record("a", 5)], ms(7000), TTL);
+        o.observe(&[record("a", 5)], ms(8000), TTL);
+        assert!(o.is_expired(&a, TTL));
+    }
+
+    #[test]
+    fn expiry_needs_a_read_that_shows_it() {
+        let mut o = Observer::default();
+        let a = NodeId::new("a");
+        o.observe(&[record("a", 5)], ms(0), TTL);
+        // No read since: time alone proves nothing.
+        assert!(!o.is_expired(&a, TTL));
     }
 
     #[test]
     fn unknown_nodes_are_not_expired() {
         let o = Observer::default();
-        assert!(!o.is_expired(&NodeId::new("x"), ms(100_000), TTL));
+        assert!(!o.is_expired(&NodeId::new("x"), TTL));
     }
 
     #[test]

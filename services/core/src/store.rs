@@ -35,7 +35,11 @@ pub enum HeartbeatOutcome {
 pub enum Expect {
     /// No owner: `attribute_not_exists(owner)`.
     Free,
-    /// The owner was marked dead: `owner = :x AND epoch = :e`.
+    /// The owner was marked dead, or its item is gone: a transaction with
+    /// `ConditionCheck node#x: attribute_not_exists(pk) OR state = dead`
+    /// beside the update `IF owner = :x AND epoch = :e`. The node check
+    /// matters: a zombie that wakes up heartbeats itself back to `active`,
+    /// confirms its shards, and must not lose them to a stale verdict.
     DeadOwner { owner: NodeId, epoch: Epoch },
     /// The owner's lease expired on our clock: a transaction with
     /// `ConditionCheck node#x: hb = :observed_hb` beside the update.
@@ -61,7 +65,8 @@ pub enum AcquireOutcome {
     Acquired { epoch: Epoch },
     /// The shard was not as expected: someone else moved first.
     LostRace,
-    /// The owner heartbeated after we observed it: it is alive.
+    /// The owner heartbeated after we observed it (or is no longer marked
+    /// dead): it is alive.
     OwnerAlive,
 }
 

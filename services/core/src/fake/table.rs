@@ -88,6 +88,17 @@ impl LeaseTable {
     }
 
     pub fn acquire(&mut self, req: &AcquireRequest) -> AcquireOutcome {
+        self.acquire_checked(req, true)
+    }
+
+    /// [`Self::acquire`] without the condition on the old owner's node
+    /// item: the protocol broken on purpose, so tests can prove that the
+    /// simulation's invariant checks notice.
+    pub fn acquire_without_node_check(&mut self, req: &AcquireRequest) -> AcquireOutcome {
+        self.acquire_checked(req, false)
+    }
+
+    fn acquire_checked(&mut self, req: &AcquireRequest, check_node: bool) -> AcquireOutcome {
         let shard = self.shards.get(&req.shard);
         let (owner, epoch) = match shard {
             Some(s) => (s.owner.as_ref(), s.epoch),
@@ -99,18 +110,16 @@ impl LeaseTable {
                 owner == Some(x) && epoch == *e
             }
         };
-        let node_ok = match &req.expect {
-            Expect::ExpiredOwner { owner, observed_hb, .. } => {
-                self.nodes.get(owner).is_some_and(|n| n.hb == *observed_hb)
-            }
-            _ => true,
-        };
+        let node_ok = !check_node
+            || match &req.expect {
+                Expect::Free => true,
+                Expect::ExpiredOwner { owner, observed_hb, .. } => {
+                    self.nodes.get(owner).is_some_and(|n| n.hb == *observed_hb)
+                }
+                Expect::DeadOwner { owner, .. } => self.nodes.get(owner).is_none_or(|n| n.state == NodeState::Dead),
+            };
         // A transaction writes (and bills) both items even when cancelled.
-        let items = if matches!(req.expect, Expect::ExpiredOwner { .. }) {
-            2
-        } else {
-            1
-        };
+        let items = if matches!(req.expect, Expect::Free) { 1 } else { 2 };
         self.wrote(items);
         if !shard_ok {
             return AcquireOutcome::LostRace;

@@ -1,0 +1,344 @@
+//! The invariants of the protocol, checked by the simulation:
+//!
+//! - (a) **one writer**: after every event, at most one node may write
+//!   routes for any shard ([`crate::machine::Machine::may_write`]);
+//! - (b) **convergence**: once faults stop, within `lease_ttl + 2 scans +
+//!   reconcile_interval` every shard has a live owner and its routes point
+//!   to it;
+//! - (c) **minimal moves**: when a node crashes or drains in a quiet fleet,
+//!   only its shards move;
+//! - (d) **stability**: in steady state nothing moves.
+//!
+//! It also measures: moves per event against the minimum, and the time from
+//! each crash until the dead node's shards are owned and routed again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::faults::Fault;
+use super::{SimConfig, Status, World};
+use crate::assign::{assign, Member};
+use crate::machine::Mode;
+use crate::time::Instant;
+use crate::types::{Epoch, NodeId, ShardId};
+
+/// Violations beyond this many are counted, not listed.
+const MAX_LISTED_VIOLATIONS: usize = 20;
+/// A crash or drain counts as "in a quiet fleet" if nothing moved for this
+/// long before it and no other fault overlaps its window.
+const QUIET_BEFORE: Duration = Duration::from_secs(5);
+/// A route may trail a fresh change of owner by this long (the push is in
+/// flight) at the convergence check.
+const ROUTE_GRACE: Duration = Duration::from_secs(1);
+
+/// Moves caused by one fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventMoves {
+    pub kind: &'static str,
+    pub node: String,
+    pub at: Duration,
+    pub actual: usize,
+    pub minimum: usize,
+    /// No other fault or move disturbed the window: the numbers mean what
+    /// they say.
+    pub clean: bool,
+}
+
+/// From a crash until the dead node's shards are all owned by live nodes
+/// and routed to them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrashRecovery {
+    pub node: String,
+    pub shards: usize,
+    pub took: Option<Duration>,
+}
+
+struct Window {
+    kind: &'static str,
+    node: NodeId,
+    opened: Instant,
+    closes: Instant,
+    owned: BTreeSet<ShardId>,
+    moved: BTreeSet<ShardId>,
+    clean: bool,
+}
+
+pub struct Checker {
+    bound: Duration,
+    faults_end: Instant,
+    window_length: Duration,
+    steady_from: Instant,
+    pub violations: Vec<String>,
+    violation_count: usize,
+    pub moves: u64,
+    owners: BTreeMap<ShardId, (Option<NodeId>, Epoch)>,
+    changed_at: BTreeMap<ShardId, Instant>,
+    last_move_at: Option<Instant>,
+    last_fault_at: Option<Instant>,
+    windows: Vec<Window>,
+    pub event_moves: Vec<EventMoves>,
+    recoveries: Vec<(NodeId, Instant, BTreeSet<ShardId>, Option<Duration>)>,
+    pub crash_recoveries: Vec<CrashRecovery>,
+    converged_checked: bool,
+}
+
+impl Checker {
+    pub fn new(config: &SimConfig) -> Self {
+        let faults_end = Instant::ZERO + config.faults_end();
+        let bound = config.convergence_bound();
+        Self {
+            bound,
+            faults_end,
+            window_length: config.lease.lease_ttl + config.lease.scan_interval * 4 + config.latency_max * 4,
+            steady_from: faults_end + bound + config.cooldown / 2,
+            violations: Vec::new(),
+            violation_count: 0,
+            moves: 0,
+            owners: BTreeMap::new(),
+            changed_at: BTreeMap::new(),
+            last_move_at: None,
+            last_fault_at: None,
+            windows: Vec::new(),
+            event_moves: Vec::new(),
+            recoveries: Vec::new(),
+            crash_recoveries: Vec::new(),
+            converged_checked: false,
+        }
+    }
+
+    fn violation(&mut self, text: String) {
+        self.violation_count += 1;
+        if self.violations.len() < MAX_LISTED_VIOLATIONS {
+            self.violations.push(text);
+        }
+    }
+
+    pub(crate) fn after_event(&mut self, world: &World) {
+        let now = world.now;
+        self.check_one_writer(world);
+        self.track_moves(world);
+        self.close_windows(now);
+        self.track_recoveries(world);
+        if !self.converged_checked && now >= self.faults_end + self.bound {
+            self.converged_checked = true;
+            self.check_converged(world, "after faults stopped", ROUTE_GRACE);
+        }
+    }
+
+    pub(crate) fn at_end(&mut self, world: &World) {
+        let now = world.now;
+        for window in std::mem::take(&mut self.windows) {
+            self.finish_window(window);
+        }
+        self.close_windows(now);
+        self.check_converged(world, "at the end", Duration::ZERO);
+        if self.last_move_at.is_some_and(|t| t >= self.steady_from) {
+            self.violation(format!(
+                "(d) a shard moved in steady state, at {}",
+                self.last_move_at.unwrap_or(now)
+            ));
+        }
+        for (node, _, shards, took) in std::mem::take(&mut self.recoveries) {
+            self.crash_recoveries.push(CrashRecovery {
+                node: node.to_string(),
+                shards: shards.len(),
+                took,
+            });
+        }
+        if self.violation_count > self.violations.len() {
+            let more = self.violation_count - self.violations.len();
+            self.violations.push(format!("... and {more} more"));
+        }
+    }
+
+    fn check_one_writer(&mut self, world: &World) {
+        for shard in world.layout.ids() {
+            let writers: Vec<&NodeId> = world
+                .nodes
+                .iter()
+                .filter(|n| matches!(n.status, Status::Running | Status::Paused { .. }))
+                .filter(|n| n.machine.may_write(shard, world.now))
+                .map(|n| n.id())
+                .collect();
+            if writers.len() > 1 {
+                self.violation(format!("(a) at {} shard {shard} has writers {writers:?}", world.now));
+            }
+        }
+    }
+
+    fn track_moves(&mut self, world: &World) {
+        for shard in world.layout.ids() {
+            let Some(record) = world.table.peek_shard(shard) else {
+                continue;
+            };
+            let now_owner = (record.owner.clone(), record.epoch);
+            let before = self.owners.insert(shard, now_owner.clone());
+            match before {
+                Some((Some(old), _)) if now_owner.0.as_ref() != Some(&old) => {
+                    self.moves += 1;
+                    self.last_move_at = Some(world.now);
+                    self.changed_at.insert(shard, world.now);
+                    for window in &mut self.windows {
+                        window.moved.insert(shard);
+                    }
+                }
+                None | Some((None, _)) if now_owner.0.is_some() => {
+                    self.changed_at.insert(shard, world.now);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Opens the measurement window of a fault, on the world as it was just
+    /// before the fault struck.
+    pub(crate) fn before_fault(&mut self, world: &World, fault: &Fault) {
+        let now = world.now;
+        let quiet = self.last_fault_at.is_none_or(|t| now.saturating_since(t) >= self.bound)
+            && self
+                .last_move_at
+                .is_none_or(|t| now.saturating_since(t) >= QUIET_BEFORE)
+            && self.settled(world);
+        self.last_fault_at = Some(now);
+        for window in &mut self.windows {
+            window.clean = false;
+        }
+        let (kind, node) = match fault {
+            Fault::Crash { node } => ("crash", *node),
+            Fault::Drain { node } => ("drain", *node),
+            _ => return,
+        };
+        let Some(sim_node) = world.nodes.get(node) else { return };
+        let id = sim_node.id().clone();
+        let owned: BTreeSet<ShardId> = self
+            .owners
+            .iter()
+            .filter(|(_, (o, _))| o.as_ref() == Some(&id))
+            .map(|(s, _)| *s)
+            .collect();
+        if kind == "crash" {
+            self.recoveries.push((id.clone(), now, owned.clone(), None));
+        }
+        self.windows.push(Window {
+            kind,
+            node: id,
+            opened: now,
+            closes: now + self.window_length,
+            owned,
+            moved: BTreeSet::new(),
+            clean: quiet,
+        });
+    }
+
+    /// Every shard is where the target assignment wants it: no failover
+    /// or rebalancing is still under way.
+    fn settled(&self, world: &World) -> bool {
+        let members: Vec<Member> = world
+            .nodes
+            .iter()
+            .filter(|n| n.is_live())
+            .map(|n| Member {
+                id: n.id().clone(),
+                weight: n.machine.setup().info.weight,
+                eligible: n.machine.mode() == Mode::Active,
+            })
+            .collect();
+        let owners: BTreeMap<ShardId, NodeId> = self
+            .owners
+            .iter()
+            .filter_map(|(s, (o, _))| o.clone().map(|o| (*s, o)))
+            .collect();
+        let shards: Vec<ShardId> = world.layout.ids().collect();
+        assign(&shards, &members, &owners).target == owners
+    }
+
+    fn close_windows(&mut self, now: Instant) {
+        let (done, open): (Vec<Window>, Vec<Window>) = std::mem::take(&mut self.windows)
+            .into_iter()
+            .partition(|w| now >= w.closes);
+        self.windows = open;
+        for window in done {
+            self.finish_window(window);
+        }
+    }
+
+    fn finish_window(&mut self, w: Window) {
+        if w.clean {
+            let extra: Vec<_> = w.moved.difference(&w.owned).collect();
+            if !extra.is_empty() {
+                self.violation(format!(
+                    "(c) {} of {} at {} also moved shards {extra:?} that it did not own",
+                    w.kind, w.node, w.opened
+                ));
+            }
+        }
+        self.event_moves.push(EventMoves {
+            kind: w.kind,
+            node: w.node.to_string(),
+            at: w.opened.as_offset(),
+            actual: w.moved.len(),
+            minimum: w.owned.len(),
+            clean: w.clean,
+        });
+    }
+
+    fn track_recoveries(&mut self, world: &World) {
+        let now = world.now;
+        let mut recoveries = std::mem::take(&mut self.recoveries);
+        for (_, at, shards, took) in recoveries.iter_mut().filter(|r| r.3.is_none()) {
+            if shards.iter().all(|s| served_by_owner(world, *s)) {
+                *took = Some(now.saturating_since(*at));
+            }
+        }
+        self.recoveries = recoveries;
+    }
+
+    fn check_converged(&mut self, world: &World, when: &str, grace: Duration) {
+        let now = world.now;
+        for shard in world.layout.ids() {
+            let owner = world.table.peek_shard(shard).and_then(|r| r.owner.clone());
+            let live_owner = owner.as_ref().and_then(|o| live_node(world, o));
+            let Some(owner_index) = live_owner else {
+                self.violation(format!(
+                    "(b) {when} ({now}): shard {shard} has no live owner ({owner:?})"
+                ));
+                continue;
+            };
+            if served_by_owner(world, shard) {
+                continue;
+            }
+            let fresh = self
+                .changed_at
+                .get(&shard)
+                .is_some_and(|t| now.saturating_since(*t) < grace);
+            if !fresh {
+                let owner_eni = world.nodes[owner_index].eni();
+                self.violation(format!(
+                    "(b) {when} ({now}): routes of shard {shard} do not all point to its owner's {owner_eni}"
+                ));
+            }
+        }
+    }
+}
+
+fn live_node(world: &World, id: &NodeId) -> Option<usize> {
+    world.nodes.iter().position(|n| n.id() == id && n.is_live())
+}
+
+/// The shard has a live owner and every route of it points at that owner.
+fn served_by_owner(world: &World, shard: ShardId) -> bool {
+    let Some(owner) = world.table.peek_shard(shard).and_then(|r| r.owner.clone()) else {
+        return false;
+    };
+    let Some(index) = live_node(world, &owner) else {
+        return false;
+    };
+    let eni = world.nodes[index].eni();
+    world.layout.vips_of(shard).iter().all(|vip| {
+        world
+            .routes
+            .table_ids()
+            .iter()
+            .all(|table| world.routes.target(table, *vip) == Some(eni))
+    })
+}
