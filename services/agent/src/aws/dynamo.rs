@@ -1,5 +1,5 @@
 //! [`DynamoLeaseStore`]: the core's `LeaseStore` over DynamoDB, with the
-//! table and item format of DESIGN.md (see [`super::dynamo_items`]).
+//! table and item format of DESIGN.md (see `dynamo_items`).
 //!
 //! Every write is one conditional `UpdateItem`, except the takeover of an
 //! expired node's shard, which is a `TransactWriteItems` of a

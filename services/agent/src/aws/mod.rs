@@ -3,15 +3,18 @@
 //! Data flows from the driver into these adapters and back as the core's
 //! types; nothing above this module sees an SDK type.
 //!
-//! - [`dynamo`]: [`dynamo::DynamoLeaseStore`] (the lease table of DESIGN.md)
-//!   and [`dynamo::init_table`] (`vipfleet-agent init-table`); the item
-//!   format is in `dynamo_items`, table creation in `dynamo_table`.
-//! - [`ec2`]: [`ec2::Ec2RouteTable`] (VIP routes) and the start-up calls
+//! - [`dynamo`] — [`dynamo::DynamoLeaseStore`] (the lease table of
+//!   DESIGN.md) and [`dynamo::init_table`] (`vipfleet-agent init-table`);
+//!   the item format is in `dynamo_items`, table creation in `dynamo_table`.
+//! - [`ec2`] — [`ec2::Ec2RouteTable`] (VIP routes) and the start-up calls
 //!   (source/destination check, VPC CIDRs, route tables exist).
-//! - [`pacing`]: the client-side token bucket for mutating EC2 calls, with
+//! - [`pacing`] — the client-side token bucket for mutating EC2 calls, with
 //!   failover work ahead of rebalancing, and [`pacing::PacedRoutes`].
-//! - this module: [`sdk_config`], the one place SDK clients get their retry
-//!   and timeout policy.
+//! - this module — [`sdk_config`] and [`local_endpoint_config`], the one
+//!   place SDK clients get their retry and timeout policy; the error
+//!   classification both adapters share.
+//! - `dynamo_mock_tests`, `ec2_mock_tests` — the error mapping against
+//!   `aws-smithy-mocks`. The contract suites run in `tests/contract.rs`.
 //!
 //! Conditional-write failures are outcomes (the core's enums), never errors.
 //! Errors keep the SDK's whole error chain (`DisplayErrorContext`), because
@@ -22,6 +25,11 @@ mod dynamo_items;
 mod dynamo_table;
 pub mod ec2;
 pub mod pacing;
+
+#[cfg(test)]
+mod dynamo_mock_tests;
+#[cfg(test)]
+mod ec2_mock_tests;
 
 use std::error::Error as StdError;
 use std::time::Duration;

@@ -1,0 +1,383 @@
+//! `DynamoLeaseStore` against `aws-smithy-mocks`: the answers moto cannot
+//! give (throttling, server errors, cancellation reasons of every kind,
+//! paginated scans). Errors are sent as DynamoDB sends them on the wire, so
+//! the SDK's own deserialization is part of what is tested.
+
+use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+use aws_sdk_dynamodb::operation::scan::ScanOutput;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use aws_smithy_mocks::{mock, Rule};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::http::StatusCode;
+use aws_smithy_types::body::SdkBody;
+use vipfleet_core::store::{
+    AcquireOutcome, AcquireRequest, Expect, HandoffOutcome, HandoffRequest, HeartbeatOutcome, HeartbeatRequest,
+    LeaseStore, MarkDeadOutcome, MarkDeadRequest, StoreErrorKind, StoreOp,
+};
+use vipfleet_core::{EniId, Incarnation, NodeId, NodeInfo, NodeState, ShardId, ShardRecord};
+
+use super::dynamo::DynamoLeaseStore;
+use super::dynamo_items::{shard_item, Item};
+use super::mocked_client;
+
+const TABLE: &str = "leases";
+
+/// An error answer in DynamoDB's JSON protocol.
+fn wire_error(status: u16, code: &str, extra: &str) -> HttpResponse {
+    let body = format!(r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"mocked {code}"{extra}}}"#);
+    HttpResponse::new(StatusCode::try_from(status).expect("status"), SdkBody::from(body))
+}
+
+fn cancelled(reasons: &[&str]) -> HttpResponse {
+    let reasons: Vec<String> = reasons.iter().map(|r| format!(r#"{{"Code":"{r}"}}"#)).collect();
+    wire_error(
+        400,
+        "TransactionCanceledException",
+        &format!(r#","CancellationReasons":[{}]"#, reasons.join(",")),
+    )
+}
+
+fn store(rules: &[&Rule]) -> DynamoLeaseStore {
+    let client: Client = match rules {
+        [a] => mocked_client!(aws_sdk_dynamodb, [*a]),
+        [a, b] => mocked_client!(aws_sdk_dynamodb, [*a, *b]),
+        _ => panic!("one or two rules"),
+    };
+    DynamoLeaseStore::new(client, TABLE)
+}
+
+fn info() -> NodeInfo {
+    NodeInfo {
+        id: NodeId::new("i-1"),
+        eni: EniId("eni-1".into()),
+        az: "us-east-1a".into(),
+        addr: "10.0.1.10".into(),
+        weight: 1,
+        version: "test".into(),
+    }
+}
+
+fn beat(register: bool) -> HeartbeatRequest {
+    HeartbeatRequest {
+        info: info(),
+        inc: Incarnation(7),
+        state: NodeState::Active,
+        register,
+    }
+}
+
+fn claim(expect: Expect) -> AcquireRequest {
+    AcquireRequest {
+        shard: ShardId(3),
+        vips: vec!["10.200.0.3/32".parse().expect("vip")],
+        me: NodeId::new("i-1"),
+        inc: Incarnation(7),
+        expect,
+    }
+}
+
+fn expired() -> Expect {
+    Expect::ExpiredOwner {
+        owner: NodeId::new("i-2"),
+        epoch: 4,
+        observed_hb: 41,
+    }
+}
+
+#[tokio::test]
+async fn throttling_answers_are_throttled_errors_with_context() {
+    for code in [
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+    ] {
+        let rule = mock!(Client::update_item).then_http_response(move || wire_error(400, code, ""));
+        let err = store(&[&rule]).heartbeat(&beat(false)).await.unwrap_err();
+        assert_eq!(
+            (err.op, err.kind),
+            (StoreOp::Heartbeat, StoreErrorKind::Throttled),
+            "{code}"
+        );
+        assert!(err.detail.contains(code) && err.detail.contains("node#i-1"), "{err}");
+    }
+    let rule = mock!(Client::scan).then_http_response(|| wire_error(400, "ThrottlingException", ""));
+    let err = store(&[&rule]).read_nodes().await.unwrap_err();
+    assert_eq!((err.op, err.kind), (StoreOp::ReadNodes, StoreErrorKind::Throttled));
+}
+
+#[tokio::test]
+async fn server_errors_are_unavailable_and_client_errors_other() {
+    let rule = mock!(Client::get_item).then_http_response(|| wire_error(500, "InternalServerError", ""));
+    let err = store(&[&rule]).read_shard(ShardId(1)).await.unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Unavailable, "{err}");
+    let rule = mock!(Client::update_item).then_http_response(|| wire_error(400, "ResourceNotFoundException", ""));
+    let err = store(&[&rule]).mark_dead(&dead()).await.unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Other, "{err}");
+    assert!(
+        err.detail.contains("ResourceNotFoundException") && err.detail.contains(TABLE),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_unavailable() {
+    // Nothing listens on port 1 of loopback: the connection is refused.
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("t", "t", None, None, "t"))
+        .endpoint_url("http://127.0.0.1:1")
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .build();
+    let store = DynamoLeaseStore::new(Client::from_conf(config), TABLE);
+    let err = store.heartbeat(&beat(false)).await.unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Unavailable, "{err}");
+}
+
+#[tokio::test]
+async fn heartbeat_is_conditional_on_the_incarnation_unless_registering() {
+    let rule = mock!(Client::update_item)
+        .match_requests(|r| {
+            r.condition_expression() == Some("#inc = :inc")
+                && r.expression_attribute_names()
+                    .and_then(|n| n.get("#state"))
+                    .map(String::as_str)
+                    == Some("state")
+                && r.expression_attribute_values().and_then(|v| v.get(":inc"))
+                    == Some(&AttributeValue::S("0000000000000007".into()))
+        })
+        .then_http_response(|| wire_error(400, "ConditionalCheckFailedException", ""));
+    assert_eq!(
+        store(&[&rule]).heartbeat(&beat(false)).await,
+        Ok(HeartbeatOutcome::NotMine)
+    );
+
+    let rule = mock!(Client::update_item)
+        .match_requests(|r| r.condition_expression().is_none())
+        .then_output(|| {
+            UpdateItemOutput::builder()
+                .attributes("hb", AttributeValue::N("12".into()))
+                .build()
+        });
+    assert_eq!(
+        store(&[&rule]).heartbeat(&beat(true)).await,
+        Ok(HeartbeatOutcome::Beat(12))
+    );
+}
+
+#[tokio::test]
+async fn a_failed_claim_is_a_lost_race_unless_the_item_shows_our_own_claim() {
+    let record = |owner: &str, inc: u64| ShardRecord {
+        id: ShardId(3),
+        vips: vec!["10.200.0.3/32".parse().expect("vip")],
+        owner: Some(NodeId::new(owner)),
+        owner_inc: Some(Incarnation(inc)),
+        epoch: 5,
+        moves: 1,
+    };
+    let with_item = |record: ShardRecord| {
+        let item = item_json(&shard_item(&record));
+        move || wire_error(400, "ConditionalCheckFailedException", &format!(r#","Item":{item}"#))
+    };
+    let cases = [
+        (Expect::Free, Some(record("i-2", 7)), AcquireOutcome::LostRace),
+        (Expect::Free, Some(record("i-1", 8)), AcquireOutcome::LostRace),
+        (Expect::Free, None, AcquireOutcome::LostRace),
+        // Our own earlier attempt landed (a retry after a lost answer).
+        (
+            Expect::Free,
+            Some(record("i-1", 7)),
+            AcquireOutcome::Acquired { epoch: 5 },
+        ),
+        (
+            Expect::DeadOwner {
+                owner: NodeId::new("i-2"),
+                epoch: 4,
+            },
+            Some(record("i-1", 7)),
+            AcquireOutcome::Acquired { epoch: 5 },
+        ),
+        (
+            Expect::DeadOwner {
+                owner: NodeId::new("i-2"),
+                epoch: 2,
+            },
+            Some(record("i-1", 7)),
+            AcquireOutcome::LostRace,
+        ),
+    ];
+    for (expect, item, outcome) in cases {
+        let rule = match item {
+            Some(record) => mock!(Client::update_item)
+                .match_requests(|r| r.return_values_on_condition_check_failure().map(|v| v.as_str()) == Some("ALL_OLD"))
+                .then_http_response(with_item(record)),
+            None => {
+                mock!(Client::update_item).then_http_response(|| wire_error(400, "ConditionalCheckFailedException", ""))
+            }
+        };
+        assert_eq!(
+            store(&[&rule]).acquire(&claim(expect.clone())).await,
+            Ok(outcome),
+            "{expect:?}"
+        );
+    }
+}
+
+/// An item in DynamoDB's JSON wire format (strings, numbers and lists).
+fn item_json(item: &Item) -> String {
+    fn value(v: &AttributeValue) -> String {
+        match v {
+            AttributeValue::S(s) => format!(r#"{{"S":"{s}"}}"#),
+            AttributeValue::N(n) => format!(r#"{{"N":"{n}"}}"#),
+            AttributeValue::L(l) => format!(r#"{{"L":[{}]}}"#, l.iter().map(value).collect::<Vec<_>>().join(",")),
+            other => panic!("not used in items: {other:?}"),
+        }
+    }
+    let fields: Vec<String> = item.iter().map(|(k, v)| format!(r#""{k}":{}"#, value(v))).collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+#[tokio::test]
+async fn cancelled_takeovers_map_their_reasons() {
+    let cases = [
+        (vec!["ConditionalCheckFailed", "None"], Ok(AcquireOutcome::OwnerAlive)),
+        (vec!["None", "ConditionalCheckFailed"], Ok(AcquireOutcome::LostRace)),
+        (
+            vec!["ConditionalCheckFailed", "ConditionalCheckFailed"],
+            Ok(AcquireOutcome::LostRace),
+        ),
+        (vec!["None", "ThrottlingError"], Err(StoreErrorKind::Throttled)),
+        (vec!["None", "ValidationError"], Err(StoreErrorKind::Other)),
+    ];
+    for (reasons, expected) in cases {
+        let answer = reasons.clone();
+        let rule = mock!(Client::transact_write_items).then_http_response(move || cancelled(&answer));
+        let got = store(&[&rule]).acquire(&claim(expired())).await.map_err(|e| e.kind);
+        assert_eq!(got, expected, "{reasons:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_takeover_checks_the_node_then_updates_the_shard() {
+    let rule = mock!(Client::transact_write_items)
+        .match_requests(|r| {
+            let items = r.transact_items();
+            let check = items.first().and_then(|i| i.condition_check());
+            let update = items.get(1).and_then(|i| i.update());
+            check.is_some_and(|c| {
+                c.key().get("pk") == Some(&AttributeValue::S("node#i-2".into()))
+                    && c.expression_attribute_values().and_then(|v| v.get(":hb"))
+                        == Some(&AttributeValue::N("41".into()))
+            }) && update.is_some_and(|u| {
+                u.key().get("pk") == Some(&AttributeValue::S("shard#3".into()))
+                    && u.expression_attribute_values().and_then(|v| v.get(":epoch"))
+                        == Some(&AttributeValue::N("4".into()))
+            })
+        })
+        .then_output(|| aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput::builder().build());
+    assert_eq!(
+        store(&[&rule]).acquire(&claim(expired())).await,
+        Ok(AcquireOutcome::Acquired { epoch: 5 })
+    );
+    assert_eq!(rule.num_calls(), 1);
+}
+
+fn dead() -> MarkDeadRequest {
+    MarkDeadRequest {
+        node: NodeId::new("i-2"),
+        inc: Incarnation(9),
+        observed_hb: 41,
+    }
+}
+
+#[tokio::test]
+async fn failed_hand_offs_and_mark_deads_are_outcomes() {
+    let rule = mock!(Client::update_item).then_http_response(|| wire_error(400, "ConditionalCheckFailedException", ""));
+    let handoff = HandoffRequest {
+        shard: ShardId(3),
+        me: NodeId::new("i-1"),
+        epoch: 5,
+        to: NodeId::new("i-2"),
+        to_inc: Incarnation(9),
+    };
+    let store = store(&[&rule]);
+    assert_eq!(store.hand_off(&handoff).await, Ok(HandoffOutcome::NotOwner));
+    assert_eq!(store.mark_dead(&dead()).await, Ok(MarkDeadOutcome::Alive));
+}
+
+fn node_item(id: &str, hb: u64) -> Item {
+    let s = |v: &str| AttributeValue::S(v.into());
+    let n = |v: u64| AttributeValue::N(v.to_string());
+    Item::from([
+        ("pk".to_string(), s(&format!("node#{id}"))),
+        ("hb".to_string(), n(hb)),
+        ("inc".to_string(), s("00000000000000ff")),
+        ("state".to_string(), s("active")),
+        ("eni".to_string(), s("eni-1")),
+        ("az".to_string(), s("us-east-1a")),
+        ("addr".to_string(), s("10.0.1.10")),
+        ("weight".to_string(), n(2)),
+        ("version".to_string(), s("1.0")),
+    ])
+}
+
+#[tokio::test]
+async fn scans_follow_every_page_and_reject_corrupt_items() {
+    let first = mock!(Client::scan)
+        .match_requests(|r| r.exclusive_start_key().is_none())
+        .then_output(|| {
+            ScanOutput::builder()
+                .items(node_item("i-1", 3))
+                .set_last_evaluated_key(Some(Item::from([("pk".into(), AttributeValue::S("node#i-1".into()))])))
+                .build()
+        });
+    let second = mock!(Client::scan)
+        .match_requests(|r| r.exclusive_start_key().is_some() && r.consistent_read() == Some(false))
+        .then_output(|| ScanOutput::builder().items(node_item("i-2", 8)).build());
+    let nodes = store(&[&first, &second]).read_nodes().await.expect("read_nodes");
+    let got: Vec<_> = nodes
+        .iter()
+        .map(|n| (n.info.id.as_str().to_string(), n.hb, n.inc, n.info.weight))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("i-1".into(), 3, Incarnation(255), 2),
+            ("i-2".into(), 8, Incarnation(255), 2)
+        ]
+    );
+
+    let mut bad = node_item("i-3", 1);
+    bad.insert("state".into(), AttributeValue::S("sleeping".into()));
+    let rule = mock!(Client::scan).then_output(move || ScanOutput::builder().items(bad.clone()).build());
+    let err = store(&[&rule]).read_nodes().await.unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Corrupt);
+    assert!(
+        err.detail.contains("node#i-3") && err.detail.contains("sleeping"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn shard_reads_are_consistent() {
+    let record = ShardRecord {
+        id: ShardId(3),
+        vips: vec!["10.200.0.3/32".parse().expect("vip")],
+        owner: None,
+        owner_inc: None,
+        epoch: 0,
+        moves: 0,
+    };
+    let item = shard_item(&record);
+    let get = mock!(Client::get_item)
+        .match_requests(|r| r.consistent_read() == Some(true))
+        .then_output(move || GetItemOutput::builder().set_item(Some(item.clone())).build());
+    let scan = mock!(Client::scan)
+        .match_requests(|r| r.consistent_read() == Some(true))
+        .then_output(|| ScanOutput::builder().build());
+    let store = store(&[&get, &scan]);
+    assert_eq!(store.read_shard(ShardId(3)).await, Ok(Some(record)));
+    assert_eq!(store.read_shards().await, Ok(vec![]));
+}
