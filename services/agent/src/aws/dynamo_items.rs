@@ -15,8 +15,8 @@ pub(crate) type Item = HashMap<String, AttributeValue>;
 
 /// Attribute names. Several are DynamoDB reserved words (`owner`, `state`),
 /// so expressions always refer to them as `#name` (see [`names`]). Some are
-/// only ever written through expression text; a test in `dynamo` checks
-/// every expression against [`attr::ALL`].
+/// only ever written through expression text; a test checks every
+/// expression against [`attr::ALL`].
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod attr {
     pub const PK: &str = "pk";
@@ -43,6 +43,54 @@ pub(crate) mod attr {
     pub const ALL: &[&str] = &[
         PK, HB, INC, STATE, ENI, AZ, ADDR, WEIGHT, VERSION, UPDATED_AT, EXPIRES_AT, VIPS, OWNER, OWNER_INC, EPOCH,
         MOVES, MOVED_AT,
+    ];
+}
+
+/// The update, condition and filter expressions. `#name` stands for
+/// attribute `name` (see [`names`]). The epoch arithmetic uses
+/// `if_not_exists` even where the condition guarantees the attribute, so no
+/// order of evaluation can turn a lost race into a validation error.
+pub(crate) mod expr {
+    pub const SCAN_FILTER: &str = "begins_with(#pk, :prefix)";
+    /// Every beat rewrites the node's facts (one write unit either way) and
+    /// clears a TTL left by an observer that took the node for dead.
+    pub const HEARTBEAT_UPDATE: &str = "SET #hb = if_not_exists(#hb, :zero) + :one, #inc = :inc, #state = :state, \
+         #eni = :eni, #az = :az, #addr = :addr, #weight = :weight, #version = :version, #updated_at = :now \
+         REMOVE #expires_at";
+    pub const HEARTBEAT_CONDITION: &str = "#inc = :inc";
+    /// A free shard has had no owner: `moves` counts changes of owner.
+    pub const CLAIM_UPDATE: &str = "SET #owner = :me, #owner_inc = :inc, #vips = :vips, \
+         #epoch = if_not_exists(#epoch, :zero) + :one, #moves = if_not_exists(#moves, :zero), #moved_at = :now";
+    pub const CLAIM_CONDITION: &str = "attribute_not_exists(#owner)";
+    /// The shard update of both kinds of takeover (dead and expired owner).
+    pub const TAKEOVER_UPDATE: &str =
+        "SET #owner = :me, #owner_inc = :inc, #vips = :vips, #epoch = if_not_exists(#epoch, :zero) + :one, \
+         #moves = if_not_exists(#moves, :zero) + :one, #moved_at = :now";
+    pub const TAKEOVER_CONDITION: &str = "#owner = :prev AND #epoch = :epoch";
+    /// The `ConditionCheck` on the expired owner's node item.
+    pub const TAKEOVER_NODE_CONDITION: &str = "#hb = :hb";
+    pub const HANDOFF_UPDATE: &str =
+        "SET #owner = :to, #owner_inc = :to_inc, #epoch = if_not_exists(#epoch, :zero) + :one, \
+         #moves = if_not_exists(#moves, :zero) + :one, #moved_at = :now";
+    pub const HANDOFF_CONDITION: &str = "#owner = :me AND #epoch = :epoch";
+    pub const MARK_DEAD_UPDATE: &str = "SET #state = :dead, #expires_at = :expires";
+    pub const MARK_DEAD_CONDITION: &str = "#hb = :hb AND #inc = :inc";
+
+    /// All of them, for checking them against the item format.
+    #[cfg(test)]
+    pub const ALL: &[&str] = &[
+        SCAN_FILTER,
+        HEARTBEAT_UPDATE,
+        HEARTBEAT_CONDITION,
+        CLAIM_UPDATE,
+        CLAIM_CONDITION,
+        TAKEOVER_UPDATE,
+        TAKEOVER_CONDITION,
+        TAKEOVER_NODE_CONDITION,
+        HANDOFF_UPDATE,
+        HANDOFF_CONDITION,
+        MARK_DEAD_UPDATE,
+        MARK_DEAD_CONDITION,
     ];
 }
 
@@ -200,6 +248,22 @@ pub(crate) fn shard_item(record: &ShardRecord) -> Item {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expressions_name_only_attributes_of_the_item_format() {
+        let used = names(expr::ALL);
+        for attribute in used.values() {
+            assert!(
+                attr::ALL.contains(&attribute.as_str()),
+                "{attribute} is not in attr::ALL"
+            );
+        }
+        assert_eq!(
+            used.len(),
+            attr::ALL.len(),
+            "every attribute of the format is written somewhere"
+        );
+    }
 
     #[test]
     fn names_cover_exactly_the_placeholders_used() {
