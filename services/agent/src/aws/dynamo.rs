@@ -106,10 +106,13 @@ impl DynamoLeaseStore {
         )
     }
 
-    /// All items whose key starts with `prefix`. A Scan reads (and bills) the
-    /// whole table whatever the filter keeps: nodes and shards together, in
-    /// 4 KB read units per 1 MB page, halved when eventually consistent. With
-    /// items of 100-200 bytes, 10 nodes and 100 shards cost about 5 units.
+    /// All items whose key starts with `prefix`. Cost: a Scan reads (and
+    /// bills) the whole table whatever the filter keeps, nodes and shards
+    /// alike: one read unit per 4 KB of items, half that when eventually
+    /// consistent. 10 nodes (~200 B each) and 100 shards (~100 B) are 12 KB:
+    /// 3 units a consistent scan, 1.5 an eventual one, per agent per scan.
+    /// Reading shards therefore costs as much as reading nodes; the caller
+    /// should do it less often (DESIGN.md, cost model).
     async fn scan(&self, op: StoreOp, prefix: &str, consistent: bool) -> StoreResult<Vec<Item>> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
