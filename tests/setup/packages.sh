@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests and the lab need, if any is missing:
+# haproxy (the real data plane), iproute2 (network namespaces), shellcheck.
+set -euo pipefail
+
+needed=()
+command -v haproxy >/dev/null 2>&1 || needed+=(haproxy)
+command -v ip >/dev/null 2>&1 || needed+=(iproute2)
+command -v shellcheck >/dev/null 2>&1 || needed+=(shellcheck)
+command -v curl >/dev/null 2>&1 || needed+=(curl)
+if ((${#needed[@]} == 0)); then
+  exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "setup: missing packages ${needed[*]}; run as root or install them yourself" >&2
+  exit 1
+fi
+echo "setup: installing ${needed[*]} from the distribution's packages"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${needed[@]}" >/dev/null
