@@ -361,3 +361,46 @@ async fn ec2_start_up_calls_on_moto() {
     assert_eq!(routes.route_tables_exist(&lab.tables).await, Ok(true));
     assert_eq!(routes.route_tables_exist(&asked).await, Ok(false));
 }
+
+/// Racing claims of one free shard: DynamoDB's conditional write lets
+/// exactly one through, whatever the interleaving.
+async fn one_winner<S: LeaseStore + Clone + 'static>(store: S, shard: ShardId) {
+    let mut racers = Vec::new();
+    for i in 0..5u64 {
+        let store = store.clone();
+        racers.push(tokio::spawn(async move {
+            let claim = AcquireRequest {
+                shard,
+                vips: vec!["10.200.0.9/32".parse::<Vip>().expect("vip")],
+                me: NodeId::new(format!("racer-{i}")),
+                inc: Incarnation(i),
+                expect: Expect::Free,
+            };
+            store.acquire(&claim).await.expect("acquire")
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for racer in racers {
+        outcomes.push(racer.await.expect("racer"));
+    }
+    let winners = outcomes
+        .iter()
+        .filter(|o| matches!(o, AcquireOutcome::Acquired { epoch: 1 }))
+        .count();
+    let losers = outcomes.iter().filter(|o| **o == AcquireOutcome::LostRace).count();
+    assert_eq!((winners, losers), (1, 4), "{outcomes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_claims_have_one_winner() {
+    one_winner(FakeLeaseStore::new(), ShardId(9)).await;
+    let Some(endpoint) = moto("racing_claims_have_one_winner (moto half)") else {
+        return;
+    };
+    let client = dynamo_client(&endpoint).await;
+    let table = unique("race");
+    init_table(&client, &table, Billing::OnDemand)
+        .await
+        .expect("init_table");
+    one_winner(DynamoLeaseStore::new(client, &table), ShardId(9)).await;
+}
