@@ -1,10 +1,32 @@
-//! # vipfleet-agent
+//! # vipfleet-agent: the node daemon
 //!
-//! (layout header is written as the modules land)
+//! `main.rs` parses the command line and calls into this library.
+//!
+//! ## Layout, in the order a node starts
+//!
+//! - [`config`]: the TOML file, `VIPFLEET_*` variables and `--set` flags,
+//!   validated into an `AgentConfig` (errors exit 64).
+//! - [`identity`]: who this node is (IMDSv2, or config overrides); also the
+//!   IMDS emulator the lab uses.
+//! - [`aws`]: SDK configuration, `LeaseStore` over DynamoDB, `RouteTable`
+//!   over EC2, and the token bucket that paces route writes.
+//! - [`vip_binding`]: every VIP on a local stub interface, over netlink.
+//! - [`health`]: haproxy checks with hysteresis.
+//! - [`lifecycle`]: the Auto Scaling termination hook: drain, then CONTINUE.
+//! - [`driver`]: performs the lease machine's effects and feeds it results.
+//! - [`status`]: the agent's published view, for readiness and the dashboard.
+//! - [`notify`]: systemd readiness and watchdog.
+//! - [`app`]: wires the above together for `vipfleet-agent run`.
 
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod aws;
+pub mod config;
+pub mod driver;
 pub mod health;
 pub mod identity;
+pub mod lifecycle;
+pub mod notify;
+pub mod status;
 pub mod vip_binding;

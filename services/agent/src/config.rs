@@ -1,0 +1,575 @@
+//! The agent's configuration: a TOML file, overridden by `VIPFLEET_*`
+//! environment variables, overridden by `--set section.key=value` flags,
+//! then validated into an [`AgentConfig`].
+//!
+//! Loading is a pure function over its sources ([`load`] takes the file's
+//! text and the environment as a map), so tests never touch the process
+//! environment. Every problem is a [`ConfigError`] naming the bad value; the
+//! binary exits with code 64 on any of them.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+use vipfleet_core::types::{LayoutError, VipError};
+use vipfleet_core::{config::LeaseConfigError, LeaseConfig, RouteTableId, ShardLayout, Vip};
+
+use crate::aws::pacing::{PacerConfig, PacingError};
+use crate::health::{HealthCheck, HealthConfigError, HealthTarget};
+use crate::identity::IdentityOverrides;
+use crate::vip_binding::LinkKind;
+
+/// Sections of the file, in the order `VIPFLEET_<SECTION>_<KEY>` is matched
+/// (longest first, so `VIP_BINDING` wins over a hypothetical `VIP`).
+const SECTIONS: [&str; 9] = [
+    "vip_binding",
+    "dashboard",
+    "lifecycle",
+    "health",
+    "fleet",
+    "lease",
+    "node",
+    "aws",
+    "ec2",
+];
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: [&str; 3] = ["vips", "route_tables", "listen"];
+pub const DEFAULT_DASHBOARD_LISTEN: &str = "127.0.0.1:9180";
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+pub const DEFAULT_VIP_INTERFACE: &str = "vipfleet0";
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config is not valid TOML: {0}")]
+    Toml(String),
+    #[error("{name}={value:?} is not a usable value: {reason}")]
+    Override {
+        name: String,
+        value: String,
+        reason: String,
+    },
+    #[error("config: {0}")]
+    Invalid(String),
+    #[error("fleet.vips: {0}")]
+    Vip(#[from] VipError),
+    #[error("fleet.vips: {0}")]
+    Layout(#[from] LayoutError),
+    #[error("lease: {0}")]
+    Lease(#[from] LeaseConfigError),
+    #[error("health: {0}")]
+    Health(#[from] HealthConfigError),
+    #[error("ec2: {0}")]
+    Pacing(#[from] PacingError),
+}
+
+// ----- the file as written ------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    aws: AwsSection,
+    #[serde(default)]
+    fleet: FleetSection,
+    #[serde(default)]
+    lease: LeaseSection,
+    #[serde(default)]
+    node: NodeSection,
+    #[serde(default)]
+    health: HealthSection,
+    #[serde(default)]
+    vip_binding: VipBindingSection,
+    #[serde(default)]
+    ec2: Ec2Section,
+    #[serde(default)]
+    dashboard: DashboardSection,
+    #[serde(default)]
+    lifecycle: LifecycleSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AwsSection {
+    table: Option<String>,
+    region: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetSection {
+    #[serde(default)]
+    vips: Vec<String>,
+    #[serde(default)]
+    route_tables: Vec<String>,
+    vpc_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseSection {
+    profile: Option<String>,
+    heartbeat_interval_ms: Option<u64>,
+    lease_ttl_ms: Option<u64>,
+    scan_interval_ms: Option<u64>,
+    reconcile_interval_ms: Option<u64>,
+    max_handoffs_in_flight: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeSection {
+    instance_id: Option<String>,
+    eni: Option<String>,
+    private_ip: Option<String>,
+    az: Option<String>,
+    weight: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthSection {
+    url: Option<String>,
+    stats_socket: Option<String>,
+    interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    fall: Option<u32>,
+    rise: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VipBindingSection {
+    enabled: Option<bool>,
+    interface: Option<String>,
+    kind: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Ec2Section {
+    mutating_calls_per_second: Option<f64>,
+    burst: Option<u32>,
+    disable_source_dest_check: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DashboardSection {
+    listen: Option<Vec<String>>,
+    token_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LifecycleSection {
+    asg_name: Option<String>,
+    hook_name: Option<String>,
+    drain_timeout_ms: Option<u64>,
+    poll_interval_ms: Option<u64>,
+}
+
+// ----- the validated configuration ----------------------------------------
+
+/// Everything the daemon needs, checked.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub table: String,
+    pub region: Option<String>,
+    pub vips: Vec<Vip>,
+    pub layout: ShardLayout,
+    pub route_tables: Vec<RouteTableId>,
+    pub vpc_id: Option<String>,
+    pub lease: LeaseConfig,
+    pub identity: IdentityOverrides,
+    pub weight: u32,
+    pub health: Option<HealthCheck>,
+    /// The dummy interface that carries every VIP; `None` leaves binding to
+    /// someone else.
+    pub vip_interface: Option<String>,
+    /// `dummy`, or `ifb` on kernels built without dummy links.
+    pub vip_link_kind: LinkKind,
+    pub pacer: PacerConfig,
+    pub disable_source_dest_check: bool,
+    pub dashboard_listen: Vec<SocketAddr>,
+    pub dashboard_token_file: Option<PathBuf>,
+    pub lifecycle: LifecycleConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct LifecycleConfig {
+    /// With a group name the agent completes the ASG's termination
+    /// lifecycle action once drained.
+    pub asg_name: Option<String>,
+    pub hook_name: String,
+    pub drain_timeout: Duration,
+    /// How often IMDS `autoscaling/target-lifecycle-state` is read.
+    pub poll_interval: Duration,
+}
+
+/// Reads the file at `path` (if any) and applies `env` and `sets`.
+pub fn load_file(
+    path: Option<&std::path::Path>,
+    env: &BTreeMap<String, String>,
+    sets: &[String],
+) -> Result<AgentConfig, ConfigError> {
+    let text = match path {
+        Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?,
+        None => String::new(),
+    };
+    load(&text, env, sets)
+}
+
+/// Parses `text`, applies `VIPFLEET_*` variables from `env`, then
+/// `section.key=value` overrides from `sets`, and validates the result.
+pub fn load(text: &str, env: &BTreeMap<String, String>, sets: &[String]) -> Result<AgentConfig, ConfigError> {
+    let mut doc: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Toml(e.to_string()))?;
+    for (name, value) in env.iter().filter(|(k, _)| k.starts_with("VIPFLEET_")) {
+        let rest = &name["VIPFLEET_".len()..];
+        let Some((section, key)) = SECTIONS.iter().find_map(|s| {
+            rest.to_ascii_lowercase()
+                .strip_prefix(&format!("{s}_"))
+                .map(|k| (s.to_string(), k.to_string()))
+        }) else {
+            continue; // not ours to judge (VIPFLEET_TEST_*, …)
+        };
+        set_value(&mut doc, &section, &key, value).map_err(|reason| ConfigError::Override {
+            name: name.clone(),
+            value: value.clone(),
+            reason,
+        })?;
+    }
+    for set in sets {
+        let parsed = set
+            .split_once('=')
+            .and_then(|(path, value)| path.split_once('.').map(|(s, k)| (s, k, value)));
+        let Some((section, key, value)) = parsed else {
+            return Err(ConfigError::Override {
+                name: "--set".into(),
+                value: set.clone(),
+                reason: "expected section.key=value".into(),
+            });
+        };
+        set_value(&mut doc, section, key, value).map_err(|reason| ConfigError::Override {
+            name: format!("--set {section}.{key}"),
+            value: value.to_string(),
+            reason,
+        })?;
+    }
+    let file: File = toml::Value::Table(doc)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Toml(e.to_string()))?;
+    validate(file)
+}
+
+/// Puts a string from the environment or a flag into the document, typed
+/// as TOML would type it (numbers, booleans), lists split on commas.
+fn set_value(doc: &mut toml::Table, section: &str, key: &str, raw: &str) -> Result<(), String> {
+    if !SECTIONS.contains(&section) {
+        return Err(format!("unknown section {section:?}"));
+    }
+    let scalar = |s: &str| -> toml::Value {
+        let s = s.trim();
+        match format!("v = {s}").parse::<toml::Table>() {
+            Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(s.to_string())),
+            Err(_) => toml::Value::String(s.to_string()),
+        }
+    };
+    let value = if LIST_KEYS.contains(&key) {
+        toml::Value::Array(
+            raw.split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| toml::Value::String(s.trim().to_string()))
+                .collect(),
+        )
+    } else {
+        scalar(raw)
+    };
+    let table = doc
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match table {
+        toml::Value::Table(t) => {
+            t.insert(key.to_string(), value);
+            Ok(())
+        }
+        _ => Err(format!("{section} is not a table in the config file")),
+    }
+}
+
+fn millis(v: Option<u64>, default: Duration) -> Duration {
+    v.map(Duration::from_millis).unwrap_or(default)
+}
+
+fn validate(file: File) -> Result<AgentConfig, ConfigError> {
+    let invalid = |s: String| ConfigError::Invalid(s);
+    let table = file
+        .aws
+        .table
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| invalid("aws.table is required (the DynamoDB lease table)".into()))?;
+
+    let vips = file
+        .fleet
+        .vips
+        .iter()
+        .map(|v| v.parse::<Vip>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let layout = ShardLayout::one_per_vip(&vips)?;
+    if file.fleet.route_tables.is_empty() {
+        return Err(invalid(
+            "fleet.route_tables is empty: VIP routes must go somewhere".into(),
+        ));
+    }
+    let mut route_tables = Vec::new();
+    for id in &file.fleet.route_tables {
+        if !id.starts_with("rtb-") || id.len() < 5 {
+            return Err(invalid(format!(
+                "fleet.route_tables: {id:?} is not a route table id (rtb-…)"
+            )));
+        }
+        let id = RouteTableId(id.clone());
+        if route_tables.contains(&id) {
+            return Err(invalid(format!("fleet.route_tables: {id} is listed twice")));
+        }
+        route_tables.push(id);
+    }
+
+    let mut lease = match file.lease.profile.as_deref().unwrap_or("default") {
+        "default" => LeaseConfig::DEFAULT,
+        "fast" => LeaseConfig::FAST,
+        other => {
+            return Err(invalid(format!(
+                "lease.profile {other:?} is neither \"default\" nor \"fast\""
+            )))
+        }
+    };
+    lease.heartbeat_interval = millis(file.lease.heartbeat_interval_ms, lease.heartbeat_interval);
+    lease.lease_ttl = millis(file.lease.lease_ttl_ms, lease.lease_ttl);
+    lease.scan_interval = millis(file.lease.scan_interval_ms, lease.scan_interval);
+    lease.reconcile_interval = millis(file.lease.reconcile_interval_ms, lease.reconcile_interval);
+    lease.shard_refresh_interval = lease.shard_refresh_interval.min(lease.reconcile_interval);
+    if let Some(n) = file.lease.max_handoffs_in_flight {
+        lease.max_handoffs_in_flight = n;
+    }
+    lease.validate()?;
+
+    let private_ip = match &file.node.private_ip {
+        Some(ip) => Some(
+            ip.parse::<Ipv4Addr>()
+                .map_err(|_| invalid(format!("node.private_ip {ip:?} is not an IPv4 address")))?,
+        ),
+        None => None,
+    };
+    let identity = IdentityOverrides {
+        instance_id: file.node.instance_id,
+        eni: file.node.eni,
+        private_ip,
+        az: file.node.az,
+        region: file.aws.region.clone(),
+    };
+    let weight = file.node.weight.unwrap_or(1);
+    if weight == 0 {
+        return Err(invalid(
+            "node.weight must be at least 1 (drain the node instead)".into(),
+        ));
+    }
+
+    let health = match (file.health.url, file.health.stats_socket) {
+        (Some(_), Some(_)) => return Err(invalid("health: set url or stats_socket, not both".into())),
+        (None, None) => None,
+        (url, socket) => {
+            let target = match (url, socket) {
+                (Some(url), _) => HealthTarget::http(&url)?,
+                (_, Some(socket)) => HealthTarget::StatsSocket(PathBuf::from(socket)),
+                (None, None) => unreachable!("matched above"),
+            };
+            let mut check = HealthCheck::new(target);
+            check.interval = millis(file.health.interval_ms, check.interval);
+            check.timeout = millis(file.health.timeout_ms, check.timeout.min(check.interval));
+            check.fall = file.health.fall.unwrap_or(check.fall);
+            check.rise = file.health.rise.unwrap_or(check.rise);
+            check.validate()?;
+            Some(check)
+        }
+    };
+
+    let vip_interface = match file.vip_binding.enabled.unwrap_or(true) {
+        true => Some(
+            file.vip_binding
+                .interface
+                .unwrap_or_else(|| DEFAULT_VIP_INTERFACE.to_string()),
+        ),
+        false => None,
+    };
+    if let Some(name) = &vip_interface {
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+            return Err(invalid(format!(
+                "vip_binding.interface {name:?} is not a Linux interface name"
+            )));
+        }
+    }
+
+    let vip_link_kind = match file.vip_binding.kind.as_deref().unwrap_or("dummy") {
+        "dummy" => LinkKind::Dummy,
+        "ifb" => LinkKind::Ifb,
+        other => {
+            return Err(invalid(format!(
+                "vip_binding.kind {other:?} is neither \"dummy\" nor \"ifb\""
+            )))
+        }
+    };
+
+    let pacer = PacerConfig {
+        calls_per_second: file
+            .ec2
+            .mutating_calls_per_second
+            .unwrap_or(PacerConfig::default().calls_per_second),
+        burst: file.ec2.burst.unwrap_or(PacerConfig::default().burst),
+    };
+    crate::aws::pacing::Pacer::new(pacer)?;
+
+    let listen = file
+        .dashboard
+        .listen
+        .unwrap_or_else(|| vec![DEFAULT_DASHBOARD_LISTEN.to_string()]);
+    let dashboard_listen = listen
+        .iter()
+        .map(|a| {
+            a.parse::<SocketAddr>()
+                .map_err(|_| invalid(format!("dashboard.listen {a:?} is not an address:port")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let lifecycle = LifecycleConfig {
+        asg_name: file.lifecycle.asg_name.filter(|n| !n.is_empty()),
+        hook_name: file.lifecycle.hook_name.unwrap_or_else(|| "vipfleet-drain".into()),
+        drain_timeout: millis(file.lifecycle.drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT),
+        poll_interval: millis(file.lifecycle.poll_interval_ms, Duration::from_secs(5)),
+    };
+
+    Ok(AgentConfig {
+        table,
+        region: file.aws.region,
+        vips,
+        layout,
+        route_tables,
+        vpc_id: file.fleet.vpc_id,
+        lease,
+        identity,
+        weight,
+        health,
+        vip_interface,
+        vip_link_kind,
+        pacer,
+        disable_source_dest_check: file.ec2.disable_source_dest_check.unwrap_or(true),
+        dashboard_listen,
+        dashboard_token_file: file.dashboard.token_file.map(PathBuf::from),
+        lifecycle,
+    })
+}
+
+impl AgentConfig {
+    /// VIPs that fall inside any of `cidrs` (the VPC's): routes to them
+    /// could never win over the VPC's local route.
+    pub fn vips_inside(&self, cidrs: &[Vip]) -> Vec<(Vip, Vip)> {
+        self.vips
+            .iter()
+            .flat_map(|v| cidrs.iter().filter(|c| c.overlaps(v)).map(move |c| (*v, *c)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [aws]
+        table = "leases"
+        [fleet]
+        vips = ["10.200.0.1/32", "10.200.0.2"]
+        route_tables = ["rtb-1", "rtb-2"]
+    "#;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_minimal_file_gets_the_defaults() {
+        let c = load(GOOD, &BTreeMap::new(), &[]).unwrap();
+        assert_eq!(c.table, "leases");
+        assert_eq!(c.layout.len(), 2);
+        assert_eq!(c.lease, LeaseConfig::DEFAULT);
+        assert_eq!(c.vip_interface.as_deref(), Some(DEFAULT_VIP_INTERFACE));
+        assert_eq!(
+            c.dashboard_listen,
+            vec!["127.0.0.1:9180".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(c.health.is_none());
+    }
+
+    #[test]
+    fn environment_then_flags_override_the_file() {
+        let e = env(&[
+            ("VIPFLEET_AWS_TABLE", "from-env"),
+            ("VIPFLEET_LEASE_PROFILE", "fast"),
+            ("VIPFLEET_VIP_BINDING_ENABLED", "false"),
+            ("VIPFLEET_FLEET_ROUTE_TABLES", "rtb-a, rtb-b,rtb-c"),
+            ("VIPFLEET_TEST_AWS_ENDPOINT", "ignored: not a config section"),
+        ]);
+        let c = load(
+            GOOD,
+            &e,
+            &["aws.table=from-flag".into(), "lease.lease_ttl_ms=1500".into()],
+        )
+        .unwrap();
+        assert_eq!(c.table, "from-flag");
+        assert_eq!(c.lease.heartbeat_interval, LeaseConfig::FAST.heartbeat_interval);
+        assert_eq!(c.lease.lease_ttl, Duration::from_millis(1500));
+        assert_eq!(c.vip_interface, None);
+        assert_eq!(c.route_tables.len(), 3);
+    }
+
+    #[test]
+    fn bad_values_are_named_in_the_error() {
+        let cases: &[(&str, &[&str], &str)] = &[
+            ("", &[], "aws.table is required"),
+            (GOOD, &["fleet.vips=10.200.0.300"], "10.200.0.300"),
+            (GOOD, &["fleet.vips=10.200.0.1,10.200.0.1/32"], "listed twice"),
+            (GOOD, &["fleet.vips=10.200.0.0/24,10.200.0.9"], "overlap"),
+            (GOOD, &["fleet.route_tables=vpc-1"], "\"vpc-1\""),
+            (GOOD, &["lease.lease_ttl_ms=1000"], "twice heartbeat_interval"),
+            (GOOD, &["lease.profile=turbo"], "turbo"),
+            (GOOD, &["node.private_ip=10.0.0"], "10.0.0"),
+            (GOOD, &["health.url=ftp://x/"], "ftp://x/"),
+            (GOOD, &["dashboard.listen=localhost"], "localhost"),
+            (GOOD, &["bogus.key=1"], "bogus"),
+            (GOOD, &["aws.tabel=x"], "tabel"),
+            ("not toml [", &[], "TOML"),
+        ];
+        for (text, sets, needle) in cases {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            let err = load(text, &BTreeMap::new(), &sets).expect_err(needle).to_string();
+            assert!(err.contains(needle), "{sets:?}: {err:?} should mention {needle:?}");
+        }
+    }
+
+    #[test]
+    fn vips_inside_the_vpc_are_found() {
+        let c = load(GOOD, &BTreeMap::new(), &[]).unwrap();
+        let vpc: Vip = "10.200.0.0/16".parse().unwrap();
+        assert_eq!(c.vips_inside(&[vpc]).len(), 2);
+        assert!(c.vips_inside(&["10.0.0.0/16".parse().unwrap()]).is_empty());
+    }
+}

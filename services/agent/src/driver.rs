@@ -1,0 +1,343 @@
+//! The async driver of the lease machine: it feeds the machine timer ticks,
+//! operator controls and the results of store and route calls, and performs
+//! the effects the machine returns, each as its own task.
+//!
+//! ```text
+//!   controls (signals, health, lifecycle, dashboard) ──┐
+//!   timer (machine's wake_at) ─────────────────────────┼─> Machine::step ─> effects ─> tasks
+//!   results of tasks <─────────────────────────────────┘                              │
+//!        ^────────────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Every call carries the instant it was sent, as the machine's liveness
+//! rules require. Calls are bounded by a timeout so a hung request becomes an
+//! error rather than a stuck heartbeat. Route writes for our own ENI are
+//! fenced twice: the machine only asks for them with a fresh confirmation,
+//! and each EC2 call re-checks the [`Fence`] the loop republishes after every
+//! step (the lease may have lapsed while the call waited for a token).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant as TokioInstant;
+use tracing::{debug, info, warn};
+use vipfleet_core::machine::{Effect, Event, ExitReason, Input, Machine, Mode, Priority, RouteWriteRequest};
+use vipfleet_core::routes::{point_route, RouteError, RouteOp, RouteTable};
+use vipfleet_core::store::{LeaseStore, StoreError, StoreErrorKind, StoreOp};
+use vipfleet_core::{Epoch, Instant, ShardId};
+
+use crate::aws::pacing::{self, PacedRoutes, Pacer};
+use crate::status::{Status, StatusBoard};
+
+/// Longest a store call may take before it counts as failed.
+pub const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest one route call may take (token wait excluded).
+pub const ROUTE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Store errors are logged at most this often; the rest are counted.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What the rest of the agent can ask of the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    Drain,
+    Undrain,
+    Healthy(bool),
+}
+
+/// Which shards the machine lets us write routes for, and until when.
+#[derive(Clone, Debug, Default)]
+struct Fence {
+    deadline: Option<Instant>,
+    writable: BTreeMap<ShardId, Epoch>,
+}
+
+impl Fence {
+    fn allows(&self, shard: ShardId, epoch: Epoch, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| now < d) && self.writable.get(&shard) == Some(&epoch)
+    }
+}
+
+pub struct Driver<S, R> {
+    machine: Machine,
+    store: Arc<S>,
+    routes: PacedRoutes<R>,
+    origin: TokioInstant,
+    fence: Arc<Mutex<Fence>>,
+    status: StatusBoard,
+    draining: bool,
+    healthy: bool,
+    suppressed_errors: u64,
+    last_error_log: Option<TokioInstant>,
+}
+
+impl<S, R> Driver<S, R>
+where
+    S: LeaseStore + 'static,
+    R: RouteTable + 'static,
+{
+    /// `origin` is the zero of the machine's clock: the instant it was
+    /// created at.
+    pub fn new(
+        machine: Machine,
+        store: Arc<S>,
+        routes: Arc<R>,
+        pacer: Arc<Pacer>,
+        origin: TokioInstant,
+        status: StatusBoard,
+    ) -> Self {
+        Self {
+            machine,
+            store,
+            routes: PacedRoutes::new(routes, pacer, pacing::Priority::Background),
+            origin,
+            fence: Arc::new(Mutex::new(Fence::default())),
+            status,
+            draining: false,
+            healthy: true,
+            suppressed_errors: 0,
+            last_error_log: None,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_offset(TokioInstant::now().saturating_duration_since(self.origin))
+    }
+
+    fn at(&self, instant: Instant) -> TokioInstant {
+        self.origin + instant.as_offset()
+    }
+
+    /// Runs until the machine exits (drained, or superseded by another
+    /// process) or `controls` closes.
+    pub async fn run(mut self, mut controls: mpsc::Receiver<Control>) -> ExitReason {
+        let (results_tx, mut results) = mpsc::unbounded_channel::<Input>();
+        let mut wake_at = self.step(Input::Tick, &results_tx);
+        loop {
+            if let Some(reason) = self.exit_reason() {
+                return reason;
+            }
+            let sleep_until = wake_at.map_or_else(|| TokioInstant::now() + Duration::from_secs(1), |w| self.at(w));
+            let input = tokio::select! {
+                Some(input) = results.recv() => input,
+                control = controls.recv() => match control {
+                    Some(control) => self.control(control),
+                    None => return ExitReason::Drained,
+                },
+                () = tokio::time::sleep_until(sleep_until) => Input::Tick,
+            };
+            wake_at = self.step(input, &results_tx);
+        }
+    }
+
+    fn exit_reason(&self) -> Option<ExitReason> {
+        self.machine.has_exited().then(|| {
+            if self.machine.mode() == Mode::Draining {
+                ExitReason::Drained
+            } else {
+                ExitReason::Superseded
+            }
+        })
+    }
+
+    fn control(&mut self, control: Control) -> Input {
+        match control {
+            Control::Drain => self.draining = true,
+            Control::Undrain => self.draining = false,
+            Control::Healthy(h) => self.healthy = h,
+        }
+        let mode = match (self.draining, self.healthy) {
+            (true, _) => Mode::Draining,
+            (false, false) => Mode::Unhealthy,
+            (false, true) => Mode::Active,
+        };
+        if mode != self.machine.mode() {
+            info!(?mode, "mode change");
+        }
+        Input::SetMode(mode)
+    }
+
+    fn step(&mut self, input: Input, results: &mpsc::UnboundedSender<Input>) -> Option<Instant> {
+        let now = self.now();
+        let step = self.machine.step(input, now);
+        for event in &step.events {
+            self.log(event);
+        }
+        self.status.record(&self.machine, &step.events, now);
+        self.publish_fence(now);
+        for effect in step.effects {
+            self.perform(effect, now, results.clone());
+        }
+        step.wake_at
+    }
+
+    fn publish_fence(&self, now: Instant) {
+        let writable = self
+            .machine
+            .held()
+            .filter(|(s, _)| self.machine.may_write(*s, now))
+            .collect();
+        let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        *fence = Fence {
+            deadline: self.machine.lease_deadline(),
+            writable,
+        };
+    }
+
+    fn log(&mut self, event: &Event) {
+        match event {
+            Event::StoreError { detail } => {
+                let now = TokioInstant::now();
+                if self.last_error_log.is_some_and(|t| now - t < ERROR_LOG_INTERVAL) {
+                    self.suppressed_errors += 1;
+                    return;
+                }
+                self.last_error_log = Some(now);
+                warn!(suppressed = self.suppressed_errors, "{detail}");
+                self.suppressed_errors = 0;
+            }
+            Event::LeaseLapsed => warn!("own lease lapsed: no route writes until a heartbeat lands"),
+            Event::RoutesWritten { failed, .. } if *failed > 0 => warn!(?event, "route writes failed"),
+            Event::RoutesWritten { .. } => debug!(?event),
+            Event::RouteDrift { .. } => warn!(?event, "route drift"),
+            event => info!(?event),
+        }
+    }
+
+    fn perform(&self, effect: Effect, sent_at: Instant, results: mpsc::UnboundedSender<Input>) {
+        let store = self.store.clone();
+        match effect {
+            Effect::Exit(reason) => info!(?reason, "machine exits"),
+            Effect::Heartbeat(req) => spawn(results, async move {
+                let result = bounded(StoreOp::Heartbeat, store.heartbeat(&req)).await;
+                Input::Heartbeat { sent_at, result }
+            }),
+            Effect::ReadNodes => spawn(results, async move {
+                let result = bounded(StoreOp::ReadNodes, store.read_nodes()).await;
+                Input::Nodes { sent_at, result }
+            }),
+            Effect::ReadShards => spawn(results, async move {
+                let result = bounded(StoreOp::ReadShards, store.read_shards()).await;
+                Input::Shards { sent_at, result }
+            }),
+            Effect::ConfirmShard(shard) => spawn(results, async move {
+                let result = bounded(StoreOp::ReadShard, store.read_shard(shard)).await;
+                Input::Confirmed { shard, sent_at, result }
+            }),
+            Effect::Acquire(req) => spawn(results, async move {
+                let result = bounded(StoreOp::Acquire, store.acquire(&req)).await;
+                Input::Acquired {
+                    shard: req.shard,
+                    sent_at,
+                    result,
+                }
+            }),
+            Effect::HandOff(req) => spawn(results, async move {
+                let result = bounded(StoreOp::Handoff, store.hand_off(&req)).await;
+                Input::HandedOff {
+                    shard: req.shard,
+                    result,
+                }
+            }),
+            Effect::MarkDead(req) => spawn(results, async move {
+                let result = bounded(StoreOp::MarkDead, store.mark_dead(&req)).await;
+                Input::MarkedDead { node: req.node, result }
+            }),
+            Effect::DescribeRoutes(tables) => {
+                let routes = self.routes.clone();
+                spawn(results, async move {
+                    let result = match tokio::time::timeout(ROUTE_CALL_TIMEOUT, routes.describe(&tables)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(RouteError::Unavailable {
+                            op: RouteOp::Describe,
+                            detail: "timed out".into(),
+                        }),
+                    };
+                    Input::RoutesDescribed { result }
+                })
+            }
+            Effect::WriteRoutes(req) => {
+                let ours = req.eni == self.machine.setup().info.eni;
+                let fence = ours.then(|| self.fence.clone());
+                let routes = self.routes.at(match req.priority {
+                    Priority::Failover => pacing::Priority::Failover,
+                    Priority::Rebalance | Priority::Repair => pacing::Priority::Background,
+                });
+                let origin = self.origin;
+                spawn(results, write_routes(routes, req, fence, origin))
+            }
+        }
+    }
+}
+
+/// Points every VIP of the shard in every table at the ENI, one paced call
+/// at a time, re-checking the fence before each.
+async fn write_routes<R: RouteTable>(
+    routes: PacedRoutes<R>,
+    req: RouteWriteRequest,
+    fence: Option<Arc<Mutex<Fence>>>,
+    origin: TokioInstant,
+) -> Input {
+    let mut failed = Vec::new();
+    for table in &req.tables {
+        for vip in &req.vips {
+            if let Some(fence) = &fence {
+                let now = Instant::from_offset(TokioInstant::now().saturating_duration_since(origin));
+                let allowed = fence
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .allows(req.shard, req.epoch, now);
+                if !allowed {
+                    failed.push(RouteError::Other {
+                        op: RouteOp::Replace,
+                        detail: format!(
+                            "fenced: no longer allowed to write shard {} at epoch {}",
+                            req.shard, req.epoch
+                        ),
+                    });
+                    continue;
+                }
+            }
+            let call = point_route(&routes, table, *vip, &req.eni);
+            match tokio::time::timeout(ROUTE_CALL_TIMEOUT, call).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => failed.push(e),
+                Err(_) => failed.push(RouteError::Unavailable {
+                    op: RouteOp::Replace,
+                    detail: format!("{table} {vip}: timed out"),
+                }),
+            }
+        }
+    }
+    Input::RoutesWritten {
+        shard: req.shard,
+        eni: req.eni,
+        failed,
+    }
+}
+
+fn spawn(results: mpsc::UnboundedSender<Input>, task: impl Future<Output = Input> + Send + 'static) {
+    tokio::spawn(async move {
+        // The loop only goes away at exit: nobody left to tell.
+        let _ = results.send(task.await);
+    });
+}
+
+async fn bounded<T>(op: StoreOp, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    match tokio::time::timeout(STORE_CALL_TIMEOUT, call).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::new(op, StoreErrorKind::Unavailable, "timed out")),
+    }
+}
+
+/// Handle to the driver for the rest of the agent.
+pub fn controls() -> (mpsc::Sender<Control>, mpsc::Receiver<Control>) {
+    mpsc::channel(16)
+}
+
+/// The latest status, for readiness and the dashboard.
+pub fn status_channel() -> (StatusBoard, watch::Receiver<Status>) {
+    StatusBoard::new()
+}

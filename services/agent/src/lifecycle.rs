@@ -1,0 +1,202 @@
+//! The Auto Scaling termination lifecycle, from the agent's side.
+//!
+//! [`Watcher`] polls IMDS `autoscaling/target-lifecycle-state`; when it turns
+//! `Terminated` (scale-in, instance refresh) the node drains. While it
+//! drains, the lifecycle action is kept alive with
+//! `RecordLifecycleActionHeartbeat`; once drained it is completed with
+//! `CONTINUE`. `ABANDON` is never sent: an instance that could not hand its
+//! shards away should keep its routes (fail static) until the hook times out.
+//!
+//! The Auto Scaling calls sit behind [`Lifecycle`], so the path is tested
+//! with `aws-smithy-mocks` (moto answers these calls with HTTP 500).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::config::AgentConfig;
+use crate::driver::Control;
+use crate::identity::{Imds, LifecycleState, NodeIdentity};
+
+/// Under the hook's default heartbeat timeout (60 s and up) with room to spare.
+pub const LIFECYCLE_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(20);
+/// Tries of `CompleteLifecycleAction` before giving up to the hook's timeout.
+const COMPLETE_ATTEMPTS: u32 = 5;
+const COMPLETE_RETRY_DELAY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Error)]
+#[error("autoscaling {op} for {instance}: {detail}")]
+pub struct LifecycleError {
+    pub op: &'static str,
+    pub instance: String,
+    pub detail: String,
+}
+
+/// The two lifecycle calls the agent makes.
+pub trait Lifecycle: Send + Sync {
+    fn record_heartbeat(&self) -> impl Future<Output = Result<(), LifecycleError>> + Send;
+    fn complete_continue(&self) -> impl Future<Output = Result<(), LifecycleError>> + Send;
+}
+
+/// [`Lifecycle`] over aws-sdk-autoscaling, for one instance and hook.
+#[derive(Clone)]
+pub struct AsgLifecycle {
+    client: aws_sdk_autoscaling::Client,
+    group: String,
+    hook: String,
+    instance: String,
+}
+
+impl AsgLifecycle {
+    pub fn new(client: aws_sdk_autoscaling::Client, group: &str, hook: &str, instance: &str) -> Self {
+        Self {
+            client,
+            group: group.to_string(),
+            hook: hook.to_string(),
+            instance: instance.to_string(),
+        }
+    }
+
+    fn error(&self, op: &'static str, e: impl std::error::Error) -> LifecycleError {
+        LifecycleError {
+            op,
+            instance: self.instance.clone(),
+            detail: aws_smithy_types::error::display::DisplayErrorContext(e).to_string(),
+        }
+    }
+}
+
+impl Lifecycle for AsgLifecycle {
+    async fn record_heartbeat(&self) -> Result<(), LifecycleError> {
+        self.client
+            .record_lifecycle_action_heartbeat()
+            .auto_scaling_group_name(&self.group)
+            .lifecycle_hook_name(&self.hook)
+            .instance_id(&self.instance)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error("RecordLifecycleActionHeartbeat", e))
+    }
+
+    async fn complete_continue(&self) -> Result<(), LifecycleError> {
+        self.client
+            .complete_lifecycle_action()
+            .auto_scaling_group_name(&self.group)
+            .lifecycle_hook_name(&self.hook)
+            .instance_id(&self.instance)
+            .lifecycle_action_result("CONTINUE")
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error("CompleteLifecycleAction", e))
+    }
+}
+
+/// Keeps the lifecycle action alive until `done` is set.
+pub async fn keep_alive<L: Lifecycle>(lifecycle: &L, done: &AtomicBool) {
+    let mut tick = tokio::time::interval(LIFECYCLE_HEARTBEAT_INTERVAL);
+    tick.tick().await;
+    while !done.load(Ordering::Relaxed) {
+        tick.tick().await;
+        if done.load(Ordering::Relaxed) {
+            return;
+        }
+        match lifecycle.record_heartbeat().await {
+            Ok(()) => debug!("lifecycle action heartbeat sent"),
+            Err(e) => warn!("{e}"),
+        }
+    }
+}
+
+/// Completes the action with `CONTINUE`, retrying a few times.
+pub async fn complete<L: Lifecycle>(lifecycle: &L) -> Result<(), LifecycleError> {
+    let mut attempt = 1;
+    loop {
+        match lifecycle.complete_continue().await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= COMPLETE_ATTEMPTS => return Err(e),
+            Err(e) => {
+                warn!(attempt, "{e}; retrying");
+                attempt += 1;
+                tokio::time::sleep(COMPLETE_RETRY_DELAY).await;
+            }
+        }
+    }
+}
+
+/// Watches the lifecycle state and owns the lifecycle action of this node.
+pub struct Watcher {
+    asg: Option<AsgLifecycle>,
+    terminating: Arc<AtomicBool>,
+    drained: Arc<AtomicBool>,
+}
+
+impl Watcher {
+    pub fn start(
+        config: &AgentConfig,
+        me: &NodeIdentity,
+        imds: Imds,
+        sdk: &SdkConfig,
+        controls: mpsc::Sender<Control>,
+    ) -> Self {
+        let asg = config.lifecycle.asg_name.as_ref().map(|group| {
+            AsgLifecycle::new(
+                aws_sdk_autoscaling::Client::new(sdk),
+                group,
+                &config.lifecycle.hook_name,
+                me.instance_id.as_str(),
+            )
+        });
+        let watcher = Self {
+            asg,
+            terminating: Arc::new(AtomicBool::new(false)),
+            drained: Arc::new(AtomicBool::new(false)),
+        };
+        let poll = config.lifecycle.poll_interval;
+        let terminating = watcher.terminating.clone();
+        let drained = watcher.drained.clone();
+        let asg = watcher.asg.clone();
+        tokio::spawn(async move {
+            let mut warned = false;
+            let mut tick = tokio::time::interval(poll);
+            loop {
+                tick.tick().await;
+                match imds.target_lifecycle_state().await {
+                    Ok(LifecycleState::Terminated) => break,
+                    Ok(state) => debug!(?state, "lifecycle state"),
+                    Err(e) if !warned => {
+                        warned = true;
+                        warn!("cannot read the lifecycle state from IMDS (not warning again): {e}");
+                    }
+                    Err(e) => debug!("lifecycle state: {e}"),
+                }
+            }
+            info!("Auto Scaling is terminating this instance: draining");
+            terminating.store(true, Ordering::Relaxed);
+            let _ = controls.send(Control::Drain).await;
+            if let Some(asg) = asg {
+                keep_alive(&asg, &drained).await;
+            }
+        });
+        watcher
+    }
+
+    /// The node has drained: let the termination go on.
+    pub async fn drained(&self) {
+        self.drained.store(true, Ordering::Relaxed);
+        let (Some(asg), true) = (&self.asg, self.terminating.load(Ordering::Relaxed)) else {
+            return;
+        };
+        match complete(asg).await {
+            Ok(()) => info!("lifecycle action completed with CONTINUE"),
+            Err(e) => warn!("{e}; the hook's timeout will let termination go on"),
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! `vipfleet-agent`: parse the command line, load the configuration, run.
+//! Exit codes: 0 done (drained), 1 runtime failure, 64 bad configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing::error;
+use vipfleet_agent::app::{self, RunError};
+use vipfleet_agent::aws::dynamo::{init_table, Billing};
+use vipfleet_agent::config::{self, AgentConfig};
+
+/// `EX_USAGE` from sysexits.h: the configuration cannot work.
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "vipfleet node agent: VIP shards by DynamoDB lease, routes in the VPC"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "VIPFLEET_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// The TOML configuration file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Override one option: `section.key=value` (after the file and VIPFLEET_* variables).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent until it is drained (SIGTERM, or Auto Scaling termination).
+    Run(ConfigArgs),
+    /// Check the configuration without touching AWS; exit 64 if it is bad.
+    CheckConfig(ConfigArgs),
+    /// Create the DynamoDB lease table (idempotent), with TTL on `expires_at`.
+    InitTable {
+        #[arg(long, env = "VIPFLEET_AWS_TABLE")]
+        table: String,
+        /// `on-demand` or `provisioned` (small fixed capacity).
+        #[arg(long, default_value = "on-demand")]
+        billing: Billing,
+        #[arg(long, env = "VIPFLEET_AWS_REGION")]
+        region: Option<String>,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIPFLEET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load(args: &ConfigArgs) -> Result<AgentConfig, ExitCode> {
+    let env = std::env::vars().collect();
+    config::load_file(args.config.as_deref(), &env, &args.sets).map_err(|e| {
+        eprintln!("vipfleet-agent: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vipfleet-agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::CheckConfig(args) => match load(&args) {
+            Ok(config) => {
+                println!(
+                    "config ok: {} VIPs in {} route tables, table {}, lease ttl {:?}",
+                    config.vips.len(),
+                    config.route_tables.len(),
+                    config.table,
+                    config.lease.lease_ttl
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run(args) => {
+            let config = match load(&args) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            match runtime.block_on(app::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ RunError::Config(_)) => {
+                    error!("{e}");
+                    eprintln!("vipfleet-agent: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+                Err(e) => {
+                    error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::InitTable { table, billing, region } => runtime.block_on(async {
+            let sdk = vipfleet_agent::aws::sdk_config(region).await;
+            let client = aws_sdk_dynamodb::Client::new(&sdk);
+            match init_table(&client, &table, billing).await {
+                Ok(init) => {
+                    println!("{table}: {init}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vipfleet-agent: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+    }
+}
