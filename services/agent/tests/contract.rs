@@ -5,6 +5,8 @@
 //!
 //! Against moto each test makes its own table or VPC with unique names, so
 //! the tests run in parallel and on a moto that has served other runs.
+//! Start moto with `tests/moto_server.py` (beside this file), not plain
+//! `moto_server`: the latter lets racing conditional writes both succeed.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -388,7 +390,12 @@ async fn one_winner<S: LeaseStore + Clone + 'static>(store: S, shard: ShardId) {
         .filter(|o| matches!(o, AcquireOutcome::Acquired { epoch: 1 }))
         .count();
     let losers = outcomes.iter().filter(|o| **o == AcquireOutcome::LostRace).count();
-    assert_eq!((winners, losers), (1, 4), "{outcomes:?}");
+    assert_eq!(
+        (winners, losers),
+        (1, 4),
+        "racing conditional writes: {outcomes:?}. Against moto, this fails when moto serves requests in \
+         parallel (its conditional writes are not atomic): start it with services/agent/tests/moto_server.py"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
