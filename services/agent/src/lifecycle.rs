@@ -200,3 +200,84 @@ impl Watcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The Auto Scaling calls against `aws-smithy-mocks` (moto answers them
+    //! with HTTP 500), on paused time so retries and heartbeats cost nothing.
+
+    use super::*;
+    use aws_sdk_autoscaling::operation::complete_lifecycle_action::CompleteLifecycleActionOutput;
+    use aws_sdk_autoscaling::operation::record_lifecycle_action_heartbeat::RecordLifecycleActionHeartbeatOutput;
+    use aws_sdk_autoscaling::Client;
+    use aws_smithy_mocks::{mock, Rule};
+
+    use crate::aws::mocked_client;
+
+    fn lifecycle(rule: &Rule) -> AsgLifecycle {
+        let client: Client = mocked_client!(aws_sdk_autoscaling, [rule]);
+        AsgLifecycle::new(client, "fleet-asg", "vipfleet-drain", "i-0abc")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn completion_says_continue_for_this_instance_and_hook() {
+        let rule = mock!(Client::complete_lifecycle_action)
+            .match_requests(|r| {
+                r.lifecycle_action_result() == Some("CONTINUE")
+                    && r.auto_scaling_group_name() == Some("fleet-asg")
+                    && r.lifecycle_hook_name() == Some("vipfleet-drain")
+                    && r.instance_id() == Some("i-0abc")
+            })
+            .then_output(|| CompleteLifecycleActionOutput::builder().build());
+        complete(&lifecycle(&rule)).await.expect("completed");
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_completion_is_retried_then_reported_never_abandoned() {
+        // Only CONTINUE requests match; an ABANDON would find no rule and
+        // fail the test with the mock's own error instead of HTTP 500.
+        let rule = mock!(Client::complete_lifecycle_action)
+            .match_requests(|r| r.lifecycle_action_result() == Some("CONTINUE"))
+            .sequence()
+            .http_status(500, None)
+            .times(COMPLETE_ATTEMPTS as usize)
+            .build();
+        let err = complete(&lifecycle(&rule)).await.expect_err("every attempt failed");
+        assert_eq!(rule.num_calls(), COMPLETE_ATTEMPTS as usize);
+        assert_eq!(err.op, "CompleteLifecycleAction");
+        assert_eq!(err.instance, "i-0abc");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_failure_is_retried_until_it_completes() {
+        let rule = mock!(Client::complete_lifecycle_action)
+            .sequence()
+            .http_status(500, None)
+            .times(2)
+            .output(|| CompleteLifecycleActionOutput::builder().build())
+            .build();
+        complete(&lifecycle(&rule)).await.expect("third attempt succeeds");
+        assert_eq!(rule.num_calls(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_action_is_kept_alive_while_draining_and_no_longer() {
+        let rule = mock!(Client::record_lifecycle_action_heartbeat)
+            .match_requests(|r| r.instance_id() == Some("i-0abc"))
+            .then_output(|| RecordLifecycleActionHeartbeatOutput::builder().build());
+        let asg = Arc::new(lifecycle(&rule));
+        let done = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let (asg, done) = (asg.clone(), done.clone());
+            async move { keep_alive(&*asg, &done).await }
+        });
+        tokio::time::sleep(LIFECYCLE_HEARTBEAT_INTERVAL * 3 + Duration::from_secs(1)).await;
+        let while_draining = rule.num_calls();
+        assert_eq!(while_draining, 3, "one heartbeat per interval while draining");
+        done.store(true, Ordering::Relaxed);
+        tokio::time::sleep(LIFECYCLE_HEARTBEAT_INTERVAL * 3).await;
+        task.await.expect("keep_alive ends once drained");
+        assert_eq!(rule.num_calls(), while_draining, "no heartbeat after the drain");
+    }
+}
