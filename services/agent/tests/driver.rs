@@ -1,0 +1,141 @@
+//! Three drivers against the in-memory store and route tables, on paused
+//! tokio time: the agent's loop (timers, tasks, fencing, drain) end to end
+//! without AWS. Crash = abort the driver's task; drain = `Control::Drain`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use vipfleet_agent::aws::pacing::{Pacer, PacerConfig};
+use vipfleet_agent::driver::{self, Control, Driver};
+use vipfleet_agent::status::StatusBoard;
+use vipfleet_core::fake::{FakeLeaseStore, FakeRouteTable};
+use vipfleet_core::machine::{ExitReason, Machine, NodeSetup};
+use vipfleet_core::{EniId, Incarnation, Instant, LeaseConfig, NodeId, NodeInfo, RouteTableId, ShardLayout, Vip};
+
+const SHARDS: usize = 24;
+
+fn tables() -> Vec<RouteTableId> {
+    vec![RouteTableId("rtb-a".into()), RouteTableId("rtb-b".into())]
+}
+
+fn layout() -> ShardLayout {
+    let vips: Vec<Vip> = (1..=SHARDS).map(|i| format!("10.200.0.{i}").parse().unwrap()).collect();
+    ShardLayout::one_per_vip(&vips).unwrap()
+}
+
+struct Node {
+    id: NodeId,
+    controls: mpsc::Sender<Control>,
+    task: JoinHandle<ExitReason>,
+}
+
+fn start(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable) -> Node {
+    let id = NodeId::new(name);
+    let setup = NodeSetup {
+        info: NodeInfo {
+            id: id.clone(),
+            eni: EniId(format!("eni-{name}")),
+            az: "az-1".into(),
+            addr: String::new(),
+            weight: 1,
+            version: "test".into(),
+        },
+        inc: Incarnation(name.len() as u64 * 7919 + name.as_bytes()[name.len() - 1] as u64),
+        lease: LeaseConfig::DEFAULT,
+        layout: layout(),
+        route_tables: tables(),
+    };
+    let pacer = Pacer::new(PacerConfig {
+        calls_per_second: 1000.0,
+        burst: 1000,
+    })
+    .unwrap();
+    let (board, _status) = StatusBoard::new();
+    let (controls, rx) = driver::controls();
+    let driver = Driver::new(
+        Machine::new(setup, Instant::ZERO),
+        Arc::new(store.clone()),
+        Arc::new(routes.clone()),
+        Arc::new(pacer),
+        tokio::time::Instant::now(),
+        board,
+    );
+    Node {
+        id,
+        controls,
+        task: tokio::spawn(driver.run(rx)),
+    }
+}
+
+/// Owner of every shard, and whether every route points at its owner.
+fn ownership(store: &FakeLeaseStore, routes: &FakeRouteTable) -> (BTreeMap<u32, NodeId>, bool) {
+    let table = store.table();
+    let rt = routes.tables();
+    let layout = layout();
+    let mut owners = BTreeMap::new();
+    let mut routed = true;
+    for (shard, vips) in &layout.shards {
+        let Some(owner) = table.peek_shard(*shard).and_then(|r| r.owner.clone()) else {
+            routed = false;
+            continue;
+        };
+        let eni = EniId(format!("eni-{owner}"));
+        routed &= vips
+            .iter()
+            .all(|v| tables().iter().all(|t| rt.target(t, *v) == Some(&eni)));
+        owners.insert(shard.0, owner);
+    }
+    (owners, routed)
+}
+
+fn counts(owners: &BTreeMap<u32, NodeId>) -> BTreeMap<NodeId, usize> {
+    let mut c = BTreeMap::new();
+    for o in owners.values() {
+        *c.entry(o.clone()).or_insert(0) += 1;
+    }
+    c
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_drivers_share_shards_survive_a_crash_and_drain_cleanly() {
+    let store = FakeLeaseStore::new();
+    let routes = FakeRouteTable::new(tables());
+    let nodes: Vec<Node> = ["a", "b", "c"].iter().map(|n| start(n, &store, &routes)).collect();
+
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (owners, routed) = ownership(&store, &routes);
+    assert_eq!(owners.len(), SHARDS, "every shard owned");
+    assert!(routed, "every route points at its owner");
+    assert!(
+        counts(&owners).values().all(|n| *n == SHARDS / 3),
+        "{:?}",
+        counts(&owners)
+    );
+
+    // Crash a: only its shards move, within the lease and a few scans.
+    let [a, b, c]: [Node; 3] = nodes.try_into().ok().unwrap();
+    a.task.abort();
+    let before = owners.clone();
+    tokio::time::sleep(LeaseConfig::DEFAULT.lease_ttl + Duration::from_secs(1)).await;
+    let (owners, routed) = ownership(&store, &routes);
+    assert!(routed, "routes follow the new owners");
+    for (shard, old) in &before {
+        if *old == a.id {
+            assert_ne!(owners[shard], a.id, "shard {shard} still on the crashed node");
+        } else {
+            assert_eq!(&owners[shard], old, "shard {shard} of a survivor moved");
+        }
+    }
+
+    // Drain b: it hands everything to c and exits.
+    b.controls.send(Control::Drain).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(30), b.task).await;
+    assert!(matches!(reason, Ok(Ok(ExitReason::Drained))), "{reason:?}");
+    let (owners, routed) = ownership(&store, &routes);
+    assert!(owners.values().all(|o| *o == c.id), "{:?}", counts(&owners));
+    assert!(routed);
+    c.task.abort();
+}
