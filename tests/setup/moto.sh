@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts moto in server mode on a free loopback port, waits until it answers,
+# Starts moto (one request at a time: see moto_server.py) on a free loopback port, waits until it answers,
 # and prints "PID URL". The caller stops it with `kill PID`.
 #   usage: moto.sh VENV [LOGFILE]
 set -euo pipefail
@@ -7,10 +7,10 @@ set -euo pipefail
 venv="$1"
 log="${2:-/dev/null}"
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+"$venv/bin/python" "$(dirname "${BASH_SOURCE[0]}")/moto_server.py" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
-  if curl -fsS -o /dev/null "http://127.0.0.1:$port/moto-api/"; then
+  if curl -fsS -o /dev/null "http://127.0.0.1:$port/moto-api/" 2>/dev/null; then
     echo "$pid http://127.0.0.1:$port"
     exit 0
   fi

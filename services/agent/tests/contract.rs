@@ -5,7 +5,7 @@
 //!
 //! Against moto each test makes its own table or VPC with unique names, so
 //! the tests run in parallel and on a moto that has served other runs.
-//! Start moto with `tests/moto_server.py` (beside this file), not plain
+//! Start moto with `tests/setup/moto_server.py`, not plain
 //! `moto_server`: the latter lets racing conditional writes both succeed.
 
 use std::io::Write;
@@ -394,7 +394,7 @@ async fn one_winner<S: LeaseStore + Clone + 'static>(store: S, shard: ShardId) {
         (winners, losers),
         (1, 4),
         "racing conditional writes: {outcomes:?}. Against moto, this fails when moto serves requests in \
-         parallel (its conditional writes are not atomic): start it with services/agent/tests/moto_server.py"
+         parallel (its conditional writes are not atomic): start it with tests/setup/moto_server.py"
     );
 }
 

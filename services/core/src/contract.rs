@@ -348,6 +348,23 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
         "epoch 2 is gone"
     );
 
+    // A verdict of death is checked too: an owner that is not marked dead
+    // keeps its shard; an owner whose item is gone loses it.
+    let dead = |owner: &NodeId, epoch| Expect::DeadOwner {
+        owner: owner.clone(),
+        epoch,
+    };
+    assert_eq!(
+        acquire(store, s0, &vips0, &a, inc_a2, dead(&c, 3)).await,
+        AcquireOutcome::OwnerAlive,
+        "c is active: its shard must not go on a stale verdict"
+    );
+    assert_eq!(shard(store, s0).await, Some(expected.clone()));
+    assert_eq!(
+        acquire(store, s2, &vips0, &c, inc_c, dead(&ghost, 1)).await,
+        AcquireOutcome::Acquired { epoch: 2 }
+    );
+
     // Mark dead: only at the heartbeat and incarnation observed.
     assert_eq!(mark_dead(store, &c, inc_c, 0).await, MarkDeadOutcome::Alive);
     assert_eq!(mark_dead(store, &c, inc_b, 1).await, MarkDeadOutcome::Alive);
@@ -357,7 +374,7 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
     let record = node(store, &c).await.expect("node c");
     assert_eq!((record.state, record.hb, record.inc), (NodeState::Dead, 1, inc_c));
 
-    // A dead owner's shard is taken with a plain conditional update.
+    // A dead owner's shard is taken while it stays dead.
     let dead_c = |epoch| Expect::DeadOwner {
         owner: c.clone(),
         epoch,
@@ -407,7 +424,8 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
     assert_eq!(mine.iter().find(|s| s.id == s0), Some(&expected));
     assert_eq!(
         mine.iter().find(|s| s.id == s2).and_then(|s| s.owner.clone()),
-        Some(ghost.clone())
+        Some(c.clone()),
+        "taken from the ghost"
     );
     let nodes: Vec<NodeId> = store
         .read_nodes()

@@ -199,13 +199,17 @@ impl DynamoLeaseStore {
         (ours && epoch_ok).then_some(record.epoch)
     }
 
+    /// The transaction of DESIGN.md step 3: a `ConditionCheck` on the old
+    /// owner's node item (`node_check`: expression, its one value's name and
+    /// value) beside the conditional update of the shard.
     async fn take_over(
         &self,
         req: &AcquireRequest,
         prev: &NodeId,
         epoch: Epoch,
-        hb: u64,
+        node_check: (&'static str, &'static str, AttributeValue),
     ) -> StoreResult<AcquireOutcome> {
+        let (node_condition, value_name, value) = node_check;
         let op = StoreOp::Acquire;
         let build_error = |e: aws_smithy_types::error::operation::BuildError| {
             StoreError::new(
@@ -217,9 +221,9 @@ impl DynamoLeaseStore {
         let check = ConditionCheck::builder()
             .table_name(&self.table)
             .key(attr::PK, node_key(prev))
-            .condition_expression(expr::TAKEOVER_NODE_CONDITION)
-            .set_expression_attribute_names(Some(names(&[expr::TAKEOVER_NODE_CONDITION])))
-            .expression_attribute_values(":hb", n(hb))
+            .condition_expression(node_condition)
+            .set_expression_attribute_names(Some(names(&[node_condition])))
+            .expression_attribute_values(value_name, value.clone())
             .build()
             .map_err(build_error)?;
         let update = Update::builder()
@@ -246,7 +250,10 @@ impl DynamoLeaseStore {
             Ok(_) => return Ok(AcquireOutcome::Acquired { epoch: epoch + 1 }),
             Err(err) => err,
         };
-        let context = format!("take over shard#{} from {prev} (hb {hb}, epoch {epoch})", req.shard);
+        let context = format!(
+            "take over shard#{} from {prev} ({node_condition} with {value:?}, epoch {epoch})",
+            req.shard
+        );
         if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = err.as_service_error() {
             let codes: Vec<&str> = cancelled
                 .cancellation_reasons()
@@ -368,7 +375,10 @@ impl LeaseStore for DynamoLeaseStore {
                 owner,
                 epoch,
                 observed_hb,
-            } => return self.take_over(req, owner, *epoch, *observed_hb).await,
+            } => {
+                let unchanged = (expr::TAKEOVER_NODE_CONDITION, ":hb", n(*observed_hb));
+                return self.take_over(req, owner, *epoch, unchanged).await;
+            }
             Expect::Free => (
                 expr::CLAIM_UPDATE,
                 expr::CLAIM_CONDITION,
@@ -382,12 +392,10 @@ impl LeaseStore for DynamoLeaseStore {
                 ]),
                 None,
             ),
-            Expect::DeadOwner { owner, epoch } => (
-                expr::TAKEOVER_UPDATE,
-                expr::TAKEOVER_CONDITION,
-                self.takeover_values(req, owner, *epoch),
-                Some(*epoch),
-            ),
+            Expect::DeadOwner { owner, epoch } => {
+                let dead = (expr::DEAD_NODE_CONDITION, ":dead", s(NodeState::Dead.as_str()));
+                return self.take_over(req, owner, *epoch, dead).await;
+            }
         };
         match self
             .update(op, shard_key(req.shard), update, Some(condition), values, true)

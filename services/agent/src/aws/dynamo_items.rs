@@ -69,6 +69,9 @@ pub(crate) mod expr {
     pub const TAKEOVER_CONDITION: &str = "#owner = :prev AND #epoch = :epoch";
     /// The `ConditionCheck` on the expired owner's node item.
     pub const TAKEOVER_NODE_CONDITION: &str = "#hb = :hb";
+    /// Taking a shard of a node marked dead: it must still be marked dead
+    /// (a zombie that heartbeated is `active` again), or gone.
+    pub const DEAD_NODE_CONDITION: &str = "attribute_not_exists(#pk) OR #state = :dead";
     pub const HANDOFF_UPDATE: &str =
         "SET #owner = :to, #owner_inc = :to_inc, #epoch = if_not_exists(#epoch, :zero) + :one, \
          #moves = if_not_exists(#moves, :zero) + :one, #moved_at = :now";
@@ -87,6 +90,7 @@ pub(crate) mod expr {
         TAKEOVER_UPDATE,
         TAKEOVER_CONDITION,
         TAKEOVER_NODE_CONDITION,
+        DEAD_NODE_CONDITION,
         HANDOFF_UPDATE,
         HANDOFF_CONDITION,
         MARK_DEAD_UPDATE,
