@@ -191,22 +191,6 @@ async fn a_failed_claim_is_a_lost_race_unless_the_item_shows_our_own_claim() {
             Some(record("i-1", 7)),
             AcquireOutcome::Acquired { epoch: 5 },
         ),
-        (
-            Expect::DeadOwner {
-                owner: NodeId::new("i-2"),
-                epoch: 4,
-            },
-            Some(record("i-1", 7)),
-            AcquireOutcome::Acquired { epoch: 5 },
-        ),
-        (
-            Expect::DeadOwner {
-                owner: NodeId::new("i-2"),
-                epoch: 2,
-            },
-            Some(record("i-1", 7)),
-            AcquireOutcome::LostRace,
-        ),
     ];
     for (expect, item, outcome) in cases {
         let rule = match item {
@@ -282,6 +266,37 @@ async fn a_takeover_checks_the_node_then_updates_the_shard() {
         Ok(AcquireOutcome::Acquired { epoch: 5 })
     );
     assert_eq!(rule.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_dead_owners_shard_is_taken_only_while_the_owner_stays_dead() {
+    let dead_owner = || Expect::DeadOwner {
+        owner: NodeId::new("i-2"),
+        epoch: 4,
+    };
+    let rule = mock!(Client::transact_write_items)
+        .match_requests(|r| {
+            let check = r.transact_items().first().and_then(|i| i.condition_check());
+            check.is_some_and(|c| {
+                c.key().get("pk") == Some(&AttributeValue::S("node#i-2".into()))
+                    && c.condition_expression() == "attribute_not_exists(#pk) OR #state = :dead"
+                    && c.expression_attribute_values().and_then(|v| v.get(":dead"))
+                        == Some(&AttributeValue::S("dead".into()))
+            })
+        })
+        .then_output(|| aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput::builder().build());
+    assert_eq!(
+        store(&[&rule]).acquire(&claim(dead_owner())).await,
+        Ok(AcquireOutcome::Acquired { epoch: 5 })
+    );
+    assert_eq!(rule.num_calls(), 1);
+    // It heartbeated itself back to active: the node check fails.
+    let revived =
+        mock!(Client::transact_write_items).then_http_response(|| cancelled(&["ConditionalCheckFailed", "None"]));
+    assert_eq!(
+        store(&[&revived]).acquire(&claim(dead_owner())).await,
+        Ok(AcquireOutcome::OwnerAlive)
+    );
 }
 
 fn dead() -> MarkDeadRequest {
