@@ -1,0 +1,125 @@
+//! Whether a lab has converged: every VIP's shard owned by a lab node (the
+//! lease table in moto), every route table's route for the VIP pointing at
+//! the owner's ENI (moto's EC2), and every router namespace's kernel route
+//! pointing at the owner's address (the route mirror's work). `lab up`
+//! waits for this; the harness can use it to tell when a fault has healed.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, Result};
+use aws_config::SdkConfig;
+use vipfleet_agent::aws::dynamo::DynamoLeaseStore;
+use vipfleet_agent::aws::ec2::Ec2RouteTable;
+use vipfleet_core::routes::RouteTable;
+use vipfleet_core::store::LeaseStore;
+use vipfleet_core::{RouteTableId, Vip};
+
+use super::netns;
+use super::state::LabState;
+
+/// At most this many problems are listed (the counts say the rest).
+const MAX_PROBLEMS: usize = 6;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Convergence {
+    pub vips: usize,
+    /// VIPs whose shard is owned by one of the lab's nodes.
+    pub owned: usize,
+    /// (route table, VIP) pairs expected: VIPs × route tables.
+    pub routes: usize,
+    /// Pairs whose moto route targets the owner's ENI.
+    pub moto_ok: usize,
+    /// Pairs whose router kernel route goes via the owner's address.
+    pub kernel_ok: usize,
+    /// Owner of each VIP (instance id), where owned.
+    pub owners: BTreeMap<Vip, String>,
+    /// The first few disagreements, for progress lines and errors.
+    pub problems: Vec<String>,
+}
+
+impl Convergence {
+    pub fn converged(&self) -> bool {
+        self.owned == self.vips && self.moto_ok == self.routes && self.kernel_ok == self.routes
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{}/{} VIPs owned, {}/{} routes in moto, {}/{} kernel routes",
+            self.owned, self.vips, self.moto_ok, self.routes, self.kernel_ok, self.routes
+        )
+    }
+
+    fn problem(&mut self, text: String) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(text);
+        }
+    }
+}
+
+/// Reads the lease table, the route tables and the routers' kernel routes.
+pub async fn check(state: &LabState, sdk: &SdkConfig) -> Result<Convergence> {
+    let mut c = Convergence {
+        vips: state.vips.len(),
+        routes: state.vips.len() * state.route_tables.len(),
+        ..Default::default()
+    };
+    let store = DynamoLeaseStore::new(aws_sdk_dynamodb::Client::new(sdk), state.aws.table.clone());
+    let shards = store
+        .read_shards()
+        .await
+        .map_err(|e| anyhow!("reading shards from {}: {e}", state.aws.table))?;
+    for vip in &state.vips {
+        let owner = shards
+            .iter()
+            .find(|s| s.vips.contains(vip))
+            .and_then(|s| s.owner.as_ref())
+            .map(|o| o.to_string());
+        match owner {
+            Some(owner) if state.node_by_instance(&owner).is_some() => {
+                c.owned += 1;
+                c.owners.insert(*vip, owner);
+            }
+            Some(owner) => c.problem(format!("{vip} owned by {owner}, not a lab node")),
+            None => c.problem(format!("{vip} has no owner")),
+        }
+    }
+
+    let ids: Vec<RouteTableId> = state.route_tables.iter().map(|t| RouteTableId(t.id.clone())).collect();
+    let entries = Ec2RouteTable::new(aws_sdk_ec2::Client::new(sdk))
+        .describe(&ids)
+        .await
+        .map_err(|e| anyhow!("reading route tables: {e}"))?;
+    for table in &state.route_tables {
+        let kernel = netns::mirror_routes(&table.router_ns)?;
+        for vip in &state.vips {
+            let Some(owner) = c.owners.get(vip).and_then(|o| state.node_by_instance(o)) else {
+                continue;
+            };
+            let moto_target = entries
+                .iter()
+                .find(|e| e.table.0 == table.id && e.destination == *vip)
+                .and_then(|e| e.target.as_ref().map(|t| t.0.clone()));
+            if moto_target.as_deref() == Some(owner.eni.as_str()) {
+                c.moto_ok += 1;
+            } else {
+                c.problem(format!(
+                    "{}: {vip} -> {:?} in moto, owner {} has {}",
+                    table.id, moto_target, owner.instance_id, owner.eni
+                ));
+            }
+            let via = kernel
+                .iter()
+                .find(|r| r.cidr().as_ref() == Some(vip))
+                .and_then(|r| r.gateway.clone());
+            if via.as_deref() == Some(owner.ip.to_string().as_str()) {
+                c.kernel_ok += 1;
+            } else {
+                c.problem(format!(
+                    "{}: {vip} via {:?} in the kernel, owner is at {}",
+                    table.router_ns, via, owner.ip
+                ));
+            }
+        }
+    }
+    Ok(c)
+}

@@ -1,0 +1,269 @@
+//! One node of the lab: its haproxy and agent configs, the environment its
+//! agent runs in, and starting both processes in its namespace. Everything
+//! is derived from the [`LabState`], so `lab up` and a scale-out in the
+//! middle of a scenario ([`add_node`]) make nodes the same way.
+//!
+//! The agent gets no `[node]` section: its identity comes from the IMDS
+//! emulator (`AWS_EC2_METADATA_SERVICE_ENDPOINT`), and its AWS calls go to
+//! moto (`AWS_ENDPOINT_URL`), as on a real instance.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use vipfleet_agent::identity::emulator::EmulatedNode;
+
+use super::aws::{self, Fabric, Instance};
+use super::layout::{Layout, DASHBOARD_PORT, HAPROXY_HEALTH_PORT};
+use super::procs::{self, ProcSpec};
+use super::state::{self, LabState};
+use super::{imds, netns};
+
+/// How often agents read their lifecycle state from IMDS: scale-in
+/// scenarios should not wait the production default of 5 s.
+const LIFECYCLE_POLL_MS: u64 = 500;
+
+/// The environment of every agent (and of `init-table`): moto as the AWS
+/// endpoint, fixed test credentials, the emulator as IMDS, and no shared
+/// AWS config files that could point anywhere else.
+pub fn aws_env(moto_endpoint: &str, imds_endpoint: Option<&str>) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = [
+        ("AWS_ENDPOINT_URL", moto_endpoint),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", aws::REGION),
+        ("AWS_CONFIG_FILE", "/dev/null"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    if let Some(imds) = imds_endpoint {
+        env.insert("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds.to_string());
+    }
+    env
+}
+
+/// The fixtures of `lab` as [`aws`] takes them.
+pub fn fabric_of(lab: &LabState) -> Fabric {
+    Fabric {
+        vpc_id: lab.aws.vpc_id.clone(),
+        subnet_id: lab.aws.subnet_id.clone(),
+        route_tables: lab.route_tables.iter().map(|t| t.id.clone()).collect(),
+        launch_template: lab.aws.launch_template.clone(),
+        asg_name: lab.aws.asg_name.clone(),
+    }
+}
+
+/// How the IMDS emulator describes this instance.
+pub fn imds_entry(vpc_id: &str, instance: &Instance) -> imds::Entry {
+    imds::Entry {
+        source: instance.ip,
+        node: EmulatedNode {
+            instance_id: instance.instance_id.clone(),
+            mac: instance.mac.clone(),
+            eni: instance.eni.clone(),
+            private_ip: instance.ip,
+            az: aws::AZ.to_string(),
+            region: aws::REGION.to_string(),
+            vpc_id: Some(vpc_id.to_string()),
+            lifecycle_state: Some(imds::IN_SERVICE.to_string()),
+        },
+    }
+}
+
+pub fn haproxy_config(name: &str, stats_socket: &Path, backends: &[state::Backend]) -> String {
+    let mut servers = String::new();
+    for b in backends {
+        let _ = writeln!(servers, "    server {} {} check", b.name, b.addr);
+    }
+    format!(
+        "# vipfleet lab node {name}: written by `vipfleet-loadtest lab`.
+# Every VIP is bound on the node (the agent's ifb link), so the wildcard bind
+# serves them all; the routers' routes decide which node gets traffic.
+global
+    maxconn 4096
+    nbthread 1
+    stats socket {sock} mode 600 level admin
+    stats timeout 30s
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    timeout http-request 5s
+    timeout http-keep-alive 30s
+
+# The agent's health check: fails when no backend is up.
+frontend health
+    bind 127.0.0.1:{HAPROXY_HEALTH_PORT}
+    monitor-uri /healthz
+    monitor fail if {{ nbsrv(be_app) lt 1 }}
+
+frontend fe_vips
+    bind 0.0.0.0:80
+    # Which node and VIP answered: the load harness attributes requests by these.
+    http-response set-header X-Vipfleet-Node {name}
+    http-response set-header X-Vipfleet-Vip %[dst]
+    default_backend be_app
+
+backend be_app
+    balance roundrobin
+    option httpchk GET /
+    http-check expect status 200
+    default-server inter 1s fall 2 rise 1
+{servers}",
+        sock = stats_socket.display(),
+    )
+}
+
+pub fn agent_config(lab: &LabState, ip: std::net::Ipv4Addr) -> String {
+    let quoted = |items: Vec<String>| items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    format!(
+        "# written by `vipfleet-loadtest lab`; identity comes from the IMDS emulator.
+[aws]
+table = {table:?}
+region = {region:?}
+
+[fleet]
+vips = [{vips}]
+route_tables = [{tables}]
+vpc_id = {vpc:?}
+
+[lease]
+heartbeat_interval_ms = {hb}
+lease_ttl_ms = {ttl}
+
+[health]
+url = \"http://127.0.0.1:{HAPROXY_HEALTH_PORT}/healthz\"
+
+[vip_binding]
+kind = \"ifb\"
+
+[dashboard]
+listen = [\"{ip}:{DASHBOARD_PORT}\"]
+
+[lifecycle]
+poll_interval_ms = {LIFECYCLE_POLL_MS}
+",
+        table = lab.aws.table,
+        region = lab.aws.region,
+        vips = quoted(lab.vips.iter().map(ToString::to_string).collect()),
+        tables = quoted(lab.route_tables.iter().map(|t| t.id.clone()).collect()),
+        vpc = lab.aws.vpc_id,
+        hb = lab.lease.heartbeat_ms,
+        ttl = lab.lease.lease_ttl_ms,
+    )
+}
+
+fn agent_args(lab: &LabState, config: &Path) -> Vec<String> {
+    let mut args = vec!["run".to_string(), "--config".into(), config.display().to_string()];
+    for set in &lab.agent_sets {
+        args.push("--set".into());
+        args.push(set.clone());
+    }
+    args
+}
+
+/// `vipfleet-agent check-config` with the agents' arguments, so a bad
+/// `--agent-set` or lease setting fails with the agent's own message.
+pub fn check_agent_config(lab: &LabState, config: &Path) -> Result<()> {
+    let mut args = agent_args(lab, config);
+    args[0] = "check-config".into();
+    let out = Command::new(&lab.programs.agent)
+        .args(&args)
+        .env_clear()
+        .envs(aws_env(&lab.moto.endpoint, Some(&lab.imds.endpoint)))
+        .output()
+        .with_context(|| format!("running {} check-config", lab.programs.agent.display()))?;
+    if !out.status.success() {
+        bail!(
+            "the agent refuses the lab's config {}: {}",
+            config.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Writes node `index`'s configs and starts its haproxy and agent. The
+/// instance and the namespace must exist.
+pub fn start_node(lab: &LabState, index: usize, instance: &Instance) -> Result<state::Node> {
+    let layout = Layout::new(&lab.prefix, lab.octet)?;
+    let name = format!("n{index}");
+    let ns = layout.node_ns(index);
+    let stats_socket = lab.dir.join("run").join(format!("{name}.haproxy.sock"));
+    let haproxy_config_path = lab.dir.join("conf").join(format!("{name}.haproxy.cfg"));
+    std::fs::write(
+        &haproxy_config_path,
+        haproxy_config(&name, &stats_socket, &lab.backends),
+    )?;
+    let agent_config_path = lab.dir.join("conf").join(format!("{name}.toml"));
+    std::fs::write(&agent_config_path, agent_config(lab, instance.ip))?;
+    if index == 0 {
+        check_agent_config(lab, &agent_config_path)?;
+    }
+
+    let haproxy = procs::spawn(
+        &lab.dir,
+        &lab.prefix,
+        &ProcSpec {
+            name: format!("{name}-haproxy"),
+            netns: Some(ns.clone()),
+            program: lab.programs.haproxy.clone(),
+            args: vec!["-f".into(), haproxy_config_path.display().to_string()],
+            env: BTreeMap::new(),
+        },
+    )?;
+    let agent = procs::spawn(
+        &lab.dir,
+        &lab.prefix,
+        &ProcSpec {
+            name: format!("{name}-agent"),
+            netns: Some(ns.clone()),
+            program: lab.programs.agent.clone(),
+            args: agent_args(lab, &agent_config_path),
+            env: aws_env(&lab.moto.endpoint, Some(&lab.imds.endpoint)),
+        },
+    )?;
+    Ok(state::Node {
+        index,
+        name,
+        instance_id: instance.instance_id.clone(),
+        eni: instance.eni.clone(),
+        mac: instance.mac.clone(),
+        ip: instance.ip,
+        ns,
+        az: aws::AZ.to_string(),
+        dashboard_url: format!("http://{}:{DASHBOARD_PORT}/", instance.ip),
+        agent_config: agent_config_path,
+        haproxy_config: haproxy_config_path,
+        haproxy_stats_socket: stats_socket,
+        agent,
+        haproxy,
+    })
+}
+
+/// Scale-out: a new instance in moto (attached to the group), its
+/// namespace, its IMDS entry, haproxy and agent; saves the state. Returns
+/// the new node's index. Convergence is the caller's to wait for.
+pub async fn add_node(lab: &mut LabState) -> Result<usize> {
+    let index = lab.nodes.iter().map(|n| n.index + 1).max().unwrap_or(0);
+    let layout = Layout::new(&lab.prefix, lab.octet)?;
+    super::layout::check_counts(index + 1, lab.vips.len(), lab.route_tables.len())?;
+    let sdk = vipfleet_agent::aws::local_endpoint_config(&lab.aws.endpoint).await;
+    let instance = aws::launch_node(&sdk, &fabric_of(lab), &layout, index).await?;
+    netns::create_node(&layout, index, &instance.mac, lab.route_tables.len())?;
+    let entry = imds_entry(&lab.aws.vpc_id, &instance);
+    imds::register(&lab.imds.endpoint, &lab.imds.control_token, &entry).await?;
+    let mut entries = imds::read_nodes(&lab.imds.nodes_file)?;
+    entries.push(entry);
+    imds::write_nodes(&lab.imds.nodes_file, &entries)?;
+    let node = start_node(lab, index, &instance)?;
+    lab.nodes.push(node);
+    lab.save()?;
+    Ok(index)
+}
