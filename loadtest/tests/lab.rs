@@ -1,0 +1,313 @@
+//! The lab end to end, through the `vipfleet-loadtest` binary: `lab up`
+//! brings up 3 nodes, 6 VIPs and 2 route tables; every VIP answers HTTP 200
+//! from every client namespace, through its router and the node that owns
+//! it; `lab status --json` describes it; `lab down` leaves no namespace,
+//! interface or process behind, also when the state file and pidfiles are
+//! gone (a crashed harness).
+//!
+//! Needs root and `ip netns`; skips loudly without them. It builds the
+//! agent binary first (the lab runs the one next to `vipfleet-loadtest`),
+//! installs haproxy and the moto venv on first use, and only touches the
+//! lab's own namespaces and the host's lab link.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vipfleet-loadtest");
+/// The lab's process marker (see `lab::procs::MARKER_VAR`).
+const MARKER_VAR: &str = "VIPFLEET_LAB_MEMBER";
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn netns_works() -> bool {
+    Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn lab(prefix: &str, args: &[&str]) -> Output {
+    let out = Command::new(BIN)
+        .args(["lab", "--prefix", prefix])
+        .args(args)
+        .output()
+        .expect("running vipfleet-loadtest");
+    eprintln!(
+        "$ vipfleet-loadtest lab --prefix {prefix} {} -> {}\n{}",
+        args.join(" "),
+        out.status,
+        text(&out.stderr)
+    );
+    out
+}
+
+/// Builds `vipfleet-agent` into the directory `vipfleet-loadtest` runs from,
+/// so the lab never runs a stale agent.
+fn build_agent() {
+    let exe_dir = Path::new(BIN).parent().expect("binary directory");
+    let profile_dir = exe_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+    let profile = if profile_dir == "debug" { "dev" } else { profile_dir };
+    let target_dir = exe_dir.parent().expect("target directory");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "vipfleet-agent",
+            "--bin",
+            "vipfleet-agent",
+            "--profile",
+            profile,
+        ])
+        .env("CARGO_TARGET_DIR", target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("running cargo build");
+    assert!(status.success(), "cargo build -p vipfleet-agent failed");
+    assert!(exe_dir.join("vipfleet-agent").is_file());
+}
+
+/// Removes the lab even when an assertion fails halfway (keeping its logs).
+struct Teardown(String);
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let _ = Command::new(BIN).args(["lab", "--prefix", &self.0, "down"]).output();
+    }
+}
+
+/// Pids whose environment carries this lab's marker.
+fn marked_pids(prefix: &str) -> Vec<u32> {
+    let wanted = format!("{MARKER_VAR}={prefix}");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
+                .unwrap_or(true);
+            !zombie
+                && std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|e| e == wanted.as_bytes()))
+        })
+        .collect()
+}
+
+/// Everything of lab `prefix` that still exists, by every means of looking.
+fn leftovers(prefix: &str, dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let dash = format!("{prefix}-");
+    let ns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    found.extend(
+        text(&ns.stdout)
+            .lines()
+            .filter(|l| l.starts_with(&dash))
+            .map(|l| format!("namespace {l}")),
+    );
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .expect("ip link");
+    found.extend(
+        text(&links.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split(':')
+                    .nth(1)
+                    .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+            })
+            .filter(|n| n.starts_with(&dash))
+            .map(|n| format!("link {n}")),
+    );
+    found.extend(marked_pids(prefix).into_iter().map(|p| format!("marked process {p}")));
+    let pgrep = Command::new("pgrep")
+        .args(["-f", &dir.display().to_string()])
+        .output()
+        .expect("pgrep");
+    found.extend(
+        text(&pgrep.stdout)
+            .lines()
+            .map(|p| format!("process {p} naming {}", dir.display())),
+    );
+    if let Ok(pids) = std::fs::read_dir(dir.join("pids")) {
+        found.extend(pids.flatten().map(|p| format!("pidfile {}", p.path().display())));
+    }
+    found
+}
+
+/// `GET http://<vip>/` from a client namespace: (status, the answering node, the VIP haproxy saw).
+fn get_from(client_ns: &str, vip: &str) -> (String, String, String) {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            client_ns,
+            "curl",
+            "-sS",
+            "-m",
+            "3",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+        ])
+        .args(["-w", "%{http_code}", &format!("http://{vip}/")])
+        .output()
+        .expect("curl");
+    let all = text(&out.stdout);
+    let header = |name: &str| {
+        all.lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let status = all.lines().last().unwrap_or_default().trim().to_string();
+    (status, header("x-vipfleet-node"), header("x-vipfleet-vip"))
+}
+
+fn status_json(prefix: &str) -> Value {
+    let out = lab(prefix, &["status", "--json"]);
+    assert!(out.status.success(), "lab status --json failed");
+    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+}
+
+#[test]
+fn lab_serves_every_vip_and_down_leaves_nothing() {
+    if !is_root() || !netns_works() {
+        eprintln!("\n*** SKIPPED lab_serves_every_vip_and_down_leaves_nothing: needs root and `ip netns` ***\n");
+        return;
+    }
+    build_agent();
+    let prefix = format!("t{}", std::process::id() % 100_000);
+    let dir = PathBuf::from(format!("/var/tmp/vipfleet-lab-{prefix}"));
+    let _teardown = Teardown(prefix.clone());
+
+    let started = Instant::now();
+    let up = lab(&prefix, &["up", "--nodes", "3", "--vips", "6", "--route-tables", "2"]);
+    let up_secs = started.elapsed().as_secs_f64();
+    assert!(up.status.success(), "lab up failed:\n{}", text(&up.stderr));
+
+    // A second lab with the same prefix is refused, and says why.
+    let again = lab(&prefix, &["up", "--nodes", "1", "--vips", "1", "--route-tables", "1"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again.stderr).contains("exists"), "{}", text(&again.stderr));
+
+    let state = status_json(&prefix);
+    assert_eq!(state["phase"], "up");
+    let nodes = state["nodes"].as_array().expect("nodes");
+    let vips = state["vips"].as_array().expect("vips");
+    let tables = state["route_tables"].as_array().expect("route_tables");
+    assert_eq!((nodes.len(), vips.len(), tables.len()), (3, 6, 2));
+    for node in nodes {
+        assert!(node["instance_id"].as_str().unwrap().starts_with("i-"), "{node}");
+        assert!(node["eni"].as_str().unwrap().starts_with("eni-"), "{node}");
+        assert!(node["dashboard_url"]
+            .as_str()
+            .unwrap()
+            .contains(node["ip"].as_str().unwrap()));
+        assert_eq!(node["agent"]["alive"], true, "{}", node["name"]);
+        assert_eq!(node["haproxy"]["alive"], true, "{}", node["name"]);
+    }
+    for proc in [&state["moto"]["proc"], &state["imds"]["proc"], &state["mirror"]["proc"]] {
+        assert_eq!(proc["alive"], true, "{}", proc["name"]);
+    }
+    assert!(state["imds"]["control_token"].as_str().is_some_and(|t| t.len() >= 32));
+    let node_names: Vec<&str> = nodes.iter().map(|n| n["name"].as_str().unwrap()).collect();
+
+    // Every VIP from every client: through the router, to a node's haproxy,
+    // to a backend, and back the same way.
+    for table in tables {
+        let client = table["client_ns"].as_str().unwrap();
+        for vip in vips {
+            let vip = vip.as_str().unwrap().trim_end_matches("/32");
+            let (status, node, seen_vip) = get_from(client, vip);
+            assert_eq!(status, "200", "GET http://{vip}/ from {client}");
+            assert!(node_names.contains(&node.as_str()), "answered by {node:?}");
+            assert_eq!(seen_vip, vip, "haproxy saw another destination");
+        }
+    }
+
+    let started = Instant::now();
+    let down = lab(&prefix, &["down"]);
+    let down_secs = started.elapsed().as_secs_f64();
+    assert!(down.status.success(), "lab down failed");
+    assert_eq!(leftovers(&prefix, &dir), Vec::<String>::new(), "after lab down");
+    assert!(!lab(&prefix, &["status"]).status.success(), "status of a removed lab");
+
+    // A crashed harness: the state file and pidfiles are gone, the lab runs.
+    let small = lab(&prefix, &["up", "--nodes", "2", "--vips", "2", "--route-tables", "1"]);
+    assert!(small.status.success(), "second lab up failed");
+    std::fs::remove_file(dir.join("state.json")).expect("state.json");
+    std::fs::remove_dir_all(dir.join("pids")).expect("pids");
+    assert!(!marked_pids(&prefix).is_empty(), "the second lab's processes run");
+    let down = lab(&prefix, &["down"]);
+    assert!(down.status.success(), "lab down without state failed");
+    assert_eq!(
+        leftovers(&prefix, &dir),
+        Vec::<String>::new(),
+        "after lab down without state"
+    );
+    assert!(
+        lab(&prefix, &["down", "--purge"]).status.success(),
+        "down is idempotent"
+    );
+    assert!(!dir.exists(), "--purge removes the lab directory");
+
+    eprintln!("lab up (3 nodes, 6 VIPs, 2 route tables): {up_secs:.1} s; lab down: {down_secs:.1} s");
+}
+
+#[test]
+fn lab_refuses_without_root() {
+    let Some(setpriv) = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+    else {
+        eprintln!("\n*** SKIPPED lab_refuses_without_root: no setpriv to drop privileges ***\n");
+        return;
+    };
+    if !is_root() {
+        let out = Command::new(BIN)
+            .args(["lab", "--prefix", "tnr", "up"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("root"), "{}", text(&out.stderr));
+        return;
+    }
+    let out = Command::new(setpriv)
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "lab",
+            "--prefix",
+            "tnr",
+            "up",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("needs root"), "{}", text(&out.stderr));
+}
