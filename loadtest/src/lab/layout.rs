@@ -41,6 +41,7 @@ pub const HOST_HOST: u8 = 254;
 const VIPS_PER_BLOCK: usize = 250;
 pub const MAX_VIPS: usize = VIPS_PER_BLOCK * 200;
 pub const BACKEND_BASE_PORT: u16 = 8080;
+pub const MAX_BACKENDS: usize = 16;
 pub const DASHBOARD_PORT: u16 = 9180;
 pub const HAPROXY_HEALTH_PORT: u16 = 8404;
 /// Where every lab keeps its directory (`<root>-<prefix>`).

@@ -25,6 +25,25 @@
 //! Why processes, not tasks of one daemon: the harness kills, stops and
 //! restarts pieces independently (moto for a store outage, one agent for a
 //! crash), and every piece then behaves as it would on real machines.
+//!
+//! The lab directory, `/var/tmp/vipfleet-lab-<prefix>/`: `state.json` (the
+//! contract with other tools, see [`state`]), `pids/<name>.pid`,
+//! `logs/<name>.log` (every process; `logs/mirror-changes.jsonl` holds one
+//! JSON object per kernel route change), `conf/` (agent TOML, haproxy
+//! configs, the IMDS node table and control token), `run/` (haproxy admin
+//! sockets). `down` keeps `logs/` and `conf/` unless `--purge`.
+//!
+//! Choices worth knowing:
+//! - Node instances are launched by the lab with their planned private IPs
+//!   and attached to the Auto Scaling group, not launched by the group
+//!   (moto's group would pick its own addresses); see [`aws`].
+//! - Two labs can run at once: besides the prefix, each takes its own
+//!   network octet (10.77/10.78 by default, else the next free pair), see
+//!   [`claims`].
+//! - Kernel routes in the routers carry `proto 177`; the routers have
+//!   `rp_filter` off, nodes have `ip_nonlocal_bind` on and `ip_forward` off.
+//! - Exit codes: 0 done, 1 failure, 2 refused (not root, no `ip netns`, or
+//!   a lab with this prefix exists).
 
 pub mod aws;
 pub mod backend;
@@ -159,6 +178,13 @@ fn existing(prefix: &str) -> Result<Vec<String>> {
 fn lab_up(prefix: &str, args: up::UpArgs) -> Result<ExitCode> {
     tools::preflight()?;
     layout::check_counts(args.nodes, args.vips, args.route_tables)?;
+    if !(1..=layout::MAX_BACKENDS).contains(&args.backends) {
+        anyhow::bail!(
+            "--backends {}: haproxy needs 1..={} backends",
+            args.backends,
+            layout::MAX_BACKENDS
+        );
+    }
     let exists = existing(prefix)?;
     if !exists.is_empty() {
         return Err(Refusal(format!(

@@ -39,10 +39,13 @@ const LOG_TAIL_LINES: usize = 15;
 
 #[derive(Args, Clone, Debug)]
 pub struct UpArgs {
+    /// Nodes (namespaces with haproxy and an agent).
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// VIPs (one shard each): 10.200.0.1 and up.
     #[arg(long, default_value_t = 6)]
     pub vips: usize,
+    /// Route tables, each with a router and a client namespace.
     #[arg(long, default_value_t = 2)]
     pub route_tables: usize,
     /// The agents' lease TTL (ms).
