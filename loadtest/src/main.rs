@@ -6,11 +6,19 @@
 //!   See [`sim_report`].
 //! - `lab up|down|status`: the whole fleet on one Linux machine (network
 //!   namespaces, moto, the IMDS emulator, haproxy, agents). See [`lab`].
+//! - `load`: the load generator, run inside a client namespace ([`load`]).
+//! - `run --scenario NAME` and `demo`: load through a lab while faults
+//!   strike ([`scenario`]); records become per-VIP outages ([`timeline`])
+//!   and a report with an SVG timeline ([`report`]).
 
 #![forbid(unsafe_code)]
 
 mod lab;
+mod load;
+mod report;
+mod scenario;
 mod sim_report;
+mod timeline;
 
 use clap::{Parser, Subcommand};
 
@@ -25,8 +33,31 @@ struct Cli {
 enum Command {
     /// Run the fault scenarios in the deterministic simulation and print a summary.
     Sim(sim_report::SimArgs),
+    /// Send HTTP requests to VIPs at a fixed rate and record every one (run it in a client namespace).
+    Load(load::LoadArgs),
     /// Build, inspect or remove the lab (needs root and `ip netns`).
     Lab(lab::LabArgs),
+    /// Run a fault scenario (or `all`) under load in a lab and write a report.
+    Run(scenario::RunArgs),
+    /// The README's demo: 4 nodes, 32 VIPs, 2 route tables, every scenario, a summary.
+    Demo {
+        /// Where the reports go.
+        #[arg(long, default_value = "lab-out")]
+        out: std::path::PathBuf,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Non-zero when any report lists a violation.
+fn exit_code(reports: Vec<report::Report>) -> std::process::ExitCode {
+    if reports.iter().all(|r| r.violations.is_empty()) {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(3)
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +65,15 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Sim(args) => sim_report::run(&args),
         Command::Lab(args) => lab::run(args),
+        Command::Load(args) => runtime()
+            .and_then(|rt| rt.block_on(load::run(args)))
+            .map(|()| std::process::ExitCode::SUCCESS),
+        Command::Run(args) => runtime()
+            .and_then(|rt| rt.block_on(scenario::run(&args)))
+            .map(exit_code),
+        Command::Demo { out } => scenario::demo(&out)
+            .and_then(|args| runtime()?.block_on(scenario::run(&args)))
+            .map(exit_code),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,351 @@
+//! `run --scenario NAME` and `demo`: load through a lab while a fault
+//! strikes, then the report.
+//!
+//! For each scenario: read the lab's state, note shard owners and call
+//! counters, start one load generator per client namespace, wait a warm-up,
+//! inject the fault ([`faults`]), let the load finish, and turn the request
+//! records into outages ([`crate::timeline`]) and a [`Report`]; then heal
+//! the lab and wait until it has converged again before the next one.
+//! The lab itself is brought up and down with this binary's `lab` command.
+
+pub mod faults;
+pub mod fleet;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::lab::state::LabState;
+use crate::load::{self, Record};
+use crate::report::{self, Ddb, Ec2, Moves, Report};
+use crate::timeline;
+pub use faults::Scenario;
+
+/// Load runs this long before the fault strikes.
+const WARMUP: Duration = Duration::from_secs(4);
+/// A healed lab must converge within this long.
+const HEAL_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[arg(long, value_enum)]
+    pub scenario: Scenario,
+    /// Where to write the JSON report (an array for `all`); the SVG goes next to it.
+    #[arg(long)]
+    pub report: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    #[arg(long, default_value_t = 12)]
+    pub vips: usize,
+    #[arg(long, default_value_t = 2)]
+    pub route_tables: usize,
+    /// Seconds of load per scenario (store-outage runs longer if its outage needs it).
+    #[arg(long, default_value_t = 20.0)]
+    pub duration: f64,
+    #[arg(long, default_value_t = 3000)]
+    pub lease_ttl: u64,
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat: u64,
+    /// Requests per second to each VIP from each client.
+    #[arg(long, default_value_t = load::DEFAULT_RATE_PER_VIP)]
+    pub rate: f64,
+    /// How long moto stays stopped in store-outage, in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub store_outage: f64,
+    /// Lab name prefix.
+    #[arg(long, default_value = "vf")]
+    pub prefix: String,
+    /// Leave the lab running afterwards (and reuse a running one).
+    #[arg(long)]
+    pub keep_lab: bool,
+}
+
+impl RunArgs {
+    /// The settings of the README's demo.
+    pub fn demo(report: PathBuf) -> Self {
+        Self {
+            scenario: Scenario::All,
+            report,
+            nodes: 4,
+            vips: 32,
+            route_tables: 2,
+            duration: 20.0,
+            lease_ttl: 3000,
+            heartbeat: 1000,
+            rate: load::DEFAULT_RATE_PER_VIP,
+            store_outage: 30.0,
+            prefix: "vfdemo".into(),
+            keep_lab: false,
+        }
+    }
+}
+
+/// Checks the demo can run here and prepares its output folder.
+pub fn demo(out: &Path) -> Result<RunArgs> {
+    crate::lab::tools::preflight()?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    Ok(RunArgs::demo(out.join("report.json")))
+}
+
+fn lab_command(args: &[String]) -> Result<()> {
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let status = Command::new(&exe)
+        .arg("lab")
+        .args(args)
+        .status()
+        .context("running lab")?;
+    if !status.success() {
+        bail!("`{} lab {}` failed ({status})", exe.display(), args.join(" "));
+    }
+    Ok(())
+}
+
+fn lab_dir(prefix: &str) -> PathBuf {
+    crate::lab::layout::lab_dir(prefix)
+}
+
+fn lab_up(args: &RunArgs) -> Result<LabState> {
+    if let Some(state) = LabState::load(&lab_dir(&args.prefix))? {
+        if args.keep_lab && state.nodes.len() == args.nodes && state.vips.len() == args.vips {
+            eprintln!("==> reusing the running lab {}", args.prefix);
+            return Ok(state);
+        }
+        eprintln!("==> taking down the old lab {}", args.prefix);
+        lab_command(&["down".into(), "--prefix".into(), args.prefix.clone()])?;
+    }
+    eprintln!(
+        "==> lab up: {} nodes, {} VIPs, {} route tables, lease {} ms / heartbeat {} ms",
+        args.nodes, args.vips, args.route_tables, args.lease_ttl, args.heartbeat
+    );
+    lab_command(&[
+        "up".into(),
+        "--prefix".into(),
+        args.prefix.clone(),
+        "--nodes".into(),
+        args.nodes.to_string(),
+        "--vips".into(),
+        args.vips.to_string(),
+        "--route-tables".into(),
+        args.route_tables.to_string(),
+        "--lease-ttl".into(),
+        args.lease_ttl.to_string(),
+        "--heartbeat".into(),
+        args.heartbeat.to_string(),
+    ])?;
+    LabState::load(&lab_dir(&args.prefix))?.context("lab up left no state file")
+}
+
+/// Runs the scenario(s) and writes the report(s); returns them.
+pub async fn run(args: &RunArgs) -> Result<Vec<Report>> {
+    let mut state = lab_up(args)?;
+    let result = run_on(args, &mut state).await;
+    if !args.keep_lab {
+        eprintln!("==> lab down");
+        if let Err(e) = lab_command(&["down".into(), "--prefix".into(), args.prefix.clone()]) {
+            eprintln!("warning: {e:#}");
+        }
+    }
+    let reports = result?;
+    let json = if reports.len() == 1 {
+        serde_json::to_string_pretty(&reports[0])?
+    } else {
+        serde_json::to_string_pretty(&reports)?
+    };
+    std::fs::write(&args.report, json + "\n").with_context(|| format!("writing {}", args.report.display()))?;
+    println!("{}", Report::SUMMARY_HEADER);
+    for r in &reports {
+        println!("{}", r.summary_line());
+        for v in &r.violations {
+            println!("    violation: {v}");
+        }
+    }
+    println!("report: {}", args.report.display());
+    Ok(reports)
+}
+
+async fn run_on(args: &RunArgs, state: &mut LabState) -> Result<Vec<Report>> {
+    let scenarios: Vec<Scenario> = match args.scenario {
+        Scenario::All => Scenario::EACH.to_vec(),
+        one => vec![one],
+    };
+    let mut reports = Vec::new();
+    for (i, scenario) in scenarios.iter().enumerate() {
+        eprintln!("==> [{}/{}] scenario {}", i + 1, scenarios.len(), scenario.name());
+        let svg = args.report.with_extension(format!("{}.svg", scenario.name()));
+        reports.push(run_one(*scenario, args, state, &svg).await?);
+    }
+    Ok(reports)
+}
+
+fn start_load(
+    state: &LabState,
+    args: &RunArgs,
+    duration: f64,
+    out_dir: &Path,
+    tag: &str,
+) -> Result<Vec<(Child, PathBuf)>> {
+    let exe = std::env::current_exe()?;
+    let vips: Vec<String> = state.vips.iter().map(|v| v.addr().to_string()).collect();
+    let mut children = Vec::new();
+    for table in &state.route_tables {
+        let out = out_dir.join(format!("load-{tag}-{}.jsonl", table.index));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &table.client_ns])
+            .arg(&exe)
+            .args(["load", "--vips", &vips.join(","), "--client", &table.id])
+            .args(["--rate", &args.rate.to_string(), "--duration", &duration.to_string()])
+            .arg("--out")
+            .arg(&out)
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting load in {}", table.client_ns))?;
+        children.push((child, out));
+    }
+    Ok(children)
+}
+
+async fn wait_converged(state: &LabState, sdk: &aws_config::SdkConfig) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + HEAL_TIMEOUT;
+    loop {
+        let c = crate::lab::check::check(state, sdk).await?;
+        if c.converged() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the lab did not converge again within {HEAL_TIMEOUT:?}: {}",
+                c.summary()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_path: &Path) -> Result<Report> {
+    let sdk = vipfleet_agent::aws::local_endpoint_config(&state.aws.endpoint).await;
+    let victim_index = 1 % state.nodes.len();
+    let victim = state.nodes[victim_index].clone();
+    faults::prepare(scenario, state, &victim).await?;
+    if scenario == Scenario::ScaleOut {
+        wait_converged(state, &sdk).await?;
+    }
+    let outage = Duration::from_secs_f64(args.store_outage);
+    let duration = if scenario == Scenario::StoreOutage {
+        args.duration.max(WARMUP.as_secs_f64() + outage.as_secs_f64() + 6.0)
+    } else {
+        args.duration
+    };
+    let before = fleet::ownership(state, &sdk).await?;
+    let calls_before = fleet::calls(state).await;
+    let victim_vips: BTreeSet<Ipv4Addr> = fleet::vips_of(&before, &victim.instance_id)
+        .iter()
+        .map(|v| v.addr())
+        .collect();
+
+    let started_ms = load::unix_ms();
+    let loads = start_load(state, args, duration, &state.dir.clone(), scenario.name())?;
+    tokio::time::sleep(WARMUP).await;
+    let mut events = faults::Events(Vec::new());
+    faults::inject(scenario, state, victim_index, &sdk, outage, &mut events).await?;
+    let mut records: Vec<Record> = Vec::new();
+    for (mut child, out) in loads {
+        let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+        if !status.success() {
+            bail!("a load generator failed ({status}); see {}", out.display());
+        }
+        records.extend(load::read_records(&out)?);
+    }
+    let end_ms = load::unix_ms();
+
+    let after = fleet::ownership(state, &sdk).await?;
+    let calls = fleet::calls(state).await - calls_before;
+    let routes = fleet::routes(state, &sdk).await?;
+    let fault_ms = events
+        .0
+        .first()
+        .map_or(started_ms + WARMUP.as_millis() as u64, |e| e.t_ms);
+    let outages = timeline::outages(&records, &events.0, end_ms);
+
+    let mut report = Report {
+        scenario: scenario.name().to_string(),
+        nodes: state.nodes.len(),
+        vips: state.vips.len(),
+        route_tables: state.route_tables.len(),
+        lease_ttl_ms: state.lease.lease_ttl_ms,
+        heartbeat_ms: state.lease.heartbeat_ms,
+        duration_s: (end_ms - started_ms) as f64 / 1000.0,
+        events: events.0.clone(),
+        moves: Moves {
+            actual: fleet::moves(&before, &after),
+            minimum: minimum_moves(scenario, victim_vips.len(), state.vips.len(), state.nodes.len()),
+        },
+        ddb: Ddb {
+            writes: calls.ddb_writes,
+            reads: calls.ddb_reads,
+        },
+        ec2: Ec2 {
+            mutating: calls.ec2_mutating,
+            describe: calls.ec2_describe,
+        },
+        ..Report::default()
+    };
+    report.add_traffic(&records, &outages);
+
+    let may_fail = if scenario.victim_may_fail() {
+        victim_vips.clone()
+    } else {
+        BTreeSet::new()
+    };
+    for (vip, n) in timeline::unexpected_failures(&records, &may_fail, fault_ms) {
+        report.violations.push(format!(
+            "{n} requests failed on {vip}, which the fault should not touch"
+        ));
+    }
+    if matches!(
+        scenario,
+        Scenario::Crash | Scenario::ScaleIn | Scenario::Steady | Scenario::StoreOutage | Scenario::RouteDrift
+    ) && report.moves.actual != report.moves.minimum
+    {
+        report.violations.push(format!(
+            "{} shards moved where {} had to",
+            report.moves.actual, report.moves.minimum
+        ));
+    }
+    for ((table, vip), eni) in &routes {
+        let owner = after.get(vip).and_then(|(o, _)| o.clone());
+        let target = state.nodes.iter().find(|n| &n.eni == eni);
+        let owner_eni = owner
+            .as_ref()
+            .and_then(|o| state.nodes.iter().find(|n| &n.instance_id == o))
+            .map(|n| n.eni.as_str());
+        if owner_eni != Some(eni.as_str()) {
+            report.violations.push(format!(
+                "route {vip} in {table} points at {eni} ({}), not at its owner {owner:?}",
+                target.map_or("unknown", |n| n.instance_id.as_str())
+            ));
+        }
+    }
+    std::fs::write(svg_path, report::svg(&records, &report.events, started_ms, end_ms))
+        .with_context(|| format!("writing {}", svg_path.display()))?;
+
+    faults::heal(scenario, state, victim_index).await?;
+    wait_converged(state, &sdk).await?;
+    Ok(report)
+}
+
+/// What an ideal system moves for the scenario.
+fn minimum_moves(scenario: Scenario, victim_shards: usize, shards: usize, nodes: usize) -> u64 {
+    let fair_share = (shards / nodes.max(1)) as u64;
+    match scenario {
+        Scenario::Crash | Scenario::ScaleIn => victim_shards as u64,
+        // Away when the lease is lost, then a fair share back.
+        Scenario::Zombie | Scenario::Partition => victim_shards as u64 + fair_share,
+        Scenario::ScaleOut => fair_share,
+        Scenario::Steady | Scenario::StoreOutage | Scenario::RouteDrift | Scenario::All => 0,
+    }
+}

@@ -1,0 +1,148 @@
+//! From request records and fault events to what users saw: per VIP, when
+//! it went dark after a fault and when it answered again.
+//!
+//! A VIP is *affected* by a fault when one of its requests failed between
+//! the fault and the next one; its *outage* runs from the fault to the first
+//! good response after its first failure. All times are Unix milliseconds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::load::Record;
+
+/// Something the harness did to the fleet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultEvent {
+    pub t_ms: u64,
+    pub kind: String,
+    pub node: String,
+}
+
+/// One VIP's experience of one fault.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outage {
+    pub vip: Ipv4Addr,
+    pub fault: usize,
+    pub failed: u64,
+    /// `None`: never answered again before the next fault or the end.
+    pub outage_ms: Option<u64>,
+}
+
+/// Outages of every VIP after every fault, over records from all clients.
+pub fn outages(records: &[Record], faults: &[FaultEvent], end_ms: u64) -> Vec<Outage> {
+    let mut by_vip: BTreeMap<Ipv4Addr, Vec<&Record>> = BTreeMap::new();
+    for r in records {
+        by_vip.entry(r.vip).or_default().push(r);
+    }
+    for list in by_vip.values_mut() {
+        list.sort_by_key(|r| r.t_ms);
+    }
+    let mut out = Vec::new();
+    for (i, fault) in faults.iter().enumerate() {
+        let until = faults.get(i + 1).map_or(end_ms, |f| f.t_ms);
+        for (vip, list) in &by_vip {
+            let window: Vec<&&Record> = list.iter().filter(|r| r.t_ms >= fault.t_ms && r.t_ms < until).collect();
+            let Some(first_failure) = window.iter().position(|r| !r.ok) else {
+                continue;
+            };
+            let failed = window.iter().filter(|r| !r.ok).count() as u64;
+            let restored = window[first_failure..].iter().find(|r| r.ok);
+            out.push(Outage {
+                vip: *vip,
+                fault: i,
+                failed,
+                outage_ms: restored.map(|r| r.t_ms.saturating_sub(fault.t_ms)),
+            });
+        }
+    }
+    out
+}
+
+/// Failed requests to VIPs outside `expected`, per VIP: these break the
+/// promise that a fault touches only the faulted node's VIPs.
+pub fn unexpected_failures(records: &[Record], expected: &BTreeSet<Ipv4Addr>, from_ms: u64) -> BTreeMap<Ipv4Addr, u64> {
+    let mut failures = BTreeMap::new();
+    for r in records
+        .iter()
+        .filter(|r| !r.ok && r.t_ms >= from_ms && !expected.contains(&r.vip))
+    {
+        *failures.entry(r.vip).or_insert(0) += 1;
+    }
+    failures
+}
+
+/// The `p`th percentile (0..=100) by nearest rank; 0 for no values.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(vip: u8, t_ms: u64, ok: bool) -> Record {
+        Record {
+            client: "c0".into(),
+            vip: Ipv4Addr::new(10, 200, 0, vip),
+            t_ms,
+            ok,
+            latency_ms: 1,
+            error: if ok { String::new() } else { "timeout".into() },
+        }
+    }
+
+    #[test]
+    fn outage_runs_from_the_fault_to_the_first_answer_after_failing() {
+        let fault = FaultEvent {
+            t_ms: 1000,
+            kind: "crash".into(),
+            node: "n1".into(),
+        };
+        let records = vec![
+            rec(1, 900, true),
+            rec(1, 1050, true), // in flight before the kill landed
+            rec(1, 1100, false),
+            rec(1, 2000, false),
+            rec(1, 3400, true),
+            rec(1, 3500, true),
+            rec(2, 1100, true),
+            rec(2, 3000, true),
+            rec(3, 1500, false),
+        ];
+        let got = outages(&records, &[fault], 5000);
+        assert_eq!(got.len(), 2, "VIP 2 was never affected");
+        assert_eq!(got[0].outage_ms, Some(2400));
+        assert_eq!(got[0].failed, 2);
+        assert_eq!(got[1].vip, Ipv4Addr::new(10, 200, 0, 3));
+        assert_eq!(got[1].outage_ms, None, "VIP 3 never came back");
+    }
+
+    #[test]
+    fn failures_outside_the_expected_set_are_counted() {
+        let records = vec![
+            rec(1, 10, false),
+            rec(2, 10, false),
+            rec(2, 20, false),
+            rec(2, 5, false),
+        ];
+        let expected: BTreeSet<_> = [Ipv4Addr::new(10, 200, 0, 1)].into();
+        let got = unexpected_failures(&records, &expected, 8);
+        assert_eq!(got, BTreeMap::from([(Ipv4Addr::new(10, 200, 0, 2), 2)]));
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), 50);
+        assert_eq!(percentile(&v, 99.0), 99);
+        assert_eq!(percentile(&v, 100.0), 100);
+        assert_eq!(percentile(&[7], 99.0), 7);
+        assert_eq!(percentile(&[], 50.0), 0);
+    }
+}
