@@ -159,9 +159,16 @@ fn has_marker(pid: u32, prefix: &str) -> bool {
     environ.split(|b| *b == 0).any(|entry| entry == wanted.as_bytes())
 }
 
-/// Whether `pid` runs (not a zombie) and belongs to the lab `prefix`.
+/// Whether `pid` exists and is not a zombie. For the caller's own
+/// unreaped children this is enough: their pids cannot be reused.
+pub fn is_running(pid: u32) -> bool {
+    matches!(proc_state(pid), Some(s) if s != 'Z' && s != 'X')
+}
+
+/// Whether `pid` runs (not a zombie) and belongs to the lab `prefix`. A
+/// process in the middle of its `exec` may briefly show no environment.
 pub fn is_alive(pid: u32, prefix: &str) -> bool {
-    matches!(proc_state(pid), Some(s) if s != 'Z' && s != 'X') && has_marker(pid, prefix)
+    is_running(pid) && has_marker(pid, prefix)
 }
 
 /// Whether `pid` has stopped (SIGSTOP): a zombie-in-waiting for the harness.
@@ -306,8 +313,9 @@ mod tests {
             },
         )
         .unwrap();
+        // Until its exec completes, the child shows this process's environment.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !log_tail(&rec.log, 1).contains("started") && Instant::now() < deadline {
+        while !(log_tail(&rec.log, 1).contains("started") && is_alive(rec.pid, prefix)) && Instant::now() < deadline {
             std::thread::sleep(POLL_GONE);
         }
         assert!(is_alive(rec.pid, prefix));

@@ -323,7 +323,7 @@ async fn wait_for_moto(ctx: &Ctx, moto: &ProcRecord, endpoint: &str) -> Result<(
                 return Ok(());
             }
         }
-        ensure_alive(&ctx.layout.prefix, moto)?;
+        ensure_alive(moto)?;
         if Instant::now() >= deadline {
             bail!(
                 "moto did not answer at {endpoint} within {MOTO_START_TIMEOUT:?}; see {}",
@@ -334,8 +334,10 @@ async fn wait_for_moto(ctx: &Ctx, moto: &ProcRecord, endpoint: &str) -> Result<(
     }
 }
 
-fn ensure_alive(prefix: &str, proc: &ProcRecord) -> Result<()> {
-    if procs::is_alive(proc.pid, prefix) {
+/// `up` started every process and never reaps them, so a pid that is
+/// running (not a zombie) is still the process it started.
+fn ensure_alive(proc: &ProcRecord) -> Result<()> {
+    if procs::is_running(proc.pid) {
         return Ok(());
     }
     bail!(
@@ -415,7 +417,7 @@ async fn start_imds(ctx: &Ctx, fabric: &Fabric, instances: &[Instance]) -> Resul
                 proc.log.display()
             ),
             _ => {
-                ensure_alive(&ctx.layout.prefix, &proc)?;
+                ensure_alive(&proc)?;
                 tokio::time::sleep(START_POLL).await;
             }
         }
@@ -466,7 +468,7 @@ async fn wait_converged(ctx: &Ctx, lab: &LabState, sdk: &aws_config::SdkConfig) 
     let mut last = String::new();
     loop {
         for proc in lab.procs() {
-            ensure_alive(&ctx.layout.prefix, proc)?;
+            ensure_alive(proc)?;
         }
         let (summary, problems, done) = match check::check(lab, sdk).await {
             Ok(c) => (c.summary(), c.problems.clone(), c.converged()),
