@@ -44,6 +44,12 @@ enum Command {
         /// Where the reports go.
         #[arg(long, default_value = "lab-out")]
         out: std::path::PathBuf,
+        /// Lease TTL in milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        lease_ttl: u64,
+        /// Heartbeat interval in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        heartbeat: u64,
     },
 }
 

@@ -67,7 +67,7 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The settings of the README's demo.
-    pub fn demo(report: PathBuf) -> Self {
+    pub fn demo(report: PathBuf, lease_ttl: u64, heartbeat: u64) -> Self {
         Self {
             scenario: Scenario::All,
             report,
@@ -75,8 +75,8 @@ impl RunArgs {
             vips: 32,
             route_tables: 2,
             duration: 20.0,
-            lease_ttl: 3000,
-            heartbeat: 1000,
+            lease_ttl,
+            heartbeat,
             rate: load::DEFAULT_RATE_PER_VIP,
             store_outage: 30.0,
             prefix: "vfdemo".into(),
@@ -86,10 +86,10 @@ impl RunArgs {
 }
 
 /// Checks the demo can run here and prepares its output folder.
-pub fn demo(out: &Path) -> Result<RunArgs> {
+pub fn demo(out: &Path, lease_ttl: u64, heartbeat: u64) -> Result<RunArgs> {
     crate::lab::tools::preflight()?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    Ok(RunArgs::demo(out.join("report.json")))
+    Ok(RunArgs::demo(out.join("report.json"), lease_ttl, heartbeat))
 }
 
 fn lab_command(args: &[String]) -> Result<()> {
@@ -209,11 +209,14 @@ fn start_load(
     Ok(children)
 }
 
+/// Waits until every VIP is owned and routed, and the shards are spread
+/// evenly again (rebalancing after a node came back has finished), so the
+/// next scenario's numbers are its own.
 async fn wait_converged(state: &LabState, sdk: &aws_config::SdkConfig) -> Result<()> {
     let deadline = tokio::time::Instant::now() + HEAL_TIMEOUT;
     loop {
         let c = crate::lab::check::check(state, sdk).await?;
-        if c.converged() {
+        if c.converged() && balanced(&c.owners, state.nodes.len()) {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
@@ -336,6 +339,15 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     faults::heal(scenario, state, victim_index).await?;
     wait_converged(state, &sdk).await?;
     Ok(report)
+}
+
+fn balanced<V>(owners: &std::collections::BTreeMap<V, String>, nodes: usize) -> bool {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for owner in owners.values() {
+        *counts.entry(owner.as_str()).or_default() += 1;
+    }
+    let floor = owners.len() / nodes.max(1);
+    counts.len() == nodes && counts.values().all(|n| *n == floor || *n == floor + 1)
 }
 
 /// What an ideal system moves for the scenario.
