@@ -77,7 +77,11 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => runtime()
             .and_then(|rt| rt.block_on(scenario::run(&args)))
             .map(exit_code),
-        Command::Demo { out } => scenario::demo(&out)
+        Command::Demo {
+            out,
+            lease_ttl,
+            heartbeat,
+        } => scenario::demo(&out, lease_ttl, heartbeat)
             .and_then(|args| runtime()?.block_on(scenario::run(&args)))
             .map(exit_code),
     };
