@@ -1,0 +1,232 @@
+//! The agent's command line as an operator meets it: every configuration
+//! that cannot work makes `check-config` and `run` exit with 64 and a
+//! message naming the bad value, and `init-table` can be run again safely.
+//!
+//! The file-only cases need no AWS: the agent is pointed at a dead loopback
+//! port, so a `run` that got past validation would fail differently (and a
+//! hang is cut off). The cases only AWS can judge (a VIP inside the VPC, a
+//! route table that does not exist) and `init-table` run against moto.
+
+use std::time::Duration;
+
+use vipfleet_tests::moto::{self, Lab};
+use vipfleet_tests::{agent_command, moto_endpoint, run_to_end, toml_list, unique, Outcome, Workdir, EXIT_CONFIG};
+
+/// A `run` that should stop at its configuration does so in well under a
+/// second; this only bounds a broken agent that would run on.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A configuration that passes every file-level check; each bad case
+/// changes one thing in it.
+fn good_config(table: &str, route_tables: &[String], vips: &[&str], vpc: Option<&str>) -> String {
+    let vpc = vpc.map(|v| format!("vpc_id = {v:?}\n")).unwrap_or_default();
+    format!(
+        r#"
+[aws]
+table = {table:?}
+region = "us-east-1"
+
+[fleet]
+vips = {vips}
+route_tables = {tables}
+{vpc}
+[lease]
+profile = "default"
+
+[node]
+instance_id = "i-0cli0000000000001"
+eni = "eni-0cli000000000001"
+private_ip = "10.0.1.10"
+az = "us-east-1a"
+
+[vip_binding]
+enabled = false
+
+[dashboard]
+listen = ["127.0.0.1:0"]
+"#,
+        vips = toml_list(vips),
+        tables = toml_list(route_tables),
+    )
+}
+
+fn default_config() -> String {
+    good_config(
+        "vipfleet-leases",
+        &["rtb-0123".to_string(), "rtb-4567".to_string()],
+        &["10.200.0.1/32", "10.200.0.2/32"],
+        None,
+    )
+}
+
+/// Runs `vipfleet-agent <subcommand> --config FILE` (no AWS reachable).
+fn agent(subcommand: &str, config: &std::path::Path, endpoint: Option<&str>) -> Outcome {
+    let mut cmd = agent_command(endpoint);
+    cmd.arg(subcommand).arg("--config").arg(config);
+    run_to_end(cmd, COMMAND_TIMEOUT)
+}
+
+fn assert_refused(what: &str, outcome: &Outcome, needles: &[&str]) {
+    assert_eq!(
+        outcome.code,
+        Some(EXIT_CONFIG),
+        "{what}: expected exit {EXIT_CONFIG}\n{}",
+        outcome.describe()
+    );
+    for needle in needles {
+        assert!(
+            outcome.stderr.contains(needle),
+            "{what}: the message should name {needle:?}\n{}",
+            outcome.describe()
+        );
+    }
+}
+
+#[test]
+fn a_good_config_passes_check_config() {
+    // The control for the cases below: their 64s come from the one change
+    // each makes, not from a base that never passed.
+    let work = Workdir::new("cli-good");
+    let file = work.write("good.toml", &default_config());
+    let outcome = agent("check-config", &file, None);
+    assert_eq!(outcome.code, Some(0), "{}", outcome.describe());
+    assert!(outcome.stdout.contains("config ok"), "{}", outcome.describe());
+}
+
+#[test]
+fn bad_configs_exit_64_naming_the_bad_value() {
+    let base = default_config();
+    let with = |from: &str, to: &str| -> String {
+        assert!(base.contains(from), "the base config has no {from:?}");
+        base.replacen(from, to, 1)
+    };
+    let vips_line = r#"vips = ["10.200.0.1/32", "10.200.0.2/32"]"#;
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "malformed CIDR",
+            with(vips_line, r#"vips = ["10.200.0.1/32", "10.200.0.300/32"]"#),
+            vec!["10.200.0.300/32"],
+        ),
+        (
+            "prefix over 32",
+            with(vips_line, r#"vips = ["10.200.0.1/33"]"#),
+            vec!["10.200.0.1/33"],
+        ),
+        (
+            "duplicate VIP",
+            with(vips_line, r#"vips = ["10.200.0.1/32", "10.200.0.2/32", "10.200.0.1"]"#),
+            vec!["10.200.0.1/32", "twice"],
+        ),
+        (
+            "overlapping VIPs",
+            with(vips_line, r#"vips = ["10.200.0.0/24", "10.200.0.9/32"]"#),
+            vec!["10.200.0.0/24", "10.200.0.9/32", "overlap"],
+        ),
+        (
+            "route table id of another kind",
+            with(r#""rtb-0123""#, r#""vpc-0123""#),
+            vec!["vpc-0123"],
+        ),
+        (
+            "lease_ttl equal to the heartbeat",
+            with(
+                r#"profile = "default""#,
+                "heartbeat_interval_ms = 1000\nlease_ttl_ms = 1000",
+            ),
+            vec!["lease_ttl", "heartbeat_interval"],
+        ),
+        (
+            "scan too slow for the lease",
+            with(r#"profile = "default""#, "lease_ttl_ms = 3000\nscan_interval_ms = 2000"),
+            vec!["scan_interval"],
+        ),
+        (
+            "unknown key",
+            with(r#"region = "us-east-1""#, "region = \"us-east-1\"\ntabel = \"typo\""),
+            vec!["tabel"],
+        ),
+        ("unknown section", format!("{base}\n[flet]\nvips = []\n"), vec!["flet"]),
+        (
+            "missing table",
+            with(r#"table = "vipfleet-leases""#, ""),
+            vec!["aws.table"],
+        ),
+    ];
+    let work = Workdir::new("cli-bad");
+    for (i, (what, text, needles)) in cases.iter().enumerate() {
+        let file = work.write(&format!("bad-{i}.toml"), text);
+        for subcommand in ["check-config", "run"] {
+            let outcome = agent(subcommand, &file, None);
+            assert_refused(&format!("{what} ({subcommand})"), &outcome, needles);
+        }
+    }
+}
+
+#[tokio::test]
+async fn run_refuses_what_only_aws_can_judge() {
+    let Some(endpoint) = moto_endpoint("run_refuses_what_only_aws_can_judge") else {
+        return;
+    };
+    let sdk = moto::sdk_config(&endpoint).await;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let lab = Lab::create(&ec2, 2, 0).await;
+    let work = Workdir::new("cli-aws");
+    let table = unique("cli");
+
+    // 10.0.5.5 is inside the lab VPC's 10.0.0.0/16: its route could never
+    // beat the VPC's local route.
+    let inside = good_config(
+        &table,
+        &lab.route_tables,
+        &["10.200.0.1/32", "10.0.5.5/32"],
+        Some(&lab.vpc),
+    );
+    let file = work.write("inside.toml", &inside);
+    let outcome = agent("run", &file, Some(&endpoint));
+    assert_refused("VIP inside the VPC", &outcome, &["10.0.5.5/32", &lab.vpc]);
+
+    let missing = "rtb-0000000000000dead".to_string();
+    let tables = vec![lab.route_tables[0].clone(), missing.clone()];
+    let unknown = good_config(&table, &tables, &["10.200.0.1/32"], Some(&lab.vpc));
+    let file = work.write("unknown-rtb.toml", &unknown);
+    let outcome = agent("run", &file, Some(&endpoint));
+    assert_refused("route table that does not exist", &outcome, &[&missing]);
+    assert!(
+        !outcome.stderr.contains(&lab.route_tables[0]),
+        "only the missing table should be named\n{}",
+        outcome.describe()
+    );
+}
+
+#[tokio::test]
+async fn init_table_twice_succeeds() {
+    let Some(endpoint) = moto_endpoint("init_table_twice_succeeds") else {
+        return;
+    };
+    let table = unique("init");
+    for attempt in ["first", "second"] {
+        let mut cmd = agent_command(Some(&endpoint));
+        cmd.args(["init-table", "--table", &table]);
+        let outcome = run_to_end(cmd, COMMAND_TIMEOUT);
+        assert_eq!(outcome.code, Some(0), "{attempt} init-table\n{}", outcome.describe());
+    }
+    let sdk = moto::sdk_config(&endpoint).await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let described = dynamo
+        .describe_table()
+        .table_name(&table)
+        .send()
+        .await
+        .expect("the table exists after init-table");
+    let keys = described.table().map(|t| t.key_schema().to_vec()).unwrap_or_default();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0].attribute_name(), "pk");
+    let ttl = dynamo
+        .describe_time_to_live()
+        .table_name(&table)
+        .send()
+        .await
+        .expect("DescribeTimeToLive");
+    let attribute = ttl.time_to_live_description().and_then(|d| d.attribute_name());
+    assert_eq!(attribute, Some("expires_at"), "init-table enables TTL on expires_at");
+}
