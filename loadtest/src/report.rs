@@ -61,6 +61,9 @@ pub struct Report {
     pub moves: Moves,
     pub ddb: Ddb,
     pub ec2: Ec2,
+    /// Kernel route changes in the routers during the run (the lab's
+    /// stand-in for the VPC applying route writes).
+    pub route_changes: u64,
     pub violations: Vec<String>,
 }
 

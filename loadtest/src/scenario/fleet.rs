@@ -48,6 +48,19 @@ pub fn vips_of(owners: &Ownership, instance: &str) -> Vec<Vip> {
         .collect()
 }
 
+/// Kernel route changes the route mirror made between `from_ms` and
+/// `to_ms`: what the VPC would have done to traffic.
+pub fn route_changes(state: &LabState, from_ms: u64, to_ms: u64) -> u64 {
+    let Ok(text) = std::fs::read_to_string(&state.mirror.changes_log) else {
+        return 0;
+    };
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|c| c.get("t_unix_ms").and_then(serde_json::Value::as_u64))
+        .filter(|t| (from_ms..to_ms).contains(t))
+        .count() as u64
+}
+
 /// Every route of the lab's tables in moto: (table, VIP) → ENI.
 pub async fn routes(state: &LabState, sdk: &SdkConfig) -> Result<BTreeMap<(String, Vip), String>> {
     let ec2 = Ec2RouteTable::new(aws_sdk_ec2::Client::new(sdk));

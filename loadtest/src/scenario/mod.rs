@@ -212,11 +212,11 @@ fn start_load(
 /// Waits until every VIP is owned and routed, and the shards are spread
 /// evenly again (rebalancing after a node came back has finished), so the
 /// next scenario's numbers are its own.
-async fn wait_converged(state: &LabState, sdk: &aws_config::SdkConfig) -> Result<()> {
+async fn wait_converged(state: &LabState, sdk: &aws_config::SdkConfig, serving_nodes: usize) -> Result<()> {
     let deadline = tokio::time::Instant::now() + HEAL_TIMEOUT;
     loop {
         let c = crate::lab::check::check(state, sdk).await?;
-        if c.converged() && balanced(&c.owners, state.nodes.len()) {
+        if c.converged() && balanced(&c.owners, serving_nodes) {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
@@ -235,7 +235,7 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     let victim = state.nodes[victim_index].clone();
     faults::prepare(scenario, state, &victim).await?;
     if scenario == Scenario::ScaleOut {
-        wait_converged(state, &sdk).await?;
+        wait_converged(state, &sdk, state.nodes.len() - 1).await?;
     }
     let outage = Duration::from_secs_f64(args.store_outage);
     let duration = if scenario == Scenario::StoreOutage {
@@ -295,6 +295,7 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
             mutating: calls.ec2_mutating,
             describe: calls.ec2_describe,
         },
+        route_changes: fleet::route_changes(state, started_ms, end_ms),
         ..Report::default()
     };
     report.add_traffic(&records, &outages);
@@ -337,7 +338,7 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         .with_context(|| format!("writing {}", svg_path.display()))?;
 
     faults::heal(scenario, state, victim_index).await?;
-    wait_converged(state, &sdk).await?;
+    wait_converged(state, &sdk, state.nodes.len()).await?;
     Ok(report)
 }
 
