@@ -2,28 +2,89 @@
 //! checks and the dashboard read. The driver records after every step; the
 //! readers only ever see a consistent [`Status`] through a `watch` channel,
 //! and never call AWS themselves.
+//!
+//! Recording stays cheap (copies of what the machine already holds, plus a
+//! diff of shard epochs to notice moves); anything derived, such as quotas
+//! or per-route verdicts, is computed by the reader when it is asked for.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
-use vipfleet_core::machine::{Event, Machine, Mode};
-use vipfleet_core::{Epoch, Instant, NodeRecord, ShardId, ShardRecord};
+use tokio::time::Instant as TokioInstant;
+use vipfleet_core::machine::{Event, Machine, Mode, NodeSetup, RouteCheck};
+use vipfleet_core::{Epoch, Instant, NodeId, NodeRecord, RouteTableId, ShardId, ShardRecord};
 
 /// Recent events kept for the dashboard.
 pub const RECENT_EVENTS: usize = 200;
+/// How far back shard moves are counted ("moves in the last hour").
+pub const MOVES_WINDOW: Duration = Duration::from_secs(3600);
+/// Moves remembered at most, so a flapping fleet cannot grow the status
+/// without bound within the window.
+pub const MOVES_KEPT: usize = 10_000;
+
+/// Something worth showing an operator, with the machine instant it was
+/// recorded at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recent {
+    pub at: Instant,
+    pub what: Happening,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Happening {
+    /// An event of the lease machine.
+    Machine(Event),
+    /// This node's mode changed (drain, undrain, health).
+    Mode { from: Option<Mode>, to: Mode },
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct Status {
     /// The machine clock at the last step.
     pub now: Instant,
+    /// The runtime clock at the last step: how old this snapshot is, and
+    /// the bridge from machine instants to "seconds ago". `None` until the
+    /// driver's first step.
+    pub recorded_at: Option<TokioInstant>,
+    /// Who this node is and the fleet's static configuration, shared rather
+    /// than copied on every step.
+    pub setup: Option<Arc<NodeSetup>>,
     pub mode: Option<Mode>,
+    /// The machine stopped (drained or superseded).
+    pub exited: bool,
     pub lease_valid: bool,
     pub lease_deadline: Option<Instant>,
     pub held: Vec<(ShardId, Epoch)>,
+    /// The node items as last read, ourselves included.
     pub nodes: Vec<NodeRecord>,
+    /// How long each node's counter has stood still, as this observer saw
+    /// it at `now`.
+    pub heartbeat_ages: BTreeMap<NodeId, Duration>,
+    /// Nodes this observer judges expired (their counter stood still for
+    /// `lease_ttl`).
+    pub expired: BTreeSet<NodeId>,
     pub shards: Vec<ShardRecord>,
-    /// `(when, what)`, newest last.
-    pub events: VecDeque<(Instant, Event)>,
+    /// When this observer last saw each shard change owner (its epoch rise).
+    pub shard_changed_at: BTreeMap<ShardId, Instant>,
+    /// Owner changes this observer saw within [`MOVES_WINDOW`], oldest first.
+    pub moves: VecDeque<(Instant, ShardId)>,
+    /// The route read-back's verdict for the shards we hold, per table, and
+    /// when it was made.
+    pub route_checks: BTreeMap<(ShardId, RouteTableId), (RouteCheck, Instant)>,
+    /// Newest last.
+    pub events: VecDeque<Recent>,
+}
+
+impl Status {
+    /// Owner changes seen within [`MOVES_WINDOW`] before `now`.
+    pub fn recent_moves(&self, now: Instant) -> usize {
+        self.moves
+            .iter()
+            .filter(|(at, _)| now.saturating_since(*at) < MOVES_WINDOW)
+            .count()
+    }
 }
 
 /// The writing side, owned by the driver.
@@ -38,23 +99,72 @@ impl StatusBoard {
     }
 
     pub fn record(&self, machine: &Machine, events: &[Event], now: Instant) {
+        let recorded_at = TokioInstant::now();
         self.tx.send_modify(|s| {
             s.now = now;
-            s.mode = Some(machine.mode());
+            s.recorded_at = Some(recorded_at);
+            if s.setup.is_none() {
+                s.setup = Some(Arc::new(machine.setup().clone()));
+            }
+            let mode = machine.mode();
+            if s.mode != Some(mode) {
+                let from = s.mode;
+                push_event(s, now, Happening::Mode { from, to: mode });
+                s.mode = Some(mode);
+            }
+            s.exited = machine.has_exited();
             s.lease_valid = machine.lease_valid(now);
             s.lease_deadline = machine.lease_deadline();
             s.held = machine.held().collect();
             s.nodes = machine.nodes().values().cloned().collect();
+            s.heartbeat_ages = machine
+                .nodes()
+                .keys()
+                .filter_map(|id| machine.observer().heartbeat_age(id, now).map(|age| (id.clone(), age)))
+                .collect();
+            s.expired = machine
+                .nodes()
+                .keys()
+                .filter(|id| machine.is_expired(id))
+                .cloned()
+                .collect();
+            note_moves(s, machine, now);
             s.shards = machine.shards().values().cloned().collect();
+            s.route_checks = machine.route_checks().clone();
             for event in events {
                 if matches!(event, Event::StoreError { .. } | Event::RoutesWritten { .. }) {
                     continue;
                 }
-                if s.events.len() == RECENT_EVENTS {
-                    s.events.pop_front();
-                }
-                s.events.push_back((now, event.clone()));
+                push_event(s, now, Happening::Machine(event.clone()));
             }
         });
+    }
+}
+
+fn push_event(s: &mut Status, at: Instant, what: Happening) {
+    if s.events.len() == RECENT_EVENTS {
+        s.events.pop_front();
+    }
+    s.events.push_back(Recent { at, what });
+}
+
+/// Compares the shards of the previous record with the machine's: a higher
+/// epoch is a change of owner. A shard seen for the first time is not a
+/// move (we just learned of it).
+fn note_moves(s: &mut Status, machine: &Machine, now: Instant) {
+    let before: BTreeMap<ShardId, Epoch> = s.shards.iter().map(|r| (r.id, r.epoch)).collect();
+    for (id, record) in machine.shards() {
+        if before.get(id).is_some_and(|e| record.epoch > *e) {
+            s.shard_changed_at.insert(*id, now);
+            s.moves.push_back((now, *id));
+        }
+    }
+    while s
+        .moves
+        .front()
+        .is_some_and(|(at, _)| now.saturating_since(*at) >= MOVES_WINDOW)
+        || s.moves.len() > MOVES_KEPT
+    {
+        s.moves.pop_front();
     }
 }
