@@ -4,8 +4,9 @@
 //! clients, the checks only AWS can answer (route tables exist, VIPs lie
 //! outside the VPC), source/destination check off, VIPs bound locally, then
 //! the lease machine's driver with its inputs: signals, the haproxy health
-//! monitor, and the Auto Scaling lifecycle state. It returns when the node
-//! has drained (or was superseded by another process).
+//! monitor, the Auto Scaling lifecycle state, and the dashboard (bound
+//! before the driver starts, so a taken port fails start-up). It returns
+//! when the node has drained (or was superseded by another process).
 
 use std::sync::Arc;
 
@@ -22,6 +23,9 @@ use crate::aws::dynamo::DynamoLeaseStore;
 use crate::aws::ec2::Ec2RouteTable;
 use crate::aws::pacing::Pacer;
 use crate::config::AgentConfig;
+use crate::dashboard::build_info::{announced_version, config_fingerprint};
+use crate::dashboard::metrics::Metrics;
+use crate::dashboard::{self, auth::Token, DashboardState};
 use crate::driver::{Control, Driver};
 use crate::health::{self, Health, HealthMonitor};
 use crate::identity::{self, Imds, NodeIdentity};
@@ -67,7 +71,7 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     ));
     let pacer = Arc::new(Pacer::new(config.pacer).map_err(|e| RunError::Config(e.to_string()))?);
     let origin = TokioInstant::now();
-    let setup = NodeSetup {
+    let mut setup = NodeSetup {
         info: NodeInfo {
             id: me.instance_id.clone(),
             eni: me.eni.clone(),
@@ -81,10 +85,19 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         layout: config.layout.clone(),
         route_tables: config.route_tables.clone(),
     };
+    // Peers' dashboards compare this to their own to flag a node running
+    // another fleet configuration.
+    setup.info.version = announced_version(&setup.info.version, &config_fingerprint(&setup));
     let machine = Machine::new(setup, Instant::ZERO);
     let (board, status) = StatusBoard::new();
     let (controls_tx, controls) = crate::driver::controls();
-    let driver = Driver::new(machine, store, Arc::new(ec2), pacer, origin, board);
+    let metrics = Arc::new(Metrics::new());
+    let driver = Driver::new(machine, store, Arc::new(ec2), pacer, origin, board, metrics.clone());
+    start_dashboard(
+        &config,
+        DashboardState::new(status.clone(), metrics, controls_tx.clone(), None),
+    )
+    .await?;
 
     spawn_signal_handler(controls_tx.clone());
     if let Some(check) = &config.health {
@@ -106,6 +119,35 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         }
         ExitReason::Superseded => Err(RunError::Superseded),
     }
+}
+
+/// Binds every `dashboard.listen` address and serves the dashboard until
+/// the process exits. The token file is read here, once; the token itself
+/// is never logged.
+async fn start_dashboard(config: &AgentConfig, state: DashboardState) -> Result<(), RunError> {
+    let token = match &config.dashboard_token_file {
+        Some(path) => Some(Token::from_file(path).map_err(|e| RunError::Config(format!("dashboard: {e}")))?),
+        None => None,
+    };
+    let state = state.with_token(token);
+    let mut listeners = Vec::with_capacity(config.dashboard_listen.len());
+    for addr in &config.dashboard_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| RunError::Startup(format!("dashboard: cannot listen on {addr}: {e}")))?;
+        listeners.push(listener);
+    }
+    info!(
+        listen = ?config.dashboard_listen,
+        drain_endpoints = config.dashboard_token_file.is_some(),
+        "dashboard"
+    );
+    tokio::spawn(async move {
+        if let Err(e) = dashboard::serve(listeners, state, std::future::pending()).await {
+            error!("dashboard stopped: {e}");
+        }
+    });
+    Ok(())
 }
 
 /// The checks that need AWS: unknown route tables, and VIPs inside the VPC

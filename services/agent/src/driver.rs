@@ -30,6 +30,8 @@ use vipfleet_core::store::{LeaseStore, StoreError, StoreErrorKind, StoreOp};
 use vipfleet_core::{Epoch, Instant, ShardId};
 
 use crate::aws::pacing::{self, PacedRoutes, Pacer};
+use crate::dashboard::metered::{store_outcome, MeteredRoutes, OutcomeLabel};
+use crate::dashboard::metrics::Metrics;
 use crate::status::{Status, StatusBoard};
 
 /// Longest a store call may take before it counts as failed.
@@ -63,10 +65,12 @@ impl Fence {
 pub struct Driver<S, R> {
     machine: Machine,
     store: Arc<S>,
-    routes: PacedRoutes<R>,
+    /// Metered inside the pacer: EC2 latency excludes the token wait.
+    routes: PacedRoutes<MeteredRoutes<R>>,
     origin: TokioInstant,
     fence: Arc<Mutex<Fence>>,
     status: StatusBoard,
+    metrics: Arc<Metrics>,
     draining: bool,
     healthy: bool,
     suppressed_errors: u64,
@@ -87,7 +91,10 @@ where
         pacer: Arc<Pacer>,
         origin: TokioInstant,
         status: StatusBoard,
+        metrics: Arc<Metrics>,
     ) -> Self {
+        metrics.track_pacer(pacer.clone());
+        let routes = Arc::new(MeteredRoutes::new(routes, metrics.clone()));
         Self {
             machine,
             store,
@@ -95,6 +102,7 @@ where
             origin,
             fence: Arc::new(Mutex::new(Fence::default())),
             status,
+            metrics,
             draining: false,
             healthy: true,
             suppressed_errors: 0,
@@ -164,7 +172,9 @@ where
         let step = self.machine.step(input, now);
         for event in &step.events {
             self.log(event);
+            self.metrics.observe_event(event);
         }
+        self.metrics.set_shards_owned(self.machine.held().count());
         self.status.record(&self.machine, &step.events, now);
         self.publish_fence(now);
         for effect in step.effects {
@@ -208,26 +218,27 @@ where
 
     fn perform(&self, effect: Effect, sent_at: Instant, results: mpsc::UnboundedSender<Input>) {
         let store = self.store.clone();
+        let metrics = self.metrics.clone();
         match effect {
             Effect::Exit(reason) => info!(?reason, "machine exits"),
             Effect::Heartbeat(req) => spawn(results, async move {
-                let result = bounded(StoreOp::Heartbeat, store.heartbeat(&req)).await;
+                let result = bounded(StoreOp::Heartbeat, store.heartbeat(&req), &metrics).await;
                 Input::Heartbeat { sent_at, result }
             }),
             Effect::ReadNodes => spawn(results, async move {
-                let result = bounded(StoreOp::ReadNodes, store.read_nodes()).await;
+                let result = bounded(StoreOp::ReadNodes, store.read_nodes(), &metrics).await;
                 Input::Nodes { sent_at, result }
             }),
             Effect::ReadShards => spawn(results, async move {
-                let result = bounded(StoreOp::ReadShards, store.read_shards()).await;
+                let result = bounded(StoreOp::ReadShards, store.read_shards(), &metrics).await;
                 Input::Shards { sent_at, result }
             }),
             Effect::ConfirmShard(shard) => spawn(results, async move {
-                let result = bounded(StoreOp::ReadShard, store.read_shard(shard)).await;
+                let result = bounded(StoreOp::ReadShard, store.read_shard(shard), &metrics).await;
                 Input::Confirmed { shard, sent_at, result }
             }),
             Effect::Acquire(req) => spawn(results, async move {
-                let result = bounded(StoreOp::Acquire, store.acquire(&req)).await;
+                let result = bounded(StoreOp::Acquire, store.acquire(&req), &metrics).await;
                 Input::Acquired {
                     shard: req.shard,
                     sent_at,
@@ -235,14 +246,14 @@ where
                 }
             }),
             Effect::HandOff(req) => spawn(results, async move {
-                let result = bounded(StoreOp::Handoff, store.hand_off(&req)).await;
+                let result = bounded(StoreOp::Handoff, store.hand_off(&req), &metrics).await;
                 Input::HandedOff {
                     shard: req.shard,
                     result,
                 }
             }),
             Effect::MarkDead(req) => spawn(results, async move {
-                let result = bounded(StoreOp::MarkDead, store.mark_dead(&req)).await;
+                let result = bounded(StoreOp::MarkDead, store.mark_dead(&req), &metrics).await;
                 Input::MarkedDead { node: req.node, result }
             }),
             Effect::DescribeRoutes(tables) => {
@@ -325,11 +336,26 @@ fn spawn(results: mpsc::UnboundedSender<Input>, task: impl Future<Output = Input
     });
 }
 
-async fn bounded<T>(op: StoreOp, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-    match tokio::time::timeout(STORE_CALL_TIMEOUT, call).await {
-        Ok(result) => result,
-        Err(_) => Err(StoreError::new(op, StoreErrorKind::Unavailable, "timed out")),
-    }
+/// Runs a store call under [`STORE_CALL_TIMEOUT`] and records its outcome
+/// and latency.
+async fn bounded<T: OutcomeLabel>(
+    op: StoreOp,
+    call: impl Future<Output = Result<T, StoreError>>,
+    metrics: &Metrics,
+) -> Result<T, StoreError> {
+    let started = TokioInstant::now();
+    let (result, outcome) = match tokio::time::timeout(STORE_CALL_TIMEOUT, call).await {
+        Ok(result) => {
+            let outcome = store_outcome(&result);
+            (result, outcome)
+        }
+        Err(_) => (
+            Err(StoreError::new(op, StoreErrorKind::Unavailable, "timed out")),
+            crate::dashboard::metrics::OUTCOME_TIMEOUT,
+        ),
+    };
+    metrics.observe_store_call(op, outcome, started.elapsed());
+    result
 }
 
 /// Handle to the driver for the rest of the agent.

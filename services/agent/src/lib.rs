@@ -15,6 +15,8 @@
 //! - [`lifecycle`]: the Auto Scaling termination hook: drain, then CONTINUE.
 //! - [`driver`]: performs the lease machine's effects and feeds it results.
 //! - [`status`]: the agent's published view, for readiness and the dashboard.
+//! - [`dashboard`]: the HTTP dashboard, JSON API, metrics, health and the
+//!   drain/undrain endpoints, served from the published status.
 //! - [`notify`]: systemd readiness and watchdog.
 //! - [`app`]: wires the above together for `vipfleet-agent run`.
 
@@ -23,6 +25,7 @@
 pub mod app;
 pub mod aws;
 pub mod config;
+pub mod dashboard;
 pub mod driver;
 pub mod health;
 pub mod identity;

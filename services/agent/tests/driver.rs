@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use vipfleet_agent::aws::pacing::{Pacer, PacerConfig};
+use vipfleet_agent::dashboard::metrics::Metrics;
 use vipfleet_agent::driver::{self, Control, Driver};
 use vipfleet_agent::status::StatusBoard;
 use vipfleet_core::fake::{FakeLeaseStore, FakeRouteTable};
@@ -62,6 +63,7 @@ fn start(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable) -> Node {
         Arc::new(pacer),
         tokio::time::Instant::now(),
         board,
+        Arc::new(Metrics::new()),
     );
     Node {
         id,

@@ -1,0 +1,382 @@
+//! The agent's Prometheus metrics: one [`Metrics`] per process, updated by
+//! the driver (events, store and EC2 call outcomes) and rendered by
+//! `GET /metrics`.
+//!
+//! Counters and histograms move as things happen. The two values that
+//! depend on *now* (time since the last successful heartbeat, the EC2 token
+//! bucket's level) are computed when the page is rendered, so a wedged
+//! driver shows a growing heartbeat age rather than a frozen one.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use tokio::time::Instant as TokioInstant;
+use vipfleet_core::machine::Event;
+use vipfleet_core::routes::RouteOp;
+use vipfleet_core::store::StoreOp;
+
+use crate::aws::pacing::Pacer;
+
+/// Media type of the OpenMetrics text the registry encodes (Prometheus
+/// negotiates it).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Smallest bucket of the call latency histograms; buckets double from it.
+const LATENCY_FIRST_BUCKET_SECONDS: f64 = 0.002;
+/// 2 ms … 8 s: past the store call timeout.
+const LATENCY_BUCKETS: u16 = 13;
+/// Outcome label of a call the driver's timeout gave up on.
+pub const OUTCOME_TIMEOUT: &str = "timeout";
+pub const OUTCOME_OK: &str = "ok";
+
+/// `op` and `outcome` of one store or EC2 call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    op: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
+}
+
+type HistogramFamily = Family<OpLabel, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(LATENCY_FIRST_BUCKET_SECONDS, 2.0, LATENCY_BUCKETS))
+}
+
+/// Every metric family the agent exports, and the registry that renders
+/// them. Shared as `Arc<Metrics>` between the driver (writer) and the
+/// dashboard (reader).
+pub struct Metrics {
+    registry: Registry,
+    /// Latency of successful heartbeats: how close the lease runs to its
+    /// deadline.
+    heartbeat_seconds: Histogram,
+    store_calls: Family<CallLabels, Counter>,
+    store_call_seconds: HistogramFamily,
+    ec2_calls: Family<CallLabels, Counter>,
+    ec2_call_seconds: HistogramFamily,
+    shards_owned: Gauge,
+    claims: Counter,
+    takeovers: Counter,
+    handoffs: Counter,
+    shards_lost: Counter,
+    route_repairs: Counter,
+    lease_expiries: Counter,
+    nodes_marked_dead: Counter,
+    own_lease_lapses: Counter,
+    heartbeat_age_seconds: Gauge<f64, AtomicU64>,
+    token_bucket_level: Gauge<f64, AtomicU64>,
+    failover_waiting: Gauge,
+    /// Send time of the last successful heartbeat (the lease counts from
+    /// the send time, so the age does too); the creation time until then.
+    last_heartbeat_ok: Mutex<Option<TokioInstant>>,
+    created_at: TokioInstant,
+    /// The EC2 bucket whose level is exported; set by the driver.
+    pacer: OnceLock<Arc<Pacer>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("vipfleet");
+        let heartbeat_seconds = latency_histogram();
+        let store_calls = Family::<CallLabels, Counter>::default();
+        let store_call_seconds = HistogramFamily::new_with_constructor(latency_histogram);
+        let ec2_calls = Family::<CallLabels, Counter>::default();
+        let ec2_call_seconds = HistogramFamily::new_with_constructor(latency_histogram);
+        let m = Self {
+            heartbeat_seconds,
+            store_calls,
+            store_call_seconds,
+            ec2_calls,
+            ec2_call_seconds,
+            shards_owned: Gauge::default(),
+            claims: Counter::default(),
+            takeovers: Counter::default(),
+            handoffs: Counter::default(),
+            shards_lost: Counter::default(),
+            route_repairs: Counter::default(),
+            lease_expiries: Counter::default(),
+            nodes_marked_dead: Counter::default(),
+            own_lease_lapses: Counter::default(),
+            heartbeat_age_seconds: Gauge::default(),
+            token_bucket_level: Gauge::default(),
+            failover_waiting: Gauge::default(),
+            last_heartbeat_ok: Mutex::new(None),
+            created_at: TokioInstant::now(),
+            pacer: OnceLock::new(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register_with_unit(
+            "heartbeat_duration",
+            "Latency of successful heartbeat writes",
+            Unit::Seconds,
+            m.heartbeat_seconds.clone(),
+        );
+        r.register(
+            "store_calls",
+            "Lease store calls by operation and outcome",
+            m.store_calls.clone(),
+        );
+        r.register_with_unit(
+            "store_call_duration",
+            "Lease store call latency by operation",
+            Unit::Seconds,
+            m.store_call_seconds.clone(),
+        );
+        r.register(
+            "ec2_calls",
+            "EC2 route calls by operation and outcome",
+            m.ec2_calls.clone(),
+        );
+        r.register_with_unit(
+            "ec2_call_duration",
+            "EC2 route call latency by operation (token wait excluded)",
+            Unit::Seconds,
+            m.ec2_call_seconds.clone(),
+        );
+        r.register("shards_owned", "Shards this node holds", m.shards_owned.clone());
+        r.register("claims", "Free shards this node claimed", m.claims.clone());
+        r.register(
+            "takeovers",
+            "Shards this node took over from an expired or dead node",
+            m.takeovers.clone(),
+        );
+        r.register(
+            "handoffs",
+            "Shards this node handed to another node",
+            m.handoffs.clone(),
+        );
+        r.register(
+            "shards_lost",
+            "Shards this node found taken by another node",
+            m.shards_lost.clone(),
+        );
+        r.register(
+            "route_repairs",
+            "Routes the read-back found wrong, missing or blackholed (each is rewritten)",
+            m.route_repairs.clone(),
+        );
+        r.register(
+            "lease_expiries_observed",
+            "Nodes this observer saw expire",
+            m.lease_expiries.clone(),
+        );
+        r.register(
+            "nodes_marked_dead",
+            "Expired nodes this node marked dead",
+            m.nodes_marked_dead.clone(),
+        );
+        r.register(
+            "own_lease_lapses",
+            "Times this node's own lease lapsed",
+            m.own_lease_lapses.clone(),
+        );
+        r.register_with_unit(
+            "heartbeat_age",
+            "Time since the send time of the last successful heartbeat (since start if none yet)",
+            Unit::Seconds,
+            m.heartbeat_age_seconds.clone(),
+        );
+        r.register(
+            "ec2_token_bucket_level",
+            "Tokens in the client-side EC2 mutating-call bucket",
+            m.token_bucket_level.clone(),
+        );
+        r.register(
+            "ec2_failover_waiting",
+            "Failover route writes waiting for an EC2 token",
+            m.failover_waiting.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Exports `pacer`'s level from now on. The first pacer wins: there is
+    /// one per process.
+    pub fn track_pacer(&self, pacer: Arc<Pacer>) {
+        let _ = self.pacer.set(pacer);
+    }
+
+    pub fn observe_event(&self, event: &Event) {
+        match event {
+            Event::Acquired { from: None, .. } => self.claims.inc(),
+            Event::Acquired { from: Some(_), .. } => self.takeovers.inc(),
+            Event::HandedOff { .. } => self.handoffs.inc(),
+            Event::Lost { .. } => self.shards_lost.inc(),
+            Event::RouteDrift { .. } => self.route_repairs.inc(),
+            Event::NodeExpired { .. } => self.lease_expiries.inc(),
+            Event::NodeMarkedDead { .. } => self.nodes_marked_dead.inc(),
+            Event::LeaseLapsed => self.own_lease_lapses.inc(),
+            // Calls are counted where they are made; the rest is not a rate
+            // anyone alerts on.
+            Event::Registered | Event::LeaseRenewed | Event::RoutesWritten { .. } | Event::StoreError { .. } => return,
+        };
+    }
+
+    /// One lease store call finished (or timed out) after `duration`.
+    pub fn observe_store_call(&self, op: StoreOp, outcome: &'static str, duration: Duration) {
+        let op_name = op.as_str();
+        self.store_calls
+            .get_or_create(&CallLabels { op: op_name, outcome })
+            .inc();
+        self.store_call_seconds
+            .get_or_create(&OpLabel { op: op_name })
+            .observe(duration.as_secs_f64());
+        if op == StoreOp::Heartbeat && outcome == OUTCOME_OK {
+            self.heartbeat_seconds.observe(duration.as_secs_f64());
+            let sent_at = TokioInstant::now().checked_sub(duration).unwrap_or(self.created_at);
+            let mut last = self.last_heartbeat_ok.lock().unwrap_or_else(|p| p.into_inner());
+            *last = Some(last.map_or(sent_at, |t| t.max(sent_at)));
+        }
+    }
+
+    /// One EC2 route call finished (or timed out) after `duration`.
+    pub fn observe_route_call(&self, op: RouteOp, outcome: &'static str, duration: Duration) {
+        let op_name = op.as_str();
+        self.ec2_calls.get_or_create(&CallLabels { op: op_name, outcome }).inc();
+        self.ec2_call_seconds
+            .get_or_create(&OpLabel { op: op_name })
+            .observe(duration.as_secs_f64());
+    }
+
+    pub fn set_shards_owned(&self, n: usize) {
+        self.shards_owned.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The OpenMetrics text of every family, with the time-dependent gauges
+    /// brought up to now.
+    pub fn render(&self) -> String {
+        let now = TokioInstant::now();
+        let since = self
+            .last_heartbeat_ok
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(self.created_at);
+        self.heartbeat_age_seconds
+            .set(now.saturating_duration_since(since).as_secs_f64());
+        if let Some(pacer) = self.pacer.get() {
+            self.token_bucket_level.set(pacer.level());
+            self.failover_waiting
+                .set(i64::try_from(pacer.failover_waiting()).unwrap_or(i64::MAX));
+        }
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::pacing::PacerConfig;
+    use vipfleet_core::{NodeId, ShardId};
+
+    fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?} in\n{text}"))
+    }
+
+    #[test]
+    fn events_and_calls_show_up_in_the_text() {
+        let m = Metrics::new();
+        m.observe_event(&Event::Acquired {
+            shard: ShardId(1),
+            from: Some(NodeId::new("i-dead")),
+            epoch: 2,
+        });
+        m.observe_event(&Event::Acquired {
+            shard: ShardId(2),
+            from: None,
+            epoch: 1,
+        });
+        m.observe_event(&Event::NodeExpired {
+            node: NodeId::new("i-dead"),
+        });
+        m.observe_store_call(StoreOp::Acquire, "conflict", Duration::from_millis(5));
+        m.observe_route_call(RouteOp::Replace, "no_route", Duration::from_millis(30));
+        m.set_shards_owned(7);
+        let text = m.render();
+        assert_eq!(line(&text, "vipfleet_takeovers_total"), "vipfleet_takeovers_total 1");
+        assert_eq!(line(&text, "vipfleet_claims_total"), "vipfleet_claims_total 1");
+        assert_eq!(
+            line(&text, "vipfleet_lease_expiries_observed_total"),
+            "vipfleet_lease_expiries_observed_total 1"
+        );
+        assert_eq!(line(&text, "vipfleet_shards_owned"), "vipfleet_shards_owned 7");
+        assert!(
+            text.contains(r#"vipfleet_store_calls_total{op="acquire",outcome="conflict"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"vipfleet_ec2_calls_total{op="replace_route",outcome="no_route"} 1"#),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeat_age_counts_from_the_send_time_of_the_last_success() {
+        let m = Metrics::new();
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(line(&m.render(), "vipfleet_heartbeat_age_seconds ").ends_with(" 4.0"));
+        m.observe_store_call(StoreOp::Heartbeat, OUTCOME_OK, Duration::from_millis(500));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            line(&m.render(), "vipfleet_heartbeat_age_seconds "),
+            "vipfleet_heartbeat_age_seconds 1.5"
+        );
+        // A failed heartbeat does not freshen it.
+        m.observe_store_call(StoreOp::Heartbeat, "unavailable", Duration::from_millis(10));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let text = m.render();
+        assert_eq!(
+            line(&text, "vipfleet_heartbeat_age_seconds "),
+            "vipfleet_heartbeat_age_seconds 2.5"
+        );
+        assert_eq!(
+            line(&text, "vipfleet_heartbeat_duration_seconds_count"),
+            "vipfleet_heartbeat_duration_seconds_count 1"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_token_bucket_level_is_read_at_render_time() {
+        let m = Metrics::new();
+        let pacer = Arc::new(
+            Pacer::new(PacerConfig {
+                calls_per_second: 1.0,
+                burst: 3,
+            })
+            .unwrap(),
+        );
+        m.track_pacer(pacer.clone());
+        assert_eq!(
+            line(&m.render(), "vipfleet_ec2_token_bucket_level"),
+            "vipfleet_ec2_token_bucket_level 3.0"
+        );
+        pacer.acquire(crate::aws::pacing::Priority::Failover).await;
+        pacer.acquire(crate::aws::pacing::Priority::Failover).await;
+        assert_eq!(
+            line(&m.render(), "vipfleet_ec2_token_bucket_level"),
+            "vipfleet_ec2_token_bucket_level 1.0"
+        );
+    }
+}
