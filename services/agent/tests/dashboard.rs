@@ -1,0 +1,759 @@
+//! The dashboard against a real fleet in miniature: three drivers share the
+//! in-memory lease store and route tables on paused tokio time, and the
+//! router of one of them is asked every question an operator (or Prometheus,
+//! or a load balancer's readiness probe) would ask, with `oneshot`.
+//!
+//! JSON answers are checked against `openapi.yaml`'s schemas; every
+//! documented operation must answer with a documented status code.
+
+#[path = "support/openapi.rs"]
+mod openapi;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tower::ServiceExt;
+use vipfleet_agent::aws::pacing::{Pacer, PacerConfig};
+use vipfleet_agent::dashboard::auth::Token;
+use vipfleet_agent::dashboard::build_info::{announced_version, config_fingerprint};
+use vipfleet_agent::dashboard::metrics::Metrics;
+use vipfleet_agent::dashboard::{self, DashboardState};
+use vipfleet_agent::driver::{self, Control, Driver};
+use vipfleet_agent::status::{Status, StatusBoard};
+use vipfleet_core::fake::{FakeLeaseStore, FakeRouteTable, Faults};
+use vipfleet_core::machine::{ExitReason, Machine, NodeSetup};
+use vipfleet_core::{EniId, Incarnation, Instant, LeaseConfig, NodeId, NodeInfo, RouteTableId, ShardLayout, Vip};
+
+const SHARDS: usize = 24;
+const TOKEN: &str = "test-token-0123456789abcdef";
+/// Long enough for three nodes to register, split the shards, write their
+/// routes and read them back once (the first reconcile is at 10 s).
+const SETTLE: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(250);
+/// How long each failing store call takes during an injected outage.
+const OUTAGE_CALL_LATENCY: Duration = Duration::from_millis(50);
+
+fn tables() -> Vec<RouteTableId> {
+    vec![RouteTableId("rtb-a".into()), RouteTableId("rtb-b".into())]
+}
+
+fn layout() -> ShardLayout {
+    let vips: Vec<Vip> = (1..=SHARDS).map(|i| format!("10.200.0.{i}").parse().unwrap()).collect();
+    ShardLayout::one_per_vip(&vips).unwrap()
+}
+
+struct Node {
+    controls: mpsc::Sender<Control>,
+    task: JoinHandle<ExitReason>,
+    status: watch::Receiver<Status>,
+    metrics: Arc<Metrics>,
+}
+
+struct Fleet {
+    store: FakeLeaseStore,
+    routes: FakeRouteTable,
+    nodes: Vec<Node>,
+}
+
+fn start_node(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable) -> Node {
+    let mut setup = NodeSetup {
+        info: NodeInfo {
+            id: NodeId::new(name),
+            eni: EniId(format!("eni-{name}")),
+            az: format!("az-{}", name.len() % 2 + 1),
+            addr: format!("10.0.0.{}", name.as_bytes()[name.len() - 1]),
+            weight: 1,
+            version: "0.1.0".into(),
+        },
+        inc: Incarnation(u64::from(name.as_bytes()[name.len() - 1]) * 7919),
+        lease: LeaseConfig::DEFAULT,
+        layout: layout(),
+        route_tables: tables(),
+    };
+    setup.info.version = announced_version("0.1.0", &config_fingerprint(&setup));
+    let pacer = Arc::new(
+        Pacer::new(PacerConfig {
+            calls_per_second: 1000.0,
+            burst: 1000,
+        })
+        .unwrap(),
+    );
+    let (board, status) = StatusBoard::new();
+    let (controls, rx) = driver::controls();
+    let metrics = Arc::new(Metrics::new());
+    let driver = Driver::new(
+        Machine::new(setup, Instant::ZERO),
+        Arc::new(store.clone()),
+        Arc::new(routes.clone()),
+        pacer,
+        tokio::time::Instant::now(),
+        board,
+        metrics.clone(),
+    );
+    Node {
+        controls,
+        task: tokio::spawn(driver.run(rx)),
+        status,
+        metrics,
+    }
+}
+
+impl Fleet {
+    /// Nodes `a`, `b`, `c`, settled.
+    async fn start() -> Fleet {
+        // Latency only when a test injects it: failing calls must take time,
+        // or a driver retrying at once never lets paused time advance.
+        let store = FakeLeaseStore::new().with_sleep(Arc::new(|d| Box::pin(tokio::time::sleep(d))));
+        let routes = FakeRouteTable::new(tables());
+        let nodes = ["a", "b", "c"].iter().map(|n| start_node(n, &store, &routes)).collect();
+        tokio::time::sleep(SETTLE).await;
+        Fleet { store, routes, nodes }
+    }
+
+    fn router(&self, i: usize, token: Option<&str>) -> Router {
+        let node = &self.nodes[i];
+        let state = DashboardState::new(
+            node.status.clone(),
+            node.metrics.clone(),
+            node.controls.clone(),
+            token.map(|t| Token::parse(t).unwrap()),
+        );
+        dashboard::router(state)
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+async fn call(router: &Router, method: Method, path: &str, bearer: Option<&str>) -> Answer {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(token) = bearer {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+async fn get(router: &Router, path: &str) -> Answer {
+    call(router, Method::GET, path, None).await
+}
+
+async fn fleet_json(router: &Router) -> Value {
+    let answer = get(router, "/api/v1/fleet").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let view = answer.json();
+    let spec = openapi::Spec::load();
+    let errors = spec.validate(&spec.schema("Fleet"), &view);
+    assert!(
+        errors.is_empty(),
+        "the fleet JSON breaks openapi.yaml:\n{}",
+        errors.join("\n")
+    );
+    view
+}
+
+fn by_id<'a>(list: &'a Value, id: &str) -> &'a Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {list}"))
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name_and_labels} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_fleet_json_shows_every_node_and_shard_and_matches_the_schema() {
+    let fleet = Fleet::start().await;
+    let router = fleet.router(0, None);
+    let view = fleet_json(&router).await;
+
+    assert_eq!(view["observer"]["node_id"], "a");
+    assert_eq!(view["observer"]["mode"], "active");
+    assert_eq!(view["observer"]["lease_valid"], true);
+    assert_eq!(view["observer"]["shards_held"], SHARDS / 3);
+    let totals = &view["totals"];
+    assert_eq!(totals["nodes"], 3);
+    assert_eq!(totals["nodes_by_state"]["active"], 3);
+    assert_eq!(totals["shards"], SHARDS);
+    assert_eq!(totals["shards_owned"], SHARDS);
+    assert_eq!(totals["shards_free"], 0);
+    assert_eq!(totals["nodes_in_trouble"], 0, "{}", view["nodes"]);
+    assert_eq!(totals["shards_in_trouble"], 0);
+    assert_eq!(totals["route_problems"], 0);
+
+    for id in ["a", "b", "c"] {
+        let node = by_id(&view["nodes"], id);
+        assert_eq!(node["is_self"], id == "a");
+        assert_eq!(node["state"], "active");
+        assert_eq!(node["shards"], SHARDS / 3, "{node}");
+        assert_eq!(node["quota"], SHARDS / 3, "{node}");
+        assert_eq!(node["config_matches"], true);
+        assert_eq!(node["version"], "0.1.0");
+        let age = node["heartbeat_age_ms"].as_u64().unwrap();
+        assert!(age <= 1_500, "{id}'s heartbeat is {age} ms old");
+        assert!(node["expires_in_ms"].as_u64().unwrap() > 1_000);
+    }
+
+    let shards = view["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), SHARDS);
+    let store = fleet.store.table();
+    for shard in shards {
+        let id = shard["id"].as_u64().unwrap() as u32;
+        let record = store.peek_shard(vipfleet_core::ShardId(id)).unwrap();
+        assert_eq!(shard["owner"], record.owner.as_ref().unwrap().as_str(), "{shard}");
+        assert_eq!(shard["owner_status"], "live");
+        assert_eq!(shard["epoch"], record.epoch);
+        assert_eq!(shard["target"], shard["owner"], "a settled fleet moves nothing");
+        let routes = shard["routes"].as_array().unwrap();
+        assert_eq!(routes.len(), 2);
+        let expected = if shard["owner"] == "a" { "ok" } else { "elsewhere" };
+        assert_eq!(shard["held_here"], shard["owner"] == "a");
+        for route in routes {
+            assert_eq!(route["status"], expected, "{shard}");
+            assert_eq!(route["checked_ago_ms"].is_u64(), expected == "ok");
+        }
+    }
+    let kinds: Vec<&str> = view["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"registered") && kinds.contains(&"claimed"), "{kinds:?}");
+    assert_eq!(*kinds.last().unwrap(), "mode_changed", "the oldest event is the start");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_page_lists_nodes_shards_and_owners_and_refreshes_itself() {
+    let fleet = Fleet::start().await;
+    let answer = get(&fleet.router(1, None), "/").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let page = &answer.body;
+    assert!(page.contains("<meta http-equiv=\"refresh\""));
+    assert!(
+        !page.contains("src=\"http") && !page.contains("href=\"http"),
+        "no external assets"
+    );
+    assert!(page.contains("<span id=\"observer\">b</span>"));
+    for id in ["a", "b", "c"] {
+        assert!(page.contains(&format!("data-node=\"{id}\"")), "node row {id}");
+    }
+    assert_eq!(page.matches("<tr class=\"shard\"").count(), SHARDS);
+    for owner in ["a", "b", "c"] {
+        assert_eq!(page.matches(&format!("data-owner=\"{owner}\"")).count(), SHARDS / 3);
+    }
+    assert!(!page.contains("trouble\""), "nothing is in trouble");
+    assert_eq!(page.matches("data-route=\"ok\"").count(), 2 * SHARDS / 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_shows_as_an_expired_node_moved_shards_and_takeover_events() {
+    let fleet = Fleet::start().await;
+    fleet.nodes[2].task.abort();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let router = fleet.router(0, None);
+    let view = fleet_json(&router).await;
+    let c = by_id(&view["nodes"], "c");
+    assert!(c["expired"] == true || c["state"] == "dead", "{c}");
+    assert_eq!(c["shards"], 0);
+    assert!(!c["trouble"].as_array().unwrap().is_empty());
+    for id in ["a", "b"] {
+        assert_eq!(by_id(&view["nodes"], id)["shards"], SHARDS / 2);
+        assert_eq!(by_id(&view["nodes"], id)["quota"], SHARDS / 2);
+    }
+    let totals = &view["totals"];
+    assert_eq!(totals["shards_owned"], SHARDS);
+    assert_eq!(totals["shards_orphaned"], 0);
+    assert_eq!(totals["nodes_in_trouble"], 1);
+    assert!(
+        totals["moves_last_hour"].as_u64().unwrap() >= (SHARDS / 3) as u64,
+        "{totals}"
+    );
+    let kinds: Vec<&str> = view["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"node_expired"), "{kinds:?}");
+    let moved = view["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["moved_ago_ms"].as_u64().is_some_and(|ms| ms < 8_000))
+        .count();
+    assert_eq!(moved, SHARDS / 3, "exactly c's shards moved");
+
+    let page = get(&router, "/").await.body;
+    let row_start = page.find("data-node=\"c\"").unwrap();
+    let row = &page[page[..row_start].rfind("<tr").unwrap()..row_start];
+    assert!(row.contains(" trouble"), "c stands out: {row}");
+
+    let takeovers: f64 = fleet.nodes[..2]
+        .iter()
+        .map(|n| metric(&n.metrics.render(), "vipfleet_takeovers_total"))
+        .sum();
+    assert_eq!(takeovers, (SHARDS / 3) as f64);
+    let a = get(&router, "/metrics").await;
+    assert!(metric(&a.body, "vipfleet_lease_expiries_observed_total") >= 1.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_route_changed_by_hand_shows_as_wrong_then_repaired() {
+    let fleet = Fleet::start().await;
+    let router = fleet.router(0, None);
+    let (shard, _) = fleet.nodes[0].status.borrow().held[0];
+    let vip = layout().vips_of(shard)[0];
+    let table = &tables()[1];
+    fleet
+        .routes
+        .tables()
+        .set_by_hand(table, vip, &EniId("eni-intruder".into()));
+
+    let route_status = |view: &Value| {
+        view["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == shard.0)
+            .unwrap()["routes"][1]["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let mut seen_wrong = None;
+    for _ in 0..80 {
+        tokio::time::sleep(POLL).await;
+        let view = fleet_json(&router).await;
+        if route_status(&view) == "wrong_target" {
+            seen_wrong = Some(view);
+            break;
+        }
+    }
+    let view = seen_wrong.expect("the read-back reports the wrong target within a reconcile interval");
+    assert_eq!(view["totals"]["route_problems"], 1);
+    assert_eq!(view["totals"]["shards_in_trouble"], 1);
+    let page = get(&router, "/").await.body;
+    assert!(page.contains("data-route=\"wrong_target\""));
+    assert!(page.contains(&format!("<tr class=\"shard trouble\" data-shard=\"{}\"", shard.0)));
+
+    let mut repaired = false;
+    for _ in 0..80 {
+        tokio::time::sleep(POLL).await;
+        if route_status(&fleet_json(&router).await) == "ok" {
+            repaired = true;
+            break;
+        }
+    }
+    assert!(repaired, "the next read-back finds the route repaired");
+    assert_eq!(fleet.routes.tables().target(table, vip), Some(&EniId("eni-a".into())));
+    let view = fleet_json(&router).await;
+    assert!(view["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "route_repair"));
+    let metrics = get(&router, "/metrics").await.body;
+    assert!(metric(&metrics, "vipfleet_route_repairs_total") >= 1.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_are_prometheus_text_with_every_family() {
+    let fleet = Fleet::start().await;
+    let answer = get(&fleet.router(0, None), "/metrics").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = &answer.body;
+    assert!(text.ends_with("# EOF\n"));
+    assert_eq!(metric(text, "vipfleet_shards_owned"), (SHARDS / 3) as f64);
+    assert!(metric(text, "vipfleet_heartbeat_age_seconds") < 1.5);
+    assert!(metric(text, "vipfleet_heartbeat_duration_seconds_count") >= 10.0);
+    assert!(metric(text, r#"vipfleet_store_calls_total{op="heartbeat",outcome="ok"}"#) >= 10.0);
+    assert!(metric(text, r#"vipfleet_store_calls_total{op="read_nodes",outcome="ok"}"#) >= 10.0);
+    assert!(metric(text, r#"vipfleet_ec2_calls_total{op="create_route",outcome="ok"}"#) >= 1.0);
+    assert!(
+        metric(
+            text,
+            r#"vipfleet_ec2_calls_total{op="describe_route_tables",outcome="ok"}"#
+        ) >= 1.0
+    );
+    assert!(metric(text, "vipfleet_claims_total") >= 1.0);
+    let level = metric(text, "vipfleet_ec2_token_bucket_level");
+    assert!((0.0..=1000.0).contains(&level));
+    for family in [
+        "vipfleet_takeovers_total",
+        "vipfleet_handoffs_total",
+        "vipfleet_route_repairs_total",
+        "vipfleet_lease_expiries_observed_total",
+        "vipfleet_ec2_failover_waiting",
+    ] {
+        metric(text, family);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn readiness_follows_the_lease_and_the_snapshot() {
+    // Before the lease loop's first step.
+    let (_board, status) = StatusBoard::new();
+    let (controls, _rx) = driver::controls();
+    let starting = dashboard::router(DashboardState::new(status, Arc::new(Metrics::new()), controls, None));
+    assert_eq!(get(&starting, "/healthz").await.status, StatusCode::OK);
+    let answer = get(&starting, "/readyz").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(answer.body.contains("starting"), "{}", answer.body);
+    let answer = get(&starting, "/api/v1/fleet").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    let spec = openapi::Spec::load();
+    assert!(spec.validate(&spec.schema("Error"), &answer.json()).is_empty());
+    assert_eq!(get(&starting, "/").await.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    let fleet = Fleet::start().await;
+    let router = fleet.router(0, None);
+    let answer = get(&router, "/readyz").await;
+    assert_eq!((answer.status, answer.body.as_str()), (StatusCode::OK, "ready\n"));
+
+    // The store goes away: the own lease lapses, the loop goes on.
+    fleet.store.set_faults(Faults {
+        unavailable: true,
+        latency: OUTAGE_CALL_LATENCY,
+        ..Faults::default()
+    });
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let answer = get(&router, "/readyz").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(answer.body.contains("no valid own lease"), "{}", answer.body);
+    let view = fleet_json(&router).await;
+    assert_eq!(view["observer"]["lease_valid"], false);
+    assert_eq!(view["observer"]["lease_remaining_ms"], Value::Null);
+    assert_eq!(get(&router, "/healthz").await.status, StatusCode::OK);
+
+    fleet.store.set_faults(Faults::default());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(get(&router, "/readyz").await.status, StatusCode::OK);
+
+    // The loop stops publishing: the snapshot goes stale.
+    fleet.nodes[0].task.abort();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let answer = get(&router, "/readyz").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(answer.body.contains("stuck"), "{}", answer.body);
+}
+
+/// A router with its own control channel, to see what the handlers send.
+fn control_router(token: Option<&str>) -> (Router, mpsc::Receiver<Control>) {
+    let (_board, status) = StatusBoard::new();
+    let (controls, rx) = driver::controls();
+    let state = DashboardState::new(
+        status,
+        Arc::new(Metrics::new()),
+        controls,
+        token.map(|t| Token::parse(t).unwrap()),
+    );
+    (dashboard::router(state), rx)
+}
+
+#[tokio::test]
+async fn drain_and_undrain_need_the_exact_token() {
+    let (router, mut rx) = control_router(Some(TOKEN));
+    for path in ["/api/v1/drain", "/api/v1/undrain"] {
+        let missing = call(&router, Method::POST, path, None).await;
+        assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(missing.headers[header::WWW_AUTHENTICATE], "Bearer realm=\"vipfleet\"");
+        let wrong = call(&router, Method::POST, path, Some("test-token-0123456789abcdeX")).await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+        assert!(wrong.headers[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token"));
+        assert!(!wrong.body.contains(TOKEN));
+        let short = call(&router, Method::POST, path, Some(&TOKEN[..TOKEN.len() - 1])).await;
+        assert_eq!(short.status, StatusCode::UNAUTHORIZED);
+        assert!(rx.try_recv().is_err(), "nothing reaches the driver without the token");
+    }
+    let answer = call(&router, Method::POST, "/api/v1/drain", Some(TOKEN)).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED);
+    assert_eq!(answer.json()["accepted"], "drain");
+    assert_eq!(rx.try_recv().unwrap(), Control::Drain);
+    let answer = call(&router, Method::POST, "/api/v1/undrain", Some(TOKEN)).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED);
+    assert_eq!(rx.try_recv().unwrap(), Control::Undrain);
+
+    // The driver has gone away: say so, do not fail.
+    drop(rx);
+    let answer = call(&router, Method::POST, "/api/v1/drain", Some(TOKEN)).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.json()["error"], "stopped");
+}
+
+#[tokio::test]
+async fn without_a_token_the_write_endpoints_do_not_exist() {
+    let (router, mut rx) = control_router(None);
+    for path in ["/api/v1/drain", "/api/v1/undrain"] {
+        for bearer in [None, Some(TOKEN)] {
+            assert_eq!(
+                call(&router, Method::POST, path, bearer).await.status,
+                StatusCode::NOT_FOUND
+            );
+        }
+    }
+    assert!(rx.try_recv().is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_through_the_dashboard_hands_every_shard_away() {
+    let fleet = Fleet::start().await;
+    let router = fleet.router(0, Some(TOKEN));
+    // `a` started first and claimed everything, then rebalanced: count
+    // only what the drain does.
+    let handoffs_before = metric(&fleet.nodes[0].metrics.render(), "vipfleet_handoffs_total");
+    let answer = call(&router, Method::POST, "/api/v1/drain", Some(TOKEN)).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let view = fleet_json(&router).await;
+    assert_eq!(view["observer"]["mode"], "draining");
+    assert_eq!(view["events"][0]["kind"], "mode_changed");
+    assert_eq!(view["events"][0]["detail"], "active → draining");
+
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let view = fleet_json(&router).await;
+    assert_eq!(view["observer"]["exited"], true, "drained and stopped");
+    assert_eq!(view["observer"]["shards_held"], 0);
+    let since_drain: Vec<&Value> = view["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take_while(|e| e["kind"] != "mode_changed")
+        .collect();
+    let handed = since_drain.iter().filter(|e| e["kind"] == "handed_off").count();
+    assert_eq!(handed, SHARDS / 3, "{since_drain:#?}");
+    let handoffs = metric(&fleet.nodes[0].metrics.render(), "vipfleet_handoffs_total") - handoffs_before;
+    assert_eq!(handoffs, (SHARDS / 3) as f64);
+    let answer = get(&router, "/readyz").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(answer.body.contains("stopped"), "{}", answer.body);
+    let owners: BTreeMap<String, usize> = fleet_json(&fleet.router(1, None)).await["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .fold(BTreeMap::new(), |mut m, s| {
+            *m.entry(s["owner"].as_str().unwrap_or("-").to_string()).or_default() += 1;
+            m
+        });
+    assert_eq!(
+        owners,
+        BTreeMap::from([("b".to_string(), SHARDS / 2), ("c".to_string(), SHARDS / 2)])
+    );
+}
+
+#[tokio::test]
+async fn other_paths_are_404_and_other_methods_405_never_500() {
+    let (router, _rx) = control_router(Some(TOKEN));
+    for path in [
+        "/nope",
+        "/api/v1/fleet/",
+        "/api/v2/fleet",
+        "/metrics/x",
+        "/%ff",
+        "/api/v1/drain/now",
+    ] {
+        let answer = get(&router, path).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let wrong_methods = [
+        (Method::POST, "/"),
+        (Method::DELETE, "/api/v1/fleet"),
+        (Method::PUT, "/metrics"),
+        (Method::POST, "/healthz"),
+        (Method::PATCH, "/readyz"),
+        (Method::GET, "/api/v1/drain"),
+        (Method::DELETE, "/api/v1/undrain"),
+    ];
+    for (method, path) in wrong_methods {
+        let answer = call(&router, method.clone(), path, Some(TOKEN)).await;
+        assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+    }
+}
+
+/// Every operation in openapi.yaml, asked with and without the token, by a
+/// settled fleet and by one still starting: only documented status codes,
+/// and JSON bodies that match their schemas. Undocumented methods on each
+/// documented path answer 405.
+#[tokio::test(start_paused = true)]
+async fn every_documented_operation_answers_as_documented() {
+    let spec = openapi::Spec::load();
+    let fleet = Fleet::start().await;
+    let (starting, _rx) = control_router(Some(TOKEN));
+    let routers = [
+        ("settled, with token", fleet.router(0, Some(TOKEN))),
+        ("settled, no token", fleet.router(1, None)),
+        ("starting", starting),
+    ];
+    let operations = spec.operations();
+    assert_eq!(operations.len(), 7, "{operations:?}");
+    for op in &operations {
+        let method = Method::from_bytes(op.method.as_bytes()).unwrap();
+        for (name, router) in &routers {
+            for bearer in [None, Some(TOKEN), Some("wrong-token-0123456789abcdef")] {
+                let answer = call(router, method.clone(), &op.path, bearer).await;
+                let code = answer.status.as_u16();
+                if !op.secured {
+                    assert_ne!(code, 401, "{} {} is not documented as secured", op.method, op.path);
+                } else if *name == "settled, with token" && bearer != Some(TOKEN) {
+                    assert_eq!(code, 401, "{} {} is documented as secured", op.method, op.path);
+                }
+                let documented = op.responses.get(&code).unwrap_or_else(|| {
+                    panic!(
+                        "{} {} ({name}, {bearer:?}) answered undocumented {code}: {}",
+                        op.method, op.path, answer.body
+                    )
+                });
+                let content_type = answer
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default();
+                if let Some(expected) = &documented.content_type {
+                    assert!(
+                        content_type.starts_with(expected.as_str()),
+                        "{} {} answered {code} as {content_type:?}, documented {expected:?}",
+                        op.method,
+                        op.path
+                    );
+                }
+                if let (Some(schema), true) = (&documented.schema, content_type.starts_with("application/json")) {
+                    let errors = spec.validate(schema, &answer.json());
+                    assert!(
+                        errors.is_empty(),
+                        "{} {} {code}: {}",
+                        op.method,
+                        op.path,
+                        errors.join("\n")
+                    );
+                }
+            }
+        }
+        for other in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+            if operations.iter().any(|o| o.path == op.path && o.method == other) {
+                continue;
+            }
+            let method = Method::from_bytes(other.as_bytes()).unwrap();
+            let answer = call(&routers[0].1, method, &op.path, Some(TOKEN)).await;
+            assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{other} {}", op.path);
+        }
+    }
+}
+
+/// The schema check itself can fail: break a real answer three ways.
+#[tokio::test(start_paused = true)]
+async fn the_schema_check_catches_missing_mistyped_and_undocumented_fields() {
+    let fleet = Fleet::start().await;
+    let view = fleet_json(&fleet.router(0, None)).await;
+    let spec = openapi::Spec::load();
+    let schema = spec.schema("Fleet");
+
+    let mut missing = view.clone();
+    missing["observer"].as_object_mut().unwrap().remove("lease_valid");
+    let errors = spec.validate(&schema, &missing);
+    assert!(errors.iter().any(|e| e.contains("lease_valid")), "{errors:?}");
+
+    let mut mistyped = view.clone();
+    mistyped["shards"][3]["epoch"] = Value::String("7".into());
+    mistyped["nodes"][0]["state"] = Value::String("sleepy".into());
+    let errors = spec.validate(&schema, &mistyped);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+
+    let mut extra = view;
+    extra["totals"]["surprise"] = Value::Bool(true);
+    extra["shards"][0]["routes"][0]["status"] = Value::Null;
+    let errors = spec.validate(&schema, &extra);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+}
+
+#[tokio::test]
+async fn serve_answers_on_every_listener_and_stops_on_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listeners = vec![
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    ];
+    let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let (_board, status) = StatusBoard::new();
+    let (controls, _rx) = driver::controls();
+    let state = DashboardState::new(status, Arc::new(Metrics::new()), controls, None);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(dashboard::serve(listeners, state, async {
+        let _ = stopped.await;
+    }));
+
+    for addr in &addrs {
+        for (path, expected) in [
+            ("/healthz", "200 OK"),
+            ("/readyz", "503 Service Unavailable"),
+            ("/x", "404 Not Found"),
+        ] {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.unwrap();
+            assert!(
+                response.starts_with(&format!("HTTP/1.1 {expected}")),
+                "{addr}{path}: {response}"
+            );
+        }
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("serve returns after shutdown")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addrs[0]).await.is_err(),
+        "the listener is closed"
+    );
+}
