@@ -52,9 +52,13 @@ impl Scenario {
     }
 
     /// Whether requests to the victim's VIPs may fail (everything else must
-    /// not fail at all).
+    /// not fail at all). A drain moves the victim's VIPs: a connection caught
+    /// mid-handshake by the route change may fail, and is counted.
     pub fn victim_may_fail(self) -> bool {
-        matches!(self, Scenario::Crash | Scenario::Zombie | Scenario::Partition)
+        matches!(
+            self,
+            Scenario::Crash | Scenario::Zombie | Scenario::Partition | Scenario::ScaleIn
+        )
     }
 }
 
