@@ -280,6 +280,9 @@ pub struct Machine {
     shards_in_flight: bool,
     describe_in_flight: bool,
     shards_stale: bool,
+    /// After a failed read of the shards, the next waits until this: a
+    /// store that fails fast must not be hammered.
+    shards_not_before: Instant,
     next_heartbeat_at: Instant,
     next_scan_at: Instant,
     next_shard_refresh_at: Instant,
@@ -317,6 +320,7 @@ impl Machine {
             shards_in_flight: false,
             describe_in_flight: false,
             shards_stale: true,
+            shards_not_before: now,
             next_heartbeat_at: now,
             next_scan_at: now,
             next_shard_refresh_at: now,
@@ -407,6 +411,7 @@ impl Machine {
                     }
                     Err(e) => {
                         self.shards_stale = true;
+                        self.shards_not_before = now + self.cfg().scan_interval;
                         out.events.push(Event::StoreError { detail: e.to_string() });
                     }
                 }
@@ -732,7 +737,8 @@ impl Machine {
             self.next_scan_at = now + self.cfg().scan_interval;
             out.effects.push(Effect::ReadNodes);
         }
-        if !self.shards_in_flight && (self.shards_stale || now >= self.next_shard_refresh_at) {
+        let stale_read_due = self.shards_stale && now >= self.shards_not_before;
+        if !self.shards_in_flight && (stale_read_due || now >= self.next_shard_refresh_at) {
             self.shards_in_flight = true;
             self.shards_stale = false;
             self.next_shard_refresh_at = now + self.cfg().shard_refresh_interval;
@@ -959,6 +965,9 @@ impl Machine {
             return None;
         }
         let mut wake = vec![self.next_scan_at, self.next_shard_refresh_at, self.next_reconcile_at];
+        if self.shards_stale {
+            wake.push(self.shards_not_before);
+        }
         if !self.heartbeat_in_flight {
             wake.push(self.next_heartbeat_at);
         }
@@ -1024,5 +1033,84 @@ impl Machine {
 
     pub fn has_exited(&self) -> bool {
         self.exited
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{StoreError, StoreErrorKind, StoreOp};
+    use crate::types::{EniId, Vip};
+
+    fn machine() -> Machine {
+        let vips: Vec<Vip> = ["10.200.0.1", "10.200.0.2"]
+            .iter()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        Machine::new(
+            NodeSetup {
+                info: NodeInfo {
+                    id: NodeId::new("a"),
+                    eni: EniId("eni-a".into()),
+                    az: "az".into(),
+                    addr: String::new(),
+                    weight: 1,
+                    version: String::new(),
+                },
+                inc: Incarnation(1),
+                lease: LeaseConfig::DEFAULT,
+                layout: ShardLayout::one_per_vip(&vips).unwrap(),
+                route_tables: vec![RouteTableId("rtb-1".into())],
+            },
+            Instant::ZERO,
+        )
+    }
+
+    fn reads_of_shards(step: &Step) -> usize {
+        step.effects.iter().filter(|e| matches!(e, Effect::ReadShards)).count()
+    }
+
+    #[test]
+    fn a_failing_shard_read_is_retried_after_a_scan_not_at_once() {
+        let mut m = machine();
+        let first = m.step(Input::Tick, Instant::ZERO);
+        assert_eq!(reads_of_shards(&first), 1);
+        let failed = Err(StoreError::new(
+            StoreOp::ReadShards,
+            StoreErrorKind::Unavailable,
+            "down",
+        ));
+        let t = Instant::from_millis(5);
+        let after_failure = m.step(
+            Input::Shards {
+                sent_at: Instant::ZERO,
+                result: failed,
+            },
+            t,
+        );
+        assert_eq!(reads_of_shards(&after_failure), 0, "no retry storm");
+        let scan = LeaseConfig::DEFAULT.scan_interval;
+        assert!(after_failure.wake_at.is_some_and(|w| w <= t + scan));
+        assert_eq!(
+            reads_of_shards(&m.step(Input::Tick, t + scan)),
+            1,
+            "retried after a scan"
+        );
+    }
+
+    #[test]
+    fn the_first_step_registers_and_reads() {
+        let mut m = machine();
+        let step = m.step(Input::Tick, Instant::ZERO);
+        let register = step
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Heartbeat(req) if req.register && req.state == NodeState::Active));
+        assert!(register, "{:?}", step.effects);
+        assert!(step.effects.contains(&Effect::ReadNodes));
+        assert!(
+            !step.effects.iter().any(|e| matches!(e, Effect::Acquire(_))),
+            "no claims before the lease"
+        );
     }
 }
