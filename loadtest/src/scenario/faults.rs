@@ -51,14 +51,16 @@ impl Scenario {
         }
     }
 
-    /// Whether requests to the victim's VIPs may fail (everything else must
-    /// not fail at all). A drain moves the victim's VIPs: a connection caught
-    /// mid-handshake by the route change may fail, and is counted.
+    /// Whether requests to the victim's VIPs may fail (it went dark).
     pub fn victim_may_fail(self) -> bool {
-        matches!(
-            self,
-            Scenario::Crash | Scenario::Zombie | Scenario::Partition | Scenario::ScaleIn
-        )
+        matches!(self, Scenario::Crash | Scenario::Zombie | Scenario::Partition)
+    }
+
+    /// Whether requests to VIPs that moved may fail: a connection caught
+    /// mid-handshake by a route change is lost, and counted. Not so where
+    /// nothing should move (steady, store outage, a drifted route).
+    pub fn moves_may_fail(self) -> bool {
+        !matches!(self, Scenario::Steady | Scenario::StoreOutage | Scenario::RouteDrift)
     }
 }
 

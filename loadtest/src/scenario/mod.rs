@@ -300,11 +300,22 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     };
     report.add_traffic(&records, &outages);
 
-    let may_fail = if scenario.victim_may_fail() {
+    // The victim's VIPs may fail where the fault darkens them; VIPs that
+    // moved may lose a connection caught mid-handshake by the route change.
+    // Anything else failing breaks the promise.
+    let mut may_fail = if scenario.victim_may_fail() {
         victim_vips.clone()
     } else {
         BTreeSet::new()
     };
+    if scenario.moves_may_fail() {
+        may_fail.extend(
+            after
+                .iter()
+                .filter(|(vip, (_, epoch))| before.get(*vip).is_some_and(|(_, e)| e != epoch))
+                .map(|(vip, _)| vip.addr()),
+        );
+    }
     for (vip, n) in timeline::unexpected_failures(&records, &may_fail, fault_ms) {
         report.violations.push(format!(
             "{n} requests failed on {vip}, which the fault should not touch"

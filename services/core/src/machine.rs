@@ -926,9 +926,14 @@ impl Machine {
     }
 
     /// A confirmation younger than this fences a route write; older ones
-    /// are renewed with a consistent read first.
+    /// are renewed with a consistent read first. One lease: ownership can
+    /// only be lost while our own lease has lapsed (which voids every
+    /// confirmation anyway) or by our own hand-off, so this only bounds
+    /// trust in old reads. It must exceed a store round trip by far, or a
+    /// slow store would keep every confirmation stale and no route would
+    /// ever be written (seen in the lab with the fast profile).
     fn confirm_fresh_for(&self) -> Duration {
-        self.cfg().heartbeat_interval
+        self.cfg().lease_ttl
     }
 
     fn plan_route_writes(&mut self, now: Instant, out: &mut Step) {
@@ -1112,5 +1117,81 @@ mod tests {
             !step.effects.iter().any(|e| matches!(e, Effect::Acquire(_))),
             "no claims before the lease"
         );
+    }
+
+    /// Drives `m` through registration and a first snapshot in which every
+    /// shard is free, with store calls that take `rtt` each; returns what
+    /// the machine asks for once its claims succeed.
+    fn acquire_all(m: &mut Machine, rtt: std::time::Duration) -> Vec<Effect> {
+        let mut now = Instant::ZERO;
+        m.step(Input::Tick, now);
+        now = now + rtt;
+        m.step(
+            Input::Heartbeat {
+                sent_at: Instant::ZERO,
+                result: Ok(HeartbeatOutcome::Beat(1)),
+            },
+            now,
+        );
+        let sent = now;
+        now = now + rtt;
+        m.step(
+            Input::Nodes {
+                sent_at: sent,
+                result: Ok(vec![]),
+            },
+            now,
+        );
+        // A second heartbeat, sent with the reads, keeps the lease unbroken.
+        m.step(
+            Input::Heartbeat {
+                sent_at: sent,
+                result: Ok(HeartbeatOutcome::Beat(2)),
+            },
+            now,
+        );
+        let step = m.step(
+            Input::Shards {
+                sent_at: sent,
+                result: Ok(vec![]),
+            },
+            now,
+        );
+        let acquires: Vec<ShardId> = step
+            .effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Acquire(req) => Some(req.shard),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(acquires.len(), 2, "{:?}", step.effects);
+        let sent = now;
+        now = now + rtt;
+        let mut effects = Vec::new();
+        for (i, shard) in acquires.into_iter().enumerate() {
+            let out = m.step(
+                Input::Acquired {
+                    shard,
+                    sent_at: sent,
+                    result: Ok(AcquireOutcome::Acquired { epoch: i as u64 + 1 }),
+                },
+                now,
+            );
+            effects.extend(out.effects);
+        }
+        effects
+    }
+
+    #[test]
+    fn routes_are_written_right_after_a_claim_even_with_a_slow_store() {
+        // A round trip longer than a heartbeat interval must not keep the
+        // claim's confirmation from fencing the route write.
+        let mut m = machine();
+        let slow = LeaseConfig::DEFAULT.heartbeat_interval + std::time::Duration::from_millis(200);
+        let effects = acquire_all(&mut m, slow);
+        let writes = effects.iter().filter(|e| matches!(e, Effect::WriteRoutes(_))).count();
+        assert_eq!(writes, 2, "{effects:?}");
+        assert!(!effects.iter().any(|e| matches!(e, Effect::ConfirmShard(_))));
     }
 }
