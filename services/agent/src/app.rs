@@ -110,7 +110,11 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     crate::notify::ready();
     tokio::spawn(crate::notify::watchdog(status.clone()));
 
-    let reason = driver.run(controls).await;
+    let drain_timeout = config.lifecycle.drain_timeout;
+    let reason = tokio::select! {
+        reason = driver.run(controls) => reason,
+        () = drain_deadline(status.clone(), drain_timeout) => return Err(RunError::DrainTimeout(drain_timeout)),
+    };
     match reason {
         ExitReason::Drained => {
             info!("drained: every shard handed off");
@@ -118,6 +122,22 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
             Ok(())
         }
         ExitReason::Superseded => Err(RunError::Superseded),
+    }
+}
+
+/// Resolves `timeout` after the node started draining (whoever asked:
+/// signal, lifecycle hook, dashboard); never if it does not drain. An
+/// undrain in between starts the clock again next time.
+async fn drain_deadline(mut status: watch::Receiver<crate::status::Status>, timeout: std::time::Duration) {
+    loop {
+        let draining = |s: &crate::status::Status| s.mode == Some(vipfleet_core::machine::Mode::Draining);
+        if status.wait_for(draining).await.is_err() {
+            return std::future::pending().await;
+        }
+        let undrained = status.wait_for(|s| !draining(s));
+        if tokio::time::timeout(timeout, undrained).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -233,5 +253,40 @@ async fn forward_health(mut rx: watch::Receiver<Health>, controls: mpsc::Sender<
         if controls.send(Control::Healthy(healthy)).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+    use vipfleet_core::machine::Mode;
+
+    use super::drain_deadline;
+    use crate::status::Status;
+
+    fn set(tx: &watch::Sender<Status>, mode: Mode) {
+        tx.send_modify(|s| s.mode = Some(mode));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_clock_starts_when_draining_and_resets_on_undrain() {
+        const TIMEOUT: Duration = Duration::from_secs(60);
+        let (tx, rx) = watch::channel(Status::default());
+        set(&tx, Mode::Active);
+        let started = tokio::time::Instant::now();
+        let deadline = tokio::spawn(drain_deadline(rx, TIMEOUT));
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        assert!(!deadline.is_finished(), "no drain, no deadline");
+        set(&tx, Mode::Draining);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        set(&tx, Mode::Active);
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        assert!(!deadline.is_finished(), "an undrain stops the clock");
+        set(&tx, Mode::Draining);
+        deadline.await.expect("deadline task");
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_secs(230) + TIMEOUT, "{elapsed:?}");
     }
 }
