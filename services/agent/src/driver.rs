@@ -25,9 +25,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as TokioInstant;
 use tracing::{debug, info, warn};
 use vipfleet_core::machine::{Effect, Event, ExitReason, Input, Machine, Mode, Priority, RouteWriteRequest};
-use vipfleet_core::routes::{point_route, RouteError, RouteOp, RouteTable};
+use vipfleet_core::routes::{point_route, RouteEntry, RouteError, RouteOp, RouteTable};
 use vipfleet_core::store::{LeaseStore, StoreError, StoreErrorKind, StoreOp};
-use vipfleet_core::{Epoch, Instant, ShardId};
+use vipfleet_core::{EniId, Epoch, Instant, RouteTableId, ShardId, Vip};
 
 use crate::aws::pacing::{self, PacedRoutes, Pacer};
 use crate::dashboard::metered::{store_outcome, MeteredRoutes, OutcomeLabel};
@@ -284,34 +284,26 @@ where
 }
 
 /// Points every VIP of the shard in every table at the ENI, one paced call
-/// at a time, re-checking the fence before each.
+/// at a time. Each EC2 call checks the fence after it got its pacer token
+/// and right before it is sent: a lease that lapsed, or a shard handed off,
+/// while the call waited for a token stops the write.
 async fn write_routes<R: RouteTable>(
     routes: PacedRoutes<R>,
     req: RouteWriteRequest,
     fence: Option<Arc<Mutex<Fence>>>,
     origin: TokioInstant,
 ) -> Input {
+    let fenced = FencedRoutes {
+        routes: &routes,
+        fence: fence.as_deref(),
+        shard: req.shard,
+        epoch: req.epoch,
+        origin,
+    };
     let mut failed = Vec::new();
     for table in &req.tables {
         for vip in &req.vips {
-            if let Some(fence) = &fence {
-                let now = Instant::from_offset(TokioInstant::now().saturating_duration_since(origin));
-                let allowed = fence
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .allows(req.shard, req.epoch, now);
-                if !allowed {
-                    failed.push(RouteError::Other {
-                        op: RouteOp::Replace,
-                        detail: format!(
-                            "fenced: no longer allowed to write shard {} at epoch {}",
-                            req.shard, req.epoch
-                        ),
-                    });
-                    continue;
-                }
-            }
-            let call = point_route(&routes, table, *vip, &req.eni);
+            let call = point_route(&fenced, table, *vip, &req.eni);
             match tokio::time::timeout(ROUTE_CALL_TIMEOUT, call).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => failed.push(e),
@@ -326,6 +318,57 @@ async fn write_routes<R: RouteTable>(
         shard: req.shard,
         eni: req.eni,
         failed,
+    }
+}
+
+/// The paced routes of one `WriteRoutes`, fenced per call (`fence` is
+/// `None` for writes to another node's ENI, which a hand-off pushes).
+struct FencedRoutes<'a, R> {
+    routes: &'a PacedRoutes<R>,
+    fence: Option<&'a Mutex<Fence>>,
+    shard: ShardId,
+    epoch: Epoch,
+    origin: TokioInstant,
+}
+
+impl<R: RouteTable> FencedRoutes<'_, R> {
+    async fn admit(&self, op: RouteOp) -> Result<(), RouteError> {
+        self.routes.pacer().acquire(self.routes.priority()).await;
+        let Some(fence) = self.fence else {
+            return Ok(());
+        };
+        let now = Instant::from_offset(TokioInstant::now().saturating_duration_since(self.origin));
+        let allowed = fence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allows(self.shard, self.epoch, now);
+        if allowed {
+            Ok(())
+        } else {
+            Err(RouteError::Other {
+                op,
+                detail: format!(
+                    "fenced: no longer allowed to write shard {} at epoch {}",
+                    self.shard, self.epoch
+                ),
+            })
+        }
+    }
+}
+
+impl<R: RouteTable> RouteTable for FencedRoutes<'_, R> {
+    async fn describe(&self, tables: &[RouteTableId]) -> Result<Vec<RouteEntry>, RouteError> {
+        self.routes.inner().describe(tables).await
+    }
+
+    async fn replace(&self, table: &RouteTableId, vip: Vip, eni: &EniId) -> Result<(), RouteError> {
+        self.admit(RouteOp::Replace).await?;
+        self.routes.inner().replace(table, vip, eni).await
+    }
+
+    async fn create(&self, table: &RouteTableId, vip: Vip, eni: &EniId) -> Result<(), RouteError> {
+        self.admit(RouteOp::Create).await?;
+        self.routes.inner().create(table, vip, eni).await
     }
 }
 

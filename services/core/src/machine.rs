@@ -274,6 +274,10 @@ pub struct Machine {
     /// Members and expiries as of the last plan, to notice changes.
     last_members: Vec<Member>,
     expired: BTreeSet<NodeId>,
+    /// When the live set last changed. A shard map read before it may miss
+    /// hand-offs we received since, so claims and hand-offs wait for a newer
+    /// read.
+    members_changed_at: Option<Instant>,
     route_checks: BTreeMap<(ShardId, RouteTableId), (RouteCheck, Instant)>,
     heartbeat_in_flight: bool,
     nodes_in_flight: bool,
@@ -314,6 +318,7 @@ impl Machine {
             marking: BTreeMap::new(),
             last_members: Vec::new(),
             expired: BTreeSet::new(),
+            members_changed_at: None,
             route_checks: BTreeMap::new(),
             heartbeat_in_flight: false,
             nodes_in_flight: false,
@@ -659,7 +664,20 @@ impl Machine {
         if !valid || !self.nodes_seen || !self.shards_seen {
             return;
         }
-        let members = self.members(out);
+        let members = self.members(now, out);
+        // Claims planned from a shard map older than the change in the live
+        // set overshoot: hand-offs we received since are missing from it, so
+        // we look under capacity, take too many orphans, and rebalancing then
+        // moves shards that were never the dead node's. Read first.
+        let fresh = self
+            .members_changed_at
+            .is_none_or(|changed| self.shards_read_at.is_some_and(|read| read >= changed));
+        if !fresh && self.shards_stale && !self.shards_in_flight && now >= self.shards_not_before {
+            self.shards_in_flight = true;
+            self.shards_stale = false;
+            self.next_shard_refresh_at = now + self.cfg().shard_refresh_interval;
+            out.effects.push(Effect::ReadShards);
+        }
         let owners: BTreeMap<ShardId, NodeId> = self
             .shards
             .iter()
@@ -675,9 +693,13 @@ impl Machine {
         let target = assign(&shard_ids, &members, &owners);
         let orphans = shard_ids.iter().filter(|s| !owners.contains_key(s)).count();
 
-        self.plan_acquisitions(&target, &members, now, out);
+        if fresh {
+            self.plan_acquisitions(&target, &members, now, out);
+        }
         self.plan_mark_dead(&members, out);
-        self.plan_handoffs(&target, orphans, now, out);
+        if fresh {
+            self.plan_handoffs(&target, orphans, now, out);
+        }
         self.plan_route_writes(now, out);
         if orphans > 0
             && self
@@ -757,7 +779,7 @@ impl Machine {
     /// The live nodes as this observer sees them, ourselves included while
     /// our lease holds. Unhealthy nodes serve when nobody healthy is left:
     /// a struggling haproxy beats a black hole.
-    fn members(&mut self, out: &mut Step) -> Vec<Member> {
+    fn members(&mut self, now: Instant, out: &mut Step) -> Vec<Member> {
         let ttl = self.cfg().lease_ttl;
         let mut expired = BTreeSet::new();
         let mut members = Vec::new();
@@ -799,6 +821,7 @@ impl Machine {
         members.sort_by(|a, b| a.id.cmp(&b.id));
         if members != self.last_members || expired != self.expired {
             self.shards_stale = true;
+            self.members_changed_at = Some(now);
         }
         self.last_members = members.clone();
         self.expired = expired;
@@ -1120,20 +1143,18 @@ mod tests {
     }
 
     /// Drives `m` through registration and a first snapshot in which every
-    /// shard is free, with store calls that take `rtt` each; returns what
-    /// the machine asks for once its claims succeed.
+    /// shard is free, each store call taking `rtt`; returns what the
+    /// machine asks for once its claims succeed.
     fn acquire_all(m: &mut Machine, rtt: std::time::Duration) -> Vec<Effect> {
         let mut now = Instant::ZERO;
         m.step(Input::Tick, now);
         now = now + rtt;
-        m.step(
-            Input::Heartbeat {
-                sent_at: Instant::ZERO,
-                result: Ok(HeartbeatOutcome::Beat(1)),
-            },
-            now,
-        );
-        let sent = now;
+        let beat = Input::Heartbeat {
+            sent_at: Instant::ZERO,
+            result: Ok(HeartbeatOutcome::Beat(1)),
+        };
+        m.step(beat, now);
+        let mut sent = now;
         now = now + rtt;
         m.step(
             Input::Nodes {
@@ -1142,32 +1163,31 @@ mod tests {
             },
             now,
         );
-        // A second heartbeat, sent with the reads, keeps the lease unbroken.
-        m.step(
-            Input::Heartbeat {
-                sent_at: sent,
-                result: Ok(HeartbeatOutcome::Beat(2)),
-            },
-            now,
-        );
-        let step = m.step(
-            Input::Shards {
-                sent_at: sent,
-                result: Ok(vec![]),
-            },
-            now,
-        );
-        let acquires: Vec<ShardId> = step
-            .effects
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Acquire(req) => Some(req.shard),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(acquires.len(), 2, "{:?}", step.effects);
-        let sent = now;
-        now = now + rtt;
+        let mut acquires = Vec::new();
+        // The first plan sees the live set change and reads the shards again.
+        for _ in 0..2 {
+            let step = m.step(
+                Input::Shards {
+                    sent_at: sent,
+                    result: Ok(vec![]),
+                },
+                now,
+            );
+            acquires = step
+                .effects
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Acquire(req) => Some(req.shard),
+                    _ => None,
+                })
+                .collect();
+            sent = now;
+            now = now + rtt;
+            if !acquires.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(acquires.len(), 2);
         let mut effects = Vec::new();
         for (i, shard) in acquires.into_iter().enumerate() {
             let out = m.step(
@@ -1185,11 +1205,11 @@ mod tests {
 
     #[test]
     fn routes_are_written_right_after_a_claim_even_with_a_slow_store() {
-        // A round trip longer than a heartbeat interval must not keep the
-        // claim's confirmation from fencing the route write.
+        // A store round trip longer than a heartbeat interval must not keep
+        // the claim's own confirmation from fencing the route write.
         let mut m = machine();
-        let slow = LeaseConfig::DEFAULT.heartbeat_interval + std::time::Duration::from_millis(200);
-        let effects = acquire_all(&mut m, slow);
+        m.setup.lease.heartbeat_interval = std::time::Duration::from_millis(200);
+        let effects = acquire_all(&mut m, std::time::Duration::from_millis(400));
         let writes = effects.iter().filter(|e| matches!(e, Effect::WriteRoutes(_))).count();
         assert_eq!(writes, 2, "{effects:?}");
         assert!(!effects.iter().any(|e| matches!(e, Effect::ConfirmShard(_))));
