@@ -16,27 +16,12 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+mod common;
+use common::{is_root, netns_works};
+
 const BIN: &str = env!("CARGO_BIN_EXE_vipfleet-loadtest");
 /// The lab's process marker (see `lab::procs::MARKER_VAR`).
 const MARKER_VAR: &str = "VIPFLEET_LAB_MEMBER";
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
-
-fn netns_works() -> bool {
-    Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
