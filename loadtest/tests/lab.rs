@@ -43,7 +43,9 @@ fn lab(prefix: &str, args: &[&str]) -> Output {
 }
 
 /// Builds `vipfleet-agent` into the directory `vipfleet-loadtest` runs from,
-/// so the lab never runs a stale agent.
+/// so the lab never runs a stale agent. `--workspace --bins`, as tests/run
+/// builds them: a single-package build resolves other features and would
+/// compile the whole AWS SDK a second time.
 fn build_agent() {
     let exe_dir = Path::new(BIN).parent().expect("binary directory");
     let profile_dir = exe_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
@@ -54,10 +56,8 @@ fn build_agent() {
         .args([
             "build",
             "--quiet",
-            "-p",
-            "vipfleet-agent",
-            "--bin",
-            "vipfleet-agent",
+            "--workspace",
+            "--bins",
             "--profile",
             profile,
         ])
@@ -65,7 +65,7 @@ fn build_agent() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("running cargo build");
-    assert!(status.success(), "cargo build -p vipfleet-agent failed");
+    assert!(status.success(), "cargo build --workspace --bins failed");
     assert!(exe_dir.join("vipfleet-agent").is_file());
 }
 
