@@ -22,12 +22,13 @@
 #   VIPFLEET_AGENT_SHA256         its sha256, hex (required)
 #   VIPFLEET_HAPROXY_BACKENDS     comma-separated host:port; empty keeps haproxy.cfg as it is
 #   VIPFLEET_HAPROXY_PORT         port haproxy serves the VIPs on (default: 80)
+#   VIPFLEET_VIP_BINDING_KIND     link type that holds the VIPs: dummy (default) or
+#                                 ifb (for kernels built without dummy)
 # Switches for tests and images: VIPFLEET_ROOT (install under this prefix,
 # default /), VIPFLEET_SKIP_PACKAGES=1, VIPFLEET_SKIP_SYSTEMCTL=1,
 # VIPFLEET_SKIP_KERNEL=1 (no live sysctl/modprobe; implied when VIPFLEET_ROOT
 # is not /), VIPFLEET_FAKE_TOOLS=1 (tests whose PATH holds stand-ins for
-# systemctl, sysctl and modprobe: lifts the VIPFLEET_ROOT guards) with
-# VIPFLEET_SYSFS (where loaded modules show, default /sys).
+# systemctl, sysctl, ip and modprobe: lifts the VIPFLEET_ROOT guards).
 set -Eeuo pipefail
 umask 022
 
@@ -143,6 +144,7 @@ check_inputs() {
   VIPFLEET_AGENT_SHA256="${VIPFLEET_AGENT_SHA256,,}"
   [[ "$VIPFLEET_AGENT_SHA256" =~ ^[0-9a-f]{64}$ ]] || die "VIPFLEET_AGENT_SHA256 must be 64 hex digits"
   [[ "${VIPFLEET_HAPROXY_PORT:=80}" =~ ^[0-9]{1,5}$ ]] || die "bad haproxy port"
+  [[ "${VIPFLEET_VIP_BINDING_KIND:=dummy}" =~ ^(dummy|ifb)$ ]] || die "VIPFLEET_VIP_BINDING_KIND must be dummy or ifb"
   if [[ -n "${VIPFLEET_HAPROXY_BACKENDS:-}" ]]; then
     check_list VIPFLEET_HAPROXY_BACKENDS "$VIPFLEET_HAPROXY_BACKENDS" '^[A-Za-z0-9.-]+:[0-9]{1,5}$'
   fi
@@ -231,6 +233,7 @@ rise = 2
 [vip_binding]
 enabled = true
 interface = "vipfleet0"
+kind = "$VIPFLEET_VIP_BINDING_KIND"
 
 [ec2]
 mutating_calls_per_second = 2.0
@@ -331,6 +334,13 @@ write_haproxy_config() {
   HAPROXY_RELOAD="$PUT_CHANGED"
 }
 
+# can_create_link KIND: the kernel makes links of this type (a throwaway one).
+can_create_link() {
+  local probe="vipfleet-p$$"
+  ip link add "$probe" type "$1" 2>/dev/null || return 1
+  ip link del "$probe"
+}
+
 write_kernel_settings() {
   log "step 6/7: kernel settings"
   local kv key want have
@@ -344,8 +354,8 @@ write_kernel_settings() {
     done
   } >"$WORK/sysctl.conf"
   put_file "$SYSCTL_FILE" 644 <"$WORK/sysctl.conf"
-  # The agent creates vipfleet0 (type dummy) but may not load modules itself.
-  put_file "$MODULES_FILE" 644 <<<"dummy"
+  # The agent creates vipfleet0 but may not load modules itself.
+  put_file "$MODULES_FILE" 644 <<<"$VIPFLEET_VIP_BINDING_KIND"
   if [[ "$SKIP_KERNEL" == 1 ]]; then
     log "live sysctl/modprobe skipped (VIPFLEET_SKIP_KERNEL=1 or VIPFLEET_ROOT set)"
     return 0
@@ -360,9 +370,12 @@ write_kernel_settings() {
       CHANGES=$((CHANGES + 1))
     fi
   done
-  if [[ ! -d "${VIPFLEET_SYSFS:-/sys}/module/dummy" ]]; then
-    modprobe dummy
-    log "loaded kernel module dummy"
+  # Asking the kernel is the only test that also holds for built-in drivers.
+  if ! can_create_link "$VIPFLEET_VIP_BINDING_KIND"; then
+    modprobe "$VIPFLEET_VIP_BINDING_KIND"
+    can_create_link "$VIPFLEET_VIP_BINDING_KIND" ||
+      die "the kernel cannot create $VIPFLEET_VIP_BINDING_KIND links, even after modprobe"
+    log "loaded kernel module $VIPFLEET_VIP_BINDING_KIND"
     CHANGES=$((CHANGES + 1))
   fi
 }

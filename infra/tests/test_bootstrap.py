@@ -90,7 +90,7 @@ def test_first_run_installs_everything(tmp_path, agent, env):
     assert config["lifecycle"] == {"asg_name": "vipfleet-nodes", "hook_name": "vipfleet-drain"}
     assert config["health"]["url"] == "http://127.0.0.1:8404/healthz"
     assert config["dashboard"]["listen"] == ["0.0.0.0:9180"]
-    assert config["vip_binding"] == {"enabled": True, "interface": "vipfleet0"}
+    assert config["vip_binding"] == {"enabled": True, "interface": "vipfleet0", "kind": "dummy"}
 
     # The agent was asked to validate the config, and in a clean environment.
     calls = (agent.parent / "agent-calls.log").read_text().splitlines()
@@ -162,6 +162,7 @@ def test_agent_rejecting_the_config_stops_the_bootstrap(tmp_path):
         ({"VIPFLEET_AGENT_URL": "ftp://example.invalid/agent"}, "unsupported agent URL scheme"),
         ({"VIPFLEET_AGENT_URL": "file:///nonexistent/agent"}, "cannot read"),
         ({"VIPFLEET_LEASE_PROFILE": "turbo"}, "lease profile"),
+        ({"VIPFLEET_VIP_BINDING_KIND": "bridge"}, "must be dummy or ifb"),
         ({"VIPFLEET_SKIP_SYSTEMCTL": "0"}, "needs VIPFLEET_SKIP_PACKAGES=1 and VIPFLEET_SKIP_SYSTEMCTL=1"),
     ],
 )
@@ -169,6 +170,13 @@ def test_bad_inputs_fail_with_a_message(tmp_path, env, override, message):
     result = run_bash(BOOTSTRAP, {**env, **override})
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_ifb_kind_reaches_the_config_and_the_module_list(tmp_path, env):
+    root = tmp_path / "root"
+    assert run_bash(BOOTSTRAP, {**env, "VIPFLEET_VIP_BINDING_KIND": "ifb"}).returncode == 0
+    assert tomllib.loads((root / "etc/vipfleet/agent.toml").read_text())["vip_binding"]["kind"] == "ifb"
+    assert (root / "etc/modules-load.d/vipfleet.conf").read_text() == "ifb\n"
 
 
 def test_http_artifact(tmp_path, agent, env):
@@ -291,7 +299,9 @@ def test_sample_haproxy_config_is_valid():
 
 
 def make_fake_tools(directory: Path) -> Path:
-    """Stand-ins for systemctl, sysctl and modprobe that keep state in files and log every call."""
+    """Stand-ins for systemctl, sysctl, ip and modprobe that keep state in files and log every call.
+
+    The stand-in kernel makes links of a type only once modprobe has loaded its module."""
     state = directory / "state"
     state.mkdir(parents=True)
     log = directory / "tools.log"
@@ -317,7 +327,15 @@ exit 2
 """,
         "modprobe": f"""#!/bin/sh
 echo "modprobe $*" >> '{log}'
-mkdir -p '{state}'/sys/module/"$1"
+touch '{state}'/module-"$1"
+""",
+        "ip": f"""#!/bin/sh
+echo "ip $*" >> '{log}'
+case "$1 $2" in
+  "link add") [ -f '{state}'/module-"$5" ] ;;
+  "link del") ;;
+  *) exit 2 ;;
+esac
 """,
     }
     bin_dir = directory / "bin"
@@ -336,7 +354,6 @@ def test_services_and_kernel_settings_are_applied_once(tmp_path, env):
         **env,
         "PATH": f"{bin_dir}:{env['PATH']}",
         "VIPFLEET_FAKE_TOOLS": "1",
-        "VIPFLEET_SYSFS": str(tmp_path / "tools/state/sys"),
         "VIPFLEET_SKIP_SYSTEMCTL": "0",
     }
 
@@ -347,7 +364,7 @@ def test_services_and_kernel_settings_are_applied_once(tmp_path, env):
         return result, log.read_text().splitlines()
 
     def mutations(calls: list[str]) -> list[str]:
-        return [c for c in calls if not c.startswith(("systemctl is-", "sysctl -n"))]
+        return [c for c in calls if not c.startswith(("systemctl is-", "sysctl -n", "ip link"))]
 
     first, calls = calls_of(env)
     expected = [
