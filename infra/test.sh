@@ -43,7 +43,7 @@ check "user data matches infra files" \
 
 while IFS= read -r script; do
   check "shellcheck $script" shellcheck --severity=style "$script"
-done < <(find infra -name '*.sh' -type f | sort)
+done < <(find infra loadtest/lab -name '*.sh' -type f | sort)
 
 echo "=== pytest infra/tests"
 "$PYTHON" -m pytest infra/tests -q -rs -p no:cacheprovider --junitxml="$work/junit.xml"

@@ -22,6 +22,8 @@
 #   VIPFLEET_AGENT_SHA256         its sha256, hex (required)
 #   VIPFLEET_HAPROXY_BACKENDS     comma-separated host:port; empty keeps haproxy.cfg as it is
 #   VIPFLEET_HAPROXY_PORT         port haproxy serves the VIPs on (default: 80)
+#   VIPFLEET_HAPROXY_MAXCONN      haproxy's global maxconn (default: 20000; it needs
+#                                 about twice as many file descriptors)
 #   VIPFLEET_VIP_BINDING_KIND     link type that holds the VIPs: dummy (default) or
 #                                 ifb (for kernels built without dummy)
 # Switches for tests and images: VIPFLEET_ROOT (install under this prefix,
@@ -144,6 +146,7 @@ check_inputs() {
   VIPFLEET_AGENT_SHA256="${VIPFLEET_AGENT_SHA256,,}"
   [[ "$VIPFLEET_AGENT_SHA256" =~ ^[0-9a-f]{64}$ ]] || die "VIPFLEET_AGENT_SHA256 must be 64 hex digits"
   [[ "${VIPFLEET_HAPROXY_PORT:=80}" =~ ^[0-9]{1,5}$ ]] || die "bad haproxy port"
+  [[ "${VIPFLEET_HAPROXY_MAXCONN:=20000}" =~ ^[1-9][0-9]{0,6}$ ]] || die "bad haproxy maxconn"
   [[ "${VIPFLEET_VIP_BINDING_KIND:=dummy}" =~ ^(dummy|ifb)$ ]] || die "VIPFLEET_VIP_BINDING_KIND must be dummy or ifb"
   if [[ -n "${VIPFLEET_HAPROXY_BACKENDS:-}" ]]; then
     check_list VIPFLEET_HAPROXY_BACKENDS "$VIPFLEET_HAPROXY_BACKENDS" '^[A-Za-z0-9.-]+:[0-9]{1,5}$'
@@ -162,7 +165,7 @@ install_packages() {
   if [[ "$SKIP_PACKAGES" == 1 ]]; then
     log "skipped (VIPFLEET_SKIP_PACKAGES=1)"
   elif command -v haproxy >/dev/null 2>&1; then
-    log "haproxy already installed: $(haproxy -v 2>&1 | head -n 1)"
+    log "haproxy already installed: $(haproxy -v 2>&1 | sed -n 1p)"
   elif command -v dnf >/dev/null 2>&1; then
     dnf install -y haproxy
     CHANGES=$((CHANGES + 1))
@@ -274,7 +277,7 @@ render_haproxy_config() {
 # wildcard bind serves them all; the route tables decide which node gets traffic.
 global
     log /dev/log local0
-    maxconn 20000
+    maxconn $VIPFLEET_HAPROXY_MAXCONN
     user haproxy
     group haproxy
     stats socket /var/lib/haproxy/admin.sock mode 660 level admin
@@ -366,7 +369,7 @@ write_kernel_settings() {
     have="$(sysctl -n "$key" | tr -s '[:space:]' ' ')"
     if [[ "${have% }" != "$want" ]]; then
       sysctl -q -w "$key=$want"
-      log "set $key = $want (was $have)"
+      log "set $key = $want (was ${have% })"
       CHANGES=$((CHANGES + 1))
     fi
   done

@@ -163,6 +163,7 @@ def test_agent_rejecting_the_config_stops_the_bootstrap(tmp_path):
         ({"VIPFLEET_AGENT_URL": "file:///nonexistent/agent"}, "cannot read"),
         ({"VIPFLEET_LEASE_PROFILE": "turbo"}, "lease profile"),
         ({"VIPFLEET_VIP_BINDING_KIND": "bridge"}, "must be dummy or ifb"),
+        ({"VIPFLEET_HAPROXY_MAXCONN": "0"}, "bad haproxy maxconn"),
         ({"VIPFLEET_SKIP_SYSTEMCTL": "0"}, "needs VIPFLEET_SKIP_PACKAGES=1 and VIPFLEET_SKIP_SYSTEMCTL=1"),
     ],
 )

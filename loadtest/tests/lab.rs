@@ -10,6 +10,7 @@
 //! installs haproxy and the moto venv on first use, and only touches the
 //! lab's own namespaces and the host's lab link.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
@@ -281,4 +282,164 @@ fn lab_refuses_without_root() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("needs root"), "{}", text(&out.stderr));
+}
+
+/// `GET url` from the host namespace (a node's dashboard), as JSON.
+fn get_json(url: &str) -> Option<Value> {
+    let out = Command::new("curl")
+        .args(["-sS", "-m", "3", "--fail", url])
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Size and mtime of every file under `dir`: what a run that "changes
+/// nothing" must leave as it was.
+fn file_stamps(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
+    let mut stamps = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let meta = entry.metadata().expect("metadata");
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                stamps.insert(entry.path(), (meta.len(), meta.modified().expect("mtime")));
+            }
+        }
+    }
+    stamps
+}
+
+/// Issue 6: the node bootstrap, run for real as user data would run it (in a
+/// chroot in a new node's namespace, against the agent artifact the build
+/// made), leaves a node that joins the fleet and serves its share of the
+/// VIPs; running it again changes no file and restarts nothing.
+#[test]
+fn a_bootstrapped_node_joins_the_fleet_and_a_second_run_changes_nothing() {
+    let test = "a_bootstrapped_node_joins_the_fleet_and_a_second_run_changes_nothing";
+    if !is_root() || !netns_works() {
+        eprintln!("\n*** SKIPPED {test}: needs root and `ip netns` ***\n");
+        return;
+    }
+    assert_agent_built();
+    let prefix = format!("b{}", std::process::id() % 100_000);
+    let dir = PathBuf::from(format!("/var/tmp/vipfleet-lab-{prefix}"));
+    let _teardown = Teardown(prefix.clone());
+    let up = lab(&prefix, &["up", "--nodes", "2", "--vips", "6", "--route-tables", "2"]);
+    assert!(up.status.success(), "lab up failed");
+
+    let started = Instant::now();
+    let added = lab(&prefix, &["add-node", "--bootstrap"]);
+    let bootstrap_secs = started.elapsed().as_secs_f64();
+    assert!(added.status.success(), "add-node --bootstrap failed");
+    let first_run = text(&added.stderr);
+    for step in [
+        "fetching file://",
+        "started haproxy",
+        "started vipfleet-agent",
+        "done: ",
+    ] {
+        assert!(first_run.contains(step), "the first bootstrap did not say {step:?}");
+    }
+
+    let state = status_json(&prefix);
+    let node = state["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["name"] == "n2"))
+        .expect("node n2 in the state")
+        .clone();
+    assert_eq!(node["agent"]["alive"], true, "the bootstrapped agent runs");
+    assert_eq!(node["haproxy"]["alive"], true, "the bootstrapped haproxy runs");
+    let instance = node["instance_id"].as_str().unwrap().to_string();
+    let ip = node["ip"].as_str().unwrap().to_string();
+
+    // Its own dashboard shows the whole fleet converged, with its share.
+    let fleet_url = format!("{}api/v1/fleet", node["dashboard_url"].as_str().unwrap());
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    let fleet = loop {
+        let fleet = get_json(&fleet_url);
+        let converged = fleet.as_ref().is_some_and(|f| {
+            let t = &f["totals"];
+            t["nodes_by_state"]["active"] == 3
+                && t["shards_owned"] == 6
+                && t["shards_moving"] == 0
+                && t["route_problems"] == 0
+                && f["observer"]["shards_held"] == 2
+        });
+        if converged {
+            break fleet.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fleet did not converge with the bootstrapped node: {fleet:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let joined_secs = started.elapsed().as_secs_f64();
+
+    // Its VIPs answer from every client, routed to it.
+    let own_vips: Vec<String> = fleet["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["owner"] == instance.as_str())
+        .flat_map(|s| s["vips"].as_array().unwrap().iter())
+        .map(|v| v.as_str().unwrap().trim_end_matches("/32").to_string())
+        .collect();
+    assert_eq!(own_vips.len(), 2, "{fleet}");
+    for table in state["route_tables"].as_array().unwrap() {
+        let (router, client) = (
+            table["router_ns"].as_str().unwrap(),
+            table["client_ns"].as_str().unwrap(),
+        );
+        for vip in &own_vips {
+            let route = Command::new("ip")
+                .args(["-n", router, "route", "get", vip])
+                .output()
+                .expect("ip route get");
+            assert!(
+                text(&route.stdout).contains(&format!("via {ip} ")),
+                "{router} routes {vip} elsewhere: {}",
+                text(&route.stdout)
+            );
+            let (status, _, _) = get_from(client, vip);
+            assert_eq!(status, "200", "GET http://{vip}/ from {client}");
+        }
+    }
+
+    // The second run: same inputs, nothing written, nothing restarted.
+    let node_dir = dir.join("nodes/n2");
+    let watched = [node_dir.join("root/etc"), node_dir.join("root-usr-local")];
+    let before: Vec<_> = watched.iter().map(|d| file_stamps(d)).collect();
+    assert!(
+        before[1].keys().any(|p| p.ends_with("bin/vipfleet-agent")),
+        "agent installed"
+    );
+    let again = lab(&prefix, &["bootstrap", "n2"]);
+    assert!(again.status.success(), "the second bootstrap failed");
+    let second_run = text(&again.stdout);
+    eprintln!("{second_run}");
+    assert!(
+        second_run.contains("done: no changes"),
+        "the second run changed something"
+    );
+    assert!(!second_run.contains("wrote:"), "the second run wrote a file");
+    let after: Vec<_> = watched.iter().map(|d| file_stamps(d)).collect();
+    assert_eq!(before, after, "files changed under {}", node_dir.display());
+    let state = status_json(&prefix);
+    let node_after = state["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "n2")
+        .unwrap();
+    for proc in ["agent", "haproxy"] {
+        assert_eq!(node_after[proc]["pid"], node[proc]["pid"], "{proc} was restarted");
+        assert_eq!(node_after[proc]["alive"], true, "{proc} runs");
+    }
+
+    assert!(lab(&prefix, &["down"]).status.success(), "lab down failed");
+    assert_eq!(leftovers(&prefix, &dir), Vec::<String>::new(), "after lab down");
+    eprintln!("bootstrap: first run {bootstrap_secs:.1} s, fleet converged with the new node after {joined_secs:.1} s");
 }

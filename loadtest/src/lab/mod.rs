@@ -42,11 +42,15 @@
 //!   [`claims`].
 //! - Kernel routes in the routers carry `proto 177`; the routers have
 //!   `rp_filter` off, nodes have `ip_nonlocal_bind` on and `ip_forward` off.
+//! - `add-node --bootstrap` makes a node as the Auto Scaling group would:
+//!   the real `infra/bootstrap/bootstrap.sh` in a chroot in the node's
+//!   namespace, with a systemctl stand-in, see [`bootstrap`].
 //! - Exit codes: 0 done, 1 failure, 2 refused (not root, no `ip netns`, or
 //!   a lab with this prefix exists).
 
 pub mod aws;
 pub mod backend;
+pub mod bootstrap;
 pub mod check;
 pub mod claims;
 pub mod down;
@@ -99,7 +103,17 @@ enum LabCommand {
         json: bool,
     },
     /// Scale out: launch one more node (instance, namespace, haproxy, agent) in a running lab.
-    AddNode,
+    AddNode {
+        /// Provision it as user data would: run infra/bootstrap/bootstrap.sh in a chroot in the
+        /// node's namespace (haproxy and the agent then run from that chroot).
+        #[arg(long)]
+        bootstrap: bool,
+    },
+    /// Run the bootstrap again on a node `add-node --bootstrap` made (it should change nothing).
+    Bootstrap {
+        /// The node's name, e.g. n3.
+        node: String,
+    },
     /// (lab process) Copy moto's route tables into the routers' kernel routes.
     #[command(hide = true)]
     Mirror(mirror::MirrorArgs),
@@ -151,10 +165,16 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
             lab_down(&prefix, purge)
         }
         LabCommand::Status { json } => lab_status(&prefix, json),
-        LabCommand::AddNode => {
+        LabCommand::AddNode { bootstrap } => {
             init_tracing("warn");
-            lab_add_node(&prefix)
+            let how = if bootstrap {
+                node::Provisioning::Bootstrap
+            } else {
+                node::Provisioning::Direct
+            };
+            lab_add_node(&prefix, how)
         }
+        LabCommand::Bootstrap { node } => lab_rebootstrap(&prefix, &node),
     };
     match outcome {
         Err(e) if e.is::<Refusal>() => {
@@ -241,16 +261,30 @@ fn lab_down(prefix: &str, purge: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn lab_add_node(prefix: &str) -> Result<ExitCode> {
-    tools::preflight()?;
+fn load_lab(prefix: &str) -> Result<LabState> {
     let dir = layout::lab_dir(prefix);
-    let Some(mut state) = LabState::load(&dir)? else {
-        anyhow::bail!("no lab with prefix {prefix} (no {})", LabState::path(&dir).display());
-    };
-    let index = runtime()?.block_on(node::add_node(&mut state))?;
+    LabState::load(&dir)?
+        .ok_or_else(|| anyhow::anyhow!("no lab with prefix {prefix} (no {})", LabState::path(&dir).display()))
+}
+
+fn lab_add_node(prefix: &str, how: node::Provisioning) -> Result<ExitCode> {
+    tools::preflight()?;
+    let mut state = load_lab(prefix)?;
+    let (index, bootstrap_output) = runtime()?.block_on(node::add_node(&mut state, how))?;
+    eprint!("{bootstrap_output}");
     let n = &state.nodes[state.nodes.len() - 1];
     println!("{} {} {} {} {}", n.name, n.instance_id, n.ns, n.ip, n.eni);
     eprintln!("lab {prefix}: node {index} added");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lab_rebootstrap(prefix: &str, name: &str) -> Result<ExitCode> {
+    tools::preflight()?;
+    let state = load_lab(prefix)?;
+    let Some(node) = state.nodes.iter().find(|n| n.name == name) else {
+        anyhow::bail!("lab {prefix} has no node {name}");
+    };
+    print!("{}", bootstrap::rerun(&state, node)?);
     Ok(ExitCode::SUCCESS)
 }
 

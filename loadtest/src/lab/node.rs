@@ -19,7 +19,7 @@ use super::aws::{self, Fabric, Instance};
 use super::layout::{Layout, DASHBOARD_PORT, HAPROXY_HEALTH_PORT};
 use super::procs::{self, ProcSpec};
 use super::state::{self, LabState};
-use super::{imds, netns};
+use super::{bootstrap, imds, netns};
 
 /// How often agents read their lifecycle state from IMDS: scale-in
 /// scenarios should not wait the production default of 5 s.
@@ -189,11 +189,16 @@ pub fn check_agent_config(lab: &LabState, config: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The name of node `index`, used for files and process records.
+pub fn node_name(index: usize) -> String {
+    format!("n{index}")
+}
+
 /// Writes node `index`'s configs and starts its haproxy and agent. The
 /// instance and the namespace must exist.
 pub fn start_node(lab: &LabState, index: usize, instance: &Instance) -> Result<state::Node> {
     let layout = Layout::new(&lab.prefix, lab.octet)?;
-    let name = format!("n{index}");
+    let name = node_name(index);
     let ns = layout.node_ns(index);
     let stats_socket = lab.dir.join("run").join(format!("{name}.haproxy.sock"));
     let haproxy_config_path = lab.dir.join("conf").join(format!("{name}.haproxy.cfg"));
@@ -247,10 +252,20 @@ pub fn start_node(lab: &LabState, index: usize, instance: &Instance) -> Result<s
     })
 }
 
+/// How a new node gets its haproxy and agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provisioning {
+    /// The lab writes the configs and starts both processes ([`start_node`]).
+    Direct,
+    /// The node bootstrap runs, as user data would ([`bootstrap::bootstrap_node`]).
+    Bootstrap,
+}
+
 /// Scale-out: a new instance in moto (attached to the group), its
 /// namespace, its IMDS entry, haproxy and agent; saves the state. Returns
-/// the new node's index. Convergence is the caller's to wait for.
-pub async fn add_node(lab: &mut LabState) -> Result<usize> {
+/// the new node's index and, for a bootstrapped node, the bootstrap's
+/// output. Convergence is the caller's to wait for.
+pub async fn add_node(lab: &mut LabState, how: Provisioning) -> Result<(usize, String)> {
     let index = lab.nodes.iter().map(|n| n.index + 1).max().unwrap_or(0);
     let layout = Layout::new(&lab.prefix, lab.octet)?;
     super::layout::check_counts(index + 1, lab.vips.len(), lab.route_tables.len())?;
@@ -262,8 +277,11 @@ pub async fn add_node(lab: &mut LabState) -> Result<usize> {
     let mut entries = imds::read_nodes(&lab.imds.nodes_file)?;
     entries.push(entry);
     imds::write_nodes(&lab.imds.nodes_file, &entries)?;
-    let node = start_node(lab, index, &instance)?;
+    let (node, output) = match how {
+        Provisioning::Direct => (start_node(lab, index, &instance)?, String::new()),
+        Provisioning::Bootstrap => bootstrap::bootstrap_node(lab, index, &instance)?,
+    };
     lab.nodes.push(node);
     lab.save()?;
-    Ok(index)
+    Ok((index, output))
 }
