@@ -516,6 +516,12 @@ impl Machine {
                     held.writing = false;
                     if failed.is_empty() {
                         held.needs_write = false;
+                        // EC2 accepted every route: as good as a read-back,
+                        // and the dashboard should not show the pre-write
+                        // "missing" until the next reconcile.
+                        for table in &self.setup.route_tables {
+                            self.route_checks.insert((shard, table.clone()), (RouteCheck::Ok, now));
+                        }
                     } else {
                         self.retry_later(shard, now);
                     }
@@ -1213,5 +1219,37 @@ mod tests {
         let writes = effects.iter().filter(|e| matches!(e, Effect::WriteRoutes(_))).count();
         assert_eq!(writes, 2, "{effects:?}");
         assert!(!effects.iter().any(|e| matches!(e, Effect::ConfirmShard(_))));
+    }
+
+    #[test]
+    fn a_successful_route_write_counts_as_a_check_and_a_failed_one_does_not() {
+        let mut m = machine();
+        let effects = acquire_all(&mut m, std::time::Duration::from_millis(10));
+        let writes: Vec<RouteWriteRequest> = effects
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::WriteRoutes(req) => Some(req),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(writes.len(), 2);
+        let table = RouteTableId("rtb-1".into());
+        let at = Instant::from_millis(500);
+        let written = |req: &RouteWriteRequest, failed| Input::RoutesWritten {
+            shard: req.shard,
+            eni: req.eni.clone(),
+            failed,
+        };
+        m.step(written(&writes[0], vec![]), at);
+        let failure = RouteError::Unavailable {
+            op: crate::routes::RouteOp::Replace,
+            detail: "down".into(),
+        };
+        m.step(written(&writes[1], vec![failure]), at);
+        assert_eq!(
+            m.route_checks().get(&(writes[0].shard, table.clone())),
+            Some(&(RouteCheck::Ok, at))
+        );
+        assert_eq!(m.route_checks().get(&(writes[1].shard, table)), None, "not checked yet");
     }
 }
