@@ -157,8 +157,12 @@ async fn start_dashboard(config: &AgentConfig, state: DashboardState) -> Result<
             .map_err(|e| RunError::Startup(format!("dashboard: cannot listen on {addr}: {e}")))?;
         listeners.push(listener);
     }
+    // With port 0 (tests, several agents on one host) only the bound
+    // address says where the dashboard is.
+    let bound: Vec<std::net::SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     info!(
         listen = ?config.dashboard_listen,
+        bound = ?bound,
         drain_endpoints = config.dashboard_token_file.is_some(),
         "dashboard"
     );
