@@ -14,12 +14,16 @@
 //!   whose log is printed when the test fails; [`Workdir`] is a temporary
 //!   directory kept on failure so the logs can be read afterwards.
 //! - [`moto`] builds the VPC, subnet, route tables and ENIs in moto and reads
-//!   back the lease table and the routes.
+//!   back the lease table and the routes; [`fleet`] starts a small fleet of
+//!   agents on top of it and waits until they have shared the VIPs.
 
+pub mod fleet;
 pub mod moto;
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,6 +47,8 @@ pub const AGENT_LOG_VAR: &str = "VIPFLEET_TEST_AGENT_LOG";
 const CHILD_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// Lines of an agent's log printed when a test fails.
 const LOG_TAIL_LINES: usize = 40;
+/// How often [`Agent::dashboard_addr`] reads the log again.
+const LOG_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Writes straight to the stderr stream: the test harness captures
 /// `eprintln!` of passing tests, and skips and measured times must be seen.
@@ -137,9 +143,24 @@ impl Outcome {
 
 /// Runs `cmd` to its end, killing it after `timeout` (an agent that should
 /// have refused its configuration must not hang the suite).
-pub fn run_to_end(mut cmd: Command, timeout: Duration) -> Outcome {
+pub fn run_to_end(cmd: Command, timeout: Duration) -> Outcome {
+    run_collecting(cmd, timeout, false)
+}
+
+/// [`run_to_end`] for a program that starts helper processes of its own
+/// (Chromium's zygote and renderers, schemathesis' workers): it runs in a
+/// process group of its own, and whatever is left of that group when it
+/// ends, or when `timeout` passes, is killed with it, so no helper
+/// outlives the test or holds its output pipes open.
+pub fn run_group_to_end(mut cmd: Command, timeout: Duration) -> Outcome {
+    cmd.process_group(0);
+    run_collecting(cmd, timeout, true)
+}
+
+fn run_collecting(mut cmd: Command, timeout: Duration, own_group: bool) -> Outcome {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn vipfleet-agent");
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {program}: {e}"));
     let read_all = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut text = String::new();
@@ -156,6 +177,16 @@ pub fn run_to_end(mut cmd: Command, timeout: Duration) -> Outcome {
             (child.wait().ok(), true)
         }
     };
+    if own_group {
+        // The group's id is the leader's pid, which the kernel does not
+        // hand out again while the group has members: this reaches only
+        // the helpers this command started. "No such process" is the
+        // usual answer: they ended with it.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .stderr(Stdio::null())
+            .status();
+    }
     Outcome {
         code: status.and_then(|s| s.code()),
         stdout: stdout.join().unwrap_or_default(),
@@ -277,6 +308,29 @@ impl Agent {
         self.status
     }
 
+    /// The address the agent's dashboard listens on, from the `bound=[…]`
+    /// field of its "dashboard" log line (the config asks for port 0).
+    /// Panics if the line does not appear within `timeout` or the agent
+    /// exits first.
+    pub fn dashboard_addr(&mut self, timeout: Duration) -> SocketAddr {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(addr) = text.lines().find_map(bound_dashboard_addr) {
+                return addr;
+            }
+            if let Some(status) = self.exit_status() {
+                panic!("agent {} exited with {status} before serving its dashboard", self.name);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent {} logged no dashboard address within {timeout:?}",
+                self.name
+            );
+            std::thread::sleep(LOG_POLL_INTERVAL);
+        }
+    }
+
     /// The last `lines` lines of the agent's log.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("<cannot read log: {e}>"));
@@ -304,8 +358,67 @@ impl Drop for Agent {
     }
 }
 
+/// The first address in a text log line like `… dashboard listen=[…]
+/// bound=[127.0.0.1:40123] …`, whether or not the log is coloured.
+fn bound_dashboard_addr(line: &str) -> Option<SocketAddr> {
+    let plain = strip_ansi(line);
+    if !plain.contains(" dashboard ") {
+        return None;
+    }
+    let list = plain.split_once("bound=[")?.1.split_once(']')?.0;
+    list.split(',').next()?.trim().parse().ok()
+}
+
+/// `text` without ANSI colour sequences (`ESC [ … letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A TOML array of strings.
 pub fn toml_list<S: AsRef<str>>(items: &[S]) -> String {
     let quoted: Vec<String> = items.iter().map(|s| format!("{:?}", s.as_ref())).collect();
     format!("[{}]", quoted.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dashboard_address_is_read_from_plain_and_coloured_logs() {
+        let plain = "2026-11-26T10:36:52Z  INFO vipfleet_agent::app: dashboard listen=[127.0.0.1:0] \
+                     bound=[127.0.0.1:40123] drain_endpoints=false";
+        let coloured = "\u{1b}[2m2026-11-26T10:36:52Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m dashboard \
+                        \u{1b}[3mbound\u{1b}[0m\u{1b}[2m=\u{1b}[0m[127.0.0.1:40124, 10.0.1.5:9180] x";
+        assert_eq!(bound_dashboard_addr(plain), Some("127.0.0.1:40123".parse().unwrap()));
+        assert_eq!(bound_dashboard_addr(coloured), Some("127.0.0.1:40124".parse().unwrap()));
+        assert_eq!(bound_dashboard_addr("INFO dashboard listen=[127.0.0.1:0]"), None);
+        assert_eq!(bound_dashboard_addr("INFO claimed bound=[127.0.0.1:1]"), None);
+    }
+
+    #[test]
+    fn a_timed_out_group_is_killed_with_its_helpers() {
+        // The helper keeps stdout open: if it survived, reading the output
+        // would wait for its whole sleep.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "sleep 60 & echo started; sleep 60"]);
+        let began = Instant::now();
+        let outcome = run_group_to_end(cmd, Duration::from_millis(300));
+        assert!(outcome.timed_out, "{}", outcome.describe());
+        assert_eq!(outcome.stdout, "started\n");
+        assert!(began.elapsed() < Duration::from_secs(20), "took {:?}", began.elapsed());
+    }
 }

@@ -13,22 +13,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use vipfleet_tests::moto::{self, Lab, Shard};
-use vipfleet_tests::{agent_command, moto_endpoint, run_to_end, say, toml_list, unique, Agent, Workdir};
+use vipfleet_tests::fleet::{counts, summarize, Fleet, Node, Snapshot, LEASE_TTL_MS, TRACE_VAR};
+use vipfleet_tests::{moto_endpoint, say, Agent, Workdir};
 
 const AGENTS: usize = 3;
 const VIPS: u32 = 24;
 const ROUTE_TABLES: usize = 2;
-/// moto serves about 80–180 calls a second; three agents at these timings
-/// make about 20 (heartbeats, node scans, shard reads), the test's polling
-/// about 12.
-const HEARTBEAT_INTERVAL_MS: u64 = 500;
-const LEASE_TTL_MS: u64 = 2000;
-const SCAN_INTERVAL_MS: u64 = 250;
-/// moto does not throttle: the client-side bucket only needs to stay out of
-/// the way of the measurement (48 route writes at start).
-const EC2_CALLS_PER_SECOND: u32 = 20;
-const EC2_BURST: u32 = 50;
 /// Start-up takes claims, rebalancing as the later agents join, and 48
 /// route writes.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,229 +30,46 @@ const FAILOVER_BOUND: Duration = Duration::from_millis(LEASE_TTL_MS + 3000);
 const FAILOVER_GRACE: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
-/// Set (to anything) to print what is still wrong at every poll.
-const TRACE_VAR: &str = "VIPFLEET_TEST_TRACE";
-const INIT_TABLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One agent's identity, as its `[node]` section gives it.
-#[derive(Clone, Debug)]
-struct Node {
-    name: String,
-    instance_id: String,
-    eni: String,
-    private_ip: String,
-}
-
-/// What the test reads from moto in one poll: the lease table, the routes,
-/// and the lease table again. The two scans bracket the route read, so a
-/// route seen here was written while one of the owners between the first
-/// scan of one poll and the second of the next held the shard.
-#[derive(Clone, Debug)]
-struct Snapshot {
-    /// Shard items read before the routes.
-    before: BTreeMap<u32, Shard>,
-    /// (route table, destination) -> ENI.
-    routes: BTreeMap<(String, String), Option<String>>,
-    /// Shard and node items read after the routes: the state the checks
-    /// judge.
-    shards: BTreeMap<u32, Shard>,
-    nodes: BTreeMap<String, moto::Node>,
-}
-
-struct Fleet {
-    endpoint: String,
-    dynamo: aws_sdk_dynamodb::Client,
-    ec2: aws_sdk_ec2::Client,
-    table: String,
-    lab: Lab,
-    vips: Vec<String>,
-    nodes: Vec<Node>,
-}
-
-impl Fleet {
-    fn config(&self, node: &Node) -> String {
-        format!(
-            r#"# {name}
-[aws]
-table = {table:?}
-region = "us-east-1"
-
-[fleet]
-vips = {vips}
-route_tables = {tables}
-vpc_id = {vpc:?}
-
-[lease]
-profile = "default"
-heartbeat_interval_ms = {HEARTBEAT_INTERVAL_MS}
-lease_ttl_ms = {LEASE_TTL_MS}
-scan_interval_ms = {SCAN_INTERVAL_MS}
-
-[node]
-instance_id = {instance:?}
-eni = {eni:?}
-private_ip = {ip:?}
-az = {az:?}
-
-[vip_binding]
-enabled = false
-
-[ec2]
-mutating_calls_per_second = {EC2_CALLS_PER_SECOND}
-burst = {EC2_BURST}
-
-[dashboard]
-listen = ["127.0.0.1:0"]
-
-[lifecycle]
-poll_interval_ms = 60000
-"#,
-            name = node.name,
-            table = self.table,
-            vips = toml_list(&self.vips),
-            tables = toml_list(&self.lab.route_tables),
-            vpc = self.lab.vpc,
-            instance = node.instance_id,
-            eni = node.eni,
-            ip = node.private_ip,
-            az = moto::AZ,
-        )
-    }
-
-    fn start(&self, node: &Node, work: &Workdir) -> Agent {
-        let config = work.write(&format!("{}.toml", node.name), &self.config(node));
-        let mut cmd = agent_command(Some(&self.endpoint));
-        cmd.arg("run").arg("--config").arg(&config);
-        let agent = Agent::spawn(&node.name, cmd, work.path().join(format!("{}.log", node.name)));
-        say(&format!(
-            "agent {} ({}, {}, pid {}): log {}",
-            node.name,
-            node.instance_id,
-            node.eni,
-            agent.pid(),
-            agent.log_path().display()
-        ));
-        agent
-    }
-
-    async fn snapshot(&self) -> Result<Snapshot, String> {
-        let (before, _) = moto::lease_table(&self.dynamo, &self.table).await?;
-        let routes = moto::routes(&self.ec2, &self.lab.route_tables).await?;
-        let (shards, nodes) = moto::lease_table(&self.dynamo, &self.table).await?;
-        Ok(Snapshot {
-            before,
-            routes,
-            shards,
-            nodes,
-        })
-    }
-
-    fn name_of_eni(&self, eni: &str) -> &str {
-        self.nodes
-            .iter()
-            .find(|n| n.eni == eni)
-            .map_or("<not an agent's ENI>", |n| n.name.as_str())
-    }
-
-    /// Routes that changed between two polls to an ENI whose node held the
-    /// shard neither at the first scan of `prev` nor at the last scan of
-    /// `next`. When the epoch moved by at most one in between, those two
-    /// were the only holders, so such a route was written by a node that did
-    /// not hold the lease (DESIGN.md, "Fencing route writes").
-    fn unfenced_writes(&self, prev: &Snapshot, next: &Snapshot) -> Vec<String> {
-        let mut found = Vec::new();
-        for (id, shard) in &next.shards {
-            let (owner0, epoch0) = prev.before.get(id).map_or((None, 0), |s| (s.owner.as_deref(), s.epoch));
-            let (owner1, epoch1) = (shard.owner.as_deref(), shard.epoch);
-            if epoch1.saturating_sub(epoch0) > 1 {
-                continue; // holders in between are unknown
-            }
-            let holders: Vec<&str> = [owner0, owner1]
-                .into_iter()
-                .flatten()
-                .filter_map(|o| self.eni_of(o))
-                .collect();
-            for vip in &shard.vips {
-                for table in &self.lab.route_tables {
-                    let key = (table.clone(), vip.clone());
-                    let (was, now) = (
-                        prev.routes.get(&key).cloned().flatten(),
-                        next.routes.get(&key).cloned().flatten(),
-                    );
-                    match now {
-                        Some(eni) if was.as_ref() != Some(&eni) && !holders.contains(&eni.as_str()) => {
-                            found.push(format!(
-                                "{table} {vip} changed from {was:?} to {eni} ({}), but shard {id} was held only by \
-                                 {owner0:?} (epoch {epoch0}) and {owner1:?} (epoch {epoch1}) meanwhile",
-                                self.name_of_eni(&eni)
-                            ));
-                        }
-                        _ => {}
+/// Routes that changed between two polls to an ENI whose node held the
+/// shard neither at the first scan of `prev` nor at the last scan of
+/// `next`. When the epoch moved by at most one in between, those two
+/// were the only holders, so such a route was written by a node that did
+/// not hold the lease (DESIGN.md, "Fencing route writes").
+fn unfenced_writes(fleet: &Fleet, prev: &Snapshot, next: &Snapshot) -> Vec<String> {
+    let mut found = Vec::new();
+    for (id, shard) in &next.shards {
+        let (owner0, epoch0) = prev.before.get(id).map_or((None, 0), |s| (s.owner.as_deref(), s.epoch));
+        let (owner1, epoch1) = (shard.owner.as_deref(), shard.epoch);
+        if epoch1.saturating_sub(epoch0) > 1 {
+            continue; // holders in between are unknown
+        }
+        let holders: Vec<&str> = [owner0, owner1]
+            .into_iter()
+            .flatten()
+            .filter_map(|o| fleet.eni_of(o))
+            .collect();
+        for vip in &shard.vips {
+            for table in &fleet.lab.route_tables {
+                let key = (table.clone(), vip.clone());
+                let (was, now) = (
+                    prev.routes.get(&key).cloned().flatten(),
+                    next.routes.get(&key).cloned().flatten(),
+                );
+                match now {
+                    Some(eni) if was.as_ref() != Some(&eni) && !holders.contains(&eni.as_str()) => {
+                        found.push(format!(
+                            "{table} {vip} changed from {was:?} to {eni} ({}), but shard {id} was held only by \
+                             {owner0:?} (epoch {epoch0}) and {owner1:?} (epoch {epoch1}) meanwhile",
+                            fleet.name_of_eni(&eni)
+                        ));
                     }
+                    _ => {}
                 }
             }
         }
-        found
     }
-
-    fn eni_of(&self, instance_id: &str) -> Option<&str> {
-        self.nodes
-            .iter()
-            .find(|n| n.instance_id == instance_id)
-            .map(|n| n.eni.as_str())
-    }
-
-    /// `Ok` when every VIP's shard is owned by one of `live`, the counts of
-    /// `live` differ by at most one, and every VIP's route in every table
-    /// points to its owner's ENI; otherwise what is still wrong.
-    fn converged(&self, snap: &Snapshot, live: &[&Node]) -> Result<(), String> {
-        let mut problems = Vec::new();
-        let covered: BTreeSet<&String> = snap.shards.values().flat_map(|s| s.vips.iter()).collect();
-        let missing: Vec<&String> = self.vips.iter().filter(|v| !covered.contains(v)).collect();
-        if !missing.is_empty() {
-            problems.push(format!("no shard item yet for {missing:?}"));
-        }
-        let mut counts: BTreeMap<&str, usize> = live.iter().map(|n| (n.instance_id.as_str(), 0)).collect();
-        for (id, shard) in &snap.shards {
-            let Some(owner) = shard.owner.as_deref() else {
-                problems.push(format!("shard {id} has no owner"));
-                continue;
-            };
-            match counts.get_mut(owner) {
-                Some(count) => *count += 1,
-                None => problems.push(format!("shard {id} is owned by {owner}, which is not live")),
-            }
-            let eni = self.eni_of(owner).unwrap_or("<unknown owner>");
-            for vip in &shard.vips {
-                for table in &self.lab.route_tables {
-                    let route = snap.routes.get(&(table.clone(), vip.clone()));
-                    if route != Some(&Some(eni.to_string())) {
-                        problems.push(format!("{table} {vip}: route {route:?}, owner {owner} has {eni}"));
-                    }
-                }
-            }
-        }
-        let (min, max) = (counts.values().min(), counts.values().max());
-        if let (Some(min), Some(max)) = (min, max) {
-            if max - min > 1 {
-                problems.push(format!("unbalanced: {counts:?}"));
-            }
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(summarize(&problems))
-        }
-    }
-}
-
-fn summarize(problems: &[String]) -> String {
-    const SHOWN: usize = 6;
-    let mut text = problems.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; ");
-    if problems.len() > SHOWN {
-        text.push_str(&format!("; and {} more", problems.len() - SHOWN));
-    }
-    text
+    found
 }
 
 /// `(owner, epoch)` of every shard `owner` holds.
@@ -291,59 +98,14 @@ fn assert_unmoved(snap: &Snapshot, kept: &BTreeMap<u32, (String, u64)>, when: &s
     }
 }
 
-fn counts(snap: &Snapshot) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for shard in snap.shards.values() {
-        *counts
-            .entry(shard.owner.clone().unwrap_or_else(|| "<free>".into()))
-            .or_default() += 1;
-    }
-    counts
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_agents_share_fail_over_and_drain() {
     let Some(endpoint) = moto_endpoint("three_agents_share_fail_over_and_drain") else {
         return;
     };
-    let sdk = moto::sdk_config(&endpoint).await;
     let work = Workdir::new("agents");
-    let table = unique("agents");
-    let mut init = agent_command(Some(&endpoint));
-    init.args(["init-table", "--table", &table]);
-    let outcome = run_to_end(init, INIT_TABLE_TIMEOUT);
-    assert_eq!(outcome.code, Some(0), "init-table\n{}", outcome.describe());
-
-    let ec2 = aws_sdk_ec2::Client::new(&sdk);
-    let lab = Lab::create(&ec2, ROUTE_TABLES, AGENTS).await;
-    let run_id = std::process::id();
-    let nodes: Vec<Node> = lab
-        .enis
-        .iter()
-        .zip(["a", "b", "c"])
-        .map(|(eni, name)| Node {
-            name: format!("agent-{name}"),
-            instance_id: format!("i-{name}{run_id:x}"),
-            eni: eni.id.clone(),
-            private_ip: eni.private_ip.clone(),
-        })
-        .collect();
-    let fleet = Fleet {
-        endpoint: endpoint.clone(),
-        dynamo: aws_sdk_dynamodb::Client::new(&sdk),
-        ec2,
-        table,
-        vips: (1..=VIPS).map(|i| format!("10.200.0.{i}/32")).collect(),
-        lab,
-        nodes: nodes.clone(),
-    };
-    say(&format!(
-        "lab: table {}, vpc {}, route tables {:?}, files in {}",
-        fleet.table,
-        fleet.lab.vpc,
-        fleet.lab.route_tables,
-        work.path().display()
-    ));
+    let fleet = Fleet::create(&endpoint, "agents", &work, AGENTS, VIPS, ROUTE_TABLES).await;
+    let nodes = fleet.nodes.clone();
 
     // 1. Start: every shard owned, 8/8/8, routes to the owners.
     let mut observer = Observer::new(&fleet);
@@ -461,7 +223,7 @@ impl<'a> Observer<'a> {
     async fn snapshot(&mut self) -> Result<Snapshot, String> {
         let snap = self.fleet.snapshot().await?;
         if let Some(prev) = &self.prev {
-            let unfenced = self.fleet.unfenced_writes(prev, &snap);
+            let unfenced = unfenced_writes(self.fleet, prev, &snap);
             assert!(
                 unfenced.is_empty(),
                 "a route was written by a node without the shard's lease: {}",
