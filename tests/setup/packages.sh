@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the lab need, if any is missing:
-# haproxy (the real data plane), iproute2 (network namespaces), shellcheck.
+# haproxy (the real data plane), iproute2 (network namespaces), shellcheck,
+# curl, and chromium (the dashboard's browser test, headless).
 set -euo pipefail
 
 needed=()
@@ -8,6 +9,7 @@ command -v haproxy >/dev/null 2>&1 || needed+=(haproxy)
 command -v ip >/dev/null 2>&1 || needed+=(iproute2)
 command -v shellcheck >/dev/null 2>&1 || needed+=(shellcheck)
 command -v curl >/dev/null 2>&1 || needed+=(curl)
+command -v chromium >/dev/null 2>&1 || needed+=(chromium)
 if ((${#needed[@]} == 0)); then
   exit 0
 fi

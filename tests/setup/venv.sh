@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates (once) the Python venv with moto, cfn-lint and pytest, pinned in
+# Creates (once) the Python venv with moto, cfn-lint, pytest and schemathesis, pinned in
 # tests/requirements.txt. Prints the venv's path.
 set -euo pipefail
 
