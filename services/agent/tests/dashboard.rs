@@ -112,7 +112,7 @@ impl Fleet {
         // Latency only when a test injects it: failing calls must take time,
         // or a driver retrying at once never lets paused time advance.
         let store = FakeLeaseStore::new().with_sleep(Arc::new(|d| Box::pin(tokio::time::sleep(d))));
-        let routes = FakeRouteTable::new(tables());
+        let routes = FakeRouteTable::new(tables()).with_sleep(Arc::new(|d| Box::pin(tokio::time::sleep(d))));
         let nodes = ["a", "b", "c"].iter().map(|n| start_node(n, &store, &routes)).collect();
         tokio::time::sleep(SETTLE).await;
         Fleet { store, routes, nodes }
@@ -345,6 +345,13 @@ async fn a_route_changed_by_hand_shows_as_wrong_then_repaired() {
     let (shard, _) = fleet.nodes[0].status.borrow().held[0];
     let vip = layout().vips_of(shard)[0];
     let table = &tables()[1];
+    // Slow EC2: the repair takes a while, so the page can show the wrong
+    // target between the read-back that finds it and the write that fixes
+    // it (a write EC2 accepts counts as a check).
+    fleet.routes.set_faults(Faults {
+        latency: Duration::from_secs(2),
+        ..Faults::default()
+    });
     fleet
         .routes
         .tables()
