@@ -176,10 +176,13 @@ pub enum Event {
         shard: ShardId,
         to: Option<NodeId>,
     },
+    /// `failed` calls went wrong; `fenced` ones were never sent, because
+    /// the shard moved or the lease lapsed while they waited.
     RoutesWritten {
         shard: ShardId,
         eni: EniId,
         failed: usize,
+        fenced: usize,
     },
     RouteDrift {
         shard: ShardId,
@@ -526,10 +529,12 @@ impl Machine {
                         self.retry_later(shard, now);
                     }
                 }
+                let fenced = failed.iter().filter(|e| matches!(e, RouteError::Fenced { .. })).count();
                 out.events.push(Event::RoutesWritten {
                     shard,
                     eni,
-                    failed: failed.len(),
+                    failed: failed.len() - fenced,
+                    fenced,
                 });
             }
             Input::RoutesDescribed { result } => {

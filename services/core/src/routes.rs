@@ -6,7 +6,7 @@ use std::future::Future;
 
 use thiserror::Error;
 
-use crate::types::{EniId, RouteTableId, Vip};
+use crate::types::{EniId, Epoch, RouteTableId, ShardId, Vip};
 
 /// One route as `DescribeRouteTables` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +52,10 @@ pub enum RouteError {
     Unavailable { op: RouteOp, detail: String },
     #[error("EC2 {}: {detail}", op.as_str())]
     Other { op: RouteOp, detail: String },
+    /// Not sent: by the time the call could go, this node no longer held
+    /// the shard at this epoch, or its own lease had lapsed.
+    #[error("fenced: no longer allowed to write shard {shard} at epoch {epoch}")]
+    Fenced { shard: ShardId, epoch: Epoch },
 }
 
 /// The VPC route tables, as far as VIP routes go.

@@ -106,6 +106,8 @@ pub fn route_outcome<T>(result: &Result<T, RouteError>) -> &'static str {
         Err(RouteError::Throttled { .. }) => "throttled",
         Err(RouteError::Unavailable { .. }) => "unavailable",
         Err(RouteError::Other { .. }) => "error",
+        // Fenced calls stop before the pacer hands them to EC2; listed for completeness.
+        Err(RouteError::Fenced { .. }) => "fenced",
     }
 }
 

@@ -519,11 +519,16 @@ fn event_view(what: &Happening, at: Instant, ago_ms: u64) -> EventView {
                 None => format!("{table} {vip} missing or blackholed; rewriting"),
             },
         ),
-        Event::RoutesWritten { shard, eni, failed } => (
+        Event::RoutesWritten {
+            shard,
+            eni,
+            failed,
+            fenced,
+        } => (
             "routes_written",
             Some(shard),
             None,
-            format!("routes to {eni}, {failed} failed"),
+            format!("routes to {eni}, {failed} failed, {fenced} fenced"),
         ),
         Event::StoreError { detail } => ("store_error", None, None, detail.clone()),
     };

@@ -14,9 +14,9 @@
 //! error rather than a stuck heartbeat. Route writes for our own ENI are
 //! fenced twice: the machine only asks for them with a fresh confirmation,
 //! and each EC2 call re-checks the [`Fence`] the loop republishes after every
-//! step (the lease may have lapsed while the call waited for a token).
+//! step (the lease may have lapsed while the call waited for a token); see
+//! [`route_writes`].
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,11 +24,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as TokioInstant;
 use tracing::{debug, info, warn};
-use vipfleet_core::machine::{Effect, Event, ExitReason, Input, Machine, Mode, Priority, RouteWriteRequest};
-use vipfleet_core::routes::{point_route, RouteEntry, RouteError, RouteOp, RouteTable};
+use vipfleet_core::machine::{Effect, Event, ExitReason, Input, Machine, Mode, Priority};
+use vipfleet_core::routes::{RouteError, RouteOp, RouteTable};
 use vipfleet_core::store::{LeaseStore, StoreError, StoreErrorKind, StoreOp};
-use vipfleet_core::{EniId, Epoch, Instant, RouteTableId, ShardId, Vip};
+use vipfleet_core::Instant;
 
+mod route_writes;
+
+use self::route_writes::{write_routes, Fence};
 use crate::aws::pacing::{self, PacedRoutes, Pacer};
 use crate::dashboard::metered::{store_outcome, MeteredRoutes, OutcomeLabel};
 use crate::dashboard::metrics::Metrics;
@@ -47,19 +50,6 @@ pub enum Control {
     Drain,
     Undrain,
     Healthy(bool),
-}
-
-/// Which shards the machine lets us write routes for, and until when.
-#[derive(Clone, Debug, Default)]
-struct Fence {
-    deadline: Option<Instant>,
-    writable: BTreeMap<ShardId, Epoch>,
-}
-
-impl Fence {
-    fn allows(&self, shard: ShardId, epoch: Epoch, now: Instant) -> bool {
-        self.deadline.is_some_and(|d| now < d) && self.writable.get(&shard) == Some(&epoch)
-    }
 }
 
 pub struct Driver<S, R> {
@@ -210,6 +200,12 @@ where
             }
             Event::LeaseLapsed => warn!("own lease lapsed: no route writes until a heartbeat lands"),
             Event::RoutesWritten { failed, .. } if *failed > 0 => warn!(?event, "route writes failed"),
+            Event::RoutesWritten { fenced, .. } if *fenced > 0 => {
+                info!(
+                    ?event,
+                    "route writes fenced: the shard moved or the lease lapsed while they waited"
+                )
+            }
             Event::RoutesWritten { .. } => debug!(?event),
             Event::RouteDrift { .. } => warn!(?event, "route drift"),
             event => info!(?event),
@@ -277,98 +273,11 @@ where
                     Priority::Rebalance | Priority::Repair => pacing::Priority::Background,
                 });
                 let origin = self.origin;
-                spawn(results, write_routes(routes, req, fence, origin))
+                spawn(results, async move {
+                    write_routes(routes, req, fence.as_deref(), origin).await
+                })
             }
         }
-    }
-}
-
-/// Points every VIP of the shard in every table at the ENI, one paced call
-/// at a time. Each EC2 call checks the fence after it got its pacer token
-/// and right before it is sent: a lease that lapsed, or a shard handed off,
-/// while the call waited for a token stops the write.
-async fn write_routes<R: RouteTable>(
-    routes: PacedRoutes<R>,
-    req: RouteWriteRequest,
-    fence: Option<Arc<Mutex<Fence>>>,
-    origin: TokioInstant,
-) -> Input {
-    let fenced = FencedRoutes {
-        routes: &routes,
-        fence: fence.as_deref(),
-        shard: req.shard,
-        epoch: req.epoch,
-        origin,
-    };
-    let mut failed = Vec::new();
-    for table in &req.tables {
-        for vip in &req.vips {
-            let call = point_route(&fenced, table, *vip, &req.eni);
-            match tokio::time::timeout(ROUTE_CALL_TIMEOUT, call).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => failed.push(e),
-                Err(_) => failed.push(RouteError::Unavailable {
-                    op: RouteOp::Replace,
-                    detail: format!("{table} {vip}: timed out"),
-                }),
-            }
-        }
-    }
-    Input::RoutesWritten {
-        shard: req.shard,
-        eni: req.eni,
-        failed,
-    }
-}
-
-/// The paced routes of one `WriteRoutes`, fenced per call (`fence` is
-/// `None` for writes to another node's ENI, which a hand-off pushes).
-struct FencedRoutes<'a, R> {
-    routes: &'a PacedRoutes<R>,
-    fence: Option<&'a Mutex<Fence>>,
-    shard: ShardId,
-    epoch: Epoch,
-    origin: TokioInstant,
-}
-
-impl<R: RouteTable> FencedRoutes<'_, R> {
-    async fn admit(&self, op: RouteOp) -> Result<(), RouteError> {
-        self.routes.pacer().acquire(self.routes.priority()).await;
-        let Some(fence) = self.fence else {
-            return Ok(());
-        };
-        let now = Instant::from_offset(TokioInstant::now().saturating_duration_since(self.origin));
-        let allowed = fence
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .allows(self.shard, self.epoch, now);
-        if allowed {
-            Ok(())
-        } else {
-            Err(RouteError::Other {
-                op,
-                detail: format!(
-                    "fenced: no longer allowed to write shard {} at epoch {}",
-                    self.shard, self.epoch
-                ),
-            })
-        }
-    }
-}
-
-impl<R: RouteTable> RouteTable for FencedRoutes<'_, R> {
-    async fn describe(&self, tables: &[RouteTableId]) -> Result<Vec<RouteEntry>, RouteError> {
-        self.routes.inner().describe(tables).await
-    }
-
-    async fn replace(&self, table: &RouteTableId, vip: Vip, eni: &EniId) -> Result<(), RouteError> {
-        self.admit(RouteOp::Replace).await?;
-        self.routes.inner().replace(table, vip, eni).await
-    }
-
-    async fn create(&self, table: &RouteTableId, vip: Vip, eni: &EniId) -> Result<(), RouteError> {
-        self.admit(RouteOp::Create).await?;
-        self.routes.inner().create(table, vip, eni).await
     }
 }
 
