@@ -242,15 +242,22 @@ fn record(lab: &LabState, name: &str, ns: &str, unit: &str, program: PathBuf, ar
     })
 }
 
-/// Makes node `index` by running the bootstrap on it. The instance, the
-/// namespace and its IMDS entry must exist.
-pub fn bootstrap_node(lab: &LabState, index: usize, instance: &Instance) -> Result<(state::Node, String)> {
+/// Whether this lab can have bootstrapped nodes; checked before anything
+/// is launched, so a refusal leaves nothing half made.
+pub fn check_lab(lab: &LabState) -> Result<()> {
     if !lab.agent_sets.is_empty() {
         bail!(
             "a bootstrapped node takes no --agent-set (this lab has {:?})",
             lab.agent_sets
         );
     }
+    lease_profile(lab).map(|_| ())
+}
+
+/// Makes node `index` by running the bootstrap on it. The instance, the
+/// namespace and its IMDS entry must exist.
+pub fn bootstrap_node(lab: &LabState, index: usize, instance: &Instance) -> Result<(state::Node, String)> {
+    check_lab(lab)?;
     let layout = Layout::new(&lab.prefix, lab.octet)?;
     let name = node_name(index);
     let ns = layout.node_ns(index);

@@ -269,6 +269,9 @@ pub async fn add_node(lab: &mut LabState, how: Provisioning) -> Result<(usize, S
     let index = lab.nodes.iter().map(|n| n.index + 1).max().unwrap_or(0);
     let layout = Layout::new(&lab.prefix, lab.octet)?;
     super::layout::check_counts(index + 1, lab.vips.len(), lab.route_tables.len())?;
+    if how == Provisioning::Bootstrap {
+        bootstrap::check_lab(lab)?;
+    }
     let sdk = vipfleet_agent::aws::local_endpoint_config(&lab.aws.endpoint).await;
     let instance = aws::launch_node(&sdk, &fabric_of(lab), &layout, index).await?;
     netns::create_node(&layout, index, &instance.mac, lab.route_tables.len())?;
