@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+mod footprint;
 mod lab;
 mod load;
 mod report;

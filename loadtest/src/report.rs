@@ -64,6 +64,9 @@ pub struct Report {
     /// Kernel route changes in the routers during the run (the lab's
     /// stand-in for the VPC applying route writes).
     pub route_changes: u64,
+    /// Memory and CPU of the agents that ran through the load.
+    #[serde(default)]
+    pub agent_footprint: crate::footprint::Footprint,
     pub violations: Vec<String>,
 }
 

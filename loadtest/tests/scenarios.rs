@@ -87,6 +87,15 @@ fn every_fault_scenario_keeps_the_promises() {
                 assert_eq!(num(r, &["moves", "actual"]), num(r, &["moves", "minimum"]), "{name}");
                 assert!(num(r, &["moves", "minimum"]) > 0, "{name}: the victim held no shard");
             }
+            "steady" => {
+                // Every agent ran through the load and was measured.
+                assert_eq!(num(r, &["agent_footprint", "agents"]), 3, "{}", r["agent_footprint"]);
+                assert!(
+                    r["agent_footprint"]["rss_mib"]["min"].as_f64().is_some_and(|m| m > 1.0),
+                    "{}",
+                    r["agent_footprint"]
+                );
+            }
             "store-outage" => {
                 assert_eq!(num(r, &["requests", "failed"]), 0, "fail static: no request fails");
                 assert_eq!(num(r, &["route_changes"]), 0, "fail static: no route changes");

@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use crate::footprint;
 use crate::lab::state::LabState;
 use crate::load::{self, Record};
 use crate::report::{self, Ddb, Ec2, Moves, Report};
@@ -164,6 +165,9 @@ pub async fn run(args: &RunArgs) -> Result<Vec<Report>> {
             println!("    violation: {v}");
         }
     }
+    if let Some(steady) = reports.iter().find(|r| r.scenario == Scenario::Steady.name()) {
+        println!("{} (steady: idle)", steady.agent_footprint.summary_line());
+    }
     println!("report: {}", args.report.display());
     Ok(reports)
 }
@@ -245,6 +249,8 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     };
     let before = fleet::ownership(state, &sdk).await?;
     let calls_before = fleet::calls(state).await;
+    let agent_pids: Vec<u32> = state.nodes.iter().map(|n| n.agent.pid).collect();
+    let cpu_before = footprint::start(&agent_pids);
     let victim_vips: BTreeSet<Ipv4Addr> = fleet::vips_of(&before, &victim.instance_id)
         .iter()
         .map(|v| v.addr())
@@ -264,6 +270,7 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         records.extend(load::read_records(&out)?);
     }
     let end_ms = load::unix_ms();
+    let agent_footprint = footprint::finish(&cpu_before);
 
     let after = fleet::ownership(state, &sdk).await?;
     let calls = fleet::calls(state).await - calls_before;
@@ -296,6 +303,7 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
             describe: calls.ec2_describe,
         },
         route_changes: fleet::route_changes(state, started_ms, end_ms),
+        agent_footprint,
         ..Report::default()
     };
     report.add_traffic(&records, &outages);
