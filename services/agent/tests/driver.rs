@@ -33,7 +33,17 @@ struct Node {
     task: JoinHandle<ExitReason>,
 }
 
+/// Route writes as fast as the fakes answer.
+const FAST_EC2: PacerConfig = PacerConfig {
+    calls_per_second: 1000.0,
+    burst: 1000,
+};
+
 fn start(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable) -> Node {
+    start_paced(name, store, routes, FAST_EC2)
+}
+
+fn start_paced(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable, ec2: PacerConfig) -> Node {
     let id = NodeId::new(name);
     let setup = NodeSetup {
         info: NodeInfo {
@@ -49,11 +59,7 @@ fn start(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable) -> Node {
         layout: layout(),
         route_tables: tables(),
     };
-    let pacer = Pacer::new(PacerConfig {
-        calls_per_second: 1000.0,
-        burst: 1000,
-    })
-    .unwrap();
+    let pacer = Pacer::new(ec2).unwrap();
     let (board, _status) = StatusBoard::new();
     let (controls, rx) = driver::controls();
     let driver = Driver::new(
@@ -139,5 +145,33 @@ async fn three_drivers_share_shards_survive_a_crash_and_drain_cleanly() {
     let (owners, routed) = ownership(&store, &routes);
     assert!(owners.values().all(|o| *o == c.id), "{:?}", counts(&owners));
     assert!(routed);
+    c.task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drained_node_exits_only_once_its_route_pushes_went_out() {
+    // b hands its shards to c and pushes their routes at 2 calls a second:
+    // many seconds of pushes, longer than the hand-offs themselves take.
+    let store = FakeLeaseStore::new();
+    let routes = FakeRouteTable::new(tables());
+    let slow_ec2 = PacerConfig {
+        calls_per_second: 2.0,
+        burst: 2,
+    };
+    let b = start_paced("b", &store, &routes, slow_ec2);
+    let c = start("c", &store, &routes);
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let (owners, routed) = ownership(&store, &routes);
+    assert!(routed && owners.len() == SHARDS, "{:?}", counts(&owners));
+    assert!(counts(&owners).get(&b.id).is_some_and(|n| *n > 0), "b holds shards");
+
+    b.controls.send(Control::Drain).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(60), b.task).await;
+    assert!(matches!(reason, Ok(Ok(ExitReason::Drained))), "{reason:?}");
+    // At the moment b is done, every route already points at c: a node
+    // told it may terminate must not leave routes pointing at itself.
+    let (owners, routed) = ownership(&store, &routes);
+    assert!(owners.values().all(|o| *o == c.id), "{:?}", counts(&owners));
+    assert!(routed, "b exited with route pushes still queued");
     c.task.abort();
 }

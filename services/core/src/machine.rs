@@ -282,6 +282,10 @@ pub struct Machine {
     /// read.
     members_changed_at: Option<Instant>,
     route_checks: BTreeMap<(ShardId, RouteTableId), (RouteCheck, Instant)>,
+    /// Shards whose routes a hand-off of ours is pushing to the recipient.
+    /// A drain ends only when none is left: a node that may be terminated
+    /// must not leave routes pointing at itself.
+    pushing: BTreeSet<ShardId>,
     heartbeat_in_flight: bool,
     nodes_in_flight: bool,
     shards_in_flight: bool,
@@ -323,6 +327,7 @@ impl Machine {
             expired: BTreeSet::new(),
             members_changed_at: None,
             route_checks: BTreeMap::new(),
+            pushing: BTreeSet::new(),
             heartbeat_in_flight: false,
             nodes_in_flight: false,
             shards_in_flight: false,
@@ -488,6 +493,7 @@ impl Machine {
                         // Push the routes to the new owner now rather than
                         // leave traffic on us until its next reconcile.
                         if let Some(eni) = self.nodes.get(&to).map(|n| n.info.eni.clone()) {
+                            self.pushing.insert(shard);
                             out.effects.push(Effect::WriteRoutes(RouteWriteRequest {
                                 shard,
                                 epoch,
@@ -515,6 +521,9 @@ impl Machine {
             }
             Input::RoutesWritten { shard, eni, failed } => {
                 let ours = eni == self.setup.info.eni;
+                if !ours {
+                    self.pushing.remove(&shard);
+                }
                 if let Some(held) = self.held.get_mut(&shard).filter(|_| ours) {
                     held.writing = false;
                     if failed.is_empty() {
@@ -741,7 +750,7 @@ impl Machine {
         let Some(announced) = self.mode_announced_at.filter(|_| self.mode == Mode::Draining) else {
             return;
         };
-        if !self.held.is_empty() || !self.ops.is_empty() {
+        if !self.held.is_empty() || !self.ops.is_empty() || !self.pushing.is_empty() {
             return;
         }
         let peers_know_at = announced + self.cfg().scan_interval * PEER_NOTICE_SCANS + self.cfg().heartbeat_interval;

@@ -31,7 +31,7 @@ use vipfleet_core::Instant;
 
 mod route_writes;
 
-use self::route_writes::{write_routes, Fence};
+use self::route_writes::{write_routes, Fence, Guard};
 use crate::aws::pacing::{self, PacedRoutes, Pacer};
 use crate::dashboard::metered::{store_outcome, MeteredRoutes, OutcomeLabel};
 use crate::dashboard::metrics::Metrics;
@@ -203,7 +203,7 @@ where
             Event::RoutesWritten { fenced, .. } if *fenced > 0 => {
                 info!(
                     ?event,
-                    "route writes fenced: the shard moved or the lease lapsed while they waited"
+                    "route writes dropped: the shard moved, the lease lapsed or the push came too late"
                 )
             }
             Event::RoutesWritten { .. } => debug!(?event),
@@ -267,14 +267,21 @@ where
             }
             Effect::WriteRoutes(req) => {
                 let ours = req.eni == self.machine.setup().info.eni;
-                let fence = ours.then(|| self.fence.clone());
+                let fence = self.fence.clone();
+                // A drain waits for its pushes (see route_writes).
+                let push_until = (!self.draining).then(|| TokioInstant::now() + self.machine.setup().lease.lease_ttl);
                 let routes = self.routes.at(match req.priority {
                     Priority::Failover => pacing::Priority::Failover,
                     Priority::Rebalance | Priority::Repair => pacing::Priority::Background,
                 });
                 let origin = self.origin;
                 spawn(results, async move {
-                    write_routes(routes, req, fence.as_deref(), origin).await
+                    let guard = if ours {
+                        Guard::Own { fence: &fence, origin }
+                    } else {
+                        Guard::Push { until: push_until }
+                    };
+                    write_routes(routes, req, guard).await
                 })
             }
         }

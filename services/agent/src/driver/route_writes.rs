@@ -11,8 +11,14 @@
 //! call itself, never the wait for a token, which is long by design when
 //! many routes move at once.
 //!
-//! Writes a hand-off pushes to another node's ENI have no fence: the
-//! machine asked for them at the recipient's epoch.
+//! A hand-off pushes the shard's routes to the recipient's ENI, which no
+//! fence of ours covers. Such a push only saves the recipient its own
+//! repair (it reads the routes back soon after it learns of the shard), so
+//! a rebalancing push is dropped if it cannot go out within a lease TTL
+//! ([`Guard::Push`]): later, the shard may have moved on, and a late push
+//! would point its routes at a node that no longer holds it. A drain's
+//! pushes have no deadline: the machine ends a drain only when they are
+//! done, so that a node about to be terminated leaves no route behind.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -42,20 +48,25 @@ impl Fence {
     }
 }
 
-/// Performs `req`; `fence` is `None` for a write to another node's ENI.
-/// `origin` is the driver's instant zero (the machine's clock).
-pub async fn write_routes<R: RouteTable>(
-    routes: PacedRoutes<R>,
-    req: RouteWriteRequest,
-    fence: Option<&Mutex<Fence>>,
-    origin: TokioInstant,
-) -> Input {
+/// What a write must still satisfy when its call can go out.
+pub enum Guard<'a> {
+    /// Our own ENI: the [`Fence`], on the machine's clock, which starts at
+    /// `origin`.
+    Own {
+        fence: &'a Mutex<Fence>,
+        origin: TokioInstant,
+    },
+    /// A hand-off's push to the recipient: only before `until`, if set.
+    Push { until: Option<TokioInstant> },
+}
+
+/// Performs `req` under `guard`.
+pub async fn write_routes<R: RouteTable>(routes: PacedRoutes<R>, req: RouteWriteRequest, guard: Guard<'_>) -> Input {
     let fenced = FencedRoutes {
         routes: &routes,
-        fence,
+        guard,
         shard: req.shard,
         epoch: req.epoch,
-        origin,
     };
     let mut failed = Vec::new();
     for table in &req.tables {
@@ -75,22 +86,23 @@ pub async fn write_routes<R: RouteTable>(
 /// The paced routes of one `WriteRoutes`, each call fenced and bounded.
 struct FencedRoutes<'a, R> {
     routes: &'a PacedRoutes<R>,
-    fence: Option<&'a Mutex<Fence>>,
+    guard: Guard<'a>,
     shard: ShardId,
     epoch: Epoch,
-    origin: TokioInstant,
 }
 
 impl<R: RouteTable> FencedRoutes<'_, R> {
     fn allowed(&self) -> bool {
-        let Some(fence) = self.fence else {
-            return true;
-        };
-        let now = Instant::from_offset(TokioInstant::now().saturating_duration_since(self.origin));
-        fence
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .allows(self.shard, self.epoch, now)
+        match &self.guard {
+            Guard::Own { fence, origin } => {
+                let now = Instant::from_offset(TokioInstant::now().saturating_duration_since(*origin));
+                fence
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .allows(self.shard, self.epoch, now)
+            }
+            Guard::Push { until } => until.is_none_or(|t| TokioInstant::now() < t),
+        }
     }
 
     fn fenced(&self) -> RouteError {
@@ -110,10 +122,10 @@ impl<R: RouteTable> FencedRoutes<'_, R> {
             tokio::select! {
                 // `acquire` is cancel-safe: giving up the wait takes no token.
                 () = pacer.acquire(self.routes.priority()) => break,
-                () = tokio::time::sleep(FENCE_POLL_INTERVAL), if self.fence.is_some() => {}
+                () = tokio::time::sleep(FENCE_POLL_INTERVAL) => {}
             }
         }
-        // The lease may have lapsed between the last look and the token.
+        // The guard may have closed between the last look and the token.
         if self.allowed() {
             Ok(())
         } else {
@@ -225,7 +237,13 @@ mod tests {
         let fence = open_fence();
         let task = tokio::spawn({
             let fence = fence.clone();
-            async move { write_routes(routes, request(), Some(&fence), TokioInstant::now()).await }
+            async move {
+                let guard = Guard::Own {
+                    fence: &fence,
+                    origin: TokioInstant::now(),
+                };
+                write_routes(routes, request(), guard).await
+            }
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!task.is_finished(), "the write waits for a token");
@@ -252,7 +270,11 @@ mod tests {
         let (fake, _pacer, routes) = drained(calls_per_second).await;
         let fence = open_fence();
         let started = TokioInstant::now();
-        let input = write_routes(routes, request(), Some(&fence), started).await;
+        let guard = Guard::Own {
+            fence: &fence,
+            origin: started,
+        };
+        let input = write_routes(routes, request(), guard).await;
         assert!(
             started.elapsed() > ROUTE_CALL_TIMEOUT,
             "the token took {:?}",
@@ -263,10 +285,30 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_write_to_another_nodes_eni_is_not_fenced() {
+    async fn a_push_goes_out_if_a_token_comes_in_time() {
         let (fake, _pacer, routes) = drained(1.0).await;
-        let input = write_routes(routes, request(), None, TokioInstant::now()).await;
+        let until = Some(TokioInstant::now() + Duration::from_secs(3));
+        let input = write_routes(routes, request(), Guard::Push { until }).await;
         assert_eq!(failures(&input), []);
         assert!(fake.tables().target(&table(), vip()).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_push_that_would_go_out_too_late_is_dropped_without_a_token() {
+        // One token in 10 s; the push may wait 3 s.
+        let (fake, pacer, routes) = drained(0.1).await;
+        let started = TokioInstant::now();
+        let until = Some(started + Duration::from_secs(3));
+        let input = write_routes(routes, request(), Guard::Push { until }).await;
+        assert_eq!(
+            failures(&input),
+            [RouteError::Fenced {
+                shard: SHARD,
+                epoch: EPOCH
+            }]
+        );
+        assert!(started.elapsed() < Duration::from_secs(3) + FENCE_POLL_INTERVAL * 2);
+        assert_eq!(fake.tables().target(&table(), vip()), None);
+        assert!(pacer.level() > 0.25, "level {}", pacer.level());
     }
 }
