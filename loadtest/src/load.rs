@@ -81,7 +81,8 @@ pub fn unix_ms() -> u64 {
 }
 
 pub async fn run(args: LoadArgs) -> Result<()> {
-    if !(args.rate > 0.0 && args.rate.is_finite()) || !(args.duration > 0.0) {
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    if !positive(args.rate) || !positive(args.duration) {
         bail!("--rate and --duration must be positive");
     }
     let period = Duration::from_secs_f64(1.0 / args.rate);

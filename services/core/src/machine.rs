@@ -707,7 +707,7 @@ impl Machine {
                     .filter(|o| members.iter().any(|m| &m.id == o))
                     .map(|o| (*id, o))
             })
-            .chain(self.held.iter().map(|(id, _)| (*id, self.me().clone())))
+            .chain(self.held.keys().map(|id| (*id, self.me().clone())))
             .collect();
         let shard_ids: Vec<ShardId> = self.setup.layout.ids().collect();
         let target = assign(&shard_ids, &members, &owners);

@@ -351,12 +351,10 @@ impl World {
         };
         match fault {
             Fault::Crash { node } if usable(node, &self.nodes) => self.nodes[*node].status = Status::Crashed,
-            Fault::Pause { node, length } if usable(node, &self.nodes) => {
-                if self.nodes[*node].is_live() {
-                    let until = now + *length;
-                    self.nodes[*node].status = Status::Paused { until };
-                    self.schedule(until, What::Resume(*node));
-                }
+            Fault::Pause { node, length } if usable(node, &self.nodes) && self.nodes[*node].is_live() => {
+                let until = now + *length;
+                self.nodes[*node].status = Status::Paused { until };
+                self.schedule(until, What::Resume(*node));
             }
             Fault::Partition { node, length } if usable(node, &self.nodes) => {
                 self.nodes[*node].partitioned_until = Some(now + *length);
@@ -366,10 +364,8 @@ impl World {
                 let index = self.nodes.len();
                 self.add_node(config, index);
             }
-            Fault::Drain { node } if usable(node, &self.nodes) => {
-                if self.nodes[*node].is_live() {
-                    self.step(config, *node, Input::SetMode(Mode::Draining));
-                }
+            Fault::Drain { node } if usable(node, &self.nodes) && self.nodes[*node].is_live() => {
+                self.step(config, *node, Input::SetMode(Mode::Draining));
             }
             Fault::RouteDrift { shard, to_node } if *to_node < self.nodes.len() => {
                 let eni = self.nodes[*to_node].eni().clone();
