@@ -111,10 +111,10 @@ const READ_OPS: [&str; 3] = ["read_nodes", "read_shards", "read_shard"];
 const MUTATING_EC2_OPS: [&str; 2] = ["replace_route", "create_route"];
 const METRICS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Sums the store and EC2 call counters of every agent that answers. An
-/// agent that is down (crashed on purpose) contributes nothing.
-pub async fn calls(state: &LabState) -> Calls {
-    let mut total = Calls::default();
+/// The store and EC2 call counters of every agent that answers, by
+/// instance id. An agent that is down (crashed on purpose) is left out.
+pub async fn calls(state: &LabState) -> BTreeMap<String, Calls> {
+    let mut by_agent = BTreeMap::new();
     for node in &state.nodes {
         let Ok(addr) = http::endpoint_addr(&node.dashboard_url) else {
             continue;
@@ -122,9 +122,19 @@ pub async fn calls(state: &LabState) -> Calls {
         let Ok(answer) = http::request(addr, "GET", "/metrics", &[], "", METRICS_TIMEOUT).await else {
             continue;
         };
-        total = total + parse_calls(&answer.body);
+        by_agent.insert(node.instance_id.clone(), parse_calls(&answer.body));
     }
-    total
+    by_agent
+}
+
+/// The calls made between two [`calls`] readings, by the agents that
+/// answered the second: a victim that died in between is not subtracted
+/// from the survivors (its own calls before it died are lost with it), and
+/// an agent that joined counts from zero.
+pub fn calls_between(before: &BTreeMap<String, Calls>, after: &BTreeMap<String, Calls>) -> Calls {
+    after.iter().fold(Calls::default(), |total, (agent, now)| {
+        total + (*now - before.get(agent).copied().unwrap_or_default())
+    })
 }
 
 /// Reads `vipfleet_store_calls_total{op="…",…} N` and
@@ -173,6 +183,17 @@ mod tests {
         ]);
         assert_eq!(moves(&before, &after), 3);
         assert_eq!(vips_of(&after, "a"), vec![v("10.200.0.2")]);
+    }
+
+    #[test]
+    fn a_dead_agent_is_not_subtracted_and_a_new_one_counts_from_zero() {
+        let calls = |writes| Calls {
+            ddb_writes: writes,
+            ..Calls::default()
+        };
+        let before = BTreeMap::from([("a".to_string(), calls(100)), ("victim".to_string(), calls(500))]);
+        let after = BTreeMap::from([("a".to_string(), calls(130)), ("joined".to_string(), calls(7))]);
+        assert_eq!(calls_between(&before, &after), calls(37));
     }
 
     #[test]

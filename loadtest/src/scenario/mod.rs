@@ -273,7 +273,7 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     let agent_footprint = footprint::finish(&cpu_before);
 
     let after = fleet::ownership(state, &sdk).await?;
-    let calls = fleet::calls(state).await - calls_before;
+    let calls = fleet::calls_between(&calls_before, &fleet::calls(state).await);
     let routes = fleet::routes(state, &sdk).await?;
     let fault_ms = events
         .0
