@@ -26,7 +26,7 @@ use vipfleet_core::LeaseConfig;
 
 use super::aws::Instance;
 use super::layout::{Layout, DASHBOARD_PORT};
-use super::node::{aws_env, node_name};
+use super::node::{aws_env, node_name, node_record, NodeFiles};
 use super::procs::{ProcRecord, MARKER_VAR};
 use super::state::{self, LabState};
 
@@ -282,22 +282,12 @@ pub fn bootstrap_node(lab: &LabState, index: usize, instance: &Instance) -> Resu
         lab.programs.haproxy.clone(),
         vec!["-Ws".into(), "-f".into(), haproxy_config.display().to_string()],
     )?;
-    let node = state::Node {
-        index,
-        name,
-        instance_id: instance.instance_id.clone(),
-        eni: instance.eni.clone(),
-        mac: instance.mac.clone(),
-        ip: instance.ip,
-        ns,
-        az: super::aws::AZ.to_string(),
-        dashboard_url: format!("http://{}:{DASHBOARD_PORT}/", instance.ip),
+    let files = NodeFiles {
         agent_config,
         haproxy_config,
         haproxy_stats_socket: root.join("var/lib/haproxy/admin.sock"),
-        agent,
-        haproxy,
     };
+    let node = node_record(index, instance, ns, files, agent, haproxy);
     Ok((node, output))
 }
 

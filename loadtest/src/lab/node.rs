@@ -234,9 +234,33 @@ pub fn start_node(lab: &LabState, index: usize, instance: &Instance) -> Result<s
             env: aws_env(&lab.moto.endpoint, Some(&lab.imds.endpoint)),
         },
     )?;
-    Ok(state::Node {
+    let files = NodeFiles {
+        agent_config: agent_config_path,
+        haproxy_config: haproxy_config_path,
+        haproxy_stats_socket: stats_socket,
+    };
+    Ok(node_record(index, instance, ns, files, agent, haproxy))
+}
+
+/// Where a node's configs and haproxy's admin socket are, in host paths.
+pub struct NodeFiles {
+    pub agent_config: std::path::PathBuf,
+    pub haproxy_config: std::path::PathBuf,
+    pub haproxy_stats_socket: std::path::PathBuf,
+}
+
+/// The lab's record of node `index`, however it was provisioned.
+pub fn node_record(
+    index: usize,
+    instance: &Instance,
+    ns: String,
+    files: NodeFiles,
+    agent: procs::ProcRecord,
+    haproxy: procs::ProcRecord,
+) -> state::Node {
+    state::Node {
         index,
-        name,
+        name: node_name(index),
         instance_id: instance.instance_id.clone(),
         eni: instance.eni.clone(),
         mac: instance.mac.clone(),
@@ -244,12 +268,12 @@ pub fn start_node(lab: &LabState, index: usize, instance: &Instance) -> Result<s
         ns,
         az: aws::AZ.to_string(),
         dashboard_url: format!("http://{}:{DASHBOARD_PORT}/", instance.ip),
-        agent_config: agent_config_path,
-        haproxy_config: haproxy_config_path,
-        haproxy_stats_socket: stats_socket,
+        agent_config: files.agent_config,
+        haproxy_config: files.haproxy_config,
+        haproxy_stats_socket: files.haproxy_stats_socket,
         agent,
         haproxy,
-    })
+    }
 }
 
 /// How a new node gets its haproxy and agent.
