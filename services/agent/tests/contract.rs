@@ -188,6 +188,7 @@ async fn dynamo_item_bookkeeping_on_moto() {
         inc,
         state: NodeState::Active,
         kind: BeatKind::Register,
+        epoch_floor: 0,
     };
     store.heartbeat(&beat).await.expect("register");
     let dead = MarkDeadRequest {
@@ -459,6 +460,7 @@ async fn hand_edits_of_the_table_on_moto() {
         inc,
         state: NodeState::Active,
         kind: BeatKind::Register,
+        epoch_floor: 0,
     };
     assert_eq!(store.heartbeat(&beat).await, Ok(HeartbeatOutcome::Beat(1)));
     let put = |item: Vec<(&'static str, AttributeValue)>| {

@@ -97,6 +97,7 @@ async fn beat<S: LeaseStore>(
         inc,
         state,
         kind,
+        epoch_floor: 7,
     };
     store
         .heartbeat(&req)
@@ -233,6 +234,7 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
             inc: inc_a,
             state: active,
             config: Some(ids.config()),
+            epoch_floor: 7,
         },
         "a NotMine beat must leave the item alone; the item announces the configuration"
     );

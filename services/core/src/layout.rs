@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -26,10 +27,13 @@ impl fmt::Display for LayoutId {
     }
 }
 
-/// The shards a node serves, sorted, no two overlapping.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The shards a node serves, sorted, no two overlapping. Cheap to clone
+/// (the set is shared).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardLayout {
-    shards: BTreeSet<ShardId>,
+    shards: Arc<BTreeSet<ShardId>>,
+    /// The fingerprint, computed once.
+    id: LayoutId,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -77,22 +81,23 @@ impl ShardLayout {
                 widest = Some(*vip);
             }
         }
-        Ok(Self {
-            shards: sorted.into_iter().map(ShardId::of).collect(),
-        })
+        Ok(Self::from_shards(sorted.into_iter().map(ShardId::of)))
     }
 
     /// A layout of shards already known to be valid (read back from a
     /// layout item a peer published, or built by the simulation).
     pub fn from_shards(shards: impl IntoIterator<Item = ShardId>) -> Self {
+        let shards: BTreeSet<ShardId> = shards.into_iter().collect();
+        let text: Vec<String> = shards.iter().map(ToString::to_string).collect();
+        let id = LayoutId(format!("{:016x}", fnv1a(text.join(",").into_bytes())));
         Self {
-            shards: shards.into_iter().collect(),
+            shards: Arc::new(shards),
+            id,
         }
     }
 
     pub fn id(&self) -> LayoutId {
-        let text: Vec<String> = self.shards.iter().map(ToString::to_string).collect();
-        LayoutId(format!("{:016x}", fnv1a(text.join(",").into_bytes())))
+        self.id.clone()
     }
 
     pub fn contains(&self, shard: ShardId) -> bool {
@@ -103,7 +108,7 @@ impl ShardLayout {
         self.shards.iter().copied()
     }
 
-    pub fn shards(&self) -> &BTreeSet<ShardId> {
+    pub fn shards(&self) -> &Arc<BTreeSet<ShardId>> {
         &self.shards
     }
 

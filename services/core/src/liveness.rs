@@ -211,7 +211,13 @@ impl OwnLease {
     /// Whether a confirmation of ownership made at `confirmed_at` (the send
     /// time of the confirming read or write) still holds at `now`.
     pub fn vouches_for(&self, confirmed_at: Instant, now: Instant) -> bool {
-        self.is_valid(now) && self.valid_since.is_some_and(|since| confirmed_at >= since)
+        self.is_valid(now) && self.covers(confirmed_at)
+    }
+
+    /// Whether a confirmation made at `confirmed_at` falls in the current
+    /// unbroken run of validity.
+    pub fn covers(&self, confirmed_at: Instant) -> bool {
+        self.valid_since.is_some_and(|since| confirmed_at >= since)
     }
 }
 
@@ -242,6 +248,7 @@ mod tests {
                 lease_ttl,
                 heartbeat_interval: lease_ttl / 3,
             }),
+            epoch_floor: 0,
         }
     }
 

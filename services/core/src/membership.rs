@@ -58,9 +58,9 @@ pub struct Membership {
     /// Nodes whose shards may be taken over, with the condition to check.
     pub gone: BTreeMap<NodeId, NodeCheck>,
     /// Shards every member whose layout we know serves.
-    pub agreed: BTreeSet<ShardId>,
+    pub agreed: Arc<BTreeSet<ShardId>>,
     /// Shards some members serve and others do not.
-    pub disputed: BTreeSet<ShardId>,
+    pub disputed: Arc<BTreeSet<ShardId>>,
     /// Every member's layout is known: `agreed` and `disputed` are final.
     pub layouts_complete: bool,
     /// Layouts we must read before we know what their members serve.
@@ -209,14 +209,20 @@ pub fn membership(me: Me<'_>, peers: Peers<'_>) -> Membership {
     }
     out.members.sort_by(|a, b| a.id.cmp(&b.id));
 
-    let mut agreed: BTreeSet<ShardId> = me.layout.shards().clone();
-    let mut served: BTreeSet<ShardId> = agreed.clone();
-    for layout in &layouts[1..] {
-        agreed.retain(|s| layout.contains(*s));
-        served.extend(layout.ids());
+    // The common case, every member on one layout, costs nothing per shard.
+    let ids: BTreeSet<LayoutId> = layouts.iter().map(|l| l.id()).collect();
+    if ids.len() == 1 {
+        out.agreed = me.layout.shards().clone();
+    } else {
+        let mut agreed: BTreeSet<ShardId> = me.layout.shards().as_ref().clone();
+        let mut served: BTreeSet<ShardId> = agreed.clone();
+        for layout in &layouts[1..] {
+            agreed.retain(|s| layout.contains(*s));
+            served.extend(layout.ids());
+        }
+        out.disputed = Arc::new(served.difference(&agreed).copied().collect());
+        out.agreed = Arc::new(agreed);
     }
-    out.disputed = served.difference(&agreed).copied().collect();
-    out.agreed = agreed;
     out.tables = tables.into_iter().collect();
     out
 }
@@ -253,6 +259,7 @@ mod tests {
                 lease_ttl: TTL,
                 heartbeat_interval: TTL / 3,
             }),
+            epoch_floor: 0,
         }
     }
 
@@ -323,8 +330,8 @@ mod tests {
         let seen_by_a = world.membership(&NodeId::new("a"), &old, NodeState::Active);
         let seen_by_b = world.membership(&NodeId::new("b"), &new, NodeState::Active);
         for m in [&seen_by_a, &seen_by_b] {
-            assert_eq!(m.agreed, shards(&["10.200.0.2"]));
-            assert_eq!(m.disputed, shards(&["10.200.0.1", "10.200.0.3"]));
+            assert_eq!(*m.agreed, shards(&["10.200.0.2"]));
+            assert_eq!(*m.disputed, shards(&["10.200.0.1", "10.200.0.3"]));
             assert!(m.layouts_complete);
             let tables: Vec<&str> = m.tables.iter().map(|t| t.0.as_str()).collect();
             assert_eq!(tables, ["rtb-1", "rtb-2"], "the union of the tables");
@@ -360,7 +367,7 @@ mod tests {
         );
         assert_eq!(m.unknown_layouts, BTreeSet::from([unknown.id()]));
         assert!(!m.layouts_complete);
-        assert_eq!(m.agreed, shards(&["10.200.0.1"]), "unknown layouts dispute nothing");
+        assert_eq!(*m.agreed, shards(&["10.200.0.1"]), "unknown layouts dispute nothing");
     }
 
     #[test]

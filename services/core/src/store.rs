@@ -38,6 +38,8 @@ pub struct HeartbeatRequest {
     pub inc: Incarnation,
     pub state: NodeState,
     pub kind: BeatKind,
+    /// The highest shard epoch this node has seen.
+    pub epoch_floor: Epoch,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,9 +88,10 @@ pub enum Expect {
     /// No owner, and no epoch at or above `next_epoch`:
     /// `attribute_not_exists(owner) AND (attribute_not_exists(epoch) OR
     /// epoch < :next)`, setting `epoch = :next`. The claimant passes one
-    /// more than the highest epoch it remembers, so an item that vanished
-    /// and comes back (a table re-created) never takes an epoch that a
-    /// node which remembers the old one would read as older.
+    /// more than the highest epoch it remembers or reads in any node's
+    /// floor, so an item that vanished and comes back (a table re-created)
+    /// never takes an epoch that a node which remembers the old one would
+    /// read as older.
     Free { next_epoch: Epoch },
     /// The owner is gone: a transaction of the shard update
     /// `IF owner = :x AND epoch = :e` and a `ConditionCheck` on the owner's

@@ -196,6 +196,10 @@ pub struct NodeRecord {
     /// `None` when the item does not announce a configuration (an agent of
     /// an older version, or an item edited by hand).
     pub config: Option<NodeConfig>,
+    /// The highest shard epoch the node has seen: a claim of a shard whose
+    /// item vanished starts above every floor it reads, so no node sees an
+    /// epoch go back (0 when not announced).
+    pub epoch_floor: Epoch,
 }
 
 /// A shard item as the store returns it.

@@ -46,7 +46,7 @@ use vipfleet_core::{Epoch, LayoutId, NodeId, NodeRecord, NodeState, ShardId, Sha
 
 use super::dynamo_items::{
     attr, decode_all, expr, get_n, inc_value, layout_from_item, layout_item, layout_key, n, names, node_item, node_key,
-    node_record, node_values, s, shard_key, shard_record, Item, NODE_PREFIX, SHARD_PREFIX,
+    node_record, node_values, s, shard_key, shard_record, Beat, Item, NODE_PREFIX, SHARD_PREFIX,
 };
 use super::{classify, error_code, error_detail, ErrorClass};
 
@@ -382,8 +382,15 @@ fn takeover_verdict(codes: &[&str]) -> Option<Result<AcquireOutcome, StoreErrorK
 impl LeaseStore for DynamoLeaseStore {
     async fn heartbeat(&self, req: &HeartbeatRequest) -> StoreResult<HeartbeatOutcome> {
         let op = StoreOp::Heartbeat;
-        let now = (self.wall_clock)();
-        let item = || node_item(&req.info, &req.config, req.inc, req.state, now);
+        let beat = Beat {
+            info: &req.info,
+            config: &req.config,
+            inc: req.inc,
+            state: req.state,
+            epoch_floor: req.epoch_floor,
+            now: (self.wall_clock)(),
+        };
+        let item = || node_item(&beat);
         match req.kind {
             BeatKind::Register => {
                 self.put(op, item(), None, HashMap::new()).await?;
@@ -399,7 +406,7 @@ impl LeaseStore for DynamoLeaseStore {
                 )
             }
             BeatKind::Renew => {
-                let mut values = Self::values(node_values(&req.info, &req.config, req.inc, req.state, now));
+                let mut values = Self::values(node_values(&beat));
                 values.extend(Self::values([(":zero", n(0)), (":one", n(1))]));
                 let result = self
                     .update(

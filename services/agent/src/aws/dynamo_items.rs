@@ -3,7 +3,7 @@
 //!
 //! | item | key | attributes |
 //! |---|---|---|
-//! | node | `node#<instance-id>` | `hb`, `inc`, `state`, `eni`, `az`, `addr`, `weight`, `version`, `updated_at`, `expires_at` (TTL, once dead); what it runs: `layout` (fingerprint), `tables`, `ttl_ms`, `hb_ms` |
+//! | node | `node#<instance-id>` | `hb`, `inc`, `state`, `eni`, `az`, `addr`, `weight`, `version`, `updated_at`, `expires_at` (TTL, once dead), `epoch_floor`; what it runs: `layout` (fingerprint), `tables`, `ttl_ms`, `hb_ms` |
 //! | shard | `shard#<cidr>` | `owner`, `owner_inc`, `epoch`, `moves`, `moved_at` |
 //! | layout | `layout#<fingerprint>` | `vips` |
 //!
@@ -49,6 +49,7 @@ pub(crate) mod attr {
     pub const TABLES: &str = "tables";
     pub const TTL_MS: &str = "ttl_ms";
     pub const HB_MS: &str = "hb_ms";
+    pub const EPOCH_FLOOR: &str = "epoch_floor";
     pub const UPDATED_AT: &str = "updated_at";
     /// The table's TTL attribute: set when a node is marked dead.
     pub const EXPIRES_AT: &str = "expires_at";
@@ -62,8 +63,27 @@ pub(crate) mod attr {
     /// Every attribute written through an expression, for checking them.
     #[cfg(test)]
     pub const ALL: &[&str] = &[
-        PK, HB, INC, STATE, ENI, AZ, ADDR, WEIGHT, VERSION, LAYOUT, TABLES, TTL_MS, HB_MS, UPDATED_AT, EXPIRES_AT,
-        OWNER, OWNER_INC, EPOCH, MOVES, MOVED_AT,
+        PK,
+        HB,
+        INC,
+        STATE,
+        ENI,
+        AZ,
+        ADDR,
+        WEIGHT,
+        VERSION,
+        LAYOUT,
+        TABLES,
+        TTL_MS,
+        HB_MS,
+        EPOCH_FLOOR,
+        UPDATED_AT,
+        EXPIRES_AT,
+        OWNER,
+        OWNER_INC,
+        EPOCH,
+        MOVES,
+        MOVED_AT,
     ];
 }
 
@@ -77,7 +97,8 @@ pub(crate) mod expr {
     /// clears a TTL left by an observer that took the node for dead.
     pub const HEARTBEAT_UPDATE: &str = "SET #hb = if_not_exists(#hb, :zero) + :one, #inc = :inc, #state = :state, \
          #eni = :eni, #az = :az, #addr = :addr, #weight = :weight, #version = :version, #layout = :layout, \
-         #tables = :tables, #ttl_ms = :ttl_ms, #hb_ms = :hb_ms, #updated_at = :now REMOVE #expires_at";
+         #tables = :tables, #ttl_ms = :ttl_ms, #hb_ms = :hb_ms, #epoch_floor = :epoch_floor, #updated_at = :now \
+         REMOVE #expires_at";
     pub const HEARTBEAT_CONDITION: &str = "#inc = :inc";
     /// Re-registering writes the item again unless another process holds
     /// it: an incarnation that reads as one and is not ours.
@@ -166,17 +187,30 @@ fn list(values: impl IntoIterator<Item = String>) -> AttributeValue {
     AttributeValue::L(values.into_iter().map(s).collect())
 }
 
-/// The attributes of a node item, key included, as written by a
-/// registration (a put) or a heartbeat (an update of the same names).
-pub(crate) fn node_values(
-    info: &NodeInfo,
-    config: &NodeConfig,
-    inc: Incarnation,
-    state: NodeState,
-    now: u64,
-) -> Vec<(&'static str, AttributeValue)> {
+/// What a heartbeat writes into its node item.
+pub(crate) struct Beat<'a> {
+    pub info: &'a NodeInfo,
+    pub config: &'a NodeConfig,
+    pub inc: Incarnation,
+    pub state: NodeState,
+    pub epoch_floor: u64,
+    pub now: u64,
+}
+
+/// The attributes of a node item (placeholders of the heartbeat's update),
+/// as written by a registration (a put) or a heartbeat (an update of the
+/// same names).
+pub(crate) fn node_values(beat: &Beat<'_>) -> Vec<(&'static str, AttributeValue)> {
+    let Beat {
+        info,
+        config,
+        inc,
+        state,
+        epoch_floor,
+        now,
+    } = beat;
     vec![
-        (":inc", inc_value(inc)),
+        (":inc", inc_value(*inc)),
         (":state", s(state.as_str())),
         (":eni", s(info.eni.to_string())),
         (":az", s(info.az.as_str())),
@@ -187,13 +221,14 @@ pub(crate) fn node_values(
         (":tables", list(config.route_tables.iter().map(ToString::to_string))),
         (":ttl_ms", ms(config.lease_ttl)),
         (":hb_ms", ms(config.heartbeat_interval)),
-        (":now", n(now)),
+        (":epoch_floor", n(*epoch_floor)),
+        (":now", n(*now)),
     ]
 }
 
 /// A whole node item, for a registration's put.
-pub(crate) fn node_item(info: &NodeInfo, config: &NodeConfig, inc: Incarnation, state: NodeState, now: u64) -> Item {
-    let mut item: Item = node_values(info, config, inc, state, now)
+pub(crate) fn node_item(beat: &Beat<'_>) -> Item {
+    let mut item: Item = node_values(beat)
         .into_iter()
         .map(|(placeholder, value)| {
             let name = match placeholder {
@@ -203,7 +238,7 @@ pub(crate) fn node_item(info: &NodeInfo, config: &NodeConfig, inc: Incarnation, 
             (name.to_string(), value)
         })
         .collect();
-    item.insert(attr::PK.into(), node_key(&info.id));
+    item.insert(attr::PK.into(), node_key(&beat.info.id));
     item.insert(attr::HB.into(), n(1));
     item
 }
@@ -323,6 +358,7 @@ pub(crate) fn node_record(item: &Item) -> Result<NodeRecord, String> {
         inc: parse_inc(get_s(item, attr::INC)?)?,
         state: NodeState::parse_lenient(s_or(item, attr::STATE, "")),
         config: node_config(item),
+        epoch_floor: n_or(item, attr::EPOCH_FLOOR, 0).unwrap_or(0),
     })
 }
 
@@ -448,16 +484,29 @@ mod tests {
         assert_eq!(keys, ["#epoch=epoch", "#owner=owner"]);
     }
 
+    fn beat<'a>(info: &'a NodeInfo, config: &'a NodeConfig, inc: u64, state: NodeState, now: u64) -> Beat<'a> {
+        Beat {
+            info,
+            config,
+            inc: Incarnation(inc),
+            state,
+            epoch_floor: 9,
+            now,
+        }
+    }
+
     #[test]
     fn node_items_round_trip_and_announce_the_configuration() {
-        let item = node_item(&info(), &config(), Incarnation(0xab), NodeState::Starting, 1700);
+        let (info, config) = (info(), config());
+        let item = node_item(&beat(&info, &config, 0xab, NodeState::Starting, 1700));
         let record = node_record(&item).unwrap();
-        assert_eq!(record.info, info());
+        assert_eq!(record.info, info);
         assert_eq!(
             (record.hb, record.inc, record.state),
             (1, Incarnation(0xab), NodeState::Starting)
         );
-        assert_eq!(record.config, Some(config()));
+        assert_eq!(record.config, Some(config));
+        assert_eq!(record.epoch_floor, 9);
         assert_eq!(
             item.get(attr::UPDATED_AT),
             Some(&n(1700)),
@@ -472,7 +521,9 @@ mod tests {
 
     #[test]
     fn node_items_decode_leniently() {
-        let mut item = node_item(&info(), &config(), Incarnation(1), NodeState::Active, 0);
+        let (info, config) = (info(), config());
+        let mut item = node_item(&beat(&info, &config, 1, NodeState::Active, 0));
+        item.remove(attr::EPOCH_FLOOR);
         item.insert(attr::STATE.into(), s("hibernating"));
         item.remove(attr::WEIGHT);
         item.remove(attr::LAYOUT);
@@ -482,6 +533,7 @@ mod tests {
         assert_eq!(record.info.weight, 1);
         assert_eq!(record.info.az, "");
         assert_eq!(record.config, None, "an incomplete announcement is none");
+        assert_eq!(record.epoch_floor, 0);
         // What the protocol needs must be there.
         for (name, value) in [(attr::HB, Some(s("seven"))), (attr::INC, None), (attr::ENI, None)] {
             let mut bad = item.clone();

@@ -74,6 +74,7 @@ fn beat(kind: BeatKind) -> HeartbeatRequest {
         inc: Incarnation(7),
         state: NodeState::Active,
         kind,
+        epoch_floor: 3,
     }
 }
 

@@ -189,13 +189,13 @@ where
         let writable = self
             .machine
             .held()
-            .filter(|(s, _)| self.machine.may_write(*s, now))
+            .filter_map(|(s, epoch)| {
+                let until = self.machine.writable_until(s).filter(|u| now < *u)?;
+                Some((s, (epoch, until)))
+            })
             .collect();
         let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
-        *fence = Fence {
-            deadline: self.machine.lease_deadline(),
-            writable,
-        };
+        *fence = Fence { writable };
     }
 
     fn log(&mut self, event: &Event) {

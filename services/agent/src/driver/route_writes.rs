@@ -35,16 +35,18 @@ use crate::aws::pacing::PacedRoutes;
 /// How often a write queued for a token looks at the fence again.
 pub const FENCE_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Which shards the machine lets us write routes for, and until when.
+/// Which shards the machine lets us write routes for, at which epoch, and
+/// until when (the end of the lease, or of the confirmation's freshness).
 #[derive(Clone, Debug, Default)]
 pub struct Fence {
-    pub deadline: Option<Instant>,
-    pub writable: BTreeMap<ShardId, Epoch>,
+    pub writable: BTreeMap<ShardId, (Epoch, Instant)>,
 }
 
 impl Fence {
     fn allows(&self, shard: ShardId, epoch: Epoch, now: Instant) -> bool {
-        self.deadline.is_some_and(|d| now < d) && self.writable.get(&shard) == Some(&epoch)
+        self.writable
+            .get(&shard)
+            .is_some_and(|(e, until)| *e == epoch && now < *until)
     }
 }
 
@@ -224,8 +226,7 @@ mod tests {
 
     fn open_fence() -> Arc<Mutex<Fence>> {
         Arc::new(Mutex::new(Fence {
-            deadline: Some(Instant::from_millis(3_600_000)),
-            writable: BTreeMap::from([(SHARD, EPOCH)]),
+            writable: BTreeMap::from([(SHARD, (EPOCH, Instant::from_millis(3_600_000)))]),
         }))
     }
 

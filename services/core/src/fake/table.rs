@@ -89,6 +89,7 @@ impl LeaseTable {
             inc: req.inc,
             state: req.state,
             config: Some(req.config.clone()),
+            epoch_floor: req.epoch_floor,
         };
         let current_inc = self.nodes.get(id).map(|n| n.inc);
         let junk = self.junk_node(id);
@@ -116,6 +117,7 @@ impl LeaseTable {
                     node.state = req.state;
                     node.info = req.info.clone();
                     node.config = Some(req.config.clone());
+                    node.epoch_floor = req.epoch_floor;
                     HeartbeatOutcome::Beat(node.hb)
                 }
                 Some(_) => HeartbeatOutcome::NotMine,

@@ -32,10 +32,14 @@ struct Entry {
 pub(crate) struct ShardBook {
     entries: BTreeMap<ShardId, Entry>,
     highest_epoch: BTreeMap<ShardId, Epoch>,
+    /// The highest of them all: the floor this node announces.
+    floor: Epoch,
     /// Items that exist but could not be read: nobody may treat them as free.
     unreadable: BTreeSet<ShardId>,
     /// Send time of the last successful full read.
     read_at: Option<Instant>,
+    /// Bumped whenever a shard's owner or existence changes.
+    version: u64,
 }
 
 /// What learning a record meant for its shard.
@@ -61,10 +65,16 @@ impl ShardBook {
 
     fn put(&mut self, shard: ShardId, record: Option<ShardRecord>, as_of: Instant, now: Instant) {
         let free = record.as_ref().is_none_or(|r| r.owner.is_none());
-        let was_free_since = self.entries.get(&shard).and_then(|e| e.free_since);
+        let before = self.entries.get(&shard);
+        let was_free_since = before.and_then(|e| e.free_since);
+        let owner = |r: Option<&ShardRecord>| r.map(|r| (r.owner.clone(), r.epoch));
+        if before.is_none_or(|e| owner(e.record.as_ref()) != owner(record.as_ref())) {
+            self.version += 1;
+        }
         if let Some(r) = &record {
             let highest = self.highest_epoch.entry(shard).or_default();
             *highest = (*highest).max(r.epoch);
+            self.floor = self.floor.max(r.epoch);
         }
         self.entries.insert(
             shard,
@@ -122,11 +132,20 @@ impl ShardBook {
 
     /// A retired shard: its item is gone for good.
     pub(crate) fn forget(&mut self, shard: ShardId) {
-        self.entries.remove(&shard);
+        if self.entries.remove(&shard).is_some() {
+            self.version += 1;
+        }
+    }
+
+    pub(crate) fn version(&self) -> u64 {
+        self.version
     }
 
     pub(crate) fn set_unreadable(&mut self, shards: BTreeSet<ShardId>) {
-        self.unreadable = shards;
+        if shards != self.unreadable {
+            self.version += 1;
+            self.unreadable = shards;
+        }
     }
 
     pub(crate) fn is_unreadable(&self, shard: ShardId) -> bool {
@@ -153,9 +172,21 @@ impl ShardBook {
         self.record(shard).map_or(0, |r| r.epoch)
     }
 
-    /// The epoch a claim of this (free) shard should set.
-    pub(crate) fn next_epoch(&self, shard: ShardId) -> Epoch {
-        self.highest_epoch.get(&shard).copied().unwrap_or(0) + 1
+    /// The epoch a claim of this (free) shard should set: above what we
+    /// remember of it and above `fleet_floor`, the highest floor any node
+    /// announces (a node that restarted remembers nothing; its peers do).
+    pub(crate) fn next_epoch(&self, shard: ShardId, fleet_floor: Epoch) -> Epoch {
+        self.remembered(shard).max(fleet_floor) + 1
+    }
+
+    /// The highest epoch this node has seen for `shard`.
+    pub(crate) fn remembered(&self, shard: ShardId) -> Epoch {
+        self.highest_epoch.get(&shard).copied().unwrap_or(0)
+    }
+
+    /// The highest epoch this node has seen for any shard.
+    pub(crate) fn floor(&self) -> Epoch {
+        self.floor
     }
 
     /// Since when the shard has been seen free; `None` if it has an owner
@@ -217,12 +248,13 @@ mod tests {
         assert_eq!(book.free_since(shard()), None);
         assert_eq!(book.learn_absent(shard(), ms(200), ms(210)), Learned::Accepted);
         assert_eq!(book.free_since(shard()), Some(ms(210)));
-        assert_eq!(book.next_epoch(shard()), 8, "one above the highest epoch seen");
+        assert_eq!(book.next_epoch(shard(), 0), 8, "one above the highest epoch seen");
+        assert_eq!(book.next_epoch(shard(), 11), 12, "or above the fleet's floor");
         // Re-created with a lower epoch by a node that knew less: a read
         // sent later shows it, and we take it.
         assert_eq!(book.learn(rec(Some("b"), 1), ms(300), ms(310)), Learned::Accepted);
         assert_eq!(book.epoch(shard()), 1);
-        assert_eq!(book.next_epoch(shard()), 8);
+        assert_eq!(book.next_epoch(shard(), 0), 8);
         assert_eq!(book.free_since(shard()), None);
     }
 
@@ -233,6 +265,6 @@ mod tests {
         book.learn_absent(shard(), ms(100), ms(105));
         book.learn(rec(None, 3), ms(200), ms(205));
         assert_eq!(book.free_since(shard()), Some(ms(5)));
-        assert_eq!(book.next_epoch(shard()), 4);
+        assert_eq!(book.next_epoch(shard(), 0), 4);
     }
 }

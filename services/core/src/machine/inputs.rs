@@ -204,6 +204,7 @@ impl Machine {
             }
             Ok(HeartbeatOutcome::NotMine) => {
                 self.held.clear();
+                self.versions.held += 1;
                 self.exit(ExitReason::Superseded, out);
             }
             Err(e) => self.store_error(e, out),
@@ -309,6 +310,7 @@ impl Machine {
                     // previous incarnation of this node (a restart). Its
                     // routes probably point at us already: check them soon
                     // rather than write them blindly.
+                    self.versions.held += 1;
                     self.held.insert(
                         shard,
                         Held {
@@ -331,6 +333,7 @@ impl Machine {
 
     pub(super) fn lose(&mut self, shard: ShardId, to: Option<NodeId>, out: &mut Step) {
         if self.held.remove(&shard).is_some() {
+            self.versions.held += 1;
             out.events.push(Event::Lost { shard, to });
         }
     }

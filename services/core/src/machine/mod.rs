@@ -109,6 +109,13 @@ struct Timers {
     publish_layout: Instant,
 }
 
+/// Change counters of what targets are computed from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Versions {
+    membership: u64,
+    held: u64,
+}
+
 /// Calls of which one at a time is enough.
 #[derive(Clone, Debug, Default)]
 struct InFlight {
@@ -163,10 +170,20 @@ pub struct Machine {
     /// Gone nodes we already asked the store to mark dead, by counter.
     marking: BTreeMap<NodeId, Heartbeat>,
     retiring: BTreeSet<ShardId>,
+    /// An input arrived since membership and targets were last computed.
+    replan: bool,
+    /// When they must be computed again anyway (a wait runs out).
+    replan_at: Option<Instant>,
+    versions: Versions,
+    /// The versions the current targets were computed from.
+    targets_from: (u64, u64, u64, u64),
     /// The membership and targets of the last plan.
     membership: Membership,
     target: BTreeMap<ShardId, NodeId>,
     quota: BTreeMap<NodeId, usize>,
+    /// Agreed shards with no member as owner, as of the last plan: failover
+    /// work, which rebalancing waits for.
+    orphans: usize,
     gone_reported: BTreeSet<NodeId>,
     /// When the live set last changed. A shard map read before it may miss
     /// hand-offs we received since, so claims and hand-offs wait for a newer
@@ -211,9 +228,14 @@ impl Machine {
             retry_at: BTreeMap::new(),
             marking: BTreeMap::new(),
             retiring: BTreeSet::new(),
+            replan: true,
+            replan_at: None,
+            versions: Versions::default(),
+            targets_from: (u64::MAX, 0, 0, 0),
             membership: Membership::default(),
             target: BTreeMap::new(),
             quota: BTreeMap::new(),
+            orphans: 0,
             gone_reported: BTreeSet::new(),
             members_changed_at: None,
             routes: RouteBook::default(),
@@ -244,6 +266,7 @@ impl Machine {
         if self.exited.is_some() {
             return out;
         }
+        self.replan |= !matches!(input, Input::Tick);
         self.apply(input, now, &mut out);
         if self.exited.is_none() {
             self.plan(now, &mut out);
@@ -275,6 +298,7 @@ impl Machine {
         wake.extend(self.retry_at.values().copied());
         wake.extend(self.layout_retry_at.values().copied());
         wake.extend(self.drain_deadline());
+        wake.extend(self.replan_at);
         wake.extend(self.routes.wake_at());
         wake.into_iter().filter(|t| *t > now).min()
     }
@@ -287,11 +311,20 @@ impl Machine {
 
     /// Whether this node may write routes for `shard` at `now`: it holds the
     /// shard, its lease is valid, and its ownership was confirmed after the
-    /// lease last became valid.
+    /// lease last became valid and less than a lease ago.
     pub fn may_write(&self, shard: ShardId, now: Instant) -> bool {
-        self.held
-            .get(&shard)
-            .is_some_and(|h| self.lease.vouches_for(h.confirmed_at, now))
+        self.writable_until(shard).is_some_and(|until| now < until)
+    }
+
+    /// Until when this node may write routes for `shard`, if it holds it
+    /// with a confirmation made under its current lease: the end of the
+    /// lease, or of the confirmation's freshness, whichever comes first.
+    pub fn writable_until(&self, shard: ShardId) -> Option<Instant> {
+        let held = self.held.get(&shard)?;
+        let lease_end = self.lease.deadline()?;
+        self.lease
+            .covers(held.confirmed_at)
+            .then(|| lease_end.min(held.confirmed_at + self.confirm_fresh_for()))
     }
 
     pub fn held(&self) -> impl Iterator<Item = (ShardId, Epoch)> + '_ {
@@ -333,6 +366,11 @@ impl Machine {
     /// Every shard item this node knows exists.
     pub fn shard_records(&self) -> impl Iterator<Item = &ShardRecord> {
         self.book.records()
+    }
+
+    /// The highest epoch this node has seen for `shard`.
+    pub fn remembered_epoch(&self, shard: ShardId) -> Epoch {
+        self.book.remembered(shard)
     }
 
     pub fn observer(&self) -> &Observer {

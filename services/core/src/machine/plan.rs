@@ -36,13 +36,14 @@ const PEER_NOTICE_SCANS: u32 = 2;
 
 /// What to do about a free shard, from where its routes point.
 enum FreeShard {
-    /// Its routes point at this node: it gets it back.
+    /// Its routes point at this member: it gets it back, whatever quotas say.
     BelongsTo(NodeId),
     /// Anyone may claim it, by the usual assignment.
     Open,
-    /// Nobody should claim it yet: its routes were not read since it turned
+    /// Nobody may claim it yet: its last holder may still believe it holds
+    /// it (until this instant), its routes were not read since it turned
     /// free, or they point at a node that may still come back.
-    Wait,
+    Wait(Option<Instant>),
 }
 
 impl Machine {
@@ -62,7 +63,14 @@ impl Machine {
         if !valid || !self.nodes_seen || !self.shards_seen {
             return;
         }
-        self.plan_membership(now, out);
+        // Membership and targets are a function of what the node knows:
+        // they only change with an input (or when a free shard's wait runs
+        // out), not with a timer tick.
+        let replan = self.replan || self.replan_at.is_some_and(|t| now >= t);
+        if replan {
+            self.replan = false;
+            self.plan_membership(now, out);
+        }
         // Claims planned from a shard map older than the change in the live
         // set overshoot: hand-offs we received since are missing from it, so
         // we look under capacity, take too many orphans, and rebalancing then
@@ -73,7 +81,20 @@ impl Machine {
         if !fresh && self.shards_stale && !self.in_flight.shards && now >= self.timers.shards_not_before {
             self.read_shards(now, out);
         }
-        let orphans = self.plan_targets(now, out);
+        // Targets follow from membership, shard owners, what we hold and
+        // where free shards' routes point: recompute when one of them moved.
+        let inputs = (
+            self.versions.membership,
+            self.book.version(),
+            self.versions.held,
+            self.routes.version,
+        );
+        if inputs != self.targets_from || self.replan_at.is_some_and(|t| now >= t) {
+            self.targets_from = inputs;
+            self.replan_at = None;
+            self.orphans = self.plan_targets(now, out);
+        }
+        let orphans = self.orphans;
         // A layout read in flight: the member will likely turn out to take
         // a share, so planning without it would move shards twice.
         let fresh = fresh && self.in_flight.layouts.is_empty();
@@ -127,6 +148,7 @@ impl Machine {
                 inc: self.setup.inc,
                 state: self.mode.state(),
                 kind: self.beat_kind,
+                epoch_floor: self.book.floor(),
             }));
         }
         if !self.in_flight.publish && now >= self.timers.publish_layout {
@@ -185,33 +207,63 @@ impl Machine {
             self.shards_stale = true;
             self.members_changed_at = Some(now);
         }
-        self.membership = membership;
+        if membership != self.membership {
+            self.versions.membership += 1;
+            self.membership = membership;
+        }
+    }
+
+    /// The highest epoch floor any node announces.
+    fn fleet_floor(&self) -> crate::types::Epoch {
+        self.nodes.values().map(|n| n.epoch_floor).max().unwrap_or(0)
+    }
+
+    /// The longest lease any node we know runs with.
+    fn longest_ttl(&self) -> Duration {
+        self.nodes
+            .values()
+            .filter_map(|n| n.config.as_ref().map(|c| c.lease_ttl))
+            .fold(self.cfg().lease_ttl, Duration::max)
     }
 
     /// Where a free shard goes, from where its routes point.
+    ///
+    /// A shard turns free only when its item vanishes (deleted by hand, or
+    /// with the table). Its last holder may still hold a confirmation, good
+    /// for a lease, from before: nobody claims the shard until it has been
+    /// seen free for the longest lease, so no claim can make a second
+    /// writer. Then the node its routes point at gets it back.
     fn free_shard(&self, shard: ShardId, now: Instant) -> FreeShard {
         let Some(free_since) = self.book.free_since(shard) else {
             return FreeShard::Open; // never read: not free, just unknown
         };
+        let held_until = free_since + self.longest_ttl();
+        if now < held_until {
+            return FreeShard::Wait(Some(held_until));
+        }
         if self.routes.seen_at.is_none_or(|t| t < free_since) {
-            return FreeShard::Wait;
+            return FreeShard::Wait(None);
         }
         let eni = match self.routes.pointing(shard, self.route_tables()) {
             Pointing::Nowhere | Pointing::Mixed => return FreeShard::Open,
             Pointing::At(eni) => eni,
         };
-        if eni == self.setup.info.eni {
-            return FreeShard::BelongsTo(self.me().clone());
-        }
-        match self.nodes.values().find(|n| n.info.eni == eni) {
-            Some(node) if self.membership.role_of(&node.info.id).is_some() => {
-                FreeShard::BelongsTo(node.info.id.clone())
-            }
-            Some(node) if self.membership.gone.contains_key(&node.info.id) => FreeShard::Open,
-            Some(_) => FreeShard::Wait,
-            // A node we have never seen: give it a lease to register.
-            None if now >= free_since + self.cfg().lease_ttl => FreeShard::Open,
-            None => FreeShard::Wait,
+        let node = if eni == self.setup.info.eni {
+            Some(self.me())
+        } else {
+            self.nodes.values().find(|n| n.info.eni == eni).map(|n| &n.info.id)
+        };
+        match node {
+            // A node we have never seen (we waited a lease for it), or one
+            // that is gone or leaving: the assignment decides.
+            None => FreeShard::Open,
+            Some(id) if self.membership.gone.contains_key(id) => FreeShard::Open,
+            Some(id) => match self.membership.role_of(id) {
+                Some(Role::Takes | Role::Keeps) => FreeShard::BelongsTo(id.clone()),
+                Some(Role::Leaves) => FreeShard::Open,
+                // Marked dead but not gone yet: wait for the verdict.
+                None => FreeShard::Wait(None),
+            },
         }
     }
 
@@ -220,6 +272,9 @@ impl Machine {
     fn plan_targets(&mut self, now: Instant, out: &mut Step) -> usize {
         let me = self.me().clone();
         let mut owners: BTreeMap<ShardId, NodeId> = BTreeMap::new();
+        // Free shards that go back to the node their routes point at,
+        // outside the quotas (rebalancing may move them later).
+        let mut pinned: BTreeMap<ShardId, NodeId> = BTreeMap::new();
         let mut waiting = BTreeSet::new();
         let served: Vec<ShardId> = self.membership.served().copied().collect();
         for &shard in &served {
@@ -238,11 +293,14 @@ impl Machine {
                 }
                 None => match self.free_shard(shard, now) {
                     FreeShard::BelongsTo(node) => {
-                        owners.insert(shard, node);
+                        pinned.insert(shard, node);
                     }
                     FreeShard::Open => {}
-                    FreeShard::Wait => {
+                    FreeShard::Wait(until) => {
                         waiting.insert(shard);
+                        if let Some(until) = until {
+                            self.replan_at = Some(self.replan_at.map_or(until, |r| r.min(until)));
+                        }
                     }
                 },
             }
@@ -250,12 +308,18 @@ impl Machine {
         let waiting_for_routes = waiting.iter().any(|s| {
             self.book
                 .free_since(*s)
-                .is_some_and(|since| self.routes.seen_at.is_none_or(|t| t < since))
+                .is_some_and(|since| now >= since + self.longest_ttl() && self.routes.seen_at.is_none_or(|t| t < since))
         });
         if waiting_for_routes && !self.in_flight.describe {
             self.describe_routes(out);
         }
-        let agreed: Vec<ShardId> = self.membership.agreed.iter().copied().collect();
+        let agreed: Vec<ShardId> = self
+            .membership
+            .agreed
+            .iter()
+            .filter(|s| !pinned.contains_key(s))
+            .copied()
+            .collect();
         let agreed_owners: BTreeMap<ShardId, NodeId> = owners
             .iter()
             .filter(|(s, _)| self.membership.agreed.contains(s))
@@ -263,9 +327,15 @@ impl Machine {
             .collect();
         let assignment = assign(&agreed, &self.membership.members, &agreed_owners);
         let mut target = assignment.target;
-        for &shard in &self.membership.disputed {
-            if let Some(to) = self.membership.disputed_target(shard, owners.get(&shard)) {
+        for &shard in self.membership.disputed.iter() {
+            let owner = owners.get(&shard).or(pinned.get(&shard));
+            if let Some(to) = self.membership.disputed_target(shard, owner) {
                 target.insert(shard, to);
+            }
+        }
+        for (shard, node) in &pinned {
+            if self.membership.agreed.contains(shard) {
+                target.insert(*shard, node.clone());
             }
         }
         // Shards we hold outside our layout (we served them before a
@@ -286,6 +356,7 @@ impl Machine {
             .iter()
             .filter(|s| !owners.contains_key(s) && !waiting.contains(s))
             .count()
+            + pinned.len()
     }
 
     fn may_start(&self, shard: ShardId, now: Instant) -> bool {
@@ -312,7 +383,7 @@ impl Machine {
         for shard in wanted {
             let expect = match self.book.owner(shard) {
                 None => Expect::Free {
-                    next_epoch: self.book.next_epoch(shard),
+                    next_epoch: self.book.next_epoch(shard, self.fleet_floor()),
                 },
                 Some(owner) if *owner == me || self.membership.role_of(owner).is_some() => continue,
                 Some(owner) => match self.membership.gone.get(owner) {
@@ -419,7 +490,10 @@ impl Machine {
                 continue;
             }
             let epoch = match self.held.remove(&shard) {
-                Some(held) => held.epoch,
+                Some(held) => {
+                    self.versions.held += 1;
+                    held.epoch
+                }
                 None => self.book.epoch(shard),
             };
             budget -= 1;

@@ -58,6 +58,8 @@ pub(super) struct RouteBook {
     pub(super) pushing: BTreeSet<ShardId>,
     /// Retired shards whose routes are being deleted.
     pub(super) deleting: BTreeSet<ShardId>,
+    /// Bumped when a read-back shows routes other than the last one.
+    pub(super) version: u64,
 }
 
 impl RouteBook {
@@ -140,13 +142,16 @@ impl Machine {
         self.in_flight.describe = false;
         match result {
             Ok(entries) => {
-                self.routes.seen = entries
+                let seen: BTreeMap<(RouteTableId, Vip), Option<EniId>> = entries
                     .iter()
                     .map(|e| {
                         let target = e.target.clone().filter(|_| !e.blackhole);
                         ((e.table.clone(), e.destination), target)
                     })
                     .collect();
+                // A new read-back may end a free shard's wait for it.
+                self.routes.version += 1;
+                self.routes.seen = seen;
                 self.routes.seen_at = Some(sent_at);
                 self.check_routes(&entries, now, out);
             }
@@ -209,13 +214,14 @@ impl Machine {
     }
 
     /// A confirmation younger than this fences a route write; older ones
-    /// are renewed with a consistent read first. One lease: ownership can
-    /// only be lost while our own lease has lapsed (which voids every
-    /// confirmation anyway) or by our own hand-off, so this only bounds
-    /// trust in old reads. It must exceed a store round trip by far, or a
-    /// slow store would keep every confirmation stale and no route would
-    /// ever be written (seen in the lab with the fast profile).
-    fn confirm_fresh_for(&self) -> Duration {
+    /// are renewed with a consistent read first. One lease: a shard is
+    /// taken from its holder only once the holder is gone, by our own
+    /// hand-off, or (after its item vanished) once it has been seen free
+    /// for a lease, so a confirmation younger than a lease cannot be
+    /// contradicted by another holder. It must exceed a store round trip by
+    /// far, or a slow store would keep every confirmation stale and no route
+    /// would ever be written (seen in the lab with the fast profile).
+    pub(super) fn confirm_fresh_for(&self) -> Duration {
         self.cfg().lease_ttl
     }
 

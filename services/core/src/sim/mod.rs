@@ -74,9 +74,12 @@ pub struct SimConfig {
     /// Nodes whose configuration differs from the base one at start.
     pub variants: BTreeMap<usize, Variant>,
     /// Each call's request and response legs each take a uniform share of
-    /// `[min, max] / 2`.
+    /// `[min, max] / 2`...
     pub latency_min: Duration,
     pub latency_max: Duration,
+    /// ...except, with this probability, a leg that takes up to this long
+    /// (a stalled request, a slow retry).
+    pub latency_tail: Option<(f64, Duration)>,
     /// Time to settle before the first fault.
     pub warmup: Duration,
     pub faults: Vec<ScheduledFault>,
@@ -99,6 +102,7 @@ impl SimConfig {
             variants: BTreeMap::new(),
             latency_min: Duration::from_millis(4),
             latency_max: Duration::from_millis(60),
+            latency_tail: None,
             warmup: Duration::from_secs(10),
             faults: Vec::new(),
             cooldown: Duration::from_secs(40),
@@ -276,6 +280,11 @@ pub(crate) struct World {
     store_down_until: Option<Instant>,
     table_missing_until: Option<Instant>,
     exits: BTreeMap<&'static str, usize>,
+    /// Nodes whose machine stepped during the current event: only they can
+    /// have become a second writer.
+    pub(crate) stepped: BTreeSet<usize>,
+    /// The lease table or the routes changed during the current event.
+    pub(crate) changed: bool,
     trace: Option<Vec<String>>,
     queue: BinaryHeap<Reverse<(Instant, u64)>>,
     pending: BTreeMap<u64, What>,
@@ -308,6 +317,8 @@ pub fn run(config: &SimConfig) -> Report {
         let Some(what) = world.pending.remove(&seq) else {
             continue;
         };
+        world.stepped.clear();
+        world.changed = matches!(what, What::Apply { .. } | What::Fault(_) | What::RemoveJunk(_));
         if let What::Fault(i) = &what {
             checker.before_fault(&world, &config.faults[*i].fault);
         }
@@ -360,6 +371,8 @@ impl World {
             store_down_until: None,
             table_missing_until: None,
             exits: BTreeMap::new(),
+            stepped: BTreeSet::new(),
+            changed: true,
             trace: config.trace.then(Vec::new),
             queue: BinaryHeap::new(),
             pending: BTreeMap::new(),
@@ -389,6 +402,11 @@ impl World {
     }
 
     fn leg(&mut self, config: &SimConfig) -> Duration {
+        if let Some((probability, max)) = config.latency_tail {
+            if self.rng.random_bool(probability) {
+                return Duration::from_micros(self.rng.random_range(0..max.as_micros().max(1) as u64));
+            }
+        }
         let lo = config.latency_min.as_micros() as u64 / 2;
         let hi = (config.latency_max.as_micros() as u64 / 2).max(lo + 1);
         Duration::from_micros(self.rng.random_range(lo..hi))
@@ -606,6 +624,7 @@ impl World {
 
     fn step(&mut self, config: &SimConfig, node: usize, input: Input) {
         let now = self.now;
+        self.stepped.insert(node);
         let out = self.nodes[node].machine.step(input, now);
         if let Some(trace) = &mut self.trace {
             let id = self.nodes[node].id();

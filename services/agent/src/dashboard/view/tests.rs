@@ -31,6 +31,7 @@ fn record(id: &str, state: NodeState, config: Option<NodeConfig>) -> NodeRecord 
         inc: Incarnation(1),
         state,
         config,
+        epoch_floor: 0,
     }
 }
 
