@@ -14,14 +14,17 @@
 //!
 //! Any other path is 404, any other method on a known path 405.
 //!
-//! Modules: [`view`] (the JSON model), [`html`] (the page), [`metrics`] and
-//! [`metered`] (Prometheus families, call outcome labels), [`auth`] (the
-//! token).
+//! Modules: [`view`] (the JSON model), [`html`] (the page), [`metrics`],
+//! [`scrape`] and [`metered`] (Prometheus families, the gauges computed per
+//! scrape, call outcome labels), [`auth`] (the token), [`build_info`]
+//! (version and commit).
 
 pub mod auth;
+pub mod build_info;
 pub mod html;
 pub mod metered;
 pub mod metrics;
+pub mod scrape;
 pub mod view;
 
 use std::future::{Future, IntoFuture};
@@ -173,7 +176,12 @@ async fn fleet(State(state): State<DashboardState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<DashboardState>) -> Response {
-    ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], state.metrics.render()).into_response()
+    let scrape = scrape::registry(state.view().as_ref());
+    (
+        [(CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.render_with(Some(&scrape)),
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {
