@@ -206,14 +206,14 @@ fn flood(addr: std::net::SocketAddr, stats: Arc<FloodStats>) -> std::thread::Joi
 }
 
 /// (shard id, owner, epoch) of every shard in a fleet view.
-fn shard_epochs(fleet: &Value) -> BTreeMap<u64, (String, u64)> {
+fn shard_epochs(fleet: &Value) -> BTreeMap<String, (String, u64)> {
     fleet["shards"]
         .as_array()
         .expect("shards")
         .iter()
         .map(|s| {
             (
-                s["id"].as_u64().unwrap(),
+                s["id"].to_string(),
                 (
                     s["owner"].as_str().unwrap_or("-").to_string(),
                     s["epoch"].as_u64().unwrap(),
@@ -320,7 +320,7 @@ fn the_dashboard_cannot_exhaust_the_agents_files() {
             answered += 1;
             let node = node_in(&fleet, &instance);
             let age = node["heartbeat_age_ms"].as_u64().unwrap_or(u64::MAX);
-            if node["expired"] != false || node["state"] != "active" || age >= ttl_ms {
+            if node["gone"] != false || node["state"] != "active" || age >= ttl_ms {
                 problems.push(format!("{at:.1} s: the peer sees the node as {node}"));
             }
             let hb = node["heartbeat"].as_u64().unwrap();
