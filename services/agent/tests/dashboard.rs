@@ -553,6 +553,7 @@ async fn metrics_show_build_lease_mode_and_the_fleet_totals_of_the_page() {
         ("vipfleet_fleet_shards_free", "shards_free"),
         ("vipfleet_fleet_shards_orphaned", "shards_orphaned"),
         ("vipfleet_fleet_shards_moving", "shards_moving"),
+        ("vipfleet_fleet_shards_disputed", "shards_disputed"),
         ("vipfleet_fleet_shards_in_trouble", "shards_in_trouble"),
         ("vipfleet_fleet_route_problems", "route_problems"),
         ("vipfleet_fleet_moves_last_hour", "moves_last_hour"),

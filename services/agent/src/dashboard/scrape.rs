@@ -139,13 +139,13 @@ fn fleet(r: &mut Registry, t: &Totals) {
     }
     r.register(
         "fleet_nodes",
-        "Nodes by state as this observer judges them (expired wins over the state a node wrote)",
+        "Nodes by state as this observer judges them (gone wins over the state a node wrote)",
         nodes,
     );
-    let counts: [(&str, &str, usize); 10] = [
+    let counts: [(&str, &str, usize); 11] = [
         (
             "fleet_nodes_in_trouble",
-            "Nodes with any trouble: expired, dead, unhealthy, late, other configuration, over quota",
+            "Nodes with any trouble: gone, dead, unhealthy, late, other configuration, over quota",
             t.nodes_in_trouble,
         ),
         (
@@ -166,13 +166,18 @@ fn fleet(r: &mut Registry, t: &Totals) {
         ),
         (
             "fleet_shards_orphaned",
-            "Shards owned by an expired, dead or unknown node: their VIPs route to a node that may be gone",
+            "Shards owned by a gone, dead or unknown node: their VIPs route to a node that may have stopped",
             t.shards_orphaned,
         ),
         (
             "fleet_shards_moving",
             "Shards owned by a live node while the assignment names another",
             t.shards_moving,
+        ),
+        (
+            "fleet_shards_disputed",
+            "Shards served by some members and not others (a VIP list being rolled out)",
+            t.shards_disputed,
         ),
         (
             "fleet_shards_in_trouble",
