@@ -6,6 +6,7 @@ on a deliberately bad snippet, so that a rule that stopped checking would fail.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -314,3 +315,91 @@ def test_parameter_patterns(template, parameter, good, bad):
     pattern = re.compile(template["Parameters"][parameter]["AllowedPattern"])
     assert pattern.fullmatch(good)
     assert not pattern.fullmatch(bad)
+
+
+# ------------------------------------------------------------ CloudWatch alarms
+
+ALARM_ACTIONS = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+
+
+def alarm_metrics(alarm_properties: dict) -> set[tuple[str, str, tuple]]:
+    """(namespace, metric, dimensions) of every metric an alarm reads, directly or in metric math."""
+    found = set()
+    stats = [m["MetricStat"]["Metric"] for m in alarm_properties.get("Metrics", []) if "MetricStat" in m]
+    if "MetricName" in alarm_properties:
+        stats.append(alarm_properties)
+    for metric in stats:
+        dimensions = tuple(
+            (d["Name"], json.dumps(d["Value"], sort_keys=True)) for d in metric.get("Dimensions", [])
+        )
+        found.add((metric["Namespace"], metric["MetricName"], dimensions))
+    return found
+
+
+def alarm_action_problems(alarm_properties: dict) -> list[str]:
+    """Both transitions notify the optional topic, and nothing else."""
+    return [
+        f"{key} is {alarm_properties.get(key)!r}"
+        for key in ("AlarmActions", "OKActions")
+        if alarm_properties.get(key) != ALARM_ACTIONS
+    ]
+
+
+def alarms_on(template: dict, namespace: str, metric: str, dimension: tuple[str, dict]) -> list[dict]:
+    wanted = (dimension[0], json.dumps(dimension[1], sort_keys=True))
+    return [
+        r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+        and any(ns == namespace and m == metric and wanted in dims for ns, m, dims in alarm_metrics(r["Properties"]))
+    ]
+
+
+def test_alarm_rules_catch_bad_snippets():
+    direct = {"Namespace": "N", "MetricName": "M", "Dimensions": [{"Name": "D", "Value": {"Ref": "X"}}]}
+    assert alarm_metrics(direct) == {("N", "M", (("D", '{"Ref": "X"}'),))}
+    math = {"Metrics": [{"Id": "e", "Expression": "a"}, {"Id": "a", "MetricStat": {"Metric": direct}}]}
+    assert alarm_metrics(math) == alarm_metrics(direct)
+    assert alarm_action_problems({"AlarmActions": ALARM_ACTIONS, "OKActions": ALARM_ACTIONS}) == []
+    assert alarm_action_problems({"AlarmActions": ALARM_ACTIONS}) == ["OKActions is None"]
+    assert alarm_action_problems({"AlarmActions": ["arn:aws:sns:us-east-1:123456789012:t"], "OKActions": ALARM_ACTIONS})
+
+
+def test_lease_table_throttling_raises_an_alarm(template):
+    table = ("TableName", {"Ref": "LeaseTable"})
+    reads = alarms_on(template, "AWS/DynamoDB", "ReadThrottleEvents", table)
+    writes = alarms_on(template, "AWS/DynamoDB", "WriteThrottleEvents", table)
+    assert reads and writes, "no alarm on the lease table's read and write throttle events"
+    for alarm in reads + writes:
+        # Any throttled request at all: a throttled heartbeat is a lapsed lease.
+        assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+        assert alarm["TreatMissingData"] == "notBreaching", "no data means nothing was throttled"
+        assert alarm_action_problems(alarm) == []
+
+
+def test_fewer_nodes_in_service_than_the_minimum_raises_an_alarm(template):
+    group = ("AutoScalingGroupName", {"Ref": "NodeGroup"})
+    alarms = alarms_on(template, "AWS/AutoScaling", "GroupInServiceInstances", group)
+    assert len(alarms) == 1, "no alarm on the group's in-service count"
+    alarm = alarms[0]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("LessThanThreshold", {"Ref": "MinSize"})
+    assert alarm["Statistic"] == "Minimum"
+    # Longer than a rolling replacement's dip, short enough to matter.
+    assert 3 <= alarm["EvaluationPeriods"] * alarm["Period"] / 60 <= 15
+    assert alarm_action_problems(alarm) == []
+    collected = [
+        m
+        for c in template["Resources"]["NodeGroup"]["Properties"].get("MetricsCollection", [])
+        for m in c.get("Metrics", [])
+    ]
+    assert "GroupInServiceInstances" in collected, "the group does not publish the metric the alarm reads"
+
+
+def test_the_alarm_topic_is_optional(template):
+    parameter = template["Parameters"]["AlarmTopicArn"]
+    assert parameter["Default"] == ""
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert pattern.fullmatch("") and pattern.fullmatch("arn:aws:sns:eu-west-1:123456789012:ops-alerts")
+    assert not pattern.fullmatch("ops-alerts") and not pattern.fullmatch("arn:aws:sqs:eu-west-1:123456789012:q")
+    assert template["Conditions"]["HasAlarmTopic"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}
+    assert {"LeaseTableThrottleAlarmName", "InServiceAlarmName"} <= set(template["Outputs"])

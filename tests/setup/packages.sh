@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the lab need, if any is missing:
 # haproxy (the real data plane), iproute2 (network namespaces), shellcheck,
-# curl, and chromium (the dashboard's browser test, headless).
+# curl, chromium (the dashboard's browser test, headless), and prometheus for
+# its promtool (the alert rules' checks and unit tests; the server it also
+# brings is stopped and disabled where systemd started it).
 set -euo pipefail
 
 needed=()
@@ -10,6 +12,7 @@ command -v ip >/dev/null 2>&1 || needed+=(iproute2)
 command -v shellcheck >/dev/null 2>&1 || needed+=(shellcheck)
 command -v curl >/dev/null 2>&1 || needed+=(curl)
 command -v chromium >/dev/null 2>&1 || needed+=(chromium)
+command -v promtool >/dev/null 2>&1 || needed+=(prometheus)
 if ((${#needed[@]} == 0)); then
   exit 0
 fi
@@ -21,3 +24,7 @@ echo "setup: installing ${needed[*]} from the distribution's packages"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${needed[@]}" >/dev/null
+if [[ " ${needed[*]} " == *" prometheus "* && -d /run/systemd/system ]]; then
+  # Only promtool is wanted: no Prometheus server listening on :9090.
+  systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi

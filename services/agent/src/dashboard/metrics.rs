@@ -5,12 +5,16 @@
 //! Counters and histograms move as things happen. The two values that
 //! depend on *now* (time since the last successful heartbeat, the EC2 token
 //! bucket's level) are computed when the page is rendered, so a wedged
-//! driver shows a growing heartbeat age rather than a frozen one.
+//! driver shows a growing heartbeat age rather than a frozen one. The gauges
+//! derived from the published status (lease, mode, haproxy health, fleet
+//! totals) are built per scrape by [`super::scrape`] and rendered after
+//! these ([`Metrics::render_with`]).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,6 +26,7 @@ use vipfleet_core::machine::Event;
 use vipfleet_core::routes::RouteOp;
 use vipfleet_core::store::StoreOp;
 
+use super::build_info;
 use crate::aws::pacing::Pacer;
 
 /// Media type of the OpenMetrics text the registry encodes (Prometheus
@@ -50,6 +55,12 @@ struct OpLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
 }
 
 type HistogramFamily = Family<OpLabel, Histogram, fn() -> Histogram>;
@@ -88,6 +99,9 @@ pub struct Metrics {
     heartbeat_age_seconds: Gauge<f64, AtomicU64>,
     token_bucket_level: Gauge<f64, AtomicU64>,
     failover_waiting: Gauge,
+    dashboard_connections: Gauge,
+    dashboard_rejected: Counter,
+    dashboard_timed_out: Counter,
     /// Send time of the last successful heartbeat (the lease counts from
     /// the send time, so the age does too); the creation time until then.
     last_heartbeat_ok: Mutex<Option<TokioInstant>>,
@@ -132,12 +146,23 @@ impl Metrics {
             heartbeat_age_seconds: Gauge::default(),
             token_bucket_level: Gauge::default(),
             failover_waiting: Gauge::default(),
+            dashboard_connections: Gauge::default(),
+            dashboard_rejected: Counter::default(),
+            dashboard_timed_out: Counter::default(),
             last_heartbeat_ok: Mutex::new(None),
             created_at: TokioInstant::now(),
             pacer: OnceLock::new(),
             registry: Registry::default(),
         };
         let r = &mut registry;
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: build_info::VERSION,
+                commit: build_info::commit(),
+            })
+            .set(1);
+        r.register("build_info", "The agent's version and commit; always 1", build);
         r.register_with_unit(
             "heartbeat_duration",
             "Latency of successful heartbeat writes",
@@ -239,6 +264,21 @@ impl Metrics {
             "Failover route writes waiting for an EC2 token",
             m.failover_waiting.clone(),
         );
+        r.register(
+            "dashboard_connections",
+            "Open dashboard connections",
+            m.dashboard_connections.clone(),
+        );
+        r.register(
+            "dashboard_connections_rejected",
+            "Dashboard connections closed at once because the connection limit was reached",
+            m.dashboard_rejected.clone(),
+        );
+        r.register(
+            "dashboard_connections_timed_out",
+            "Dashboard connections closed for sending no complete request header in time (slow or idle)",
+            m.dashboard_timed_out.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -321,9 +361,34 @@ impl Metrics {
         self.shards_owned.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// The dashboard accepted (`true`) or closed (`false`) a connection.
+    pub fn dashboard_connection(&self, opened: bool) {
+        if opened {
+            self.dashboard_connections.inc();
+        } else {
+            self.dashboard_connections.dec();
+        }
+    }
+
+    /// The dashboard closed a connection at once: too many were open.
+    pub fn dashboard_connection_rejected(&self) {
+        self.dashboard_rejected.inc();
+    }
+
+    /// The dashboard closed a connection that sent no complete header in time.
+    pub fn dashboard_connection_timed_out(&self) {
+        self.dashboard_timed_out.inc();
+    }
+
     /// The OpenMetrics text of every family, with the time-dependent gauges
     /// brought up to now.
     pub fn render(&self) -> String {
+        self.render_with(None)
+    }
+
+    /// As [`render`](Self::render), followed by the families of `scrape`
+    /// (gauges computed for this scrape; their names must differ from ours).
+    pub fn render_with(&self, scrape: Option<&Registry>) -> String {
         let now = TokioInstant::now();
         let since = self
             .last_heartbeat_ok
@@ -339,7 +404,11 @@ impl Metrics {
         }
         let mut text = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        let _ = encode_registry(&mut text, &self.registry);
+        if let Some(scrape) = scrape {
+            let _ = encode_registry(&mut text, scrape);
+        }
+        let _ = encode_eof(&mut text);
         text
     }
 }
