@@ -14,6 +14,7 @@
 #   cargo_target_dir       the workspace's target directory, as cargo resolves it
 #   hand_back STAMP DIR    files root made under DIR since the file STAMP was
 #                          made go to the invoking user, if DIR is theirs
+#                          (never fails: it runs in EXIT traps)
 
 AS_USER=""       # the user who ran sudo; empty without sudo
 AS_USER_HOME=""
@@ -83,29 +84,28 @@ _as_user_cargo_env() {
   done < <(compgen -e | grep -E '^(CARGO_[A-Z_]+|RUSTUP_[A-Z_]+|RUSTFLAGS|RUSTDOCFLAGS|RUSTC_WRAPPER)$' || true)
 }
 
-user_cargo() {
+# cargo ARGS as the invoking user, or as root with that user's rustup and
+# cargo homes (HOME stays root's, so what tests write to HOME does not land
+# in the user's) and --frozen, so that root writes neither Cargo.lock nor
+# the user's registry.
+_as_user_cargo() {
+  local who="$1" env
+  shift
   if [[ -z "$AS_USER" ]]; then
     cargo "$@"
     return
   fi
-  local env
   mapfile -t env < <(_as_user_cargo_env)
-  sudo -u "$AS_USER" -H -- env "${env[@]}" "$AS_USER_CARGO" "$@"
+  if [[ "$who" == user ]]; then
+    sudo -u "$AS_USER" -H -- env "${env[@]}" "$AS_USER_CARGO" "$@"
+  else
+    env "${env[@]}" RUSTUP_HOME="${RUSTUP_HOME:-$AS_USER_HOME/.rustup}" \
+      CARGO_HOME="${CARGO_HOME:-$AS_USER_HOME/.cargo}" "$AS_USER_CARGO" "$1" --frozen "${@:2}"
+  fi
 }
 
-# Root with the user's rustup and cargo homes (HOME stays root's, so what
-# tests write to HOME does not land in the user's), --frozen so that root
-# writes neither Cargo.lock nor the user's registry.
-root_cargo() {
-  if [[ -z "$AS_USER" ]]; then
-    cargo "$@"
-    return
-  fi
-  local env
-  mapfile -t env < <(_as_user_cargo_env)
-  env "${env[@]}" RUSTUP_HOME="${RUSTUP_HOME:-$AS_USER_HOME/.rustup}" \
-    CARGO_HOME="${CARGO_HOME:-$AS_USER_HOME/.cargo}" "$AS_USER_CARGO" "$1" --frozen "${@:2}"
-}
+user_cargo() { _as_user_cargo user "$@"; }
+root_cargo() { _as_user_cargo root "$@"; }
 
 cargo_target_dir() {
   local dir
@@ -119,7 +119,7 @@ hand_back() {
   [[ -n "$AS_USER" && -d "$dir" ]] || return 0
   # Only the user's own folders: never chown root's files in /tmp or /.
   [[ "$(stat -c %u "$dir")" == "$SUDO_UID" ]] || return 0
-  count="$(find "$dir" -xdev -user 0 -newer "$stamp" -print -exec chown -h "$SUDO_UID:$SUDO_GID" {} + | wc -l)"
+  count="$(find "$dir" -xdev -user 0 -newer "$stamp" -print -exec chown -h "$SUDO_UID:$SUDO_GID" {} + | wc -l || true)"
   if ((count > 0)); then
     echo "gave $count files that root made under $dir to $AS_USER" >&2
   fi
