@@ -31,7 +31,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the fault scenarios in the deterministic simulation and print a summary.
+    /// Run the fault scenarios in the deterministic simulation and print a summary
+    /// (`cargo run -p vipfleet-sim` does the same without building the AWS SDK).
     Sim(vipfleet_sim::SimArgs),
     /// Send HTTP requests to VIPs at a fixed rate and record every one (run it in a client namespace).
     Load(load::LoadArgs),
