@@ -1,6 +1,7 @@
 //! The agent's command line as an operator meets it: every configuration
-//! that cannot work makes `check-config` and `run` exit with 64 and a
-//! message naming the bad value, and `init-table` can be run again safely.
+//! that cannot work makes `check-config` and `run` exit with 78
+//! (`EX_CONFIG`) and a message naming the bad value, and `init-table` can
+//! be run again safely.
 //!
 //! The file-only cases need no AWS: the agent is pointed at a dead loopback
 //! port, so a `run` that got past validation would fail differently (and a
@@ -38,6 +39,9 @@ instance_id = "i-0cli0000000000001"
 eni = "eni-0cli000000000001"
 private_ip = "10.0.1.10"
 az = "us-east-1a"
+
+[health]
+url = "http://127.0.0.1:8404/healthz"
 
 [vip_binding]
 enabled = false
@@ -84,7 +88,7 @@ fn assert_refused(what: &str, outcome: &Outcome, needles: &[&str]) {
 
 #[test]
 fn a_good_config_passes_check_config() {
-    // The control for the cases below: their 64s come from the one change
+    // The control for the cases below: their 78s come from the one change
     // each makes, not from a base that never passed.
     let work = Workdir::new("cli-good");
     let file = work.write("good.toml", &default_config());
@@ -119,7 +123,7 @@ fn the_example_config_passes_check_config() {
 }
 
 #[test]
-fn bad_configs_exit_64_naming_the_bad_value() {
+fn bad_configs_exit_78_naming_the_bad_value() {
     let base = default_config();
     let with = |from: &str, to: &str| -> String {
         assert!(base.contains(from), "the base config has no {from:?}");
@@ -175,6 +179,11 @@ fn bad_configs_exit_64_naming_the_bad_value() {
             "missing table",
             with(r#"table = "vipfleet-leases""#, ""),
             vec!["aws.table"],
+        ),
+        (
+            "no health source",
+            with(r#"url = "http://127.0.0.1:8404/healthz""#, ""),
+            vec!["health.url", "health.disabled"],
         ),
     ];
     let work = Workdir::new("cli-bad");

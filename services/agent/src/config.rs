@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
-use vipfleet_core::types::{LayoutError, VipError};
+use vipfleet_core::layout::LayoutError;
+use vipfleet_core::types::VipError;
 use vipfleet_core::{config::LeaseConfigError, LeaseConfig, RouteTableId, ShardLayout, Vip};
 
 use crate::aws::pacing::{PacerConfig, PacingError};
@@ -135,6 +136,9 @@ struct NodeSection {
 struct HealthSection {
     url: Option<String>,
     stats_socket: Option<String>,
+    /// Run without any health source, on purpose (tests, or haproxy
+    /// watched by something else).
+    disabled: Option<bool>,
     interval_ms: Option<u64>,
     timeout_ms: Option<u64>,
     fall: Option<u32>,
@@ -190,6 +194,8 @@ pub struct AgentConfig {
     pub lease: LeaseConfig,
     pub identity: IdentityOverrides,
     pub weight: u32,
+    /// `None` only with `health.disabled = true`: the node then counts as
+    /// healthy from the start.
     pub health: Option<HealthCheck>,
     /// The dummy interface that carries every VIP; `None` leaves binding to
     /// someone else.
@@ -331,7 +337,7 @@ fn validate(file: File) -> Result<AgentConfig, ConfigError> {
         .iter()
         .map(|v| v.parse::<Vip>())
         .collect::<Result<Vec<_>, _>>()?;
-    let layout = ShardLayout::one_per_vip(&vips)?;
+    let layout = ShardLayout::from_vips(&vips)?;
     if file.fleet.route_tables.is_empty() {
         return Err(invalid(
             "fleet.route_tables is empty: VIP routes must go somewhere".into(),
@@ -391,10 +397,26 @@ fn validate(file: File) -> Result<AgentConfig, ConfigError> {
         ));
     }
 
-    let health = match (file.health.url, file.health.stats_socket) {
-        (Some(_), Some(_)) => return Err(invalid("health: set url or stats_socket, not both".into())),
-        (None, None) => None,
-        (url, socket) => {
+    let disabled = file.health.disabled.unwrap_or(false);
+    let health = match (file.health.url, file.health.stats_socket, disabled) {
+        (Some(_), Some(_), _) => return Err(invalid("health: set url or stats_socket, not both".into())),
+        (Some(_), _, true) | (_, Some(_), true) => {
+            return Err(invalid(
+                "health: disabled = true and a health source are set; choose one".into(),
+            ))
+        }
+        // A node with a dead haproxy would keep its VIPs: no health
+        // source is an error unless asked for.
+        (None, None, false) => {
+            return Err(invalid(
+                "health: set health.url (haproxy's monitor URI) or health.stats_socket; \
+                 without a health source a node whose haproxy died keeps its VIPs. \
+                 Set health.disabled = true to run without one on purpose"
+                    .into(),
+            ))
+        }
+        (None, None, true) => None,
+        (url, socket, false) => {
             let target = match (url, socket) {
                 (Some(url), _) => HealthTarget::http(&url)?,
                 (_, Some(socket)) => HealthTarget::StatsSocket(PathBuf::from(socket)),
@@ -506,6 +528,8 @@ mod tests {
         [fleet]
         vips = ["10.200.0.1/32", "10.200.0.2"]
         route_tables = ["rtb-1", "rtb-2"]
+        [health]
+        url = "http://127.0.0.1:8404/healthz"
     "#;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -523,7 +547,18 @@ mod tests {
             c.dashboard_listen,
             vec!["127.0.0.1:9180".parse::<SocketAddr>().unwrap()]
         );
+        assert!(c.health.is_some());
+    }
+
+    #[test]
+    fn a_health_source_is_required_unless_disabled_on_purpose() {
+        let without = GOOD.replace("[health]\n        url = \"http://127.0.0.1:8404/healthz\"", "");
+        let err = load(&without, &BTreeMap::new(), &[]).unwrap_err().to_string();
+        assert!(err.contains("health.disabled = true"), "{err}");
+        let c = load(&without, &BTreeMap::new(), &["health.disabled=true".into()]).unwrap();
         assert!(c.health.is_none());
+        let both = load(GOOD, &BTreeMap::new(), &["health.disabled=true".into()]).unwrap_err();
+        assert!(both.to_string().contains("choose one"), "{both}");
     }
 
     #[test]

@@ -23,14 +23,15 @@ use tokio::task::JoinHandle;
 use tower::ServiceExt;
 use vipfleet_agent::aws::pacing::{Pacer, PacerConfig};
 use vipfleet_agent::dashboard::auth::Token;
-use vipfleet_agent::dashboard::build_info::{announced_version, config_fingerprint};
 use vipfleet_agent::dashboard::metrics::Metrics;
 use vipfleet_agent::dashboard::{self, DashboardState};
 use vipfleet_agent::driver::{self, Control, Driver};
 use vipfleet_agent::status::{Status, StatusBoard};
 use vipfleet_core::fake::{FakeLeaseStore, FakeRouteTable, Faults};
-use vipfleet_core::machine::{ExitReason, Machine, NodeSetup};
-use vipfleet_core::{EniId, Incarnation, Instant, LeaseConfig, NodeId, NodeInfo, RouteTableId, ShardLayout, Vip};
+use vipfleet_core::machine::{ExitReason, Health, Machine, NodeSetup};
+use vipfleet_core::{
+    EniId, Incarnation, Instant, LeaseConfig, NodeId, NodeInfo, RouteTableId, ShardId, ShardLayout, Vip,
+};
 
 const SHARDS: usize = 24;
 const TOKEN: &str = "test-token-0123456789abcdef";
@@ -47,7 +48,7 @@ fn tables() -> Vec<RouteTableId> {
 
 fn layout() -> ShardLayout {
     let vips: Vec<Vip> = (1..=SHARDS).map(|i| format!("10.200.0.{i}").parse().unwrap()).collect();
-    ShardLayout::one_per_vip(&vips).unwrap()
+    ShardLayout::from_vips(&vips).unwrap()
 }
 
 struct Node {
@@ -64,7 +65,7 @@ struct Fleet {
 }
 
 fn start_node(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable) -> Node {
-    let mut setup = NodeSetup {
+    let setup = NodeSetup {
         info: NodeInfo {
             id: NodeId::new(name),
             eni: EniId(format!("eni-{name}")),
@@ -75,10 +76,10 @@ fn start_node(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable) -> No
         },
         inc: Incarnation(u64::from(name.as_bytes()[name.len() - 1]) * 7919),
         lease: LeaseConfig::DEFAULT,
-        layout: layout(),
+        layout: Arc::new(layout()),
         route_tables: tables(),
+        drain_timeout: Duration::from_secs(120),
     };
-    setup.info.version = announced_version("0.1.0", &config_fingerprint(&setup));
     let pacer = Arc::new(
         Pacer::new(PacerConfig {
             calls_per_second: 1000.0,
@@ -88,6 +89,10 @@ fn start_node(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable) -> No
     );
     let (board, status) = StatusBoard::new();
     let (controls, rx) = driver::controls();
+    // What the agent's start-up reports once haproxy answers and the ENI
+    // is set up.
+    controls.try_send(Control::Health(Health::Healthy)).unwrap();
+    controls.try_send(Control::SourceDestCheckOff(true)).unwrap();
     let metrics = Arc::new(Metrics::new());
     let driver = Driver::new(
         Machine::new(setup, Instant::ZERO),
@@ -233,8 +238,8 @@ async fn the_fleet_json_shows_every_node_and_shard_and_matches_the_schema() {
     assert_eq!(shards.len(), SHARDS);
     let store = fleet.store.table();
     for shard in shards {
-        let id = shard["id"].as_u64().unwrap() as u32;
-        let record = store.peek_shard(vipfleet_core::ShardId(id)).unwrap();
+        let id: ShardId = shard["id"].as_str().unwrap().parse().unwrap();
+        let record = store.peek_shard(id).unwrap();
         assert_eq!(shard["owner"], record.owner.as_ref().unwrap().as_str(), "{shard}");
         assert_eq!(shard["owner_status"], "live");
         assert_eq!(shard["epoch"], record.epoch);
@@ -256,6 +261,9 @@ async fn the_fleet_json_shows_every_node_and_shard_and_matches_the_schema() {
         .collect();
     assert!(kinds.contains(&"registered") && kinds.contains(&"claimed"), "{kinds:?}");
     assert_eq!(*kinds.last().unwrap(), "mode_changed", "the oldest event is the start");
+    assert_eq!(view["observer"]["health"], "healthy");
+    assert_eq!(view["observer"]["source_dest_check_off"], true);
+    assert_eq!(view["skipped"].as_array().map(Vec::len), Some(0));
 }
 
 #[tokio::test(start_paused = true)]
@@ -294,7 +302,7 @@ async fn a_crash_shows_as_an_expired_node_moved_shards_and_takeover_events() {
     let router = fleet.router(0, None);
     let view = fleet_json(&router).await;
     let c = by_id(&view["nodes"], "c");
-    assert!(c["expired"] == true || c["state"] == "dead", "{c}");
+    assert!(c["gone"] == true || c["state"] == "dead", "{c}");
     assert_eq!(c["shards"], 0);
     assert!(!c["trouble"].as_array().unwrap().is_empty());
     for id in ["a", "b"] {
@@ -315,7 +323,7 @@ async fn a_crash_shows_as_an_expired_node_moved_shards_and_takeover_events() {
         .iter()
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
-    assert!(kinds.contains(&"node_expired"), "{kinds:?}");
+    assert!(kinds.contains(&"node_gone"), "{kinds:?}");
     let moved = view["shards"]
         .as_array()
         .unwrap()
@@ -343,7 +351,7 @@ async fn a_route_changed_by_hand_shows_as_wrong_then_repaired() {
     let fleet = Fleet::start().await;
     let router = fleet.router(0, None);
     let (shard, _) = fleet.nodes[0].status.borrow().held[0];
-    let vip = layout().vips_of(shard)[0];
+    let vip = shard.vip();
     let table = &tables()[1];
     // Slow EC2: the repair takes a while, so the page can show the wrong
     // target between the read-back that finds it and the write that fixes
@@ -362,7 +370,7 @@ async fn a_route_changed_by_hand_shows_as_wrong_then_repaired() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|s| s["id"] == shard.0)
+            .find(|s| s["id"] == shard.to_string())
             .unwrap()["routes"][1]["status"]
             .as_str()
             .unwrap()
@@ -382,7 +390,7 @@ async fn a_route_changed_by_hand_shows_as_wrong_then_repaired() {
     assert_eq!(view["totals"]["shards_in_trouble"], 1);
     let page = get(&router, "/").await.body;
     assert!(page.contains("data-route=\"wrong_target\""));
-    assert!(page.contains(&format!("<tr class=\"shard trouble\" data-shard=\"{}\"", shard.0)));
+    assert!(page.contains(&format!("<tr class=\"shard trouble\" data-shard=\"{shard}\"")));
 
     let mut repaired = false;
     for _ in 0..80 {

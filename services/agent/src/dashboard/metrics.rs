@@ -47,6 +47,11 @@ struct OpLabel {
     op: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
 type HistogramFamily = Family<OpLabel, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -74,6 +79,12 @@ pub struct Metrics {
     lease_expiries: Counter,
     nodes_marked_dead: Counter,
     own_lease_lapses: Counter,
+    reregistrations: Counter,
+    shards_retired: Counter,
+    /// Items the last reads could not use, by kind (node, shard, other).
+    items_skipped: Family<KindLabel, Gauge>,
+    /// 1 while the lease table answers that it does not exist.
+    table_missing: Gauge,
     heartbeat_age_seconds: Gauge<f64, AtomicU64>,
     token_bucket_level: Gauge<f64, AtomicU64>,
     failover_waiting: Gauge,
@@ -114,6 +125,10 @@ impl Metrics {
             lease_expiries: Counter::default(),
             nodes_marked_dead: Counter::default(),
             own_lease_lapses: Counter::default(),
+            reregistrations: Counter::default(),
+            shards_retired: Counter::default(),
+            items_skipped: Family::default(),
+            table_missing: Gauge::default(),
             heartbeat_age_seconds: Gauge::default(),
             token_bucket_level: Gauge::default(),
             failover_waiting: Gauge::default(),
@@ -188,6 +203,26 @@ impl Metrics {
             "Times this node's own lease lapsed",
             m.own_lease_lapses.clone(),
         );
+        r.register(
+            "reregistrations",
+            "Times this node found its own item gone and wrote it again",
+            m.reregistrations.clone(),
+        );
+        r.register(
+            "shards_retired",
+            "Shards of VIPs no node serves any more that this node retired",
+            m.shards_retired.clone(),
+        );
+        r.register(
+            "items_skipped",
+            "Lease table items the last reads could not use, by kind",
+            m.items_skipped.clone(),
+        );
+        r.register(
+            "store_table_missing",
+            "1 while the lease table does not exist (every route is held as it is)",
+            m.table_missing.clone(),
+        );
         r.register_with_unit(
             "heartbeat_age",
             "Time since the send time of the last successful heartbeat (since start if none yet)",
@@ -220,12 +255,36 @@ impl Metrics {
             Event::HandedOff { .. } => self.handoffs.inc(),
             Event::Lost { .. } => self.shards_lost.inc(),
             Event::RouteDrift { .. } => self.route_repairs.inc(),
-            Event::NodeExpired { .. } => self.lease_expiries.inc(),
+            Event::NodeGone { .. } => self.lease_expiries.inc(),
             Event::NodeMarkedDead { .. } => self.nodes_marked_dead.inc(),
             Event::LeaseLapsed => self.own_lease_lapses.inc(),
+            Event::Reregistered => self.reregistrations.inc(),
+            Event::Retired { .. } => self.shards_retired.inc(),
+            Event::ItemsSkipped { skipped } => {
+                self.items_skipped.clear();
+                for item in skipped {
+                    let kind = match (&item.node, &item.shard) {
+                        (Some(_), _) => "node",
+                        (_, Some(_)) => "shard",
+                        _ => "other",
+                    };
+                    self.items_skipped.get_or_create(&KindLabel { kind }).inc();
+                }
+                return;
+            }
+            Event::StoreError { kind, .. } => {
+                self.table_missing
+                    .set(i64::from(*kind == vipfleet_core::store::StoreErrorKind::TableMissing));
+                return;
+            }
             // Calls are counted where they are made; the rest is not a rate
             // anyone alerts on.
-            Event::Registered | Event::LeaseRenewed | Event::RoutesWritten { .. } | Event::StoreError { .. } => return,
+            Event::Registered
+            | Event::LeaseRenewed
+            | Event::RoutesWritten { .. }
+            | Event::RouteError { .. }
+            | Event::ModeChanged { .. }
+            | Event::StopDeferred => return,
         };
     }
 
@@ -238,6 +297,9 @@ impl Metrics {
         self.store_call_seconds
             .get_or_create(&OpLabel { op: op_name })
             .observe(duration.as_secs_f64());
+        if outcome == OUTCOME_OK {
+            self.table_missing.set(0);
+        }
         if op == StoreOp::Heartbeat && outcome == OUTCOME_OK {
             self.heartbeat_seconds.observe(duration.as_secs_f64());
             let sent_at = TokioInstant::now().checked_sub(duration).unwrap_or(self.created_at);
@@ -297,17 +359,38 @@ mod tests {
     #[test]
     fn events_and_calls_show_up_in_the_text() {
         let m = Metrics::new();
+        let shard = |s: &str| s.parse::<ShardId>().unwrap();
         m.observe_event(&Event::Acquired {
-            shard: ShardId(1),
+            shard: shard("10.200.0.1/32"),
             from: Some(NodeId::new("i-dead")),
             epoch: 2,
         });
         m.observe_event(&Event::Acquired {
-            shard: ShardId(2),
+            shard: shard("10.200.0.2/32"),
             from: None,
             epoch: 1,
         });
-        m.observe_event(&Event::NodeExpired {
+        m.observe_event(&Event::ItemsSkipped {
+            skipped: vec![
+                vipfleet_core::store::Skipped {
+                    key: "node#junk".into(),
+                    reason: "hb is not a number".into(),
+                    node: Some(NodeId::new("junk")),
+                    shard: None,
+                },
+                vipfleet_core::store::Skipped {
+                    key: "node#other".into(),
+                    reason: "eni is missing".into(),
+                    node: Some(NodeId::new("other")),
+                    shard: None,
+                },
+            ],
+        });
+        m.observe_event(&Event::StoreError {
+            kind: vipfleet_core::store::StoreErrorKind::TableMissing,
+            detail: "ResourceNotFoundException".into(),
+        });
+        m.observe_event(&Event::NodeGone {
             node: NodeId::new("i-dead"),
         });
         m.observe_store_call(StoreOp::Acquire, "conflict", Duration::from_millis(5));
@@ -321,6 +404,20 @@ mod tests {
             "vipfleet_lease_expiries_observed_total 1"
         );
         assert_eq!(line(&text, "vipfleet_shards_owned"), "vipfleet_shards_owned 7");
+        assert_eq!(
+            line(&text, "vipfleet_items_skipped{"),
+            r#"vipfleet_items_skipped{kind="node"} 2"#
+        );
+        assert_eq!(
+            line(&text, "vipfleet_store_table_missing"),
+            "vipfleet_store_table_missing 1"
+        );
+        m.observe_store_call(StoreOp::Heartbeat, OUTCOME_OK, Duration::from_millis(5));
+        let text = m.render();
+        assert_eq!(
+            line(&text, "vipfleet_store_table_missing"),
+            "vipfleet_store_table_missing 0"
+        );
         assert!(
             text.contains(r#"vipfleet_store_calls_total{op="acquire",outcome="conflict"} 1"#),
             "{text}"

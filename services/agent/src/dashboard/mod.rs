@@ -16,10 +16,9 @@
 //!
 //! Modules: [`view`] (the JSON model), [`html`] (the page), [`metrics`] and
 //! [`metered`] (Prometheus families, call outcome labels), [`auth`] (the
-//! token), [`build_info`] (version and config fingerprint).
+//! token).
 
 pub mod auth;
-pub mod build_info;
 pub mod html;
 pub mod metered;
 pub mod metrics;
@@ -186,7 +185,7 @@ pub fn unready_reason(status: &Status, at: TokioInstant) -> Option<String> {
     let (Some(setup), Some(recorded_at)) = (&status.setup, status.recorded_at) else {
         return Some("starting: no snapshot from the lease loop yet".into());
     };
-    if status.exited {
+    if status.exited.is_some() {
         // It publishes nothing more: the snapshot's age says nothing.
         return Some("the lease loop has stopped (drained or superseded)".into());
     }

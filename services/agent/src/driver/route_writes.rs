@@ -70,10 +70,8 @@ pub async fn write_routes<R: RouteTable>(routes: PacedRoutes<R>, req: RouteWrite
     };
     let mut failed = Vec::new();
     for table in &req.tables {
-        for vip in &req.vips {
-            if let Err(e) = point_route(&fenced, table, *vip, &req.eni).await {
-                failed.push(e);
-            }
+        if let Err(e) = point_route(&fenced, table, req.vip(), &req.eni).await {
+            failed.push(e);
         }
     }
     Input::RoutesWritten {
@@ -167,6 +165,12 @@ impl<R: RouteTable> RouteTable for FencedRoutes<'_, R> {
         let call = self.routes.inner().create(table, vip, eni);
         self.bounded(RouteOp::Create, table, vip, call).await
     }
+
+    async fn delete(&self, table: &RouteTableId, vip: Vip) -> Result<(), RouteError> {
+        self.admit().await?;
+        let call = self.routes.inner().delete(table, vip);
+        self.bounded(RouteOp::Delete, table, vip, call).await
+    }
 }
 
 #[cfg(test)]
@@ -179,7 +183,8 @@ mod tests {
     use super::*;
     use crate::aws::pacing::{Pacer, PacerConfig, Priority};
 
-    const SHARD: ShardId = ShardId(0);
+    const SHARD: ShardId = ShardId::of(VIP);
+    const VIP: Vip = Vip::host(std::net::Ipv4Addr::new(10, 200, 0, 1));
     const EPOCH: Epoch = 1;
 
     fn table() -> RouteTableId {
@@ -187,17 +192,17 @@ mod tests {
     }
 
     fn vip() -> Vip {
-        "10.200.0.1/32".parse().unwrap()
+        VIP
     }
 
     fn request() -> RouteWriteRequest {
         RouteWriteRequest {
             shard: SHARD,
             epoch: EPOCH,
-            vips: vec![vip()],
             tables: vec![table()],
             eni: EniId("eni-a".into()),
             priority: MachinePriority::Rebalance,
+            deadline: None,
         }
     }
 
