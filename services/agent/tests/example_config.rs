@@ -12,7 +12,10 @@ use std::path::PathBuf;
 use vipfleet_agent::config;
 
 /// Keys that have no default; the example sets them to sample values.
-const REQUIRED: [&str; 3] = ["aws.table", "fleet.vips", "fleet.route_tables"];
+const REQUIRED: [&str; 4] = ["aws.table", "fleet.vips", "fleet.route_tables", "health.url"];
+/// Commented keys that take the place of a set one (the two cannot be set
+/// together): `(commented, replaced)`.
+const REPLACES: [(&str, &str); 1] = [("health.stats_socket", "health.url")];
 /// A key no section has.
 const PROBE: &str = "vipfleet_probe_not_a_key";
 
@@ -144,12 +147,18 @@ fn the_example_names_every_accepted_key_once() {
     );
 }
 
+/// What `key` takes the place of, if anything ([`REPLACES`]).
+fn replaced_by(key: &str) -> Option<&'static str> {
+    REPLACES.iter().find(|(k, _)| *k == key).map(|(_, replaced)| *replaced)
+}
+
 /// A file of the example's required keys plus `extra`, nothing else.
 fn required_plus(lines: &[KeyLine], extra: Option<&KeyLine>) -> String {
     let mut sections: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let replaced = extra.and_then(|l| replaced_by(&l.key));
     let wanted = lines
         .iter()
-        .filter(|l| REQUIRED.contains(&l.key.as_str()) && !l.commented)
+        .filter(|l| REQUIRED.contains(&l.key.as_str()) && !l.commented && Some(l.key.as_str()) != replaced)
         .chain(extra);
     for line in wanted {
         let section = line.key.split_once('.').map(|(s, _)| s).unwrap_or_default();
@@ -199,8 +208,15 @@ fn every_commented_key_loads_when_uncommented() {
     let commented: Vec<_> = lines.iter().filter(|l| l.commented).collect();
     assert!(!commented.is_empty());
     for line in commented {
-        let uncommented = text.replacen(&format!("# {}", line.line), &line.line, 1);
+        let mut uncommented = text.replacen(&format!("# {}", line.line), &line.line, 1);
         assert_ne!(uncommented, text);
+        if let Some(replaced) = replaced_by(&line.key) {
+            let set = lines
+                .iter()
+                .find(|l| l.key == replaced && !l.commented)
+                .unwrap_or_else(|| panic!("{} replaces {replaced}, which the example does not set", line.key));
+            uncommented = uncommented.replacen(&set.line, &format!("# {}", set.line), 1);
+        }
         assert_eq!(
             loaded(&format!("the example with {}", line.key), &uncommented),
             loaded(&format!("{} alone", line.key), &required_plus(&lines, Some(line))),

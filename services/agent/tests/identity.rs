@@ -300,6 +300,8 @@ table = "leases"
 [fleet]
 vips = ["10.200.0.1/32"]
 route_tables = ["rtb-1"]
+[health]
+disabled = true
 "#;
 
 #[test]
