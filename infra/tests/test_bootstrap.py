@@ -20,6 +20,7 @@ import pytest
 from conftest import (
     BOOTSTRAP,
     HAPROXY_SAMPLE,
+    INFRA,
     SAMPLE_PARAMETERS,
     UNIT,
     bootstrap_env,
@@ -284,6 +285,22 @@ def test_systemd_unit_directives():
     assert "WatchdogSec" in settings and "RestartSec" in settings
     # Long enough for a drain; see the comment in the unit.
     assert int(settings["TimeoutStopSec"][0].removesuffix("s")) >= 120
+
+
+def test_unit_sets_the_log_variable_the_agent_reads():
+    """The unit's log level reaches the agent: the variable it sets is the one main.rs reads."""
+    import re
+
+    main = (INFRA.parent / "services" / "agent" / "src" / "main.rs").read_text()
+    read = re.findall(r'EnvFilter::try_from_env\("([A-Z_]+)"\)', main)
+    assert len(read) == 1, f"expected one EnvFilter variable in main.rs, found {read}"
+    environment = [
+        line.removeprefix("Environment=").partition("=")[0]
+        for line in UNIT.read_text().splitlines()
+        if line.startswith("Environment=")
+    ]
+    assert read[0] in environment, f"the unit sets {environment}, the agent reads {read[0]}"
+    assert "RUST_LOG" not in environment, "the agent ignores RUST_LOG"
 
 
 def test_sample_haproxy_config_is_valid():

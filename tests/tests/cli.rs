@@ -97,6 +97,31 @@ fn a_good_config_passes_check_config() {
     assert!(outcome.stdout.contains("config ok"), "{}", outcome.describe());
 }
 
+/// The example an operator copies (`infra/agent.example.toml`) passes the
+/// agent's own check as it stands; the same file without its table does not,
+/// so the pass is the file's doing. Its keys are checked against the code in
+/// services/agent/tests/example_config.rs.
+#[test]
+fn the_example_config_passes_check_config() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/agent.example.toml");
+    let outcome = agent("check-config", &example, None);
+    assert_eq!(outcome.code, Some(0), "{}\n{}", example.display(), outcome.describe());
+    assert!(outcome.stdout.contains("config ok"), "{}", outcome.describe());
+
+    let text = std::fs::read_to_string(&example).expect("reading the example");
+    let table_line = text
+        .lines()
+        .find(|l| l.starts_with("table = "))
+        .expect("the example sets aws.table");
+    let work = Workdir::new("cli-example");
+    let file = work.write("no-table.toml", &text.replacen(table_line, "", 1));
+    assert_refused(
+        "the example without aws.table",
+        &agent("check-config", &file, None),
+        &["aws.table"],
+    );
+}
+
 #[test]
 fn bad_configs_exit_78_naming_the_bad_value() {
     let base = default_config();

@@ -183,6 +183,9 @@ struct LifecycleSection {
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub table: String,
+    /// `aws.region` as configured (file, `VIPFLEET_AWS_REGION`, `--set`). The
+    /// region the node works in is `identity.region`, which also takes the
+    /// SDK's `AWS_REGION` before IMDS.
     pub region: Option<String>,
     pub vips: Vec<Vip>,
     pub layout: ShardLayout,
@@ -274,7 +277,11 @@ pub fn load(text: &str, env: &BTreeMap<String, String>, sets: &[String]) -> Resu
     let file: File = toml::Value::Table(doc)
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Toml(e.to_string()))?;
-    validate(file)
+    let mut config = validate(file)?;
+    // The SDK's AWS_REGION counts as configured: it wins over IMDS, and
+    // with it complete `[node]` overrides need no IMDS at all.
+    config.identity.region = crate::identity::configured_region(config.region.as_deref(), env);
+    Ok(config)
 }
 
 /// Puts a string from the environment or a flag into the document, typed
