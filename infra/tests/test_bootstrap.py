@@ -22,6 +22,7 @@ from conftest import (
     HAPROXY_SAMPLE,
     SAMPLE_PARAMETERS,
     UNIT,
+    agent_default_secs,
     bootstrap_env,
     make_fake_agent,
     render_user_data,
@@ -87,7 +88,11 @@ def test_first_run_installs_everything(tmp_path, agent, env):
         "vpc_id": "vpc-0abc",
     }
     assert config["lease"] == {"profile": "default"}
-    assert config["lifecycle"] == {"asg_name": "vipfleet-nodes", "hook_name": "vipfleet-drain"}
+    assert config["lifecycle"] == {
+        "asg_name": "vipfleet-nodes",
+        "hook_name": "vipfleet-drain",
+        "drain_timeout_ms": 270_000,
+    }
     assert config["health"]["url"] == "http://127.0.0.1:8404/healthz"
     assert config["dashboard"]["listen"] == ["0.0.0.0:9180"]
     assert config["vip_binding"] == {"enabled": True, "interface": "vipfleet0", "kind": "dummy"}
@@ -165,12 +170,42 @@ def test_agent_rejecting_the_config_stops_the_bootstrap(tmp_path):
         ({"VIPFLEET_VIP_BINDING_KIND": "bridge"}, "must be dummy or ifb"),
         ({"VIPFLEET_HAPROXY_MAXCONN": "0"}, "bad haproxy maxconn"),
         ({"VIPFLEET_SKIP_SYSTEMCTL": "0"}, "needs VIPFLEET_SKIP_PACKAGES=1 and VIPFLEET_SKIP_SYSTEMCTL=1"),
+        ({"VIPFLEET_TERMINATION_HOOK_TIMEOUT": "59"}, "must be 60..7200 seconds"),
+        ({"VIPFLEET_TERMINATION_HOOK_TIMEOUT": "7201"}, "must be 60..7200 seconds"),
+        ({"VIPFLEET_TERMINATION_HOOK_TIMEOUT": "5m"}, "must be 60..7200 seconds"),
     ],
 )
 def test_bad_inputs_fail_with_a_message(tmp_path, env, override, message):
     result = run_bash(BOOTSTRAP, {**env, **override})
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def lifecycle_config(root: Path) -> dict:
+    return tomllib.loads((root / "etc/vipfleet/agent.toml").read_text())["lifecycle"]
+
+
+def test_drain_timeout_is_the_termination_hook_timeout_less_the_margin(tmp_path, env):
+    root = tmp_path / "root"
+    assert run_bash(BOOTSTRAP, {**env, "VIPFLEET_TERMINATION_HOOK_TIMEOUT": "600"}).returncode == 0
+    assert lifecycle_config(root)["drain_timeout_ms"] == 570_000
+    assert run_bash(BOOTSTRAP, {**env, "VIPFLEET_TERMINATION_HOOK_TIMEOUT": "0060"}).returncode == 0
+    assert lifecycle_config(root)["drain_timeout_ms"] == 30_000
+
+
+def test_drain_timeout_defaults_agree(tmp_path, env, template):
+    """Template default -> bootstrap -> agent.toml equals the agent's own default,
+    and the unit lets a drain that long finish when systemd stops the agent."""
+    hook_default = template["Parameters"]["LifecycleHeartbeatTimeout"]["Default"]
+    agent_default_ms = agent_default_secs("DEFAULT_DRAIN_TIMEOUT") * 1000
+    root = tmp_path / "root"
+    assert run_bash(BOOTSTRAP, {**env, "VIPFLEET_TERMINATION_HOOK_TIMEOUT": str(hook_default)}).returncode == 0
+    assert lifecycle_config(root)["drain_timeout_ms"] == agent_default_ms
+    without = {k: v for k, v in env.items() if k != "VIPFLEET_TERMINATION_HOOK_TIMEOUT"}
+    assert run_bash(BOOTSTRAP, {**without, "VIPFLEET_ROOT": str(tmp_path / "other")}).returncode == 0
+    assert lifecycle_config(tmp_path / "other")["drain_timeout_ms"] == agent_default_ms
+    stop = [line for line in UNIT.read_text().splitlines() if line.startswith("TimeoutStopSec=")]
+    assert int(stop[0].removeprefix("TimeoutStopSec=").removesuffix("s")) * 1000 > agent_default_ms
 
 
 def test_ifb_kind_reaches_the_config_and_the_module_list(tmp_path, env):
@@ -235,6 +270,8 @@ def test_user_data_from_the_template_boots_a_node(tmp_path, template, agent):
     assert config["aws"]["table"] == SAMPLE_PARAMETERS["LeaseTable"]
     assert config["fleet"]["route_tables"] == SAMPLE_PARAMETERS["RouteTableIds"].split(",")
     assert config["lifecycle"]["asg_name"] == "vipfleet-nodes"
+    drain_s = int(SAMPLE_PARAMETERS["LifecycleHeartbeatTimeout"]) - 30
+    assert config["lifecycle"]["drain_timeout_ms"] == drain_s * 1000
 
 
 def test_systemd_unit_verifies(tmp_path):

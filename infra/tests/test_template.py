@@ -370,6 +370,11 @@ def test_termination_lifecycle_hook(template):
     assert f"export VIPFLEET_LIFECYCLE_HOOK_NAME='{hook['LifecycleHookName']}'" in user_data
     asg_name = props["AutoScalingGroupName"]["Fn::Sub"].replace("${AWS::StackName}", "vipfleet")
     assert f"export VIPFLEET_LIFECYCLE_ASG_NAME='{asg_name}'" in user_data
+    # The bootstrap derives the agent's drain timeout from the hook's own timeout.
+    timeout = SAMPLE_PARAMETERS["LifecycleHeartbeatTimeout"]
+    assert f"export VIPFLEET_TERMINATION_HOOK_TIMEOUT='{timeout}'" in user_data
+    parameter = template["Parameters"]["LifecycleHeartbeatTimeout"]
+    assert parameter["MinValue"] >= 60 and parameter["MaxValue"] <= 7200
 
 
 def test_lease_table_has_ttl_and_pitr(template):

@@ -113,7 +113,10 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     let drain_timeout = config.lifecycle.drain_timeout;
     let reason = tokio::select! {
         reason = driver.run(controls) => reason,
-        () = drain_deadline(status.clone(), drain_timeout) => return Err(RunError::DrainTimeout(drain_timeout)),
+        () = drain_deadline(status.clone(), drain_timeout) => {
+            lifecycle.gave_up().await;
+            return Err(RunError::DrainTimeout(drain_timeout));
+        }
     };
     match reason {
         ExitReason::Drained => {

@@ -38,7 +38,10 @@ const SECTIONS: [&str; 9] = [
 /// Keys whose environment value is a comma-separated list.
 const LIST_KEYS: [&str; 3] = ["vips", "route_tables", "listen"];
 pub const DEFAULT_DASHBOARD_LISTEN: &str = "127.0.0.1:9180";
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// The template's default termination hook timeout (300 s) less the 30 s the
+/// bootstrap keeps in hand (infra/README.md, "Drain timeout"): a drain gives up
+/// before Auto Scaling would, so the termination never waits on a stuck agent.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(270);
 pub const DEFAULT_VIP_INTERFACE: &str = "vipfleet0";
 
 #[derive(Debug, Error)]

@@ -190,6 +190,21 @@ impl Watcher {
 
     /// The node has drained: let the termination go on.
     pub async fn drained(&self) {
+        self.release().await;
+    }
+
+    /// The drain did not finish within `lifecycle.drain_timeout`: let the
+    /// termination go on all the same. Waiting for the hook's timeout would
+    /// only delay it (the heartbeats have kept the hook alive until now), and
+    /// the shards left move by lease expiry once this instance is gone.
+    pub async fn gave_up(&self) {
+        if self.terminating.load(Ordering::Relaxed) {
+            warn!("drain timed out; completing the lifecycle action so that termination goes on");
+        }
+        self.release().await;
+    }
+
+    async fn release(&self) {
         self.drained.store(true, Ordering::Relaxed);
         let (Some(asg), true) = (&self.asg, self.terminating.load(Ordering::Relaxed)) else {
             return;
@@ -259,6 +274,28 @@ mod tests {
             .build();
         complete(&lifecycle(&rule)).await.expect("third attempt succeeds");
         assert_eq!(rule.num_calls(), 3);
+    }
+
+    fn watcher(asg: AsgLifecycle, terminating: bool) -> Watcher {
+        Watcher {
+            asg: Some(asg),
+            terminating: Arc::new(AtomicBool::new(terminating)),
+            drained: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_that_gave_up_still_lets_the_termination_go_on() {
+        let rule = mock!(Client::complete_lifecycle_action)
+            .match_requests(|r| r.lifecycle_action_result() == Some("CONTINUE"))
+            .then_output(|| CompleteLifecycleActionOutput::builder().build());
+        let terminating = watcher(lifecycle(&rule), true);
+        terminating.gave_up().await;
+        assert_eq!(rule.num_calls(), 1);
+        assert!(terminating.drained.load(Ordering::Relaxed), "heartbeats stop");
+        // A drain asked for by a signal or the dashboard has no action to complete.
+        watcher(lifecycle(&rule), false).gave_up().await;
+        assert_eq!(rule.num_calls(), 1);
     }
 
     #[tokio::test(start_paused = true)]
