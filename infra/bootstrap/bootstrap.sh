@@ -19,6 +19,9 @@
 #   VIPFLEET_LIFECYCLE_HOOK_NAME  termination lifecycle hook (default: vipfleet-drain)
 #   VIPFLEET_TERMINATION_HOOK_TIMEOUT  that hook's HeartbeatTimeout in seconds, 60..7200
 #                                 (default: 300); the agent's drain timeout is 30 s less
+#   VIPFLEET_LIFECYCLE_LAUNCH_HOOK_NAME  launch lifecycle hook (default: vipfleet-launch)
+#   VIPFLEET_LAUNCH_HOOK_TIMEOUT  its HeartbeatTimeout in seconds, 60..7200 (default: 600);
+#                                 the agent abandons the launch 30 s before it
 #   VIPFLEET_DASHBOARD_LISTEN     dashboard address (default: 0.0.0.0:9180)
 #   VIPFLEET_AGENT_URL            agent binary: https://, http:// or file:// (required)
 #   VIPFLEET_AGENT_SHA256         its sha256, hex (required)
@@ -57,7 +60,8 @@ HAPROXY_CFG=/etc/haproxy/haproxy.cfg
 SYSCTL_FILE=/etc/sysctl.d/90-vipfleet.conf
 # A drain must end this long before the termination hook would time out on its
 # own: the agent notices the termination by polling IMDS (5 s) and completes the
-# action with retries (up to 5 x 2 s) after the drain.
+# action with retries (up to 5 x 2 s) after the drain. A node that cannot get
+# ready abandons its launch this long before the launch hook would.
 HOOK_MARGIN_S=30
 MODULES_FILE=/etc/modules-load.d/vipfleet.conf
 UNIT_DEST=/etc/systemd/system/vipfleet-agent.service
@@ -158,6 +162,8 @@ check_inputs() {
   [[ "${VIPFLEET_LIFECYCLE_HOOK_NAME:=vipfleet-drain}" =~ ^[A-Za-z0-9_./-]+$ ]] || die "bad hook name"
   [[ "${VIPFLEET_DASHBOARD_LISTEN:=0.0.0.0:9180}" =~ ^[0-9.]+:[0-9]+$ ]] || die "bad dashboard address"
   check_seconds VIPFLEET_TERMINATION_HOOK_TIMEOUT "${VIPFLEET_TERMINATION_HOOK_TIMEOUT:=300}"
+  [[ "${VIPFLEET_LIFECYCLE_LAUNCH_HOOK_NAME:=vipfleet-launch}" =~ ^[A-Za-z0-9_./-]+$ ]] || die "bad launch hook name"
+  check_seconds VIPFLEET_LAUNCH_HOOK_TIMEOUT "${VIPFLEET_LAUNCH_HOOK_TIMEOUT:=600}"
   VIPFLEET_AGENT_SHA256="${VIPFLEET_AGENT_SHA256,,}"
   [[ "$VIPFLEET_AGENT_SHA256" =~ ^[0-9a-f]{64}$ ]] || die "VIPFLEET_AGENT_SHA256 must be 64 hex digits"
   [[ "${VIPFLEET_HAPROXY_PORT:=80}" =~ ^[0-9]{1,5}$ ]] || die "bad haproxy port"
@@ -263,6 +269,8 @@ listen = ["$VIPFLEET_DASHBOARD_LISTEN"]
 [lifecycle]
 hook_name = "$VIPFLEET_LIFECYCLE_HOOK_NAME"
 drain_timeout_ms = $(((10#$VIPFLEET_TERMINATION_HOOK_TIMEOUT - HOOK_MARGIN_S) * 1000))
+launch_hook_name = "$VIPFLEET_LIFECYCLE_LAUNCH_HOOK_NAME"
+launch_timeout_ms = $(((10#$VIPFLEET_LAUNCH_HOOK_TIMEOUT - HOOK_MARGIN_S) * 1000))
 EOF
   if [[ -n "${VIPFLEET_LIFECYCLE_ASG_NAME:-}" ]]; then echo "asg_name = \"$VIPFLEET_LIFECYCLE_ASG_NAME\""; fi
 }

@@ -48,6 +48,7 @@ SAMPLE_PARAMETERS = {
     "BackendServers": "10.0.2.10:8080,10.0.2.11:8080",
     "ServicePort": "80",
     "LifecycleHeartbeatTimeout": "300",
+    "LaunchHookTimeout": "600",
 }
 
 

@@ -92,6 +92,8 @@ def test_first_run_installs_everything(tmp_path, agent, env):
         "asg_name": "vipfleet-nodes",
         "hook_name": "vipfleet-drain",
         "drain_timeout_ms": 270_000,
+        "launch_hook_name": "vipfleet-launch",
+        "launch_timeout_ms": 570_000,
     }
     assert config["health"]["url"] == "http://127.0.0.1:8404/healthz"
     assert config["dashboard"]["listen"] == ["0.0.0.0:9180"]
@@ -173,6 +175,8 @@ def test_agent_rejecting_the_config_stops_the_bootstrap(tmp_path):
         ({"VIPFLEET_TERMINATION_HOOK_TIMEOUT": "59"}, "must be 60..7200 seconds"),
         ({"VIPFLEET_TERMINATION_HOOK_TIMEOUT": "7201"}, "must be 60..7200 seconds"),
         ({"VIPFLEET_TERMINATION_HOOK_TIMEOUT": "5m"}, "must be 60..7200 seconds"),
+        ({"VIPFLEET_LAUNCH_HOOK_TIMEOUT": "30"}, "must be 60..7200 seconds"),
+        ({"VIPFLEET_LIFECYCLE_LAUNCH_HOOK_NAME": 'x"y'}, "bad launch hook name"),
     ],
 )
 def test_bad_inputs_fail_with_a_message(tmp_path, env, override, message):
@@ -191,6 +195,25 @@ def test_drain_timeout_is_the_termination_hook_timeout_less_the_margin(tmp_path,
     assert lifecycle_config(root)["drain_timeout_ms"] == 570_000
     assert run_bash(BOOTSTRAP, {**env, "VIPFLEET_TERMINATION_HOOK_TIMEOUT": "0060"}).returncode == 0
     assert lifecycle_config(root)["drain_timeout_ms"] == 30_000
+
+
+def test_launch_timeout_is_the_launch_hook_timeout_less_the_margin(tmp_path, env):
+    root = tmp_path / "root"
+    overrides = {"VIPFLEET_LAUNCH_HOOK_TIMEOUT": "900", "VIPFLEET_LIFECYCLE_LAUNCH_HOOK_NAME": "fleet-launch"}
+    assert run_bash(BOOTSTRAP, {**env, **overrides}).returncode == 0
+    assert lifecycle_config(root)["launch_timeout_ms"] == 870_000
+    assert lifecycle_config(root)["launch_hook_name"] == "fleet-launch"
+
+
+def test_launch_timeout_defaults_agree(tmp_path, env, template):
+    hook_default = template["Parameters"]["LaunchHookTimeout"]["Default"]
+    agent_default_ms = agent_default_secs("DEFAULT_LAUNCH_TIMEOUT") * 1000
+    root = tmp_path / "root"
+    assert run_bash(BOOTSTRAP, {**env, "VIPFLEET_LAUNCH_HOOK_TIMEOUT": str(hook_default)}).returncode == 0
+    assert lifecycle_config(root)["launch_timeout_ms"] == agent_default_ms
+    without = {k: v for k, v in env.items() if k != "VIPFLEET_LAUNCH_HOOK_TIMEOUT"}
+    assert run_bash(BOOTSTRAP, {**without, "VIPFLEET_ROOT": str(tmp_path / "other")}).returncode == 0
+    assert lifecycle_config(tmp_path / "other")["launch_timeout_ms"] == agent_default_ms
 
 
 def test_drain_timeout_defaults_agree(tmp_path, env, template):
@@ -272,6 +295,9 @@ def test_user_data_from_the_template_boots_a_node(tmp_path, template, agent):
     assert config["lifecycle"]["asg_name"] == "vipfleet-nodes"
     drain_s = int(SAMPLE_PARAMETERS["LifecycleHeartbeatTimeout"]) - 30
     assert config["lifecycle"]["drain_timeout_ms"] == drain_s * 1000
+    launch_s = int(SAMPLE_PARAMETERS["LaunchHookTimeout"]) - 30
+    assert config["lifecycle"]["launch_timeout_ms"] == launch_s * 1000
+    assert config["lifecycle"]["launch_hook_name"] == "vipfleet-launch"
 
 
 def test_systemd_unit_verifies(tmp_path):

@@ -101,12 +101,20 @@ def imds_v2_problems(launch_template_data: dict) -> list[str]:
     return problems
 
 
-def termination_hooks(asg_properties: dict) -> list[dict]:
+def hooks(asg_properties: dict, transition: str) -> list[dict]:
     return [
         h
         for h in asg_properties.get("LifecycleHookSpecificationList", [])
-        if h.get("LifecycleTransition") == "autoscaling:EC2_INSTANCE_TERMINATING"
+        if h.get("LifecycleTransition") == f"autoscaling:EC2_INSTANCE_{transition}"
     ]
+
+
+def termination_hooks(asg_properties: dict) -> list[dict]:
+    return hooks(asg_properties, "TERMINATING")
+
+
+def launch_hooks(asg_properties: dict) -> list[dict]:
+    return hooks(asg_properties, "LAUNCHING")
 
 
 def table_problems(table_properties: dict) -> list[str]:
@@ -216,6 +224,8 @@ def test_rules_catch_bad_snippets():
     launching = {"LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING"}
     assert termination_hooks({"LifecycleHookSpecificationList": [launching]}) == []
     assert termination_hooks({}) == []
+    assert launch_hooks({"LifecycleHookSpecificationList": [launching]}) == [launching]
+    assert launch_hooks({}) == []
 
     good_table = {
         "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
@@ -375,6 +385,25 @@ def test_termination_lifecycle_hook(template):
     assert f"export VIPFLEET_TERMINATION_HOOK_TIMEOUT='{timeout}'" in user_data
     parameter = template["Parameters"]["LifecycleHeartbeatTimeout"]
     assert parameter["MinValue"] >= 60 and parameter["MaxValue"] <= 7200
+
+
+def test_launch_lifecycle_hook_gates_new_nodes(template):
+    """New nodes wait for their agent's CONTINUE; silence means ABANDON, and
+    replacements launch before they terminate, so a refresh waits for them."""
+    props = template["Resources"]["NodeGroup"]["Properties"]
+    launch = launch_hooks(props)
+    assert len(launch) == 1
+    hook = launch[0]
+    assert hook["DefaultResult"] == "ABANDON"
+    assert hook["HeartbeatTimeout"] == {"Ref": "LaunchHookTimeout"}
+    assert hook["LifecycleHookName"] != termination_hooks(props)[0]["LifecycleHookName"]
+    user_data = render_user_data(template, SAMPLE_PARAMETERS)
+    assert f"export VIPFLEET_LIFECYCLE_LAUNCH_HOOK_NAME='{hook['LifecycleHookName']}'" in user_data
+    assert f"export VIPFLEET_LAUNCH_HOOK_TIMEOUT='{SAMPLE_PARAMETERS['LaunchHookTimeout']}'" in user_data
+    parameter = template["Parameters"]["LaunchHookTimeout"]
+    assert parameter["MinValue"] >= 60 and parameter["MaxValue"] <= 7200
+    assert props["InstanceMaintenancePolicy"]["MinHealthyPercentage"] == 100
+    assert props["InstanceMaintenancePolicy"]["MaxHealthyPercentage"] > 100
 
 
 def test_lease_table_has_ttl_and_pitr(template):

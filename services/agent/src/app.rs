@@ -107,6 +107,7 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         tokio::spawn(forward_health(rx, controls_tx.clone()));
     }
     let lifecycle = lifecycle::Watcher::start(&config, &me, imds.unwrap_or_else(Imds::from_env), &sdk, controls_tx);
+    lifecycle::spawn_launch_gate(&config, &me, &sdk, status.clone());
     crate::notify::ready();
     tokio::spawn(crate::notify::watchdog(status.clone()));
 

@@ -43,6 +43,11 @@ pub const DEFAULT_DASHBOARD_LISTEN: &str = "127.0.0.1:9180";
 /// before Auto Scaling would, so the termination never waits on a stuck agent.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(270);
 pub const DEFAULT_VIP_INTERFACE: &str = "vipfleet0";
+pub const DEFAULT_LAUNCH_HOOK_NAME: &str = "vipfleet-launch";
+/// The template's default launch hook timeout (600 s) less the same 30 s
+/// margin as the drain: a node that cannot become ready abandons its launch
+/// itself, before Auto Scaling would.
+pub const DEFAULT_LAUNCH_TIMEOUT: Duration = Duration::from_secs(570);
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -174,6 +179,8 @@ struct LifecycleSection {
     hook_name: Option<String>,
     drain_timeout_ms: Option<u64>,
     poll_interval_ms: Option<u64>,
+    launch_hook_name: Option<String>,
+    launch_timeout_ms: Option<u64>,
 }
 
 // ----- the validated configuration ----------------------------------------
@@ -212,6 +219,11 @@ pub struct LifecycleConfig {
     pub drain_timeout: Duration,
     /// How often IMDS `autoscaling/target-lifecycle-state` is read.
     pub poll_interval: Duration,
+    /// The launch lifecycle hook the agent completes once ready for service.
+    pub launch_hook_name: String,
+    /// How long after boot the node may take to become ready for service;
+    /// then it abandons its launch.
+    pub launch_timeout: Duration,
 }
 
 /// Reads the file at `path` (if any) and applies `env` and `sets`.
@@ -458,6 +470,11 @@ fn validate(file: File) -> Result<AgentConfig, ConfigError> {
         hook_name: file.lifecycle.hook_name.unwrap_or_else(|| "vipfleet-drain".into()),
         drain_timeout: millis(file.lifecycle.drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT),
         poll_interval: millis(file.lifecycle.poll_interval_ms, Duration::from_secs(5)),
+        launch_hook_name: file
+            .lifecycle
+            .launch_hook_name
+            .unwrap_or_else(|| DEFAULT_LAUNCH_HOOK_NAME.into()),
+        launch_timeout: millis(file.lifecycle.launch_timeout_ms, DEFAULT_LAUNCH_TIMEOUT),
     };
 
     Ok(AgentConfig {
@@ -520,6 +537,20 @@ mod tests {
             vec!["127.0.0.1:9180".parse::<SocketAddr>().unwrap()]
         );
         assert!(c.health.is_none());
+        assert_eq!(c.lifecycle.launch_hook_name, DEFAULT_LAUNCH_HOOK_NAME);
+        assert_eq!(c.lifecycle.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
+        assert_eq!(c.lifecycle.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    }
+
+    #[test]
+    fn the_launch_hook_keys_are_read() {
+        let sets = [
+            "lifecycle.launch_hook_name=fleet-launch".to_string(),
+            "lifecycle.launch_timeout_ms=90000".to_string(),
+        ];
+        let c = load(GOOD, &BTreeMap::new(), &sets).unwrap();
+        assert_eq!(c.lifecycle.launch_hook_name, "fleet-launch");
+        assert_eq!(c.lifecycle.launch_timeout, Duration::from_secs(90));
     }
 
     #[test]
