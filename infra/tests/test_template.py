@@ -425,6 +425,44 @@ def test_security_group_opens_only_haproxy_to_vpc_and_dashboard_to_operators(tem
     assert len(rules) == 2
 
 
+def test_vpc_endpoints_for_nat_less_subnets(template):
+    """Off by default; when on, an endpoint for every service the agent calls
+    and for S3 (package repositories), HTTPS from the nodes only."""
+    resources = template["Resources"]
+    assert template["Parameters"]["CreateVpcEndpoints"]["Default"] == "false"
+    endpoints = {name: r for name, r in resources.items() if r["Type"] == "AWS::EC2::VPCEndpoint"}
+    assert all(r.get("Condition") == "VpcEndpoints" for r in endpoints.values())
+    by_service = {
+        r["Properties"]["ServiceName"]["Fn::Sub"].removeprefix("com.amazonaws.${AWS::Region}."): r["Properties"]
+        for r in endpoints.values()
+    }
+    called = {action.partition(":")[0] for actions in agent_actions().values() for action in actions}
+    assert called | {"s3"} <= set(by_service), f"no endpoint for {sorted(called | {'s3'} - set(by_service))}"
+    for service, props in by_service.items():
+        if service in ("s3", "dynamodb"):
+            assert props["VpcEndpointType"] == "Gateway"
+            assert props["RouteTableIds"]["Fn::If"][0] == "EndpointRouteTablesGiven"
+        else:
+            assert props["VpcEndpointType"] == "Interface" and props["PrivateDnsEnabled"] is True
+            assert props["SubnetIds"] == {"Ref": "SubnetIds"}
+            assert props["SecurityGroupIds"] == [{"Ref": "EndpointSecurityGroup"}]
+    group = resources["EndpointSecurityGroup"]
+    assert group["Condition"] == "VpcEndpoints"
+    assert group["Properties"]["SecurityGroupIngress"] == [
+        {
+            "Description": "AWS API calls from vipfleet nodes",
+            "IpProtocol": "tcp",
+            "FromPort": 443,
+            "ToPort": 443,
+            "SourceSecurityGroupId": {"Ref": "NodeSecurityGroup"},
+        }
+    ]
+    # The group references every endpoint, so its nodes launch after them.
+    tags = resources["NodeGroup"]["Properties"]["Tags"]
+    refs = [tag["Value"] for tag in tags if tag["Key"] == "vipfleet:endpoints"][0]["Fn::If"][1]["Fn::Join"][1]
+    assert {r["Ref"] for r in refs} == set(endpoints)
+
+
 def test_ami_defaults_to_amazon_linux_2023_via_ssm(template):
     image = template["Parameters"]["ImageId"]
     assert image["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
@@ -482,6 +520,8 @@ def test_template_parses_with_cfn_lint_decoder():
         ("AgentArtifactUrl", "https://example.com/agent", "https://example.com/a'gent"),
         ("AgentArtifactSha256", "a" * 64, "a" * 63),
         ("BackendServers", "", "10.0.0.1"),
+        ("EndpointRouteTableIds", "", "rtb-0a, rtb-1b"),
+        ("EndpointRouteTableIds", "rtb-0a,rtb-1b", "subnet-0a"),
     ],
 )
 def test_parameter_patterns(template, parameter, good, bad):
