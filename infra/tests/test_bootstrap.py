@@ -205,30 +205,30 @@ def test_launch_timeout_is_the_launch_hook_timeout_less_the_margin(tmp_path, env
     assert lifecycle_config(root)["launch_hook_name"] == "fleet-launch"
 
 
-def test_launch_timeout_defaults_agree(tmp_path, env, template):
-    hook_default = template["Parameters"]["LaunchHookTimeout"]["Default"]
-    agent_default_ms = agent_default_secs("DEFAULT_LAUNCH_TIMEOUT") * 1000
-    root = tmp_path / "root"
-    assert run_bash(BOOTSTRAP, {**env, "VIPFLEET_LAUNCH_HOOK_TIMEOUT": str(hook_default)}).returncode == 0
-    assert lifecycle_config(root)["launch_timeout_ms"] == agent_default_ms
-    without = {k: v for k, v in env.items() if k != "VIPFLEET_LAUNCH_HOOK_TIMEOUT"}
-    assert run_bash(BOOTSTRAP, {**without, "VIPFLEET_ROOT": str(tmp_path / "other")}).returncode == 0
-    assert lifecycle_config(tmp_path / "other")["launch_timeout_ms"] == agent_default_ms
-
-
-def test_drain_timeout_defaults_agree(tmp_path, env, template):
+@pytest.mark.parametrize(
+    "parameter,variable,key,agent_default",
+    [
+        ("LaunchHookTimeout", "VIPFLEET_LAUNCH_HOOK_TIMEOUT", "launch_timeout_ms", "DEFAULT_LAUNCH_TIMEOUT"),
+        ("LifecycleHeartbeatTimeout", "VIPFLEET_TERMINATION_HOOK_TIMEOUT", "drain_timeout_ms", "DEFAULT_DRAIN_TIMEOUT"),
+    ],
+)
+def test_timeout_defaults_agree(tmp_path, env, template, parameter, variable, key, agent_default):
     """Template default -> bootstrap -> agent.toml equals the agent's own default,
-    and the unit lets a drain that long finish when systemd stops the agent."""
-    hook_default = template["Parameters"]["LifecycleHeartbeatTimeout"]["Default"]
-    agent_default_ms = agent_default_secs("DEFAULT_DRAIN_TIMEOUT") * 1000
-    root = tmp_path / "root"
-    assert run_bash(BOOTSTRAP, {**env, "VIPFLEET_TERMINATION_HOOK_TIMEOUT": str(hook_default)}).returncode == 0
-    assert lifecycle_config(root)["drain_timeout_ms"] == agent_default_ms
-    without = {k: v for k, v in env.items() if k != "VIPFLEET_TERMINATION_HOOK_TIMEOUT"}
+    and so does the bootstrap's default when the variable is missing."""
+    hook_default = template["Parameters"][parameter]["Default"]
+    agent_default_ms = agent_default_secs(agent_default) * 1000
+    assert run_bash(BOOTSTRAP, {**env, variable: str(hook_default)}).returncode == 0
+    assert lifecycle_config(tmp_path / "root")[key] == agent_default_ms
+    without = {k: v for k, v in env.items() if k != variable}
     assert run_bash(BOOTSTRAP, {**without, "VIPFLEET_ROOT": str(tmp_path / "other")}).returncode == 0
-    assert lifecycle_config(tmp_path / "other")["drain_timeout_ms"] == agent_default_ms
+    assert lifecycle_config(tmp_path / "other")[key] == agent_default_ms
+
+
+def test_the_unit_lets_a_default_drain_finish():
+    """`systemctl stop` drains too; systemd must not kill a drain of the default length."""
     stop = [line for line in UNIT.read_text().splitlines() if line.startswith("TimeoutStopSec=")]
-    assert int(stop[0].removeprefix("TimeoutStopSec=").removesuffix("s")) * 1000 > agent_default_ms
+    timeout_ms = int(stop[0].removeprefix("TimeoutStopSec=").removesuffix("s")) * 1000
+    assert timeout_ms > agent_default_secs("DEFAULT_DRAIN_TIMEOUT") * 1000
 
 
 def test_ifb_kind_reaches_the_config_and_the_module_list(tmp_path, env):

@@ -369,39 +369,40 @@ def test_imdsv2_required(template):
     assert imds_v2_problems(data) == []
 
 
+def the_hook(template: dict, transition: str, default_result: str, timeout_parameter: str) -> dict:
+    """The group's one hook for `transition`, its result when nobody answers and
+    its timeout parameter, which the user data passes to the bootstrap."""
+    found = hooks(template["Resources"]["NodeGroup"]["Properties"], transition)
+    assert len(found) == 1
+    hook = found[0]
+    assert hook["DefaultResult"] == default_result
+    assert hook["HeartbeatTimeout"] == {"Ref": timeout_parameter}
+    parameter = template["Parameters"][timeout_parameter]
+    assert parameter["MinValue"] >= 60 and parameter["MaxValue"] <= 7200
+    return hook
+
+
 def test_termination_lifecycle_hook(template):
-    props = template["Resources"]["NodeGroup"]["Properties"]
-    hooks = termination_hooks(props)
-    assert len(hooks) == 1
-    hook = hooks[0]
-    assert hook["DefaultResult"] == "CONTINUE"
-    assert hook["HeartbeatTimeout"] == {"Ref": "LifecycleHeartbeatTimeout"}
+    hook = the_hook(template, "TERMINATING", "CONTINUE", "LifecycleHeartbeatTimeout")
     user_data = render_user_data(template, SAMPLE_PARAMETERS)
     assert f"export VIPFLEET_LIFECYCLE_HOOK_NAME='{hook['LifecycleHookName']}'" in user_data
+    props = template["Resources"]["NodeGroup"]["Properties"]
     asg_name = props["AutoScalingGroupName"]["Fn::Sub"].replace("${AWS::StackName}", "vipfleet")
     assert f"export VIPFLEET_LIFECYCLE_ASG_NAME='{asg_name}'" in user_data
     # The bootstrap derives the agent's drain timeout from the hook's own timeout.
     timeout = SAMPLE_PARAMETERS["LifecycleHeartbeatTimeout"]
     assert f"export VIPFLEET_TERMINATION_HOOK_TIMEOUT='{timeout}'" in user_data
-    parameter = template["Parameters"]["LifecycleHeartbeatTimeout"]
-    assert parameter["MinValue"] >= 60 and parameter["MaxValue"] <= 7200
 
 
 def test_launch_lifecycle_hook_gates_new_nodes(template):
     """New nodes wait for their agent's CONTINUE; silence means ABANDON, and
     replacements launch before they terminate, so a refresh waits for them."""
+    hook = the_hook(template, "LAUNCHING", "ABANDON", "LaunchHookTimeout")
     props = template["Resources"]["NodeGroup"]["Properties"]
-    launch = launch_hooks(props)
-    assert len(launch) == 1
-    hook = launch[0]
-    assert hook["DefaultResult"] == "ABANDON"
-    assert hook["HeartbeatTimeout"] == {"Ref": "LaunchHookTimeout"}
     assert hook["LifecycleHookName"] != termination_hooks(props)[0]["LifecycleHookName"]
     user_data = render_user_data(template, SAMPLE_PARAMETERS)
     assert f"export VIPFLEET_LIFECYCLE_LAUNCH_HOOK_NAME='{hook['LifecycleHookName']}'" in user_data
     assert f"export VIPFLEET_LAUNCH_HOOK_TIMEOUT='{SAMPLE_PARAMETERS['LaunchHookTimeout']}'" in user_data
-    parameter = template["Parameters"]["LaunchHookTimeout"]
-    assert parameter["MinValue"] >= 60 and parameter["MaxValue"] <= 7200
     assert props["InstanceMaintenancePolicy"]["MinHealthyPercentage"] == 100
     assert props["InstanceMaintenancePolicy"]["MaxHealthyPercentage"] > 100
 
