@@ -126,6 +126,7 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
         let _ = controls_tx.send(Control::SourceDestCheckOff(true)).await;
     }
     let lifecycle = lifecycle::Watcher::start(&config, &me, imds.unwrap_or_else(Imds::from_env), &sdk, controls_tx);
+    lifecycle::spawn_launch_gate(&config, &me, &sdk, status.clone());
     crate::notify::ready();
     tokio::spawn(crate::notify::watchdog(status.clone()));
 
@@ -138,7 +139,7 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
         ExitReason::DrainTimedOut => {
             // Let the termination go on: what is left fails over by lease
             // expiry, and a restart would only drain again.
-            lifecycle.drained().await;
+            lifecycle.gave_up().await;
             return Err(RunError::DrainTimeout(config.lifecycle.drain_timeout));
         }
         ExitReason::Stopped => info!("stopped without draining: the next start adopts this node's shards"),

@@ -39,8 +39,16 @@ const SECTIONS: [&str; 9] = [
 /// Keys whose environment value is a comma-separated list.
 const LIST_KEYS: [&str; 3] = ["vips", "route_tables", "listen"];
 pub const DEFAULT_DASHBOARD_LISTEN: &str = "127.0.0.1:9180";
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// The template's default termination hook timeout (300 s) less the 30 s the
+/// bootstrap keeps in hand (infra/README.md, "Drain timeout"): a drain gives up
+/// before Auto Scaling would, so the termination never waits on a stuck agent.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(270);
 pub const DEFAULT_VIP_INTERFACE: &str = "vipfleet0";
+pub const DEFAULT_LAUNCH_HOOK_NAME: &str = "vipfleet-launch";
+/// The template's default launch hook timeout (600 s) less the same 30 s
+/// margin as the drain: a node that cannot become ready abandons its launch
+/// itself, before Auto Scaling would.
+pub const DEFAULT_LAUNCH_TIMEOUT: Duration = Duration::from_secs(570);
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -175,6 +183,8 @@ struct LifecycleSection {
     hook_name: Option<String>,
     drain_timeout_ms: Option<u64>,
     poll_interval_ms: Option<u64>,
+    launch_hook_name: Option<String>,
+    launch_timeout_ms: Option<u64>,
 }
 
 // ----- the validated configuration ----------------------------------------
@@ -218,6 +228,11 @@ pub struct LifecycleConfig {
     pub drain_timeout: Duration,
     /// How often IMDS `autoscaling/target-lifecycle-state` is read.
     pub poll_interval: Duration,
+    /// The launch lifecycle hook the agent completes once ready for service.
+    pub launch_hook_name: String,
+    /// How long after boot the node may take to become ready for service;
+    /// then it abandons its launch.
+    pub launch_timeout: Duration,
 }
 
 /// Reads the file at `path` (if any) and applies `env` and `sets`.
@@ -484,6 +499,11 @@ fn validate(file: File) -> Result<AgentConfig, ConfigError> {
         hook_name: file.lifecycle.hook_name.unwrap_or_else(|| "vipfleet-drain".into()),
         drain_timeout: millis(file.lifecycle.drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT),
         poll_interval: millis(file.lifecycle.poll_interval_ms, Duration::from_secs(5)),
+        launch_hook_name: file
+            .lifecycle
+            .launch_hook_name
+            .unwrap_or_else(|| DEFAULT_LAUNCH_HOOK_NAME.into()),
+        launch_timeout: millis(file.lifecycle.launch_timeout_ms, DEFAULT_LAUNCH_TIMEOUT),
     };
 
     Ok(AgentConfig {
@@ -548,6 +568,9 @@ mod tests {
             vec!["127.0.0.1:9180".parse::<SocketAddr>().unwrap()]
         );
         assert!(c.health.is_some());
+        assert_eq!(c.lifecycle.launch_hook_name, DEFAULT_LAUNCH_HOOK_NAME);
+        assert_eq!(c.lifecycle.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
+        assert_eq!(c.lifecycle.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
     }
 
     #[test]
@@ -559,6 +582,17 @@ mod tests {
         assert!(c.health.is_none());
         let both = load(GOOD, &BTreeMap::new(), &["health.disabled=true".into()]).unwrap_err();
         assert!(both.to_string().contains("choose one"), "{both}");
+    }
+
+    #[test]
+    fn the_launch_hook_keys_are_read() {
+        let sets = [
+            "lifecycle.launch_hook_name=fleet-launch".to_string(),
+            "lifecycle.launch_timeout_ms=90000".to_string(),
+        ];
+        let c = load(GOOD, &BTreeMap::new(), &sets).unwrap();
+        assert_eq!(c.lifecycle.launch_hook_name, "fleet-launch");
+        assert_eq!(c.lifecycle.launch_timeout, Duration::from_secs(90));
     }
 
     #[test]
