@@ -326,8 +326,7 @@ fn a_bootstrapped_node_joins_the_fleet_and_a_second_run_changes_nothing() {
         .unwrap()
         .iter()
         .filter(|s| s["owner"] == instance.as_str())
-        .flat_map(|s| s["vips"].as_array().unwrap().iter())
-        .map(|v| v.as_str().unwrap().trim_end_matches("/32").to_string())
+        .map(|s| s["id"].as_str().unwrap().trim_end_matches("/32").to_string())
         .collect();
     assert_eq!(own_vips.len(), 2, "{fleet}");
     for table in state["route_tables"].as_array().unwrap() {
