@@ -1,5 +1,5 @@
 //! The agents' footprint over a scenario: resident memory and CPU, read
-//! from `/proc` at the start and the end of the load. DESIGN.md asks for
+//! from `/proc` at the start and the end of the load. The README reports
 //! the idle numbers, which the `steady` scenario gives: client load flows
 //! through haproxy, and the agents only keep their leases and check their
 //! routes.

@@ -7,7 +7,7 @@
 //! lease table (a consistent scan) and the route tables through the SDK,
 //! never the agents' logs. Besides the acceptance checks of each phase it
 //! checks at every poll that no route moved to a node that did not hold
-//! the shard's lease (the fencing rule of DESIGN.md). The logs go to files
+//! the shard's lease (the fencing rule of docs/design.md). The logs go to files
 //! that are printed when the test fails. Measured times are printed past
 //! the harness's capture so a passing run reports them too.
 
@@ -43,7 +43,7 @@ const TOKEN: &str = "agents-test-token-0123456789abcdef";
 /// shard neither at the first scan of `prev` nor at the last scan of
 /// `next`. When the epoch moved by at most one in between, those two
 /// were the only holders, so such a route was written by a node that did
-/// not hold the lease (DESIGN.md, "Fencing route writes").
+/// not hold the lease (docs/design.md, "Fencing route writes").
 fn unfenced_writes(fleet: &Fleet, prev: &Snapshot, next: &Snapshot) -> Vec<String> {
     let mut found = Vec::new();
     for (id, shard) in &next.shards {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use thiserror::Error;
-use vipfleet_core::sim::{self, Fault, Report, ScheduledFault, SimConfig};
+use vipfleet_core::sim::{self, Fault, Mix, Report, ScheduledFault, SimConfig};
 use vipfleet_core::LeaseConfig;
 
 #[derive(Debug, Error)]
@@ -52,7 +52,7 @@ enum Profile {
     Fast,
 }
 
-const SCENARIOS: [&str; 5] = ["steady", "crash", "drain", "store-outage", "random"];
+const SCENARIOS: [&str; 6] = ["steady", "crash", "drain", "store-outage", "random", "operations"];
 const FAULT_AT: Duration = Duration::from_secs(20);
 const RANDOM_WINDOW: Duration = Duration::from_secs(60);
 const RANDOM_FAULTS: usize = 8;
@@ -79,6 +79,9 @@ fn scenario(name: &str, seed: u64, args: &SimArgs) -> SimConfig {
             })
         }
         "random" => config = config.with_random_faults(RANDOM_WINDOW, RANDOM_FAULTS),
+        // What operators and upgrades add: restarts, rollouts, a lost table,
+        // items deleted or broken by hand, haproxy failing.
+        "operations" => config = config.with_random_faults_of(RANDOM_WINDOW, RANDOM_FAULTS, Mix::Operations),
         _ => {}
     }
     config

@@ -14,7 +14,7 @@
 //! | client behind router `j` | `p-c<j>` | `10.(o+1).j.2/24`, default via the router |
 //!
 //! The VPC in moto is `10.o.0.0/16` with one subnet `10.o.0.0/24`; VIPs are
-//! `10.200.0.1` and up, outside it as DESIGN.md requires. The host's link is
+//! `10.200.0.1` and up, outside it as every VIP must be. The host's link is
 //! the only interface the lab puts in the root namespace; every other one
 //! lives and dies with a lab namespace.
 

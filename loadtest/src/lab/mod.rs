@@ -1,4 +1,4 @@
-//! The lab: a whole vipfleet fleet on one Linux machine (DESIGN.md, "The
+//! The lab: a whole vipfleet fleet on one Linux machine (docs/design.md, "The
 //! lab"), as `vipfleet-loadtest lab up|down|status`.
 //!
 //! - moto (server mode, behind the agent tests' serializing launcher) plays

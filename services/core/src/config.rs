@@ -1,4 +1,4 @@
-//! Lease timing: the two profiles of DESIGN.md and the rules that make a set
+//! Lease timing: the two profiles and the rules that make a set
 //! of timings workable.
 
 use std::time::Duration;

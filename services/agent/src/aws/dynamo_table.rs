@@ -18,7 +18,7 @@ use super::dynamo_items::attr;
 use super::error_detail;
 
 /// Small on purpose: the steady state is one write per node per heartbeat
-/// and a few scans per second (DESIGN.md, cost model).
+/// and a few scans per second (docs/design.md, "Cost").
 pub const DEFAULT_PROVISIONED_RCU: i64 = 5;
 pub const DEFAULT_PROVISIONED_WCU: i64 = 5;
 /// A new table takes seconds to a minute to turn ACTIVE.

@@ -4,7 +4,7 @@
 //! types; nothing above this module sees an SDK type.
 //!
 //! - [`dynamo`] — [`dynamo::DynamoLeaseStore`] (the lease table of
-//!   DESIGN.md) and [`dynamo::init_table`] (`vipfleet-agent init-table`);
+//!   docs/design.md) and [`dynamo::init_table`] (`vipfleet-agent init-table`);
 //!   the item format is in `dynamo_items`, table creation in `dynamo_table`.
 //! - [`ec2`] — [`ec2::Ec2RouteTable`] (VIP routes) and the start-up calls
 //!   (source/destination check, VPC CIDRs, route tables exist).
