@@ -16,7 +16,7 @@ const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
 #[command(
-    version,
+    version = vipfleet_agent::build::VERSION_WITH_COMMIT,
     about = "vipfleet node agent: VIP shards by DynamoDB lease, routes in the VPC"
 )]
 struct Cli {
