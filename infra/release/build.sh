@@ -94,7 +94,8 @@ ensure_cargo_deb() {
     return 0
   fi
   log "installing cargo-deb $CARGO_DEB_VERSION into ~/.cargo/bin (cargo install, about a minute)"
-  nice -n 19 cargo install --locked --version "$CARGO_DEB_VERSION" cargo-deb
+  # In a temporary target dir of its own, not in a shared one the caller may have set.
+  env -u CARGO_TARGET_DIR nice -n 19 cargo install --locked --version "$CARGO_DEB_VERSION" cargo-deb
 }
 
 ensure_cross_tools() {
