@@ -119,10 +119,10 @@ ensure_cross_tools() {
   export PATH="$venv/bin:$PATH"
 }
 
-# tarball BIN TARGET STEM: STEM.tar.gz in the staging dir, the same bytes
-# for the same inputs (sorted names, no owners, the commit's time).
+# tarball BIN STEM: STEM.tar.gz in the staging dir, the same bytes for the
+# same inputs (sorted names, no owners, the commit's time).
 tarball() {
-  local bin="$1" stem="$3" level
+  local bin="$1" stem="$2" level
   local dir="$stage/tar/$stem"
   mkdir -p "$dir/examples"
   install -m 755 "$bin" "$dir/vipfleet-agent"
@@ -201,7 +201,7 @@ for target in "${targets[@]}"; do
   bin="${binaries[$target]}"
   stem="$PACKAGE-$version-$target"
   [[ "$profile" == release ]] || stem="$PACKAGE-$version-dev-$target"
-  tarball "$bin" "$target" "$stem"
+  tarball "$bin" "$stem"
   ((make_deb == 0)) && continue
   if [[ "$profile" == release ]]; then
     deb "$target" dist "$release_target_dir"
