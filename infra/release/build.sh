@@ -161,7 +161,7 @@ if [[ "$profile" == release ]]; then
   ensure_cross_tools
   release_target_dir="${VIPFLEET_RELEASE_TARGET_DIR:-/var/tmp/vipfleet-release-target}"
   log "building ${targets[*]} (cargo zigbuild --profile dist, target dir $release_target_dir, nice 19)"
-  log "a first build compiles the AWS SDK for every target: expect tens of minutes on two cores"
+  log "a first build compiles the AWS SDK for every target: about an hour on two cores (infra/README.md, Releases)"
   build_started=$SECONDS
   target_args=()
   for target in "${targets[@]}"; do target_args+=(--target "$target"); done
