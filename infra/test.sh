@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Runs every infra check: cfn-lint, the user data sync check, shellcheck and
-# the pytest suite (template rules, bootstrap runs, unit and haproxy checks,
-# the release script's fast mode and installs from its artifacts).
+# Runs every infra check: cfn-lint, the user data sync check, shellcheck, the
+# alert rules (promtool check and unit tests) and the pytest suite (template
+# rules, bootstrap runs, unit and haproxy checks, the release script's fast
+# mode and installs from its artifacts).
 # Prints "infra: N passed, M failed[, K skipped]" last; exits non-zero on any failure.
 #
 # Tools: cfn-lint and pytest from $VIPFLEET_VENV (default /var/tmp/vipfleet-venv
-# when it exists), shellcheck from PATH. A missing tool is a failure, not a skip.
-# The release tests also need cargo and dpkg (skipped loudly without them,
-# failed under CI); they install cargo-deb on first use.
+# when it exists), shellcheck and promtool from PATH (tests/setup/packages.sh
+# installs them). A missing tool is a failure, not a skip, except promtool
+# outside CI: it is skipped loudly there, and fails with CI set. The release
+# tests also need cargo and dpkg (skipped loudly without them, failed under
+# CI); they install cargo-deb on first use.
 set -uo pipefail
 export PYTHONDONTWRITEBYTECODE=1
 
@@ -47,6 +50,20 @@ check "user data matches infra files" \
 while IFS= read -r script; do
   check "shellcheck $script" shellcheck --severity=style "$script"
 done < <(find infra loadtest/lab -name '*.sh' -type f | sort)
+
+rules=infra/monitoring/alerts.yml
+rule_tests=infra/monitoring/alerts_test.yml
+if command -v promtool >/dev/null 2>&1; then
+  check "promtool check rules $rules" promtool check rules "$rules"
+  check "promtool test rules $rule_tests" promtool test rules "$rule_tests"
+elif [[ -n "${CI:-}" ]]; then
+  echo "=== promtool: not installed (Debian package prometheus; tests/setup/packages.sh installs it)"
+  echo "--- FAILED: promtool check rules and test rules"
+  failed=$((failed + 2))
+else
+  echo "*** SKIPPED promtool check rules and test rules: promtool is not installed (Debian package prometheus; tests/setup/packages.sh installs it) ***"
+  skipped=$((skipped + 2))
+fi
 
 echo "=== pytest infra/tests"
 "$PYTHON" -m pytest infra/tests -q -rs -p no:cacheprovider --junitxml="$work/junit.xml"

@@ -18,6 +18,11 @@
 #   VIPFLEET_LEASE_PROFILE        default | fast (default: default)
 #   VIPFLEET_LIFECYCLE_ASG_NAME   Auto Scaling group (optional: enables drain on scale-in)
 #   VIPFLEET_LIFECYCLE_HOOK_NAME  termination lifecycle hook (default: vipfleet-drain)
+#   VIPFLEET_TERMINATION_HOOK_TIMEOUT  that hook's HeartbeatTimeout in seconds, 60..7200
+#                                 (default: 300); the agent's drain timeout is 30 s less
+#   VIPFLEET_LIFECYCLE_LAUNCH_HOOK_NAME  launch lifecycle hook (default: vipfleet-launch)
+#   VIPFLEET_LAUNCH_HOOK_TIMEOUT  its HeartbeatTimeout in seconds, 60..7200 (default: 600);
+#                                 the agent abandons the launch 30 s before it
 #   VIPFLEET_DASHBOARD_LISTEN     dashboard address (default: 0.0.0.0:9180)
 #   VIPFLEET_AGENT_URL            the agent, by the URL's ending: a release tarball
 #                                 (.tar.gz, .tgz), a .deb (needs dpkg; installs
@@ -60,6 +65,11 @@ AGENT_CFG=/etc/vipfleet/agent.toml
 TOKEN_FILE=/etc/vipfleet/dashboard.token
 HAPROXY_CFG=/etc/haproxy/haproxy.cfg
 SYSCTL_FILE=/etc/sysctl.d/90-vipfleet.conf
+# A drain must end this long before the termination hook would time out on its
+# own: the agent notices the termination by polling IMDS (5 s) and completes the
+# action with retries (up to 5 x 2 s) after the drain. A node that cannot get
+# ready abandons its launch this long before the launch hook would.
+HOOK_MARGIN_S=30
 MODULES_FILE=/etc/modules-load.d/vipfleet.conf
 UNIT_DEST=/etc/systemd/system/vipfleet-agent.service
 # Each entry: key=value. Why each one is there is written in the file itself.
@@ -133,6 +143,14 @@ check_list() {
   done
 }
 
+# check_seconds NAME VALUE: a lifecycle hook timeout Auto Scaling accepts, and
+# long enough to leave time after HOOK_MARGIN_S.
+check_seconds() {
+  if [[ ! "$2" =~ ^[0-9]{1,4}$ ]] || ((10#$2 < 60 || 10#$2 > 7200)); then
+    die "$1 must be 60..7200 seconds, not '$2'"
+  fi
+}
+
 check_inputs() {
   log "step 1/7: checking inputs (root: ${ROOT:-/})"
   : "${VIPFLEET_AWS_TABLE:?VIPFLEET_AWS_TABLE is required}"
@@ -150,6 +168,9 @@ check_inputs() {
   [[ "${VIPFLEET_LIFECYCLE_ASG_NAME:-}" =~ ^[A-Za-z0-9_.:/-]*$ ]] || die "bad ASG name"
   [[ "${VIPFLEET_LIFECYCLE_HOOK_NAME:=vipfleet-drain}" =~ ^[A-Za-z0-9_./-]+$ ]] || die "bad hook name"
   [[ "${VIPFLEET_DASHBOARD_LISTEN:=0.0.0.0:9180}" =~ ^[0-9.]+:[0-9]+$ ]] || die "bad dashboard address"
+  check_seconds VIPFLEET_TERMINATION_HOOK_TIMEOUT "${VIPFLEET_TERMINATION_HOOK_TIMEOUT:=300}"
+  [[ "${VIPFLEET_LIFECYCLE_LAUNCH_HOOK_NAME:=vipfleet-launch}" =~ ^[A-Za-z0-9_./-]+$ ]] || die "bad launch hook name"
+  check_seconds VIPFLEET_LAUNCH_HOOK_TIMEOUT "${VIPFLEET_LAUNCH_HOOK_TIMEOUT:=600}"
   VIPFLEET_AGENT_SHA256="${VIPFLEET_AGENT_SHA256,,}"
   [[ "$VIPFLEET_AGENT_SHA256" =~ ^[0-9a-f]{64}$ ]] || die "VIPFLEET_AGENT_SHA256 must be 64 hex digits"
   case "${VIPFLEET_AGENT_URL%%[?#]*}" in
@@ -318,6 +339,9 @@ listen = ["$VIPFLEET_DASHBOARD_LISTEN"]
 
 [lifecycle]
 hook_name = "$VIPFLEET_LIFECYCLE_HOOK_NAME"
+drain_timeout_ms = $(((10#$VIPFLEET_TERMINATION_HOOK_TIMEOUT - HOOK_MARGIN_S) * 1000))
+launch_hook_name = "$VIPFLEET_LIFECYCLE_LAUNCH_HOOK_NAME"
+launch_timeout_ms = $(((10#$VIPFLEET_LAUNCH_HOOK_TIMEOUT - HOOK_MARGIN_S) * 1000))
 EOF
   if [[ -n "${VIPFLEET_LIFECYCLE_ASG_NAME:-}" ]]; then echo "asg_name = \"$VIPFLEET_LIFECYCLE_ASG_NAME\""; fi
 }

@@ -50,6 +50,8 @@ SAMPLE_PARAMETERS = {
     "AgentArtifactSha256": "0" * 64,
     "BackendServers": "10.0.2.10:8080,10.0.2.11:8080",
     "ServicePort": "80",
+    "LifecycleHeartbeatTimeout": "300",
+    "LaunchHookTimeout": "600",
 }
 
 
@@ -80,6 +82,16 @@ def render_user_data(template: dict, values: dict[str, str]) -> str:
         else:
             raise AssertionError(f"unexpected user data part: {part!r}")
     return "".join(out)
+
+
+AGENT_CONFIG_RS = INFRA.parent / "services" / "agent" / "src" / "config.rs"
+
+
+def agent_default_secs(name: str) -> int:
+    """A `pub const NAME: Duration = Duration::from_secs(N);` default of the agent's config."""
+    match = re.search(rf"pub const {name}: Duration = Duration::from_secs\((\d+)\);", AGENT_CONFIG_RS.read_text())
+    assert match, f"{name} not found in {AGENT_CONFIG_RS}"
+    return int(match.group(1))
 
 
 def sha256_file(path: Path) -> str:

@@ -21,8 +21,10 @@ import pytest
 from conftest import (
     BOOTSTRAP,
     HAPROXY_SAMPLE,
+    INFRA,
     SAMPLE_PARAMETERS,
     UNIT,
+    agent_default_secs,
     bootstrap_env,
     make_fake_agent,
     make_tarball,
@@ -89,7 +91,13 @@ def test_first_run_installs_everything(tmp_path, agent, env):
         "vpc_id": "vpc-0abc",
     }
     assert config["lease"] == {"profile": "default"}
-    assert config["lifecycle"] == {"asg_name": "vipfleet-nodes", "hook_name": "vipfleet-drain"}
+    assert config["lifecycle"] == {
+        "asg_name": "vipfleet-nodes",
+        "hook_name": "vipfleet-drain",
+        "drain_timeout_ms": 270_000,
+        "launch_hook_name": "vipfleet-launch",
+        "launch_timeout_ms": 570_000,
+    }
     assert config["health"]["url"] == "http://127.0.0.1:8404/healthz"
     assert config["dashboard"]["listen"] == ["0.0.0.0:9180"]
     assert config["vip_binding"] == {"enabled": True, "interface": "vipfleet0", "kind": "dummy"}
@@ -168,12 +176,63 @@ def test_agent_rejecting_the_config_stops_the_bootstrap(tmp_path):
         ({"VIPFLEET_VIP_BINDING_KIND": "bridge"}, "must be dummy or ifb"),
         ({"VIPFLEET_HAPROXY_MAXCONN": "0"}, "bad haproxy maxconn"),
         ({"VIPFLEET_SKIP_SYSTEMCTL": "0"}, "needs VIPFLEET_SKIP_PACKAGES=1 and VIPFLEET_SKIP_SYSTEMCTL=1"),
+        ({"VIPFLEET_TERMINATION_HOOK_TIMEOUT": "59"}, "must be 60..7200 seconds"),
+        ({"VIPFLEET_TERMINATION_HOOK_TIMEOUT": "7201"}, "must be 60..7200 seconds"),
+        ({"VIPFLEET_TERMINATION_HOOK_TIMEOUT": "5m"}, "must be 60..7200 seconds"),
+        ({"VIPFLEET_LAUNCH_HOOK_TIMEOUT": "30"}, "must be 60..7200 seconds"),
+        ({"VIPFLEET_LIFECYCLE_LAUNCH_HOOK_NAME": 'x"y'}, "bad launch hook name"),
     ],
 )
 def test_bad_inputs_fail_with_a_message(tmp_path, env, override, message):
     result = run_bash(BOOTSTRAP, {**env, **override})
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def lifecycle_config(root: Path) -> dict:
+    return tomllib.loads((root / "etc/vipfleet/agent.toml").read_text())["lifecycle"]
+
+
+def test_drain_timeout_is_the_termination_hook_timeout_less_the_margin(tmp_path, env):
+    root = tmp_path / "root"
+    assert run_bash(BOOTSTRAP, {**env, "VIPFLEET_TERMINATION_HOOK_TIMEOUT": "600"}).returncode == 0
+    assert lifecycle_config(root)["drain_timeout_ms"] == 570_000
+    assert run_bash(BOOTSTRAP, {**env, "VIPFLEET_TERMINATION_HOOK_TIMEOUT": "0060"}).returncode == 0
+    assert lifecycle_config(root)["drain_timeout_ms"] == 30_000
+
+
+def test_launch_timeout_is_the_launch_hook_timeout_less_the_margin(tmp_path, env):
+    root = tmp_path / "root"
+    overrides = {"VIPFLEET_LAUNCH_HOOK_TIMEOUT": "900", "VIPFLEET_LIFECYCLE_LAUNCH_HOOK_NAME": "fleet-launch"}
+    assert run_bash(BOOTSTRAP, {**env, **overrides}).returncode == 0
+    assert lifecycle_config(root)["launch_timeout_ms"] == 870_000
+    assert lifecycle_config(root)["launch_hook_name"] == "fleet-launch"
+
+
+@pytest.mark.parametrize(
+    "parameter,variable,key,agent_default",
+    [
+        ("LaunchHookTimeout", "VIPFLEET_LAUNCH_HOOK_TIMEOUT", "launch_timeout_ms", "DEFAULT_LAUNCH_TIMEOUT"),
+        ("LifecycleHeartbeatTimeout", "VIPFLEET_TERMINATION_HOOK_TIMEOUT", "drain_timeout_ms", "DEFAULT_DRAIN_TIMEOUT"),
+    ],
+)
+def test_timeout_defaults_agree(tmp_path, env, template, parameter, variable, key, agent_default):
+    """Template default -> bootstrap -> agent.toml equals the agent's own default,
+    and so does the bootstrap's default when the variable is missing."""
+    hook_default = template["Parameters"][parameter]["Default"]
+    agent_default_ms = agent_default_secs(agent_default) * 1000
+    assert run_bash(BOOTSTRAP, {**env, variable: str(hook_default)}).returncode == 0
+    assert lifecycle_config(tmp_path / "root")[key] == agent_default_ms
+    without = {k: v for k, v in env.items() if k != variable}
+    assert run_bash(BOOTSTRAP, {**without, "VIPFLEET_ROOT": str(tmp_path / "other")}).returncode == 0
+    assert lifecycle_config(tmp_path / "other")[key] == agent_default_ms
+
+
+def test_the_unit_lets_a_default_drain_finish():
+    """`systemctl stop` drains too; systemd must not kill a drain of the default length."""
+    stop = [line for line in UNIT.read_text().splitlines() if line.startswith("TimeoutStopSec=")]
+    timeout_ms = int(stop[0].removeprefix("TimeoutStopSec=").removesuffix("s")) * 1000
+    assert timeout_ms > agent_default_secs("DEFAULT_DRAIN_TIMEOUT") * 1000
 
 
 def test_ifb_kind_reaches_the_config_and_the_module_list(tmp_path, env):
@@ -238,6 +297,11 @@ def test_user_data_from_the_template_boots_a_node(tmp_path, template, agent):
     assert config["aws"]["table"] == SAMPLE_PARAMETERS["LeaseTable"]
     assert config["fleet"]["route_tables"] == SAMPLE_PARAMETERS["RouteTableIds"].split(",")
     assert config["lifecycle"]["asg_name"] == "vipfleet-nodes"
+    drain_s = int(SAMPLE_PARAMETERS["LifecycleHeartbeatTimeout"]) - 30
+    assert config["lifecycle"]["drain_timeout_ms"] == drain_s * 1000
+    launch_s = int(SAMPLE_PARAMETERS["LaunchHookTimeout"]) - 30
+    assert config["lifecycle"]["launch_timeout_ms"] == launch_s * 1000
+    assert config["lifecycle"]["launch_hook_name"] == "vipfleet-launch"
 
 
 def test_systemd_unit_verifies(tmp_path):
@@ -287,6 +351,22 @@ def test_systemd_unit_directives():
     assert "WatchdogSec" in settings and "RestartSec" in settings
     # Long enough for a drain; see the comment in the unit.
     assert int(settings["TimeoutStopSec"][0].removesuffix("s")) >= 120
+
+
+def test_unit_sets_the_log_variable_the_agent_reads():
+    """The unit's log level reaches the agent: the variable it sets is the one main.rs reads."""
+    import re
+
+    main = (INFRA.parent / "services" / "agent" / "src" / "main.rs").read_text()
+    read = re.findall(r'EnvFilter::try_from_env\("([A-Z_]+)"\)', main)
+    assert len(read) == 1, f"expected one EnvFilter variable in main.rs, found {read}"
+    environment = [
+        line.removeprefix("Environment=").partition("=")[0]
+        for line in UNIT.read_text().splitlines()
+        if line.startswith("Environment=")
+    ]
+    assert read[0] in environment, f"the unit sets {environment}, the agent reads {read[0]}"
+    assert "RUST_LOG" not in environment, "the agent ignores RUST_LOG"
 
 
 def test_sample_haproxy_config_is_valid():

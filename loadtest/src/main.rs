@@ -3,7 +3,7 @@
 //!
 //! - `sim`: the protocol in the deterministic simulation (no root, no AWS):
 //!   scenarios × seeds, invariant checks, moves, failover times, store cost.
-//!   See [`sim_report`].
+//!   The report is the `vipfleet-sim` crate's, which builds without the SDK.
 //! - `lab up|down|status`: the whole fleet on one Linux machine (network
 //!   namespaces, moto, the IMDS emulator, haproxy, agents). See [`lab`].
 //! - `load`: the load generator, run inside a client namespace ([`load`]).
@@ -18,7 +18,6 @@ mod lab;
 mod load;
 mod report;
 mod scenario;
-mod sim_report;
 mod timeline;
 
 use clap::{Parser, Subcommand};
@@ -35,8 +34,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the fault scenarios in the deterministic simulation and print a summary.
-    Sim(sim_report::SimArgs),
+    /// Run the fault scenarios in the deterministic simulation and print a summary
+    /// (`cargo run -p vipfleet-sim` does the same without building the AWS SDK).
+    Sim(vipfleet_sim::SimArgs),
     /// Send HTTP requests to VIPs at a fixed rate and record every one (run it in a client namespace).
     Load(load::LoadArgs),
     /// Build, inspect or remove the lab (needs root and `ip netns`).
@@ -73,7 +73,7 @@ fn exit_code(reports: Vec<report::Report>) -> std::process::ExitCode {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Sim(args) => sim_report::run(&args),
+        Command::Sim(args) => vipfleet_sim::run(&args).map_err(anyhow::Error::from),
         Command::Lab(args) => lab::run(args),
         Command::Load(args) => runtime()
             .and_then(|rt| rt.block_on(load::run(args)))

@@ -13,58 +13,14 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Instant;
 
-use serde_json::Value;
-
 mod common;
-use common::{is_root, netns_works};
+use common::{assert_agent_built, get_json, is_root, lab, netns_works, status_json, text, Teardown, BIN};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vipfleet-loadtest");
 /// The lab's process marker (see `lab::procs::MARKER_VAR`).
 const MARKER_VAR: &str = "VIPFLEET_LAB_MEMBER";
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn lab(prefix: &str, args: &[&str]) -> Output {
-    let out = Command::new(BIN)
-        .args(["lab", "--prefix", prefix])
-        .args(args)
-        .output()
-        .expect("running vipfleet-loadtest");
-    eprintln!(
-        "$ vipfleet-loadtest lab --prefix {prefix} {} -> {}\n{}",
-        args.join(" "),
-        out.status,
-        text(&out.stderr)
-    );
-    out
-}
-
-/// The lab runs the `vipfleet-agent` next to `vipfleet-loadtest`; tests/run
-/// builds both (`cargo build --workspace --bins`) before the tests. Building
-/// from inside a test resolved other features and compiled the AWS SDK
-/// again, so this only checks.
-fn assert_agent_built() {
-    let exe_dir = Path::new(BIN).parent().expect("binary directory");
-    assert!(
-        exe_dir.join("vipfleet-agent").is_file(),
-        "no vipfleet-agent in {}: run `cargo build --workspace --bins` first (tests/run does)",
-        exe_dir.display()
-    );
-}
-
-/// Removes the lab even when an assertion fails halfway (keeping its logs).
-struct Teardown(String);
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        let _ = Command::new(BIN).args(["lab", "--prefix", &self.0, "down"]).output();
-    }
-}
 
 /// Pids whose environment carries this lab's marker.
 fn marked_pids(prefix: &str) -> Vec<u32> {
@@ -157,12 +113,6 @@ fn get_from(client_ns: &str, vip: &str) -> (String, String, String) {
     };
     let status = all.lines().last().unwrap_or_default().trim().to_string();
     (status, header("x-vipfleet-node"), header("x-vipfleet-vip"))
-}
-
-fn status_json(prefix: &str) -> Value {
-    let out = lab(prefix, &["status", "--json"]);
-    assert!(out.status.success(), "lab status --json failed");
-    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
 }
 
 #[test]
@@ -285,15 +235,6 @@ fn lab_refuses_without_root() {
     assert!(text(&out.stderr).contains("needs root"), "{}", text(&out.stderr));
 }
 
-/// `GET url` from the host namespace (a node's dashboard), as JSON.
-fn get_json(url: &str) -> Option<Value> {
-    let out = Command::new("curl")
-        .args(["-sS", "-m", "3", "--fail", url])
-        .output()
-        .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
-}
-
 /// Size and mtime of every file under `dir`: what a run that "changes
 /// nothing" must leave as it was.
 fn file_stamps(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
@@ -387,8 +328,7 @@ fn a_bootstrapped_node_joins_the_fleet_and_a_second_run_changes_nothing() {
         .unwrap()
         .iter()
         .filter(|s| s["owner"] == instance.as_str())
-        .flat_map(|s| s["vips"].as_array().unwrap().iter())
-        .map(|v| v.as_str().unwrap().trim_end_matches("/32").to_string())
+        .map(|s| s["id"].as_str().unwrap().trim_end_matches("/32").to_string())
         .collect();
     assert_eq!(own_vips.len(), 2, "{fleet}");
     for table in state["route_tables"].as_array().unwrap() {

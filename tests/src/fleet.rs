@@ -53,12 +53,12 @@ pub struct Node {
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     /// Shard items read before the routes.
-    pub before: BTreeMap<u32, Shard>,
+    pub before: BTreeMap<String, Shard>,
     /// (route table, destination) -> ENI.
     pub routes: BTreeMap<(String, String), Option<String>>,
     /// Shard and node items read after the routes: the state the checks
     /// judge.
-    pub shards: BTreeMap<u32, Shard>,
+    pub shards: BTreeMap<String, Shard>,
     pub nodes: BTreeMap<String, moto::Node>,
 }
 
@@ -155,6 +155,10 @@ instance_id = {instance:?}
 eni = {eni:?}
 private_ip = {ip:?}
 az = {az:?}
+
+[health]
+# No haproxy in these tests: the agents count as healthy.
+disabled = true
 
 [vip_binding]
 enabled = false

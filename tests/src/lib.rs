@@ -34,7 +34,7 @@ pub const ENDPOINT_VAR: &str = "VIPFLEET_TEST_AWS_ENDPOINT";
 /// The region every test process uses (moto accepts any).
 pub const REGION: &str = "us-east-1";
 /// `EX_USAGE`: the agent's exit code for a configuration that cannot work.
-pub const EXIT_CONFIG: i32 = 64;
+pub const EXIT_CONFIG: i32 = 78;
 /// A loopback port nothing listens on (discard): where the agent's IMDS
 /// client and, in tests without moto, its AWS clients are pointed, so no
 /// test ever reaches the link-local metadata address or a real AWS endpoint.
@@ -427,4 +427,35 @@ mod tests {
         assert_eq!(outcome.stdout, "started\n");
         assert!(began.elapsed() < Duration::from_secs(20), "took {:?}", began.elapsed());
     }
+}
+
+/// One HTTP/1.1 request to a loopback server (an agent's dashboard): the
+/// status line's code and the body. `bearer` adds an Authorization header.
+pub async fn http(addr: SocketAddr, method: &str, path: &str, bearer: Option<&str>) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    Ok((code, body))
+}
+
+/// The value of one sample line (`name{labels} value`) of a `/metrics` page;
+/// 0 when the series is absent (a counter never incremented).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }

@@ -98,11 +98,13 @@ impl Lab {
     }
 }
 
-/// A shard item of the lease table, as the test reads it.
+/// A shard item of the lease table, as the test reads it. A shard is one
+/// VIP, named by it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shard {
     pub owner: Option<String>,
     pub epoch: u64,
+    /// The shard's VIP (its key), as a one-element list.
     pub vips: Vec<String>,
 }
 
@@ -152,30 +154,22 @@ fn n(item: &std::collections::HashMap<String, AttributeValue>, name: &str) -> Re
     }
 }
 
-/// The lease table's shard items (by shard id) and node items (by instance id).
+/// The lease table's shard items (by VIP) and node items (by instance id).
 pub async fn lease_table(
     dynamo: &aws_sdk_dynamodb::Client,
     table: &str,
-) -> Result<(BTreeMap<u32, Shard>, BTreeMap<String, Node>), String> {
+) -> Result<(BTreeMap<String, Shard>, BTreeMap<String, Node>), String> {
     let mut shards = BTreeMap::new();
     let mut nodes = BTreeMap::new();
     for item in scan_all(dynamo, table).await? {
         let pk = s(&item, "pk").ok_or("item without pk")?;
-        if let Some(id) = pk.strip_prefix("shard#") {
-            let id: u32 = id.parse().map_err(|_| format!("bad shard key {pk}"))?;
-            let vips = match item.get("vips") {
-                Some(AttributeValue::L(list)) => list
-                    .iter()
-                    .map(|v| v.as_s().cloned().map_err(|_| format!("{pk}: vips holds {v:?}")))
-                    .collect::<Result<Vec<_>, _>>()?,
-                other => return Err(format!("{pk}: vips is {other:?}")),
-            };
+        if let Some(vip) = pk.strip_prefix("shard#") {
             let shard = Shard {
                 owner: s(&item, "owner"),
                 epoch: n(&item, "epoch").map_err(|e| format!("{pk}: {e}"))?,
-                vips,
+                vips: vec![vip.to_string()],
             };
-            shards.insert(id, shard);
+            shards.insert(vip.to_string(), shard);
         } else if let Some(id) = pk.strip_prefix("node#") {
             let node = Node {
                 state: s(&item, "state").unwrap_or_default(),

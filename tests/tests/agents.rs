@@ -1,6 +1,7 @@
-//! Issue 3's acceptance test: three `vipfleet-agent` processes against moto
-//! share 24 VIPs over 2 route tables, survive a `kill -9` of one, and drain
-//! another on SIGTERM.
+//! Three `vipfleet-agent` processes against moto share 24 VIPs over 2
+//! route tables, survive a `kill -9` of one, restart another (SIGTERM, then
+//! start again: nothing moves and no route is written), and drain it through
+//! its dashboard.
 //!
 //! The test judges the fleet only by what it leaves in AWS: it polls the
 //! lease table (a consistent scan) and the route tables through the SDK,
@@ -14,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use vipfleet_tests::fleet::{counts, summarize, Fleet, Node, Snapshot, LEASE_TTL_MS, TRACE_VAR};
-use vipfleet_tests::{moto_endpoint, say, Agent, Workdir};
+use vipfleet_tests::{http, metric, moto_endpoint, say, Agent, Workdir};
 
 const AGENTS: usize = 3;
 const VIPS: u32 = 24;
@@ -30,6 +31,13 @@ const FAILOVER_BOUND: Duration = Duration::from_millis(LEASE_TTL_MS + 3000);
 const FAILOVER_GRACE: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// A stopped agent exits at once (it does not drain).
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a restarted agent is watched for moves: past the lease, so a
+/// restart that let the lease run out would show.
+const RESTART_WATCH: Duration = Duration::from_millis(LEASE_TTL_MS * 3);
+const DASHBOARD_TIMEOUT: Duration = Duration::from_secs(10);
+const TOKEN: &str = "agents-test-token-0123456789abcdef";
 
 /// Routes that changed between two polls to an ENI whose node held the
 /// shard neither at the first scan of `prev` nor at the last scan of
@@ -73,7 +81,7 @@ fn unfenced_writes(fleet: &Fleet, prev: &Snapshot, next: &Snapshot) -> Vec<Strin
 }
 
 /// `(owner, epoch)` of every shard `owner` holds.
-fn held_by(snap: &Snapshot, owners: &[&Node]) -> BTreeMap<u32, (String, u64)> {
+fn held_by(snap: &Snapshot, owners: &[&Node]) -> BTreeMap<String, (String, u64)> {
     snap.shards
         .iter()
         .filter_map(|(id, s)| {
@@ -81,13 +89,13 @@ fn held_by(snap: &Snapshot, owners: &[&Node]) -> BTreeMap<u32, (String, u64)> {
             owners
                 .iter()
                 .any(|n| n.instance_id == owner)
-                .then_some((*id, (owner, s.epoch)))
+                .then_some((id.clone(), (owner, s.epoch)))
         })
         .collect()
 }
 
 /// Panics if any shard in `kept` changed owner or epoch.
-fn assert_unmoved(snap: &Snapshot, kept: &BTreeMap<u32, (String, u64)>, when: &str) {
+fn assert_unmoved(snap: &Snapshot, kept: &BTreeMap<String, (String, u64)>, when: &str) {
     for (id, (owner, epoch)) in kept {
         let now = snap.shards.get(id).map(|s| (s.owner.clone(), s.epoch));
         assert_eq!(
@@ -124,7 +132,7 @@ async fn three_agents_share_fail_over_and_drain() {
 
     // 2. kill -9 agent a: its shards, and only those, move; routes follow.
     let (dead, survivors) = (&nodes[0], [&nodes[1], &nodes[2]]);
-    let orphans: BTreeSet<u32> = held_by(&start, &[dead]).into_keys().collect();
+    let orphans: BTreeSet<String> = held_by(&start, &[dead]).into_keys().collect();
     let kept = held_by(&start, &survivors);
     assert_eq!(orphans.len() + kept.len(), VIPS as usize);
     let killed_at = Instant::now();
@@ -162,19 +170,79 @@ async fn three_agents_share_fail_over_and_drain() {
     let dead_state = after_kill.nodes.get(&dead.instance_id).map(|n| n.state.clone());
     say(&format!("node item of the killed agent: state {dead_state:?}"));
 
-    // 3. SIGTERM agent b: it drains to c, routes follow, it exits 0.
-    let (leaving, last) = (&nodes[1], &nodes[2]);
-    let kept = held_by(&after_kill, &[last]);
-    let terminated_at = Instant::now();
+    // 3. Restart agent b (SIGTERM, then start it again at once, as an
+    //    upgrade does): it exits 0 without draining, and the new process
+    //    adopts its shards. Nothing moves, no route changes, and the new
+    //    process writes no route.
+    let (restarted, last) = (&nodes[1], &nodes[2]);
+    let before_restart = observer.snapshot().await.expect("read moto before the restart");
+    let stopped_at = Instant::now();
     agents[1].terminate();
+    let status = loop {
+        if let Some(status) = agents[1].exit_status() {
+            break status;
+        }
+        assert!(
+            stopped_at.elapsed() < STOP_TIMEOUT,
+            "{} did not exit within {STOP_TIMEOUT:?} of SIGTERM",
+            restarted.name
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        status.success(),
+        "{} exited with {status} after SIGTERM",
+        restarted.name
+    );
+    let stop_time = stopped_at.elapsed();
+    let mut with_token = restarted.clone();
+    with_token.dashboard_token_file = Some(work.write("b.token", &format!("{TOKEN}\n")));
+    agents[1] = fleet.start(&with_token, &work);
+    let watch_until = Instant::now() + RESTART_WATCH;
+    while Instant::now() < watch_until {
+        let snap = observer.snapshot().await.expect("read moto after the restart");
+        let everything = held_by(&before_restart, &[restarted, last]);
+        assert_unmoved(&snap, &everything, "after an agent restart");
+        assert_eq!(snap.routes, before_restart.routes, "a restart changed a route");
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    let dashboard = agents[1].dashboard_addr(DASHBOARD_TIMEOUT);
+    let (code, text) = http(dashboard, "GET", "/metrics", None).await.expect("metrics of b");
+    assert_eq!(code, 200, "{text}");
+    let writes: f64 = ["replace_route", "create_route"]
+        .iter()
+        .map(|op| metric(&text, &format!(r#"vipfleet_ec2_calls_total{{op="{op}",outcome="ok"}}"#)))
+        .sum();
+    assert_eq!(writes, 0.0, "the restarted agent wrote routes it already had");
+    assert_eq!(
+        metric(&text, "vipfleet_claims_total") + metric(&text, "vipfleet_takeovers_total"),
+        0.0
+    );
+    say(&format!(
+        "MEASURED restart: exited 0 in {stop_time:?} after SIGTERM; {RESTART_WATCH:?} later nothing had moved, \
+         routes unchanged, 0 route writes by the new process"
+    ));
+
+    // 4. Drain b through its dashboard: it hands everything to c, routes
+    //    follow, it exits 0.
+    let kept = held_by(&before_restart, &[last]);
+    let (code, body) = http(dashboard, "POST", "/api/v1/drain", Some(TOKEN))
+        .await
+        .expect("drain b");
+    assert_eq!(code, 202, "{body}");
+    let drain_asked_at = Instant::now();
     let mut exited: Option<(Duration, std::process::ExitStatus)> = None;
-    let deadline = terminated_at + DRAIN_TIMEOUT;
+    let deadline = drain_asked_at + DRAIN_TIMEOUT;
     let drained = loop {
         if exited.is_none() {
-            exited = agents[1].exit_status().map(|s| (terminated_at.elapsed(), s));
+            exited = agents[1].exit_status().map(|s| (drain_asked_at.elapsed(), s));
         }
         if let Some((_, status)) = exited {
-            assert!(status.success(), "{} exited with {status} after SIGTERM", leaving.name);
+            assert!(
+                status.success(),
+                "{} exited with {status} after its drain",
+                restarted.name
+            );
         }
         assert!(
             agents[2].exit_status().is_none(),
@@ -191,21 +259,25 @@ async fn three_agents_share_fail_over_and_drain() {
             (verdict, _) => assert!(
                 Instant::now() < deadline,
                 "drain of {} not done within {DRAIN_TIMEOUT:?}: exited {exited:?}, {:?}",
-                leaving.name,
+                restarted.name,
                 verdict.err()
             ),
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     };
-    let drain_time = terminated_at.elapsed();
+    let drain_time = drain_asked_at.elapsed();
     say(&format!(
-        "MEASURED drain after SIGTERM: exited 0 in {:?}, owners and routes on {} by {drain_time:?} ({:?})",
+        "MEASURED drain through the dashboard: exited 0 in {:?}, owners and routes on {} by {drain_time:?} ({:?})",
         exited.map(|(t, _)| t),
         last.name,
         counts(&drained)
     ));
-    let leaving_state = drained.nodes.get(&leaving.instance_id).map(|n| n.state.clone());
-    say(&format!("node item of the drained agent: state {leaving_state:?}"));
+    let leaving_state = drained.nodes.get(&restarted.instance_id).map(|n| n.state.clone());
+    assert_eq!(
+        leaving_state.as_deref(),
+        Some("draining"),
+        "the drained node's item says so"
+    );
 }
 
 /// Reads moto for the test and checks at every poll that no route was

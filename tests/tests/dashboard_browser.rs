@@ -243,35 +243,36 @@ fn page_disagrees(dom: &str, fleet: &Fleet, observer: &str, snap: &Snapshot) -> 
         }
     }
     let shard_rows = rows_with(dom, "data-shard");
-    let mut shown: BTreeMap<u32, String> = BTreeMap::new();
+    let mut shown: BTreeMap<String, String> = BTreeMap::new();
     for row in &shard_rows {
-        let Ok(id) = row.attr("data-shard").parse::<u32>() else {
-            problems.push(format!("shard row with data-shard {:?}", row.attr("data-shard")));
+        let id = row.attr("data-shard").to_string();
+        if id.is_empty() {
+            problems.push(format!("shard row without data-shard: {:?}", row.cells));
             continue;
-        };
+        }
         let owner = row.attr("data-owner").to_string();
-        // The shard number first, the owner's name in the third cell.
-        if row.cells.first() != Some(&id.to_string()) || row.cells.get(2) != Some(&owner) {
+        // The shard's VIP first, the owner's name in the second cell.
+        if row.cells.first() != Some(&id) || row.cells.get(1) != Some(&owner) {
             problems.push(format!("shard row {id} (data-owner {owner:?}) reads {:?}", row.cells));
         }
-        if shown.insert(id, owner).is_some() {
+        if shown.insert(id.clone(), owner).is_some() {
             problems.push(format!("shard {id} has two rows"));
         }
     }
-    let in_moto: BTreeMap<u32, String> = snap
+    let in_moto: BTreeMap<String, String> = snap
         .shards
         .iter()
-        .map(|(id, s)| (*id, s.owner.clone().unwrap_or_default()))
+        .map(|(id, s)| (id.clone(), s.owner.clone().unwrap_or_default()))
         .collect();
     if shown != in_moto {
         let differing: Vec<String> = in_moto
             .iter()
-            .filter(|(id, owner)| shown.get(id) != Some(owner))
+            .filter(|(id, owner)| shown.get(id.as_str()) != Some(owner))
             .map(|(id, owner)| format!("shard {id}: page {:?}, moto {owner:?}", shown.get(id)))
             .chain(
                 shown
                     .keys()
-                    .filter(|id| !in_moto.contains_key(id))
+                    .filter(|id| !in_moto.contains_key(id.as_str()))
                     .map(|id| format!("shard {id} is on the page, not in moto")),
             )
             .collect();
@@ -285,8 +286,11 @@ fn page_disagrees(dom: &str, fleet: &Fleet, observer: &str, snap: &Snapshot) -> 
     (!problems.is_empty()).then(|| problems.join("; "))
 }
 
-fn owners(snap: &Snapshot) -> BTreeMap<u32, Option<String>> {
-    snap.shards.iter().map(|(id, s)| (*id, s.owner.clone())).collect()
+fn owners(snap: &Snapshot) -> BTreeMap<String, Option<String>> {
+    snap.shards
+        .iter()
+        .map(|(id, s)| (id.clone(), s.owner.clone()))
+        .collect()
 }
 
 /// PNG signature, then the IHDR chunk: width and height, big-endian.
@@ -517,14 +521,14 @@ async fn schemathesis_finds_no_server_error_or_schema_mismatch() {
 
 #[test]
 fn rows_are_read_as_chromium_serializes_them() {
-    let dom = r#"<table><tbody><tr class="shard trouble" data-shard="7" data-owner="i-a&amp;b"><td class="num">7</td>
-        <td>10.200.0.8/32</td><td><span class="bad">i-a&amp;b (expired)</span></td></tr>
+    let dom = r#"<table><tbody><tr class="shard trouble" data-shard="10.200.0.8/32" data-owner="i-a&amp;b"><td>10.200.0.8/32</td>
+        <td><span class="bad">i-a&amp;b (gone)</span></td></tr>
         <tr><td colspan="5">none yet</td></tr><tr data-node="i-x"><td>i-x</td></tr></tbody></table>"#;
     let shards = rows_with(dom, "data-shard");
     assert_eq!(shards.len(), 1);
     assert_eq!(shards[0].attr("data-owner"), "i-a&b");
     assert_eq!(shards[0].attr("class"), "shard trouble");
-    assert_eq!(shards[0].cells, ["7", "10.200.0.8/32", "i-a&b (expired)"]);
+    assert_eq!(shards[0].cells, ["10.200.0.8/32", "i-a&b (gone)"]);
     let nodes = rows_with(dom, "data-node");
     assert_eq!(
         (nodes.len(), nodes[0].cells.as_slice()),

@@ -70,8 +70,9 @@ pub async fn check(state: &LabState, sdk: &SdkConfig) -> Result<Convergence> {
         .map_err(|e| anyhow!("reading shards from {}: {e}", state.aws.table))?;
     for vip in &state.vips {
         let owner = shards
+            .records
             .iter()
-            .find(|s| s.vips.contains(vip))
+            .find(|s| s.id.vip() == *vip)
             .and_then(|s| s.owner.as_ref())
             .map(|o| o.to_string());
         match owner {

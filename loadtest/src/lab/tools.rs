@@ -37,7 +37,9 @@ impl std::error::Error for Refusal {}
 pub fn preflight() -> Result<()> {
     if !procs::running_as_root() {
         return Err(Refusal(
-            "the lab needs root (network namespaces, veth links, routes): run it with sudo or as root".into(),
+            "the lab needs root (network namespaces, veth links, routes): run it with sudo or as root \
+             (without root, `cargo run -p vipfleet-sim` runs the fault scenarios in the simulation)"
+                .into(),
         )
         .into());
     }

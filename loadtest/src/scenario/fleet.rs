@@ -23,10 +23,11 @@ pub async fn ownership(state: &LabState, sdk: &SdkConfig) -> Result<Ownership> {
     let store = DynamoLeaseStore::new(aws_sdk_dynamodb::Client::new(sdk), state.aws.table.clone());
     let shards = store.read_shards().await.context("reading the lease table")?;
     let mut owners = BTreeMap::new();
-    for shard in shards {
-        for vip in &shard.vips {
-            owners.insert(*vip, (shard.owner.as_ref().map(|o| o.to_string()), shard.epoch));
-        }
+    for shard in shards.records {
+        owners.insert(
+            shard.id.vip(),
+            (shard.owner.as_ref().map(|o| o.to_string()), shard.epoch),
+        );
     }
     Ok(owners)
 }

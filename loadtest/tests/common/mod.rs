@@ -1,6 +1,14 @@
-//! What the lab tests need to know about the machine before they start.
+//! What the lab tests need to know about the machine before they start, and
+//! how they drive a lab through the `vipfleet-loadtest lab` command. Each
+//! test binary uses a part of it.
+#![allow(dead_code)]
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_vipfleet-loadtest");
 
 /// Effective uid 0, read from /proc (no libc call needed).
 pub fn is_root() -> bool {
@@ -19,4 +27,70 @@ pub fn netns_works() -> bool {
         .args(["netns", "list"])
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `vipfleet-loadtest lab --prefix PREFIX ARGS…`, its stderr echoed.
+pub fn lab(prefix: &str, args: &[&str]) -> Output {
+    let out = Command::new(BIN)
+        .args(["lab", "--prefix", prefix])
+        .args(args)
+        .output()
+        .expect("running vipfleet-loadtest");
+    eprintln!(
+        "$ vipfleet-loadtest lab --prefix {prefix} {} -> {}\n{}",
+        args.join(" "),
+        out.status,
+        text(&out.stderr)
+    );
+    out
+}
+
+/// The lab runs the `vipfleet-agent` next to `vipfleet-loadtest`; tests/run
+/// builds both (`cargo build --workspace --bins`) before the tests. Building
+/// from inside a test resolved other features and compiled the AWS SDK
+/// again, so this only checks.
+pub fn assert_agent_built() {
+    let exe_dir = Path::new(BIN).parent().expect("binary directory");
+    assert!(
+        exe_dir.join("vipfleet-agent").is_file(),
+        "no vipfleet-agent in {}: run `cargo build --workspace --bins` first (tests/run does)",
+        exe_dir.display()
+    );
+}
+
+/// Removes the lab even when an assertion fails halfway (keeping its logs).
+pub struct Teardown(pub String);
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let _ = Command::new(BIN).args(["lab", "--prefix", &self.0, "down"]).output();
+    }
+}
+
+pub fn status_json(prefix: &str) -> Value {
+    let out = lab(prefix, &["status", "--json"]);
+    assert!(out.status.success(), "lab status --json failed");
+    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+}
+
+/// `GET url` from the host namespace (a node's dashboard), as JSON.
+pub fn get_json(url: &str) -> Option<Value> {
+    let out = Command::new("curl")
+        .args(["-sS", "-m", "3", "--fail", url])
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// `GET url` from the host namespace, the body as text.
+pub fn get_text(url: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-sS", "-m", "3", "--fail", url])
+        .output()
+        .ok()?;
+    out.status.success().then(|| text(&out.stdout))
 }

@@ -2,13 +2,23 @@
 //!
 //! Start-up, in order: identity (IMDS, or the `[node]` overrides), the AWS
 //! clients, the checks only AWS can answer (route tables exist, VIPs lie
-//! outside the VPC), source/destination check off, VIPs bound locally, then
-//! the lease machine's driver with its inputs: signals, the haproxy health
-//! monitor, the Auto Scaling lifecycle state, and the dashboard (bound
-//! before the driver starts, so a taken port fails start-up). It returns
-//! when the node has drained (or was superseded by another process).
+//! outside the VPC), VIPs bound locally, then the lease machine's driver
+//! with its inputs: signals, the haproxy health monitor, the source/dest
+//! check of the ENI (turned off, retried until it is), the Auto Scaling
+//! lifecycle state, and the dashboard (bound before the driver starts, so a
+//! taken port fails start-up). The machine decides what each input means;
+//! `run` returns its exit reason.
+//!
+//! Signals: SIGTERM and SIGINT stop the agent without draining (a restart
+//! or an upgrade: the node keeps its shards, and the next start adopts them
+//! again; if it does not come back, its lease runs out and the survivors
+//! take over, as after a crash). A second one exits at once. Draining is
+//! for termination (the lifecycle hook) and for an operator's drain.
+//! SIGHUP changes nothing: the configuration is read at start.
 
 use std::sync::Arc;
+
+use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -16,39 +26,42 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as TokioInstant;
 use tracing::{error, info, warn};
-use vipfleet_core::machine::{ExitReason, Machine, NodeSetup};
-use vipfleet_core::{Incarnation, Instant, NodeInfo};
+use vipfleet_core::machine::{ExitReason, Health, Machine, NodeSetup};
+use vipfleet_core::{EniId, Incarnation, Instant, NodeInfo};
 
 use crate::aws::dynamo::DynamoLeaseStore;
 use crate::aws::ec2::Ec2RouteTable;
 use crate::aws::pacing::Pacer;
 use crate::config::AgentConfig;
-use crate::dashboard::build_info::{announced_version, config_fingerprint};
 use crate::dashboard::metrics::Metrics;
 use crate::dashboard::{self, auth::Token, DashboardState};
 use crate::driver::{Control, Driver};
-use crate::health::{self, Health, HealthMonitor};
+use crate::health::{self, HealthMonitor};
 use crate::identity::{self, Imds, NodeIdentity};
 use crate::lifecycle;
 use crate::status::StatusBoard;
 use crate::vip_binding::{check_sysctls, VipBinding};
 
-/// How the agent ended, for the exit code.
+/// How often a failed attempt to turn off the ENI's source/destination
+/// check is retried; the node claims no VIP until it succeeds.
+const SOURCE_DEST_CHECK_RETRY_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How the agent ended badly, for the exit code (see `main.rs`).
 #[derive(Debug, Error)]
 pub enum RunError {
-    /// The configuration cannot work in this account (exit 64).
+    /// The configuration cannot work in this account.
     #[error("{0}")]
     Config(String),
-    /// Something at start-up failed (exit 1).
+    /// Something at start-up failed.
     #[error("{0}")]
     Startup(String),
-    #[error("drain did not finish within {0:?}; routes left as they are")]
-    DrainTimeout(std::time::Duration),
+    #[error("the drain did not finish within {0:?}: what this node still holds moves when its lease runs out")]
+    DrainTimeout(Duration),
     #[error("another process registered this node id; stopping")]
     Superseded,
 }
 
-pub async fn run(config: AgentConfig) -> Result<(), RunError> {
+pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
     let imds = (!config.identity.is_complete()).then(Imds::from_env);
     let me = identity::resolve(&config.identity, imds.as_ref())
         .await
@@ -58,11 +71,6 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     let sdk = crate::aws::sdk_config(Some(me.region.clone())).await;
     let ec2 = Ec2RouteTable::new(aws_sdk_ec2::Client::new(&sdk));
     check_against_aws(&config, &me, &ec2).await?;
-    if config.disable_source_dest_check {
-        if let Err(e) = ec2.disable_source_dest_check(&me.eni).await {
-            warn!("could not turn off source/destination check on {}: {e}", me.eni);
-        }
-    }
     bind_vips(&config).await?;
 
     let store = Arc::new(DynamoLeaseStore::new(
@@ -71,7 +79,7 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     ));
     let pacer = Arc::new(Pacer::new(config.pacer).map_err(|e| RunError::Config(e.to_string()))?);
     let origin = TokioInstant::now();
-    let mut setup = NodeSetup {
+    let setup = NodeSetup {
         info: NodeInfo {
             id: me.instance_id.clone(),
             eni: me.eni.clone(),
@@ -82,17 +90,16 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
         },
         inc: Incarnation(SmallRng::from_os_rng().random()),
         lease: config.lease.clone(),
-        layout: config.layout.clone(),
+        layout: Arc::new(config.layout.clone()),
         route_tables: config.route_tables.clone(),
+        drain_timeout: config.lifecycle.drain_timeout,
     };
-    // Peers' dashboards compare this to their own to flag a node running
-    // another fleet configuration.
-    setup.info.version = announced_version(&setup.info.version, &config_fingerprint(&setup));
     let machine = Machine::new(setup, Instant::ZERO);
     let (board, status) = StatusBoard::new();
     let (controls_tx, controls) = crate::driver::controls();
     let metrics = Arc::new(Metrics::new());
-    let driver = Driver::new(machine, store, Arc::new(ec2), pacer, origin, board, metrics.clone());
+    let ec2 = Arc::new(ec2);
+    let driver = Driver::new(machine, store, ec2.clone(), pacer, origin, board, metrics.clone());
     start_dashboard(
         &config,
         DashboardState::new(status.clone(), metrics, controls_tx.clone(), None),
@@ -100,43 +107,65 @@ pub async fn run(config: AgentConfig) -> Result<(), RunError> {
     .await?;
 
     spawn_signal_handler(controls_tx.clone());
-    if let Some(check) = &config.health {
-        let monitor = HealthMonitor::new(check).map_err(|e| RunError::Config(e.to_string()))?;
-        let (tx, rx) = health::channel();
-        tokio::spawn(monitor.run(tx, std::future::pending()));
-        tokio::spawn(forward_health(rx, controls_tx.clone()));
+    match &config.health {
+        Some(check) => {
+            let monitor = HealthMonitor::new(check).map_err(|e| RunError::Config(e.to_string()))?;
+            let (tx, rx) = health::channel();
+            tokio::spawn(monitor.run(tx, std::future::pending()));
+            tokio::spawn(forward_health(rx, controls_tx.clone()));
+        }
+        None => {
+            warn!("health.disabled = true: this node counts as healthy whatever haproxy does");
+            let _ = controls_tx.send(Control::Health(Health::Healthy)).await;
+        }
+    }
+    if config.disable_source_dest_check {
+        tokio::spawn(turn_off_source_dest_check(ec2, me.eni.clone(), controls_tx.clone()));
+    } else {
+        info!("ec2.disable_source_dest_check = false: the source/destination check is taken to be off already");
+        let _ = controls_tx.send(Control::SourceDestCheckOff(true)).await;
     }
     let lifecycle = lifecycle::Watcher::start(&config, &me, imds.unwrap_or_else(Imds::from_env), &sdk, controls_tx);
+    lifecycle::spawn_launch_gate(&config, &me, &sdk, status.clone());
     crate::notify::ready();
     tokio::spawn(crate::notify::watchdog(status.clone()));
 
-    let drain_timeout = config.lifecycle.drain_timeout;
-    let reason = tokio::select! {
-        reason = driver.run(controls) => reason,
-        () = drain_deadline(status.clone(), drain_timeout) => return Err(RunError::DrainTimeout(drain_timeout)),
-    };
+    let reason = driver.run(controls).await;
     match reason {
         ExitReason::Drained => {
             info!("drained: every shard handed off");
             lifecycle.drained().await;
-            Ok(())
         }
-        ExitReason::Superseded => Err(RunError::Superseded),
+        ExitReason::DrainTimedOut => {
+            // Let the termination go on: what is left fails over by lease
+            // expiry, and a restart would only drain again.
+            lifecycle.gave_up().await;
+            return Err(RunError::DrainTimeout(config.lifecycle.drain_timeout));
+        }
+        ExitReason::Stopped => info!("stopped without draining: the next start adopts this node's shards"),
+        ExitReason::Superseded => return Err(RunError::Superseded),
     }
+    Ok(reason)
 }
 
-/// Resolves `timeout` after the node started draining (whoever asked:
-/// signal, lifecycle hook, dashboard); never if it does not drain. An
-/// undrain in between starts the clock again next time.
-async fn drain_deadline(mut status: watch::Receiver<crate::status::Status>, timeout: std::time::Duration) {
+/// Turns off the ENI's source/destination check (the VPC drops traffic for
+/// a VIP routed to an ENI that has it on), retrying until it works; the
+/// machine claims no VIP before.
+async fn turn_off_source_dest_check(ec2: Arc<Ec2RouteTable>, eni: EniId, controls: mpsc::Sender<Control>) {
+    let mut tick = tokio::time::interval(SOURCE_DEST_CHECK_RETRY_INTERVAL);
     loop {
-        let draining = |s: &crate::status::Status| s.mode == Some(vipfleet_core::machine::Mode::Draining);
-        if status.wait_for(draining).await.is_err() {
-            return std::future::pending().await;
-        }
-        let undrained = status.wait_for(|s| !draining(s));
-        if tokio::time::timeout(timeout, undrained).await.is_err() {
-            return;
+        tick.tick().await;
+        match ec2.disable_source_dest_check(&eni).await {
+            Ok(()) => {
+                info!(%eni, "source/destination check off");
+                let _ = controls.send(Control::SourceDestCheckOff(true)).await;
+                return;
+            }
+            Err(e) => warn!(
+                %eni,
+                retry_in = ?SOURCE_DEST_CHECK_RETRY_INTERVAL,
+                "cannot turn off the source/destination check ({e}); this node claims no VIP until it is off"
+            ),
         }
     }
 }
@@ -232,65 +261,46 @@ async fn bind_vips(config: &AgentConfig) -> Result<(), RunError> {
     Ok(())
 }
 
-/// SIGTERM or SIGINT drains; a second one exits at once, leaving routes as
-/// they are (fail static).
+/// SIGTERM or SIGINT stops (the machine defers it during a drain); a
+/// second one exits at once, leaving routes as they are (fail static).
+/// SIGHUP is logged and ignored: the configuration is read only at start.
 fn spawn_signal_handler(controls: mpsc::Sender<Control>) {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
             error!("cannot install signal handlers");
             return;
         };
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        info!("signal: draining (send it again to exit at once)");
-        let _ = controls.send(Control::Drain).await;
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        warn!("second signal: exiting without finishing the drain");
-        std::process::exit(1);
+        let mut stops = 0;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+                _ = hup.recv() => {
+                    info!("SIGHUP: nothing to reload (the configuration is read at start; a restart moves nothing)");
+                    continue;
+                }
+            }
+            stops += 1;
+            if stops > 1 {
+                warn!("second stop signal: exiting at once, routes left as they are");
+                std::process::exit(0);
+            }
+            info!("stop signal: stopping without draining (send it again to exit at once)");
+            let _ = controls.send(Control::Stop).await;
+        }
     });
 }
 
 async fn forward_health(mut rx: watch::Receiver<Health>, controls: mpsc::Sender<Control>) {
-    while rx.changed().await.is_ok() {
+    loop {
         let health = *rx.borrow_and_update();
-        let healthy = !matches!(health, Health::Unhealthy);
-        if controls.send(Control::Healthy(healthy)).await.is_err() {
+        if controls.send(Control::Health(health)).await.is_err() || rx.changed().await.is_err() {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use tokio::sync::watch;
-    use vipfleet_core::machine::Mode;
-
-    use super::drain_deadline;
-    use crate::status::Status;
-
-    fn set(tx: &watch::Sender<Status>, mode: Mode) {
-        tx.send_modify(|s| s.mode = Some(mode));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_drain_clock_starts_when_draining_and_resets_on_undrain() {
-        const TIMEOUT: Duration = Duration::from_secs(60);
-        let (tx, rx) = watch::channel(Status::default());
-        set(&tx, Mode::Active);
-        let started = tokio::time::Instant::now();
-        let deadline = tokio::spawn(drain_deadline(rx, TIMEOUT));
-        tokio::time::sleep(Duration::from_secs(100)).await;
-        assert!(!deadline.is_finished(), "no drain, no deadline");
-        set(&tx, Mode::Draining);
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        set(&tx, Mode::Active);
-        tokio::time::sleep(Duration::from_secs(100)).await;
-        assert!(!deadline.is_finished(), "an undrain stops the clock");
-        set(&tx, Mode::Draining);
-        deadline.await.expect("deadline task");
-        let elapsed = started.elapsed();
-        assert!(elapsed >= Duration::from_secs(230) + TIMEOUT, "{elapsed:?}");
     }
 }

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
-use vipfleet_core::types::{LayoutError, VipError};
+use vipfleet_core::layout::LayoutError;
+use vipfleet_core::types::VipError;
 use vipfleet_core::{config::LeaseConfigError, LeaseConfig, RouteTableId, ShardLayout, Vip};
 
 use crate::aws::pacing::{PacerConfig, PacingError};
@@ -38,8 +39,16 @@ const SECTIONS: [&str; 9] = [
 /// Keys whose environment value is a comma-separated list.
 const LIST_KEYS: [&str; 3] = ["vips", "route_tables", "listen"];
 pub const DEFAULT_DASHBOARD_LISTEN: &str = "127.0.0.1:9180";
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// The template's default termination hook timeout (300 s) less the 30 s the
+/// bootstrap keeps in hand (infra/README.md, "Drain timeout"): a drain gives up
+/// before Auto Scaling would, so the termination never waits on a stuck agent.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(270);
 pub const DEFAULT_VIP_INTERFACE: &str = "vipfleet0";
+pub const DEFAULT_LAUNCH_HOOK_NAME: &str = "vipfleet-launch";
+/// The template's default launch hook timeout (600 s) less the same 30 s
+/// margin as the drain: a node that cannot become ready abandons its launch
+/// itself, before Auto Scaling would.
+pub const DEFAULT_LAUNCH_TIMEOUT: Duration = Duration::from_secs(570);
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -135,6 +144,9 @@ struct NodeSection {
 struct HealthSection {
     url: Option<String>,
     stats_socket: Option<String>,
+    /// Run without any health source, on purpose (tests, or haproxy
+    /// watched by something else).
+    disabled: Option<bool>,
     interval_ms: Option<u64>,
     timeout_ms: Option<u64>,
     fall: Option<u32>,
@@ -171,6 +183,8 @@ struct LifecycleSection {
     hook_name: Option<String>,
     drain_timeout_ms: Option<u64>,
     poll_interval_ms: Option<u64>,
+    launch_hook_name: Option<String>,
+    launch_timeout_ms: Option<u64>,
 }
 
 // ----- the validated configuration ----------------------------------------
@@ -179,6 +193,9 @@ struct LifecycleSection {
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub table: String,
+    /// `aws.region` as configured (file, `VIPFLEET_AWS_REGION`, `--set`). The
+    /// region the node works in is `identity.region`, which also takes the
+    /// SDK's `AWS_REGION` before IMDS.
     pub region: Option<String>,
     pub vips: Vec<Vip>,
     pub layout: ShardLayout,
@@ -187,6 +204,8 @@ pub struct AgentConfig {
     pub lease: LeaseConfig,
     pub identity: IdentityOverrides,
     pub weight: u32,
+    /// `None` only with `health.disabled = true`: the node then counts as
+    /// healthy from the start.
     pub health: Option<HealthCheck>,
     /// The dummy interface that carries every VIP; `None` leaves binding to
     /// someone else.
@@ -209,6 +228,11 @@ pub struct LifecycleConfig {
     pub drain_timeout: Duration,
     /// How often IMDS `autoscaling/target-lifecycle-state` is read.
     pub poll_interval: Duration,
+    /// The launch lifecycle hook the agent completes once ready for service.
+    pub launch_hook_name: String,
+    /// How long after boot the node may take to become ready for service;
+    /// then it abandons its launch.
+    pub launch_timeout: Duration,
 }
 
 /// Reads the file at `path` (if any) and applies `env` and `sets`.
@@ -268,7 +292,11 @@ pub fn load(text: &str, env: &BTreeMap<String, String>, sets: &[String]) -> Resu
     let file: File = toml::Value::Table(doc)
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Toml(e.to_string()))?;
-    validate(file)
+    let mut config = validate(file)?;
+    // The SDK's AWS_REGION counts as configured: it wins over IMDS, and
+    // with it complete `[node]` overrides need no IMDS at all.
+    config.identity.region = crate::identity::configured_region(config.region.as_deref(), env);
+    Ok(config)
 }
 
 /// Puts a string from the environment or a flag into the document, typed
@@ -324,7 +352,7 @@ fn validate(file: File) -> Result<AgentConfig, ConfigError> {
         .iter()
         .map(|v| v.parse::<Vip>())
         .collect::<Result<Vec<_>, _>>()?;
-    let layout = ShardLayout::one_per_vip(&vips)?;
+    let layout = ShardLayout::from_vips(&vips)?;
     if file.fleet.route_tables.is_empty() {
         return Err(invalid(
             "fleet.route_tables is empty: VIP routes must go somewhere".into(),
@@ -384,10 +412,26 @@ fn validate(file: File) -> Result<AgentConfig, ConfigError> {
         ));
     }
 
-    let health = match (file.health.url, file.health.stats_socket) {
-        (Some(_), Some(_)) => return Err(invalid("health: set url or stats_socket, not both".into())),
-        (None, None) => None,
-        (url, socket) => {
+    let disabled = file.health.disabled.unwrap_or(false);
+    let health = match (file.health.url, file.health.stats_socket, disabled) {
+        (Some(_), Some(_), _) => return Err(invalid("health: set url or stats_socket, not both".into())),
+        (Some(_), _, true) | (_, Some(_), true) => {
+            return Err(invalid(
+                "health: disabled = true and a health source are set; choose one".into(),
+            ))
+        }
+        // A node with a dead haproxy would keep its VIPs: no health
+        // source is an error unless asked for.
+        (None, None, false) => {
+            return Err(invalid(
+                "health: set health.url (haproxy's monitor URI) or health.stats_socket; \
+                 without a health source a node whose haproxy died keeps its VIPs. \
+                 Set health.disabled = true to run without one on purpose"
+                    .into(),
+            ))
+        }
+        (None, None, true) => None,
+        (url, socket, false) => {
             let target = match (url, socket) {
                 (Some(url), _) => HealthTarget::http(&url)?,
                 (_, Some(socket)) => HealthTarget::StatsSocket(PathBuf::from(socket)),
@@ -455,6 +499,11 @@ fn validate(file: File) -> Result<AgentConfig, ConfigError> {
         hook_name: file.lifecycle.hook_name.unwrap_or_else(|| "vipfleet-drain".into()),
         drain_timeout: millis(file.lifecycle.drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT),
         poll_interval: millis(file.lifecycle.poll_interval_ms, Duration::from_secs(5)),
+        launch_hook_name: file
+            .lifecycle
+            .launch_hook_name
+            .unwrap_or_else(|| DEFAULT_LAUNCH_HOOK_NAME.into()),
+        launch_timeout: millis(file.lifecycle.launch_timeout_ms, DEFAULT_LAUNCH_TIMEOUT),
     };
 
     Ok(AgentConfig {
@@ -499,6 +548,8 @@ mod tests {
         [fleet]
         vips = ["10.200.0.1/32", "10.200.0.2"]
         route_tables = ["rtb-1", "rtb-2"]
+        [health]
+        url = "http://127.0.0.1:8404/healthz"
     "#;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -516,7 +567,32 @@ mod tests {
             c.dashboard_listen,
             vec!["127.0.0.1:9180".parse::<SocketAddr>().unwrap()]
         );
+        assert!(c.health.is_some());
+        assert_eq!(c.lifecycle.launch_hook_name, DEFAULT_LAUNCH_HOOK_NAME);
+        assert_eq!(c.lifecycle.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
+        assert_eq!(c.lifecycle.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    }
+
+    #[test]
+    fn a_health_source_is_required_unless_disabled_on_purpose() {
+        let without = GOOD.replace("[health]\n        url = \"http://127.0.0.1:8404/healthz\"", "");
+        let err = load(&without, &BTreeMap::new(), &[]).unwrap_err().to_string();
+        assert!(err.contains("health.disabled = true"), "{err}");
+        let c = load(&without, &BTreeMap::new(), &["health.disabled=true".into()]).unwrap();
         assert!(c.health.is_none());
+        let both = load(GOOD, &BTreeMap::new(), &["health.disabled=true".into()]).unwrap_err();
+        assert!(both.to_string().contains("choose one"), "{both}");
+    }
+
+    #[test]
+    fn the_launch_hook_keys_are_read() {
+        let sets = [
+            "lifecycle.launch_hook_name=fleet-launch".to_string(),
+            "lifecycle.launch_timeout_ms=90000".to_string(),
+        ];
+        let c = load(GOOD, &BTreeMap::new(), &sets).unwrap();
+        assert_eq!(c.lifecycle.launch_hook_name, "fleet-launch");
+        assert_eq!(c.lifecycle.launch_timeout, Duration::from_secs(90));
     }
 
     #[test]

@@ -1,5 +1,17 @@
 //! `vipfleet-agent`: parse the command line, load the configuration, run.
-//! Exit codes: 0 done (drained), 1 runtime failure, 64 bad configuration.
+//!
+//! Exit codes (sysexits.h names where one fits):
+//! - 0: stopped (SIGTERM outside a termination) or drained;
+//! - 1: a runtime failure at start-up (AWS unreachable, a port taken, …):
+//!   worth restarting;
+//! - 2: bad command line;
+//! - 69 `EX_UNAVAILABLE`: another process registered this node id;
+//! - 75 `EX_TEMPFAIL`: a drain did not finish within its timeout (what is
+//!   left moves when the lease runs out);
+//! - 78 `EX_CONFIG`: the configuration cannot work.
+//!
+//! The systemd unit restarts on 1 only (`RestartPreventExitStatus`): a
+//! restart would not fix the others.
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -11,8 +23,12 @@ use vipfleet_agent::app::{self, RunError};
 use vipfleet_agent::aws::dynamo::{init_table, Billing};
 use vipfleet_agent::config::{self, AgentConfig};
 
-/// `EX_USAGE` from sysexits.h: the configuration cannot work.
-const EXIT_CONFIG: u8 = 64;
+/// `EX_CONFIG`: the configuration cannot work.
+const EXIT_CONFIG: u8 = 78;
+/// `EX_UNAVAILABLE`: another process holds this node id.
+const EXIT_SUPERSEDED: u8 = 69;
+/// `EX_TEMPFAIL`: the drain timed out.
+const EXIT_DRAIN_TIMEOUT: u8 = 75;
 
 #[derive(Parser)]
 #[command(
@@ -45,9 +61,9 @@ struct ConfigArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the agent until it is drained (SIGTERM, or Auto Scaling termination).
+    /// Run the agent until it is stopped (SIGTERM) or drained (termination, or an operator's drain).
     Run(ConfigArgs),
-    /// Check the configuration without touching AWS; exit 64 if it is bad.
+    /// Check the configuration without touching AWS; exit 78 if it is bad.
     CheckConfig(ConfigArgs),
     /// Create the DynamoDB lease table (idempotent), with TTL on `expires_at`.
     InitTable {
@@ -113,15 +129,19 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             match runtime.block_on(app::run(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e @ RunError::Config(_)) => {
-                    error!("{e}");
-                    eprintln!("vipfleet-agent: {e}");
-                    ExitCode::from(EXIT_CONFIG)
-                }
+                Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!("{e}");
-                    ExitCode::FAILURE
+                    let code = match e {
+                        RunError::Config(_) => {
+                            eprintln!("vipfleet-agent: {e}");
+                            EXIT_CONFIG
+                        }
+                        RunError::Superseded => EXIT_SUPERSEDED,
+                        RunError::DrainTimeout(_) => EXIT_DRAIN_TIMEOUT,
+                        RunError::Startup(_) => 1,
+                    };
+                    ExitCode::from(code)
                 }
             }
         }

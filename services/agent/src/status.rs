@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant as TokioInstant;
-use vipfleet_core::machine::{Event, Machine, Mode, NodeSetup, RouteCheck};
+use vipfleet_core::machine::{Event, ExitReason, Machine, Mode, NodeSetup, Readiness, RouteCheck};
+use vipfleet_core::membership::Membership;
+use vipfleet_core::store::Skipped;
 use vipfleet_core::{Epoch, Instant, NodeId, NodeRecord, RouteTableId, ShardId, ShardRecord};
 
 /// Recent events kept for the dashboard.
@@ -52,8 +54,10 @@ pub struct Status {
     /// than copied on every step.
     pub setup: Option<Arc<NodeSetup>>,
     pub mode: Option<Mode>,
-    /// The machine stopped (drained or superseded).
-    pub exited: bool,
+    /// What the mode is derived from: drain, health, source/dest check.
+    pub readiness: Readiness,
+    /// The machine stopped, and why.
+    pub exited: Option<ExitReason>,
     pub lease_valid: bool,
     pub lease_deadline: Option<Instant>,
     pub held: Vec<(ShardId, Epoch)>,
@@ -62,9 +66,23 @@ pub struct Status {
     /// How long each node's counter has stood still, as this observer saw
     /// it at `now`.
     pub heartbeat_ages: BTreeMap<NodeId, Duration>,
-    /// Nodes this observer judges expired (their counter stood still for
-    /// `lease_ttl`).
-    pub expired: BTreeSet<NodeId>,
+    /// Nodes this observer judges gone (counter still, or item missing,
+    /// for a lease).
+    pub gone: BTreeSet<NodeId>,
+    /// Nodes whose item exists but cannot be read.
+    pub unreadable: BTreeSet<NodeId>,
+    /// Nodes whose item has vanished from the table (shown from their last
+    /// record until they are gone).
+    pub missing: BTreeSet<NodeId>,
+    /// Lease table items the last reads skipped.
+    pub skipped: Vec<Skipped>,
+    /// Who is in the fleet, what they agree on, the tables they maintain:
+    /// the machine's own view, as of its last plan.
+    pub membership: Membership,
+    /// Where the machine's last plan wanted every shard, and the quotas.
+    pub target: BTreeMap<ShardId, NodeId>,
+    pub quota: BTreeMap<NodeId, usize>,
+    /// Every shard item this node knows exists.
     pub shards: Vec<ShardRecord>,
     /// When this observer last saw each shard change owner (its epoch rise).
     pub shard_changed_at: BTreeMap<ShardId, Instant>,
@@ -112,7 +130,8 @@ impl StatusBoard {
                 push_event(s, now, Happening::Mode { from, to: mode });
                 s.mode = Some(mode);
             }
-            s.exited = machine.has_exited();
+            s.readiness = machine.readiness();
+            s.exited = machine.exited();
             s.lease_valid = machine.lease_valid(now);
             s.lease_deadline = machine.lease_deadline();
             s.held = machine.held().collect();
@@ -122,14 +141,24 @@ impl StatusBoard {
                 .keys()
                 .filter_map(|id| machine.observer().heartbeat_age(id, now).map(|age| (id.clone(), age)))
                 .collect();
-            s.expired = machine
+            s.gone = machine.membership().gone.keys().cloned().collect();
+            s.unreadable = machine.unreadable_nodes().clone();
+            s.missing = machine
                 .nodes()
                 .keys()
-                .filter(|id| machine.is_expired(id))
+                .filter(|id| machine.observer().is_missing(id))
                 .cloned()
                 .collect();
+            s.skipped = machine.skipped().cloned().collect();
+            if s.membership != *machine.membership() {
+                s.membership = machine.membership().clone();
+            }
+            if s.target != *machine.target() {
+                s.target = machine.target().clone();
+                s.quota = machine.quota().clone();
+            }
             note_moves(s, machine, now);
-            s.shards = machine.shards().values().cloned().collect();
+            s.shards = machine.shard_records().cloned().collect();
             s.route_checks = machine.route_checks().clone();
             for event in events {
                 if matches!(event, Event::StoreError { .. } | Event::RoutesWritten { .. }) {
@@ -153,10 +182,10 @@ fn push_event(s: &mut Status, at: Instant, what: Happening) {
 /// move (we just learned of it).
 fn note_moves(s: &mut Status, machine: &Machine, now: Instant) {
     let before: BTreeMap<ShardId, Epoch> = s.shards.iter().map(|r| (r.id, r.epoch)).collect();
-    for (id, record) in machine.shards() {
-        if before.get(id).is_some_and(|e| record.epoch > *e) {
-            s.shard_changed_at.insert(*id, now);
-            s.moves.push_back((now, *id));
+    for record in machine.shard_records() {
+        if before.get(&record.id).is_some_and(|e| record.epoch > *e) {
+            s.shard_changed_at.insert(record.id, now);
+            s.moves.push_back((now, record.id));
         }
     }
     while s

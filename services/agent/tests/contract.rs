@@ -19,8 +19,13 @@ use vipfleet_agent::aws::local_endpoint_config;
 use vipfleet_agent::aws::pacing::{PacedRoutes, Pacer, PacerConfig, Priority};
 use vipfleet_core::contract::{lease_store_contract, route_table_contract, route_table_contract_with, RouteDeviations};
 use vipfleet_core::fake::{FakeLeaseStore, FakeRouteTable};
-use vipfleet_core::store::{AcquireOutcome, AcquireRequest, Expect, HeartbeatRequest, LeaseStore, MarkDeadRequest};
-use vipfleet_core::{EniId, Incarnation, NodeId, NodeInfo, NodeState, RouteTableId, ShardId, Vip};
+use vipfleet_core::store::{
+    AcquireOutcome, AcquireRequest, BeatKind, Expect, HeartbeatOutcome, HeartbeatRequest, LeaseStore, MarkDeadRequest,
+    StoreErrorKind,
+};
+use vipfleet_core::{
+    EniId, Incarnation, LayoutId, NodeConfig, NodeId, NodeInfo, NodeState, RouteTableId, ShardId, Vip,
+};
 
 const ENDPOINT_VAR: &str = "VIPFLEET_TEST_AWS_ENDPOINT";
 /// The test VPC; the contract's VIPs (10.200.0.0/24) lie outside it.
@@ -179,9 +184,11 @@ async fn dynamo_item_bookkeeping_on_moto() {
     let inc = Incarnation(0xabc);
     let beat = HeartbeatRequest {
         info: info.clone(),
+        config: config(),
         inc,
         state: NodeState::Active,
-        register: true,
+        kind: BeatKind::Register,
+        epoch_floor: 0,
     };
     store.heartbeat(&beat).await.expect("register");
     let dead = MarkDeadRequest {
@@ -217,7 +224,7 @@ async fn dynamo_item_bookkeeping_on_moto() {
     assert!(matches!(item.get("updated_at"), Some(AttributeValue::N(_))));
 
     let beat = HeartbeatRequest {
-        register: false,
+        kind: BeatKind::Renew,
         ..beat
     };
     store.heartbeat(&beat).await.expect("beat");
@@ -228,11 +235,10 @@ async fn dynamo_item_bookkeeping_on_moto() {
     // A claim retried after its first attempt landed reports the shard as
     // ours (the second call stands in for the SDK's retry).
     let claim = AcquireRequest {
-        shard: ShardId(1),
-        vips: vec!["10.200.0.1/32".parse::<Vip>().expect("vip")],
+        shard: shard("10.200.0.1/32"),
         me: info.id.clone(),
         inc,
-        expect: Expect::Free,
+        expect: Expect::Free { next_epoch: 1 },
     };
     assert_eq!(store.acquire(&claim).await, Ok(AcquireOutcome::Acquired { epoch: 1 }));
     assert_eq!(store.acquire(&claim).await, Ok(AcquireOutcome::Acquired { epoch: 1 }));
@@ -244,7 +250,7 @@ async fn dynamo_item_bookkeeping_on_moto() {
     let item = client
         .get_item()
         .table_name(&table)
-        .key("pk", AttributeValue::S("shard#1".into()))
+        .key("pk", AttributeValue::S("shard#10.200.0.1/32".into()))
         .send()
         .await
         .expect("get shard")
@@ -373,10 +379,9 @@ async fn one_winner<S: LeaseStore + Clone + 'static>(store: S, shard: ShardId) {
         racers.push(tokio::spawn(async move {
             let claim = AcquireRequest {
                 shard,
-                vips: vec!["10.200.0.9/32".parse::<Vip>().expect("vip")],
                 me: NodeId::new(format!("racer-{i}")),
                 inc: Incarnation(i),
-                expect: Expect::Free,
+                expect: Expect::Free { next_epoch: 1 },
             };
             store.acquire(&claim).await.expect("acquire")
         }));
@@ -400,7 +405,7 @@ async fn one_winner<S: LeaseStore + Clone + 'static>(store: S, shard: ShardId) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_claims_have_one_winner() {
-    one_winner(FakeLeaseStore::new(), ShardId(9)).await;
+    one_winner(FakeLeaseStore::new(), shard("10.200.0.9/32")).await;
     let Some(endpoint) = moto("racing_claims_have_one_winner (moto half)") else {
         return;
     };
@@ -409,5 +414,159 @@ async fn racing_claims_have_one_winner() {
     init_table(&client, &table, Billing::OnDemand)
         .await
         .expect("init_table");
-    one_winner(DynamoLeaseStore::new(client, &table), ShardId(9)).await;
+    one_winner(DynamoLeaseStore::new(client, &table), shard("10.200.0.9/32")).await;
+}
+
+fn shard(vip: &str) -> ShardId {
+    vip.parse().expect("shard")
+}
+
+fn config() -> NodeConfig {
+    NodeConfig {
+        layout: LayoutId("0011223344556677".into()),
+        route_tables: vec![RouteTableId("rtb-1".into())],
+        lease_ttl: std::time::Duration::from_millis(3000),
+        heartbeat_interval: std::time::Duration::from_millis(1000),
+    }
+}
+
+/// What operators do to a table by hand, against the real adapter: items
+/// it cannot read are skipped and named, never a failed read; a vanished
+/// node item is reported missing (the agent writes it again); a deleted
+/// table is its own error.
+#[tokio::test]
+async fn hand_edits_of_the_table_on_moto() {
+    let Some(endpoint) = moto("hand_edits_of_the_table_on_moto") else {
+        return;
+    };
+    let client = dynamo_client(&endpoint).await;
+    let table = unique("hand-edits");
+    init_table(&client, &table, Billing::OnDemand)
+        .await
+        .expect("init_table");
+    let store = DynamoLeaseStore::new(client.clone(), &table).with_consistent_node_reads(true);
+    let info = NodeInfo {
+        id: NodeId::new("i-real"),
+        eni: EniId("eni-real".into()),
+        az: "us-east-1a".into(),
+        addr: "10.0.1.5".into(),
+        weight: 1,
+        version: "test".into(),
+    };
+    let inc = Incarnation(0x5eed);
+    let mut beat = HeartbeatRequest {
+        info: info.clone(),
+        config: config(),
+        inc,
+        state: NodeState::Active,
+        kind: BeatKind::Register,
+        epoch_floor: 0,
+    };
+    assert_eq!(store.heartbeat(&beat).await, Ok(HeartbeatOutcome::Beat(1)));
+    let put = |item: Vec<(&'static str, AttributeValue)>| {
+        let client = client.clone();
+        let table = table.clone();
+        async move {
+            client
+                .put_item()
+                .table_name(table)
+                .set_item(Some(item.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
+                .send()
+                .await
+                .expect("put_item by hand");
+        }
+    };
+    let text = |v: &str| AttributeValue::S(v.into());
+    // `aws dynamodb put-item --item '{"pk":{"S":"node#test"}}'`, a node
+    // item with `hb` as a string, and a shard item with a bad epoch.
+    put(vec![("pk", text("node#test"))]).await;
+    put(vec![
+        ("pk", text("node#stringy")),
+        ("hb", text("7")),
+        ("inc", text("01")),
+        ("eni", text("eni-x")),
+    ])
+    .await;
+    put(vec![("pk", text("shard#10.200.0.7/32")), ("epoch", text("seven"))]).await;
+    put(vec![("pk", text("shard#10.200.0.8/32"))]).await;
+
+    let nodes = store.read_nodes().await.expect("a junk item never fails the read");
+    assert_eq!(nodes.records.len(), 1, "{nodes:?}");
+    assert_eq!(nodes.records[0].info.id, info.id);
+    assert_eq!(
+        nodes.records[0].config,
+        Some(config()),
+        "the item announces the configuration"
+    );
+    let mut skipped: Vec<(&str, Option<&str>)> = nodes
+        .skipped
+        .iter()
+        .map(|s| (s.key.as_str(), s.node.as_ref().map(NodeId::as_str)))
+        .collect();
+    skipped.sort();
+    assert_eq!(
+        skipped,
+        [("node#stringy", Some("stringy")), ("node#test", Some("test"))]
+    );
+    let shards = store.read_shards().await.expect("shards");
+    assert_eq!(shards.records.len(), 1, "a bare shard item is a free shard: {shards:?}");
+    assert_eq!((shards.records[0].owner.clone(), shards.records[0].epoch), (None, 0));
+    assert_eq!(shards.skipped.len(), 1);
+    assert_eq!(shards.skipped[0].shard, Some(shard("10.200.0.7/32")));
+    assert!(shards.skipped[0].reason.contains("epoch"), "{:?}", shards.skipped[0]);
+    // The bare item can be claimed; the broken one cannot be read.
+    let claim = AcquireRequest {
+        shard: shard("10.200.0.8/32"),
+        me: info.id.clone(),
+        inc,
+        expect: Expect::Free { next_epoch: 3 },
+    };
+    assert_eq!(store.acquire(&claim).await, Ok(AcquireOutcome::Acquired { epoch: 3 }));
+    let broken = store.read_shard(shard("10.200.0.7/32")).await;
+    assert_eq!(broken.map_err(|e| e.kind), Err(StoreErrorKind::Corrupt));
+
+    // Our own item broken by hand (`hb` a string): the beat says missing, and
+    // a re-registration writes it anew.
+    put(vec![
+        ("pk", text("node#i-real")),
+        ("hb", text("x")),
+        ("inc", text(&inc.to_string())),
+        ("eni", text("eni-real")),
+    ])
+    .await;
+    beat.kind = BeatKind::Renew;
+    assert_eq!(store.heartbeat(&beat).await, Ok(HeartbeatOutcome::Missing));
+    beat.kind = BeatKind::Reregister;
+    assert_eq!(store.heartbeat(&beat).await, Ok(HeartbeatOutcome::Beat(1)));
+    // Deleted by hand: missing, then back.
+    client
+        .delete_item()
+        .table_name(&table)
+        .key("pk", text("node#i-real"))
+        .send()
+        .await
+        .expect("delete_item");
+    beat.kind = BeatKind::Renew;
+    assert_eq!(store.heartbeat(&beat).await, Ok(HeartbeatOutcome::Missing));
+    // Another process's item is not ours to write over.
+    let mut other = beat.clone();
+    other.inc = Incarnation(0x07e4);
+    other.kind = BeatKind::Register;
+    assert_eq!(store.heartbeat(&other).await, Ok(HeartbeatOutcome::Beat(1)));
+    beat.kind = BeatKind::Reregister;
+    assert_eq!(store.heartbeat(&beat).await, Ok(HeartbeatOutcome::NotMine));
+    beat.kind = BeatKind::Renew;
+    assert_eq!(store.heartbeat(&beat).await, Ok(HeartbeatOutcome::NotMine));
+
+    // The table deleted: every call says so.
+    client
+        .delete_table()
+        .table_name(&table)
+        .send()
+        .await
+        .expect("delete_table");
+    let gone = store.read_nodes().await.map(|_| ());
+    assert_eq!(gone.map_err(|e| e.kind), Err(StoreErrorKind::TableMissing));
+    let gone = store.heartbeat(&beat).await.map(|_| ());
+    assert_eq!(gone.map_err(|e| e.kind), Err(StoreErrorKind::TableMissing));
 }

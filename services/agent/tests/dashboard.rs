@@ -23,14 +23,16 @@ use tokio::task::JoinHandle;
 use tower::ServiceExt;
 use vipfleet_agent::aws::pacing::{Pacer, PacerConfig};
 use vipfleet_agent::dashboard::auth::Token;
-use vipfleet_agent::dashboard::build_info::{announced_version, config_fingerprint};
+use vipfleet_agent::dashboard::build_info;
 use vipfleet_agent::dashboard::metrics::Metrics;
 use vipfleet_agent::dashboard::{self, DashboardState};
 use vipfleet_agent::driver::{self, Control, Driver};
 use vipfleet_agent::status::{Status, StatusBoard};
 use vipfleet_core::fake::{FakeLeaseStore, FakeRouteTable, Faults};
-use vipfleet_core::machine::{ExitReason, Machine, NodeSetup};
-use vipfleet_core::{EniId, Incarnation, Instant, LeaseConfig, NodeId, NodeInfo, RouteTableId, ShardLayout, Vip};
+use vipfleet_core::machine::{ExitReason, Health, Machine, NodeSetup};
+use vipfleet_core::{
+    EniId, Incarnation, Instant, LeaseConfig, NodeId, NodeInfo, RouteTableId, ShardId, ShardLayout, Vip,
+};
 
 const SHARDS: usize = 24;
 const TOKEN: &str = "test-token-0123456789abcdef";
@@ -47,7 +49,7 @@ fn tables() -> Vec<RouteTableId> {
 
 fn layout() -> ShardLayout {
     let vips: Vec<Vip> = (1..=SHARDS).map(|i| format!("10.200.0.{i}").parse().unwrap()).collect();
-    ShardLayout::one_per_vip(&vips).unwrap()
+    ShardLayout::from_vips(&vips).unwrap()
 }
 
 struct Node {
@@ -64,7 +66,11 @@ struct Fleet {
 }
 
 fn start_node(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable) -> Node {
-    let mut setup = NodeSetup {
+    start_node_with(name, store, routes, LeaseConfig::DEFAULT)
+}
+
+fn start_node_with(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable, lease: LeaseConfig) -> Node {
+    let setup = NodeSetup {
         info: NodeInfo {
             id: NodeId::new(name),
             eni: EniId(format!("eni-{name}")),
@@ -74,11 +80,11 @@ fn start_node(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable) -> No
             version: "0.1.0".into(),
         },
         inc: Incarnation(u64::from(name.as_bytes()[name.len() - 1]) * 7919),
-        lease: LeaseConfig::DEFAULT,
-        layout: layout(),
+        lease,
+        layout: Arc::new(layout()),
         route_tables: tables(),
+        drain_timeout: Duration::from_secs(120),
     };
-    setup.info.version = announced_version("0.1.0", &config_fingerprint(&setup));
     let pacer = Arc::new(
         Pacer::new(PacerConfig {
             calls_per_second: 1000.0,
@@ -88,6 +94,10 @@ fn start_node(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable) -> No
     );
     let (board, status) = StatusBoard::new();
     let (controls, rx) = driver::controls();
+    // What the agent's start-up reports once haproxy answers and the ENI
+    // is set up.
+    controls.try_send(Control::Health(Health::Healthy)).unwrap();
+    controls.try_send(Control::SourceDestCheckOff(true)).unwrap();
     let metrics = Arc::new(Metrics::new());
     let driver = Driver::new(
         Machine::new(setup, Instant::ZERO),
@@ -233,8 +243,8 @@ async fn the_fleet_json_shows_every_node_and_shard_and_matches_the_schema() {
     assert_eq!(shards.len(), SHARDS);
     let store = fleet.store.table();
     for shard in shards {
-        let id = shard["id"].as_u64().unwrap() as u32;
-        let record = store.peek_shard(vipfleet_core::ShardId(id)).unwrap();
+        let id: ShardId = shard["id"].as_str().unwrap().parse().unwrap();
+        let record = store.peek_shard(id).unwrap();
         assert_eq!(shard["owner"], record.owner.as_ref().unwrap().as_str(), "{shard}");
         assert_eq!(shard["owner_status"], "live");
         assert_eq!(shard["epoch"], record.epoch);
@@ -256,6 +266,9 @@ async fn the_fleet_json_shows_every_node_and_shard_and_matches_the_schema() {
         .collect();
     assert!(kinds.contains(&"registered") && kinds.contains(&"claimed"), "{kinds:?}");
     assert_eq!(*kinds.last().unwrap(), "mode_changed", "the oldest event is the start");
+    assert_eq!(view["observer"]["health"], "healthy");
+    assert_eq!(view["observer"]["source_dest_check_off"], true);
+    assert_eq!(view["skipped"].as_array().map(Vec::len), Some(0));
 }
 
 #[tokio::test(start_paused = true)]
@@ -294,7 +307,7 @@ async fn a_crash_shows_as_an_expired_node_moved_shards_and_takeover_events() {
     let router = fleet.router(0, None);
     let view = fleet_json(&router).await;
     let c = by_id(&view["nodes"], "c");
-    assert!(c["expired"] == true || c["state"] == "dead", "{c}");
+    assert!(c["gone"] == true || c["state"] == "dead", "{c}");
     assert_eq!(c["shards"], 0);
     assert!(!c["trouble"].as_array().unwrap().is_empty());
     for id in ["a", "b"] {
@@ -315,7 +328,7 @@ async fn a_crash_shows_as_an_expired_node_moved_shards_and_takeover_events() {
         .iter()
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
-    assert!(kinds.contains(&"node_expired"), "{kinds:?}");
+    assert!(kinds.contains(&"node_gone"), "{kinds:?}");
     let moved = view["shards"]
         .as_array()
         .unwrap()
@@ -336,6 +349,55 @@ async fn a_crash_shows_as_an_expired_node_moved_shards_and_takeover_events() {
     assert_eq!(takeovers, (SHARDS / 3) as f64);
     let a = get(&router, "/metrics").await;
     assert!(metric(&a.body, "vipfleet_lease_expiries_observed_total") >= 1.0);
+    let gone = metric(&a.body, r#"vipfleet_fleet_nodes{state="gone"}"#)
+        + metric(&a.body, r#"vipfleet_fleet_nodes{state="dead"}"#);
+    assert_eq!(gone, 1.0, "c is gone or dead:\n{}", a.body);
+    assert_eq!(metric(&a.body, r#"vipfleet_fleet_nodes{state="active"}"#), 2.0);
+    assert_eq!(metric(&a.body, "vipfleet_fleet_nodes_in_trouble"), 1.0);
+    assert_eq!(metric(&a.body, "vipfleet_fleet_shards_orphaned"), 0.0, "taken over");
+    assert_eq!(
+        metric(&a.body, "vipfleet_fleet_moves_last_hour"),
+        totals["moves_last_hour"].as_f64().unwrap()
+    );
+}
+
+/// Between a crash being noticed and its shards being taken over, they are
+/// orphaned: the gauge an alert watches shows it, then goes back to 0.
+#[tokio::test(start_paused = true)]
+async fn orphaned_shards_show_in_the_metrics_until_they_are_taken_over() {
+    let fleet = Fleet::start().await;
+    let router = fleet.router(0, None);
+    let before = get(&router, "/metrics").await.body;
+    assert_eq!(metric(&before, "vipfleet_fleet_shards_orphaned"), 0.0);
+    fleet.nodes[2].task.abort();
+    // Slow store calls hold the takeover open long enough to be seen.
+    fleet.store.set_faults(Faults {
+        latency: Duration::from_millis(200),
+        ..Faults::default()
+    });
+    let mut most_orphaned = 0.0_f64;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let text = get(&router, "/metrics").await.body;
+        let orphaned = metric(&text, "vipfleet_fleet_shards_orphaned");
+        if orphaned > 0.0 {
+            let gone = metric(&text, r#"vipfleet_fleet_nodes{state="gone"}"#)
+                + metric(&text, r#"vipfleet_fleet_nodes{state="dead"}"#);
+            assert_eq!(gone, 1.0, "orphans without a gone node:\n{text}");
+            assert!(metric(&text, "vipfleet_fleet_shards_in_trouble") >= orphaned);
+        }
+        most_orphaned = most_orphaned.max(orphaned);
+    }
+    assert!(most_orphaned >= 1.0, "c's shards were never seen orphaned");
+    assert!(most_orphaned <= (SHARDS / 3) as f64, "{most_orphaned}");
+    let after = get(&router, "/metrics").await.body;
+    assert_eq!(metric(&after, "vipfleet_fleet_shards_orphaned"), 0.0, "taken over");
+    assert_eq!(metric(&after, "vipfleet_fleet_shards_owned"), SHARDS as f64);
+    assert_eq!(
+        metric(&after, "vipfleet_lease_valid"),
+        1.0,
+        "the observer kept its lease"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -343,7 +405,7 @@ async fn a_route_changed_by_hand_shows_as_wrong_then_repaired() {
     let fleet = Fleet::start().await;
     let router = fleet.router(0, None);
     let (shard, _) = fleet.nodes[0].status.borrow().held[0];
-    let vip = layout().vips_of(shard)[0];
+    let vip = shard.vip();
     let table = &tables()[1];
     // Slow EC2: the repair takes a while, so the page can show the wrong
     // target between the read-back that finds it and the write that fixes
@@ -362,7 +424,7 @@ async fn a_route_changed_by_hand_shows_as_wrong_then_repaired() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|s| s["id"] == shard.0)
+            .find(|s| s["id"] == shard.to_string())
             .unwrap()["routes"][1]["status"]
             .as_str()
             .unwrap()
@@ -380,9 +442,12 @@ async fn a_route_changed_by_hand_shows_as_wrong_then_repaired() {
     let view = seen_wrong.expect("the read-back reports the wrong target within a reconcile interval");
     assert_eq!(view["totals"]["route_problems"], 1);
     assert_eq!(view["totals"]["shards_in_trouble"], 1);
+    let metrics = get(&router, "/metrics").await.body;
+    assert_eq!(metric(&metrics, "vipfleet_fleet_route_problems"), 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, "vipfleet_fleet_shards_in_trouble"), 1.0);
     let page = get(&router, "/").await.body;
     assert!(page.contains("data-route=\"wrong_target\""));
-    assert!(page.contains(&format!("<tr class=\"shard trouble\" data-shard=\"{}\"", shard.0)));
+    assert!(page.contains(&format!("<tr class=\"shard trouble\" data-shard=\"{shard}\"")));
 
     let mut repaired = false;
     for _ in 0..80 {
@@ -439,6 +504,154 @@ async fn metrics_are_prometheus_text_with_every_family() {
     ] {
         metric(text, family);
     }
+    let mut types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let families = types.len();
+    types.sort_unstable();
+    types.dedup();
+    assert_eq!(types.len(), families, "a family is rendered twice:\n{text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_show_build_lease_mode_and_the_fleet_totals_of_the_page() {
+    let fleet = Fleet::start().await;
+    let router = fleet.router(0, None);
+    let text = get(&router, "/metrics").await.body;
+    let build = format!(
+        r#"vipfleet_build_info{{version="{}",commit="{}"}}"#,
+        build_info::VERSION,
+        build_info::commit()
+    );
+    assert_eq!(metric(&text, &build), 1.0);
+    assert_eq!(build_info::VERSION, env!("CARGO_PKG_VERSION"));
+
+    assert_eq!(metric(&text, "vipfleet_lease_valid"), 1.0);
+    let remaining = metric(&text, "vipfleet_lease_remaining_seconds");
+    let ttl = LeaseConfig::DEFAULT.lease_ttl.as_secs_f64();
+    assert!(remaining > 0.0 && remaining <= ttl, "{remaining}");
+    for (mode, on) in [
+        ("active", 1.0),
+        ("draining", 0.0),
+        ("unhealthy", 0.0),
+        ("starting", 0.0),
+    ] {
+        assert_eq!(
+            metric(&text, &format!(r#"vipfleet_mode{{mode="{mode}"}}"#)),
+            on,
+            "{mode}"
+        );
+    }
+    assert!(metric(&text, "vipfleet_snapshot_age_seconds") < 1.0);
+
+    // Every fleet gauge is the page's own total.
+    let view = fleet_json(&router).await;
+    let t = &view["totals"];
+    for (gauge, total) in [
+        ("vipfleet_fleet_nodes_in_trouble", "nodes_in_trouble"),
+        ("vipfleet_fleet_nodes_config_mismatch", "nodes_config_mismatch"),
+        ("vipfleet_fleet_shards", "shards"),
+        ("vipfleet_fleet_shards_owned", "shards_owned"),
+        ("vipfleet_fleet_shards_free", "shards_free"),
+        ("vipfleet_fleet_shards_orphaned", "shards_orphaned"),
+        ("vipfleet_fleet_shards_moving", "shards_moving"),
+        ("vipfleet_fleet_shards_disputed", "shards_disputed"),
+        ("vipfleet_fleet_shards_in_trouble", "shards_in_trouble"),
+        ("vipfleet_fleet_route_problems", "route_problems"),
+        ("vipfleet_fleet_moves_last_hour", "moves_last_hour"),
+    ] {
+        assert_eq!(metric(&text, gauge), t[total].as_f64().unwrap(), "{gauge}");
+    }
+    for (state, n) in t["nodes_by_state"].as_object().unwrap() {
+        let gauge = format!(r#"vipfleet_fleet_nodes{{state="{state}"}}"#);
+        assert_eq!(metric(&text, &gauge), n.as_f64().unwrap(), "{gauge}");
+    }
+    assert_eq!(metric(&text, r#"vipfleet_fleet_nodes{state="active"}"#), 3.0);
+    assert_eq!(metric(&text, "vipfleet_fleet_shards"), SHARDS as f64);
+    assert_eq!(metric(&text, "vipfleet_fleet_shards_owned"), SHARDS as f64);
+
+    // A drain shows in the mode at the next scrape.
+    let drained = fleet.router(1, Some(TOKEN));
+    let answer = call(&drained, Method::POST, "/api/v1/drain", Some(TOKEN)).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = get(&drained, "/metrics").await.body;
+    assert_eq!(metric(&text, r#"vipfleet_mode{mode="draining"}"#), 1.0);
+    assert_eq!(metric(&text, r#"vipfleet_mode{mode="active"}"#), 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_running_another_configuration_counts_as_a_mismatch() {
+    let fleet = Fleet::start().await;
+    // Same layout, another lease TTL: another fingerprint.
+    let lease = LeaseConfig {
+        lease_ttl: LeaseConfig::DEFAULT.lease_ttl + Duration::from_millis(500),
+        ..LeaseConfig::DEFAULT
+    };
+    let other = start_node_with("d", &fleet.store, &fleet.routes, lease);
+    tokio::time::sleep(SETTLE).await;
+    let text = get(&fleet.router(0, None), "/metrics").await.body;
+    assert_eq!(metric(&text, "vipfleet_fleet_nodes_config_mismatch"), 1.0, "{text}");
+    // d sees the three others as the odd ones out.
+    let theirs = dashboard::router(DashboardState::new(
+        other.status.clone(),
+        other.metrics.clone(),
+        other.controls.clone(),
+        None,
+    ));
+    let text = get(&theirs, "/metrics").await.body;
+    assert_eq!(metric(&text, "vipfleet_fleet_nodes_config_mismatch"), 3.0, "{text}");
+}
+
+fn assert_haproxy_health(text: &str, on: &str, healthy: Option<f64>) {
+    for state in ["healthy", "unhealthy", "unknown"] {
+        let gauge = format!(r#"vipfleet_haproxy_health{{state="{state}"}}"#);
+        assert_eq!(metric(text, &gauge), f64::from(u8::from(state == on)), "{gauge}");
+    }
+    let value = metric(text, "vipfleet_haproxy_healthy");
+    match healthy {
+        Some(v) => assert_eq!(value, v),
+        None => assert!(value.is_nan(), "{value}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn haproxy_health_is_one_hot_and_nan_without_a_verdict() {
+    let (starting, _rx) = control_router(None);
+    assert_haproxy_health(&get(&starting, "/metrics").await.body, "unknown", None);
+
+    let fleet = Fleet::start().await;
+    let router = fleet.router(0, None);
+    assert_haproxy_health(&get(&router, "/metrics").await.body, "healthy", Some(1.0));
+    fleet.nodes[0]
+        .controls
+        .send(Control::Health(Health::Unhealthy))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = get(&router, "/metrics").await.body;
+    assert_haproxy_health(&text, "unhealthy", Some(0.0));
+    assert_eq!(metric(&text, r#"vipfleet_mode{mode="unhealthy"}"#), 1.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttled_store_calls_are_counted_by_outcome() {
+    let fleet = Fleet::start().await;
+    fleet.store.set_faults(Faults {
+        throttle_next: 3,
+        ..Faults::default()
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let throttled: f64 = fleet
+        .nodes
+        .iter()
+        .map(|n| {
+            let text = n.metrics.render();
+            text.lines()
+                .filter(|l| l.starts_with("vipfleet_store_calls_total{") && l.contains(r#"outcome="throttled""#))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+                .sum::<f64>()
+        })
+        .sum();
+    assert_eq!(throttled, 3.0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -456,6 +669,13 @@ async fn readiness_follows_the_lease_and_the_snapshot() {
     let spec = openapi::Spec::load();
     assert!(spec.validate(&spec.schema("Error"), &answer.json()).is_empty());
     assert_eq!(get(&starting, "/").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    let text = get(&starting, "/metrics").await.body;
+    assert_eq!(metric(&text, r#"vipfleet_mode{mode="starting"}"#), 1.0);
+    assert_eq!(metric(&text, "vipfleet_lease_valid"), 0.0);
+    assert!(
+        !text.contains("vipfleet_fleet_"),
+        "no fleet before the first step:\n{text}"
+    );
 
     let fleet = Fleet::start().await;
     let router = fleet.router(0, None);
@@ -475,6 +695,16 @@ async fn readiness_follows_the_lease_and_the_snapshot() {
     let view = fleet_json(&router).await;
     assert_eq!(view["observer"]["lease_valid"], false);
     assert_eq!(view["observer"]["lease_remaining_ms"], Value::Null);
+    let text = get(&router, "/metrics").await.body;
+    assert_eq!(metric(&text, "vipfleet_lease_valid"), 0.0);
+    assert_eq!(metric(&text, "vipfleet_lease_remaining_seconds"), 0.0);
+    assert!(metric(&text, "vipfleet_own_lease_lapses_total") >= 1.0);
+    assert!(
+        metric(
+            &text,
+            r#"vipfleet_store_calls_total{op="heartbeat",outcome="unavailable"}"#
+        ) >= 1.0
+    );
     assert_eq!(get(&router, "/healthz").await.status, StatusCode::OK);
 
     fleet.store.set_faults(Faults::default());
@@ -763,4 +993,185 @@ async fn serve_answers_on_every_listener_and_stops_on_shutdown() {
         tokio::net::TcpStream::connect(addrs[0]).await.is_err(),
         "the listener is closed"
     );
+}
+
+/// The names of the series a PromQL expression selects: what is left once
+/// strings, label matchers, ranges, grouping clauses, function names,
+/// keywords, numbers and Grafana variables are set aside.
+fn promql_metric_names(expr: &str) -> Vec<String> {
+    const KEYWORDS: [&str; 8] = ["and", "or", "unless", "bool", "offset", "atan2", "inf", "nan"];
+    const GROUPING: [&str; 6] = ["by", "without", "on", "ignoring", "group_left", "group_right"];
+    let chars: Vec<char> = expr.chars().collect();
+    // (identifier, followed by an opening parenthesis)
+    let mut idents: Vec<(String, bool)> = Vec::new();
+    let mut i = 0;
+    let closing = |open: char| match open {
+        '{' => '}',
+        '[' => ']',
+        other => other,
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        if matches!(c, '"' | '\'' | '`' | '{' | '[') {
+            let end = closing(c);
+            i += 1;
+            while i < chars.len() && chars[i] != end {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' || c == '$' {
+            let start = i;
+            i += 1;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':') {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let mut j = i;
+            while j < chars.len() && chars[j].is_whitespace() {
+                j += 1;
+            }
+            let rest: String = chars[j..].iter().take(8).collect::<String>().to_lowercase();
+            // `sum by (x) (...)`: an aggregation with its clause first.
+            let call = rest.starts_with('(') || rest.starts_with("by") || rest.starts_with("without");
+            if GROUPING.contains(&word.to_lowercase().as_str()) && call {
+                let mut depth = 0;
+                i = j;
+                while i < chars.len() {
+                    depth += match chars[i] {
+                        '(' => 1,
+                        ')' => -1,
+                        _ => 0,
+                    };
+                    i += 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                continue;
+            }
+            idents.push((word, call));
+        } else if c.is_ascii_digit() || c == '.' {
+            // Numbers and durations (5m, 1e3, 0x1f).
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
+                i += 1;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    idents
+        .into_iter()
+        .filter(|(word, call)| !call && !word.starts_with('$') && !KEYWORDS.contains(&word.to_lowercase().as_str()))
+        .map(|(word, _)| word)
+        .collect()
+}
+
+/// Series names in OpenMetrics text, as Prometheus stores them (a
+/// histogram `x` is `x_bucket`, `x_sum` and `x_count`; a counter `x_total`).
+fn exported_series(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
+        .collect()
+}
+
+fn repo_file(relative: &str) -> String {
+    let path = format!("{}/../../{relative}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Every query in the Grafana dashboard and every alert rule names only
+/// series the agent really exports, so neither shows "no data" forever.
+#[tokio::test(start_paused = true)]
+async fn the_alert_rules_and_the_grafana_dashboard_query_only_exported_series() {
+    // The extractor itself: names, not functions, labels or variables.
+    assert_eq!(
+        promql_metric_names(
+            r#"sum by (job, instance) (rate(vipfleet_store_calls_total{job="$job",outcome="throttled"}[$__rate_interval])) > 0 and on(instance) up == 1"#
+        ),
+        vec!["vipfleet_store_calls_total", "up"]
+    );
+    assert_eq!(
+        promql_metric_names("histogram_quantile(0.99, sum by (le) (rate(x_bucket[5m]))) / ignoring(op) y offset 1h"),
+        vec!["x_bucket", "y"]
+    );
+
+    let fleet = Fleet::start().await;
+    let text = get(&fleet.router(0, None), "/metrics").await.body;
+    let mut exported = exported_series(&text);
+    // Prometheus adds `up` for every scrape target.
+    exported.insert("up".to_string());
+    assert!(
+        !exported.contains("vipfleet_claims"),
+        "counters are stored with _total: a query without it finds nothing"
+    );
+
+    let rules: serde_json::Value = serde_norway::from_str(&repo_file("infra/monitoring/alerts.yml")).unwrap();
+    let mut alert_queries = Vec::new();
+    for group in rules["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            let name = rule["alert"]
+                .as_str()
+                .or(rule["record"].as_str())
+                .expect("a named rule");
+            alert_queries.push((
+                format!("alerts.yml {name}"),
+                rule["expr"].as_str().expect("expr").to_string(),
+            ));
+        }
+    }
+
+    let dashboard: Value = serde_json::from_str(&repo_file("infra/monitoring/grafana-dashboard.json")).unwrap();
+    let mut grafana_queries = Vec::new();
+    let mut panels: Vec<&Value> = dashboard["panels"].as_array().expect("panels").iter().collect();
+    while let Some(panel) = panels.pop() {
+        panels.extend(panel["panels"].as_array().into_iter().flatten());
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap_or("?");
+            grafana_queries.push((
+                format!("panel {title:?}"),
+                target["expr"].as_str().expect("expr").to_string(),
+            ));
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+        let query = variable["query"]["query"].as_str().or(variable["definition"].as_str());
+        if let (Some("query"), Some(query)) = (variable["type"].as_str(), query) {
+            // label_values(metric, label): only the first argument is a series.
+            let series = query
+                .strip_prefix("label_values(")
+                .and_then(|rest| rest.split(',').next())
+                .unwrap_or(query);
+            grafana_queries.push((format!("variable {}", variable["name"]), series.to_string()));
+        }
+    }
+
+    for (what, queries) in [
+        ("alerts.yml", &alert_queries),
+        ("the Grafana dashboard", &grafana_queries),
+    ] {
+        let mut used = std::collections::BTreeSet::new();
+        let mut unknown = Vec::new();
+        for (place, expr) in queries.iter() {
+            let names = promql_metric_names(expr);
+            assert!(!names.is_empty(), "{place} queries no series: {expr}");
+            for name in names {
+                if !exported.contains(&name) {
+                    unknown.push(format!("{place}: {name} in {expr}"));
+                }
+                used.insert(name);
+            }
+        }
+        assert!(
+            unknown.is_empty(),
+            "{what} queries series the agent does not export:\n{}",
+            unknown.join("\n")
+        );
+        assert!(used.len() >= 8, "{what} uses only {used:?}");
+        eprintln!(
+            "{what}: {} queries over {} series, all exported",
+            queries.len(),
+            used.len()
+        );
+    }
 }

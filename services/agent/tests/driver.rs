@@ -13,8 +13,10 @@ use vipfleet_agent::dashboard::metrics::Metrics;
 use vipfleet_agent::driver::{self, Control, Driver};
 use vipfleet_agent::status::StatusBoard;
 use vipfleet_core::fake::{FakeLeaseStore, FakeRouteTable};
-use vipfleet_core::machine::{ExitReason, Machine, NodeSetup};
-use vipfleet_core::{EniId, Incarnation, Instant, LeaseConfig, NodeId, NodeInfo, RouteTableId, ShardLayout, Vip};
+use vipfleet_core::machine::{ExitReason, Health, Machine, NodeSetup};
+use vipfleet_core::{
+    EniId, Incarnation, Instant, LeaseConfig, NodeId, NodeInfo, RouteTableId, ShardId, ShardLayout, Vip,
+};
 
 const SHARDS: usize = 24;
 
@@ -24,7 +26,7 @@ fn tables() -> Vec<RouteTableId> {
 
 fn layout() -> ShardLayout {
     let vips: Vec<Vip> = (1..=SHARDS).map(|i| format!("10.200.0.{i}").parse().unwrap()).collect();
-    ShardLayout::one_per_vip(&vips).unwrap()
+    ShardLayout::from_vips(&vips).unwrap()
 }
 
 struct Node {
@@ -56,12 +58,15 @@ fn start_paced(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable, ec2:
         },
         inc: Incarnation(name.len() as u64 * 7919 + name.as_bytes()[name.len() - 1] as u64),
         lease: LeaseConfig::DEFAULT,
-        layout: layout(),
+        layout: Arc::new(layout()),
         route_tables: tables(),
+        drain_timeout: Duration::from_secs(120),
     };
     let pacer = Pacer::new(ec2).unwrap();
     let (board, _status) = StatusBoard::new();
     let (controls, rx) = driver::controls();
+    controls.try_send(Control::Health(Health::Healthy)).unwrap();
+    controls.try_send(Control::SourceDestCheckOff(true)).unwrap();
     let driver = Driver::new(
         Machine::new(setup, Instant::ZERO),
         Arc::new(store.clone()),
@@ -79,27 +84,24 @@ fn start_paced(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable, ec2:
 }
 
 /// Owner of every shard, and whether every route points at its owner.
-fn ownership(store: &FakeLeaseStore, routes: &FakeRouteTable) -> (BTreeMap<u32, NodeId>, bool) {
+fn ownership(store: &FakeLeaseStore, routes: &FakeRouteTable) -> (BTreeMap<ShardId, NodeId>, bool) {
     let table = store.table();
     let rt = routes.tables();
-    let layout = layout();
     let mut owners = BTreeMap::new();
     let mut routed = true;
-    for (shard, vips) in &layout.shards {
-        let Some(owner) = table.peek_shard(*shard).and_then(|r| r.owner.clone()) else {
+    for shard in layout().ids() {
+        let Some(owner) = table.peek_shard(shard).and_then(|r| r.owner.clone()) else {
             routed = false;
             continue;
         };
         let eni = EniId(format!("eni-{owner}"));
-        routed &= vips
-            .iter()
-            .all(|v| tables().iter().all(|t| rt.target(t, *v) == Some(&eni)));
-        owners.insert(shard.0, owner);
+        routed &= tables().iter().all(|t| rt.target(t, shard.vip()) == Some(&eni));
+        owners.insert(shard, owner);
     }
     (owners, routed)
 }
 
-fn counts(owners: &BTreeMap<u32, NodeId>) -> BTreeMap<NodeId, usize> {
+fn counts(owners: &BTreeMap<ShardId, NodeId>) -> BTreeMap<NodeId, usize> {
     let mut c = BTreeMap::new();
     for o in owners.values() {
         *c.entry(o.clone()).or_insert(0) += 1;

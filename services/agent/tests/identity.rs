@@ -1,13 +1,16 @@
 //! The identity reader against the IMDSv2 emulator, over real HTTP with the
 //! SDK's own IMDS client: token dance, per-source answers, overrides, the
-//! lifecycle flip the lab uses for scale-in, and the 401 path.
+//! lifecycle flip the lab uses for scale-in, and the 401 path; and where the
+//! region comes from (config, then `AWS_REGION`, then IMDS).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use vipfleet_agent::config;
 use vipfleet_agent::identity::emulator::{EmulatedNode, Emulator};
-use vipfleet_agent::identity::{resolve, IdentityError, IdentityOverrides, Imds, LifecycleState};
+use vipfleet_agent::identity::{configured_region, resolve, IdentityError, IdentityOverrides, Imds, LifecycleState};
 
 const CONTROL_TOKEN: &str = "test-control-token";
 
@@ -254,4 +257,99 @@ async fn control_api_needs_the_bearer_token() {
     )
     .await;
     assert_eq!(status, 404, "unknown instance");
+}
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn region_precedence_is_config_then_sdk_variables_then_imds() {
+    let both = env(&[("AWS_REGION", "eu-west-1"), ("AWS_DEFAULT_REGION", "eu-central-1")]);
+    /// `aws.region`, the environment, the region expected.
+    type Case<'a> = (Option<&'a str>, &'a BTreeMap<String, String>, Option<&'a str>);
+    let cases: &[Case] = &[
+        (Some("ap-south-1"), &both, Some("ap-south-1")),
+        (None, &both, Some("eu-west-1")),
+        (
+            None,
+            &env(&[("AWS_DEFAULT_REGION", "eu-central-1")]),
+            Some("eu-central-1"),
+        ),
+        // Blank means unset, at every level.
+        (
+            Some(" "),
+            &env(&[("AWS_REGION", ""), ("AWS_DEFAULT_REGION", "eu-central-1")]),
+            Some("eu-central-1"),
+        ),
+        (None, &env(&[("VIPFLEET_AWS_REGION", "not read here")]), None),
+        (None, &BTreeMap::new(), None),
+    ];
+    for (config, env, expected) in cases {
+        assert_eq!(
+            configured_region(*config, env).as_deref(),
+            *expected,
+            "config {config:?}, env {env:?}"
+        );
+    }
+}
+
+const MINIMAL: &str = r#"
+[aws]
+table = "leases"
+[fleet]
+vips = ["10.200.0.1/32"]
+route_tables = ["rtb-1"]
+[health]
+disabled = true
+"#;
+
+#[test]
+fn loaded_config_puts_the_region_in_the_identity_overrides() {
+    let region = |text: &str, pairs: &[(&str, &str)], sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        config::load(text, &env(pairs), &sets).unwrap().identity.region
+    };
+    let from_env = [("AWS_REGION", "eu-west-1")];
+    assert_eq!(region(MINIMAL, &from_env, &[]).as_deref(), Some("eu-west-1"));
+    assert_eq!(region(MINIMAL, &[], &[]), None, "nothing named: IMDS decides");
+    let in_file = MINIMAL.replace("[aws]\n", "[aws]\nregion = \"ap-south-1\"\n");
+    assert_eq!(region(&in_file, &from_env, &[]).as_deref(), Some("ap-south-1"));
+    let ours = [("AWS_REGION", "eu-west-1"), ("VIPFLEET_AWS_REGION", "us-west-2")];
+    assert_eq!(region(MINIMAL, &ours, &[]).as_deref(), Some("us-west-2"));
+    assert_eq!(
+        region(MINIMAL, &ours, &["aws.region=sa-east-1"]).as_deref(),
+        Some("sa-east-1")
+    );
+}
+
+/// The README's local-endpoint recipe: `[node]` overrides plus `AWS_REGION`
+/// is a complete identity, so IMDS is never asked; and with IMDS around,
+/// `AWS_REGION` still wins over its `placement/region`.
+#[tokio::test]
+async fn aws_region_beats_imds_and_completes_node_overrides() {
+    let emu = Emulator::new(CONTROL_TOKEN);
+    emu.set_fallback(Some(node("i-imds", 3)));
+    let server = start(emu).await;
+    let imds = Imds::with_endpoint(&server.base).unwrap();
+    let from_env = env(&[("AWS_REGION", "eu-west-1")]);
+
+    let partial = config::load(MINIMAL, &from_env, &[]).unwrap();
+    let id = resolve(&partial.identity, Some(&imds)).await.unwrap();
+    assert_eq!(id.instance_id.as_str(), "i-imds", "the rest still comes from IMDS");
+    assert_eq!(id.region, "eu-west-1", "IMDS says us-east-1; AWS_REGION must win");
+    let asked = server.emu.metadata_requests();
+    assert!(asked > 0);
+
+    let node_section =
+        "[node]\ninstance_id = \"i-local\"\neni = \"eni-local\"\nprivate_ip = \"10.0.9.1\"\naz = \"local-a\"\n";
+    let local = config::load(&format!("{MINIMAL}{node_section}"), &from_env, &[]).unwrap();
+    assert!(local.identity.is_complete());
+    let id = resolve(&local.identity, Some(&imds)).await.unwrap();
+    assert_eq!((id.instance_id.as_str(), id.region.as_str()), ("i-local", "eu-west-1"));
+    assert_eq!(
+        server.emu.metadata_requests(),
+        asked,
+        "IMDS was asked although [node] and AWS_REGION name everything"
+    );
 }

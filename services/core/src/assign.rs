@@ -1,15 +1,18 @@
 //! The target owner of every shard, computed the same way on every node from
 //! the same snapshot.
 //!
-//! 1. **Quotas.** Each eligible node gets `floor(S * w / W)` shards; the few
-//!    left over go first to nodes that already hold more than that (so no
-//!    shard moves just to round), then by largest remainder, then by hash.
-//!    Every quota is within one of `S * w / W` and at most its ceiling.
-//! 2. **Sticky.** A live, eligible owner keeps up to its quota of the shards
+//! 1. **Kept.** A member that may keep but not take ([`Role::Keeps`]: not
+//!    ready yet, or running a configuration we cannot read) keeps every
+//!    shard it holds; those shards are out of the sharing below.
+//! 2. **Quotas.** Each member that takes gets `floor(S * w / W)` of the rest;
+//!    the few left over go first to members that already hold more than
+//!    that (so no shard moves just to round), then by largest remainder,
+//!    then by hash. Every quota is within one of `S * w / W`.
+//! 3. **Sticky.** A member that takes keeps up to its quota of the shards
 //!    it holds (those it ranks highest, if it must give some up).
-//! 3. **Orphans** (free, owner gone, owner ineligible, or over quota) go,
-//!    in shard order, to the eligible node with spare quota that ranks the
-//!    shard highest by rendezvous hash `h(shard, node)`.
+//! 4. **Orphans** (free, owner gone, owner leaving, or over quota) go, in
+//!    shard order, to the member with spare quota that ranks the shard
+//!    highest by rendezvous hash `h(shard, node)`.
 //!
 //! Losing a node moves exactly its shards; adding one moves about
 //! `S / (N + 1)`. The property tests below hold the code to both.
@@ -18,14 +21,24 @@ use std::collections::BTreeMap;
 
 use crate::types::{NodeId, ShardId};
 
+/// What a member does with shards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Takes its share (an active node).
+    Takes,
+    /// Keeps what it holds, takes nothing new (starting, or a configuration
+    /// we cannot read).
+    Keeps,
+    /// Keeps nothing (draining, unhealthy).
+    Leaves,
+}
+
 /// A live node as the assignment sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
     pub id: NodeId,
     pub weight: u32,
-    /// Takes shards (active). Draining and unhealthy nodes are members with
-    /// no quota: they keep nothing.
-    pub eligible: bool,
+    pub role: Role,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -54,7 +67,7 @@ fn splitmix64(mut z: u64) -> u64 {
 }
 
 fn shard_rank(shard: ShardId, node: &NodeId) -> u64 {
-    rank(u64::from(shard.0), node)
+    rank(shard.key(), node)
 }
 
 /// Salt for ranking nodes among themselves when quotas tie.
@@ -62,29 +75,48 @@ const QUOTA_SALT: u64 = u64::MAX;
 
 /// The target owner of every shard in `shards`, given the live `members` and
 /// the current `owners` (owners that are not members count as gone). With no
-/// eligible member the target is empty: shards stay where they are.
+/// member that takes, only kept shards have a target: the rest stay where
+/// they are.
 pub fn assign(shards: &[ShardId], members: &[Member], owners: &BTreeMap<ShardId, NodeId>) -> Assignment {
     let mut shards = shards.to_vec();
     shards.sort();
     shards.dedup();
-    let mut members: Vec<&Member> = members.iter().filter(|m| m.eligible && m.weight > 0).collect();
+    let mut members: Vec<&Member> = members
+        .iter()
+        .filter(|m| m.weight > 0 || m.role == Role::Keeps)
+        .collect();
     members.sort_by(|a, b| a.id.cmp(&b.id));
     members.dedup_by(|a, b| a.id == b.id);
-    if members.is_empty() {
-        return Assignment::default();
+    let role: BTreeMap<&NodeId, Role> = members.iter().map(|m| (&m.id, m.role)).collect();
+
+    let mut target = BTreeMap::new();
+    let mut pool = Vec::with_capacity(shards.len());
+    for shard in shards {
+        match owners.get(&shard) {
+            Some(owner) if role.get(owner) == Some(&Role::Keeps) => {
+                target.insert(shard, owner.clone());
+            }
+            _ => pool.push(shard),
+        }
+    }
+    let takers: Vec<&Member> = members.into_iter().filter(|m| m.role == Role::Takes).collect();
+    if takers.is_empty() {
+        return Assignment {
+            target,
+            quota: BTreeMap::new(),
+        };
     }
 
     let mut held: BTreeMap<&NodeId, Vec<ShardId>> = BTreeMap::new();
-    for shard in &shards {
+    for shard in &pool {
         if let Some(owner) = owners.get(shard) {
             held.entry(owner).or_default().push(*shard);
         }
     }
-    let quota = quotas(shards.len(), &members, &held);
+    let quota = quotas(pool.len(), &takers, &held);
 
-    let mut target = BTreeMap::new();
     let mut count: BTreeMap<&NodeId, usize> = BTreeMap::new();
-    for member in &members {
+    for member in &takers {
         let Some(mine) = held.get(&member.id) else { continue };
         let mut mine = mine.clone();
         mine.sort_by_key(|s| std::cmp::Reverse(shard_rank(*s, &member.id)));
@@ -94,11 +126,11 @@ pub fn assign(shards: &[ShardId], members: &[Member], owners: &BTreeMap<ShardId,
             target.insert(shard, member.id.clone());
         }
     }
-    for shard in &shards {
+    for shard in &pool {
         if target.contains_key(shard) {
             continue;
         }
-        let best = members
+        let best = takers
             .iter()
             .filter(|m| count.get(&m.id).copied().unwrap_or(0) < quota[&m.id])
             .max_by_key(|m| (shard_rank(*shard, &m.id), &m.id));
@@ -146,13 +178,17 @@ mod tests {
             .map(|i| Member {
                 id: NodeId::new(format!("i-{i:04}")),
                 weight: 1,
-                eligible: true,
+                role: Role::Takes,
             })
             .collect()
     }
 
+    fn shard(i: u32) -> ShardId {
+        ShardId::of(crate::Vip::new(std::net::Ipv4Addr::from(0x0ac8_0000 + i), 32).unwrap())
+    }
+
     fn ids(s: usize) -> Vec<ShardId> {
-        (0..s as u32).map(ShardId).collect()
+        (0..s as u32).map(shard).collect()
     }
 
     fn counts(a: &Assignment) -> BTreeMap<NodeId, usize> {
@@ -184,10 +220,38 @@ mod tests {
     #[test]
     fn ineligible_members_get_nothing_and_no_members_means_no_target() {
         let mut m = members(3);
-        m[1].eligible = false;
+        m[1].role = Role::Leaves;
         let a = assign(&ids(10), &m, &BTreeMap::new());
         assert!(a.target.values().all(|o| o != &m[1].id));
         assert_eq!(assign(&ids(10), &[], &BTreeMap::new()), Assignment::default());
+    }
+
+    #[test]
+    fn a_keeping_member_keeps_its_shards_and_the_rest_are_shared() {
+        let mut m = members(3);
+        let first = assign(&ids(12), &m, &BTreeMap::new());
+        m[2].role = Role::Keeps;
+        let second = assign(&ids(12), &m, &first.target);
+        assert_eq!(
+            first.target, second.target,
+            "nothing moves: the keeper keeps, the others are at quota"
+        );
+        assert!(!second.quota.contains_key(&m[2].id), "a keeper has no quota");
+        // A keeper gets nothing new: with every shard free, it gets none.
+        let fresh = assign(&ids(12), &m, &BTreeMap::new());
+        assert!(fresh.target.values().all(|o| o != &m[2].id));
+        assert_eq!(fresh.target.len(), 12);
+        // Only keepers: kept shards have a target, free ones none.
+        let keepers: Vec<Member> = m
+            .iter()
+            .map(|x| Member {
+                role: Role::Keeps,
+                ..x.clone()
+            })
+            .collect();
+        let kept = assign(&ids(12), &keepers, &first.target);
+        assert_eq!(kept.target, first.target);
+        assert!(assign(&ids(12), &keepers, &BTreeMap::new()).target.is_empty());
     }
 
     #[test]
@@ -204,7 +268,7 @@ mod tests {
         let m = members(3);
         let first = assign(&ids(12), &m, &BTreeMap::new());
         let mut draining = m.clone();
-        draining[0].eligible = false;
+        draining[0].role = Role::Leaves;
         let second = assign(&ids(12), &draining, &first.target);
         let moved = moved(&first, &second);
         let owned_by_0: Vec<_> = first
@@ -280,7 +344,7 @@ mod tests {
             let mut m = members(n);
             for (member, w) in m.iter_mut().zip(&weights) { member.weight = *w; }
             let owners: BTreeMap<ShardId, NodeId> =
-                owned.iter().map(|(sh, o)| (ShardId(*sh), m[o % n].id.clone())).collect();
+                owned.iter().map(|(sh, o)| (shard(*sh), m[o % n].id.clone())).collect();
             let a = assign(&ids(s), &m, &owners);
             let mut shuffled_members = m.clone();
             let mut shuffled_shards = ids(s);

@@ -9,22 +9,22 @@
 //! every node and shard id from `prefix`; the route suite needs tables with
 //! no routes to its VIPs (fresh tables).
 
+use crate::layout::ShardLayout;
+use crate::liveness::NodeCheck;
 use crate::routes::{point_route, RouteEntry, RouteError, RouteTable, RouteWrite};
 use crate::store::{
-    AcquireOutcome, AcquireRequest, Expect, HandoffOutcome, HandoffRequest, HeartbeatOutcome, HeartbeatRequest,
-    LeaseStore, MarkDeadOutcome, MarkDeadRequest,
+    AcquireOutcome, AcquireRequest, BeatKind, Expect, HandoffOutcome, HandoffRequest, HeartbeatOutcome,
+    HeartbeatRequest, LeaseStore, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest,
 };
 use crate::types::{
-    EniId, Epoch, Heartbeat, Incarnation, NodeId, NodeInfo, NodeRecord, NodeState, RouteTableId, ShardId, ShardRecord,
-    Vip,
+    EniId, Epoch, Heartbeat, Incarnation, NodeConfig, NodeId, NodeInfo, NodeRecord, NodeState, RouteTableId, ShardId,
+    ShardRecord, Vip,
 };
 
 /// FNV-1a: a stable hash, so that ids derived from a prefix are the same on
 /// every platform and run.
 fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    crate::layout::fnv1a(text.bytes())
 }
 
 fn vip(text: &str) -> Vip {
@@ -34,7 +34,8 @@ fn vip(text: &str) -> Vip {
 /// The nodes, incarnations and shards of one run of the lease suite.
 struct Ids {
     prefix: String,
-    /// Shard ids are numbers: a block of 16 per prefix, at a hashed offset.
+    /// Shards are VIPs: a block of 16 addresses per prefix, at a hashed
+    /// offset in 10.64.0.0/10.
     shard_base: u32,
     inc_base: u64,
 }
@@ -44,7 +45,7 @@ impl Ids {
         let hash = fnv1a(prefix);
         Self {
             prefix: prefix.to_string(),
-            shard_base: ((hash >> 32) as u32 % (u32::MAX / 16)) * 16,
+            shard_base: 0x0a40_0000 + (((hash >> 32) as u32 % (1 << 18)) << 4),
             inc_base: hash,
         }
     }
@@ -55,7 +56,9 @@ impl Ids {
         Incarnation(self.inc_base.wrapping_add(n))
     }
     fn shard(&self, n: u32) -> ShardId {
-        ShardId(self.shard_base + n)
+        let vip = Vip::new(std::net::Ipv4Addr::from(self.shard_base + n), 32)
+            .unwrap_or_else(|e| panic!("contract shard {n}: {e}"));
+        ShardId::of(vip)
     }
     fn info(&self, name: &str, weight: u32) -> NodeInfo {
         NodeInfo {
@@ -67,20 +70,34 @@ impl Ids {
             version: "contract".into(),
         }
     }
+    fn layout(&self) -> ShardLayout {
+        ShardLayout::from_shards((0..4).map(|n| self.shard(n)))
+    }
+    fn config(&self) -> NodeConfig {
+        NodeConfig {
+            layout: self.layout().id(),
+            route_tables: vec![RouteTableId("rtb-contract".into())],
+            lease_ttl: std::time::Duration::from_millis(3000),
+            heartbeat_interval: std::time::Duration::from_millis(1000),
+        }
+    }
 }
 
 async fn beat<S: LeaseStore>(
     store: &S,
+    ids: &Ids,
     info: &NodeInfo,
     inc: Incarnation,
     state: NodeState,
-    register: bool,
+    kind: BeatKind,
 ) -> HeartbeatOutcome {
     let req = HeartbeatRequest {
         info: info.clone(),
+        config: ids.config(),
         inc,
         state,
-        register,
+        kind,
+        epoch_floor: 7,
     };
     store
         .heartbeat(&req)
@@ -90,7 +107,7 @@ async fn beat<S: LeaseStore>(
 
 async fn node<S: LeaseStore>(store: &S, id: &NodeId) -> Option<NodeRecord> {
     let nodes = store.read_nodes().await.unwrap_or_else(|e| panic!("read_nodes: {e}"));
-    nodes.into_iter().find(|n| &n.info.id == id)
+    nodes.records.into_iter().find(|n| &n.info.id == id)
 }
 
 async fn shard<S: LeaseStore>(store: &S, id: ShardId) -> Option<ShardRecord> {
@@ -103,14 +120,12 @@ async fn shard<S: LeaseStore>(store: &S, id: ShardId) -> Option<ShardRecord> {
 async fn acquire<S: LeaseStore>(
     store: &S,
     shard: ShardId,
-    vips: &[Vip],
     me: &NodeId,
     inc: Incarnation,
     expect: Expect,
 ) -> AcquireOutcome {
     let req = AcquireRequest {
         shard,
-        vips: vips.to_vec(),
         me: me.clone(),
         inc,
         expect,
@@ -159,6 +174,29 @@ async fn mark_dead<S: LeaseStore>(
         .unwrap_or_else(|e| panic!("mark_dead {node}: {e}"))
 }
 
+async fn retire<S: LeaseStore>(store: &S, shard: ShardId, epoch: Epoch) -> RetireOutcome {
+    store
+        .retire(&RetireRequest { shard, epoch })
+        .await
+        .unwrap_or_else(|e| panic!("retire {shard}: {e}"))
+}
+
+fn gone(owner: &NodeId, epoch: Epoch, check: NodeCheck) -> Expect {
+    Expect::GoneOwner {
+        owner: owner.clone(),
+        epoch,
+        check,
+    }
+}
+
+fn unchanged(hb: Heartbeat, inc: Incarnation) -> NodeCheck {
+    NodeCheck::Unchanged { hb, inc }
+}
+
+fn free(next_epoch: Epoch) -> Expect {
+    Expect::Free { next_epoch }
+}
+
 /// Every `LeaseStore` operation and its conditional semantics.
 pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
     let ids = Ids::new(prefix);
@@ -166,23 +204,25 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
     let (inc_a, inc_a2, inc_b, inc_c) = (ids.inc(1), ids.inc(2), ids.inc(3), ids.inc(4));
     let info_a = ids.info("a", 1);
     let active = NodeState::Active;
+    use BeatKind::{Register, Renew, Reregister};
 
-    // Heartbeat: only `register` creates or takes over a node item.
+    // Heartbeat: a renewal of an item that does not exist says so, and
+    // creates nothing; registration writes the item whatever it held.
     assert_eq!(
-        beat(store, &info_a, inc_a, active, false).await,
-        HeartbeatOutcome::NotMine
+        beat(store, &ids, &info_a, inc_a, active, Renew).await,
+        HeartbeatOutcome::Missing
     );
     assert_eq!(node(store, &a).await, None, "a refused beat must not create the item");
     assert_eq!(
-        beat(store, &info_a, inc_a, active, true).await,
+        beat(store, &ids, &info_a, inc_a, active, Register).await,
         HeartbeatOutcome::Beat(1)
     );
     assert_eq!(
-        beat(store, &info_a, inc_a, active, false).await,
+        beat(store, &ids, &info_a, inc_a, active, Renew).await,
         HeartbeatOutcome::Beat(2)
     );
     assert_eq!(
-        beat(store, &info_a, inc_b, active, false).await,
+        beat(store, &ids, &info_a, inc_b, active, Renew).await,
         HeartbeatOutcome::NotMine
     );
     let record = node(store, &a).await.expect("node a after two beats");
@@ -192,51 +232,81 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
             info: info_a.clone(),
             hb: 2,
             inc: inc_a,
-            state: active
+            state: active,
+            config: Some(ids.config()),
+            epoch_floor: 7,
         },
-        "a NotMine beat must leave the item alone"
+        "a NotMine beat must leave the item alone; the item announces the configuration"
     );
-    // A new process takes the id over; the counter goes on, the old one is out.
+    // A new process takes the id over; the old one is out, and may not
+    // re-register over it.
     let info_a2 = NodeInfo {
         weight: 3,
         addr: "10.0.1.11".into(),
         ..info_a.clone()
     };
     assert_eq!(
-        beat(store, &info_a2, inc_a2, NodeState::Draining, true).await,
-        HeartbeatOutcome::Beat(3)
+        beat(store, &ids, &info_a2, inc_a2, NodeState::Draining, Register).await,
+        HeartbeatOutcome::Beat(1)
     );
     assert_eq!(
-        beat(store, &info_a, inc_a, active, false).await,
+        beat(store, &ids, &info_a, inc_a, active, Renew).await,
+        HeartbeatOutcome::NotMine
+    );
+    assert_eq!(
+        beat(store, &ids, &info_a, inc_a, active, Reregister).await,
         HeartbeatOutcome::NotMine
     );
     let record = node(store, &a).await.expect("node a after takeover");
-    assert_eq!((record.hb, record.inc, record.state), (3, inc_a2, NodeState::Draining));
+    assert_eq!((record.hb, record.inc, record.state), (1, inc_a2, NodeState::Draining));
     assert_eq!(record.info, info_a2, "a beat rewrites the node's facts");
+    // Re-registration of our own item, or of one that vanished, works.
     assert_eq!(
-        beat(store, &ids.info("b", 1), inc_b, active, true).await,
+        beat(store, &ids, &info_a2, inc_a2, NodeState::Draining, Reregister).await,
         HeartbeatOutcome::Beat(1)
     );
     assert_eq!(
-        beat(store, &ids.info("c", 1), inc_c, active, true).await,
+        beat(store, &ids, &info_a2, inc_a2, NodeState::Draining, Renew).await,
+        HeartbeatOutcome::Beat(2)
+    );
+    assert_eq!(
+        beat(store, &ids, &ids.info("b", 1), inc_b, active, Reregister).await,
+        HeartbeatOutcome::Beat(1),
+        "b had no item: re-registering creates it"
+    );
+    assert_eq!(
+        beat(store, &ids, &ids.info("c", 1), inc_c, active, Register).await,
         HeartbeatOutcome::Beat(1)
     );
 
-    // Claim of a free shard: once.
+    // Layouts: absent until published, then what was published; publishing
+    // again changes nothing.
+    let layout = ids.layout();
+    let read_layout = || async {
+        store
+            .read_layout(&layout.id())
+            .await
+            .unwrap_or_else(|e| panic!("read_layout: {e}"))
+    };
+    assert_eq!(read_layout().await, None);
+    for _ in 0..2 {
+        store
+            .publish_layout(&layout)
+            .await
+            .unwrap_or_else(|e| panic!("publish_layout: {e}"));
+        assert_eq!(read_layout().await, Some(layout.clone()));
+    }
+
+    // Claim of a free shard: once, at the epoch asked for.
     let (s0, s1, s2) = (ids.shard(0), ids.shard(1), ids.shard(2));
-    let vips0 = [vip("10.200.0.1/32")];
     assert_eq!(shard(store, s0).await, None);
     assert_eq!(
-        acquire(store, s0, &vips0, &a, inc_a2, Expect::Free).await,
+        acquire(store, s0, &a, inc_a2, free(1)).await,
         AcquireOutcome::Acquired { epoch: 1 }
     );
-    assert_eq!(
-        acquire(store, s0, &vips0, &b, inc_b, Expect::Free).await,
-        AcquireOutcome::LostRace
-    );
+    assert_eq!(acquire(store, s0, &b, inc_b, free(7)).await, AcquireOutcome::LostRace);
     let expected = ShardRecord {
         id: s0,
-        vips: vips0.to_vec(),
         owner: Some(a.clone()),
         owner_inc: Some(inc_a2),
         epoch: 1,
@@ -246,21 +316,9 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
 
     // Takeovers of a shard that is missing or not as expected fail, and
     // create nothing.
-    let dead_a = |epoch| Expect::DeadOwner {
-        owner: a.clone(),
-        epoch,
-    };
+    let a_now = unchanged(2, inc_a2);
     assert_eq!(
-        acquire(store, s1, &vips0, &b, inc_b, dead_a(0)).await,
-        AcquireOutcome::LostRace
-    );
-    let expired = |owner: &NodeId, epoch, observed_hb| Expect::ExpiredOwner {
-        owner: owner.clone(),
-        epoch,
-        observed_hb,
-    };
-    assert_eq!(
-        acquire(store, s1, &vips0, &b, inc_b, expired(&a, 0, 3)).await,
+        acquire(store, s1, &b, inc_b, gone(&a, 0, a_now)).await,
         AcquireOutcome::LostRace
     );
     assert_eq!(
@@ -269,40 +327,41 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
         "a failed takeover must not create the shard"
     );
     assert_eq!(
-        acquire(store, s0, &vips0, &b, inc_b, dead_a(0)).await,
-        AcquireOutcome::LostRace
-    );
-    let dead_c = Expect::DeadOwner {
-        owner: c.clone(),
-        epoch: 1,
-    };
-    assert_eq!(
-        acquire(store, s0, &vips0, &b, inc_b, dead_c).await,
-        AcquireOutcome::LostRace
+        acquire(store, s0, &b, inc_b, gone(&c, 1, unchanged(1, inc_c))).await,
+        AcquireOutcome::LostRace,
+        "c does not own it"
     );
 
-    // Expired owner: the heartbeat we saw must still be the current one; a
-    // shard that moved beats a node that beat.
+    // A gone owner must still be gone as we saw it: same counter and
+    // incarnation; a shard that moved beats a node that beat.
     assert_eq!(
-        acquire(store, s0, &vips0, &b, inc_b, expired(&a, 1, 2)).await,
+        acquire(store, s0, &b, inc_b, gone(&a, 1, unchanged(1, inc_a2))).await,
         AcquireOutcome::OwnerAlive
     );
     assert_eq!(
-        acquire(store, s0, &vips0, &b, inc_b, expired(&a, 0, 2)).await,
+        acquire(store, s0, &b, inc_b, gone(&a, 1, unchanged(2, inc_a))).await,
+        AcquireOutcome::OwnerAlive,
+        "another incarnation at the same counter is not the node we saw"
+    );
+    assert_eq!(
+        acquire(store, s0, &b, inc_b, gone(&a, 0, a_now)).await,
         AcquireOutcome::LostRace
+    );
+    assert_eq!(
+        acquire(store, s0, &b, inc_b, gone(&a, 1, NodeCheck::Missing)).await,
+        AcquireOutcome::OwnerAlive,
+        "a's item exists"
     );
     assert_eq!(
         shard(store, s0).await,
         Some(expected.clone()),
         "failed takeovers change nothing"
     );
-    let vips0b = [vip("10.200.0.1/32"), vip("10.200.8.0/24")];
     assert_eq!(
-        acquire(store, s0, &vips0b, &b, inc_b, expired(&a, 1, 3)).await,
+        acquire(store, s0, &b, inc_b, gone(&a, 1, a_now)).await,
         AcquireOutcome::Acquired { epoch: 2 }
     );
     let expected = ShardRecord {
-        vips: vips0b.to_vec(),
         owner: Some(b.clone()),
         owner_inc: Some(inc_b),
         epoch: 2,
@@ -311,14 +370,16 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
     };
     assert_eq!(shard(store, s0).await, Some(expected.clone()));
 
-    // An owner without a node item is never "expired": nothing to observe.
+    // An owner without a node item: taken on the condition that it is
+    // still missing.
     assert_eq!(
-        acquire(store, s2, &vips0, &ghost, ids.inc(9), Expect::Free).await,
+        acquire(store, s2, &ghost, ids.inc(9), free(1)).await,
         AcquireOutcome::Acquired { epoch: 1 }
     );
     assert_eq!(
-        acquire(store, s2, &vips0, &c, inc_c, expired(&ghost, 1, 0)).await,
-        AcquireOutcome::OwnerAlive
+        acquire(store, s2, &c, inc_c, gone(&ghost, 1, unchanged(0, ids.inc(9)))).await,
+        AcquireOutcome::OwnerAlive,
+        "no item shows that counter"
     );
 
     // Hand-off: only the owner at the current epoch.
@@ -347,21 +408,8 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
         HandoffOutcome::NotOwner,
         "epoch 2 is gone"
     );
-
-    // A verdict of death is checked too: an owner that is not marked dead
-    // keeps its shard; an owner whose item is gone loses it.
-    let dead = |owner: &NodeId, epoch| Expect::DeadOwner {
-        owner: owner.clone(),
-        epoch,
-    };
     assert_eq!(
-        acquire(store, s0, &vips0, &a, inc_a2, dead(&c, 3)).await,
-        AcquireOutcome::OwnerAlive,
-        "c is active: its shard must not go on a stale verdict"
-    );
-    assert_eq!(shard(store, s0).await, Some(expected.clone()));
-    assert_eq!(
-        acquire(store, s2, &vips0, &c, inc_c, dead(&ghost, 1)).await,
+        acquire(store, s2, &c, inc_c, gone(&ghost, 1, NodeCheck::Missing)).await,
         AcquireOutcome::Acquired { epoch: 2 }
     );
 
@@ -374,29 +422,24 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
     let record = node(store, &c).await.expect("node c");
     assert_eq!((record.state, record.hb, record.inc), (NodeState::Dead, 1, inc_c));
 
-    // A dead owner's shard is taken while it stays dead.
-    let dead_c = |epoch| Expect::DeadOwner {
-        owner: c.clone(),
-        epoch,
-    };
+    // The node marked dead was only suspected: its own beat revives it, and
+    // the verdict no longer lets anyone take its shard.
     assert_eq!(
-        acquire(store, s0, &vips0, &a, inc_a2, dead_c(2)).await,
-        AcquireOutcome::LostRace
+        beat(store, &ids, &ids.info("c", 1), inc_c, active, Renew).await,
+        HeartbeatOutcome::Beat(2)
+    );
+    assert_eq!(node(store, &c).await.map(|n| n.state), Some(active));
+    assert_eq!(
+        acquire(store, s0, &a, inc_a2, gone(&c, 3, unchanged(1, inc_c))).await,
+        AcquireOutcome::OwnerAlive,
+        "c beat after it was marked: its shard must not go on a stale verdict"
     );
     assert_eq!(
-        acquire(store, s0, &vips0, &a, inc_a2, dead_c(3)).await,
+        acquire(store, s0, &a, inc_a2, gone(&c, 3, unchanged(2, inc_c))).await,
         AcquireOutcome::Acquired { epoch: 4 }
     );
-    assert_eq!(
-        acquire(store, s0, &vips0, &b, inc_b, dead_c(3)).await,
-        AcquireOutcome::LostRace
-    );
-    assert_eq!(
-        acquire(store, s0, &vips0, &b, inc_b, Expect::Free).await,
-        AcquireOutcome::LostRace
-    );
+    assert_eq!(acquire(store, s0, &b, inc_b, free(9)).await, AcquireOutcome::LostRace);
     let expected = ShardRecord {
-        vips: vips0.to_vec(),
         owner: Some(a.clone()),
         owner_inc: Some(inc_a2),
         epoch: 4,
@@ -405,18 +448,12 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
     };
     assert_eq!(shard(store, s0).await, Some(expected.clone()));
 
-    // The node marked dead was only suspected: its own beat revives it.
-    assert_eq!(
-        beat(store, &ids.info("c", 1), inc_c, active, false).await,
-        HeartbeatOutcome::Beat(2)
-    );
-    assert_eq!(node(store, &c).await.map(|n| n.state), Some(active));
-
     // The bulk reads agree with the single ones.
     let mine: Vec<ShardRecord> = store
         .read_shards()
         .await
         .unwrap_or_else(|e| panic!("read_shards: {e}"))
+        .records
         .into_iter()
         .filter(|s| (ids.shard(0)..=ids.shard(15)).contains(&s.id))
         .collect();
@@ -427,17 +464,34 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
         Some(c.clone()),
         "taken from the ghost"
     );
-    let nodes: Vec<NodeId> = store
+    let mut nodes: Vec<NodeId> = store
         .read_nodes()
         .await
         .unwrap_or_else(|e| panic!("read_nodes: {e}"))
+        .records
         .into_iter()
         .map(|n| n.info.id)
         .filter(|id| id.as_str().starts_with(&format!("{prefix}-")))
         .collect();
-    let mut nodes = nodes;
     nodes.sort();
-    assert_eq!(nodes, [a, b, c]);
+    assert_eq!(nodes, [a.clone(), b, c]);
+
+    // Retire: only at the epoch seen; then the item is gone, and a claim
+    // may bring it back at a higher epoch, never a lower one.
+    assert_eq!(retire(store, s0, 3).await, RetireOutcome::Changed);
+    assert_eq!(shard(store, s0).await, Some(expected));
+    assert_eq!(retire(store, s0, 4).await, RetireOutcome::Retired);
+    assert_eq!(shard(store, s0).await, None);
+    assert_eq!(
+        retire(store, s0, 4).await,
+        RetireOutcome::Retired,
+        "retiring twice is fine"
+    );
+    assert_eq!(
+        acquire(store, s0, &a, inc_a2, free(5)).await,
+        AcquireOutcome::Acquired { epoch: 5 }
+    );
+    assert_eq!(shard(store, s0).await.map(|r| r.epoch), Some(5));
 }
 
 /// Deviations of a route service from EC2 that the route suite tolerates,
@@ -542,6 +596,17 @@ pub async fn route_table_contract_with<R: RouteTable>(
     assert!(only_t1.iter().all(|e| &e.table == t1), "{only_t1:?}");
     assert_eq!(target_of(&only_t1, t1, v0), Some(Some(e1.clone())));
 
+    // Delete: only an existing route.
+    assert_eq!(routes.delete(t0, v1).await, Ok(()));
+    assert_eq!(
+        routes.delete(t0, v1).await,
+        Err(RouteError::NoRoute {
+            table: t0.clone(),
+            vip: v1
+        })
+    );
+    assert_eq!(target_of(&describe(vec![t0.clone()]).await, t0, v1), None);
+
     // Unknown tables are errors of their own, for every call.
     let unknown = RouteTableId("rtb-0000000000000dead".into());
     let unknown_err = Err(RouteError::UnknownTable(unknown.clone()));
@@ -550,5 +615,6 @@ pub async fn route_table_contract_with<R: RouteTable>(
         unknown_err.clone().map(|()| Vec::new())
     );
     assert_eq!(routes.replace(&unknown, v0, e0).await, unknown_err.clone());
-    assert_eq!(routes.create(&unknown, v0, e0).await, unknown_err);
+    assert_eq!(routes.create(&unknown, v0, e0).await, unknown_err.clone());
+    assert_eq!(routes.delete(&unknown, v0).await, unknown_err);
 }

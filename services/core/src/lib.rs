@@ -6,13 +6,19 @@
 //!
 //! ## Layout, in the order data flows
 //!
-//! - [`types`]: node, shard, VIP and record types; the shard layout.
+//! - [`vip`], [`types`]: VIPs, nodes, shards (one per VIP block, named by
+//!   it), what nodes announce, the records the store returns.
+//! - [`layout`]: the shards a node serves and the layout's fingerprint.
 //! - [`time`]: the monotonic [`time::Instant`] every step is given.
 //! - [`config`]: lease timings (default and fast profiles) and their rules.
-//! - [`liveness`]: what this node has seen of every other node's heartbeat,
-//!   and its own deadline for writing routes.
-//! - [`assign`]: the target owner of every shard (sticky, weighted quotas,
-//!   rendezvous hashing for orphans), a pure function of one snapshot.
+//! - [`liveness`]: what this node has seen of every other node's heartbeat
+//!   (or missing item), and its own deadline for writing routes.
+//! - [`membership`]: who is in the fleet and with what role, who is gone,
+//!   which shards every member serves and which are disputed: the one rule
+//!   the machine and the dashboard share.
+//! - [`assign`]: the target owner of every agreed shard (sticky, weighted
+//!   quotas, rendezvous hashing for orphans), a pure function of one
+//!   snapshot.
 //! - [`machine`]: the step function `(state, input, now) -> effects`.
 //! - [`store`], [`routes`]: the `LeaseStore` and `RouteTable` traits the
 //!   effects are performed against.
@@ -29,15 +35,19 @@ pub mod config;
 pub mod contract;
 #[cfg(feature = "fakes")]
 pub mod fake;
+pub mod layout;
 pub mod liveness;
 pub mod machine;
+pub mod membership;
 pub mod routes;
 #[cfg(feature = "fakes")]
 pub mod sim;
 pub mod store;
 pub mod time;
 pub mod types;
+pub mod vip;
 
 pub use config::LeaseConfig;
+pub use layout::{LayoutId, ShardLayout};
 pub use time::Instant;
 pub use types::*;

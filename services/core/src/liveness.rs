@@ -1,8 +1,10 @@
 //! Liveness without synchronized clocks.
 //!
 //! - [`Observer`]: what this node has seen of every node's heartbeat counter,
-//!   and when (on its own monotonic clock) the counter last moved. A node is
-//!   expired once its counter has stood still for `lease_ttl`.
+//!   and when (on its own monotonic clock) the counter last moved; and since
+//!   when a node's item has been missing from the table. A node is *gone*
+//!   once its counter has stood still, or its item has been missing, for the
+//!   longer of the two nodes' `lease_ttl`s.
 //! - [`OwnLease`]: this node's own right to write routes, which ends
 //!   `lease_ttl - safety_margin` after the *send* time of its last successful
 //!   heartbeat.
@@ -10,9 +12,11 @@
 //! Why this is safe: an observer stamps a change no earlier than the moment
 //! its read returned, which is after the heartbeat was sent. So its expiry,
 //! `stamp + lease_ttl`, always falls after the node's own deadline; a node has
-//! stopped writing before anyone may take its shards.
+//! stopped writing before anyone may take its shards. Judging with the
+//! larger TTL keeps that true while nodes with different lease settings
+//! share a fleet (a lease-profile rollout).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::time::Instant;
@@ -25,65 +29,149 @@ struct Sighting {
     inc: Incarnation,
     /// When this observer first saw the current `(hb, inc)`.
     changed_at: Instant,
+    /// The TTL the node announced (zero when it announced none).
+    ttl: Duration,
+}
+
+/// How a takeover must check that the old owner is still gone, in the same
+/// transaction as the shard update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeCheck {
+    /// Its item still shows the counter and incarnation we saw stand still.
+    Unchanged { hb: Heartbeat, inc: Incarnation },
+    /// Its item is still missing.
+    Missing,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct Observer {
     seen: BTreeMap<NodeId, Sighting>,
+    /// Nodes whose item we saw before (or that own a shard) but that are
+    /// missing from the table: since when.
+    missing_since: BTreeMap<NodeId, Instant>,
     /// When the last successful read of the node items returned.
     last_read_at: Option<Instant>,
 }
 
 impl Observer {
-    /// Records a read of the node items that returned at `now`.
+    /// Records a read of the node items that returned at `now`. `present`
+    /// names items that exist but could not be read (they are not missing);
+    /// `referenced` names nodes that own shards (a node that owns a shard
+    /// but has no item is missing, even if we never saw it).
     ///
     /// If this observer was blind for more than half a lease (its own reads
-    /// failed), it cannot tell who heartbeated meanwhile: every node's clock
+    /// failed), it cannot tell who heartbeated meanwhile: every clock
     /// restarts, so an outage of the store never looks like the death of
     /// everyone else.
-    pub fn observe(&mut self, nodes: &[NodeRecord], now: Instant, lease_ttl: Duration) {
+    pub fn observe<'a>(
+        &mut self,
+        nodes: &[NodeRecord],
+        present: &BTreeSet<NodeId>,
+        referenced: impl IntoIterator<Item = &'a NodeId>,
+        now: Instant,
+        lease_ttl: Duration,
+    ) {
         let blind = self
             .last_read_at
             .is_some_and(|last| now.saturating_since(last) > lease_ttl / 2);
         self.last_read_at = Some(now);
         let mut next = BTreeMap::new();
         for node in nodes {
+            let reappeared = self.missing_since.contains_key(&node.info.id);
             let changed_at = match self.seen.get(&node.info.id) {
-                Some(s) if s.hb == node.hb && s.inc == node.inc && !blind => s.changed_at,
+                Some(s) if s.hb == node.hb && s.inc == node.inc && !blind && !reappeared => s.changed_at,
                 _ => now,
             };
+            let ttl = node.config.as_ref().map_or(Duration::ZERO, |c| c.lease_ttl);
             next.insert(
                 node.info.id.clone(),
                 Sighting {
                     hb: node.hb,
                     inc: node.inc,
                     changed_at,
+                    ttl,
                 },
             );
         }
-        self.seen = next;
-    }
-
-    /// Whether `node`'s counter has been *seen* standing still for
-    /// `lease_ttl`: judged at our last successful read, not at `now`, since
-    /// we know nothing of what happened after it. Unknown nodes are not
-    /// expired: we have no evidence either way.
-    pub fn is_expired(&self, node: &NodeId, lease_ttl: Duration) -> bool {
-        match (self.seen.get(node), self.last_read_at) {
-            (Some(s), Some(read_at)) => read_at.saturating_since(s.changed_at) >= lease_ttl,
-            _ => false,
+        let referenced: BTreeSet<&NodeId> = referenced.into_iter().collect();
+        let mut missing = BTreeMap::new();
+        let candidates: BTreeSet<NodeId> = self.seen.keys().chain(referenced.iter().copied()).cloned().collect();
+        for id in candidates {
+            if next.contains_key(&id) || present.contains(&id) {
+                continue;
+            }
+            let since = match self.missing_since.get(&id) {
+                Some(t) if !blind => *t,
+                _ => now,
+            };
+            // A vanished node that owns nothing matters only until it is
+            // gone; forget it then, or the map would only ever grow.
+            let ttl = self.seen.get(&id).map_or(lease_ttl, |s| s.ttl.max(lease_ttl));
+            if !referenced.contains(&id) && now.saturating_since(since) >= ttl {
+                continue;
+            }
+            missing.insert(id.clone(), since);
+            // Keep what we knew (its TTL) for the judgement.
+            if let Some(s) = self.seen.get(&id) {
+                next.entry(id).or_insert(Sighting {
+                    changed_at: since,
+                    ..*s
+                });
+            }
         }
+        self.seen = next;
+        self.missing_since = missing;
     }
 
-    /// The counter value the expiry judgement is based on: a takeover is
-    /// conditional on it still being there.
+    fn ttl_for(&self, node: &NodeId, my_ttl: Duration) -> Duration {
+        self.seen.get(node).map_or(my_ttl, |s| s.ttl.max(my_ttl))
+    }
+
+    /// Whether `node` is gone: its counter *seen* standing still, or its
+    /// item seen missing, for the longer of the two TTLs; judged at our last
+    /// successful read, not at `now`, since we know nothing of what happened
+    /// after it. Unknown nodes are not gone: we have no evidence either way.
+    pub fn is_gone(&self, node: &NodeId, my_ttl: Duration) -> bool {
+        self.gone_check(node, my_ttl).is_some()
+    }
+
+    /// The condition a takeover of a gone node's shard must carry; `None`
+    /// while the node is not gone.
+    pub fn gone_check(&self, node: &NodeId, my_ttl: Duration) -> Option<NodeCheck> {
+        let read_at = self.last_read_at?;
+        let ttl = self.ttl_for(node, my_ttl);
+        if let Some(since) = self.missing_since.get(node) {
+            return (read_at.saturating_since(*since) >= ttl).then_some(NodeCheck::Missing);
+        }
+        let s = self.seen.get(node)?;
+        (read_at.saturating_since(s.changed_at) >= ttl).then_some(NodeCheck::Unchanged { hb: s.hb, inc: s.inc })
+    }
+
+    pub fn is_missing(&self, node: &NodeId) -> bool {
+        self.missing_since.contains_key(node)
+    }
+
+    /// The counter value the expiry judgement is based on.
     pub fn observed_hb(&self, node: &NodeId) -> Option<Heartbeat> {
         self.seen.get(node).map(|s| s.hb)
     }
 
-    /// How long `node`'s counter has stood still, as this observer sees it.
+    /// How long `node`'s counter has stood still (or its item been
+    /// missing), as this observer sees it.
     pub fn heartbeat_age(&self, node: &NodeId, now: Instant) -> Option<Duration> {
         self.seen.get(node).map(|s| now.saturating_since(s.changed_at))
+    }
+
+    /// How long until this observer would call `node` gone, if nothing
+    /// moves; zero once it is.
+    pub fn gone_in(&self, node: &NodeId, my_ttl: Duration, now: Instant) -> Option<Duration> {
+        let ttl = self.ttl_for(node, my_ttl);
+        let since = self
+            .missing_since
+            .get(node)
+            .copied()
+            .or_else(|| self.seen.get(node).map(|s| s.changed_at))?;
+        Some((since + ttl).saturating_since(now))
     }
 }
 
@@ -123,18 +211,25 @@ impl OwnLease {
     /// Whether a confirmation of ownership made at `confirmed_at` (the send
     /// time of the confirming read or write) still holds at `now`.
     pub fn vouches_for(&self, confirmed_at: Instant, now: Instant) -> bool {
-        self.is_valid(now) && self.valid_since.is_some_and(|since| confirmed_at >= since)
+        self.is_valid(now) && self.covers(confirmed_at)
+    }
+
+    /// Whether a confirmation made at `confirmed_at` falls in the current
+    /// unbroken run of validity.
+    pub fn covers(&self, confirmed_at: Instant) -> bool {
+        self.valid_since.is_some_and(|since| confirmed_at >= since)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{EniId, NodeInfo, NodeState};
+    use crate::layout::LayoutId;
+    use crate::types::{EniId, NodeConfig, NodeInfo, NodeState};
 
     const TTL: Duration = Duration::from_millis(3000);
 
-    fn record(id: &str, hb: Heartbeat) -> NodeRecord {
+    fn record_with_ttl(id: &str, hb: Heartbeat, ttl: Option<Duration>) -> NodeRecord {
         NodeRecord {
             info: NodeInfo {
                 id: NodeId::new(id),
@@ -147,11 +242,26 @@ mod tests {
             hb,
             inc: Incarnation(1),
             state: NodeState::Active,
+            config: ttl.map(|lease_ttl| NodeConfig {
+                layout: LayoutId("l".into()),
+                route_tables: vec![],
+                lease_ttl,
+                heartbeat_interval: lease_ttl / 3,
+            }),
+            epoch_floor: 0,
         }
+    }
+
+    fn record(id: &str, hb: Heartbeat) -> NodeRecord {
+        record_with_ttl(id, hb, None)
     }
 
     fn ms(v: u64) -> Instant {
         Instant::from_millis(v)
+    }
+
+    fn observe(o: &mut Observer, nodes: &[NodeRecord], at: u64) {
+        o.observe(nodes, &BTreeSet::new(), [], ms(at), TTL);
     }
 
     #[test]
@@ -159,7 +269,7 @@ mod tests {
         let mut o = Observer::default();
         let a = NodeId::new("a");
         let steps = [
-            // (now, hb read, expired?)
+            // (now, hb read, gone?)
             (0, 1, false),
             (1000, 2, false),
             (2000, 2, false),
@@ -168,41 +278,112 @@ mod tests {
             (4000, 2, true),
             (4100, 3, false),
         ];
-        for (now, hb, expired) in steps {
-            o.observe(&[record("a", hb)], ms(now), TTL);
-            assert_eq!(o.is_expired(&a, TTL), expired, "at {now} ms");
+        for (now, hb, gone) in steps {
+            observe(&mut o, &[record("a", hb)], now);
+            assert_eq!(o.is_gone(&a, TTL), gone, "at {now} ms");
         }
         assert_eq!(o.observed_hb(&a), Some(3));
+    }
+
+    /// Observes `nodes` every 250 ms from `from` to `to` (inclusive): an
+    /// observer that reads less often than half a lease is blind.
+    fn observe_until(
+        o: &mut Observer,
+        nodes: &[NodeRecord],
+        present: &[&str],
+        referenced: &[&str],
+        from: u64,
+        to: u64,
+    ) {
+        let present: BTreeSet<NodeId> = present.iter().map(|p| NodeId::new(*p)).collect();
+        let referenced: Vec<NodeId> = referenced.iter().map(|r| NodeId::new(*r)).collect();
+        let mut at = from;
+        while at <= to {
+            o.observe(nodes, &present, referenced.iter(), ms(at), TTL);
+            at += 250;
+        }
+    }
+
+    #[test]
+    fn the_larger_of_the_two_ttls_decides() {
+        let mut o = Observer::default();
+        let slow = NodeId::new("slow");
+        let long = Duration::from_secs(10);
+        let record = [record_with_ttl("slow", 1, Some(long))];
+        observe_until(&mut o, &record, &[], &[], 0, 9750);
+        assert!(!o.is_gone(&slow, TTL), "its own 10 s lease still runs");
+        observe_until(&mut o, &record, &[], &[], 10_000, 10_000);
+        assert_eq!(
+            o.gone_check(&slow, TTL),
+            Some(NodeCheck::Unchanged {
+                hb: 1,
+                inc: Incarnation(1)
+            })
+        );
+    }
+
+    #[test]
+    fn a_missing_item_is_gone_only_after_a_ttl_of_being_missing() {
+        let mut o = Observer::default();
+        let a = NodeId::new("a");
+        observe(&mut o, &[record("a", 1)], 0);
+        // It owns a shard: its absence matters.
+        observe_until(&mut o, &[], &[], &["a"], 250, 3000);
+        assert!(o.is_missing(&a));
+        assert!(!o.is_gone(&a, TTL), "missing for 2.75 s only");
+        observe_until(&mut o, &[], &[], &["a"], 3250, 3250);
+        assert_eq!(o.gone_check(&a, TTL), Some(NodeCheck::Missing));
+        // It re-registers: back, and no longer missing.
+        observe(&mut o, &[record("a", 1)], 3500);
+        assert!(!o.is_missing(&a) && !o.is_gone(&a, TTL));
+    }
+
+    #[test]
+    fn an_unreadable_item_is_not_missing_and_an_owner_never_seen_is() {
+        let mut o = Observer::default();
+        let a = NodeId::new("a");
+        let b = NodeId::new("b");
+        observe(&mut o, &[record("a", 1)], 0);
+        observe_until(&mut o, &[], &["a"], &["b"], 250, 3000);
+        assert!(!o.is_missing(&a), "its item is there, we just cannot read it");
+        assert!(o.is_missing(&b), "b owns a shard and has no item");
+        observe_until(&mut o, &[], &["a"], &["b"], 3250, 3250);
+        assert!(!o.is_gone(&a, TTL));
+        assert_eq!(o.gone_check(&b, TTL), Some(NodeCheck::Missing));
+    }
+
+    #[test]
+    fn a_vanished_node_that_owns_nothing_is_forgotten_once_gone() {
+        let mut o = Observer::default();
+        let a = NodeId::new("a");
+        observe(&mut o, &[record("a", 1)], 0);
+        observe_until(&mut o, &[], &[], &[], 250, 3500);
+        assert!(!o.is_missing(&a), "forgotten: nothing of it is left to take over");
     }
 
     #[test]
     fn a_blind_observer_restarts_every_clock() {
         let mut o = Observer::default();
         let a = NodeId::new("a");
-        o.observe(&[record("a", 5)], ms(0), TTL);
+        observe(&mut o, &[record("a", 5)], 0);
         // Our own reads failed for 5 s; the counter looks still, but we
         // could not see it, so the node gets a fresh lease_ttl.
-        o.observe(&[record("a", 5)], ms(5000), TTL);
-        assert!(!o.is_expired(&a, TTL));
-        o.observe(&[record("a", 5)], ms(6000), TTL);
-        o.observe(&[record("a", 5)], ms(7000), TTL);
-        o.observe(&[record("a", 5)], ms(8000), TTL);
-        assert!(o.is_expired(&a, TTL));
+        observe(&mut o, &[record("a", 5)], 5000);
+        assert!(!o.is_gone(&a, TTL));
+        observe(&mut o, &[record("a", 5)], 6000);
+        observe(&mut o, &[record("a", 5)], 7000);
+        observe(&mut o, &[record("a", 5)], 8000);
+        assert!(o.is_gone(&a, TTL));
     }
 
     #[test]
     fn expiry_needs_a_read_that_shows_it() {
         let mut o = Observer::default();
         let a = NodeId::new("a");
-        o.observe(&[record("a", 5)], ms(0), TTL);
+        observe(&mut o, &[record("a", 5)], 0);
         // No read since: time alone proves nothing.
-        assert!(!o.is_expired(&a, TTL));
-    }
-
-    #[test]
-    fn unknown_nodes_are_not_expired() {
-        let o = Observer::default();
-        assert!(!o.is_expired(&NodeId::new("x"), TTL));
+        assert!(!o.is_gone(&a, TTL));
+        assert!(!o.is_gone(&NodeId::new("x"), TTL), "unknown nodes are not gone");
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! `RouteTable`: the three EC2 route calls vipfleet makes, and
-//! [`point_route`], which composes them the way DESIGN.md asks
-//! (`ReplaceRoute` first, `CreateRoute` when there is no route).
+//! `RouteTable`: the EC2 route calls vipfleet makes, and [`point_route`],
+//! which composes them (`ReplaceRoute` first, `CreateRoute` when there is
+//! no route).
 
 use std::future::Future;
 
@@ -24,6 +24,7 @@ pub enum RouteOp {
     Describe,
     Replace,
     Create,
+    Delete,
 }
 
 impl RouteOp {
@@ -32,6 +33,7 @@ impl RouteOp {
             RouteOp::Describe => "describe_route_tables",
             RouteOp::Replace => "replace_route",
             RouteOp::Create => "create_route",
+            RouteOp::Delete => "delete_route",
         }
     }
 }
@@ -74,6 +76,8 @@ pub trait RouteTable: Send + Sync {
         vip: Vip,
         eni: &EniId,
     ) -> impl Future<Output = Result<(), RouteError>> + Send;
+    /// Removes the route for `vip`; `NoRoute` when there is none.
+    fn delete(&self, table: &RouteTableId, vip: Vip) -> impl Future<Output = Result<(), RouteError>> + Send;
 }
 
 /// How [`point_route`] got the route in place.

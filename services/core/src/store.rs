@@ -1,59 +1,113 @@
-//! `LeaseStore`: the lease operations of DESIGN.md, shaped around what the
-//! protocol does rather than around DynamoDB's API. The agent implements it
-//! over DynamoDB; [`crate::fake::FakeLeaseStore`] implements it in memory.
+//! `LeaseStore`: the lease operations, shaped around what the protocol does
+//! rather than around DynamoDB's API. The agent implements it over DynamoDB;
+//! [`crate::fake::FakeLeaseStore`] implements it in memory.
 //!
 //! Lost races are outcomes, not errors: a conditional write that fails its
-//! condition tells the caller something true about the world.
+//! condition tells the caller something true about the world. Reads are
+//! lenient: an item the reader cannot use is reported in [`Scan::skipped`]
+//! and the rest of the read stands.
 
 use std::future::Future;
 
 use thiserror::Error;
 
-use crate::types::{Epoch, Heartbeat, Incarnation, NodeId, NodeInfo, NodeRecord, NodeState, ShardId, ShardRecord, Vip};
+use crate::layout::{LayoutId, ShardLayout};
+use crate::liveness::NodeCheck;
+use crate::types::{
+    Epoch, Heartbeat, Incarnation, NodeConfig, NodeId, NodeInfo, NodeRecord, NodeState, ShardId, ShardRecord,
+};
 
-/// `UpdateItem node#me SET hb = hb + 1, state = :state IF inc = :inc`; with
-/// `register`, the item is written whatever it held, taking the node id over
-/// for this incarnation.
+/// How a heartbeat writes the node item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BeatKind {
+    /// `UpdateItem SET hb = hb + 1 … IF inc = :inc`.
+    Renew,
+    /// A new process: the item is written whatever it held, taking the node
+    /// id over for this incarnation (a previous process of this node, dead
+    /// or stuck, loses it).
+    Register,
+    /// Our item vanished (deleted by hand, or the table was re-created):
+    /// written again, unless another incarnation registered meanwhile.
+    Reregister,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeartbeatRequest {
     pub info: NodeInfo,
+    pub config: NodeConfig,
     pub inc: Incarnation,
     pub state: NodeState,
-    pub register: bool,
+    pub kind: BeatKind,
+    /// The highest shard epoch this node has seen.
+    pub epoch_floor: Epoch,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeartbeatOutcome {
     /// The counter moved; the new value.
     Beat(Heartbeat),
+    /// Our item is gone: re-register.
+    Missing,
     /// Another process holds this node id now (a different incarnation).
     NotMine,
+}
+
+/// An item a read could not use, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// The item's key as stored (`node#…`, `shard#…`).
+    pub key: String,
+    pub reason: String,
+    /// The node the key names, when it names one: that node's item exists,
+    /// so it is not missing, whatever else is wrong with it.
+    pub node: Option<NodeId>,
+    /// The shard the key names, when it names one: nobody may claim it as
+    /// free while its item is there.
+    pub shard: Option<ShardId>,
+}
+
+/// What a read of many items returned: the usable records and the rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scan<T> {
+    pub records: Vec<T>,
+    pub skipped: Vec<Skipped>,
+}
+
+impl<T> Scan<T> {
+    pub fn clean(records: Vec<T>) -> Self {
+        Self {
+            records,
+            skipped: Vec::new(),
+        }
+    }
 }
 
 /// What the shard must look like for an acquisition to succeed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Expect {
-    /// No owner: `attribute_not_exists(owner)`.
-    Free,
-    /// The owner was marked dead, or its item is gone: a transaction with
-    /// `ConditionCheck node#x: attribute_not_exists(pk) OR state = dead`
-    /// beside the update `IF owner = :x AND epoch = :e`. The node check
-    /// matters: a zombie that wakes up heartbeats itself back to `active`,
-    /// confirms its shards, and must not lose them to a stale verdict.
-    DeadOwner { owner: NodeId, epoch: Epoch },
-    /// The owner's lease expired on our clock: a transaction with
-    /// `ConditionCheck node#x: hb = :observed_hb` beside the update.
-    ExpiredOwner {
+    /// No owner, and no epoch at or above `next_epoch`:
+    /// `attribute_not_exists(owner) AND (attribute_not_exists(epoch) OR
+    /// epoch < :next)`, setting `epoch = :next`. The claimant passes one
+    /// more than the highest epoch it remembers or reads in any node's
+    /// floor, so an item that vanished and comes back (a table re-created)
+    /// never takes an epoch that a node which remembers the old one would
+    /// read as older.
+    Free { next_epoch: Epoch },
+    /// The owner is gone: a transaction of the shard update
+    /// `IF owner = :x AND epoch = :e` and a `ConditionCheck` on the owner's
+    /// node item that it is still gone as we saw it (`hb = :hb AND inc =
+    /// :inc`, or `attribute_not_exists(pk)`). If the owner heartbeated or
+    /// came back meanwhile, the transaction is cancelled: it is alive.
+    GoneOwner {
         owner: NodeId,
         epoch: Epoch,
-        observed_hb: Heartbeat,
+        check: NodeCheck,
     },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AcquireRequest {
     pub shard: ShardId,
-    pub vips: Vec<Vip>,
     pub me: NodeId,
     pub inc: Incarnation,
     pub expect: Expect,
@@ -65,8 +119,7 @@ pub enum AcquireOutcome {
     Acquired { epoch: Epoch },
     /// The shard was not as expected: someone else moved first.
     LostRace,
-    /// The owner heartbeated after we observed it (or is no longer marked
-    /// dead): it is alive.
+    /// The owner is not gone after all (it heartbeated, or came back).
     OwnerAlive,
 }
 
@@ -104,6 +157,22 @@ pub enum MarkDeadOutcome {
     Alive,
 }
 
+/// `DeleteItem shard#S IF epoch = :e`: the shard of a VIP that no node
+/// serves any more, once its routes are gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetireRequest {
+    pub shard: ShardId,
+    pub epoch: Epoch,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetireOutcome {
+    Retired,
+    /// The item changed meanwhile (someone claimed it: a node that serves
+    /// the VIP after all).
+    Changed,
+}
+
 /// Which store operation failed, for errors and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StoreOp {
@@ -111,22 +180,49 @@ pub enum StoreOp {
     ReadNodes,
     ReadShards,
     ReadShard,
+    ReadLayout,
+    PublishLayout,
     Acquire,
     Handoff,
     MarkDead,
+    Retire,
 }
 
 impl StoreOp {
+    pub const ALL: [StoreOp; 10] = [
+        StoreOp::Heartbeat,
+        StoreOp::ReadNodes,
+        StoreOp::ReadShards,
+        StoreOp::ReadShard,
+        StoreOp::ReadLayout,
+        StoreOp::PublishLayout,
+        StoreOp::Acquire,
+        StoreOp::Handoff,
+        StoreOp::MarkDead,
+        StoreOp::Retire,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             StoreOp::Heartbeat => "heartbeat",
             StoreOp::ReadNodes => "read_nodes",
             StoreOp::ReadShards => "read_shards",
             StoreOp::ReadShard => "read_shard",
+            StoreOp::ReadLayout => "read_layout",
+            StoreOp::PublishLayout => "publish_layout",
             StoreOp::Acquire => "acquire",
             StoreOp::Handoff => "handoff",
             StoreOp::MarkDead => "mark_dead",
+            StoreOp::Retire => "retire",
         }
+    }
+
+    /// Whether the operation writes (for cost accounting).
+    pub fn writes(&self) -> bool {
+        !matches!(
+            self,
+            StoreOp::ReadNodes | StoreOp::ReadShards | StoreOp::ReadShard | StoreOp::ReadLayout
+        )
     }
 }
 
@@ -136,14 +232,28 @@ pub enum StoreErrorKind {
     Throttled,
     /// Could not reach the store, or it timed out.
     Unavailable,
+    /// The lease table does not exist (deleted, or not restored yet).
+    TableMissing,
     /// An item we could not read (a schema problem).
     Corrupt,
     /// Anything else the store said.
     Other,
 }
 
+impl StoreErrorKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StoreErrorKind::Throttled => "throttled",
+            StoreErrorKind::Unavailable => "unavailable",
+            StoreErrorKind::TableMissing => "table_missing",
+            StoreErrorKind::Corrupt => "corrupt",
+            StoreErrorKind::Other => "other",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
-#[error("lease store {}: {kind:?}: {detail}", op.as_str())]
+#[error("lease store {}: {}: {detail}", op.as_str(), kind.as_str())]
 pub struct StoreError {
     pub op: StoreOp,
     pub kind: StoreErrorKind,
@@ -166,10 +276,17 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// shows us as owner confirms the lease at the time it was sent.
 pub trait LeaseStore: Send + Sync {
     fn heartbeat(&self, req: &HeartbeatRequest) -> impl Future<Output = StoreResult<HeartbeatOutcome>> + Send;
-    fn read_nodes(&self) -> impl Future<Output = StoreResult<Vec<NodeRecord>>> + Send;
-    fn read_shards(&self) -> impl Future<Output = StoreResult<Vec<ShardRecord>>> + Send;
+    fn read_nodes(&self) -> impl Future<Output = StoreResult<Scan<NodeRecord>>> + Send;
+    fn read_shards(&self) -> impl Future<Output = StoreResult<Scan<ShardRecord>>> + Send;
+    /// One shard, strongly consistent; an item that cannot be read is a
+    /// `Corrupt` error.
     fn read_shard(&self, shard: ShardId) -> impl Future<Output = StoreResult<Option<ShardRecord>>> + Send;
+    /// Writes the layout item for `layout.id()` unless it exists.
+    fn publish_layout(&self, layout: &ShardLayout) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A peer's layout; `None` if its item does not exist (yet).
+    fn read_layout(&self, id: &LayoutId) -> impl Future<Output = StoreResult<Option<ShardLayout>>> + Send;
     fn acquire(&self, req: &AcquireRequest) -> impl Future<Output = StoreResult<AcquireOutcome>> + Send;
     fn hand_off(&self, req: &HandoffRequest) -> impl Future<Output = StoreResult<HandoffOutcome>> + Send;
     fn mark_dead(&self, req: &MarkDeadRequest) -> impl Future<Output = StoreResult<MarkDeadOutcome>> + Send;
+    fn retire(&self, req: &RetireRequest) -> impl Future<Output = StoreResult<RetireOutcome>> + Send;
 }

@@ -1,9 +1,10 @@
 //! [`DynamoLeaseStore`]: the core's `LeaseStore` over DynamoDB, with the
-//! table and item format of DESIGN.md (see `dynamo_items`).
+//! item format of `dynamo_items`.
 //!
-//! Every write is one conditional `UpdateItem`, except the takeover of an
-//! expired node's shard, which is a `TransactWriteItems` of a
-//! `ConditionCheck` on the node's heartbeat and the shard update. A failed
+//! Every write is one conditional `UpdateItem` or `PutItem`, except the
+//! takeover of a gone node's shard, which is a `TransactWriteItems` of a
+//! `ConditionCheck` on the node's item (still as observed, or still
+//! missing) and the shard update. A failed
 //! condition is an outcome (`LostRace`, `NotMine`, …), exactly as in the
 //! core's in-memory fake; the contract suite in `vipfleet_core::contract`
 //! holds both to the same behaviour.
@@ -19,28 +20,35 @@
 //! in, so their retries are exact. A retried hand-off or heartbeat needs
 //! nothing: `NotOwner` after our own hand-off is true, and a heartbeat
 //! counted twice is harmless. `init_table` lives in `dynamo_table`.
+//!
+//! A table that does not exist (deleted, or being restored) answers
+//! `ResourceNotFoundException`: every call then fails as
+//! [`StoreErrorKind::TableMissing`], which the agent reports and rides out
+//! (fail static).
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use vipfleet_core::liveness::NodeCheck;
 use vipfleet_core::store::{
-    AcquireOutcome, AcquireRequest, Expect, HandoffOutcome, HandoffRequest, HeartbeatOutcome, HeartbeatRequest,
-    LeaseStore, MarkDeadOutcome, MarkDeadRequest, StoreError, StoreErrorKind, StoreOp, StoreResult,
+    AcquireOutcome, AcquireRequest, BeatKind, Expect, HandoffOutcome, HandoffRequest, HeartbeatOutcome,
+    HeartbeatRequest, LeaseStore, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, StoreError,
+    StoreErrorKind, StoreOp, StoreResult,
 };
-use vipfleet_core::{Epoch, NodeId, NodeRecord, NodeState, ShardId, ShardRecord};
+use vipfleet_core::{Epoch, LayoutId, NodeId, NodeRecord, NodeState, ShardId, ShardLayout, ShardRecord};
 
 use super::dynamo_items::{
-    attr, expr, get_n, inc_value, n, names, node_key, node_record, s, shard_key, shard_record, vips_value, Item,
-    NODE_PREFIX, SHARD_PREFIX,
+    attr, decode_all, expr, get_n, inc_value, layout_from_item, layout_item, layout_key, n, names, node_item, node_key,
+    node_record, node_values, s, shard_key, shard_record, Beat, Item, NODE_PREFIX, SHARD_PREFIX,
 };
-use super::{classify, error_detail, ErrorClass};
+use super::{classify, error_code, error_detail, ErrorClass};
 
 pub use super::dynamo_table::{init_table, Billing, InitTableError, TableInit};
 
@@ -52,6 +60,12 @@ const DEAD_NODE_RETENTION_SECS: u64 = 24 * 60 * 60;
 /// come back in the same order.
 const TAKEOVER_NODE_ITEM: usize = 0;
 const TAKEOVER_SHARD_ITEM: usize = 1;
+
+/// The answer of a table that does not exist.
+const TABLE_MISSING_CODE: &str = "ResourceNotFoundException";
+/// The answer to an update whose expression meets an attribute of the wrong
+/// type (a node item edited by hand).
+const VALIDATION_CODE: &str = "ValidationException";
 
 /// The lease table. Cheap to clone (the SDK client is an `Arc` inside).
 #[derive(Clone, Debug)]
@@ -69,6 +83,10 @@ pub struct DynamoLeaseStore {
 fn system_unix_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
+
+/// What a conditional write came to: `Ok(new attributes)`, or the condition
+/// failed (with the item as it was, when asked for and present).
+type Conditional = Result<Item, Option<Item>>;
 
 impl DynamoLeaseStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
@@ -92,12 +110,16 @@ impl DynamoLeaseStore {
 
     fn error<E>(&self, op: StoreOp, context: &str, err: &SdkError<E, HttpResponse>) -> StoreError
     where
-        E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let kind = match classify(err) {
-            ErrorClass::Throttled => StoreErrorKind::Throttled,
-            ErrorClass::Unavailable => StoreErrorKind::Unavailable,
-            ErrorClass::Other => StoreErrorKind::Other,
+        let kind = if error_code(err) == Some(TABLE_MISSING_CODE) {
+            StoreErrorKind::TableMissing
+        } else {
+            match classify(err) {
+                ErrorClass::Throttled => StoreErrorKind::Throttled,
+                ErrorClass::Unavailable => StoreErrorKind::Unavailable,
+                ErrorClass::Other => StoreErrorKind::Other,
+            }
         };
         StoreError::new(
             op,
@@ -109,10 +131,7 @@ impl DynamoLeaseStore {
     /// All items whose key starts with `prefix`. Cost: a Scan reads (and
     /// bills) the whole table whatever the filter keeps, nodes and shards
     /// alike: one read unit per 4 KB of items, half that when eventually
-    /// consistent. 10 nodes (~200 B each) and 100 shards (~100 B) are 12 KB:
-    /// 3 units a consistent scan, 1.5 an eventual one, per agent per scan.
-    /// Reading shards therefore costs as much as reading nodes; the caller
-    /// should do it less often (DESIGN.md, cost model).
+    /// consistent.
     async fn scan(&self, op: StoreOp, prefix: &str, consistent: bool) -> StoreResult<Vec<Item>> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
@@ -141,8 +160,7 @@ impl DynamoLeaseStore {
         StoreError::new(op, StoreErrorKind::Corrupt, detail)
     }
 
-    /// One conditional `UpdateItem`. `Ok(Err(old))`: the condition failed,
-    /// with the item as it was (when asked for and present).
+    /// One conditional `UpdateItem`.
     async fn update(
         &self,
         op: StoreOp,
@@ -151,7 +169,7 @@ impl DynamoLeaseStore {
         condition: Option<&str>,
         values: HashMap<String, AttributeValue>,
         return_old_on_failure: bool,
-    ) -> StoreResult<Result<Item, Option<Item>>> {
+    ) -> StoreResult<Conditional> {
         let mut expressions = vec![update];
         expressions.extend(condition);
         let context = match &key {
@@ -176,13 +194,75 @@ impl DynamoLeaseStore {
         match result {
             Ok(out) => Ok(Ok(out.attributes().cloned().unwrap_or_default())),
             Err(err) => match err.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(e)) => Ok(Err(e.item().cloned())),
+                Some(e) if e.is_conditional_check_failed_exception() => {
+                    let old = match e {
+                        aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(
+                            c,
+                        ) => c.item().cloned(),
+                        _ => None,
+                    };
+                    Ok(Err(old))
+                }
                 // A transaction holds the item right now: someone else is
                 // moving it. Only a claim may read that as a lost race.
-                Some(UpdateItemError::TransactionConflictException(_)) if op == StoreOp::Acquire => Ok(Err(None)),
+                Some(e) if e.is_transaction_conflict_exception() && op == StoreOp::Acquire => Ok(Err(None)),
+                // An expression met an attribute of the wrong type: for our
+                // own heartbeat, an item broken by hand, to be written anew.
+                _ if op == StoreOp::Heartbeat && error_code(&err) == Some(VALIDATION_CODE) => Ok(Err(None)),
                 _ => Err(self.error(op, &context, &err)),
             },
         }
+    }
+
+    /// One `PutItem`, conditional when `condition` is given; `Ok(false)`
+    /// when the condition failed.
+    async fn put(
+        &self,
+        op: StoreOp,
+        item: Item,
+        condition: Option<&str>,
+        values: HashMap<String, AttributeValue>,
+    ) -> StoreResult<bool> {
+        let context = item
+            .get(attr::PK)
+            .and_then(|k| k.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .set_condition_expression(condition.map(str::to_string))
+            .set_expression_attribute_names(condition.map(|c| names(&[c])))
+            .set_expression_attribute_values((!values.is_empty()).then_some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(self.error(op, &format!("put {context}"), &err)),
+        }
+    }
+
+    async fn get(&self, op: StoreOp, key: AttributeValue, consistent: bool) -> StoreResult<Option<Item>> {
+        let context = format!("get {}", key.as_s().map(String::as_str).unwrap_or("?"));
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::PK, key)
+            .consistent_read(consistent)
+            .send()
+            .await
+            .map_err(|e| self.error(op, &context, &e))?;
+        Ok(out.item().cloned())
     }
 
     fn values(pairs: impl IntoIterator<Item = (&'static str, AttributeValue)>) -> HashMap<String, AttributeValue> {
@@ -190,26 +270,24 @@ impl DynamoLeaseStore {
     }
 
     /// The epoch, when a shard item returned by a failed claim shows that
-    /// claim's own result: owner `me` at incarnation `inc`, and (for a
-    /// takeover at `from_epoch`) one epoch on. An earlier attempt landed.
-    fn shows_own_claim(item: &Option<Item>, req: &AcquireRequest, from_epoch: Option<Epoch>) -> Option<Epoch> {
+    /// claim's own result: owner `me` at incarnation `inc`, at the epoch the
+    /// claim sets. An earlier attempt landed.
+    fn shows_own_claim(item: &Option<Item>, req: &AcquireRequest, epoch: Epoch) -> Option<Epoch> {
         let record = shard_record(item.as_ref()?).ok()?;
         let ours = record.owner.as_ref() == Some(&req.me) && record.owner_inc == Some(req.inc);
-        let epoch_ok = from_epoch.is_none_or(|e| record.epoch == e + 1);
-        (ours && epoch_ok).then_some(record.epoch)
+        (ours && record.epoch == epoch).then_some(record.epoch)
     }
 
-    /// The transaction of DESIGN.md step 3: a `ConditionCheck` on the old
-    /// owner's node item (`node_check`: expression, its one value's name and
-    /// value) beside the conditional update of the shard.
+    /// A takeover from a gone owner: a `ConditionCheck` on its node item
+    /// (still as we saw it, or still missing) beside the conditional update
+    /// of the shard.
     async fn take_over(
         &self,
         req: &AcquireRequest,
         prev: &NodeId,
         epoch: Epoch,
-        node_check: (&'static str, &'static str, AttributeValue),
+        check: NodeCheck,
     ) -> StoreResult<AcquireOutcome> {
-        let (node_condition, value_name, value) = node_check;
         let op = StoreOp::Acquire;
         let build_error = |e: aws_smithy_types::error::operation::BuildError| {
             StoreError::new(
@@ -218,26 +296,41 @@ impl DynamoLeaseStore {
                 format!("building the takeover transaction: {e}"),
             )
         };
-        let check = ConditionCheck::builder()
+        let node_check = ConditionCheck::builder()
             .table_name(&self.table)
-            .key(attr::PK, node_key(prev))
-            .condition_expression(node_condition)
-            .set_expression_attribute_names(Some(names(&[node_condition])))
-            .expression_attribute_values(value_name, value.clone())
-            .build()
-            .map_err(build_error)?;
+            .key(attr::PK, node_key(prev));
+        let node_check = match check {
+            NodeCheck::Unchanged { hb, inc } => node_check
+                .condition_expression(expr::GONE_UNCHANGED_CONDITION)
+                .set_expression_attribute_names(Some(names(&[expr::GONE_UNCHANGED_CONDITION])))
+                .expression_attribute_values(":hb", n(hb))
+                .expression_attribute_values(":prev_inc", inc_value(inc)),
+            NodeCheck::Missing => node_check
+                .condition_expression(expr::GONE_MISSING_CONDITION)
+                .set_expression_attribute_names(Some(names(&[expr::GONE_MISSING_CONDITION]))),
+        }
+        .build()
+        .map_err(build_error)?;
         let update = Update::builder()
             .table_name(&self.table)
             .key(attr::PK, shard_key(req.shard))
             .update_expression(expr::TAKEOVER_UPDATE)
             .condition_expression(expr::TAKEOVER_CONDITION)
             .set_expression_attribute_names(Some(names(&[expr::TAKEOVER_UPDATE, expr::TAKEOVER_CONDITION])))
-            .set_expression_attribute_values(Some(self.takeover_values(req, prev, epoch)))
+            .set_expression_attribute_values(Some(Self::values([
+                (":me", s(req.me.as_str())),
+                (":inc", inc_value(req.inc)),
+                (":one", n(1)),
+                (":zero", n(0)),
+                (":now", n((self.wall_clock)())),
+                (":prev", s(prev.as_str())),
+                (":epoch", n(epoch)),
+            ])))
             .build()
             .map_err(build_error)?;
         // In the order of TAKEOVER_NODE_ITEM, TAKEOVER_SHARD_ITEM.
         let items = vec![
-            TransactWriteItem::builder().condition_check(check).build(),
+            TransactWriteItem::builder().condition_check(node_check).build(),
             TransactWriteItem::builder().update(update).build(),
         ];
         let result = self
@@ -250,10 +343,7 @@ impl DynamoLeaseStore {
             Ok(_) => return Ok(AcquireOutcome::Acquired { epoch: epoch + 1 }),
             Err(err) => err,
         };
-        let context = format!(
-            "take over shard#{} from {prev} ({node_condition} with {value:?}, epoch {epoch})",
-            req.shard
-        );
+        let context = format!("take over shard#{} from {prev} ({check:?}, epoch {epoch})", req.shard);
         if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = err.as_service_error() {
             let codes: Vec<&str> = cancelled
                 .cancellation_reasons()
@@ -265,19 +355,6 @@ impl DynamoLeaseStore {
             }
         }
         Err(self.error(op, &context, &err))
-    }
-
-    fn takeover_values(&self, req: &AcquireRequest, prev: &NodeId, epoch: Epoch) -> HashMap<String, AttributeValue> {
-        Self::values([
-            (":me", s(req.me.as_str())),
-            (":inc", inc_value(req.inc)),
-            (":vips", vips_value(&req.vips)),
-            (":one", n(1)),
-            (":zero", n(0)),
-            (":now", n((self.wall_clock)())),
-            (":prev", s(prev.as_str())),
-            (":epoch", n(epoch)),
-        ])
     }
 }
 
@@ -305,106 +382,127 @@ fn takeover_verdict(codes: &[&str]) -> Option<Result<AcquireOutcome, StoreErrorK
 impl LeaseStore for DynamoLeaseStore {
     async fn heartbeat(&self, req: &HeartbeatRequest) -> StoreResult<HeartbeatOutcome> {
         let op = StoreOp::Heartbeat;
-        let condition = (!req.register).then_some(expr::HEARTBEAT_CONDITION);
-        let info = &req.info;
-        let values = Self::values([
-            (":zero", n(0)),
-            (":one", n(1)),
-            (":inc", inc_value(req.inc)),
-            (":state", s(req.state.as_str())),
-            (":eni", s(info.eni.to_string())),
-            (":az", s(info.az.as_str())),
-            (":addr", s(info.addr.as_str())),
-            (":weight", n(u64::from(info.weight))),
-            (":version", s(info.version.as_str())),
-            (":now", n((self.wall_clock)())),
-        ]);
-        match self
-            .update(op, node_key(&info.id), expr::HEARTBEAT_UPDATE, condition, values, false)
-            .await?
-        {
-            Ok(new) => get_n(&new, attr::HB)
-                .map(HeartbeatOutcome::Beat)
-                .map_err(|e| Self::corrupt(op, format!("node#{}: {e}", info.id))),
-            Err(_) => Ok(HeartbeatOutcome::NotMine),
+        let beat = Beat {
+            info: &req.info,
+            config: &req.config,
+            inc: req.inc,
+            state: req.state,
+            epoch_floor: req.epoch_floor,
+            now: (self.wall_clock)(),
+        };
+        let item = || node_item(&beat);
+        match req.kind {
+            BeatKind::Register => {
+                self.put(op, item(), None, HashMap::new()).await?;
+                Ok(HeartbeatOutcome::Beat(1))
+            }
+            BeatKind::Reregister => {
+                let values = Self::values([(":inc", inc_value(req.inc)), (":string", s("S"))]);
+                Ok(
+                    match self.put(op, item(), Some(expr::REREGISTER_CONDITION), values).await? {
+                        true => HeartbeatOutcome::Beat(1),
+                        false => HeartbeatOutcome::NotMine,
+                    },
+                )
+            }
+            BeatKind::Renew => {
+                let mut values = Self::values(node_values(&beat));
+                values.extend(Self::values([(":zero", n(0)), (":one", n(1))]));
+                let result = self
+                    .update(
+                        op,
+                        node_key(&req.info.id),
+                        expr::HEARTBEAT_UPDATE,
+                        Some(expr::HEARTBEAT_CONDITION),
+                        values,
+                        true,
+                    )
+                    .await?;
+                match result {
+                    Ok(new) => get_n(&new, attr::HB)
+                        .map(HeartbeatOutcome::Beat)
+                        .map_err(|e| Self::corrupt(op, format!("node#{}: {e}", req.info.id))),
+                    // Another process's incarnation is there: it holds the
+                    // id. No item, or one we cannot read: ours to write anew.
+                    Err(Some(old)) if node_record(&old).is_ok_and(|r| r.inc != req.inc) => {
+                        Ok(HeartbeatOutcome::NotMine)
+                    }
+                    Err(_) => Ok(HeartbeatOutcome::Missing),
+                }
+            }
         }
     }
 
-    async fn read_nodes(&self) -> StoreResult<Vec<NodeRecord>> {
-        let op = StoreOp::ReadNodes;
-        let items = self.scan(op, NODE_PREFIX, self.consistent_node_reads).await?;
-        items
-            .iter()
-            .map(|item| node_record(item).map_err(|e| Self::corrupt(op, e)))
-            .collect()
+    async fn read_nodes(&self) -> StoreResult<Scan<NodeRecord>> {
+        let items = self
+            .scan(StoreOp::ReadNodes, NODE_PREFIX, self.consistent_node_reads)
+            .await?;
+        Ok(decode_all(&items, node_record))
     }
 
-    async fn read_shards(&self) -> StoreResult<Vec<ShardRecord>> {
-        let op = StoreOp::ReadShards;
+    async fn read_shards(&self) -> StoreResult<Scan<ShardRecord>> {
         // Consistent: a read that shows us as owner confirms the lease.
-        let items = self.scan(op, SHARD_PREFIX, true).await?;
-        let mut shards = items
-            .iter()
-            .map(|item| shard_record(item).map_err(|e| Self::corrupt(op, e)))
-            .collect::<StoreResult<Vec<_>>>()?;
+        let items = self.scan(StoreOp::ReadShards, SHARD_PREFIX, true).await?;
+        let mut scan = decode_all(&items, shard_record);
         // The fake returns shards in id order; a scan returns hash order.
-        shards.sort_by_key(|s| s.id);
-        Ok(shards)
+        scan.records.sort_by_key(|s| s.id);
+        Ok(scan)
     }
 
     async fn read_shard(&self, shard: ShardId) -> StoreResult<Option<ShardRecord>> {
         let op = StoreOp::ReadShard;
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(attr::PK, shard_key(shard))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.error(op, &format!("get shard#{shard}"), &e))?;
-        out.item()
-            .map(|item| shard_record(item).map_err(|e| Self::corrupt(op, e)))
+        self.get(op, shard_key(shard), true)
+            .await?
+            .map(|item| shard_record(&item).map_err(|e| Self::corrupt(op, format!("shard#{shard}: {e}"))))
+            .transpose()
+    }
+
+    async fn publish_layout(&self, layout: &ShardLayout) -> StoreResult<()> {
+        // Already there is as good: a fingerprint names one layout.
+        self.put(
+            StoreOp::PublishLayout,
+            layout_item(layout),
+            Some(expr::PUT_IF_ABSENT),
+            HashMap::new(),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn read_layout(&self, id: &LayoutId) -> StoreResult<Option<ShardLayout>> {
+        let op = StoreOp::ReadLayout;
+        self.get(op, layout_key(id), false)
+            .await?
+            .map(|item| layout_from_item(&item).map_err(|e| Self::corrupt(op, format!("layout#{id}: {e}"))))
             .transpose()
     }
 
     async fn acquire(&self, req: &AcquireRequest) -> StoreResult<AcquireOutcome> {
         let op = StoreOp::Acquire;
-        let (update, condition, values, from_epoch) = match &req.expect {
-            Expect::ExpiredOwner {
-                owner,
-                epoch,
-                observed_hb,
-            } => {
-                let unchanged = (expr::TAKEOVER_NODE_CONDITION, ":hb", n(*observed_hb));
-                return self.take_over(req, owner, *epoch, unchanged).await;
-            }
-            Expect::Free => (
-                expr::CLAIM_UPDATE,
-                expr::CLAIM_CONDITION,
-                Self::values([
-                    (":me", s(req.me.as_str())),
-                    (":inc", inc_value(req.inc)),
-                    (":vips", vips_value(&req.vips)),
-                    (":one", n(1)),
-                    (":zero", n(0)),
-                    (":now", n((self.wall_clock)())),
-                ]),
-                None,
-            ),
-            Expect::DeadOwner { owner, epoch } => {
-                let dead = (expr::DEAD_NODE_CONDITION, ":dead", s(NodeState::Dead.as_str()));
-                return self.take_over(req, owner, *epoch, dead).await;
-            }
+        let next_epoch = match &req.expect {
+            Expect::GoneOwner { owner, epoch, check } => return self.take_over(req, owner, *epoch, *check).await,
+            Expect::Free { next_epoch } => *next_epoch,
         };
+        let values = Self::values([
+            (":me", s(req.me.as_str())),
+            (":inc", inc_value(req.inc)),
+            (":next", n(next_epoch)),
+            (":zero", n(0)),
+            (":now", n((self.wall_clock)())),
+        ]);
         match self
-            .update(op, shard_key(req.shard), update, Some(condition), values, true)
+            .update(
+                op,
+                shard_key(req.shard),
+                expr::CLAIM_UPDATE,
+                Some(expr::CLAIM_CONDITION),
+                values,
+                true,
+            )
             .await?
         {
-            Ok(new) => get_n(&new, attr::EPOCH)
-                .map(|epoch| AcquireOutcome::Acquired { epoch })
-                .map_err(|e| Self::corrupt(op, format!("shard#{}: {e}", req.shard))),
-            Err(old) => Ok(match Self::shows_own_claim(&old, req, from_epoch) {
+            Ok(_) => Ok(AcquireOutcome::Acquired { epoch: next_epoch }),
+            Err(old) => Ok(match Self::shows_own_claim(&old, req, next_epoch) {
                 Some(epoch) => AcquireOutcome::Acquired { epoch },
                 None => AcquireOutcome::LostRace,
             }),
@@ -460,6 +558,31 @@ impl LeaseStore for DynamoLeaseStore {
         {
             Ok(_) => Ok(MarkDeadOutcome::Marked),
             Err(_) => Ok(MarkDeadOutcome::Alive),
+        }
+    }
+
+    async fn retire(&self, req: &RetireRequest) -> StoreResult<RetireOutcome> {
+        let op = StoreOp::Retire;
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(attr::PK, shard_key(req.shard))
+            .condition_expression(expr::RETIRE_CONDITION)
+            .set_expression_attribute_names(Some(names(&[expr::RETIRE_CONDITION])))
+            .expression_attribute_values(":epoch", n(req.epoch))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(RetireOutcome::Retired),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(RetireOutcome::Changed)
+            }
+            Err(err) => Err(self.error(op, &format!("delete shard#{}", req.shard), &err)),
         }
     }
 }

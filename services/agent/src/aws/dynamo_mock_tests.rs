@@ -12,11 +12,14 @@ use aws_smithy_mocks::{mock, Rule};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
+use vipfleet_core::liveness::NodeCheck;
 use vipfleet_core::store::{
-    AcquireOutcome, AcquireRequest, Expect, HandoffOutcome, HandoffRequest, HeartbeatOutcome, HeartbeatRequest,
-    LeaseStore, MarkDeadOutcome, MarkDeadRequest, StoreErrorKind, StoreOp,
+    AcquireOutcome, AcquireRequest, BeatKind, Expect, HandoffOutcome, HandoffRequest, HeartbeatOutcome,
+    HeartbeatRequest, LeaseStore, MarkDeadOutcome, MarkDeadRequest, Scan, StoreErrorKind, StoreOp,
 };
-use vipfleet_core::{EniId, Incarnation, NodeId, NodeInfo, NodeState, ShardId, ShardRecord};
+use vipfleet_core::{
+    EniId, Incarnation, LayoutId, NodeConfig, NodeId, NodeInfo, NodeState, RouteTableId, ShardId, ShardRecord,
+};
 
 use super::dynamo::DynamoLeaseStore;
 use super::dynamo_items::{shard_item, Item};
@@ -59,19 +62,29 @@ fn info() -> NodeInfo {
     }
 }
 
-fn beat(register: bool) -> HeartbeatRequest {
+fn beat(kind: BeatKind) -> HeartbeatRequest {
     HeartbeatRequest {
         info: info(),
+        config: NodeConfig {
+            layout: LayoutId("0123456789abcdef".into()),
+            route_tables: vec![RouteTableId("rtb-1".into())],
+            lease_ttl: std::time::Duration::from_millis(3000),
+            heartbeat_interval: std::time::Duration::from_millis(1000),
+        },
         inc: Incarnation(7),
         state: NodeState::Active,
-        register,
+        kind,
+        epoch_floor: 3,
     }
+}
+
+fn shard() -> ShardId {
+    "10.200.0.3/32".parse().expect("shard")
 }
 
 fn claim(expect: Expect) -> AcquireRequest {
     AcquireRequest {
-        shard: ShardId(3),
-        vips: vec!["10.200.0.3/32".parse().expect("vip")],
+        shard: shard(),
         me: NodeId::new("i-1"),
         inc: Incarnation(7),
         expect,
@@ -79,10 +92,13 @@ fn claim(expect: Expect) -> AcquireRequest {
 }
 
 fn expired() -> Expect {
-    Expect::ExpiredOwner {
+    Expect::GoneOwner {
         owner: NodeId::new("i-2"),
         epoch: 4,
-        observed_hb: 41,
+        check: NodeCheck::Unchanged {
+            hb: 41,
+            inc: Incarnation(9),
+        },
     }
 }
 
@@ -94,7 +110,7 @@ async fn throttling_answers_are_throttled_errors_with_context() {
         "RequestLimitExceeded",
     ] {
         let rule = mock!(Client::update_item).then_http_response(move || wire_error(400, code, ""));
-        let err = store(&[&rule]).heartbeat(&beat(false)).await.unwrap_err();
+        let err = store(&[&rule]).heartbeat(&beat(BeatKind::Renew)).await.unwrap_err();
         assert_eq!(
             (err.op, err.kind),
             (StoreOp::Heartbeat, StoreErrorKind::Throttled),
@@ -110,14 +126,35 @@ async fn throttling_answers_are_throttled_errors_with_context() {
 #[tokio::test]
 async fn server_errors_are_unavailable_and_client_errors_other() {
     let rule = mock!(Client::get_item).then_http_response(|| wire_error(500, "InternalServerError", ""));
-    let err = store(&[&rule]).read_shard(ShardId(1)).await.unwrap_err();
+    let err = store(&[&rule]).read_shard(shard()).await.unwrap_err();
     assert_eq!(err.kind, StoreErrorKind::Unavailable, "{err}");
-    let rule = mock!(Client::update_item).then_http_response(|| wire_error(400, "ResourceNotFoundException", ""));
+    let rule = mock!(Client::update_item).then_http_response(|| wire_error(400, "ValidationException", ""));
     let err = store(&[&rule]).mark_dead(&dead()).await.unwrap_err();
     assert_eq!(err.kind, StoreErrorKind::Other, "{err}");
     assert!(
-        err.detail.contains("ResourceNotFoundException") && err.detail.contains(TABLE),
+        err.detail.contains("ValidationException") && err.detail.contains(TABLE),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_table_is_its_own_error_for_every_call() {
+    let missing = || wire_error(400, "ResourceNotFoundException", "");
+    let update = mock!(Client::update_item).then_http_response(missing);
+    let scan = mock!(Client::scan).then_http_response(missing);
+    let store = store(&[&update, &scan]);
+    let kind = |e: vipfleet_core::store::StoreError| e.kind;
+    assert_eq!(
+        store.mark_dead(&dead()).await.map_err(kind),
+        Err(StoreErrorKind::TableMissing)
+    );
+    assert_eq!(
+        store.heartbeat(&beat(BeatKind::Renew)).await.map_err(kind),
+        Err(StoreErrorKind::TableMissing)
+    );
+    assert_eq!(
+        store.read_nodes().await.map(|_| ()).map_err(kind),
+        Err(StoreErrorKind::TableMissing)
     );
 }
 
@@ -132,65 +169,106 @@ async fn an_unreachable_endpoint_is_unavailable() {
         .retry_config(aws_config::retry::RetryConfig::disabled())
         .build();
     let store = DynamoLeaseStore::new(Client::from_conf(config), TABLE);
-    let err = store.heartbeat(&beat(false)).await.unwrap_err();
+    let err = store.heartbeat(&beat(BeatKind::Renew)).await.unwrap_err();
     assert_eq!(err.kind, StoreErrorKind::Unavailable, "{err}");
 }
 
 #[tokio::test]
-async fn heartbeat_is_conditional_on_the_incarnation_unless_registering() {
+async fn heartbeats_tell_a_vanished_item_from_another_process() {
+    let renewal = |r: &aws_sdk_dynamodb::operation::update_item::UpdateItemInput| {
+        r.condition_expression() == Some("#inc = :inc")
+            && r.return_values_on_condition_check_failure().map(|v| v.as_str()) == Some("ALL_OLD")
+            && r.expression_attribute_names()
+                .and_then(|n| n.get("#state"))
+                .map(String::as_str)
+                == Some("state")
+            && r.expression_attribute_values().and_then(|v| v.get(":inc"))
+                == Some(&AttributeValue::S("0000000000000007".into()))
+    };
+    // Another incarnation's readable item: superseded.
+    let other = item_json(&node_item("i-1", 40));
     let rule = mock!(Client::update_item)
+        .match_requests(renewal)
+        .then_http_response(move || wire_error(400, "ConditionalCheckFailedException", &format!(r#","Item":{other}"#)));
+    assert_eq!(
+        store(&[&rule]).heartbeat(&beat(BeatKind::Renew)).await,
+        Ok(HeartbeatOutcome::NotMine)
+    );
+    // No item at all: missing.
+    let rule = mock!(Client::update_item)
+        .match_requests(renewal)
+        .then_http_response(|| wire_error(400, "ConditionalCheckFailedException", ""));
+    assert_eq!(
+        store(&[&rule]).heartbeat(&beat(BeatKind::Renew)).await,
+        Ok(HeartbeatOutcome::Missing)
+    );
+    // An item broken by hand (`hb` a string): missing, to be written anew.
+    let rule = mock!(Client::update_item).then_http_response(|| wire_error(400, "ValidationException", ""));
+    assert_eq!(
+        store(&[&rule]).heartbeat(&beat(BeatKind::Renew)).await,
+        Ok(HeartbeatOutcome::Missing)
+    );
+
+    let rule = mock!(Client::update_item).match_requests(renewal).then_output(|| {
+        UpdateItemOutput::builder()
+            .attributes("hb", AttributeValue::N("12".into()))
+            .build()
+    });
+    assert_eq!(
+        store(&[&rule]).heartbeat(&beat(BeatKind::Renew)).await,
+        Ok(HeartbeatOutcome::Beat(12))
+    );
+
+    // Registration is a put of the whole item; re-registration is the same
+    // put, unless another process holds the id.
+    let register = mock!(Client::put_item)
         .match_requests(|r| {
-            r.condition_expression() == Some("#inc = :inc")
-                && r.expression_attribute_names()
-                    .and_then(|n| n.get("#state"))
-                    .map(String::as_str)
-                    == Some("state")
-                && r.expression_attribute_values().and_then(|v| v.get(":inc"))
-                    == Some(&AttributeValue::S("0000000000000007".into()))
+            r.condition_expression().is_none()
+                && r.item().and_then(|i| i.get("layout")) == Some(&AttributeValue::S("0123456789abcdef".into()))
+                && r.item().and_then(|i| i.get("hb")) == Some(&AttributeValue::N("1".into()))
+        })
+        .then_output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build());
+    assert_eq!(
+        store(&[&register]).heartbeat(&beat(BeatKind::Register)).await,
+        Ok(HeartbeatOutcome::Beat(1))
+    );
+    let taken = mock!(Client::put_item)
+        .match_requests(|r| {
+            r.condition_expression()
+                .is_some_and(|c| c.contains("attribute_not_exists(#pk)"))
         })
         .then_http_response(|| wire_error(400, "ConditionalCheckFailedException", ""));
     assert_eq!(
-        store(&[&rule]).heartbeat(&beat(false)).await,
+        store(&[&taken]).heartbeat(&beat(BeatKind::Reregister)).await,
         Ok(HeartbeatOutcome::NotMine)
-    );
-
-    let rule = mock!(Client::update_item)
-        .match_requests(|r| r.condition_expression().is_none())
-        .then_output(|| {
-            UpdateItemOutput::builder()
-                .attributes("hb", AttributeValue::N("12".into()))
-                .build()
-        });
-    assert_eq!(
-        store(&[&rule]).heartbeat(&beat(true)).await,
-        Ok(HeartbeatOutcome::Beat(12))
     );
 }
 
 #[tokio::test]
 async fn a_failed_claim_is_a_lost_race_unless_the_item_shows_our_own_claim() {
     let record = |owner: &str, inc: u64| ShardRecord {
-        id: ShardId(3),
-        vips: vec!["10.200.0.3/32".parse().expect("vip")],
+        id: shard(),
         owner: Some(NodeId::new(owner)),
         owner_inc: Some(Incarnation(inc)),
         epoch: 5,
         moves: 1,
     };
+    let free = || Expect::Free { next_epoch: 5 };
     let with_item = |record: ShardRecord| {
         let item = item_json(&shard_item(&record));
         move || wire_error(400, "ConditionalCheckFailedException", &format!(r#","Item":{item}"#))
     };
     let cases = [
-        (Expect::Free, Some(record("i-2", 7)), AcquireOutcome::LostRace),
-        (Expect::Free, Some(record("i-1", 8)), AcquireOutcome::LostRace),
-        (Expect::Free, None, AcquireOutcome::LostRace),
-        // Our own earlier attempt landed (a retry after a lost answer).
+        (free(), Some(record("i-2", 7)), AcquireOutcome::LostRace),
+        (free(), Some(record("i-1", 8)), AcquireOutcome::LostRace),
+        (free(), None, AcquireOutcome::LostRace),
         (
-            Expect::Free,
+            Expect::Free { next_epoch: 6 },
             Some(record("i-1", 7)),
-            AcquireOutcome::Acquired { epoch: 5 },
+            AcquireOutcome::LostRace,
         ),
+        // Our own earlier attempt landed (a retry after a lost answer).
+        (free(), Some(record("i-1", 7)), AcquireOutcome::Acquired { epoch: 5 }),
     ];
     for (expect, item, outcome) in cases {
         let rule = match item {
@@ -254,8 +332,10 @@ async fn a_takeover_checks_the_node_then_updates_the_shard() {
                 c.key().get("pk") == Some(&AttributeValue::S("node#i-2".into()))
                     && c.expression_attribute_values().and_then(|v| v.get(":hb"))
                         == Some(&AttributeValue::N("41".into()))
+                    && c.expression_attribute_values().and_then(|v| v.get(":prev_inc"))
+                        == Some(&AttributeValue::S("0000000000000009".into()))
             }) && update.is_some_and(|u| {
-                u.key().get("pk") == Some(&AttributeValue::S("shard#3".into()))
+                u.key().get("pk") == Some(&AttributeValue::S("shard#10.200.0.3/32".into()))
                     && u.expression_attribute_values().and_then(|v| v.get(":epoch"))
                         == Some(&AttributeValue::N("4".into()))
             })
@@ -269,32 +349,32 @@ async fn a_takeover_checks_the_node_then_updates_the_shard() {
 }
 
 #[tokio::test]
-async fn a_dead_owners_shard_is_taken_only_while_the_owner_stays_dead() {
-    let dead_owner = || Expect::DeadOwner {
+async fn a_missing_owners_shard_is_taken_only_while_its_item_stays_missing() {
+    let missing_owner = || Expect::GoneOwner {
         owner: NodeId::new("i-2"),
         epoch: 4,
+        check: NodeCheck::Missing,
     };
     let rule = mock!(Client::transact_write_items)
         .match_requests(|r| {
             let check = r.transact_items().first().and_then(|i| i.condition_check());
             check.is_some_and(|c| {
                 c.key().get("pk") == Some(&AttributeValue::S("node#i-2".into()))
-                    && c.condition_expression() == "attribute_not_exists(#pk) OR #state = :dead"
-                    && c.expression_attribute_values().and_then(|v| v.get(":dead"))
-                        == Some(&AttributeValue::S("dead".into()))
+                    && c.condition_expression() == "attribute_not_exists(#pk)"
+                    && c.expression_attribute_values().is_none()
             })
         })
         .then_output(|| aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput::builder().build());
     assert_eq!(
-        store(&[&rule]).acquire(&claim(dead_owner())).await,
+        store(&[&rule]).acquire(&claim(missing_owner())).await,
         Ok(AcquireOutcome::Acquired { epoch: 5 })
     );
     assert_eq!(rule.num_calls(), 1);
-    // It heartbeated itself back to active: the node check fails.
-    let revived =
+    // It re-registered meanwhile: the node check fails.
+    let back =
         mock!(Client::transact_write_items).then_http_response(|| cancelled(&["ConditionalCheckFailed", "None"]));
     assert_eq!(
-        store(&[&revived]).acquire(&claim(dead_owner())).await,
+        store(&[&back]).acquire(&claim(missing_owner())).await,
         Ok(AcquireOutcome::OwnerAlive)
     );
 }
@@ -311,7 +391,7 @@ fn dead() -> MarkDeadRequest {
 async fn failed_hand_offs_and_mark_deads_are_outcomes() {
     let rule = mock!(Client::update_item).then_http_response(|| wire_error(400, "ConditionalCheckFailedException", ""));
     let handoff = HandoffRequest {
-        shard: ShardId(3),
+        shard: shard(),
         me: NodeId::new("i-1"),
         epoch: 5,
         to: NodeId::new("i-2"),
@@ -339,7 +419,7 @@ fn node_item(id: &str, hb: u64) -> Item {
 }
 
 #[tokio::test]
-async fn scans_follow_every_page_and_reject_corrupt_items() {
+async fn scans_follow_every_page_and_skip_items_they_cannot_use() {
     let first = mock!(Client::scan)
         .match_requests(|r| r.exclusive_start_key().is_none())
         .then_output(|| {
@@ -353,6 +433,7 @@ async fn scans_follow_every_page_and_reject_corrupt_items() {
         .then_output(|| ScanOutput::builder().items(node_item("i-2", 8)).build());
     let nodes = store(&[&first, &second]).read_nodes().await.expect("read_nodes");
     let got: Vec<_> = nodes
+        .records
         .iter()
         .map(|n| (n.info.id.as_str().to_string(), n.hb, n.inc, n.info.weight))
         .collect();
@@ -364,22 +445,33 @@ async fn scans_follow_every_page_and_reject_corrupt_items() {
         ]
     );
 
+    // An item the agent cannot use is skipped and named; the rest stands.
     let mut bad = node_item("i-3", 1);
-    bad.insert("state".into(), AttributeValue::S("sleeping".into()));
-    let rule = mock!(Client::scan).then_output(move || ScanOutput::builder().items(bad.clone()).build());
-    let err = store(&[&rule]).read_nodes().await.unwrap_err();
-    assert_eq!(err.kind, StoreErrorKind::Corrupt);
-    assert!(
-        err.detail.contains("node#i-3") && err.detail.contains("sleeping"),
-        "{err}"
+    bad.insert("hb".into(), AttributeValue::S("one".into()));
+    let mut newer = node_item("i-4", 1);
+    newer.insert("state".into(), AttributeValue::S("hibernating".into()));
+    let rule =
+        mock!(Client::scan).then_output(move || ScanOutput::builder().items(bad.clone()).items(newer.clone()).build());
+    let nodes = store(&[&rule])
+        .read_nodes()
+        .await
+        .expect("a bad item never fails the read");
+    assert_eq!(nodes.records.len(), 1);
+    assert_eq!(
+        nodes.records[0].state,
+        NodeState::Unrecognized,
+        "a newer version's state"
     );
+    assert_eq!(nodes.skipped.len(), 1);
+    assert_eq!(nodes.skipped[0].key, "node#i-3");
+    assert_eq!(nodes.skipped[0].node, Some(NodeId::new("i-3")));
+    assert!(nodes.skipped[0].reason.contains("hb"), "{:?}", nodes.skipped[0]);
 }
 
 #[tokio::test]
 async fn shard_reads_are_consistent() {
     let record = ShardRecord {
-        id: ShardId(3),
-        vips: vec!["10.200.0.3/32".parse().expect("vip")],
+        id: shard(),
         owner: None,
         owner_inc: None,
         epoch: 0,
@@ -393,6 +485,6 @@ async fn shard_reads_are_consistent() {
         .match_requests(|r| r.consistent_read() == Some(true))
         .then_output(|| ScanOutput::builder().build());
     let store = store(&[&get, &scan]);
-    assert_eq!(store.read_shard(ShardId(3)).await, Ok(Some(record)));
-    assert_eq!(store.read_shards().await, Ok(vec![]));
+    assert_eq!(store.read_shard(shard()).await, Ok(Some(record)));
+    assert_eq!(store.read_shards().await, Ok(Scan::clean(vec![])));
 }

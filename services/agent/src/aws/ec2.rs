@@ -12,6 +12,8 @@
 //!   instead." (older answers: `InvalidRoute.NotFound`) -> `NoRoute`;
 //! - `CreateRoute` on an existing destination: `RouteAlreadyExists` ->
 //!   `AlreadyExists` (moto instead replaces the route silently);
+//! - `DeleteRoute` on a destination without a route: `InvalidRoute.NotFound`
+//!   -> `NoRoute`;
 //! - `InvalidRouteTableID.NotFound` / `.Malformed` -> `UnknownTable`;
 //! - `RequestLimitExceeded` -> `Throttled` (after the SDK's adaptive retries).
 //!
@@ -300,6 +302,29 @@ impl RouteTable for Ec2RouteTable {
                 RouteOp::Create,
                 Some(table),
                 &format!("{table}: {vip} -> {eni}"),
+                &err,
+            )),
+        }
+    }
+
+    async fn delete(&self, table: &RouteTableId, vip: Vip) -> Result<(), RouteError> {
+        let result = self
+            .client
+            .delete_route()
+            .route_table_id(&table.0)
+            .destination_cidr_block(vip.to_string())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if is_no_route(&err) => Err(RouteError::NoRoute {
+                table: table.clone(),
+                vip,
+            }),
+            Err(err) => Err(route_error(
+                RouteOp::Delete,
+                Some(table),
+                &format!("{table}: delete {vip}"),
                 &err,
             )),
         }

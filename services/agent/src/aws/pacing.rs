@@ -229,6 +229,11 @@ impl<R: RouteTable> RouteTable for PacedRoutes<R> {
         self.pacer.acquire(self.priority).await;
         self.inner.create(table, vip, eni).await
     }
+
+    async fn delete(&self, table: &RouteTableId, vip: Vip) -> Result<(), RouteError> {
+        self.pacer.acquire(self.priority).await;
+        self.inner.delete(table, vip).await
+    }
 }
 
 #[cfg(test)]

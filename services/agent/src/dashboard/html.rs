@@ -88,18 +88,32 @@ pub fn render(view: &FleetView) -> String {
     let _ = write!(
         out,
         "<h1>vipfleet fleet, as seen by <span id=\"observer\">{}</span></h1>\
-         <p>mode <b id=\"mode\">{}</b>{} · lease {lease} · version {} · config <code>{}</code> · \
-         snapshot {} old · heartbeat every {}, lease TTL {}</p>",
+         <p>mode <b id=\"mode\">{}</b>{} · haproxy {} · source/dest check {} · lease {lease} · \
+         version {} · layout <code>{}</code> · snapshot {} old · heartbeat every {}, lease TTL {}</p>",
         escape(&o.node_id),
         o.mode,
-        if o.exited { " (stopped)" } else { "" },
+        match o.exit_reason {
+            Some(reason) => format!(" (exited: {reason})"),
+            None => String::new(),
+        },
+        match o.health {
+            "healthy" => "<span class=\"ok\">healthy</span>",
+            "unhealthy" => "<span class=\"bad\">unhealthy</span>",
+            _ => "<span class=\"warn\">not checked yet</span>",
+        },
+        if o.source_dest_check_off {
+            "<span class=\"ok\">off</span>"
+        } else {
+            "<span class=\"bad\">not confirmed off: claims no VIP</span>"
+        },
         escape(&o.version),
-        escape(&o.config_hash),
+        escape(&o.layout),
         age(view.snapshot_age_ms),
         age(view.lease.heartbeat_interval_ms),
         age(view.lease.lease_ttl_ms),
     );
     totals(&mut out, view);
+    skipped(&mut out, view);
     nodes(&mut out, view);
     shards(&mut out, view);
     events(&mut out, view);
@@ -116,18 +130,25 @@ fn totals(out: &mut String, view: &FleetView) {
     let warn = |n: usize| if n > 0 { " class=\"warn\"" } else { "" };
     let _ = write!(
         out,
-        "<p class=\"totals\" id=\"totals\"><span>nodes <b>{}</b>: {} active, {} draining, \
-         <b{}>{} unhealthy</b>, <b{}>{} expired</b>, {} dead</span>\
-         <span>shards <b>{}</b>: {} owned, <b{}>{} free</b>, <b{}>{} orphaned</b>, {} moving</span>\
+        "<p class=\"totals\" id=\"totals\"><span>nodes <b>{}</b>: {} active, {} starting, {} draining, \
+         <b{}>{} unhealthy</b>, <b{}>{} gone</b>, {} dead, <b{}>{} unreadable</b>, \
+         <b{}>{} with another configuration</b></span>\
+         <span>shards <b>{}</b>: {} owned, <b{}>{} free</b>, <b{}>{} orphaned</b>, {} moving, \
+         <b{}>{} disputed</b></span>\
          <span><b{}>{} route problems</b></span><span>moves in the last hour: <b>{}</b></span></p>",
         t.nodes,
         s.active,
+        s.starting,
         s.draining,
         warn(s.unhealthy),
         s.unhealthy,
-        warn(s.expired),
-        s.expired,
+        warn(s.gone),
+        s.gone,
         s.dead,
+        warn(s.unreadable),
+        s.unreadable,
+        warn(t.nodes_config_mismatch),
+        t.nodes_config_mismatch,
         t.shards,
         t.shards_owned,
         warn(t.shards_free),
@@ -135,10 +156,27 @@ fn totals(out: &mut String, view: &FleetView) {
         warn(t.shards_orphaned),
         t.shards_orphaned,
         t.shards_moving,
+        warn(t.shards_disputed),
+        t.shards_disputed,
         warn(t.route_problems),
         t.route_problems,
         t.moves_last_hour,
     );
+}
+
+/// Items of the lease table the agent cannot read: shown until fixed.
+fn skipped(out: &mut String, view: &FleetView) {
+    if view.skipped.is_empty() {
+        return;
+    }
+    out.push_str("<p class=\"warn\" id=\"skipped\">Lease table items this agent cannot read (skipped): ");
+    let items: Vec<String> = view
+        .skipped
+        .iter()
+        .map(|s| format!("<code>{}</code> ({})", escape(&s.key), escape(&s.reason)))
+        .collect();
+    out.push_str(&items.join("; "));
+    out.push_str("</p>");
 }
 
 fn node_row(out: &mut String, n: &NodeView) {
@@ -152,8 +190,8 @@ fn node_row(out: &mut String, n: &NodeView) {
     if n.state == "dead" {
         classes.push("dead");
     }
-    let state = if n.expired { "expired" } else { n.state };
-    let config = match (&n.config_hash, n.config_matches) {
+    let state = if n.gone { "gone" } else { n.state };
+    let config = match (&n.layout, n.config_matches) {
         (Some(h), Some(true)) => format!("<code>{}</code>", escape(h)),
         (Some(h), _) => format!("<code class=\"bad\">{}</code>", escape(h)),
         (None, _) => "<span class=\"muted\">—</span>".to_string(),
@@ -203,12 +241,16 @@ fn shard_row(out: &mut String, s: &ShardView) {
     };
     let _ = write!(
         out,
-        "<tr class=\"{class}\" data-shard=\"{}\" data-owner=\"{}\"><td class=\"num\">{}</td><td>{}</td>\
+        "<tr class=\"{class}\" data-shard=\"{}\" data-owner=\"{}\"><td>{}{}</td>\
          <td>{owner_cell}</td><td>{target}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td>",
-        s.id,
+        escape(&s.id),
         escape(owner),
-        s.id,
-        escape(&s.vips.join(", ")),
+        escape(&s.id),
+        if s.disputed {
+            " <span class=\"warn\">(disputed)</span>"
+        } else {
+            ""
+        },
         s.epoch,
         s.moves,
         opt_age(s.moved_ago_ms),
@@ -231,7 +273,7 @@ fn shard_row(out: &mut String, s: &ShardView) {
 
 fn shards(out: &mut String, view: &FleetView) {
     out.push_str(
-        "<h2>Shards</h2><table id=\"shards\"><thead><tr><th>shard</th><th>VIPs</th><th>owner</th>\
+        "<h2>Shards</h2><table id=\"shards\"><thead><tr><th>shard (VIP)</th><th>owner</th>\
          <th>moving</th><th>epoch</th><th>moves</th><th>last move</th>",
     );
     for table in &view.route_tables {
@@ -255,12 +297,12 @@ fn events(out: &mut String, view: &FleetView) {
     for e in &view.events {
         let _ = write!(
             out,
-            "<tr class=\"event\" data-kind=\"{}\"><td>{} ago</td><td>{}</td><td class=\"num\">{}</td>\
+            "<tr class=\"event\" data-kind=\"{}\"><td>{} ago</td><td>{}</td><td>{}</td>\
              <td>{}</td><td>{}</td></tr>",
             e.kind,
             age(e.ago_ms),
             e.kind.replace('_', " "),
-            e.shard.map(|s| s.to_string()).unwrap_or_default(),
+            escape(e.shard.as_deref().unwrap_or("")),
             escape(e.node.as_deref().unwrap_or("")),
             escape(&e.detail),
         );

@@ -12,9 +12,9 @@ use std::time::Duration;
 use tokio::time::Instant as TokioInstant;
 use vipfleet_core::routes::{RouteEntry, RouteError, RouteOp, RouteTable};
 use vipfleet_core::store::{
-    AcquireOutcome, HandoffOutcome, HeartbeatOutcome, MarkDeadOutcome, StoreErrorKind, StoreResult,
+    AcquireOutcome, HandoffOutcome, HeartbeatOutcome, MarkDeadOutcome, RetireOutcome, Scan, StoreResult,
 };
-use vipfleet_core::{EniId, NodeRecord, RouteTableId, ShardRecord, Vip};
+use vipfleet_core::{EniId, RouteTableId, ShardLayout, ShardRecord, Vip};
 
 use super::metrics::{Metrics, OUTCOME_OK, OUTCOME_TIMEOUT};
 
@@ -29,6 +29,7 @@ impl OutcomeLabel for HeartbeatOutcome {
     fn outcome_label(&self) -> &'static str {
         match self {
             HeartbeatOutcome::Beat(_) => OUTCOME_OK,
+            HeartbeatOutcome::Missing => "missing",
             HeartbeatOutcome::NotMine => "superseded",
         }
     }
@@ -62,15 +63,35 @@ impl OutcomeLabel for MarkDeadOutcome {
     }
 }
 
-impl OutcomeLabel for Vec<NodeRecord> {
+impl OutcomeLabel for RetireOutcome {
+    fn outcome_label(&self) -> &'static str {
+        match self {
+            RetireOutcome::Retired => OUTCOME_OK,
+            RetireOutcome::Changed => "changed",
+        }
+    }
+}
+
+/// A read that skipped items still succeeded; the skipped ones are counted
+/// on their own.
+impl<T> OutcomeLabel for Scan<T> {
     fn outcome_label(&self) -> &'static str {
         OUTCOME_OK
     }
 }
 
-impl OutcomeLabel for Vec<ShardRecord> {
+impl OutcomeLabel for () {
     fn outcome_label(&self) -> &'static str {
         OUTCOME_OK
+    }
+}
+
+impl OutcomeLabel for Option<ShardLayout> {
+    fn outcome_label(&self) -> &'static str {
+        match self {
+            Some(_) => OUTCOME_OK,
+            None => "not_found",
+        }
     }
 }
 
@@ -88,10 +109,8 @@ pub fn store_outcome<T: OutcomeLabel>(result: &StoreResult<T>) -> &'static str {
     match result {
         Ok(value) => value.outcome_label(),
         Err(e) => match e.kind {
-            StoreErrorKind::Throttled => "throttled",
-            StoreErrorKind::Unavailable => "unavailable",
-            StoreErrorKind::Corrupt => "corrupt",
-            StoreErrorKind::Other => "error",
+            vipfleet_core::store::StoreErrorKind::Other => "error",
+            kind => kind.as_str(),
         },
     }
 }
@@ -178,6 +197,11 @@ impl<R: RouteTable> RouteTable for MeteredRoutes<R> {
         let call = InFlight::start(&self.metrics, RouteOp::Create);
         call.finish(self.inner.create(table, vip, eni).await)
     }
+
+    async fn delete(&self, table: &RouteTableId, vip: Vip) -> Result<(), RouteError> {
+        let call = InFlight::start(&self.metrics, RouteOp::Delete);
+        call.finish(self.inner.delete(table, vip).await)
+    }
 }
 
 #[cfg(test)]
@@ -185,7 +209,7 @@ mod tests {
     use super::*;
     use vipfleet_core::fake::{FakeRouteTable, Faults};
     use vipfleet_core::routes::point_route;
-    use vipfleet_core::store::{StoreError, StoreOp};
+    use vipfleet_core::store::{StoreError, StoreErrorKind, StoreOp};
 
     #[tokio::test]
     async fn every_ec2_call_is_counted_with_its_outcome() {

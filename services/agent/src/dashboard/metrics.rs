@@ -5,12 +5,16 @@
 //! Counters and histograms move as things happen. The two values that
 //! depend on *now* (time since the last successful heartbeat, the EC2 token
 //! bucket's level) are computed when the page is rendered, so a wedged
-//! driver shows a growing heartbeat age rather than a frozen one.
+//! driver shows a growing heartbeat age rather than a frozen one. The gauges
+//! derived from the published status (lease, mode, haproxy health, fleet
+//! totals) are built per scrape by [`super::scrape`] and rendered after
+//! these ([`Metrics::render_with`]).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,6 +26,7 @@ use vipfleet_core::machine::Event;
 use vipfleet_core::routes::RouteOp;
 use vipfleet_core::store::StoreOp;
 
+use super::build_info;
 use crate::aws::pacing::Pacer;
 
 /// Media type of the OpenMetrics text the registry encodes (Prometheus
@@ -45,6 +50,17 @@ struct CallLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabel {
     op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
 }
 
 type HistogramFamily = Family<OpLabel, Histogram, fn() -> Histogram>;
@@ -74,9 +90,18 @@ pub struct Metrics {
     lease_expiries: Counter,
     nodes_marked_dead: Counter,
     own_lease_lapses: Counter,
+    reregistrations: Counter,
+    shards_retired: Counter,
+    /// Items the last reads could not use, by kind (node, shard, other).
+    items_skipped: Family<KindLabel, Gauge>,
+    /// 1 while the lease table answers that it does not exist.
+    table_missing: Gauge,
     heartbeat_age_seconds: Gauge<f64, AtomicU64>,
     token_bucket_level: Gauge<f64, AtomicU64>,
     failover_waiting: Gauge,
+    dashboard_connections: Gauge,
+    dashboard_rejected: Counter,
+    dashboard_timed_out: Counter,
     /// Send time of the last successful heartbeat (the lease counts from
     /// the send time, so the age does too); the creation time until then.
     last_heartbeat_ok: Mutex<Option<TokioInstant>>,
@@ -114,15 +139,30 @@ impl Metrics {
             lease_expiries: Counter::default(),
             nodes_marked_dead: Counter::default(),
             own_lease_lapses: Counter::default(),
+            reregistrations: Counter::default(),
+            shards_retired: Counter::default(),
+            items_skipped: Family::default(),
+            table_missing: Gauge::default(),
             heartbeat_age_seconds: Gauge::default(),
             token_bucket_level: Gauge::default(),
             failover_waiting: Gauge::default(),
+            dashboard_connections: Gauge::default(),
+            dashboard_rejected: Counter::default(),
+            dashboard_timed_out: Counter::default(),
             last_heartbeat_ok: Mutex::new(None),
             created_at: TokioInstant::now(),
             pacer: OnceLock::new(),
             registry: Registry::default(),
         };
         let r = &mut registry;
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: build_info::VERSION,
+                commit: build_info::commit(),
+            })
+            .set(1);
+        r.register("build_info", "The agent's version and commit; always 1", build);
         r.register_with_unit(
             "heartbeat_duration",
             "Latency of successful heartbeat writes",
@@ -188,6 +228,26 @@ impl Metrics {
             "Times this node's own lease lapsed",
             m.own_lease_lapses.clone(),
         );
+        r.register(
+            "reregistrations",
+            "Times this node found its own item gone and wrote it again",
+            m.reregistrations.clone(),
+        );
+        r.register(
+            "shards_retired",
+            "Shards of VIPs no node serves any more that this node retired",
+            m.shards_retired.clone(),
+        );
+        r.register(
+            "items_skipped",
+            "Lease table items the last reads could not use, by kind",
+            m.items_skipped.clone(),
+        );
+        r.register(
+            "store_table_missing",
+            "1 while the lease table does not exist (every route is held as it is)",
+            m.table_missing.clone(),
+        );
         r.register_with_unit(
             "heartbeat_age",
             "Time since the send time of the last successful heartbeat (since start if none yet)",
@@ -203,6 +263,21 @@ impl Metrics {
             "ec2_failover_waiting",
             "Failover route writes waiting for an EC2 token",
             m.failover_waiting.clone(),
+        );
+        r.register(
+            "dashboard_connections",
+            "Open dashboard connections",
+            m.dashboard_connections.clone(),
+        );
+        r.register(
+            "dashboard_connections_rejected",
+            "Dashboard connections closed at once because the connection limit was reached",
+            m.dashboard_rejected.clone(),
+        );
+        r.register(
+            "dashboard_connections_timed_out",
+            "Dashboard connections closed for sending no complete request header in time (slow or idle)",
+            m.dashboard_timed_out.clone(),
         );
         Self { registry, ..m }
     }
@@ -220,12 +295,36 @@ impl Metrics {
             Event::HandedOff { .. } => self.handoffs.inc(),
             Event::Lost { .. } => self.shards_lost.inc(),
             Event::RouteDrift { .. } => self.route_repairs.inc(),
-            Event::NodeExpired { .. } => self.lease_expiries.inc(),
+            Event::NodeGone { .. } => self.lease_expiries.inc(),
             Event::NodeMarkedDead { .. } => self.nodes_marked_dead.inc(),
             Event::LeaseLapsed => self.own_lease_lapses.inc(),
+            Event::Reregistered => self.reregistrations.inc(),
+            Event::Retired { .. } => self.shards_retired.inc(),
+            Event::ItemsSkipped { skipped } => {
+                self.items_skipped.clear();
+                for item in skipped {
+                    let kind = match (&item.node, &item.shard) {
+                        (Some(_), _) => "node",
+                        (_, Some(_)) => "shard",
+                        _ => "other",
+                    };
+                    self.items_skipped.get_or_create(&KindLabel { kind }).inc();
+                }
+                return;
+            }
+            Event::StoreError { kind, .. } => {
+                self.table_missing
+                    .set(i64::from(*kind == vipfleet_core::store::StoreErrorKind::TableMissing));
+                return;
+            }
             // Calls are counted where they are made; the rest is not a rate
             // anyone alerts on.
-            Event::Registered | Event::LeaseRenewed | Event::RoutesWritten { .. } | Event::StoreError { .. } => return,
+            Event::Registered
+            | Event::LeaseRenewed
+            | Event::RoutesWritten { .. }
+            | Event::RouteError { .. }
+            | Event::ModeChanged { .. }
+            | Event::StopDeferred => return,
         };
     }
 
@@ -238,6 +337,9 @@ impl Metrics {
         self.store_call_seconds
             .get_or_create(&OpLabel { op: op_name })
             .observe(duration.as_secs_f64());
+        if outcome == OUTCOME_OK {
+            self.table_missing.set(0);
+        }
         if op == StoreOp::Heartbeat && outcome == OUTCOME_OK {
             self.heartbeat_seconds.observe(duration.as_secs_f64());
             let sent_at = TokioInstant::now().checked_sub(duration).unwrap_or(self.created_at);
@@ -259,9 +361,34 @@ impl Metrics {
         self.shards_owned.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// The dashboard accepted (`true`) or closed (`false`) a connection.
+    pub fn dashboard_connection(&self, opened: bool) {
+        if opened {
+            self.dashboard_connections.inc();
+        } else {
+            self.dashboard_connections.dec();
+        }
+    }
+
+    /// The dashboard closed a connection at once: too many were open.
+    pub fn dashboard_connection_rejected(&self) {
+        self.dashboard_rejected.inc();
+    }
+
+    /// The dashboard closed a connection that sent no complete header in time.
+    pub fn dashboard_connection_timed_out(&self) {
+        self.dashboard_timed_out.inc();
+    }
+
     /// The OpenMetrics text of every family, with the time-dependent gauges
     /// brought up to now.
     pub fn render(&self) -> String {
+        self.render_with(None)
+    }
+
+    /// As [`render`](Self::render), followed by the families of `scrape`
+    /// (gauges computed for this scrape; their names must differ from ours).
+    pub fn render_with(&self, scrape: Option<&Registry>) -> String {
         let now = TokioInstant::now();
         let since = self
             .last_heartbeat_ok
@@ -277,7 +404,11 @@ impl Metrics {
         }
         let mut text = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        let _ = encode_registry(&mut text, &self.registry);
+        if let Some(scrape) = scrape {
+            let _ = encode_registry(&mut text, scrape);
+        }
+        let _ = encode_eof(&mut text);
         text
     }
 }
@@ -297,17 +428,38 @@ mod tests {
     #[test]
     fn events_and_calls_show_up_in_the_text() {
         let m = Metrics::new();
+        let shard = |s: &str| s.parse::<ShardId>().unwrap();
         m.observe_event(&Event::Acquired {
-            shard: ShardId(1),
+            shard: shard("10.200.0.1/32"),
             from: Some(NodeId::new("i-dead")),
             epoch: 2,
         });
         m.observe_event(&Event::Acquired {
-            shard: ShardId(2),
+            shard: shard("10.200.0.2/32"),
             from: None,
             epoch: 1,
         });
-        m.observe_event(&Event::NodeExpired {
+        m.observe_event(&Event::ItemsSkipped {
+            skipped: vec![
+                vipfleet_core::store::Skipped {
+                    key: "node#junk".into(),
+                    reason: "hb is not a number".into(),
+                    node: Some(NodeId::new("junk")),
+                    shard: None,
+                },
+                vipfleet_core::store::Skipped {
+                    key: "node#other".into(),
+                    reason: "eni is missing".into(),
+                    node: Some(NodeId::new("other")),
+                    shard: None,
+                },
+            ],
+        });
+        m.observe_event(&Event::StoreError {
+            kind: vipfleet_core::store::StoreErrorKind::TableMissing,
+            detail: "ResourceNotFoundException".into(),
+        });
+        m.observe_event(&Event::NodeGone {
             node: NodeId::new("i-dead"),
         });
         m.observe_store_call(StoreOp::Acquire, "conflict", Duration::from_millis(5));
@@ -321,6 +473,20 @@ mod tests {
             "vipfleet_lease_expiries_observed_total 1"
         );
         assert_eq!(line(&text, "vipfleet_shards_owned"), "vipfleet_shards_owned 7");
+        assert_eq!(
+            line(&text, "vipfleet_items_skipped{"),
+            r#"vipfleet_items_skipped{kind="node"} 2"#
+        );
+        assert_eq!(
+            line(&text, "vipfleet_store_table_missing"),
+            "vipfleet_store_table_missing 1"
+        );
+        m.observe_store_call(StoreOp::Heartbeat, OUTCOME_OK, Duration::from_millis(5));
+        let text = m.render();
+        assert_eq!(
+            line(&text, "vipfleet_store_table_missing"),
+            "vipfleet_store_table_missing 0"
+        );
         assert!(
             text.contains(r#"vipfleet_store_calls_total{op="acquire",outcome="conflict"} 1"#),
             "{text}"

@@ -14,18 +14,21 @@
 //!
 //! Any other path is 404, any other method on a known path 405.
 //!
-//! Modules: [`view`] (the JSON model), [`html`] (the page), [`metrics`] and
-//! [`metered`] (Prometheus families, call outcome labels), [`auth`] (the
-//! token), [`build_info`] (version and config fingerprint).
+//! Modules: [`view`] (the JSON model), [`html`] (the page), [`metrics`],
+//! [`scrape`] and [`metered`] (Prometheus families, the gauges computed per
+//! scrape, call outcome labels), [`auth`] (the token), [`build_info`]
+//! (version and commit), [`server`] (connection limits).
 
 pub mod auth;
 pub mod build_info;
 pub mod html;
 pub mod metered;
 pub mod metrics;
+pub mod scrape;
+pub mod server;
 pub mod view;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -108,32 +111,17 @@ pub fn router(state: DashboardState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on every listener until `shutdown` completes, then lets
-/// requests in progress finish. Tests pass listeners bound to
-/// `127.0.0.1:0`.
+/// Serves `router` on every listener until `shutdown` completes, then
+/// closes connections once their request in progress is answered. Tests
+/// pass listeners bound to `127.0.0.1:0`. Connections are bounded in
+/// number and time ([`server`]).
 pub async fn serve(
     listeners: Vec<TcpListener>,
     state: DashboardState,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let app = router(state);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let servers = listeners.into_iter().map(|listener| {
-        let mut stop = stop_rx.clone();
-        axum::serve(listener, app.clone())
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            })
-            .into_future()
-    });
-    let all = futures::future::try_join_all(servers);
-    tokio::pin!(all, shutdown);
-    tokio::select! {
-        result = &mut all => return result.map(drop),
-        () = &mut shutdown => {}
-    }
-    let _ = stop_tx.send(true);
-    all.await.map(drop)
+    let metrics = state.metrics.clone();
+    server::serve_with(listeners, router(state), metrics, server::Limits::DEFAULT, shutdown).await
 }
 
 fn no_store() -> [(axum::http::HeaderName, &'static str); 1] {
@@ -174,7 +162,12 @@ async fn fleet(State(state): State<DashboardState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<DashboardState>) -> Response {
-    ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], state.metrics.render()).into_response()
+    let scrape = scrape::registry(state.view().as_ref());
+    (
+        [(CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.render_with(Some(&scrape)),
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {
@@ -186,7 +179,7 @@ pub fn unready_reason(status: &Status, at: TokioInstant) -> Option<String> {
     let (Some(setup), Some(recorded_at)) = (&status.setup, status.recorded_at) else {
         return Some("starting: no snapshot from the lease loop yet".into());
     };
-    if status.exited {
+    if status.exited.is_some() {
         // It publishes nothing more: the snapshot's age says nothing.
         return Some("the lease loop has stopped (drained or superseded)".into());
     }

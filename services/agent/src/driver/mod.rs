@@ -3,19 +3,20 @@
 //! the effects the machine returns, each as its own task.
 //!
 //! ```text
-//!   controls (signals, health, lifecycle, dashboard) ──┐
-//!   timer (machine's wake_at) ─────────────────────────┼─> Machine::step ─> effects ─> tasks
-//!   results of tasks <─────────────────────────────────┘                              │
-//!        ^────────────────────────────────────────────────────────────────────────────┘
+//!   controls (signals, health, ENI, lifecycle, dashboard) ──┐
+//!   timer (machine's wake_at) ──────────────────────────────┼─> Machine::step ─> effects ─> tasks
+//!   results of tasks <──────────────────────────────────────┘                              │
+//!        ^─────────────────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! Every call carries the instant it was sent, as the machine's liveness
-//! rules require. Calls are bounded by a timeout so a hung request becomes an
-//! error rather than a stuck heartbeat. Route writes for our own ENI are
-//! fenced twice: the machine only asks for them with a fresh confirmation,
-//! and each EC2 call re-checks the [`Fence`] the loop republishes after every
-//! step (the lease may have lapsed while the call waited for a token); see
-//! [`route_writes`].
+//! The driver decides nothing: what a control means (drain, stop, health)
+//! and when to exit are the machine's rules. Every call carries the instant
+//! it was sent, as the machine's liveness rules require. Calls are bounded
+//! by a timeout so a hung request becomes an error rather than a stuck
+//! heartbeat. Route writes for our own ENI are fenced twice: the machine only
+//! asks for them with a fresh confirmation, and each EC2 call re-checks the
+//! [`Fence`] the loop republishes after every step (the lease may have
+//! lapsed while the call waited for a token); see [`route_writes`].
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as TokioInstant;
 use tracing::{debug, info, warn};
-use vipfleet_core::machine::{Effect, Event, ExitReason, Input, Machine, Mode, Priority};
+use vipfleet_core::machine::{Effect, Event, ExitReason, Health, Input, Machine, Priority};
 use vipfleet_core::routes::{RouteError, RouteOp, RouteTable};
 use vipfleet_core::store::{LeaseStore, StoreError, StoreErrorKind, StoreOp};
 use vipfleet_core::Instant;
@@ -41,7 +42,7 @@ use crate::status::{Status, StatusBoard};
 pub const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest one route call may take (token wait excluded).
 pub const ROUTE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// Store errors are logged at most this often; the rest are counted.
+/// Errors of one kind are logged at most this often; the rest are counted.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the rest of the agent can ask of the driver.
@@ -49,7 +50,42 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 pub enum Control {
     Drain,
     Undrain,
-    Healthy(bool),
+    /// Stop without draining (SIGTERM outside a termination).
+    Stop,
+    Health(Health),
+    SourceDestCheckOff(bool),
+}
+
+impl Control {
+    fn input(self) -> Input {
+        match self {
+            Control::Drain => Input::Drain(true),
+            Control::Undrain => Input::Drain(false),
+            Control::Stop => Input::Stop,
+            Control::Health(health) => Input::Health(health),
+            Control::SourceDestCheckOff(off) => Input::SourceDestCheckOff(off),
+        }
+    }
+}
+
+/// Logs a noisy kind of event at most every [`ERROR_LOG_INTERVAL`].
+#[derive(Default)]
+struct Throttled {
+    last: Option<TokioInstant>,
+    suppressed: u64,
+}
+
+impl Throttled {
+    /// `Some(suppressed since the last one)` when this one may be logged.
+    fn admit(&mut self) -> Option<u64> {
+        let now = TokioInstant::now();
+        if self.last.is_some_and(|t| now - t < ERROR_LOG_INTERVAL) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }
 
 pub struct Driver<S, R> {
@@ -61,10 +97,8 @@ pub struct Driver<S, R> {
     fence: Arc<Mutex<Fence>>,
     status: StatusBoard,
     metrics: Arc<Metrics>,
-    draining: bool,
-    healthy: bool,
-    suppressed_errors: u64,
-    last_error_log: Option<TokioInstant>,
+    store_errors: Throttled,
+    route_errors: Throttled,
 }
 
 impl<S, R> Driver<S, R>
@@ -93,10 +127,8 @@ where
             fence: Arc::new(Mutex::new(Fence::default())),
             status,
             metrics,
-            draining: false,
-            healthy: true,
-            suppressed_errors: 0,
-            last_error_log: None,
+            store_errors: Throttled::default(),
+            route_errors: Throttled::default(),
         }
     }
 
@@ -108,53 +140,33 @@ where
         self.origin + instant.as_offset()
     }
 
-    /// Runs until the machine exits (drained, or superseded by another
-    /// process) or `controls` closes.
+    /// Runs until the machine exits, and says why. If `controls` closes
+    /// (the agent is going away), the machine is asked to stop.
     pub async fn run(mut self, mut controls: mpsc::Receiver<Control>) -> ExitReason {
         let (results_tx, mut results) = mpsc::unbounded_channel::<Input>();
         let mut wake_at = self.step(Input::Tick, &results_tx);
+        let mut controls_open = true;
         loop {
-            if let Some(reason) = self.exit_reason() {
+            if let Some(reason) = self.machine.exited() {
                 return reason;
             }
             let sleep_until = wake_at.map_or_else(|| TokioInstant::now() + Duration::from_secs(1), |w| self.at(w));
             let input = tokio::select! {
                 Some(input) = results.recv() => input,
-                control = controls.recv() => match control {
-                    Some(control) => self.control(control),
-                    None => return ExitReason::Drained,
+                control = controls.recv(), if controls_open => match control {
+                    Some(control) => {
+                        info!(?control, "control");
+                        control.input()
+                    }
+                    None => {
+                        controls_open = false;
+                        Input::Stop
+                    }
                 },
                 () = tokio::time::sleep_until(sleep_until) => Input::Tick,
             };
             wake_at = self.step(input, &results_tx);
         }
-    }
-
-    fn exit_reason(&self) -> Option<ExitReason> {
-        self.machine.has_exited().then(|| {
-            if self.machine.mode() == Mode::Draining {
-                ExitReason::Drained
-            } else {
-                ExitReason::Superseded
-            }
-        })
-    }
-
-    fn control(&mut self, control: Control) -> Input {
-        match control {
-            Control::Drain => self.draining = true,
-            Control::Undrain => self.draining = false,
-            Control::Healthy(h) => self.healthy = h,
-        }
-        let mode = match (self.draining, self.healthy) {
-            (true, _) => Mode::Draining,
-            (false, false) => Mode::Unhealthy,
-            (false, true) => Mode::Active,
-        };
-        if mode != self.machine.mode() {
-            info!(?mode, "mode change");
-        }
-        Input::SetMode(mode)
     }
 
     fn step(&mut self, input: Input, results: &mpsc::UnboundedSender<Input>) -> Option<Instant> {
@@ -177,28 +189,44 @@ where
         let writable = self
             .machine
             .held()
-            .filter(|(s, _)| self.machine.may_write(*s, now))
+            .filter_map(|(s, epoch)| {
+                let until = self.machine.writable_until(s).filter(|u| now < *u)?;
+                Some((s, (epoch, until)))
+            })
             .collect();
         let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
-        *fence = Fence {
-            deadline: self.machine.lease_deadline(),
-            writable,
-        };
+        *fence = Fence { writable };
     }
 
     fn log(&mut self, event: &Event) {
         match event {
-            Event::StoreError { detail } => {
-                let now = TokioInstant::now();
-                if self.last_error_log.is_some_and(|t| now - t < ERROR_LOG_INTERVAL) {
-                    self.suppressed_errors += 1;
-                    return;
+            Event::StoreError { kind, detail } => {
+                if let Some(suppressed) = self.store_errors.admit() {
+                    if *kind == StoreErrorKind::TableMissing {
+                        warn!(
+                            suppressed,
+                            "{detail}: the lease table is missing; holding every route as it is until it is back"
+                        );
+                    } else {
+                        warn!(suppressed, "{detail}");
+                    }
                 }
-                self.last_error_log = Some(now);
-                warn!(suppressed = self.suppressed_errors, "{detail}");
-                self.suppressed_errors = 0;
+            }
+            Event::RouteError { detail } => {
+                if let Some(suppressed) = self.route_errors.admit() {
+                    warn!(suppressed, "{detail}");
+                }
+            }
+            Event::ItemsSkipped { skipped } if skipped.is_empty() => {
+                info!("every item of the lease table reads again")
+            }
+            Event::ItemsSkipped { skipped } => {
+                for item in skipped {
+                    warn!(key = %item.key, reason = %item.reason, "lease table item skipped: it cannot be read");
+                }
             }
             Event::LeaseLapsed => warn!("own lease lapsed: no route writes until a heartbeat lands"),
+            Event::Reregistered => warn!("our node item had vanished; registered again"),
             Event::RoutesWritten { failed, .. } if *failed > 0 => warn!(?event, "route writes failed"),
             Event::RoutesWritten { fenced, .. } if *fenced > 0 => {
                 info!(
@@ -208,6 +236,7 @@ where
             }
             Event::RoutesWritten { .. } => debug!(?event),
             Event::RouteDrift { .. } => warn!(?event, "route drift"),
+            Event::StopDeferred => warn!("stop asked for during a drain: the drain goes on (bounded by its timeout)"),
             event => info!(?event),
         }
     }
@@ -216,7 +245,7 @@ where
         let store = self.store.clone();
         let metrics = self.metrics.clone();
         match effect {
-            Effect::Exit(reason) => info!(?reason, "machine exits"),
+            Effect::Exit(reason) => info!(reason = reason.as_str(), "machine exits"),
             Effect::Heartbeat(req) => spawn(results, async move {
                 let result = bounded(StoreOp::Heartbeat, store.heartbeat(&req), &metrics).await;
                 Input::Heartbeat { sent_at, result }
@@ -232,6 +261,14 @@ where
             Effect::ConfirmShard(shard) => spawn(results, async move {
                 let result = bounded(StoreOp::ReadShard, store.read_shard(shard), &metrics).await;
                 Input::Confirmed { shard, sent_at, result }
+            }),
+            Effect::PublishLayout(layout) => spawn(results, async move {
+                let result = bounded(StoreOp::PublishLayout, store.publish_layout(&layout), &metrics).await;
+                Input::LayoutPublished { result }
+            }),
+            Effect::ReadLayout(id) => spawn(results, async move {
+                let result = bounded(StoreOp::ReadLayout, store.read_layout(&id), &metrics).await;
+                Input::Layout { id, result }
             }),
             Effect::Acquire(req) => spawn(results, async move {
                 let result = bounded(StoreOp::Acquire, store.acquire(&req), &metrics).await;
@@ -252,6 +289,13 @@ where
                 let result = bounded(StoreOp::MarkDead, store.mark_dead(&req), &metrics).await;
                 Input::MarkedDead { node: req.node, result }
             }),
+            Effect::Retire(req) => spawn(results, async move {
+                let result = bounded(StoreOp::Retire, store.retire(&req), &metrics).await;
+                Input::Retired {
+                    shard: req.shard,
+                    result,
+                }
+            }),
             Effect::DescribeRoutes(tables) => {
                 let routes = self.routes.clone();
                 spawn(results, async move {
@@ -262,14 +306,31 @@ where
                             detail: "timed out".into(),
                         }),
                     };
-                    Input::RoutesDescribed { result }
+                    Input::RoutesDescribed { sent_at, result }
+                })
+            }
+            Effect::DeleteRoutes { shard, tables } => {
+                let routes = self.routes.clone();
+                spawn(results, async move {
+                    let mut failed = Vec::new();
+                    for table in &tables {
+                        let call = routes.delete(table, shard.vip());
+                        match tokio::time::timeout(ROUTE_CALL_TIMEOUT, call).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => failed.push(e),
+                            Err(_) => failed.push(RouteError::Unavailable {
+                                op: RouteOp::Delete,
+                                detail: format!("{table} {shard}: timed out"),
+                            }),
+                        }
+                    }
+                    Input::RoutesDeleted { shard, failed }
                 })
             }
             Effect::WriteRoutes(req) => {
                 let ours = req.eni == self.machine.setup().info.eni;
                 let fence = self.fence.clone();
-                // A drain waits for its pushes (see route_writes).
-                let push_until = (!self.draining).then(|| TokioInstant::now() + self.machine.setup().lease.lease_ttl);
+                let until = req.deadline.map(|d| self.at(d));
                 let routes = self.routes.at(match req.priority {
                     Priority::Failover => pacing::Priority::Failover,
                     Priority::Rebalance | Priority::Repair => pacing::Priority::Background,
@@ -279,7 +340,7 @@ where
                     let guard = if ours {
                         Guard::Own { fence: &fence, origin }
                     } else {
-                        Guard::Push { until: push_until }
+                        Guard::Push { until }
                     };
                     write_routes(routes, req, guard).await
                 })

@@ -35,16 +35,18 @@ use crate::aws::pacing::PacedRoutes;
 /// How often a write queued for a token looks at the fence again.
 pub const FENCE_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Which shards the machine lets us write routes for, and until when.
+/// Which shards the machine lets us write routes for, at which epoch, and
+/// until when (the end of the lease, or of the confirmation's freshness).
 #[derive(Clone, Debug, Default)]
 pub struct Fence {
-    pub deadline: Option<Instant>,
-    pub writable: BTreeMap<ShardId, Epoch>,
+    pub writable: BTreeMap<ShardId, (Epoch, Instant)>,
 }
 
 impl Fence {
     fn allows(&self, shard: ShardId, epoch: Epoch, now: Instant) -> bool {
-        self.deadline.is_some_and(|d| now < d) && self.writable.get(&shard) == Some(&epoch)
+        self.writable
+            .get(&shard)
+            .is_some_and(|(e, until)| *e == epoch && now < *until)
     }
 }
 
@@ -70,10 +72,8 @@ pub async fn write_routes<R: RouteTable>(routes: PacedRoutes<R>, req: RouteWrite
     };
     let mut failed = Vec::new();
     for table in &req.tables {
-        for vip in &req.vips {
-            if let Err(e) = point_route(&fenced, table, *vip, &req.eni).await {
-                failed.push(e);
-            }
+        if let Err(e) = point_route(&fenced, table, req.vip(), &req.eni).await {
+            failed.push(e);
         }
     }
     Input::RoutesWritten {
@@ -167,6 +167,12 @@ impl<R: RouteTable> RouteTable for FencedRoutes<'_, R> {
         let call = self.routes.inner().create(table, vip, eni);
         self.bounded(RouteOp::Create, table, vip, call).await
     }
+
+    async fn delete(&self, table: &RouteTableId, vip: Vip) -> Result<(), RouteError> {
+        self.admit().await?;
+        let call = self.routes.inner().delete(table, vip);
+        self.bounded(RouteOp::Delete, table, vip, call).await
+    }
 }
 
 #[cfg(test)]
@@ -179,7 +185,8 @@ mod tests {
     use super::*;
     use crate::aws::pacing::{Pacer, PacerConfig, Priority};
 
-    const SHARD: ShardId = ShardId(0);
+    const SHARD: ShardId = ShardId::of(VIP);
+    const VIP: Vip = Vip::host(std::net::Ipv4Addr::new(10, 200, 0, 1));
     const EPOCH: Epoch = 1;
 
     fn table() -> RouteTableId {
@@ -187,17 +194,17 @@ mod tests {
     }
 
     fn vip() -> Vip {
-        "10.200.0.1/32".parse().unwrap()
+        VIP
     }
 
     fn request() -> RouteWriteRequest {
         RouteWriteRequest {
             shard: SHARD,
             epoch: EPOCH,
-            vips: vec![vip()],
             tables: vec![table()],
             eni: EniId("eni-a".into()),
             priority: MachinePriority::Rebalance,
+            deadline: None,
         }
     }
 
@@ -219,8 +226,7 @@ mod tests {
 
     fn open_fence() -> Arc<Mutex<Fence>> {
         Arc::new(Mutex::new(Fence {
-            deadline: Some(Instant::from_millis(3_600_000)),
-            writable: BTreeMap::from([(SHARD, EPOCH)]),
+            writable: BTreeMap::from([(SHARD, (EPOCH, Instant::from_millis(3_600_000)))]),
         }))
     }
 

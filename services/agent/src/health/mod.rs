@@ -91,14 +91,9 @@ impl HealthCheck {
     }
 }
 
-/// The local haproxy's state as the agent acts on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Health {
-    /// No check has completed yet: do not claim shards, do not hand off.
-    Unknown,
-    Healthy,
-    Unhealthy,
-}
+/// The local haproxy's state: the lease machine's own type, so the policy
+/// that turns it into a mode lives in the core.
+pub use vipfleet_core::machine::Health;
 
 /// The pure hysteresis: feed it probe results, it says when the state changes.
 #[derive(Clone, Debug)]

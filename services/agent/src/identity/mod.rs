@@ -8,9 +8,14 @@
 //! `AWS_EC2_METADATA_SERVICE_ENDPOINT` points it at the lab's emulator
 //! ([`emulator`]). Every value can be overridden from the config; when all of
 //! them are, IMDS is not contacted at all (lab nodes without an emulator).
+//!
+//! The region is the one value the SDK's own variables also name: it is
+//! `aws.region` from the config, else `AWS_REGION` / `AWS_DEFAULT_REGION`
+//! (as the SDK's region chain reads them), else IMDS ([`configured_region`]).
 
 pub mod emulator;
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -34,6 +39,9 @@ const PATH_AZ: &str = "/latest/meta-data/placement/availability-zone";
 const PATH_REGION: &str = "/latest/meta-data/placement/region";
 const PATH_LIFECYCLE: &str = "/latest/meta-data/autoscaling/target-lifecycle-state";
 
+/// The SDK's region variables, in the order its region chain reads them.
+pub const REGION_VARS: [&str; 2] = ["AWS_REGION", "AWS_DEFAULT_REGION"];
+
 fn interface_path(mac: &str, leaf: &str) -> String {
     format!("/latest/meta-data/network/interfaces/macs/{mac}/{leaf}")
 }
@@ -46,6 +54,8 @@ pub struct IdentityOverrides {
     pub eni: Option<String>,
     pub private_ip: Option<Ipv4Addr>,
     pub az: Option<String>,
+    /// `aws.region`, else `AWS_REGION` / `AWS_DEFAULT_REGION`
+    /// ([`configured_region`]).
     pub region: Option<String>,
 }
 
@@ -58,6 +68,23 @@ impl IdentityOverrides {
             && self.az.is_some()
             && self.region.is_some()
     }
+}
+
+/// The region named before IMDS is asked: `config` (`aws.region`) first,
+/// then the first of [`REGION_VARS`] set in `env`. `None` leaves it to IMDS
+/// (`placement/region`). Empty values count as unset, as a blank
+/// `Environment=AWS_REGION=` in a unit would be meant.
+///
+/// Without this, `AWS_REGION` was ignored by `run`: IMDS (or the lab's
+/// emulator) answered first, and against a local endpoint with `[node]`
+/// overrides IMDS was asked for the region alone.
+pub fn configured_region(config: Option<&str>, env: &BTreeMap<String, String>) -> Option<String> {
+    let named = |value: Option<&str>| value.map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
+    named(config).or_else(|| {
+        REGION_VARS
+            .iter()
+            .find_map(|var| named(env.get(*var).map(String::as_str)))
+    })
 }
 
 /// The Auto Scaling group's intent for this instance

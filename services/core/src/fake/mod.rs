@@ -17,10 +17,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::layout::{LayoutId, ShardLayout};
 use crate::routes::{RouteEntry, RouteError, RouteOp, RouteTable};
 use crate::store::{
     AcquireOutcome, AcquireRequest, HandoffOutcome, HandoffRequest, HeartbeatOutcome, HeartbeatRequest, LeaseStore,
-    MarkDeadOutcome, MarkDeadRequest, StoreError, StoreErrorKind, StoreOp, StoreResult,
+    MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, StoreError, StoreErrorKind, StoreOp,
+    StoreResult,
 };
 use crate::types::{EniId, NodeRecord, RouteTableId, ShardId, ShardRecord, Vip};
 
@@ -34,6 +36,8 @@ pub type SleepFn = Arc<dyn Fn(Duration) -> Pin<Box<dyn Future<Output = ()> + Sen
 pub struct Faults {
     /// Every call fails as if the service could not be reached.
     pub unavailable: bool,
+    /// Every call fails as if the table did not exist (lease store only).
+    pub table_missing: bool,
     /// The next this many calls fail as throttled.
     pub throttle_next: u32,
     /// Added before each call (needs a sleep function).
@@ -42,6 +46,7 @@ pub struct Faults {
 
 enum Injected {
     Unavailable,
+    TableMissing,
     Throttled,
 }
 
@@ -61,6 +66,8 @@ impl FaultInjector {
         let mut faults = lock(&self.faults);
         if faults.unavailable {
             Some(Injected::Unavailable)
+        } else if faults.table_missing {
+            Some(Injected::TableMissing)
         } else if faults.throttle_next > 0 {
             faults.throttle_next -= 1;
             Some(Injected::Throttled)
@@ -104,6 +111,11 @@ impl FakeLeaseStore {
     async fn call<T>(&self, op: StoreOp, f: impl FnOnce(&mut LeaseTable) -> T) -> StoreResult<T> {
         match self.injector.before_call().await {
             Some(Injected::Unavailable) => Err(StoreError::new(op, StoreErrorKind::Unavailable, "injected outage")),
+            Some(Injected::TableMissing) => Err(StoreError::new(
+                op,
+                StoreErrorKind::TableMissing,
+                "injected: the table does not exist",
+            )),
             Some(Injected::Throttled) => Err(StoreError::new(op, StoreErrorKind::Throttled, "injected throttling")),
             None => Ok(f(&mut lock(&self.table))),
         }
@@ -114,14 +126,22 @@ impl LeaseStore for FakeLeaseStore {
     async fn heartbeat(&self, req: &HeartbeatRequest) -> StoreResult<HeartbeatOutcome> {
         self.call(StoreOp::Heartbeat, |t| t.heartbeat(req)).await
     }
-    async fn read_nodes(&self) -> StoreResult<Vec<NodeRecord>> {
+    async fn read_nodes(&self) -> StoreResult<Scan<NodeRecord>> {
         self.call(StoreOp::ReadNodes, LeaseTable::read_nodes).await
     }
-    async fn read_shards(&self) -> StoreResult<Vec<ShardRecord>> {
+    async fn read_shards(&self) -> StoreResult<Scan<ShardRecord>> {
         self.call(StoreOp::ReadShards, LeaseTable::read_shards).await
     }
     async fn read_shard(&self, shard: ShardId) -> StoreResult<Option<ShardRecord>> {
-        self.call(StoreOp::ReadShard, |t| t.read_shard(shard)).await
+        self.call(StoreOp::ReadShard, |t| t.read_shard(shard))
+            .await?
+            .map_err(|reason| StoreError::new(StoreOp::ReadShard, StoreErrorKind::Corrupt, reason))
+    }
+    async fn publish_layout(&self, layout: &ShardLayout) -> StoreResult<()> {
+        self.call(StoreOp::PublishLayout, |t| t.publish_layout(layout)).await
+    }
+    async fn read_layout(&self, id: &LayoutId) -> StoreResult<Option<ShardLayout>> {
+        self.call(StoreOp::ReadLayout, |t| t.read_layout(id)).await
     }
     async fn acquire(&self, req: &AcquireRequest) -> StoreResult<AcquireOutcome> {
         self.call(StoreOp::Acquire, |t| t.acquire(req)).await
@@ -131,6 +151,9 @@ impl LeaseStore for FakeLeaseStore {
     }
     async fn mark_dead(&self, req: &MarkDeadRequest) -> StoreResult<MarkDeadOutcome> {
         self.call(StoreOp::MarkDead, |t| t.mark_dead(req)).await
+    }
+    async fn retire(&self, req: &RetireRequest) -> StoreResult<RetireOutcome> {
+        self.call(StoreOp::Retire, |t| t.retire(req)).await
     }
 }
 
@@ -176,6 +199,10 @@ impl FakeRouteTable {
                 op,
                 detail: "injected throttling".into(),
             }),
+            Some(Injected::TableMissing) => Err(RouteError::Other {
+                op,
+                detail: "injected: no such lease table (not an EC2 fault)".into(),
+            }),
             None => f(&mut lock(&self.tables)),
         }
     }
@@ -190,5 +217,8 @@ impl RouteTable for FakeRouteTable {
     }
     async fn create(&self, table: &RouteTableId, vip: Vip, eni: &EniId) -> Result<(), RouteError> {
         self.call(RouteOp::Create, |t| t.create(table, vip, eni)).await
+    }
+    async fn delete(&self, table: &RouteTableId, vip: Vip) -> Result<(), RouteError> {
+        self.call(RouteOp::Delete, |t| t.delete(table, vip)).await
     }
 }

@@ -1,6 +1,7 @@
 //! In-memory VPC route tables with EC2's semantics for the calls vipfleet
 //! makes: `ReplaceRoute` fails on a missing route, `CreateRoute` fails on an
-//! existing one, a route to a deleted ENI turns `blackhole`.
+//! existing one, `DeleteRoute` fails on a missing one, a route to a deleted
+//! ENI turns `blackhole`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,6 +12,9 @@ use crate::types::{EniId, RouteTableId, Vip};
 pub struct RouteCounters {
     pub mutating_calls: u64,
     pub describe_calls: u64,
+    /// Calls that changed where a route points (created, re-pointed or
+    /// deleted it): what clients would notice.
+    pub target_changes: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -62,7 +66,10 @@ impl RouteTables {
             .ok_or_else(|| RouteError::UnknownTable(table.clone()))?;
         match routes.get_mut(&vip) {
             Some(target) => {
-                *target = eni.clone();
+                if target != eni {
+                    *target = eni.clone();
+                    self.counters.target_changes += 1;
+                }
                 Ok(())
             }
             None => Err(RouteError::NoRoute {
@@ -85,7 +92,33 @@ impl RouteTables {
             });
         }
         routes.insert(vip, eni.clone());
+        self.counters.target_changes += 1;
         Ok(())
+    }
+
+    pub fn delete(&mut self, table: &RouteTableId, vip: Vip) -> Result<(), RouteError> {
+        self.counters.mutating_calls += 1;
+        let routes = self
+            .tables
+            .get_mut(table)
+            .ok_or_else(|| RouteError::UnknownTable(table.clone()))?;
+        match routes.remove(&vip) {
+            Some(_) => {
+                self.counters.target_changes += 1;
+                Ok(())
+            }
+            None => Err(RouteError::NoRoute {
+                table: table.clone(),
+                vip,
+            }),
+        }
+    }
+
+    /// Every route of every table (for checks; not counted).
+    pub fn all(&self) -> impl Iterator<Item = (&RouteTableId, &Vip, &EniId)> {
+        self.tables
+            .iter()
+            .flat_map(|(t, routes)| routes.iter().map(move |(v, e)| (t, v, e)))
     }
 
     /// Where `vip` points in `table` now (for checks; not counted).
@@ -96,7 +129,9 @@ impl RouteTables {
     /// An operator's hand edit: points a route anywhere, creating it if need be.
     pub fn set_by_hand(&mut self, table: &RouteTableId, vip: Vip, eni: &EniId) {
         if let Some(routes) = self.tables.get_mut(table) {
-            routes.insert(vip, eni.clone());
+            if routes.insert(vip, eni.clone()).as_ref() != Some(eni) {
+                self.counters.target_changes += 1;
+            }
         }
     }
 

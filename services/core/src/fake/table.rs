@@ -1,12 +1,18 @@
 //! An in-memory lease table with DynamoDB's conditional semantics, as plain
 //! synchronous data. [`super::FakeLeaseStore`] wraps it for async callers;
 //! the simulation drives it directly on virtual time.
+//!
+//! Besides the protocol's operations it takes the edits an operator (or a
+//! slip) makes by hand: items deleted, junk items, a node marked dead, the
+//! whole table re-created empty.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use crate::layout::{LayoutId, ShardLayout};
+use crate::liveness::NodeCheck;
 use crate::store::{
-    AcquireOutcome, AcquireRequest, Expect, HandoffOutcome, HandoffRequest, HeartbeatOutcome, HeartbeatRequest,
-    MarkDeadOutcome, MarkDeadRequest,
+    AcquireOutcome, AcquireRequest, BeatKind, Expect, HandoffOutcome, HandoffRequest, HeartbeatOutcome,
+    HeartbeatRequest, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, Skipped,
 };
 use crate::types::{NodeId, NodeRecord, NodeState, ShardId, ShardRecord};
 
@@ -20,10 +26,21 @@ pub struct TableCounters {
     pub items_read: u64,
 }
 
+/// An item the agent cannot read, as a key and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Junk {
+    reason: String,
+    node: Option<NodeId>,
+    shard: Option<ShardId>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct LeaseTable {
     nodes: BTreeMap<NodeId, NodeRecord>,
     shards: BTreeMap<ShardId, ShardRecord>,
+    layouts: BTreeMap<LayoutId, ShardLayout>,
+    /// Junk items by key (`node#…`, `shard#…`, anything).
+    junk: BTreeMap<String, Junk>,
     counters: TableCounters,
 }
 
@@ -42,49 +59,106 @@ impl LeaseTable {
         self.counters.items_read += items as u64;
     }
 
+    fn junk_node(&self, id: &NodeId) -> bool {
+        self.junk.values().any(|j| j.node.as_ref() == Some(id))
+    }
+
+    fn junk_shard(&self, id: ShardId) -> bool {
+        self.junk.values().any(|j| j.shard == Some(id))
+    }
+
+    fn skipped(&self, prefix: &str) -> Vec<Skipped> {
+        self.junk
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .map(|(key, j)| Skipped {
+                key: key.clone(),
+                reason: j.reason.clone(),
+                node: j.node.clone(),
+                shard: j.shard,
+            })
+            .collect()
+    }
+
     pub fn heartbeat(&mut self, req: &HeartbeatRequest) -> HeartbeatOutcome {
         self.wrote(1);
-        match self.nodes.get_mut(&req.info.id) {
-            Some(node) if req.register || node.inc == req.inc => {
-                node.hb += 1;
-                node.inc = req.inc;
-                node.state = req.state;
-                node.info = req.info.clone();
-                HeartbeatOutcome::Beat(node.hb)
-            }
-            Some(_) => HeartbeatOutcome::NotMine,
-            None if req.register => {
-                self.nodes.insert(
-                    req.info.id.clone(),
-                    NodeRecord {
-                        info: req.info.clone(),
-                        hb: 1,
-                        inc: req.inc,
-                        state: req.state,
-                    },
-                );
+        let id = &req.info.id;
+        let fresh = || NodeRecord {
+            info: req.info.clone(),
+            hb: 1,
+            inc: req.inc,
+            state: req.state,
+            config: Some(req.config.clone()),
+            epoch_floor: req.epoch_floor,
+        };
+        let current_inc = self.nodes.get(id).map(|n| n.inc);
+        let junk = self.junk_node(id);
+        match req.kind {
+            // A put: whatever the item held, junk included.
+            BeatKind::Register => {
+                self.junk.retain(|_, j| j.node.as_ref() != Some(id));
+                self.nodes.insert(id.clone(), fresh());
                 HeartbeatOutcome::Beat(1)
             }
-            None => HeartbeatOutcome::NotMine,
+            BeatKind::Reregister => match current_inc {
+                Some(inc) if inc != req.inc => HeartbeatOutcome::NotMine,
+                _ => {
+                    self.junk.retain(|_, j| j.node.as_ref() != Some(id));
+                    self.nodes.insert(id.clone(), fresh());
+                    HeartbeatOutcome::Beat(1)
+                }
+            },
+            // An update of an unreadable item fails DynamoDB's type checks;
+            // the caller sees an error, not an outcome.
+            BeatKind::Renew if junk => HeartbeatOutcome::Missing,
+            BeatKind::Renew => match self.nodes.get_mut(id) {
+                Some(node) if node.inc == req.inc => {
+                    node.hb += 1;
+                    node.state = req.state;
+                    node.info = req.info.clone();
+                    node.config = Some(req.config.clone());
+                    node.epoch_floor = req.epoch_floor;
+                    HeartbeatOutcome::Beat(node.hb)
+                }
+                Some(_) => HeartbeatOutcome::NotMine,
+                None => HeartbeatOutcome::Missing,
+            },
         }
     }
 
-    pub fn read_nodes(&mut self) -> Vec<NodeRecord> {
-        let nodes: Vec<_> = self.nodes.values().cloned().collect();
-        self.read(nodes.len());
-        nodes
+    pub fn read_nodes(&mut self) -> Scan<NodeRecord> {
+        let records: Vec<_> = self.nodes.values().cloned().collect();
+        let skipped = self.skipped("node#");
+        self.read(records.len() + skipped.len());
+        Scan { records, skipped }
     }
 
-    pub fn read_shards(&mut self) -> Vec<ShardRecord> {
-        let shards: Vec<_> = self.shards.values().cloned().collect();
-        self.read(shards.len());
-        shards
+    pub fn read_shards(&mut self) -> Scan<ShardRecord> {
+        let records: Vec<_> = self.shards.values().cloned().collect();
+        let skipped = self.skipped("shard#");
+        self.read(records.len() + skipped.len());
+        Scan { records, skipped }
     }
 
-    pub fn read_shard(&mut self, shard: ShardId) -> Option<ShardRecord> {
+    /// `Err` with the reason when the item exists but cannot be read.
+    pub fn read_shard(&mut self, shard: ShardId) -> Result<Option<ShardRecord>, String> {
         let record = self.shards.get(&shard).cloned();
         self.read(usize::from(record.is_some()));
-        record
+        if let Some(junk) = self.junk.values().find(|j| j.shard == Some(shard)) {
+            return Err(junk.reason.clone());
+        }
+        Ok(record)
+    }
+
+    pub fn publish_layout(&mut self, layout: &ShardLayout) {
+        self.wrote(1);
+        self.layouts.entry(layout.id()).or_insert_with(|| layout.clone());
+    }
+
+    pub fn read_layout(&mut self, id: &LayoutId) -> Option<ShardLayout> {
+        let layout = self.layouts.get(id).cloned();
+        self.read(usize::from(layout.is_some()));
+        layout
     }
 
     pub fn acquire(&mut self, req: &AcquireRequest) -> AcquireOutcome {
@@ -99,27 +173,34 @@ impl LeaseTable {
     }
 
     fn acquire_checked(&mut self, req: &AcquireRequest, check_node: bool) -> AcquireOutcome {
+        let junk = self.junk_shard(req.shard);
         let shard = self.shards.get(&req.shard);
         let (owner, epoch) = match shard {
             Some(s) => (s.owner.as_ref(), s.epoch),
             None => (None, 0),
         };
-        let shard_ok = match &req.expect {
-            Expect::Free => owner.is_none(),
-            Expect::DeadOwner { owner: x, epoch: e } | Expect::ExpiredOwner { owner: x, epoch: e, .. } => {
-                owner == Some(x) && epoch == *e
-            }
-        };
+        let shard_ok = !junk
+            && match &req.expect {
+                Expect::Free { next_epoch } => owner.is_none() && epoch < *next_epoch,
+                Expect::GoneOwner { owner: x, epoch: e, .. } => owner == Some(x) && epoch == *e,
+            };
         let node_ok = !check_node
             || match &req.expect {
-                Expect::Free => true,
-                Expect::ExpiredOwner { owner, observed_hb, .. } => {
-                    self.nodes.get(owner).is_some_and(|n| n.hb == *observed_hb)
-                }
-                Expect::DeadOwner { owner, .. } => self.nodes.get(owner).is_none_or(|n| n.state == NodeState::Dead),
+                Expect::Free { .. } => true,
+                Expect::GoneOwner { owner, check, .. } => match check {
+                    NodeCheck::Unchanged { hb, inc } => self
+                        .nodes
+                        .get(owner)
+                        .is_some_and(|n| n.hb == *hb && n.inc == *inc && !self.junk_node(owner)),
+                    NodeCheck::Missing => !self.nodes.contains_key(owner) && !self.junk_node(owner),
+                },
             };
         // A transaction writes (and bills) both items even when cancelled.
-        let items = if matches!(req.expect, Expect::Free) { 1 } else { 2 };
+        let items = if matches!(req.expect, Expect::Free { .. }) {
+            1
+        } else {
+            2
+        };
         self.wrote(items);
         if !shard_ok {
             return AcquireOutcome::LostRace;
@@ -127,9 +208,12 @@ impl LeaseTable {
         if !node_ok {
             return AcquireOutcome::OwnerAlive;
         }
+        let new_epoch = match &req.expect {
+            Expect::Free { next_epoch } => *next_epoch,
+            Expect::GoneOwner { epoch, .. } => epoch + 1,
+        };
         let record = self.shards.entry(req.shard).or_insert_with(|| ShardRecord {
             id: req.shard,
-            vips: req.vips.clone(),
             owner: None,
             owner_inc: None,
             epoch: 0,
@@ -140,9 +224,8 @@ impl LeaseTable {
         }
         record.owner = Some(req.me.clone());
         record.owner_inc = Some(req.inc);
-        record.vips = req.vips.clone();
-        record.epoch += 1;
-        AcquireOutcome::Acquired { epoch: record.epoch }
+        record.epoch = new_epoch;
+        AcquireOutcome::Acquired { epoch: new_epoch }
     }
 
     pub fn hand_off(&mut self, req: &HandoffRequest) -> HandoffOutcome {
@@ -170,6 +253,72 @@ impl LeaseTable {
         }
     }
 
+    pub fn retire(&mut self, req: &RetireRequest) -> RetireOutcome {
+        self.wrote(1);
+        match self.shards.get(&req.shard) {
+            Some(s) if s.epoch == req.epoch => {
+                self.shards.remove(&req.shard);
+                RetireOutcome::Retired
+            }
+            None => RetireOutcome::Retired,
+            Some(_) => RetireOutcome::Changed,
+        }
+    }
+
+    // ----- hand edits ----------------------------------------------------
+
+    /// `delete-item` of a shard item.
+    pub fn delete_shard(&mut self, shard: ShardId) {
+        self.shards.remove(&shard);
+    }
+
+    /// `delete-item` of a node item.
+    pub fn delete_node(&mut self, node: &NodeId) {
+        self.nodes.remove(node);
+    }
+
+    /// `update-item … SET state = dead` on any node.
+    pub fn set_state_by_hand(&mut self, node: &NodeId, state: NodeState) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.state = state;
+        }
+    }
+
+    /// A `put-item` of something the agent cannot read. A key that names a
+    /// node or shard (`node#x`, `shard#10.200.0.1/32`) replaces that item.
+    pub fn put_junk(&mut self, key: &str, reason: &str) {
+        let node = key.strip_prefix("node#").map(NodeId::new);
+        let shard = key.strip_prefix("shard#").and_then(|s| s.parse().ok());
+        if let Some(node) = &node {
+            self.nodes.remove(node);
+        }
+        if let Some(shard) = &shard {
+            self.shards.remove(shard);
+        }
+        self.junk.insert(
+            key.to_string(),
+            Junk {
+                reason: reason.to_string(),
+                node,
+                shard,
+            },
+        );
+    }
+
+    pub fn delete_junk(&mut self, key: &str) {
+        self.junk.remove(key);
+    }
+
+    /// The table deleted and created again (or restored empty): every item
+    /// is gone.
+    pub fn recreate(&mut self) {
+        let counters = self.counters;
+        *self = Self::default();
+        self.counters = counters;
+    }
+
+    // ----- checks ----------------------------------------------------------
+
     /// The current record of a shard, without counting a read (for checks).
     pub fn peek_shard(&self, shard: ShardId) -> Option<&ShardRecord> {
         self.shards.get(&shard)
@@ -177,5 +326,9 @@ impl LeaseTable {
 
     pub fn peek_node(&self, node: &NodeId) -> Option<&NodeRecord> {
         self.nodes.get(node)
+    }
+
+    pub fn shard_ids(&self) -> BTreeSet<ShardId> {
+        self.shards.keys().copied().collect()
     }
 }

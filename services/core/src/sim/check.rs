@@ -2,12 +2,18 @@
 //!
 //! - (a) **one writer**: after every event, at most one node may write
 //!   routes for any shard ([`crate::machine::Machine::may_write`]);
-//! - (b) **convergence**: once faults stop, within `lease_ttl + 2 scans +
-//!   reconcile_interval` every shard has a live owner and its routes point
-//!   to it;
+//! - (b) **convergence**: once faults stop, within the convergence bound
+//!   every shard some live node serves has a live owner that serves it, and
+//!   its route in every table a live node maintains points at that owner;
+//!   a shard no live node serves has neither item nor routes (retired);
 //! - (c) **minimal moves**: when a node crashes or drains in a quiet fleet,
-//!   only its shards move;
-//! - (d) **stability**: in steady state nothing moves.
+//!   only its shards move; when an agent restarts (gracefully or not), the
+//!   table is lost and re-created, an item is deleted, broken or marked dead
+//!   by hand, nothing moves and no route changes;
+//! - (d) **stability**: in steady state nothing moves;
+//! - (e) **epochs never go back**: a shard's epoch in the table never falls
+//!   below one a live node remembers, even across deleted items and a
+//!   re-created table.
 //!
 //! It also measures: moves per event against the minimum, and the time from
 //! each crash until the dead node's shards are owned and routed again.
@@ -17,15 +23,13 @@ use std::time::Duration;
 
 use super::faults::Fault;
 use super::{SimConfig, Status, World};
-use crate::assign::{assign, Member};
-use crate::machine::Mode;
 use crate::time::Instant;
 use crate::types::{Epoch, NodeId, ShardId};
 
 /// Violations beyond this many are counted, not listed.
 const MAX_LISTED_VIOLATIONS: usize = 20;
-/// A crash or drain counts as "in a quiet fleet" if nothing moved for this
-/// long before it and no other fault overlaps its window.
+/// A fault counts as "in a quiet fleet" if nothing moved for this long
+/// before it and no other fault overlaps its window.
 const QUIET_BEFORE: Duration = Duration::from_secs(5);
 /// A route may trail a fresh change of owner by this long (the push is in
 /// flight) at the convergence check.
@@ -60,6 +64,9 @@ struct Window {
     closes: Instant,
     owned: BTreeSet<ShardId>,
     moved: BTreeSet<ShardId>,
+    /// Route target changes when the window opened, for windows that must
+    /// not change any.
+    route_changes_at_open: Option<u64>,
     clean: bool,
 }
 
@@ -72,6 +79,7 @@ pub struct Checker {
     violation_count: usize,
     pub moves: u64,
     owners: BTreeMap<ShardId, (Option<NodeId>, Epoch)>,
+    table_epoch: BTreeMap<ShardId, Epoch>,
     changed_at: BTreeMap<ShardId, Instant>,
     last_move_at: Option<Instant>,
     last_fault_at: Option<Instant>,
@@ -86,15 +94,17 @@ impl Checker {
     pub fn new(config: &SimConfig) -> Self {
         let faults_end = Instant::ZERO + config.faults_end();
         let bound = config.convergence_bound();
+        let lease = config.longest_lease();
         Self {
             bound,
             faults_end,
-            window_length: config.lease.lease_ttl + config.lease.scan_interval * 4 + config.latency_max * 4,
+            window_length: lease.lease_ttl * 2 + lease.scan_interval * 4 + config.latency_max * 4,
             steady_from: faults_end + bound + config.cooldown / 2,
             violations: Vec::new(),
             violation_count: 0,
             moves: 0,
             owners: BTreeMap::new(),
+            table_epoch: BTreeMap::new(),
             changed_at: BTreeMap::new(),
             last_move_at: None,
             last_fault_at: None,
@@ -116,8 +126,10 @@ impl Checker {
     pub(crate) fn after_event(&mut self, world: &World) {
         let now = world.now;
         self.check_one_writer(world);
-        self.track_moves(world);
-        self.close_windows(now);
+        if world.changed {
+            self.track_moves(world);
+        }
+        self.close_windows(world);
         self.track_recoveries(world);
         if !self.converged_checked && now >= self.faults_end + self.bound {
             self.converged_checked = true;
@@ -128,9 +140,8 @@ impl Checker {
     pub(crate) fn at_end(&mut self, world: &World) {
         let now = world.now;
         for window in std::mem::take(&mut self.windows) {
-            self.finish_window(window);
+            self.finish_window(window, world);
         }
-        self.close_windows(now);
         self.check_converged(world, "at the end", Duration::ZERO);
         if self.last_move_at.is_some_and(|t| t >= self.steady_from) {
             self.violation(format!(
@@ -151,26 +162,58 @@ impl Checker {
         }
     }
 
+    /// Only a node that just stepped can have gained the right to write a
+    /// shard (the right is lost, never gained, with time alone).
     fn check_one_writer(&mut self, world: &World) {
-        for shard in world.layout.ids() {
-            let writers: Vec<&NodeId> = world
-                .nodes
-                .iter()
-                .filter(|n| matches!(n.status, Status::Running | Status::Paused { .. }))
-                .filter(|n| n.machine.may_write(shard, world.now))
-                .map(|n| n.id())
-                .collect();
-            if writers.len() > 1 {
-                self.violation(format!("(a) at {} shard {shard} has writers {writers:?}", world.now));
+        let now = world.now;
+        let writing = |n: &super::SimNode, shard| {
+            matches!(n.status, Status::Running | Status::Paused { .. }) && n.machine.may_write(shard, now)
+        };
+        for &stepped in &world.stepped {
+            let node = &world.nodes[stepped];
+            for (shard, _) in node.machine.held() {
+                if !writing(node, shard) {
+                    continue;
+                }
+                let others: Vec<&NodeId> = world
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, n)| *i != stepped && writing(n, shard))
+                    .map(|(_, n)| n.id())
+                    .collect();
+                if !others.is_empty() {
+                    self.violation(format!(
+                        "(a) at {now} shard {shard} has writers {} and {others:?}",
+                        node.id()
+                    ));
+                }
             }
         }
     }
 
     fn track_moves(&mut self, world: &World) {
-        for shard in world.layout.ids() {
+        for &shard in &world.all_shards {
             let Some(record) = world.table.peek_shard(shard) else {
                 continue;
             };
+            let last = self.table_epoch.insert(shard, record.epoch);
+            if last.is_some_and(|l| record.epoch < l) {
+                let remembered = world
+                    .nodes
+                    .iter()
+                    .filter(|n| n.is_live())
+                    .map(|n| n.machine.remembered_epoch(shard))
+                    .max()
+                    .unwrap_or(0);
+                if record.epoch < remembered {
+                    let epoch = record.epoch;
+                    self.violation(format!(
+                        "(e) at {} shard {shard} went back to epoch {epoch}, below the {remembered} a live node remembers",
+                        world.now
+                    ));
+                }
+            }
             let now_owner = (record.owner.clone(), record.epoch);
             let before = self.owners.insert(shard, now_owner.clone());
             match before {
@@ -198,71 +241,69 @@ impl Checker {
             && self
                 .last_move_at
                 .is_none_or(|t| now.saturating_since(t) >= QUIET_BEFORE)
-            && self.settled(world);
+            && settled(world);
         self.last_fault_at = Some(now);
         for window in &mut self.windows {
             window.clean = false;
         }
         let (kind, node) = match fault {
-            Fault::Crash { node } => ("crash", *node),
-            Fault::Drain { node } => ("drain", *node),
+            Fault::Crash { node } => ("crash", Some(*node)),
+            Fault::Drain { node } => ("drain", Some(*node)),
+            Fault::Restart { node, .. } => ("restart", Some(*node)),
+            Fault::TableLoss { .. } => ("table-loss", None),
+            Fault::DeleteShardItem { .. } => ("delete-shard-item", None),
+            Fault::DeleteNodeItem { node } => ("delete-node-item", Some(*node)),
+            Fault::MarkDeadByHand { node } => ("mark-dead-by-hand", Some(*node)),
+            Fault::JunkItem { .. } => ("junk-item", None),
             _ => return,
         };
-        let Some(sim_node) = world.nodes.get(node) else { return };
-        let id = sim_node.id().clone();
-        let owned: BTreeSet<ShardId> = self
-            .owners
-            .iter()
-            .filter(|(_, (o, _))| o.as_ref() == Some(&id))
-            .map(|(s, _)| *s)
-            .collect();
+        let id = match node {
+            Some(node) => match world.nodes.get(node).filter(|n| n.is_live()) {
+                Some(n) => n.id().clone(),
+                None => return,
+            },
+            None => NodeId::new("-"),
+        };
+        // What the fault may move: a crashed or drained node's shards;
+        // nothing for a restart or a table loss.
+        let owned: BTreeSet<ShardId> = match kind {
+            "crash" | "drain" => self
+                .owners
+                .iter()
+                .filter(|(_, (o, _))| o.as_ref() == Some(&id))
+                .map(|(s, _)| *s)
+                .collect(),
+            _ => BTreeSet::new(),
+        };
         if kind == "crash" {
             self.recoveries.push((id.clone(), now, owned.clone(), None));
         }
+        let length = self.window_length + fault.length();
         self.windows.push(Window {
             kind,
             node: id,
             opened: now,
-            closes: now + self.window_length,
+            closes: now + length,
             owned,
             moved: BTreeSet::new(),
+            // Faults that must move nothing must not change a route either.
+            route_changes_at_open: (!matches!(kind, "crash" | "drain")).then(|| world.routes.counters().target_changes),
             clean: quiet,
         });
     }
 
-    /// Every shard is where the target assignment wants it: no failover
-    /// or rebalancing is still under way.
-    fn settled(&self, world: &World) -> bool {
-        let members: Vec<Member> = world
-            .nodes
-            .iter()
-            .filter(|n| n.is_live())
-            .map(|n| Member {
-                id: n.id().clone(),
-                weight: n.machine.setup().info.weight,
-                eligible: n.machine.mode() == Mode::Active,
-            })
-            .collect();
-        let owners: BTreeMap<ShardId, NodeId> = self
-            .owners
-            .iter()
-            .filter_map(|(s, (o, _))| o.clone().map(|o| (*s, o)))
-            .collect();
-        let shards: Vec<ShardId> = world.layout.ids().collect();
-        assign(&shards, &members, &owners).target == owners
-    }
-
-    fn close_windows(&mut self, now: Instant) {
+    fn close_windows(&mut self, world: &World) {
+        let now = world.now;
         let (done, open): (Vec<Window>, Vec<Window>) = std::mem::take(&mut self.windows)
             .into_iter()
             .partition(|w| now >= w.closes);
         self.windows = open;
         for window in done {
-            self.finish_window(window);
+            self.finish_window(window, world);
         }
     }
 
-    fn finish_window(&mut self, w: Window) {
+    fn finish_window(&mut self, w: Window, world: &World) {
         if w.clean {
             let extra: Vec<_> = w.moved.difference(&w.owned).collect();
             if !extra.is_empty() {
@@ -270,6 +311,15 @@ impl Checker {
                     "(c) {} of {} at {} also moved shards {extra:?} that it did not own",
                     w.kind, w.node, w.opened
                 ));
+            }
+            if let Some(before) = w.route_changes_at_open {
+                let changes = world.routes.counters().target_changes - before;
+                if changes > 0 {
+                    self.violation(format!(
+                        "(c) {} of {} at {} changed {changes} routes; it must change none",
+                        w.kind, w.node, w.opened
+                    ));
+                }
             }
         }
         self.event_moves.push(EventMoves {
@@ -286,7 +336,10 @@ impl Checker {
         let now = world.now;
         let mut recoveries = std::mem::take(&mut self.recoveries);
         for (_, at, shards, took) in recoveries.iter_mut().filter(|r| r.3.is_none()) {
-            if shards.iter().all(|s| served_by_owner(world, *s)) {
+            if shards
+                .iter()
+                .all(|s| !served_by_some_live_node(world, *s) || served_by_owner(world, *s))
+            {
                 *took = Some(now.saturating_since(*at));
             }
         }
@@ -295,15 +348,30 @@ impl Checker {
 
     fn check_converged(&mut self, world: &World, when: &str, grace: Duration) {
         let now = world.now;
-        for shard in world.layout.ids() {
+        for &shard in &world.all_shards {
             let owner = world.table.peek_shard(shard).and_then(|r| r.owner.clone());
-            let live_owner = owner.as_ref().and_then(|o| live_node(world, o));
-            let Some(owner_index) = live_owner else {
+            if !served_by_some_live_node(world, shard) {
+                let routes = world.routes.all().filter(|(_, v, _)| **v == shard.vip()).count();
+                if world.table.peek_shard(shard).is_some() || routes > 0 {
+                    self.violation(format!(
+                        "(b) {when} ({now}): shard {shard}, which no live node serves, still has an item ({owner:?}) or {routes} routes"
+                    ));
+                }
+                continue;
+            }
+            let Some(owner_index) = owner.as_ref().and_then(|o| live_node(world, o)) else {
                 self.violation(format!(
                     "(b) {when} ({now}): shard {shard} has no live owner ({owner:?})"
                 ));
                 continue;
             };
+            if !world.nodes[owner_index].serves(shard) {
+                self.violation(format!(
+                    "(b) {when} ({now}): shard {shard} is owned by {}, which does not serve it",
+                    world.nodes[owner_index].id()
+                ));
+                continue;
+            }
             if served_by_owner(world, shard) {
                 continue;
             }
@@ -321,11 +389,27 @@ impl Checker {
     }
 }
 
+/// Every shard is where every live node's last plan wants it: no failover
+/// or rebalancing is under way.
+fn settled(world: &World) -> bool {
+    world.nodes.iter().filter(|n| n.is_live()).all(|n| {
+        n.machine
+            .target()
+            .iter()
+            .all(|(shard, to)| world.table.peek_shard(*shard).and_then(|r| r.owner.as_ref()) == Some(to))
+    })
+}
+
 fn live_node(world: &World, id: &NodeId) -> Option<usize> {
     world.nodes.iter().position(|n| n.id() == id && n.is_live())
 }
 
-/// The shard has a live owner and every route of it points at that owner.
+fn served_by_some_live_node(world: &World, shard: ShardId) -> bool {
+    world.nodes.iter().any(|n| n.is_live() && n.serves(shard))
+}
+
+/// The shard has a live owner and its route, in every table some live node
+/// maintains, points at that owner.
 fn served_by_owner(world: &World, shard: ShardId) -> bool {
     let Some(owner) = world.table.peek_shard(shard).and_then(|r| r.owner.clone()) else {
         return false;
@@ -334,11 +418,13 @@ fn served_by_owner(world: &World, shard: ShardId) -> bool {
         return false;
     };
     let eni = world.nodes[index].eni();
-    world.layout.vips_of(shard).iter().all(|vip| {
-        world
-            .routes
-            .table_ids()
-            .iter()
-            .all(|table| world.routes.target(table, *vip) == Some(eni))
-    })
+    let tables: BTreeSet<_> = world
+        .nodes
+        .iter()
+        .filter(|n| n.is_live())
+        .flat_map(|n| n.machine.setup().route_tables.iter())
+        .collect();
+    tables
+        .into_iter()
+        .all(|table| world.routes.target(table, shard.vip()) == Some(eni))
 }

@@ -8,6 +8,17 @@ use rand::Rng;
 
 use crate::config::LeaseConfig;
 
+/// How a node is configured: which layout version it serves (version `k`
+/// serves VIPs `k .. k + shards`, so each version drops the oldest VIP and
+/// adds a new one), how many of the fleet's route tables it maintains, and
+/// its lease timings. Nodes that differ disagree, as during a rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Variant {
+    pub layout_version: u32,
+    pub route_tables: usize,
+    pub lease: LeaseConfig,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// `kill -9`: the node stops; what it had in flight still lands.
@@ -24,13 +35,41 @@ pub enum Fault {
     Drain { node: usize },
     /// An operator points a route at the wrong node by hand.
     RouteDrift { shard: usize, to_node: usize },
+    /// The agent stops (SIGTERM, or `kill -9` with `graceful` false) and a
+    /// new process with the same node id starts `down` later: an upgrade.
+    Restart {
+        node: usize,
+        down: Duration,
+        graceful: bool,
+    },
+    /// The node restarts (as [`Fault::Restart`]) with another configuration.
+    Reconfigure { node: usize, variant: Variant },
+    /// Its haproxy fails for `length`: the node turns unhealthy, then back.
+    HealthDown { node: usize, length: Duration },
+    /// Someone deletes a shard item by hand.
+    DeleteShardItem { shard: usize },
+    /// Someone deletes a node's item by hand.
+    DeleteNodeItem { node: usize },
+    /// Someone puts an item the agents cannot read: a stray `node#junk`, or
+    /// (with `over_node`) a corrupt copy of a live node's item.
+    JunkItem { over_node: Option<usize>, length: Duration },
+    /// Someone marks a live node dead by hand.
+    MarkDeadByHand { node: usize },
+    /// The table is deleted, and created again empty `length` later.
+    TableLoss { length: Duration },
 }
 
 impl Fault {
     /// How long the fault lasts once injected.
     pub fn length(&self) -> Duration {
         match self {
-            Fault::Pause { length, .. } | Fault::Partition { length, .. } | Fault::StoreOutage { length } => *length,
+            Fault::Pause { length, .. }
+            | Fault::Partition { length, .. }
+            | Fault::StoreOutage { length }
+            | Fault::HealthDown { length, .. }
+            | Fault::JunkItem { length, .. }
+            | Fault::TableLoss { length } => *length,
+            Fault::Restart { down, .. } => *down,
             _ => Duration::ZERO,
         }
     }
@@ -44,6 +83,32 @@ impl Fault {
             Fault::Join => "join",
             Fault::Drain { .. } => "drain",
             Fault::RouteDrift { .. } => "route-drift",
+            Fault::Restart { .. } => "restart",
+            Fault::Reconfigure { .. } => "reconfigure",
+            Fault::HealthDown { .. } => "health-down",
+            Fault::DeleteShardItem { .. } => "delete-shard-item",
+            Fault::DeleteNodeItem { .. } => "delete-node-item",
+            Fault::JunkItem { .. } => "junk-item",
+            Fault::MarkDeadByHand { .. } => "mark-dead-by-hand",
+            Fault::TableLoss { .. } => "table-loss",
+        }
+    }
+
+    /// The node the fault strikes, if it strikes one.
+    pub fn node(&self) -> Option<usize> {
+        match self {
+            Fault::Crash { node }
+            | Fault::Pause { node, .. }
+            | Fault::Partition { node, .. }
+            | Fault::Drain { node }
+            | Fault::Restart { node, .. }
+            | Fault::Reconfigure { node, .. }
+            | Fault::HealthDown { node, .. }
+            | Fault::DeleteNodeItem { node }
+            | Fault::MarkDeadByHand { node } => Some(*node),
+            Fault::RouteDrift { to_node, .. } => Some(*to_node),
+            Fault::JunkItem { over_node, .. } => *over_node,
+            Fault::StoreOutage { .. } | Fault::Join | Fault::DeleteShardItem { .. } | Fault::TableLoss { .. } => None,
         }
     }
 }
@@ -53,6 +118,17 @@ pub struct ScheduledFault {
     /// Virtual time since the start of the run.
     pub at: Duration,
     pub fault: Fault,
+}
+
+/// Which kinds of fault a random schedule draws from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mix {
+    /// Crashes, pauses, partitions, outages, joins, drains, route drift.
+    Classic,
+    /// The classic faults plus what operators and upgrades do: restarts,
+    /// configuration rollouts, health flaps, items deleted or broken by
+    /// hand, nodes marked dead by hand, the table lost and re-created.
+    Operations,
 }
 
 /// A random schedule over `window`, never leaving the fleet with fewer than
@@ -65,17 +141,23 @@ pub fn random_schedule(
     start: Duration,
     window: Duration,
     count: usize,
+    mix: Mix,
 ) -> Vec<ScheduledFault> {
     let ttl_ms = lease.lease_ttl.as_millis() as u64;
     let mut total_nodes = nodes;
     let mut gone = std::collections::BTreeSet::new();
     let mut schedule = Vec::new();
+    let kinds = match mix {
+        Mix::Classic => 8,
+        Mix::Operations => 16,
+    };
     for _ in 0..count {
         let at = start + Duration::from_millis(rng.random_range(0..window.as_millis() as u64));
         let alive: Vec<usize> = (0..total_nodes).filter(|n| !gone.contains(n)).collect();
         let pick = alive[rng.random_range(0..alive.len())];
         let can_lose = alive.len() > 2;
-        let fault = match rng.random_range(0..8) {
+        let length = |rng: &mut SmallRng| Duration::from_millis(rng.random_range(ttl_ms / 2..ttl_ms * 3));
+        let fault = match rng.random_range(0..kinds) {
             0 if can_lose => {
                 gone.insert(pick);
                 Fault::Crash { node: pick }
@@ -86,11 +168,11 @@ pub fn random_schedule(
             }
             2 => Fault::Pause {
                 node: pick,
-                length: Duration::from_millis(rng.random_range(ttl_ms / 2..ttl_ms * 3)),
+                length: length(rng),
             },
             3 => Fault::Partition {
                 node: pick,
-                length: Duration::from_millis(rng.random_range(ttl_ms / 2..ttl_ms * 3)),
+                length: length(rng),
             },
             4 => Fault::StoreOutage {
                 length: Duration::from_millis(rng.random_range(500..ttl_ms * 3)),
@@ -102,6 +184,27 @@ pub fn random_schedule(
             6 => Fault::RouteDrift {
                 shard: rng.random_range(0..shards.max(1)),
                 to_node: pick,
+            },
+            8 | 9 => Fault::Restart {
+                node: pick,
+                down: Duration::from_millis(rng.random_range(100..ttl_ms / 2)),
+                graceful: rng.random_bool(0.5),
+            },
+            10 => Fault::HealthDown {
+                node: pick,
+                length: length(rng),
+            },
+            11 => Fault::DeleteShardItem {
+                shard: rng.random_range(0..shards.max(1)),
+            },
+            12 => Fault::DeleteNodeItem { node: pick },
+            13 => Fault::JunkItem {
+                over_node: rng.random_bool(0.3).then_some(pick),
+                length: length(rng),
+            },
+            14 => Fault::MarkDeadByHand { node: pick },
+            15 => Fault::TableLoss {
+                length: Duration::from_millis(rng.random_range(200..ttl_ms * 2)),
             },
             _ => Fault::Pause {
                 node: pick,
@@ -115,19 +218,25 @@ pub fn random_schedule(
     schedule.sort_by_key(|f| f.at);
     let mut joined = nodes;
     schedule.retain(|f| {
-        let target = match &f.fault {
-            Fault::Join => {
-                joined += 1;
-                return true;
-            }
-            Fault::Crash { node }
-            | Fault::Pause { node, .. }
-            | Fault::Partition { node, .. }
-            | Fault::Drain { node } => *node,
-            Fault::RouteDrift { to_node, .. } => *to_node,
-            Fault::StoreOutage { .. } => 0,
-        };
-        target < joined
+        if f.fault == Fault::Join {
+            joined += 1;
+            return true;
+        }
+        f.fault.node().is_none_or(|n| n < joined)
     });
     schedule
+}
+
+/// A VIP list rolled through the fleet: every node in turn restarts with
+/// `variant`, `gap` apart, starting at `start`.
+pub fn rollout(nodes: usize, variant: &Variant, start: Duration, gap: Duration) -> Vec<ScheduledFault> {
+    (0..nodes)
+        .map(|node| ScheduledFault {
+            at: start + gap * node as u32,
+            fault: Fault::Reconfigure {
+                node,
+                variant: variant.clone(),
+            },
+        })
+        .collect()
 }

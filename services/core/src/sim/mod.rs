@@ -7,6 +7,11 @@
 //! Faults come from a schedule ([`faults`]); the invariants of the protocol
 //! are checked after every event ([`check`]).
 //!
+//! Nodes may run different configurations ([`Variant`]: layout, route
+//! tables, lease timings), at start or through [`Fault::Reconfigure`], as
+//! during a rollout. Restarted nodes keep their id and get a new
+//! incarnation.
+//!
 //! Same seed, same run: the only randomness is a seeded `SmallRng`, and all
 //! maps iterate in key order.
 
@@ -14,7 +19,8 @@ pub mod check;
 pub mod faults;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
@@ -22,23 +28,41 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::LeaseConfig;
 use crate::fake::{LeaseTable, RouteCounters, RouteTables, TableCounters};
-use crate::machine::{Effect, ExitReason, Input, Machine, Mode, NodeSetup};
+use crate::layout::ShardLayout;
+use crate::machine::{Effect, ExitReason, Health, Input, Machine, NodeSetup};
 use crate::routes::RouteError;
-use crate::store::{StoreError, StoreErrorKind, StoreOp};
+use crate::store::{AcquireRequest, Expect, HeartbeatOutcome, StoreError, StoreErrorKind, StoreOp};
 use crate::time::Instant;
-use crate::types::{EniId, Incarnation, NodeId, NodeInfo, RouteTableId, ShardLayout, Vip};
+use crate::types::{EniId, Incarnation, NodeId, NodeInfo, NodeState, RouteTableId, ShardId, Vip};
 
 pub use check::{Checker, CrashRecovery, EventMoves};
-pub use faults::{random_schedule, Fault, ScheduledFault};
+pub use faults::{random_schedule, rollout, Fault, Mix, ScheduledFault, Variant};
 
 /// Ways to break the protocol on purpose, to prove the checks catch it.
+/// Each undoes one rule, the way the code behaved before the rule existed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sabotage {
     /// Take over a shard on the shard's condition alone, without checking
-    /// that its owner is still expired (or dead): a zombie that woke up and
+    /// that its owner is still gone as observed: a zombie that woke up and
     /// confirmed its shards loses them while it still writes routes.
     TakeoverWithoutNodeCheck,
+    /// A read with one item it cannot use fails as a whole.
+    StrictReads,
+    /// A heartbeat that finds its item missing reports another process:
+    /// the agent exits (as on a re-created table, before).
+    MissingItemIsSuperseded,
+    /// Observers judge peers by their own lease TTL only.
+    OwnTtlOnly,
+    /// A claim of a free shard starts its epoch at 1 again.
+    EpochsRestart,
+    /// Nodes never see where the routes of free shards point, so a
+    /// re-created table is re-formed from scratch.
+    RoutesUnseen,
 }
+
+/// How long a node's agent is down while it restarts with a new
+/// configuration ([`Fault::Reconfigure`]).
+const RECONFIGURE_DOWNTIME: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -47,10 +71,15 @@ pub struct SimConfig {
     pub shards: usize,
     pub route_tables: usize,
     pub lease: LeaseConfig,
+    /// Nodes whose configuration differs from the base one at start.
+    pub variants: BTreeMap<usize, Variant>,
     /// Each call's request and response legs each take a uniform share of
-    /// `[min, max] / 2`.
+    /// `[min, max] / 2`...
     pub latency_min: Duration,
     pub latency_max: Duration,
+    /// ...except, with this probability, a leg that takes up to this long
+    /// (a stalled request, a slow retry).
+    pub latency_tail: Option<(f64, Duration)>,
     /// Time to settle before the first fault.
     pub warmup: Duration,
     pub faults: Vec<ScheduledFault>,
@@ -70,8 +99,10 @@ impl SimConfig {
             shards: 64,
             route_tables: 2,
             lease: LeaseConfig::DEFAULT,
+            variants: BTreeMap::new(),
             latency_min: Duration::from_millis(4),
             latency_max: Duration::from_millis(60),
+            latency_tail: None,
             warmup: Duration::from_secs(10),
             faults: Vec::new(),
             cooldown: Duration::from_secs(40),
@@ -80,10 +111,30 @@ impl SimConfig {
         }
     }
 
-    /// Adds `count` random faults spread over `window` after the warm-up.
+    /// The configuration every node runs unless told otherwise.
+    pub fn base_variant(&self) -> Variant {
+        Variant {
+            layout_version: 0,
+            route_tables: self.route_tables,
+            lease: self.lease.clone(),
+        }
+    }
+
+    /// Adds `count` random faults of `mix` spread over `window` after the
+    /// warm-up.
     pub fn with_random_faults(mut self, window: Duration, count: usize) -> Self {
+        self.faults = self.random_faults(window, count, Mix::Classic);
+        self
+    }
+
+    pub fn with_random_faults_of(mut self, window: Duration, count: usize, mix: Mix) -> Self {
+        self.faults = self.random_faults(window, count, mix);
+        self
+    }
+
+    fn random_faults(&self, window: Duration, count: usize, mix: Mix) -> Vec<ScheduledFault> {
         let mut rng = SmallRng::seed_from_u64(self.seed ^ 0x5eed_fa17);
-        self.faults = random_schedule(
+        random_schedule(
             &mut rng,
             self.nodes,
             self.shards,
@@ -91,8 +142,8 @@ impl SimConfig {
             self.warmup,
             window,
             count,
-        );
-        self
+            mix,
+        )
     }
 
     /// When the last fault has ended.
@@ -105,10 +156,28 @@ impl SimConfig {
             .max(self.warmup)
     }
 
-    /// The promise of DESIGN.md: after faults stop, everything is owned by
-    /// a live node with routes pointing at it within this long.
+    /// The longest lease any node runs with.
+    pub fn longest_lease(&self) -> LeaseConfig {
+        let variants = self
+            .variants
+            .values()
+            .chain(self.faults.iter().filter_map(|f| match &f.fault {
+                Fault::Reconfigure { variant, .. } => Some(variant),
+                _ => None,
+            }));
+        variants
+            .map(|v| &v.lease)
+            .chain([&self.lease])
+            .max_by_key(|l| l.lease_ttl + l.reconcile_interval)
+            .cloned()
+            .unwrap_or_else(|| self.lease.clone())
+    }
+
+    /// The promise: after faults stop, everything is owned by a live node
+    /// with routes pointing at it within this long.
     pub fn convergence_bound(&self) -> Duration {
-        self.lease.lease_ttl + self.lease.scan_interval * 2 + self.lease.reconcile_interval
+        let lease = self.longest_lease();
+        lease.lease_ttl + lease.scan_interval * 2 + lease.reconcile_interval
     }
 }
 
@@ -124,6 +193,8 @@ pub struct Report {
     pub routes: RouteCounters,
     pub virtual_time: Duration,
     pub events_processed: u64,
+    /// Nodes that exited, by reason.
+    pub exits: BTreeMap<&'static str, usize>,
     /// With [`SimConfig::trace`]: one line per machine event and fault.
     pub trace: Vec<String>,
 }
@@ -131,14 +202,20 @@ pub struct Report {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Status {
     Running,
-    Paused { until: Instant },
-    Crashed,
+    Paused {
+        until: Instant,
+    },
+    /// Not running: crashed, stopped, or between a stop and its restart.
+    Down,
     Departed,
 }
 
 pub(crate) struct SimNode {
     pub(crate) machine: Machine,
     pub(crate) status: Status,
+    pub(crate) variant: Variant,
+    /// Bumped at every restart: results of an older process are dropped.
+    generation: u64,
     /// Results that arrived while paused, delivered on resume.
     inbox: Vec<Input>,
     /// The wake-up we have queued, so stale ones can be skipped.
@@ -156,6 +233,9 @@ impl SimNode {
     pub(crate) fn eni(&self) -> &EniId {
         &self.machine.setup().info.eni
     }
+    pub(crate) fn serves(&self, shard: ShardId) -> bool {
+        self.machine.setup().layout.contains(shard)
+    }
 }
 
 enum What {
@@ -163,15 +243,27 @@ enum What {
     /// A call reaches the store (or EC2).
     Apply {
         node: usize,
+        generation: u64,
         effect: Effect,
         sent_at: Instant,
     },
     /// Its result reaches the node.
     Deliver {
         node: usize,
+        generation: u64,
         input: Input,
     },
     Resume(usize),
+    /// A stopped node's agent starts again.
+    Start {
+        node: usize,
+        variant: Variant,
+    },
+    Healthy {
+        node: usize,
+        generation: u64,
+    },
+    RemoveJunk(String),
     Fault(usize),
 }
 
@@ -180,8 +272,19 @@ pub(crate) struct World {
     pub(crate) nodes: Vec<SimNode>,
     pub(crate) table: LeaseTable,
     pub(crate) routes: RouteTables,
-    pub(crate) layout: ShardLayout,
+    tables: Vec<RouteTableId>,
+    shards: usize,
+    layouts: BTreeMap<u32, Arc<ShardLayout>>,
+    /// Every shard any layout in this run has served.
+    pub(crate) all_shards: BTreeSet<ShardId>,
     store_down_until: Option<Instant>,
+    table_missing_until: Option<Instant>,
+    exits: BTreeMap<&'static str, usize>,
+    /// Nodes whose machine stepped during the current event: only they can
+    /// have become a second writer.
+    pub(crate) stepped: BTreeSet<usize>,
+    /// The lease table or the routes changed during the current event.
+    pub(crate) changed: bool,
     trace: Option<Vec<String>>,
     queue: BinaryHeap<Reverse<(Instant, u64)>>,
     pending: BTreeMap<u64, What>,
@@ -194,7 +297,12 @@ pub fn run(config: &SimConfig) -> Report {
     let mut world = World::new(config);
     let mut checker = Checker::new(config);
     for i in 0..config.nodes {
-        world.add_node(config, i);
+        let variant = config
+            .variants
+            .get(&i)
+            .cloned()
+            .unwrap_or_else(|| config.base_variant());
+        world.add_node(config, i, variant);
     }
     for (i, fault) in config.faults.iter().enumerate() {
         world.schedule(Instant::ZERO + fault.at, What::Fault(i));
@@ -209,6 +317,8 @@ pub fn run(config: &SimConfig) -> Report {
         let Some(what) = world.pending.remove(&seq) else {
             continue;
         };
+        world.stepped.clear();
+        world.changed = matches!(what, What::Apply { .. } | What::Fault(_) | What::RemoveJunk(_));
         if let What::Fault(i) = &what {
             checker.before_fault(&world, &config.faults[*i].fault);
         }
@@ -228,41 +338,61 @@ pub fn run(config: &SimConfig) -> Report {
         routes: world.routes.counters(),
         virtual_time: end.as_offset(),
         events_processed: events,
+        exits: world.exits.clone(),
         trace: world.trace.take().unwrap_or_default(),
     }
 }
 
-fn vip_of(shard: usize) -> Vip {
-    let n = shard as u32;
-    // 10.200.0.0/16 holds 65k VIPs: plenty for any simulation.
+/// The VIP of shard number `n` (10.200.0.0/16 holds 65k: plenty).
+pub fn vip_of(n: usize) -> Vip {
+    let n = n as u32;
     Vip::new(std::net::Ipv4Addr::new(10, 200, (n >> 8) as u8, (n & 0xff) as u8), 32)
         .unwrap_or_else(|_| unreachable!("a /32 has no host bits to reject"))
 }
 
+pub fn shard_of(n: usize) -> ShardId {
+    ShardId::of(vip_of(n))
+}
+
 impl World {
     fn new(config: &SimConfig) -> Self {
-        let vips: Vec<Vip> = (0..config.shards).map(vip_of).collect();
-        let layout = ShardLayout {
-            shards: vips
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (crate::ShardId(i as u32), vec![*v]))
-                .collect(),
-        };
-        let tables = (0..config.route_tables).map(|i| RouteTableId(format!("rtb-{i}")));
+        let tables: Vec<RouteTableId> = (0..config.route_tables)
+            .map(|i| RouteTableId(format!("rtb-{i}")))
+            .collect();
         Self {
             now: Instant::ZERO,
             nodes: Vec::new(),
             table: LeaseTable::default(),
-            routes: RouteTables::new(tables),
-            layout,
+            routes: RouteTables::new(tables.clone()),
+            tables,
+            shards: config.shards,
+            layouts: BTreeMap::new(),
+            all_shards: BTreeSet::new(),
             store_down_until: None,
+            table_missing_until: None,
+            exits: BTreeMap::new(),
+            stepped: BTreeSet::new(),
+            changed: true,
             trace: config.trace.then(Vec::new),
             queue: BinaryHeap::new(),
             pending: BTreeMap::new(),
             seq: 0,
             rng: SmallRng::seed_from_u64(config.seed),
         }
+    }
+
+    fn layout(&mut self, version: u32) -> Arc<ShardLayout> {
+        let shards = self.shards;
+        let layout = self
+            .layouts
+            .entry(version)
+            .or_insert_with(|| {
+                let start = version as usize;
+                Arc::new(ShardLayout::from_shards((start..start + shards).map(shard_of)))
+            })
+            .clone();
+        self.all_shards.extend(layout.ids());
+        layout
     }
 
     fn schedule(&mut self, at: Instant, what: What) {
@@ -272,35 +402,67 @@ impl World {
     }
 
     fn leg(&mut self, config: &SimConfig) -> Duration {
+        if let Some((probability, max)) = config.latency_tail {
+            if self.rng.random_bool(probability) {
+                return Duration::from_micros(self.rng.random_range(0..max.as_micros().max(1) as u64));
+            }
+        }
         let lo = config.latency_min.as_micros() as u64 / 2;
         let hi = (config.latency_max.as_micros() as u64 / 2).max(lo + 1);
         Duration::from_micros(self.rng.random_range(lo..hi))
     }
 
-    fn add_node(&mut self, config: &SimConfig, index: usize) {
+    fn setup(&mut self, index: usize, variant: &Variant) -> NodeSetup {
         let id = NodeId::new(format!("n{index:02}"));
-        let setup = NodeSetup {
+        NodeSetup {
             info: NodeInfo {
-                id: id.clone(),
                 eni: EniId(format!("eni-{id}")),
+                id,
                 az: format!("az-{}", index % 3),
                 addr: String::new(),
                 weight: 1,
                 version: "sim".into(),
             },
             inc: Incarnation(self.rng.random()),
-            lease: config.lease.clone(),
-            layout: self.layout.clone(),
-            route_tables: self.routes.table_ids(),
-        };
+            lease: variant.lease.clone(),
+            layout: self.layout(variant.layout_version),
+            route_tables: self.tables[..variant.route_tables.clamp(1, self.tables.len())].to_vec(),
+            drain_timeout: Duration::from_secs(120),
+        }
+    }
+
+    fn add_node(&mut self, config: &SimConfig, index: usize, variant: Variant) {
+        let setup = self.setup(index, &variant);
         self.nodes.push(SimNode {
             machine: Machine::new(setup, self.now),
             status: Status::Running,
+            variant,
+            generation: 0,
             inbox: Vec::new(),
             wake_at: None,
             partitioned_until: None,
         });
-        self.step(config, index, Input::Tick);
+        self.boot(config, index);
+    }
+
+    /// A new agent process on node `index` (same id, new incarnation).
+    fn restart(&mut self, config: &SimConfig, index: usize, variant: Variant) {
+        let setup = self.setup(index, &variant);
+        let node = &mut self.nodes[index];
+        node.machine = Machine::new(setup, self.now);
+        node.status = Status::Running;
+        node.variant = variant;
+        node.generation += 1;
+        node.inbox.clear();
+        node.wake_at = None;
+        self.boot(config, index);
+    }
+
+    /// What the agent's start-up tells a fresh machine: haproxy answers,
+    /// the source/destination check is off.
+    fn boot(&mut self, config: &SimConfig, index: usize) {
+        self.step(config, index, Input::Health(Health::Healthy));
+        self.step(config, index, Input::SourceDestCheckOff(true));
     }
 
     fn handle(&mut self, config: &SimConfig, what: What) {
@@ -311,13 +473,33 @@ impl World {
                     self.step(config, node, Input::Tick);
                 }
             }
-            What::Apply { node, effect, sent_at } => {
+            What::Apply {
+                node,
+                generation,
+                effect,
+                sent_at,
+            } => {
                 if let Some(input) = self.apply(node, effect, sent_at, config.sabotage) {
                     let at = self.now + self.leg(config);
-                    self.schedule(at, What::Deliver { node, input });
+                    self.schedule(
+                        at,
+                        What::Deliver {
+                            node,
+                            generation,
+                            input,
+                        },
+                    );
                 }
             }
-            What::Deliver { node, input } => self.deliver(config, node, input),
+            What::Deliver {
+                node,
+                generation,
+                input,
+            } => {
+                if self.nodes[node].generation == generation {
+                    self.deliver(config, node, input);
+                }
+            }
             What::Resume(node) => {
                 if let Status::Paused { until } = self.nodes[node].status {
                     if until == self.now {
@@ -329,6 +511,17 @@ impl World {
                     }
                 }
             }
+            What::Start { node, variant } => {
+                if self.nodes[node].status == Status::Down {
+                    self.restart(config, node, variant);
+                }
+            }
+            What::Healthy { node, generation } => {
+                if self.nodes[node].generation == generation {
+                    self.deliver(config, node, Input::Health(Health::Healthy));
+                }
+            }
+            What::RemoveJunk(key) => self.table.delete_junk(&key),
             What::Fault(i) => self.inject(config, &config.faults[i].fault),
         }
     }
@@ -337,7 +530,7 @@ impl World {
         match self.nodes[node].status {
             Status::Running => self.step(config, node, input),
             Status::Paused { .. } => self.nodes[node].inbox.push(input),
-            Status::Crashed | Status::Departed => {}
+            Status::Down | Status::Departed => {}
         }
     }
 
@@ -350,7 +543,7 @@ impl World {
             *n < nodes.len() && matches!(nodes[*n].status, Status::Running | Status::Paused { .. })
         };
         match fault {
-            Fault::Crash { node } if usable(node, &self.nodes) => self.nodes[*node].status = Status::Crashed,
+            Fault::Crash { node } if usable(node, &self.nodes) => self.nodes[*node].status = Status::Down,
             Fault::Pause { node, length } if usable(node, &self.nodes) && self.nodes[*node].is_live() => {
                 let until = now + *length;
                 self.nodes[*node].status = Status::Paused { until };
@@ -362,23 +555,76 @@ impl World {
             Fault::StoreOutage { length } => self.store_down_until = Some(now + *length),
             Fault::Join => {
                 let index = self.nodes.len();
-                self.add_node(config, index);
+                self.add_node(config, index, config.base_variant());
             }
             Fault::Drain { node } if usable(node, &self.nodes) && self.nodes[*node].is_live() => {
-                self.step(config, *node, Input::SetMode(Mode::Draining));
+                self.step(config, *node, Input::Drain(true));
             }
             Fault::RouteDrift { shard, to_node } if *to_node < self.nodes.len() => {
                 let eni = self.nodes[*to_node].eni().clone();
-                if let Some(table) = self.routes.table_ids().first() {
-                    self.routes.set_by_hand(table, vip_of(*shard), &eni);
+                if let Some(table) = self.tables.first().cloned() {
+                    self.routes.set_by_hand(&table, vip_of(*shard), &eni);
                 }
+            }
+            Fault::Restart { node, down, graceful } if usable(node, &self.nodes) && self.nodes[*node].is_live() => {
+                let variant = self.nodes[*node].variant.clone();
+                self.stop(config, *node, *graceful, *down, variant);
+            }
+            Fault::Reconfigure { node, variant } if usable(node, &self.nodes) && self.nodes[*node].is_live() => {
+                self.stop(config, *node, true, RECONFIGURE_DOWNTIME, variant.clone());
+            }
+            Fault::HealthDown { node, length } if usable(node, &self.nodes) => {
+                let generation = self.nodes[*node].generation;
+                self.deliver(config, *node, Input::Health(Health::Unhealthy));
+                self.schedule(
+                    now + *length,
+                    What::Healthy {
+                        node: *node,
+                        generation,
+                    },
+                );
+            }
+            Fault::DeleteShardItem { shard } => self.table.delete_shard(shard_of(*shard)),
+            Fault::DeleteNodeItem { node } if *node < self.nodes.len() => {
+                let id = self.nodes[*node].id().clone();
+                self.table.delete_node(&id);
+            }
+            Fault::JunkItem { over_node, length } => {
+                let key = match over_node {
+                    Some(n) if *n < self.nodes.len() => format!("node#{}", self.nodes[*n].id()),
+                    _ => format!("node#junk-{}", self.seq),
+                };
+                self.table.put_junk(&key, "attribute hb is not a number");
+                self.schedule(now + *length, What::RemoveJunk(key));
+            }
+            Fault::MarkDeadByHand { node } if *node < self.nodes.len() => {
+                let id = self.nodes[*node].id().clone();
+                self.table.set_state_by_hand(&id, NodeState::Dead);
+            }
+            Fault::TableLoss { length } => {
+                self.table.recreate();
+                self.table_missing_until = Some(now + *length);
             }
             _ => {}
         }
     }
 
+    /// Stops node `index`'s agent (SIGTERM if `graceful`, else `kill -9`)
+    /// and starts it again `down` later with `variant`.
+    fn stop(&mut self, config: &SimConfig, index: usize, graceful: bool, down: Duration, variant: Variant) {
+        if graceful {
+            self.step(config, index, Input::Stop);
+        }
+        // A stop during a drain is deferred by the agent; the sim's process
+        // manager does not wait (systemd would not either, past its stop
+        // timeout).
+        self.nodes[index].status = Status::Down;
+        self.schedule(self.now + down, What::Start { node: index, variant });
+    }
+
     fn step(&mut self, config: &SimConfig, node: usize, input: Input) {
         let now = self.now;
+        self.stepped.insert(node);
         let out = self.nodes[node].machine.step(input, now);
         if let Some(trace) = &mut self.trace {
             let id = self.nodes[node].id();
@@ -391,12 +637,14 @@ impl World {
                 }
             }
         }
+        let generation = self.nodes[node].generation;
         for effect in out.effects {
             match effect {
                 Effect::Exit(reason) => {
+                    *self.exits.entry(reason.as_str()).or_default() += 1;
                     self.nodes[node].status = match reason {
-                        ExitReason::Drained => Status::Departed,
-                        ExitReason::Superseded => Status::Crashed,
+                        ExitReason::Drained | ExitReason::DrainTimedOut => Status::Departed,
+                        ExitReason::Stopped | ExitReason::Superseded => Status::Down,
                     };
                 }
                 effect => {
@@ -405,6 +653,7 @@ impl World {
                         at,
                         What::Apply {
                             node,
+                            generation,
                             effect,
                             sent_at: now,
                         },
@@ -421,80 +670,138 @@ impl World {
         }
     }
 
+    fn store_error(&self, node: usize, op: StoreOp) -> Option<StoreError> {
+        let now = self.now;
+        if self.table_missing_until.is_some_and(|t| now < t) {
+            return Some(StoreError::new(
+                op,
+                StoreErrorKind::TableMissing,
+                "simulated: no such table",
+            ));
+        }
+        let down = self.store_down_until.is_some_and(|t| now < t)
+            || self.nodes[node].partitioned_until.is_some_and(|t| now < t);
+        down.then(|| StoreError::new(op, StoreErrorKind::Unavailable, "simulated outage"))
+    }
+
     /// Performs a call against the store or the route tables at `self.now`.
     fn apply(&mut self, node: usize, effect: Effect, sent_at: Instant, sabotage: Option<Sabotage>) -> Option<Input> {
-        let now = self.now;
-        let store_down = self.store_down_until.is_some_and(|t| now < t)
-            || self.nodes[node].partitioned_until.is_some_and(|t| now < t);
-        let down = |op| StoreError::new(op, StoreErrorKind::Unavailable, "simulated outage");
+        let fail = |op| self.store_error(node, op);
+        let strict = |skipped: usize| {
+            (sabotage == Some(Sabotage::StrictReads) && skipped > 0)
+                .then(|| StoreError::new(StoreOp::ReadNodes, StoreErrorKind::Corrupt, "sabotaged: strict reads"))
+        };
         Some(match effect {
             Effect::Heartbeat(req) => {
-                let result = if store_down {
-                    Err(down(StoreOp::Heartbeat))
-                } else {
-                    Ok(self.table.heartbeat(&req))
+                let result = match fail(StoreOp::Heartbeat) {
+                    Some(e) => Err(e),
+                    None => match self.table.heartbeat(&req) {
+                        HeartbeatOutcome::Missing if sabotage == Some(Sabotage::MissingItemIsSuperseded) => {
+                            Ok(HeartbeatOutcome::NotMine)
+                        }
+                        outcome => Ok(outcome),
+                    },
                 };
                 Input::Heartbeat { sent_at, result }
             }
             Effect::ReadNodes => Input::Nodes {
                 sent_at,
-                result: if store_down {
-                    Err(down(StoreOp::ReadNodes))
-                } else {
-                    Ok(self.table.read_nodes())
+                result: match fail(StoreOp::ReadNodes) {
+                    Some(e) => Err(e),
+                    None => {
+                        let mut scan = self.table.read_nodes();
+                        if sabotage == Some(Sabotage::OwnTtlOnly) {
+                            for record in &mut scan.records {
+                                if let Some(c) = &mut record.config {
+                                    c.lease_ttl = Duration::ZERO;
+                                }
+                            }
+                        }
+                        strict(scan.skipped.len()).map_or(Ok(scan), Err)
+                    }
                 },
             },
             Effect::ReadShards => Input::Shards {
                 sent_at,
-                result: if store_down {
-                    Err(down(StoreOp::ReadShards))
-                } else {
-                    Ok(self.table.read_shards())
+                result: match fail(StoreOp::ReadShards) {
+                    Some(e) => Err(e),
+                    None => {
+                        let scan = self.table.read_shards();
+                        strict(scan.skipped.len()).map_or(Ok(scan), Err)
+                    }
                 },
             },
             Effect::ConfirmShard(shard) => Input::Confirmed {
                 shard,
                 sent_at,
-                result: if store_down {
-                    Err(down(StoreOp::ReadShard))
-                } else {
-                    Ok(self.table.read_shard(shard))
+                result: match fail(StoreOp::ReadShard) {
+                    Some(e) => Err(e),
+                    None => self
+                        .table
+                        .read_shard(shard)
+                        .map_err(|reason| StoreError::new(StoreOp::ReadShard, StoreErrorKind::Corrupt, reason)),
                 },
+            },
+            Effect::PublishLayout(layout) => Input::LayoutPublished {
+                result: match fail(StoreOp::PublishLayout) {
+                    Some(e) => Err(e),
+                    None => {
+                        self.table.publish_layout(&layout);
+                        Ok(())
+                    }
+                },
+            },
+            Effect::ReadLayout(id) => Input::Layout {
+                result: match fail(StoreOp::ReadLayout) {
+                    Some(e) => Err(e),
+                    None => Ok(self.table.read_layout(&id)),
+                },
+                id,
             },
             Effect::Acquire(req) => Input::Acquired {
                 shard: req.shard,
                 sent_at,
-                result: match (store_down, sabotage) {
-                    (true, _) => Err(down(StoreOp::Acquire)),
-                    (false, Some(Sabotage::TakeoverWithoutNodeCheck)) => {
-                        Ok(self.table.acquire_without_node_check(&req))
-                    }
-                    (false, None) => Ok(self.table.acquire(&req)),
+                result: match (fail(StoreOp::Acquire), sabotage) {
+                    (Some(e), _) => Err(e),
+                    (None, Some(Sabotage::TakeoverWithoutNodeCheck)) => Ok(self.table.acquire_without_node_check(&req)),
+                    (None, Some(Sabotage::EpochsRestart)) => Ok(self.table.acquire(&restart_epochs(req))),
+                    (None, _) => Ok(self.table.acquire(&req)),
                 },
             },
             Effect::HandOff(req) => Input::HandedOff {
                 shard: req.shard,
-                result: if store_down {
-                    Err(down(StoreOp::Handoff))
-                } else {
-                    Ok(self.table.hand_off(&req))
+                result: match fail(StoreOp::Handoff) {
+                    Some(e) => Err(e),
+                    None => Ok(self.table.hand_off(&req)),
                 },
             },
             Effect::MarkDead(req) => Input::MarkedDead {
                 node: req.node.clone(),
-                result: if store_down {
-                    Err(down(StoreOp::MarkDead))
-                } else {
-                    Ok(self.table.mark_dead(&req))
+                result: match fail(StoreOp::MarkDead) {
+                    Some(e) => Err(e),
+                    None => Ok(self.table.mark_dead(&req)),
+                },
+            },
+            Effect::Retire(req) => Input::Retired {
+                shard: req.shard,
+                result: match fail(StoreOp::Retire) {
+                    Some(e) => Err(e),
+                    None => Ok(self.table.retire(&req)),
                 },
             },
             Effect::WriteRoutes(req) => {
                 let mut failed = Vec::new();
+                let late = req.deadline.is_some_and(|d| self.now >= d);
                 for table in &req.tables {
-                    for vip in &req.vips {
-                        if let Err(e) = point_route_now(&mut self.routes, table, *vip, &req.eni) {
-                            failed.push(e);
-                        }
+                    if late {
+                        failed.push(RouteError::Fenced {
+                            shard: req.shard,
+                            epoch: req.epoch,
+                        });
+                        continue;
+                    }
+                    if let Err(e) = point_route_now(&mut self.routes, table, req.vip(), &req.eni) {
+                        failed.push(e);
                     }
                 }
                 Input::RoutesWritten {
@@ -504,11 +811,29 @@ impl World {
                 }
             }
             Effect::DescribeRoutes(tables) => Input::RoutesDescribed {
-                result: self.routes.describe(&tables),
+                sent_at,
+                result: match sabotage {
+                    Some(Sabotage::RoutesUnseen) => Ok(Vec::new()),
+                    _ => self.routes.describe(&tables),
+                },
+            },
+            Effect::DeleteRoutes { shard, tables } => Input::RoutesDeleted {
+                shard,
+                failed: tables
+                    .iter()
+                    .filter_map(|t| self.routes.delete(t, shard.vip()).err())
+                    .collect(),
             },
             Effect::Exit(_) => return None,
         })
     }
+}
+
+fn restart_epochs(mut req: AcquireRequest) -> AcquireRequest {
+    if let Expect::Free { next_epoch } = &mut req.expect {
+        *next_epoch = 1;
+    }
+    req
 }
 
 /// [`crate::routes::point_route`] for the synchronous route tables.

@@ -3,14 +3,29 @@
 //! invariant violations, shards moved against the minimum, crash failover
 //! time (simulated), store calls per simulated second, and how much faster
 //! than real time the simulation ran.
+//!
+//! A crate of its own, on the pure core alone, so that the no-root way to
+//! see the protocol work (`cargo run -p vipfleet-sim`) builds in seconds
+//! instead of compiling the AWS SDK; `vipfleet-loadtest sim` calls [`run`].
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
+use thiserror::Error;
 use vipfleet_core::sim::{self, Fault, Report, ScheduledFault, SimConfig};
 use vipfleet_core::LeaseConfig;
+
+#[derive(Debug, Error)]
+pub enum SimError {
+    #[error("need at least 2 nodes, 1 shard and 1 seed")]
+    TooSmall,
+    #[error("writing the JSON report {path}: {source}")]
+    Json {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
@@ -77,12 +92,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-pub fn run(args: &SimArgs) -> Result<ExitCode> {
+pub fn run(args: &SimArgs) -> Result<ExitCode, SimError> {
     if args.nodes < 2 || args.shards == 0 || args.seeds == 0 {
-        bail!("need at least 2 nodes, 1 shard and 1 seed");
+        return Err(SimError::TooSmall);
     }
+    let json_error = |source| SimError::Json {
+        path: args.json.clone().unwrap_or_default(),
+        source,
+    };
     let mut json = match &args.json {
-        Some(path) => Some(std::fs::File::create(path)?),
+        Some(path) => Some(std::fs::File::create(path).map_err(json_error)?),
         None => None,
     };
     println!(
@@ -160,7 +179,8 @@ pub fn run(args: &SimArgs) -> Result<ExitCode> {
                         "ec2_mutating": report.routes.mutating_calls,
                         "virtual_s": report.virtual_time.as_secs_f64(),
                     })
-                )?;
+                )
+                .map_err(json_error)?;
             }
         }
     }

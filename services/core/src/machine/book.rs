@@ -1,0 +1,270 @@
+//! [`ShardBook`]: this node's best knowledge of every shard item, from its
+//! reads and its own writes.
+//!
+//! Each entry carries the instant it is *as of*: the send time of the read
+//! that showed it, or the completion of our own write. A record replaces an
+//! entry when its epoch is higher (epochs only grow, so it is newer
+//! whenever it was read), or when its read was sent at or after the entry's
+//! instant (a strongly consistent read sent later sees everything that
+//! completed before). So a read that was in flight during our own write
+//! never undoes it, while an item that vanished and came back with a lower
+//! epoch (a table re-created) is still learned.
+//!
+//! Free shards (no item, or an item without owner) remember since when they
+//! have been seen free, and every shard remembers the highest epoch seen, so
+//! that a claim never hands out an epoch lower than one a node remembers.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::time::Instant;
+use crate::types::{Epoch, Incarnation, NodeId, ShardId, ShardRecord};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    /// `None`: the item does not exist.
+    record: Option<ShardRecord>,
+    as_of: Instant,
+    /// Since when the shard has been seen without an owner.
+    free_since: Option<Instant>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ShardBook {
+    entries: BTreeMap<ShardId, Entry>,
+    highest_epoch: BTreeMap<ShardId, Epoch>,
+    /// The highest of them all: the floor this node announces.
+    floor: Epoch,
+    /// Items that exist but could not be read: nobody may treat them as free.
+    unreadable: BTreeSet<ShardId>,
+    /// Send time of the last successful full read.
+    read_at: Option<Instant>,
+    /// Bumped whenever a shard's owner or existence changes.
+    version: u64,
+}
+
+/// What learning a record meant for its shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Learned {
+    /// Older than what we know: ignored.
+    Stale,
+    Accepted,
+}
+
+impl ShardBook {
+    fn accepts(&self, shard: ShardId, epoch: Option<Epoch>, sent_at: Instant) -> bool {
+        match self.entries.get(&shard) {
+            None => true,
+            Some(entry) => {
+                let known = entry.record.as_ref().map(|r| r.epoch);
+                matches!((epoch, known), (Some(e), Some(k)) if e > k)
+                    || matches!((epoch, known), (Some(_), None))
+                    || sent_at >= entry.as_of
+            }
+        }
+    }
+
+    fn put(&mut self, shard: ShardId, record: Option<ShardRecord>, as_of: Instant, now: Instant) {
+        let free = record.as_ref().is_none_or(|r| r.owner.is_none());
+        let before = self.entries.get(&shard);
+        let was_free_since = before.and_then(|e| e.free_since);
+        let owner = |r: Option<&ShardRecord>| r.map(|r| (r.owner.clone(), r.epoch));
+        if before.is_none_or(|e| owner(e.record.as_ref()) != owner(record.as_ref())) {
+            self.version += 1;
+        }
+        if let Some(r) = &record {
+            let highest = self.highest_epoch.entry(shard).or_default();
+            *highest = (*highest).max(r.epoch);
+            self.floor = self.floor.max(r.epoch);
+        }
+        self.entries.insert(
+            shard,
+            Entry {
+                record,
+                as_of,
+                free_since: free.then(|| was_free_since.unwrap_or(now)),
+            },
+        );
+    }
+
+    /// A record read by a call sent at `sent_at`.
+    pub(crate) fn learn(&mut self, record: ShardRecord, sent_at: Instant, now: Instant) -> Learned {
+        let shard = record.id;
+        if !self.accepts(shard, Some(record.epoch), sent_at) {
+            return Learned::Stale;
+        }
+        self.put(shard, Some(record), sent_at, now);
+        Learned::Accepted
+    }
+
+    /// A full read sent at `sent_at` did not return `shard`'s item.
+    pub(crate) fn learn_absent(&mut self, shard: ShardId, sent_at: Instant, now: Instant) -> Learned {
+        if !self.accepts(shard, None, sent_at) {
+            return Learned::Stale;
+        }
+        self.put(shard, None, sent_at, now);
+        Learned::Accepted
+    }
+
+    /// Our own conditional write made `owner` the owner at `epoch`; we
+    /// learn it at `now`.
+    pub(crate) fn wrote(
+        &mut self,
+        shard: ShardId,
+        owner: NodeId,
+        owner_inc: Option<Incarnation>,
+        epoch: Epoch,
+        now: Instant,
+    ) {
+        let moves = self
+            .entries
+            .get(&shard)
+            .and_then(|e| e.record.as_ref())
+            .map_or(0, |r| r.moves + u64::from(r.owner.is_some()));
+        let record = ShardRecord {
+            id: shard,
+            owner: Some(owner),
+            owner_inc,
+            epoch,
+            moves,
+        };
+        self.put(shard, Some(record), now, now);
+    }
+
+    /// A retired shard: its item is gone for good.
+    pub(crate) fn forget(&mut self, shard: ShardId) {
+        if self.entries.remove(&shard).is_some() {
+            self.version += 1;
+        }
+    }
+
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub(crate) fn set_unreadable(&mut self, shards: BTreeSet<ShardId>) {
+        if shards != self.unreadable {
+            self.version += 1;
+            self.unreadable = shards;
+        }
+    }
+
+    pub(crate) fn is_unreadable(&self, shard: ShardId) -> bool {
+        self.unreadable.contains(&shard)
+    }
+
+    pub(crate) fn finished_read(&mut self, sent_at: Instant) {
+        self.read_at = Some(self.read_at.map_or(sent_at, |t| t.max(sent_at)));
+    }
+
+    pub(crate) fn read_at(&self) -> Option<Instant> {
+        self.read_at
+    }
+
+    pub(crate) fn record(&self, shard: ShardId) -> Option<&ShardRecord> {
+        self.entries.get(&shard)?.record.as_ref()
+    }
+
+    pub(crate) fn owner(&self, shard: ShardId) -> Option<&NodeId> {
+        self.record(shard)?.owner.as_ref()
+    }
+
+    pub(crate) fn epoch(&self, shard: ShardId) -> Epoch {
+        self.record(shard).map_or(0, |r| r.epoch)
+    }
+
+    /// The epoch a claim of this (free) shard should set: above what we
+    /// remember of it and above `fleet_floor`, the highest floor any node
+    /// announces (a node that restarted remembers nothing; its peers do).
+    pub(crate) fn next_epoch(&self, shard: ShardId, fleet_floor: Epoch) -> Epoch {
+        self.remembered(shard).max(fleet_floor) + 1
+    }
+
+    /// The highest epoch this node has seen for `shard`.
+    pub(crate) fn remembered(&self, shard: ShardId) -> Epoch {
+        self.highest_epoch.get(&shard).copied().unwrap_or(0)
+    }
+
+    /// The highest epoch this node has seen for any shard.
+    pub(crate) fn floor(&self) -> Epoch {
+        self.floor
+    }
+
+    /// Since when the shard has been seen free; `None` if it has an owner
+    /// or has never been read.
+    pub(crate) fn free_since(&self, shard: ShardId) -> Option<Instant> {
+        self.entries.get(&shard)?.free_since
+    }
+
+    /// Every shard item we know exists.
+    pub(crate) fn records(&self) -> impl Iterator<Item = &ShardRecord> {
+        self.entries.values().filter_map(|e| e.record.as_ref())
+    }
+
+    /// Shards whose items exist (or existed when last read), for checks.
+    pub(crate) fn known(&self) -> impl Iterator<Item = ShardId> + '_ {
+        self.entries.keys().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard() -> ShardId {
+        "10.200.0.1/32".parse().unwrap()
+    }
+
+    fn rec(owner: Option<&str>, epoch: Epoch) -> ShardRecord {
+        ShardRecord {
+            id: shard(),
+            owner: owner.map(NodeId::new),
+            owner_inc: None,
+            epoch,
+            moves: 0,
+        }
+    }
+
+    fn ms(v: u64) -> Instant {
+        Instant::from_millis(v)
+    }
+
+    #[test]
+    fn a_read_in_flight_during_our_write_does_not_undo_it() {
+        let mut book = ShardBook::default();
+        book.learn(rec(Some("a"), 4), ms(0), ms(10));
+        book.wrote(shard(), NodeId::new("me"), None, 5, ms(100));
+        assert_eq!(book.learn(rec(Some("a"), 4), ms(90), ms(110)), Learned::Stale);
+        assert_eq!(book.learn_absent(shard(), ms(90), ms(110)), Learned::Stale);
+        assert_eq!(book.owner(shard()), Some(&NodeId::new("me")));
+        // A higher epoch is newer whenever it was read.
+        assert_eq!(book.learn(rec(Some("b"), 6), ms(50), ms(120)), Learned::Accepted);
+        assert_eq!(book.owner(shard()), Some(&NodeId::new("b")));
+    }
+
+    #[test]
+    fn a_vanished_item_is_free_and_its_next_claim_keeps_the_epoch_rising() {
+        let mut book = ShardBook::default();
+        book.learn(rec(Some("a"), 7), ms(0), ms(10));
+        assert_eq!(book.free_since(shard()), None);
+        assert_eq!(book.learn_absent(shard(), ms(200), ms(210)), Learned::Accepted);
+        assert_eq!(book.free_since(shard()), Some(ms(210)));
+        assert_eq!(book.next_epoch(shard(), 0), 8, "one above the highest epoch seen");
+        assert_eq!(book.next_epoch(shard(), 11), 12, "or above the fleet's floor");
+        // Re-created with a lower epoch by a node that knew less: a read
+        // sent later shows it, and we take it.
+        assert_eq!(book.learn(rec(Some("b"), 1), ms(300), ms(310)), Learned::Accepted);
+        assert_eq!(book.epoch(shard()), 1);
+        assert_eq!(book.next_epoch(shard(), 0), 8);
+        assert_eq!(book.free_since(shard()), None);
+    }
+
+    #[test]
+    fn free_since_survives_reads_that_show_it_free_again() {
+        let mut book = ShardBook::default();
+        book.learn_absent(shard(), ms(0), ms(5));
+        book.learn_absent(shard(), ms(100), ms(105));
+        book.learn(rec(None, 3), ms(200), ms(205));
+        assert_eq!(book.free_since(shard()), Some(ms(5)));
+        assert_eq!(book.next_epoch(shard(), 0), 4);
+    }
+}

@@ -1,0 +1,429 @@
+//! Folding each [`Input`] into what the node knows.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::book::Learned;
+use super::{Event, ExitReason, Held, Input, Machine, Mode, OwnershipOp, Priority, Step};
+use crate::store::{
+    AcquireOutcome, BeatKind, HandoffOutcome, HeartbeatOutcome, MarkDeadOutcome, RetireOutcome, Scan, Skipped,
+    StoreError, StoreErrorKind,
+};
+use crate::time::Instant;
+use crate::types::{NodeId, NodeRecord, NodeState, ShardId, ShardRecord};
+
+/// A failed shard operation is not retried before this many scans; keeps a
+/// node that keeps losing races from hammering the store.
+const RETRY_AFTER_SCANS: u32 = 2;
+/// A layout item that is not there yet (its node is just starting) is
+/// looked for again after this many scans.
+const LAYOUT_RETRY_SCANS: u32 = 4;
+
+impl Machine {
+    pub(super) fn apply(&mut self, input: Input, now: Instant, out: &mut Step) {
+        match input {
+            Input::Tick => {}
+            Input::Drain(drain) => self.set_readiness(|r| r.drain = drain, now, out),
+            Input::Health(health) => self.set_readiness(|r| r.health = health, now, out),
+            Input::SourceDestCheckOff(off) => self.set_readiness(|r| r.source_dest_check_off = off, now, out),
+            Input::Stop => {
+                if self.mode == Mode::Draining {
+                    out.events.push(Event::StopDeferred);
+                } else {
+                    self.exit(ExitReason::Stopped, out);
+                }
+            }
+            Input::Heartbeat { sent_at, result } => self.heartbeat_result(sent_at, result, now, out),
+            Input::Nodes { sent_at, result } => {
+                self.in_flight.nodes = false;
+                match result {
+                    Ok(scan) => self.learn_nodes(scan, sent_at, now, out),
+                    Err(e) => self.store_error(e, out),
+                }
+            }
+            Input::Shards { sent_at, result } => {
+                self.in_flight.shards = false;
+                match result {
+                    Ok(scan) => self.learn_shards(scan, sent_at, now, out),
+                    Err(e) => {
+                        self.shards_stale = true;
+                        self.timers.shards_not_before = now + self.cfg().scan_interval;
+                        self.store_error(e, out);
+                    }
+                }
+            }
+            Input::Layout { id, result } => {
+                self.in_flight.layouts.remove(&id);
+                match result {
+                    // A fingerprint names one layout for good: believe an
+                    // item only if it hashes to its name.
+                    Ok(Some(layout)) if layout.id() == id => {
+                        self.layout_retry_at.remove(&id);
+                        self.layouts.insert(id, Arc::new(layout));
+                    }
+                    Ok(_) => {
+                        self.layout_retry_at
+                            .insert(id, now + self.cfg().scan_interval * LAYOUT_RETRY_SCANS);
+                    }
+                    Err(e) => {
+                        self.layout_retry_at
+                            .insert(id, now + self.cfg().scan_interval * LAYOUT_RETRY_SCANS);
+                        self.store_error(e, out);
+                    }
+                }
+            }
+            Input::LayoutPublished { result } => {
+                self.in_flight.publish = false;
+                match result {
+                    Ok(()) => {
+                        self.layout_published = true;
+                        self.timers.publish_layout = now + super::plan::LAYOUT_REPUBLISH_INTERVAL;
+                        self.timers.heartbeat = self.timers.heartbeat.min(now);
+                    }
+                    Err(e) => {
+                        self.timers.publish_layout = now + self.cfg().scan_interval * RETRY_AFTER_SCANS;
+                        self.store_error(e, out);
+                    }
+                }
+            }
+            Input::Confirmed { shard, sent_at, result } => {
+                if let Some(held) = self.held.get_mut(&shard) {
+                    held.confirming = false;
+                }
+                match result {
+                    Ok(Some(record)) => self.learn_shard(record, sent_at, now, out),
+                    Ok(None) => {
+                        if self.book.learn_absent(shard, sent_at, now) == Learned::Accepted {
+                            self.lose(shard, None, out);
+                        }
+                    }
+                    Err(e) => {
+                        self.retry_later(shard, now);
+                        self.store_error(e, out);
+                    }
+                }
+            }
+            Input::Acquired { shard, sent_at, result } => self.acquired(shard, sent_at, result, now, out),
+            Input::HandedOff { shard, result } => self.handed_off(shard, result, now, out),
+            Input::MarkedDead { node, result } => {
+                if let Ok(MarkDeadOutcome::Marked) = result {
+                    if let Some(n) = self.nodes.get_mut(&node) {
+                        n.state = NodeState::Dead;
+                    }
+                    out.events.push(Event::NodeMarkedDead { node });
+                }
+            }
+            Input::RoutesWritten { shard, eni, failed } => self.routes_written(shard, eni, failed, now, out),
+            Input::RoutesDescribed { sent_at, result } => self.routes_described(sent_at, result, now, out),
+            Input::RoutesDeleted { shard, failed } => self.routes_deleted(shard, failed, now, out),
+            Input::Retired { shard, result } => {
+                self.retiring.remove(&shard);
+                match result {
+                    Ok(RetireOutcome::Retired) => {
+                        self.book.forget(shard);
+                        out.events.push(Event::Retired { shard });
+                    }
+                    Ok(RetireOutcome::Changed) => self.shards_stale = true,
+                    Err(e) => {
+                        self.retry_later(shard, now);
+                        self.store_error(e, out);
+                    }
+                }
+            }
+        }
+    }
+
+    fn store_error(&mut self, e: StoreError, out: &mut Step) {
+        if e.kind == StoreErrorKind::TableMissing {
+            // When the table is back, it may be a new, empty one.
+            self.layout_published = false;
+        }
+        out.events.push(Event::StoreError {
+            kind: e.kind,
+            detail: e.to_string(),
+        });
+    }
+
+    fn set_readiness(&mut self, change: impl FnOnce(&mut super::Readiness), now: Instant, out: &mut Step) {
+        change(&mut self.readiness);
+        let mode = self.readiness.mode();
+        if mode == self.mode {
+            return;
+        }
+        out.events.push(Event::ModeChanged {
+            from: self.mode,
+            to: mode,
+        });
+        match (self.mode, mode) {
+            (_, Mode::Draining) => self.drain_started_at = Some(now),
+            (Mode::Draining, _) => self.drain_started_at = None,
+            _ => {}
+        }
+        self.mode = mode;
+        self.mode_announced_at = None;
+        self.timers.heartbeat = now;
+    }
+
+    fn heartbeat_result(
+        &mut self,
+        sent_at: Instant,
+        result: crate::store::StoreResult<HeartbeatOutcome>,
+        now: Instant,
+        out: &mut Step,
+    ) {
+        self.in_flight.heartbeat = false;
+        match result {
+            Ok(HeartbeatOutcome::Beat(_)) => {
+                match self.beat_kind {
+                    BeatKind::Register => {
+                        self.registered_at = Some(now);
+                        self.timers.scan = now;
+                        out.events.push(Event::Registered);
+                    }
+                    BeatKind::Reregister => out.events.push(Event::Reregistered),
+                    BeatKind::Renew => {}
+                }
+                self.beat_kind = BeatKind::Renew;
+                if self.heartbeat_mode == self.mode && self.mode_announced_at.is_none() {
+                    self.mode_announced_at = Some(sent_at);
+                }
+                if self.lease.heartbeat_succeeded(sent_at, now, self.cfg().own_lease()) {
+                    // Whatever we held before the lapse must be confirmed
+                    // again: re-read it all.
+                    self.shards_stale = true;
+                    out.events.push(Event::LeaseRenewed);
+                }
+            }
+            Ok(HeartbeatOutcome::Missing) => {
+                // Deleted by hand, or the table was re-created: write it
+                // again (and our layout, which went with it) at once.
+                self.beat_kind = BeatKind::Reregister;
+                self.timers.heartbeat = now;
+                self.layout_published = false;
+                self.timers.publish_layout = now;
+            }
+            Ok(HeartbeatOutcome::NotMine) => {
+                self.held.clear();
+                self.versions.held += 1;
+                self.exit(ExitReason::Superseded, out);
+            }
+            Err(e) => self.store_error(e, out),
+        }
+    }
+
+    fn learn_nodes(&mut self, scan: Scan<NodeRecord>, sent_at: Instant, now: Instant, out: &mut Step) {
+        self.unreadable_nodes = scan.skipped.iter().filter_map(|s| s.node.clone()).collect();
+        let referenced: BTreeSet<NodeId> = self.book.records().filter_map(|r| r.owner.clone()).collect();
+        self.observer.observe(
+            &scan.records,
+            &self.unreadable_nodes,
+            referenced.iter(),
+            now,
+            self.cfg().lease_ttl,
+        );
+        let mut nodes: std::collections::BTreeMap<NodeId, NodeRecord> =
+            scan.records.into_iter().map(|n| (n.info.id.clone(), n)).collect();
+        for (id, record) in std::mem::take(&mut self.nodes) {
+            if self.observer.is_missing(&id) {
+                nodes.entry(id).or_insert(record);
+            }
+        }
+        self.nodes = nodes;
+        // Peers started with us register within a round trip or two of us:
+        // a read sent a heartbeat interval after our registration sees them,
+        // so a fleet started at once shares its shards without moving any.
+        let settle = self.cfg().heartbeat_interval;
+        self.nodes_seen |= self.registered_at.is_some_and(|t| sent_at >= t + settle);
+        if changed_keys(&self.skipped_nodes, &scan.skipped) {
+            self.skipped_nodes = scan.skipped;
+            self.report_skipped(out);
+        }
+    }
+
+    fn learn_shards(&mut self, scan: Scan<ShardRecord>, sent_at: Instant, now: Instant, out: &mut Step) {
+        let unreadable: BTreeSet<ShardId> = scan.skipped.iter().filter_map(|s| s.shard).collect();
+        let present: BTreeSet<ShardId> = scan
+            .records
+            .iter()
+            .map(|r| r.id)
+            .chain(unreadable.iter().copied())
+            .collect();
+        for record in scan.records {
+            self.learn_shard(record, sent_at, now, out);
+        }
+        // Layout shards the read did not return are free: their items were
+        // deleted (by hand, or with the table). Shards of other layouts we
+        // only know through their items; those we just forget about.
+        let absent: Vec<ShardId> = self
+            .setup
+            .layout
+            .ids()
+            .chain(self.book.known().collect::<Vec<_>>())
+            .filter(|s| !present.contains(s))
+            .collect();
+        for shard in absent {
+            if self.book.learn_absent(shard, sent_at, now) == Learned::Accepted {
+                if self.setup.layout.contains(shard) {
+                    self.lose(shard, None, out);
+                } else {
+                    self.book.forget(shard);
+                }
+            }
+        }
+        self.book.set_unreadable(unreadable);
+        self.book.finished_read(sent_at);
+        self.shards_seen = true;
+        if changed_keys(&self.skipped_shards, &scan.skipped) {
+            self.skipped_shards = scan.skipped;
+            self.report_skipped(out);
+        }
+    }
+
+    fn report_skipped(&self, out: &mut Step) {
+        out.events.push(Event::ItemsSkipped {
+            skipped: self.skipped().cloned().collect(),
+        });
+    }
+
+    /// Folds a shard record read at `sent_at` into our knowledge.
+    pub(super) fn learn_shard(&mut self, record: ShardRecord, sent_at: Instant, now: Instant, out: &mut Step) {
+        let shard = record.id;
+        let mine = record.owner.as_ref() == Some(self.me());
+        let owner = record.owner.clone();
+        let epoch = record.epoch;
+        if self.book.learn(record, sent_at, now) == Learned::Stale {
+            return;
+        }
+        let serves = self.setup.layout.contains(shard);
+        if mine && serves {
+            match self.held.get_mut(&shard) {
+                Some(held) => {
+                    if held.epoch != epoch {
+                        held.epoch = epoch;
+                        held.confirmed_at = sent_at;
+                    } else {
+                        held.confirmed_at = held.confirmed_at.max(sent_at);
+                    }
+                }
+                None if !self.ops.contains_key(&shard) => {
+                    // Ours without our asking: handed to us, or held by a
+                    // previous incarnation of this node (a restart). Its
+                    // routes probably point at us already: check them soon
+                    // rather than write them blindly.
+                    self.versions.held += 1;
+                    self.held.insert(
+                        shard,
+                        Held {
+                            epoch,
+                            confirmed_at: sent_at,
+                            needs_write: false,
+                            priority: Priority::Repair,
+                            writing: false,
+                            confirming: false,
+                        },
+                    );
+                    self.timers.reconcile = self.timers.reconcile.min(now + self.cfg().scan_interval);
+                }
+                None => {}
+            }
+        } else if self.held.contains_key(&shard) {
+            self.lose(shard, owner, out);
+        }
+    }
+
+    pub(super) fn lose(&mut self, shard: ShardId, to: Option<NodeId>, out: &mut Step) {
+        if self.held.remove(&shard).is_some() {
+            self.versions.held += 1;
+            out.events.push(Event::Lost { shard, to });
+        }
+    }
+
+    pub(super) fn retry_later(&mut self, shard: ShardId, now: Instant) {
+        let backoff = self.cfg().scan_interval * RETRY_AFTER_SCANS;
+        self.retry_at.insert(shard, now + backoff);
+    }
+
+    fn acquired(
+        &mut self,
+        shard: ShardId,
+        sent_at: Instant,
+        result: crate::store::StoreResult<AcquireOutcome>,
+        now: Instant,
+        out: &mut Step,
+    ) {
+        let from = match self.ops.remove(&shard) {
+            Some(OwnershipOp::Acquire { from }) => from,
+            _ => None,
+        };
+        match result {
+            Ok(AcquireOutcome::Acquired { epoch }) => {
+                let me = self.me().clone();
+                self.book.wrote(shard, me, Some(self.setup.inc), epoch, now);
+                // A free shard whose routes already point at us (a table
+                // re-created around them) needs no write: check it instead.
+                let routed_here = from.is_none()
+                    && self
+                        .routes
+                        .points_everywhere_at(shard, &self.setup.info.eni, self.route_tables());
+                self.held.insert(
+                    shard,
+                    Held {
+                        epoch,
+                        confirmed_at: sent_at,
+                        needs_write: !routed_here,
+                        priority: Priority::Failover,
+                        writing: false,
+                        confirming: false,
+                    },
+                );
+                if routed_here {
+                    self.routes.mark_checked(shard, self.route_tables().to_vec(), now);
+                }
+                out.events.push(Event::Acquired { shard, from, epoch });
+            }
+            Ok(AcquireOutcome::LostRace | AcquireOutcome::OwnerAlive) => {
+                self.shards_stale = true;
+                self.retry_later(shard, now);
+            }
+            Err(e) => {
+                self.shards_stale = true;
+                self.retry_later(shard, now);
+                self.store_error(e, out);
+            }
+        }
+    }
+
+    fn handed_off(
+        &mut self,
+        shard: ShardId,
+        result: crate::store::StoreResult<HandoffOutcome>,
+        now: Instant,
+        out: &mut Step,
+    ) {
+        let Some(OwnershipOp::HandOff { to }) = self.ops.remove(&shard) else {
+            return;
+        };
+        match result {
+            Ok(HandoffOutcome::Done { epoch }) => {
+                let to_inc = self.nodes.get(&to).map(|n| n.inc);
+                self.book.wrote(shard, to.clone(), to_inc, epoch, now);
+                out.events.push(Event::HandedOff {
+                    shard,
+                    to: to.clone(),
+                    epoch,
+                });
+                self.push_routes(shard, epoch, &to, now, out);
+            }
+            Ok(HandoffOutcome::NotOwner) | Err(_) => {
+                // Unknown or lost: the next read tells who owns it.
+                self.shards_stale = true;
+                self.retry_later(shard, now);
+            }
+        }
+    }
+}
+
+/// Whether two lists of skipped items name different keys.
+fn changed_keys(before: &[Skipped], after: &[Skipped]) -> bool {
+    before.len() != after.len() || before.iter().zip(after).any(|(a, b)| a.key != b.key)
+}

@@ -1,0 +1,240 @@
+//! What goes into the machine ([`Input`]) and what comes out ([`Step`]:
+//! [`Effect`]s to perform, [`Event`]s to log and count, when to wake it).
+
+use std::sync::Arc;
+
+use crate::layout::{LayoutId, ShardLayout};
+use crate::routes::{RouteEntry, RouteError};
+use crate::store::{
+    AcquireOutcome, AcquireRequest, HandoffOutcome, HandoffRequest, HeartbeatOutcome, HeartbeatRequest,
+    MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, Skipped, StoreErrorKind, StoreResult,
+};
+use crate::time::Instant;
+use crate::types::{EniId, Epoch, NodeId, NodeRecord, RouteTableId, ShardId, ShardRecord, Vip};
+
+use super::mode::{Health, Mode};
+
+/// Which queue a route write joins: failover work goes first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    Failover,
+    Rebalance,
+    Repair,
+}
+
+/// Point a shard's route, in every table, at `eni`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteWriteRequest {
+    pub shard: ShardId,
+    pub epoch: Epoch,
+    pub tables: Vec<RouteTableId>,
+    pub eni: EniId,
+    pub priority: Priority,
+    /// No call of this write may go out at or after this instant: for our
+    /// own ENI, the end of our lease; for a hand-off's push to the
+    /// recipient, when the shard may have moved on.
+    pub deadline: Option<Instant>,
+}
+
+impl RouteWriteRequest {
+    pub fn vip(&self) -> Vip {
+        self.shard.vip()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Heartbeat(HeartbeatRequest),
+    ReadNodes,
+    ReadShards,
+    /// A consistent read of one shard: the fence before a route write.
+    ConfirmShard(ShardId),
+    /// Write our layout's item (if absent), so peers can read what we serve.
+    PublishLayout(Arc<ShardLayout>),
+    ReadLayout(LayoutId),
+    Acquire(AcquireRequest),
+    HandOff(HandoffRequest),
+    MarkDead(MarkDeadRequest),
+    WriteRoutes(RouteWriteRequest),
+    DescribeRoutes(Vec<RouteTableId>),
+    /// Remove a retired shard's route from these tables.
+    DeleteRoutes {
+        shard: ShardId,
+        tables: Vec<RouteTableId>,
+    },
+    Retire(RetireRequest),
+    /// Stop the agent.
+    Exit(ExitReason),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitReason {
+    /// Drained: this node holds nothing any more.
+    Drained,
+    /// The drain did not finish within the drain timeout: what the node
+    /// still holds moves when its lease runs out, as after a crash.
+    DrainTimedOut,
+    /// Asked to stop without draining (an agent restart or upgrade): the
+    /// node keeps its shards, and a prompt restart adopts them again.
+    Stopped,
+    /// Another process registered this node id.
+    Superseded,
+}
+
+impl ExitReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ExitReason::Drained => "drained",
+            ExitReason::DrainTimedOut => "drain_timed_out",
+            ExitReason::Stopped => "stopped",
+            ExitReason::Superseded => "superseded",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// A timer fired (the machine's own `wake_at`, or any periodic tick).
+    Tick,
+    /// Drain (true: termination, an operator) or stop draining (false).
+    Drain(bool),
+    /// Stop without draining: exits at once unless a drain is under way.
+    Stop,
+    /// What the haproxy checks say (always `Healthy` when the configuration
+    /// turns checks off explicitly).
+    Health(Health),
+    /// Whether the source/destination check of our ENI is known to be off;
+    /// while it is not, the VPC drops traffic for VIPs routed to us.
+    SourceDestCheckOff(bool),
+    Heartbeat {
+        sent_at: Instant,
+        result: StoreResult<HeartbeatOutcome>,
+    },
+    Nodes {
+        sent_at: Instant,
+        result: StoreResult<Scan<NodeRecord>>,
+    },
+    Shards {
+        sent_at: Instant,
+        result: StoreResult<Scan<ShardRecord>>,
+    },
+    Layout {
+        id: LayoutId,
+        result: StoreResult<Option<ShardLayout>>,
+    },
+    LayoutPublished {
+        result: StoreResult<()>,
+    },
+    Confirmed {
+        shard: ShardId,
+        sent_at: Instant,
+        result: StoreResult<Option<ShardRecord>>,
+    },
+    Acquired {
+        shard: ShardId,
+        sent_at: Instant,
+        result: StoreResult<AcquireOutcome>,
+    },
+    HandedOff {
+        shard: ShardId,
+        result: StoreResult<HandoffOutcome>,
+    },
+    MarkedDead {
+        node: NodeId,
+        result: StoreResult<MarkDeadOutcome>,
+    },
+    /// A `WriteRoutes` finished; `failed` lists the routes that did not.
+    RoutesWritten {
+        shard: ShardId,
+        eni: EniId,
+        failed: Vec<RouteError>,
+    },
+    RoutesDescribed {
+        sent_at: Instant,
+        result: Result<Vec<RouteEntry>, RouteError>,
+    },
+    RoutesDeleted {
+        shard: ShardId,
+        failed: Vec<RouteError>,
+    },
+    Retired {
+        shard: ShardId,
+        result: StoreResult<RetireOutcome>,
+    },
+}
+
+/// Things that happened, for logs, metrics and the dashboard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Registered,
+    /// Our node item had vanished (deleted by hand, or the table was
+    /// re-created) and we wrote it again.
+    Reregistered,
+    LeaseLapsed,
+    LeaseRenewed,
+    ModeChanged {
+        from: Mode,
+        to: Mode,
+    },
+    /// A stop was asked for during a drain; the drain goes on (it is
+    /// bounded by the drain timeout).
+    StopDeferred,
+    NodeGone {
+        node: NodeId,
+    },
+    NodeMarkedDead {
+        node: NodeId,
+    },
+    Acquired {
+        shard: ShardId,
+        from: Option<NodeId>,
+        epoch: Epoch,
+    },
+    HandedOff {
+        shard: ShardId,
+        to: NodeId,
+        epoch: Epoch,
+    },
+    Lost {
+        shard: ShardId,
+        to: Option<NodeId>,
+    },
+    /// `failed` calls went wrong; `fenced` ones were never sent, because
+    /// the shard moved or the lease lapsed while they waited.
+    RoutesWritten {
+        shard: ShardId,
+        eni: EniId,
+        failed: usize,
+        fenced: usize,
+    },
+    RouteDrift {
+        shard: ShardId,
+        table: RouteTableId,
+        found: Option<EniId>,
+    },
+    /// A shard no node serves any more: its routes and item are gone.
+    Retired {
+        shard: ShardId,
+    },
+    /// The items a read could not use changed (new ones appeared, or all
+    /// were fixed); the list is the current one.
+    ItemsSkipped {
+        skipped: Vec<Skipped>,
+    },
+    StoreError {
+        kind: StoreErrorKind,
+        detail: String,
+    },
+    RouteError {
+        detail: String,
+    },
+}
+
+/// The result of one step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Step {
+    pub effects: Vec<Effect>,
+    pub events: Vec<Event>,
+    /// When to feed the next `Input::Tick` if nothing else arrives first.
+    pub wake_at: Option<Instant>,
+}

@@ -1,0 +1,428 @@
+//! The lease protocol as a step function.
+//!
+//! [`Machine::step`] takes one [`Input`] (a timer tick, a store or route
+//! result, an operator's request) and the current instant, updates the
+//! node's view, and returns the [`Effect`]s to perform next, the [`Event`]s
+//! worth logging, and when it next wants to be woken. It never blocks, sleeps
+//! or reads a clock; the driver performs the effects and feeds the results
+//! back as inputs, each tagged with the instant its request was *sent*.
+//!
+//! Modules, in the order a step runs through them:
+//! - [`messages`]: inputs, effects, events.
+//! - [`mode`]: what the node should be (starting, active, draining,
+//!   unhealthy) from the drain request, health and ENI.
+//! - `inputs`: folds each input into the node's knowledge; `book` keeps
+//!   what it knows of the shard items.
+//! - `plan`: one pass of planning after every input: timers (heartbeat,
+//!   reads, layouts, reconcile); then, with a valid own lease, the
+//!   [`crate::membership`] rule and the target [`crate::assign`]ment:
+//!   claims, takeovers, hand-offs, marking nodes dead, retiring shards no
+//!   node serves, and the drain's end.
+//! - `routes`: route writes, each fenced by a fresh confirmation of
+//!   ownership; the read-back that checks and repairs routes; which node the
+//!   routes of a free shard point at (so a re-created table re-forms around
+//!   the routes as they stand).
+
+mod book;
+mod inputs;
+mod messages;
+mod mode;
+mod plan;
+mod routes;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use messages::{Effect, Event, ExitReason, Input, Priority, RouteWriteRequest, Step};
+pub use mode::{Health, Mode, Readiness};
+pub use routes::RouteCheck;
+
+use self::book::ShardBook;
+use self::routes::RouteBook;
+use crate::config::LeaseConfig;
+use crate::layout::{LayoutId, ShardLayout};
+use crate::liveness::{Observer, OwnLease};
+use crate::membership::Membership;
+use crate::store::{BeatKind, Skipped};
+use crate::time::Instant;
+use crate::types::{
+    Epoch, Heartbeat, Incarnation, NodeConfig, NodeId, NodeInfo, NodeRecord, RouteTableId, ShardId, ShardRecord,
+};
+
+/// Everything a node needs to know about itself and the fleet at start.
+#[derive(Clone, Debug)]
+pub struct NodeSetup {
+    pub info: NodeInfo,
+    pub inc: Incarnation,
+    pub lease: LeaseConfig,
+    pub layout: Arc<ShardLayout>,
+    pub route_tables: Vec<RouteTableId>,
+    /// A drain that has not finished by then ends anyway
+    /// ([`ExitReason::DrainTimedOut`]).
+    pub drain_timeout: Duration,
+}
+
+impl NodeSetup {
+    /// What the node announces in its item.
+    pub fn config(&self) -> NodeConfig {
+        NodeConfig {
+            layout: self.layout.id(),
+            route_tables: self.route_tables.clone(),
+            lease_ttl: self.lease.lease_ttl,
+            heartbeat_interval: self.lease.heartbeat_interval,
+        }
+    }
+}
+
+/// A shard this node holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Held {
+    epoch: Epoch,
+    /// Send time of the latest write or consistent read that showed us as
+    /// owner: the fence for route writes.
+    confirmed_at: Instant,
+    needs_write: bool,
+    priority: Priority,
+    writing: bool,
+    confirming: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum OwnershipOp {
+    Acquire { from: Option<NodeId> },
+    HandOff { to: NodeId },
+}
+
+/// When each periodic call is next due.
+#[derive(Clone, Debug)]
+struct Timers {
+    heartbeat: Instant,
+    scan: Instant,
+    shard_refresh: Instant,
+    reconcile: Instant,
+    /// After a failed read of the shards, the next waits until this: a
+    /// store that fails fast must not be hammered.
+    shards_not_before: Instant,
+    publish_layout: Instant,
+}
+
+/// Change counters of what targets are computed from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Versions {
+    membership: u64,
+    held: u64,
+}
+
+/// Calls of which one at a time is enough.
+#[derive(Clone, Debug, Default)]
+struct InFlight {
+    heartbeat: bool,
+    nodes: bool,
+    shards: bool,
+    describe: bool,
+    publish: bool,
+    layouts: BTreeSet<LayoutId>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Machine {
+    setup: NodeSetup,
+    readiness: Readiness,
+    mode: Mode,
+    /// Send time of the first successful heartbeat that carried the current
+    /// mode: from then on, others can see it.
+    mode_announced_at: Option<Instant>,
+    /// The mode the heartbeat in flight carries.
+    heartbeat_mode: Mode,
+    drain_started_at: Option<Instant>,
+    /// How the next heartbeat writes our item.
+    beat_kind: BeatKind,
+    /// When our registration landed; until a read of the node items sent a
+    /// heartbeat interval after it returns, we do not know who else is
+    /// starting with us.
+    registered_at: Option<Instant>,
+    lease: OwnLease,
+    lease_was_valid: bool,
+    observer: Observer,
+    /// The node items as last read (ourselves included), plus the last
+    /// record of nodes whose item has gone missing since.
+    nodes: BTreeMap<NodeId, NodeRecord>,
+    /// Nodes whose item exists but could not be read.
+    unreadable_nodes: BTreeSet<NodeId>,
+    /// The items the last reads could not use, by key.
+    skipped_nodes: Vec<Skipped>,
+    skipped_shards: Vec<Skipped>,
+    /// Every layout read so far (ours included), by fingerprint.
+    layouts: BTreeMap<LayoutId, Arc<ShardLayout>>,
+    layout_retry_at: BTreeMap<LayoutId, Instant>,
+    layout_published: bool,
+    /// A read of the node items sent a heartbeat interval after our
+    /// registration has returned.
+    nodes_seen: bool,
+    shards_seen: bool,
+    book: ShardBook,
+    held: BTreeMap<ShardId, Held>,
+    ops: BTreeMap<ShardId, OwnershipOp>,
+    retry_at: BTreeMap<ShardId, Instant>,
+    /// Gone nodes we already asked the store to mark dead, by counter.
+    marking: BTreeMap<NodeId, Heartbeat>,
+    retiring: BTreeSet<ShardId>,
+    /// An input arrived since membership and targets were last computed.
+    replan: bool,
+    /// When they must be computed again anyway (a wait runs out).
+    replan_at: Option<Instant>,
+    versions: Versions,
+    /// The versions the current targets were computed from.
+    targets_from: (u64, u64, u64, u64),
+    /// The membership and targets of the last plan.
+    membership: Membership,
+    target: BTreeMap<ShardId, NodeId>,
+    quota: BTreeMap<NodeId, usize>,
+    /// Agreed shards with no member as owner, as of the last plan: failover
+    /// work, which rebalancing waits for.
+    orphans: usize,
+    gone_reported: BTreeSet<NodeId>,
+    /// When the live set last changed. A shard map read before it may miss
+    /// hand-offs we received since, so claims and hand-offs wait for a newer
+    /// read.
+    members_changed_at: Option<Instant>,
+    routes: RouteBook,
+    timers: Timers,
+    in_flight: InFlight,
+    shards_stale: bool,
+    exited: Option<ExitReason>,
+}
+
+impl Machine {
+    pub fn new(setup: NodeSetup, now: Instant) -> Self {
+        let reconcile = setup.lease.reconcile_interval;
+        let layouts = BTreeMap::from([(setup.layout.id(), setup.layout.clone())]);
+        let readiness = Readiness::default();
+        Self {
+            setup,
+            readiness,
+            mode: readiness.mode(),
+            mode_announced_at: None,
+            heartbeat_mode: readiness.mode(),
+            drain_started_at: None,
+            beat_kind: BeatKind::Register,
+            registered_at: None,
+            lease: OwnLease::default(),
+            lease_was_valid: false,
+            observer: Observer::default(),
+            nodes: BTreeMap::new(),
+            unreadable_nodes: BTreeSet::new(),
+            skipped_nodes: Vec::new(),
+            skipped_shards: Vec::new(),
+            layouts,
+            layout_retry_at: BTreeMap::new(),
+            layout_published: false,
+            nodes_seen: false,
+            shards_seen: false,
+            book: ShardBook::default(),
+            held: BTreeMap::new(),
+            ops: BTreeMap::new(),
+            retry_at: BTreeMap::new(),
+            marking: BTreeMap::new(),
+            retiring: BTreeSet::new(),
+            replan: true,
+            replan_at: None,
+            versions: Versions::default(),
+            targets_from: (u64::MAX, 0, 0, 0),
+            membership: Membership::default(),
+            target: BTreeMap::new(),
+            quota: BTreeMap::new(),
+            orphans: 0,
+            gone_reported: BTreeSet::new(),
+            members_changed_at: None,
+            routes: RouteBook::default(),
+            timers: Timers {
+                heartbeat: now,
+                scan: now,
+                shard_refresh: now,
+                reconcile: now + reconcile,
+                shards_not_before: now,
+                publish_layout: now,
+            },
+            in_flight: InFlight::default(),
+            shards_stale: true,
+            exited: None,
+        }
+    }
+
+    fn cfg(&self) -> &LeaseConfig {
+        &self.setup.lease
+    }
+
+    fn me(&self) -> &NodeId {
+        &self.setup.info.id
+    }
+
+    pub fn step(&mut self, input: Input, now: Instant) -> Step {
+        let mut out = Step::default();
+        if self.exited.is_some() {
+            return out;
+        }
+        self.replan |= !matches!(input, Input::Tick);
+        self.apply(input, now, &mut out);
+        if self.exited.is_none() {
+            self.plan(now, &mut out);
+        }
+        out.wake_at = self.next_wake(now);
+        out
+    }
+
+    fn exit(&mut self, reason: ExitReason, out: &mut Step) {
+        if self.exited.is_none() {
+            self.exited = Some(reason);
+            out.effects.push(Effect::Exit(reason));
+        }
+    }
+
+    fn next_wake(&self, now: Instant) -> Option<Instant> {
+        if self.exited.is_some() {
+            return None;
+        }
+        let t = &self.timers;
+        let mut wake = vec![t.scan, t.shard_refresh, t.reconcile, t.publish_layout];
+        if self.shards_stale {
+            wake.push(t.shards_not_before);
+        }
+        if !self.in_flight.heartbeat {
+            wake.push(t.heartbeat);
+        }
+        wake.extend(self.lease.deadline());
+        wake.extend(self.retry_at.values().copied());
+        wake.extend(self.layout_retry_at.values().copied());
+        wake.extend(self.drain_deadline());
+        wake.extend(self.replan_at);
+        wake.extend(self.routes.wake_at());
+        wake.into_iter().filter(|t| *t > now).min()
+    }
+
+    fn drain_deadline(&self) -> Option<Instant> {
+        self.drain_started_at.map(|t| t + self.setup.drain_timeout)
+    }
+
+    // ----- introspection (driver, dashboard, simulation) -----------------
+
+    /// Whether this node may write routes for `shard` at `now`: it holds the
+    /// shard, its lease is valid, and its ownership was confirmed after the
+    /// lease last became valid and less than a lease ago.
+    pub fn may_write(&self, shard: ShardId, now: Instant) -> bool {
+        self.writable_until(shard).is_some_and(|until| now < until)
+    }
+
+    /// Until when this node may write routes for `shard`, if it holds it
+    /// with a confirmation made under its current lease: the end of the
+    /// lease, or of the confirmation's freshness, whichever comes first.
+    pub fn writable_until(&self, shard: ShardId) -> Option<Instant> {
+        let held = self.held.get(&shard)?;
+        let lease_end = self.lease.deadline()?;
+        self.lease
+            .covers(held.confirmed_at)
+            .then(|| lease_end.min(held.confirmed_at + self.confirm_fresh_for()))
+    }
+
+    pub fn held(&self) -> impl Iterator<Item = (ShardId, Epoch)> + '_ {
+        self.held.iter().map(|(s, h)| (*s, h.epoch))
+    }
+
+    pub fn holds(&self, shard: ShardId) -> bool {
+        self.held.contains_key(&shard)
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.readiness
+    }
+
+    pub fn setup(&self) -> &NodeSetup {
+        &self.setup
+    }
+
+    pub fn lease_deadline(&self) -> Option<Instant> {
+        self.lease.deadline()
+    }
+
+    pub fn lease_valid(&self, now: Instant) -> bool {
+        self.lease.is_valid(now)
+    }
+
+    pub fn nodes(&self) -> &BTreeMap<NodeId, NodeRecord> {
+        &self.nodes
+    }
+
+    pub fn unreadable_nodes(&self) -> &BTreeSet<NodeId> {
+        &self.unreadable_nodes
+    }
+
+    /// Every shard item this node knows exists.
+    pub fn shard_records(&self) -> impl Iterator<Item = &ShardRecord> {
+        self.book.records()
+    }
+
+    /// The highest epoch this node has seen for `shard`.
+    pub fn remembered_epoch(&self, shard: ShardId) -> Epoch {
+        self.book.remembered(shard)
+    }
+
+    pub fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
+    /// The membership as of the last plan (empty before the first).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// Where the last plan wanted every shard.
+    pub fn target(&self) -> &BTreeMap<ShardId, NodeId> {
+        &self.target
+    }
+
+    pub fn quota(&self) -> &BTreeMap<NodeId, usize> {
+        &self.quota
+    }
+
+    /// Layouts known so far, by fingerprint.
+    pub fn layouts(&self) -> &BTreeMap<LayoutId, Arc<ShardLayout>> {
+        &self.layouts
+    }
+
+    pub fn is_gone(&self, node: &NodeId) -> bool {
+        self.observer.is_gone(node, self.cfg().lease_ttl)
+    }
+
+    pub fn route_checks(&self) -> &BTreeMap<(ShardId, RouteTableId), (RouteCheck, Instant)> {
+        &self.routes.checks
+    }
+
+    /// The items the last reads skipped (nodes first, then shards).
+    pub fn skipped(&self) -> impl Iterator<Item = &Skipped> {
+        self.skipped_nodes.iter().chain(self.skipped_shards.iter())
+    }
+
+    /// The route tables the fleet maintains: ours and every member's.
+    pub fn route_tables(&self) -> &[RouteTableId] {
+        if self.membership.tables.is_empty() {
+            &self.setup.route_tables
+        } else {
+            &self.membership.tables
+        }
+    }
+
+    pub fn exited(&self) -> Option<ExitReason> {
+        self.exited
+    }
+
+    pub fn has_exited(&self) -> bool {
+        self.exited.is_some()
+    }
+}

@@ -1,0 +1,537 @@
+//! One pass of planning after every input.
+//!
+//! 1. Timers: heartbeat, node and shard reads, our layout item, route
+//!    read-back.
+//! 2. With a valid own lease and fresh reads: the membership rule, then the
+//!    target of every shard the fleet serves. Agreed shards are shared by
+//!    quota ([`crate::assign`]); disputed ones go by rank among the members
+//!    that serve them. A free shard whose routes point at a node goes to
+//!    that node, and waits while that node may still come back: so a table
+//!    re-created under a running fleet re-forms without moving a route.
+//! 3. Claims of free shards, takeovers from gone owners, marking gone nodes
+//!    dead and retiring shards no member serves (both by the coordinator
+//!    only), hand-offs (drain, unhealthy, over quota; rebalancing yields to
+//!    failover work), route writes, the end of a drain.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::routes::Pointing;
+use super::{Effect, Event, ExitReason, Machine, Mode, OwnershipOp, Step};
+use crate::assign::{assign, Role};
+use crate::liveness::NodeCheck;
+use crate::membership::{membership, Me, Peers};
+use crate::store::{AcquireRequest, BeatKind, Expect, HandoffRequest, HeartbeatRequest, MarkDeadRequest};
+use crate::time::Instant;
+use crate::types::{NodeId, ShardId};
+
+/// Our layout item is written again this often, in case it was deleted.
+pub(super) const LAYOUT_REPUBLISH_INTERVAL: Duration = Duration::from_secs(600);
+/// While some shard has no live owner in our view, re-read the shards this
+/// often: either someone took it and we should know, or it is ours to take.
+const ORPHAN_REFRESH_SCANS: u32 = 4;
+/// Peers read the node items every scan; after this many scans past the
+/// send time of our heartbeat, they have seen what it said.
+const PEER_NOTICE_SCANS: u32 = 2;
+
+/// What to do about a free shard, from where its routes point.
+enum FreeShard {
+    /// Its routes point at this member: it gets it back, whatever quotas say.
+    BelongsTo(NodeId),
+    /// Anyone may claim it, by the usual assignment.
+    Open,
+    /// Nobody may claim it yet: its last holder may still believe it holds
+    /// it (until this instant), its routes were not read since it turned
+    /// free, or they point at a node that may still come back.
+    Wait(Option<Instant>),
+}
+
+impl Machine {
+    pub(super) fn plan(&mut self, now: Instant, out: &mut Step) {
+        self.retry_at.retain(|_, t| *t > now);
+        self.layout_retry_at.retain(|_, t| *t > now);
+        self.plan_timers(now, out);
+        let valid = self.lease.is_valid(now);
+        if self.lease_was_valid && !valid {
+            out.events.push(Event::LeaseLapsed);
+        }
+        self.lease_was_valid = valid;
+        if self.drain_deadline().is_some_and(|d| now >= d) {
+            self.exit(ExitReason::DrainTimedOut, out);
+            return;
+        }
+        if !valid || !self.nodes_seen || !self.shards_seen {
+            return;
+        }
+        // Membership and targets are a function of what the node knows:
+        // they only change with an input (or when a free shard's wait runs
+        // out), not with a timer tick.
+        let replan = self.replan || self.replan_at.is_some_and(|t| now >= t);
+        if replan {
+            self.replan = false;
+            self.plan_membership(now, out);
+        }
+        // Claims planned from a shard map older than the change in the live
+        // set overshoot: hand-offs we received since are missing from it, so
+        // we look under capacity, take too many orphans, and rebalancing then
+        // moves shards that were never the dead node's. Read first.
+        let fresh = self
+            .members_changed_at
+            .is_none_or(|changed| self.book.read_at().is_some_and(|read| read >= changed));
+        if !fresh && self.shards_stale && !self.in_flight.shards && now >= self.timers.shards_not_before {
+            self.read_shards(now, out);
+        }
+        // Targets follow from membership, shard owners, what we hold and
+        // where free shards' routes point: recompute when one of them moved.
+        let inputs = (
+            self.versions.membership,
+            self.book.version(),
+            self.versions.held,
+            self.routes.version,
+        );
+        if inputs != self.targets_from || self.replan_at.is_some_and(|t| now >= t) {
+            self.targets_from = inputs;
+            self.replan_at = None;
+            self.orphans = self.plan_targets(now, out);
+        }
+        let orphans = self.orphans;
+        // A layout read in flight: the member will likely turn out to take
+        // a share, so planning without it would move shards twice.
+        let fresh = fresh && self.in_flight.layouts.is_empty();
+        if fresh {
+            self.plan_acquisitions(now, out);
+        }
+        if self.membership.coordinator() == Some(self.me()) {
+            self.plan_mark_dead(out);
+            self.plan_retire(now, out);
+        }
+        if fresh {
+            self.plan_handoffs(orphans, now, out);
+        }
+        self.plan_route_writes(now, out);
+        if orphans > 0
+            && self
+                .book
+                .read_at()
+                .is_some_and(|t| now.saturating_since(t) >= self.cfg().scan_interval * ORPHAN_REFRESH_SCANS)
+        {
+            // Someone should be taking these; if our map is stale we would
+            // hold back rebalancing for nothing.
+            self.shards_stale = true;
+        }
+        self.plan_drain_exit(now, out);
+    }
+
+    fn read_shards(&mut self, now: Instant, out: &mut Step) {
+        self.in_flight.shards = true;
+        self.shards_stale = false;
+        self.timers.shard_refresh = now + self.cfg().shard_refresh_interval;
+        out.effects.push(Effect::ReadShards);
+    }
+
+    fn describe_routes(&mut self, out: &mut Step) {
+        self.in_flight.describe = true;
+        out.effects.push(Effect::DescribeRoutes(self.route_tables().to_vec()));
+    }
+
+    fn plan_timers(&mut self, now: Instant, out: &mut Step) {
+        // A (re-)registration waits for our layout item: a peer that reads
+        // our node item must find what we serve.
+        let may_beat = self.layout_published || self.beat_kind == BeatKind::Renew;
+        if !self.in_flight.heartbeat && now >= self.timers.heartbeat && may_beat {
+            self.in_flight.heartbeat = true;
+            self.heartbeat_mode = self.mode;
+            self.timers.heartbeat = now + self.cfg().heartbeat_interval;
+            out.effects.push(Effect::Heartbeat(HeartbeatRequest {
+                info: self.setup.info.clone(),
+                config: self.setup.config(),
+                inc: self.setup.inc,
+                state: self.mode.state(),
+                kind: self.beat_kind,
+                epoch_floor: self.book.floor(),
+            }));
+        }
+        if !self.in_flight.publish && now >= self.timers.publish_layout {
+            self.in_flight.publish = true;
+            self.timers.publish_layout = now + LAYOUT_REPUBLISH_INTERVAL;
+            out.effects.push(Effect::PublishLayout(self.setup.layout.clone()));
+        }
+        if !self.in_flight.nodes && now >= self.timers.scan {
+            self.in_flight.nodes = true;
+            self.timers.scan = now + self.cfg().scan_interval;
+            out.effects.push(Effect::ReadNodes);
+        }
+        let stale_read_due = self.shards_stale && now >= self.timers.shards_not_before;
+        if !self.in_flight.shards && (stale_read_due || now >= self.timers.shard_refresh) {
+            self.read_shards(now, out);
+        }
+        if !self.in_flight.describe && now >= self.timers.reconcile {
+            self.timers.reconcile = now + self.cfg().reconcile_interval;
+            if !self.held.is_empty() && self.lease.is_valid(now) {
+                self.describe_routes(out);
+            }
+        }
+    }
+
+    fn plan_membership(&mut self, now: Instant, out: &mut Step) {
+        let membership = membership(
+            Me {
+                id: &self.setup.info.id,
+                weight: self.setup.info.weight,
+                state: self.mode.state(),
+                layout: &self.setup.layout,
+                tables: &self.setup.route_tables,
+                lease_ttl: self.setup.lease.lease_ttl,
+            },
+            Peers {
+                nodes: &self.nodes,
+                unreadable: &self.unreadable_nodes,
+                observer: &self.observer,
+                layouts: &self.layouts,
+            },
+        );
+        for id in &membership.unknown_layouts {
+            if !self.in_flight.layouts.contains(id) && !self.layout_retry_at.contains_key(id) {
+                self.in_flight.layouts.insert(id.clone());
+                out.effects.push(Effect::ReadLayout(id.clone()));
+            }
+        }
+        for node in membership.gone.keys() {
+            if !self.gone_reported.contains(node) {
+                out.events.push(Event::NodeGone { node: node.clone() });
+            }
+        }
+        self.gone_reported = membership.gone.keys().cloned().collect();
+        let gone_changed = !membership.gone.keys().eq(self.membership.gone.keys());
+        if membership.members != self.membership.members || gone_changed {
+            self.shards_stale = true;
+            self.members_changed_at = Some(now);
+        }
+        if membership != self.membership {
+            self.versions.membership += 1;
+            self.membership = membership;
+        }
+    }
+
+    /// The highest epoch floor any node announces.
+    fn fleet_floor(&self) -> crate::types::Epoch {
+        self.nodes.values().map(|n| n.epoch_floor).max().unwrap_or(0)
+    }
+
+    /// The longest lease any node we know runs with.
+    fn longest_ttl(&self) -> Duration {
+        self.nodes
+            .values()
+            .filter_map(|n| n.config.as_ref().map(|c| c.lease_ttl))
+            .fold(self.cfg().lease_ttl, Duration::max)
+    }
+
+    /// Where a free shard goes, from where its routes point.
+    ///
+    /// A shard turns free only when its item vanishes (deleted by hand, or
+    /// with the table). Its last holder may still hold a confirmation, good
+    /// for a lease, from before: nobody claims the shard until it has been
+    /// seen free for the longest lease, so no claim can make a second
+    /// writer. Then the node its routes point at gets it back.
+    fn free_shard(&self, shard: ShardId, now: Instant) -> FreeShard {
+        let Some(free_since) = self.book.free_since(shard) else {
+            return FreeShard::Open; // never read: not free, just unknown
+        };
+        let held_until = free_since + self.longest_ttl();
+        if now < held_until {
+            return FreeShard::Wait(Some(held_until));
+        }
+        if self.routes.seen_at.is_none_or(|t| t < free_since) {
+            return FreeShard::Wait(None);
+        }
+        let eni = match self.routes.pointing(shard, self.route_tables()) {
+            Pointing::Nowhere | Pointing::Mixed => return FreeShard::Open,
+            Pointing::At(eni) => eni,
+        };
+        let node = if eni == self.setup.info.eni {
+            Some(self.me())
+        } else {
+            self.nodes.values().find(|n| n.info.eni == eni).map(|n| &n.info.id)
+        };
+        match node {
+            // A node we have never seen (we waited a lease for it), or one
+            // that is gone or leaving: the assignment decides.
+            None => FreeShard::Open,
+            Some(id) if self.membership.gone.contains_key(id) => FreeShard::Open,
+            Some(id) => match self.membership.role_of(id) {
+                Some(Role::Takes | Role::Keeps) => FreeShard::BelongsTo(id.clone()),
+                Some(Role::Leaves) => FreeShard::Open,
+                // Marked dead but not gone yet: wait for the verdict.
+                None => FreeShard::Wait(None),
+            },
+        }
+    }
+
+    /// Computes the target of every served shard; returns how many agreed
+    /// shards have no member as owner (failover work).
+    fn plan_targets(&mut self, now: Instant, out: &mut Step) -> usize {
+        let me = self.me().clone();
+        let mut owners: BTreeMap<ShardId, NodeId> = BTreeMap::new();
+        // Free shards that go back to the node their routes point at,
+        // outside the quotas (rebalancing may move them later).
+        let mut pinned: BTreeMap<ShardId, NodeId> = BTreeMap::new();
+        let mut waiting = BTreeSet::new();
+        let served: Vec<ShardId> = self.membership.served().copied().collect();
+        for &shard in &served {
+            if self.held.contains_key(&shard) {
+                owners.insert(shard, me.clone());
+                continue;
+            }
+            match self.book.owner(shard) {
+                Some(owner) => {
+                    if self.membership.role_of(owner).is_some() {
+                        owners.insert(shard, owner.clone());
+                    }
+                }
+                None if self.book.is_unreadable(shard) => {
+                    waiting.insert(shard);
+                }
+                None => match self.free_shard(shard, now) {
+                    FreeShard::BelongsTo(node) => {
+                        pinned.insert(shard, node);
+                    }
+                    FreeShard::Open => {}
+                    FreeShard::Wait(until) => {
+                        waiting.insert(shard);
+                        if let Some(until) = until {
+                            self.replan_at = Some(self.replan_at.map_or(until, |r| r.min(until)));
+                        }
+                    }
+                },
+            }
+        }
+        let waiting_for_routes = waiting.iter().any(|s| {
+            self.book
+                .free_since(*s)
+                .is_some_and(|since| now >= since + self.longest_ttl() && self.routes.seen_at.is_none_or(|t| t < since))
+        });
+        if waiting_for_routes && !self.in_flight.describe {
+            self.describe_routes(out);
+        }
+        let agreed: Vec<ShardId> = self
+            .membership
+            .agreed
+            .iter()
+            .filter(|s| !pinned.contains_key(s))
+            .copied()
+            .collect();
+        let agreed_owners: BTreeMap<ShardId, NodeId> = owners
+            .iter()
+            .filter(|(s, _)| self.membership.agreed.contains(s))
+            .map(|(s, o)| (*s, o.clone()))
+            .collect();
+        let assignment = assign(&agreed, &self.membership.members, &agreed_owners);
+        let mut target = assignment.target;
+        for &shard in self.membership.disputed.iter() {
+            let owner = owners.get(&shard).or(pinned.get(&shard));
+            if let Some(to) = self.membership.disputed_target(shard, owner) {
+                target.insert(shard, to);
+            }
+        }
+        for (shard, node) in &pinned {
+            if self.membership.agreed.contains(shard) {
+                target.insert(*shard, node.clone());
+            }
+        }
+        // Shards we hold outside our layout (we served them before a
+        // configuration change) go where the fleet wants them.
+        for record in self.book.records() {
+            if record.owner.as_ref() == Some(&me) && !self.setup.layout.contains(record.id) {
+                if let Some(to) = self.membership.disputed_target(record.id, None) {
+                    target.entry(record.id).or_insert(to);
+                }
+            }
+        }
+        for shard in &waiting {
+            target.remove(shard);
+        }
+        self.target = target;
+        self.quota = assignment.quota;
+        agreed
+            .iter()
+            .filter(|s| !owners.contains_key(s) && !waiting.contains(s))
+            .count()
+            + pinned.len()
+    }
+
+    fn may_start(&self, shard: ShardId, now: Instant) -> bool {
+        !self.ops.contains_key(&shard) && self.retry_at.get(&shard).is_none_or(|t| now >= *t)
+    }
+
+    fn plan_acquisitions(&mut self, now: Instant, out: &mut Step) {
+        // Only a node that takes claims: a starting one only keeps.
+        if self.membership.role_of(self.me()) != Some(Role::Takes) {
+            return;
+        }
+        let me = self.me().clone();
+        let wanted: Vec<ShardId> = self
+            .target
+            .iter()
+            .filter(|(s, owner)| {
+                **owner == me
+                    && self.setup.layout.contains(**s)
+                    && !self.held.contains_key(s)
+                    && self.may_start(**s, now)
+            })
+            .map(|(s, _)| *s)
+            .collect();
+        for shard in wanted {
+            let expect = match self.book.owner(shard) {
+                None => Expect::Free {
+                    next_epoch: self.book.next_epoch(shard, self.fleet_floor()),
+                },
+                Some(owner) if *owner == me || self.membership.role_of(owner).is_some() => continue,
+                Some(owner) => match self.membership.gone.get(owner) {
+                    Some(check) => Expect::GoneOwner {
+                        owner: owner.clone(),
+                        epoch: self.book.epoch(shard),
+                        check: *check,
+                    },
+                    None => continue, // not a member, not gone yet: wait
+                },
+            };
+            let from = match &expect {
+                Expect::Free { .. } => None,
+                Expect::GoneOwner { owner, .. } => Some(owner.clone()),
+            };
+            self.ops.insert(shard, OwnershipOp::Acquire { from });
+            out.effects.push(Effect::Acquire(AcquireRequest {
+                shard,
+                me: me.clone(),
+                inc: self.setup.inc,
+                expect,
+            }));
+        }
+    }
+
+    /// The coordinator marks each gone node dead (one write per death): for
+    /// the dashboard, for DynamoDB's TTL to collect its item, and so that
+    /// every observer drops it from the members at once.
+    fn plan_mark_dead(&mut self, out: &mut Step) {
+        for (id, check) in &self.membership.gone {
+            let NodeCheck::Unchanged { hb, inc } = *check else {
+                continue; // no item to mark
+            };
+            let marked = self
+                .nodes
+                .get(id)
+                .is_none_or(|n| n.state == crate::types::NodeState::Dead);
+            if marked || self.marking.get(id) == Some(&hb) {
+                continue;
+            }
+            self.marking.insert(id.clone(), hb);
+            out.effects.push(Effect::MarkDead(MarkDeadRequest {
+                node: id.clone(),
+                inc,
+                observed_hb: hb,
+            }));
+        }
+    }
+
+    /// The coordinator retires shards whose VIP no member serves any more
+    /// (removed from the fleet's configuration): their routes, then their
+    /// item. Only once every member's layout is known: a layout we have not
+    /// read may still list the VIP.
+    fn plan_retire(&mut self, now: Instant, out: &mut Step) {
+        if !self.membership.layouts_complete {
+            return;
+        }
+        let retire: Vec<ShardId> = self
+            .book
+            .records()
+            .map(|r| r.id)
+            .filter(|s| !self.membership.serves(*s) && !self.retiring.contains(s))
+            .collect();
+        for shard in retire {
+            if !self.may_start(shard, now) {
+                continue;
+            }
+            self.retiring.insert(shard);
+            self.delete_routes(shard, out);
+        }
+    }
+
+    fn plan_handoffs(&mut self, orphans: usize, now: Instant, out: &mut Step) {
+        let acquiring = self.ops.values().any(|op| matches!(op, OwnershipOp::Acquire { .. }));
+        if self.mode == Mode::Active && (orphans > 0 || acquiring) {
+            return; // rebalancing waits for failover work
+        }
+        if self.mode != Mode::Active && !self.peers_see_mode(now) {
+            // Peers that still think we are active would hand shards right
+            // back to us: wait until they have read our new state.
+            return;
+        }
+        let in_flight = self
+            .ops
+            .values()
+            .filter(|op| matches!(op, OwnershipOp::HandOff { .. }))
+            .count();
+        let mut budget = self.cfg().max_handoffs_in_flight.saturating_sub(in_flight);
+        let me = self.me().clone();
+        let leaving: Vec<(ShardId, NodeId)> = self
+            .target
+            .iter()
+            .filter(|(s, to)| **to != me && (self.held.contains_key(s) || self.book.owner(**s) == Some(&me)))
+            .map(|(s, to)| (*s, to.clone()))
+            .collect();
+        for (shard, to) in leaving {
+            if budget == 0 {
+                break;
+            }
+            let Some(to_inc) = self.nodes.get(&to).map(|n| n.inc) else {
+                continue;
+            };
+            if !self.may_start(shard, now) {
+                continue;
+            }
+            let epoch = match self.held.remove(&shard) {
+                Some(held) => {
+                    self.versions.held += 1;
+                    held.epoch
+                }
+                None => self.book.epoch(shard),
+            };
+            budget -= 1;
+            // From here on we are not the owner: no more route writes.
+            self.ops.insert(shard, OwnershipOp::HandOff { to: to.clone() });
+            out.effects.push(Effect::HandOff(HandoffRequest {
+                shard,
+                me: me.clone(),
+                epoch,
+                to,
+                to_inc,
+            }));
+        }
+    }
+
+    /// Whether peers have had time to read the mode our heartbeat carries.
+    fn peers_see_mode(&self, now: Instant) -> bool {
+        self.mode_announced_at
+            .is_some_and(|t| now >= t + self.cfg().scan_interval * PEER_NOTICE_SCANS)
+    }
+
+    /// A drained node leaves once a read of the shards shows it owns
+    /// nothing, sent late enough that every peer had seen it draining (a
+    /// peer deciding on an older view may still hand it a shard).
+    fn plan_drain_exit(&mut self, now: Instant, out: &mut Step) {
+        let Some(announced) = self.mode_announced_at.filter(|_| self.mode == Mode::Draining) else {
+            return;
+        };
+        let me = self.me().clone();
+        let owns_any = self.book.records().any(|r| r.owner.as_ref() == Some(&me));
+        if !self.held.is_empty() || !self.ops.is_empty() || !self.routes.pushing.is_empty() || owns_any {
+            return;
+        }
+        let peers_know_at = announced + self.cfg().scan_interval * PEER_NOTICE_SCANS + self.cfg().heartbeat_interval;
+        if self.book.read_at().is_some_and(|t| t >= peers_know_at) {
+            self.exit(ExitReason::Drained, out);
+        } else if now < peers_know_at {
+            self.timers.shard_refresh = self.timers.shard_refresh.min(peers_know_at);
+        }
+    }
+}
