@@ -1,6 +1,7 @@
 //! The scenarios, what each promises, and the classic faults (a node
 //! crashing, pausing, cut off, leaving or joining; the store stopping; a
-//! route edited by hand).
+//! route edited by hand). Faults of the lease table's items and of the
+//! table itself are in [`super::store_faults`].
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use clap::ValueEnum;
 use tokio::time::sleep;
 
 use super::fleet::{self, Ownership};
+use super::store_faults;
 use super::trace::Trace;
 use crate::lab::state::LabState;
 use crate::lab::{imds, netns, procs};
@@ -24,12 +26,15 @@ pub enum Scenario {
     ScaleIn,
     ScaleOut,
     RouteDrift,
+    BadItems,
+    LostItems,
+    TableRecreate,
     All,
 }
 
 impl Scenario {
     /// `all`, in order.
-    pub const EACH: [Scenario; 8] = [
+    pub const EACH: [Scenario; 11] = [
         Scenario::Steady,
         Scenario::Crash,
         Scenario::Zombie,
@@ -38,6 +43,9 @@ impl Scenario {
         Scenario::ScaleIn,
         Scenario::ScaleOut,
         Scenario::RouteDrift,
+        Scenario::BadItems,
+        Scenario::LostItems,
+        Scenario::TableRecreate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +58,9 @@ impl Scenario {
             Scenario::ScaleIn => "scale-in",
             Scenario::ScaleOut => "scale-out",
             Scenario::RouteDrift => "route-drift",
+            Scenario::BadItems => "bad-items",
+            Scenario::LostItems => "lost-items",
+            Scenario::TableRecreate => "table-recreate",
             Scenario::All => "all",
         }
     }
@@ -82,14 +93,18 @@ impl Scenario {
 
     /// Whether a node crashes: its VIPs must be back within the crash bound.
     pub fn crashes(self) -> bool {
-        matches!(self, Scenario::Crash)
+        matches!(
+            self,
+            Scenario::Crash | Scenario::BadItems | Scenario::LostItems | Scenario::TableRecreate
+        )
     }
 
     /// Seconds of load the scenario needs at the least, when more than the
     /// configured duration.
-    pub fn min_duration(self, warmup: Duration, store_outage: Duration) -> Duration {
+    pub fn min_duration(self, warmup: Duration, lease_ttl: Duration, store_outage: Duration) -> Duration {
         match self {
             Scenario::StoreOutage => warmup + store_outage + Duration::from_secs(6),
+            Scenario::TableRecreate => store_faults::table_recreate_duration(warmup, lease_ttl),
             _ => Duration::ZERO,
         }
     }
@@ -103,12 +118,20 @@ pub struct Fault<'a> {
     /// Shard owners when the load started.
     pub before: &'a Ownership,
     pub store_outage: Duration,
+    /// When the load generators stop.
+    pub load_end_ms: u64,
+    /// The longest a crashed node's VIPs may stay dark.
+    pub crash_bound: Duration,
     pub trace: &'a mut Trace,
 }
 
 impl Fault<'_> {
     pub fn ttl(&self) -> Duration {
         Duration::from_millis(self.state.lease.lease_ttl_ms)
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.state.lease.heartbeat_ms)
     }
 
     pub fn victim_id(&self) -> String {
@@ -199,6 +222,9 @@ pub async fn inject(scenario: Scenario, f: &mut Fault<'_>) -> Result<()> {
             f.trace.event("scale-out", id);
         }
         Scenario::RouteDrift => route_drift(f).await?,
+        Scenario::BadItems => store_faults::bad_items(f).await?,
+        Scenario::LostItems => store_faults::lost_items(f).await?,
+        Scenario::TableRecreate => store_faults::table_recreate(f).await?,
     }
     Ok(())
 }
@@ -229,18 +255,23 @@ async fn route_drift(f: &mut Fault<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Brings back whatever the scenario took away: dead processes restarted (on every node: an agent that exited on its own is
+/// Brings back whatever the scenario took away: items it put, dead
+/// processes restarted (on every node: an agent that exited on its own is
 /// a violation already, and must not spoil the next scenario), lifecycle
 /// state back to in-service.
-pub async fn heal(scenario: Scenario, state: &mut LabState, victim: usize) -> Result<()> {
-    if scenario == Scenario::ScaleIn {
-        imds::set_lifecycle(
-            &state.imds.endpoint,
-            &state.imds.control_token,
-            &state.nodes[victim].instance_id,
-            Some("InService"),
-        )
-        .await?;
+pub async fn heal(scenario: Scenario, state: &mut LabState, victim: usize, sdk: &SdkConfig) -> Result<()> {
+    match scenario {
+        Scenario::ScaleIn => {
+            imds::set_lifecycle(
+                &state.imds.endpoint,
+                &state.imds.control_token,
+                &state.nodes[victim].instance_id,
+                Some("InService"),
+            )
+            .await?
+        }
+        Scenario::BadItems => store_faults::remove_junk(state, sdk).await?,
+        _ => {}
     }
     for i in 0..state.nodes.len() {
         let node = state.nodes[i].clone();

@@ -12,6 +12,7 @@ mod checks;
 pub mod faults;
 pub mod fleet;
 pub mod route_log;
+mod store_faults;
 mod trace;
 
 use std::path::{Path, PathBuf};
@@ -48,7 +49,8 @@ pub struct RunArgs {
     pub vips: usize,
     #[arg(long, default_value_t = 2)]
     pub route_tables: usize,
-    /// Seconds of load per scenario (store-outage runs longer if its outage needs it).
+    /// Seconds of load per scenario (store-outage and table-recreate run
+    /// longer if their faults need it).
     #[arg(long, default_value_t = 20.0)]
     pub duration: f64,
     #[arg(long, default_value_t = 3000)]
@@ -243,10 +245,11 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     if scenario == Scenario::ScaleOut {
         wait_converged(state, &sdk, state.nodes.len() - 1).await?;
     }
+    let lease_ttl = Duration::from_millis(state.lease.lease_ttl_ms);
     let store_outage = Duration::from_secs_f64(args.store_outage);
     let duration = args
         .duration
-        .max(scenario.min_duration(WARMUP, store_outage).as_secs_f64());
+        .max(scenario.min_duration(WARMUP, lease_ttl, store_outage).as_secs_f64());
     let before = fleet::ownership(state, &sdk).await?;
     let victim_vips = fleet::vips_of(&before, &state.nodes[victim].instance_id);
     let crash_bound = checks::crash_outage_bound(state, victim_vips.len());
@@ -264,6 +267,8 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         victim,
         before: &before,
         store_outage,
+        load_end_ms: started_ms + (duration * 1000.0) as u64,
+        crash_bound,
         trace: &mut trace,
     };
     faults::inject(scenario, &mut fault).await?;
@@ -340,10 +345,15 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         end_ms,
     };
     checks::general(scenario, state, &seen, &mut report);
+    match scenario {
+        Scenario::LostItems => store_faults::check_lost_items(&mut report, &trace, state, &after),
+        Scenario::TableRecreate => store_faults::check_table_recreate(&mut report),
+        _ => {}
+    }
     std::fs::write(svg_path, report::svg(&records, &report.events, started_ms, end_ms))
         .with_context(|| format!("writing {}", svg_path.display()))?;
 
-    faults::heal(scenario, state, victim).await?;
+    faults::heal(scenario, state, victim, &sdk).await?;
     wait_converged(state, &sdk, state.nodes.len()).await?;
     Ok(report)
 }
@@ -361,7 +371,9 @@ fn balanced<V>(owners: &std::collections::BTreeMap<V, String>, nodes: usize) -> 
 fn minimum_moves(scenario: Scenario, victim_shards: usize, shards: usize, nodes: usize) -> u64 {
     let fair_share = (shards / nodes.max(1)) as u64;
     match scenario {
-        Scenario::Crash | Scenario::ScaleIn => victim_shards as u64,
+        Scenario::Crash | Scenario::ScaleIn | Scenario::BadItems | Scenario::LostItems | Scenario::TableRecreate => {
+            victim_shards as u64
+        }
         // Away when the lease is lost, then a fair share back.
         Scenario::Zombie | Scenario::Partition => victim_shards as u64 + fair_share,
         Scenario::ScaleOut => fair_share,
