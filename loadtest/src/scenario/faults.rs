@@ -1,7 +1,8 @@
 //! The scenarios, what each promises, and the classic faults (a node
 //! crashing, pausing, cut off, leaving or joining; the store stopping; a
 //! route edited by hand). Faults of the lease table's items and of the
-//! table itself are in [`super::store_faults`].
+//! table itself are in [`super::store_faults`], rolling changes and
+//! restarts in [`super::rollout`].
 
 use std::time::Duration;
 
@@ -11,8 +12,8 @@ use clap::ValueEnum;
 use tokio::time::sleep;
 
 use super::fleet::{self, Ownership};
-use super::store_faults;
 use super::trace::Trace;
+use super::{rollout, store_faults};
 use crate::lab::state::LabState;
 use crate::lab::{imds, netns, procs};
 
@@ -29,12 +30,15 @@ pub enum Scenario {
     BadItems,
     LostItems,
     TableRecreate,
+    AgentRestart,
+    VipChange,
     All,
 }
 
 impl Scenario {
-    /// `all`, in order.
-    pub const EACH: [Scenario; 11] = [
+    /// `all`, in order. The VIP change goes last: it leaves the lab with
+    /// another VIP list.
+    pub const EACH: [Scenario; 13] = [
         Scenario::Steady,
         Scenario::Crash,
         Scenario::Zombie,
@@ -46,6 +50,8 @@ impl Scenario {
         Scenario::BadItems,
         Scenario::LostItems,
         Scenario::TableRecreate,
+        Scenario::AgentRestart,
+        Scenario::VipChange,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +67,8 @@ impl Scenario {
             Scenario::BadItems => "bad-items",
             Scenario::LostItems => "lost-items",
             Scenario::TableRecreate => "table-recreate",
+            Scenario::AgentRestart => "agent-restart",
+            Scenario::VipChange => "vip-change",
             Scenario::All => "all",
         }
     }
@@ -69,7 +77,14 @@ impl Scenario {
     /// mid-handshake by a route change is lost, and counted. Not so where
     /// nothing should move.
     pub fn moves_may_fail(self) -> bool {
-        !matches!(self, Scenario::Steady | Scenario::StoreOutage | Scenario::RouteDrift)
+        !matches!(
+            self,
+            Scenario::Steady
+                | Scenario::StoreOutage
+                | Scenario::RouteDrift
+                | Scenario::AgentRestart
+                | Scenario::VipChange
+        )
     }
 
     /// Whether exactly the minimum must move (elsewhere a node that comes
@@ -88,7 +103,7 @@ impl Scenario {
 
     /// Whether no EC2 route write may be made at all during the run.
     pub fn writes_no_route(self) -> bool {
-        matches!(self, Scenario::Steady | Scenario::StoreOutage)
+        matches!(self, Scenario::Steady | Scenario::StoreOutage | Scenario::AgentRestart)
     }
 
     /// Whether a node crashes: its VIPs must be back within the crash bound.
@@ -174,7 +189,7 @@ pub async fn prepare(scenario: Scenario, state: &LabState, victim: usize) -> Res
 }
 
 /// Injects the fault; returns once its active part is over (a pause or a
-/// partition has been lifted, the store is back).
+/// partition has been lifted, the store is back, the rollout is done).
 pub async fn inject(scenario: Scenario, f: &mut Fault<'_>) -> Result<()> {
     let ttl = f.ttl();
     let victim = f.state.nodes[f.victim].clone();
@@ -225,6 +240,8 @@ pub async fn inject(scenario: Scenario, f: &mut Fault<'_>) -> Result<()> {
         Scenario::BadItems => store_faults::bad_items(f).await?,
         Scenario::LostItems => store_faults::lost_items(f).await?,
         Scenario::TableRecreate => store_faults::table_recreate(f).await?,
+        Scenario::AgentRestart => rollout::agent_restart(f).await?,
+        Scenario::VipChange => rollout::vip_change(f).await?,
     }
     Ok(())
 }

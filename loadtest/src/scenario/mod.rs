@@ -11,6 +11,7 @@
 mod checks;
 pub mod faults;
 pub mod fleet;
+mod rollout;
 pub mod route_log;
 mod store_faults;
 mod trace;
@@ -377,6 +378,11 @@ fn minimum_moves(scenario: Scenario, victim_shards: usize, shards: usize, nodes:
         // Away when the lease is lost, then a fair share back.
         Scenario::Zombie | Scenario::Partition => victim_shards as u64 + fair_share,
         Scenario::ScaleOut => fair_share,
-        Scenario::Steady | Scenario::StoreOutage | Scenario::RouteDrift | Scenario::All => 0,
+        Scenario::Steady
+        | Scenario::StoreOutage
+        | Scenario::RouteDrift
+        | Scenario::AgentRestart
+        | Scenario::VipChange
+        | Scenario::All => 0,
     }
 }
