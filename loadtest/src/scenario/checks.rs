@@ -113,7 +113,7 @@ fn failures(scenario: Scenario, seen: &Seen<'_>, moved: &BTreeMap<Vip, u64>, rep
     let unexpected: Vec<Record> = seen
         .records
         .iter()
-        .filter(|r| may_fail.get(&r.vip).is_none_or(|from| r.t_ms < *from))
+        .filter(|r| may_fail.get(&r.vip).is_none_or(|from| r.done_ms() < *from))
         .cloned()
         .collect();
     for (vip, n) in timeline::unexpected_failures(&unexpected, &BTreeSet::new(), seen.fault_ms) {

@@ -169,8 +169,9 @@ impl Fault<'_> {
         let node = self.state.nodes[self.victim].clone();
         self.trace.ending(&node.name, &node.agent, "killed");
         self.victim_goes_dark();
-        procs::signal(&[node.agent.pid, node.haproxy.pid], "KILL");
+        // Stamped before the kill: whatever fails because of it ends after.
         self.trace.event("crash", &node.instance_id);
+        procs::signal(&[node.agent.pid, node.haproxy.pid], "KILL");
     }
 }
 
