@@ -116,10 +116,16 @@ impl Scenario {
 
     /// Seconds of load the scenario needs at the least, when more than the
     /// configured duration.
-    pub fn min_duration(self, warmup: Duration, lease_ttl: Duration, store_outage: Duration) -> Duration {
+    pub fn min_duration(
+        self,
+        warmup: Duration,
+        lease_ttl: Duration,
+        store_outage: Duration,
+        crash_bound: Duration,
+    ) -> Duration {
         match self {
             Scenario::StoreOutage => warmup + store_outage + Duration::from_secs(6),
-            Scenario::TableRecreate => store_faults::table_recreate_duration(warmup, lease_ttl),
+            Scenario::TableRecreate => store_faults::table_recreate_duration(warmup, lease_ttl, crash_bound),
             _ => Duration::ZERO,
         }
     }

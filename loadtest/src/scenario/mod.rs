@@ -246,14 +246,16 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     if scenario == Scenario::ScaleOut {
         wait_converged(state, &sdk, state.nodes.len() - 1).await?;
     }
-    let lease_ttl = Duration::from_millis(state.lease.lease_ttl_ms);
-    let store_outage = Duration::from_secs_f64(args.store_outage);
-    let duration = args
-        .duration
-        .max(scenario.min_duration(WARMUP, lease_ttl, store_outage).as_secs_f64());
     let before = fleet::ownership(state, &sdk).await?;
     let victim_vips = fleet::vips_of(&before, &state.nodes[victim].instance_id);
     let crash_bound = checks::crash_outage_bound(state, victim_vips.len());
+    let lease_ttl = Duration::from_millis(state.lease.lease_ttl_ms);
+    let store_outage = Duration::from_secs_f64(args.store_outage);
+    let duration = args.duration.max(
+        scenario
+            .min_duration(WARMUP, lease_ttl, store_outage, crash_bound)
+            .as_secs_f64(),
+    );
     let mut trace = Trace::new(state);
     trace.read("start", state).await;
     let agent_pids: Vec<u32> = state.nodes.iter().map(|n| n.agent.pid).collect();

@@ -12,7 +12,7 @@ use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::AttributeValue;
 use tokio::time::sleep;
 use vipfleet_agent::aws::dynamo::{init_table, Billing};
-use vipfleet_core::Vip;
+use vipfleet_core::{LeaseConfig, Vip};
 
 use super::faults::Fault;
 use super::fleet;
@@ -202,15 +202,26 @@ pub fn check_lost_items(report: &mut Report, trace: &Trace, state: &LabState, af
     }
 }
 
-/// How long the table stays deleted: every lease runs out meanwhile.
+/// How long the table stays deleted: every lease runs out meanwhile, twice.
 fn table_gone_for(lease_ttl: Duration) -> Duration {
-    lease_ttl * 2 + Duration::from_secs(1)
+    lease_ttl * 2
 }
 
-/// Time to re-form (registrations, then claims after a lease) and to fail
-/// a crash over afterwards.
-pub fn table_recreate_duration(warmup: Duration, lease_ttl: Duration) -> Duration {
-    warmup + table_gone_for(lease_ttl) + lease_ttl * 2 + Duration::from_secs(8)
+/// Load left after the crash beyond its bound: the last VIP's first good
+/// answer must fall inside the run.
+const CRASH_MARGIN: Duration = Duration::from_millis(1500);
+
+/// The longest the fleet takes to re-form on a new table: the next read of
+/// the shard items (they are re-read every `shard_refresh_interval`, the
+/// agents' default in the lab) finds them all missing, they are claimed a
+/// lease later, and 2 s for the route read-back and the claims.
+fn table_reform_time(lease_ttl: Duration) -> Duration {
+    LeaseConfig::DEFAULT.shard_refresh_interval + lease_ttl + Duration::from_secs(2)
+}
+
+/// Time to re-form and to fail a crash over afterwards.
+pub fn table_recreate_duration(warmup: Duration, lease_ttl: Duration, crash_bound: Duration) -> Duration {
+    warmup + table_gone_for(lease_ttl) + table_reform_time(lease_ttl) + crash_bound + CRASH_MARGIN
 }
 
 /// Deletes the lease table under load, keeps it gone for two leases,
@@ -245,7 +256,7 @@ pub async fn table_recreate(f: &mut Fault<'_>) -> Result<()> {
         .map_err(|e| anyhow!("creating {table} again: {e}"))?;
     f.trace.event("table-created", &table);
 
-    let deadline = tokio::time::Instant::now() + f.ttl() * 4 + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + table_reform_time(f.ttl()) + f.ttl();
     loop {
         let c = check::check(f.state, f.sdk).await?;
         if c.converged() {
@@ -258,11 +269,13 @@ pub async fn table_recreate(f: &mut Fault<'_>) -> Result<()> {
                 .push(format!("the fleet did not re-form on the new table: {}", c.summary()));
             return Ok(());
         }
-        sleep(Duration::from_millis(200)).await;
+        // Gently: moto answers one request at a time, and the agents are
+        // claiming every shard through it right now.
+        sleep(Duration::from_millis(500)).await;
     }
     // Only crash if the load still runs long enough to see the failover.
     let room = f.load_end_ms.saturating_sub(crate::load::unix_ms());
-    if room < (f.crash_bound + Duration::from_secs(1)).as_millis() as u64 {
+    if room < (f.crash_bound + CRASH_MARGIN).as_millis() as u64 {
         f.trace.violations.push(format!(
             "re-forming left {room} ms of load, too little to fail a crash over"
         ));
