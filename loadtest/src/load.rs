@@ -73,6 +73,13 @@ pub struct Record {
     pub error: String,
 }
 
+impl Record {
+    /// When the outcome was known (the send time plus the latency).
+    pub fn done_ms(&self) -> u64 {
+        self.t_ms + self.latency_ms
+    }
+}
+
 pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

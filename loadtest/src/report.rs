@@ -43,6 +43,30 @@ pub struct Ec2 {
     pub describe: u64,
 }
 
+/// A stretch of the run between two of the harness's readings of the
+/// agents, named after what the harness did at its start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phase {
+    pub name: String,
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub route_changes: u64,
+    pub ddb: Ddb,
+    pub ec2: Ec2,
+}
+
+/// An agent process that ended during the run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentExit {
+    pub node: String,
+    pub pid: u32,
+    /// `stopped` (SIGTERM), `killed` (SIGKILL), `drained` (scale-in), or
+    /// `unexpected`: the harness did not end it.
+    pub cause: String,
+    /// The agent's last log line about its exit; none after a SIGKILL.
+    pub exit_line: Option<String>,
+}
+
 /// The report of one scenario run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -64,6 +88,24 @@ pub struct Report {
     /// Kernel route changes in the routers during the run (the lab's
     /// stand-in for the VPC applying route writes).
     pub route_changes: u64,
+    /// Route changes that sent a route back where it pointed before its
+    /// previous change (A → B → A): two nodes disagreeing on a VIP.
+    #[serde(default)]
+    pub flips: u64,
+    /// The run cut at each reading the harness took as it acted (where it
+    /// took any besides the start and the end).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<Phase>,
+    /// Agent processes that ended during the run.
+    #[serde(default)]
+    pub agent_exits: Vec<AgentExit>,
+    /// Lease table items each agent's reads skipped at the end of the run,
+    /// by instance id.
+    #[serde(default)]
+    pub items_skipped: BTreeMap<String, u64>,
+    /// The longest a crashed node's VIP may stay dark, where a node crashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outage_bound_ms: Option<u64>,
     /// Memory and CPU of the agents that ran through the load.
     #[serde(default)]
     pub agent_footprint: crate::footprint::Footprint,

@@ -1,9 +1,11 @@
 //! From request records and fault events to what users saw: per VIP, when
 //! it went dark after a fault and when it answered again.
 //!
-//! A VIP is *affected* by a fault when one of its requests failed between
-//! the fault and the next one; its *outage* runs from the fault to the first
-//! good response after its first failure. All times are Unix milliseconds.
+//! A VIP is *affected* by a fault when one of its requests ended in failure
+//! between the fault and the next one (a request belongs where it ended: one
+//! in flight when a node was killed fails because of the kill); its *outage*
+//! runs from the fault to the first good response after its first failure.
+//! All times are Unix milliseconds.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -37,13 +39,16 @@ pub fn outages(records: &[Record], faults: &[FaultEvent], end_ms: u64) -> Vec<Ou
         by_vip.entry(r.vip).or_default().push(r);
     }
     for list in by_vip.values_mut() {
-        list.sort_by_key(|r| r.t_ms);
+        list.sort_by_key(|r| r.done_ms());
     }
     let mut out = Vec::new();
     for (i, fault) in faults.iter().enumerate() {
         let until = faults.get(i + 1).map_or(end_ms, |f| f.t_ms);
         for (vip, list) in &by_vip {
-            let window: Vec<&&Record> = list.iter().filter(|r| r.t_ms >= fault.t_ms && r.t_ms < until).collect();
+            let window: Vec<&&Record> = list
+                .iter()
+                .filter(|r| r.done_ms() >= fault.t_ms && r.done_ms() < until)
+                .collect();
             let Some(first_failure) = window.iter().position(|r| !r.ok) else {
                 continue;
             };
@@ -104,7 +109,10 @@ mod tests {
             kind: "crash".into(),
             node: "n1".into(),
         };
+        let mut in_flight = rec(3, 990, false); // sent before the kill, failed by it
+        in_flight.latency_ms = 20;
         let records = vec![
+            in_flight,
             rec(1, 900, true),
             rec(1, 1050, true), // in flight before the kill landed
             rec(1, 1100, false),
@@ -121,6 +129,7 @@ mod tests {
         assert_eq!(got[0].failed, 2);
         assert_eq!(got[1].vip, Ipv4Addr::new(10, 200, 0, 3));
         assert_eq!(got[1].outage_ms, None, "VIP 3 never came back");
+        assert_eq!(got[1].failed, 2, "the request in flight at the fault counts");
     }
 
     #[test]

@@ -1,5 +1,8 @@
-//! Injecting each fault into a running lab, and healing the lab afterwards
-//! so the next scenario starts from a converged fleet.
+//! The scenarios, what each promises, and the classic faults (a node
+//! crashing, pausing, cut off, leaving or joining; the store stopping; a
+//! route edited by hand). Faults of the lease table's items and of the
+//! table itself are in [`super::store_faults`], rolling changes and
+//! restarts in [`super::rollout`].
 
 use std::time::Duration;
 
@@ -8,9 +11,11 @@ use aws_config::SdkConfig;
 use clap::ValueEnum;
 use tokio::time::sleep;
 
-use crate::lab::state::{LabState, Node};
+use super::fleet::{self, Ownership};
+use super::trace::Trace;
+use super::{rollout, store_faults};
+use crate::lab::state::LabState;
 use crate::lab::{imds, netns, procs};
-use crate::timeline::FaultEvent;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Scenario {
@@ -22,11 +27,18 @@ pub enum Scenario {
     ScaleIn,
     ScaleOut,
     RouteDrift,
+    BadItems,
+    LostItems,
+    TableRecreate,
+    AgentRestart,
+    VipChange,
     All,
 }
 
 impl Scenario {
-    pub const EACH: [Scenario; 8] = [
+    /// `all`, in order. The VIP change goes last: it leaves the lab with
+    /// another VIP list.
+    pub const EACH: [Scenario; 13] = [
         Scenario::Steady,
         Scenario::Crash,
         Scenario::Zombie,
@@ -35,6 +47,11 @@ impl Scenario {
         Scenario::ScaleIn,
         Scenario::ScaleOut,
         Scenario::RouteDrift,
+        Scenario::BadItems,
+        Scenario::LostItems,
+        Scenario::TableRecreate,
+        Scenario::AgentRestart,
+        Scenario::VipChange,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,146 +64,247 @@ impl Scenario {
             Scenario::ScaleIn => "scale-in",
             Scenario::ScaleOut => "scale-out",
             Scenario::RouteDrift => "route-drift",
+            Scenario::BadItems => "bad-items",
+            Scenario::LostItems => "lost-items",
+            Scenario::TableRecreate => "table-recreate",
+            Scenario::AgentRestart => "agent-restart",
+            Scenario::VipChange => "vip-change",
             Scenario::All => "all",
         }
     }
 
-    /// Whether requests to the victim's VIPs may fail (it went dark).
-    pub fn victim_may_fail(self) -> bool {
-        matches!(self, Scenario::Crash | Scenario::Zombie | Scenario::Partition)
-    }
-
     /// Whether requests to VIPs that moved may fail: a connection caught
     /// mid-handshake by a route change is lost, and counted. Not so where
-    /// nothing should move (steady, store outage, a drifted route).
+    /// nothing should move.
     pub fn moves_may_fail(self) -> bool {
-        !matches!(self, Scenario::Steady | Scenario::StoreOutage | Scenario::RouteDrift)
+        !matches!(
+            self,
+            Scenario::Steady
+                | Scenario::StoreOutage
+                | Scenario::RouteDrift
+                | Scenario::AgentRestart
+                | Scenario::VipChange
+        )
+    }
+
+    /// Whether exactly the minimum must move (elsewhere a node that comes
+    /// back takes a share by rank, which may be more).
+    pub fn moves_exactly_the_minimum(self) -> bool {
+        !matches!(self, Scenario::Zombie | Scenario::Partition | Scenario::ScaleOut)
+    }
+
+    /// Whether no route may be sent back where it pointed before (see
+    /// [`super::route_log::flips`]). A node that comes back (zombie,
+    /// partition) may take its old shards back, and a drifted route is
+    /// repaired back.
+    pub fn forbids_flips(self) -> bool {
+        !matches!(self, Scenario::Zombie | Scenario::Partition | Scenario::RouteDrift)
+    }
+
+    /// Whether no EC2 route write may be made at all during the run.
+    pub fn writes_no_route(self) -> bool {
+        matches!(self, Scenario::Steady | Scenario::StoreOutage | Scenario::AgentRestart)
+    }
+
+    /// Whether a node crashes: its VIPs must be back within the crash bound.
+    pub fn crashes(self) -> bool {
+        matches!(
+            self,
+            Scenario::Crash | Scenario::BadItems | Scenario::LostItems | Scenario::TableRecreate
+        )
+    }
+
+    /// Seconds of load the scenario needs at the least, when more than the
+    /// configured duration.
+    pub fn min_duration(
+        self,
+        warmup: Duration,
+        lease_ttl: Duration,
+        store_outage: Duration,
+        crash_bound: Duration,
+    ) -> Duration {
+        match self {
+            Scenario::StoreOutage => warmup + store_outage + Duration::from_secs(6),
+            Scenario::TableRecreate => store_faults::table_recreate_duration(warmup, lease_ttl, crash_bound),
+            _ => Duration::ZERO,
+        }
     }
 }
 
-/// Timestamps the harness records as it acts.
-pub struct Events(pub Vec<FaultEvent>);
+/// What a fault works on.
+pub struct Fault<'a> {
+    pub state: &'a mut LabState,
+    pub sdk: &'a SdkConfig,
+    pub victim: usize,
+    /// Shard owners when the load started.
+    pub before: &'a Ownership,
+    pub store_outage: Duration,
+    /// When the load generators stop.
+    pub load_end_ms: u64,
+    /// The longest a crashed node's VIPs may stay dark.
+    pub crash_bound: Duration,
+    pub trace: &'a mut Trace,
+}
 
-impl Events {
-    fn push(&mut self, kind: &str, node: &str) {
-        self.0.push(FaultEvent {
-            t_ms: crate::load::unix_ms(),
-            kind: kind.to_string(),
-            node: node.to_string(),
-        });
+impl Fault<'_> {
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.state.lease.lease_ttl_ms)
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.state.lease.heartbeat_ms)
+    }
+
+    pub fn victim_id(&self) -> String {
+        self.state.nodes[self.victim].instance_id.clone()
+    }
+
+    /// From now on the victim's VIPs may fail.
+    fn victim_goes_dark(&mut self) {
+        let now = crate::load::unix_ms();
+        let id = self.victim_id();
+        for vip in fleet::vips_of(self.before, &id) {
+            self.trace.may_fail.entry(vip.addr()).or_insert(now);
+        }
+    }
+
+    /// `kill -9` of the victim's agent and haproxy, after a reading that
+    /// keeps the victim's calls until then in the totals.
+    pub async fn crash(&mut self) {
+        self.trace.read("crash", self.state).await;
+        let node = self.state.nodes[self.victim].clone();
+        self.trace.ending(&node.name, &node.agent, "killed");
+        self.victim_goes_dark();
+        // Stamped before the kill: whatever fails because of it ends after.
+        self.trace.event("crash", &node.instance_id);
+        procs::signal(&[node.agent.pid, node.haproxy.pid], "KILL");
     }
 }
 
 /// Prepares the fleet before load starts (scale-out needs a node to be
 /// gone first).
-pub async fn prepare(scenario: Scenario, state: &LabState, victim: &Node) -> Result<()> {
+pub async fn prepare(scenario: Scenario, state: &LabState, victim: usize) -> Result<()> {
     if scenario == Scenario::ScaleOut {
+        let victim = &state.nodes[victim];
         procs::signal(&[victim.agent.pid], "TERM");
         let left = procs::wait_gone(&[victim.agent.pid], Duration::from_secs(60));
         if !left.is_empty() {
-            bail!("{} did not drain within 60 s before scale-out", victim.instance_id);
+            bail!("{} did not stop within 60 s before scale-out", victim.instance_id);
         }
-        let _ = state;
     }
     Ok(())
 }
 
 /// Injects the fault; returns once its active part is over (a pause or a
-/// partition has been lifted, the store is back).
-pub async fn inject(
-    scenario: Scenario,
-    state: &mut LabState,
-    victim_index: usize,
-    sdk: &SdkConfig,
-    store_outage: Duration,
-    events: &mut Events,
-) -> Result<()> {
-    let ttl = Duration::from_millis(state.lease.lease_ttl_ms);
-    let victim = state.nodes[victim_index].clone();
+/// partition has been lifted, the store is back, the rollout is done).
+pub async fn inject(scenario: Scenario, f: &mut Fault<'_>) -> Result<()> {
+    let ttl = f.ttl();
+    let victim = f.state.nodes[f.victim].clone();
     let id = victim.instance_id.as_str();
     match scenario {
         Scenario::Steady | Scenario::All => {}
-        Scenario::Crash => {
-            procs::signal(&[victim.agent.pid, victim.haproxy.pid], "KILL");
-            events.push("crash", id);
-        }
+        Scenario::Crash => f.crash().await,
         Scenario::Zombie => {
+            f.victim_goes_dark();
             procs::signal(&[victim.agent.pid], "STOP");
-            events.push("pause", id);
+            f.trace.event("pause", id);
             sleep(ttl * 2).await;
             procs::signal(&[victim.agent.pid], "CONT");
-            events.push("resume", id);
+            f.trace.event("resume", id);
         }
         Scenario::Partition => {
-            let host = format!("{}/32", state.network.host_ip);
+            f.victim_goes_dark();
+            let host = format!("{}/32", f.state.network.host_ip);
             netns::ip_in(&victim.ns, &["route", "add", "blackhole", &host])?;
-            events.push("partition", id);
+            f.trace.event("partition", id);
             sleep(ttl * 2).await;
             netns::ip_in(&victim.ns, &["route", "del", "blackhole", &host])?;
-            events.push("heal", id);
+            f.trace.event("heal", id);
         }
         Scenario::StoreOutage => {
-            procs::signal(&[state.moto.proc.pid], "STOP");
-            events.push("store-down", "moto");
-            sleep(store_outage).await;
-            procs::signal(&[state.moto.proc.pid], "CONT");
-            events.push("store-up", "moto");
+            procs::signal(&[f.state.moto.proc.pid], "STOP");
+            f.trace.event("store-down", "moto");
+            sleep(f.store_outage).await;
+            procs::signal(&[f.state.moto.proc.pid], "CONT");
+            f.trace.event("store-up", "moto");
         }
         Scenario::ScaleIn => {
-            imds::set_lifecycle(&state.imds.endpoint, &state.imds.control_token, id, Some("Terminated")).await?;
-            events.push("scale-in", id);
+            f.trace.ending(&victim.name, &victim.agent, "drained");
+            imds::set_lifecycle(
+                &f.state.imds.endpoint,
+                &f.state.imds.control_token,
+                id,
+                Some("Terminated"),
+            )
+            .await?;
+            f.trace.event("scale-in", id);
         }
         Scenario::ScaleOut => {
-            let agent = procs::respawn(&state.dir, &state.prefix, &victim.agent)?;
-            state.nodes[victim_index].agent = agent;
-            state.save()?;
-            events.push("scale-out", id);
+            f.trace.respawn_agent(f.state, f.victim)?;
+            f.trace.event("scale-out", id);
         }
-        Scenario::RouteDrift => {
-            let owners = super::fleet::ownership(state, sdk).await?;
-            let vip = *owners
-                .iter()
-                .find(|(_, (o, _))| o.as_deref() == Some(id))
-                .map(|(v, _)| v)
-                .context("the victim owns no VIP to drift")?;
-            let wrong = state
-                .nodes
-                .iter()
-                .find(|n| n.instance_id != id)
-                .context("no other node to drift to")?;
-            let table = &state.route_tables[0].id;
-            aws_sdk_ec2::Client::new(sdk)
-                .replace_route()
-                .route_table_id(table)
-                .destination_cidr_block(vip.to_string())
-                .network_interface_id(&wrong.eni)
-                .send()
-                .await
-                .map_err(|e| anyhow::anyhow!("drifting {vip} in {table}: {}", crate::lab::aws::display_error(&e)))?;
-            events.push("route-drift", &format!("{vip}->{}", wrong.instance_id));
-        }
+        Scenario::RouteDrift => route_drift(f).await?,
+        Scenario::BadItems => store_faults::bad_items(f).await?,
+        Scenario::LostItems => store_faults::lost_items(f).await?,
+        Scenario::TableRecreate => store_faults::table_recreate(f).await?,
+        Scenario::AgentRestart => rollout::agent_restart(f).await?,
+        Scenario::VipChange => rollout::vip_change(f).await?,
     }
     Ok(())
 }
 
-/// Brings back whatever the scenario took away: dead processes restarted,
-/// lifecycle state back to in-service.
-pub async fn heal(scenario: Scenario, state: &mut LabState, victim_index: usize) -> Result<()> {
-    let victim = state.nodes[victim_index].clone();
-    if scenario == Scenario::ScaleIn {
-        imds::set_lifecycle(
-            &state.imds.endpoint,
-            &state.imds.control_token,
-            &victim.instance_id,
-            Some("InService"),
-        )
-        .await?;
+async fn route_drift(f: &mut Fault<'_>) -> Result<()> {
+    let id = f.victim_id();
+    let vip = *fleet::vips_of(f.before, &id)
+        .first()
+        .context("the victim owns no VIP to drift")?;
+    let wrong = f
+        .state
+        .nodes
+        .iter()
+        .find(|n| n.instance_id != id)
+        .context("no other node to drift to")?;
+    let table = &f.state.route_tables[0].id;
+    aws_sdk_ec2::Client::new(f.sdk)
+        .replace_route()
+        .route_table_id(table)
+        .destination_cidr_block(vip.to_string())
+        .network_interface_id(&wrong.eni)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("drifting {vip} in {table}: {}", crate::lab::aws::display_error(&e)))?;
+    f.trace.may_reroute.insert(vip);
+    let what = format!("{vip}->{}", wrong.instance_id);
+    f.trace.event("route-drift", &what);
+    Ok(())
+}
+
+/// Brings back whatever the scenario took away: items it put, dead
+/// processes restarted (on every node: an agent that exited on its own is
+/// a violation already, and must not spoil the next scenario), lifecycle
+/// state back to in-service.
+pub async fn heal(scenario: Scenario, state: &mut LabState, victim: usize, sdk: &SdkConfig) -> Result<()> {
+    match scenario {
+        Scenario::ScaleIn => {
+            imds::set_lifecycle(
+                &state.imds.endpoint,
+                &state.imds.control_token,
+                &state.nodes[victim].instance_id,
+                Some("InService"),
+            )
+            .await?
+        }
+        Scenario::BadItems => store_faults::remove_junk(state, sdk).await?,
+        _ => {}
     }
-    if !procs::is_alive(victim.haproxy.pid, &state.prefix) {
-        state.nodes[victim_index].haproxy = procs::respawn(&state.dir, &state.prefix, &victim.haproxy)?;
-    }
-    if !procs::is_alive(victim.agent.pid, &state.prefix) {
-        state.nodes[victim_index].agent = procs::respawn(&state.dir, &state.prefix, &victim.agent)?;
+    for i in 0..state.nodes.len() {
+        let node = state.nodes[i].clone();
+        if !procs::is_alive(node.haproxy.pid, &state.prefix) {
+            state.nodes[i].haproxy = procs::respawn(&state.dir, &state.prefix, &node.haproxy)?;
+        }
+        if !procs::is_alive(node.agent.pid, &state.prefix) {
+            state.nodes[i].agent = procs::respawn(&state.dir, &state.prefix, &node.agent)?;
+        }
     }
     state.save()
 }

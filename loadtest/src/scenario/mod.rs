@@ -8,11 +8,14 @@
 //! the lab and wait until it has converged again before the next one.
 //! The lab itself is brought up and down with this binary's `lab` command.
 
+mod checks;
 pub mod faults;
 pub mod fleet;
+mod rollout;
+pub mod route_log;
+mod store_faults;
+mod trace;
 
-use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -23,9 +26,11 @@ use clap::Args;
 use crate::footprint;
 use crate::lab::state::LabState;
 use crate::load::{self, Record};
-use crate::report::{self, Ddb, Ec2, Moves, Report};
+use crate::report::{self, Moves, Report};
 use crate::timeline;
+use checks::Seen;
 pub use faults::Scenario;
+use trace::Trace;
 
 /// Load runs this long before the fault strikes.
 const WARMUP: Duration = Duration::from_secs(4);
@@ -45,7 +50,8 @@ pub struct RunArgs {
     pub vips: usize,
     #[arg(long, default_value_t = 2)]
     pub route_tables: usize,
-    /// Seconds of load per scenario (store-outage runs longer if its outage needs it).
+    /// Seconds of load per scenario (store-outage and table-recreate run
+    /// longer if their faults need it).
     #[arg(long, default_value_t = 20.0)]
     pub duration: f64,
     #[arg(long, default_value_t = 3000)]
@@ -235,32 +241,40 @@ async fn wait_converged(state: &LabState, sdk: &aws_config::SdkConfig, serving_n
 
 async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_path: &Path) -> Result<Report> {
     let sdk = vipfleet_agent::aws::local_endpoint_config(&state.aws.endpoint).await;
-    let victim_index = 1 % state.nodes.len();
-    let victim = state.nodes[victim_index].clone();
-    faults::prepare(scenario, state, &victim).await?;
+    let victim = 1 % state.nodes.len();
+    faults::prepare(scenario, state, victim).await?;
     if scenario == Scenario::ScaleOut {
         wait_converged(state, &sdk, state.nodes.len() - 1).await?;
     }
-    let outage = Duration::from_secs_f64(args.store_outage);
-    let duration = if scenario == Scenario::StoreOutage {
-        args.duration.max(WARMUP.as_secs_f64() + outage.as_secs_f64() + 6.0)
-    } else {
-        args.duration
-    };
     let before = fleet::ownership(state, &sdk).await?;
-    let calls_before = fleet::calls(state).await;
+    let victim_vips = fleet::vips_of(&before, &state.nodes[victim].instance_id);
+    let crash_bound = checks::crash_outage_bound(state, victim_vips.len());
+    let lease_ttl = Duration::from_millis(state.lease.lease_ttl_ms);
+    let store_outage = Duration::from_secs_f64(args.store_outage);
+    let duration = args.duration.max(
+        scenario
+            .min_duration(WARMUP, lease_ttl, store_outage, crash_bound)
+            .as_secs_f64(),
+    );
+    let mut trace = Trace::new(state);
+    trace.read("start", state).await;
     let agent_pids: Vec<u32> = state.nodes.iter().map(|n| n.agent.pid).collect();
     let cpu_before = footprint::start(&agent_pids);
-    let victim_vips: BTreeSet<Ipv4Addr> = fleet::vips_of(&before, &victim.instance_id)
-        .iter()
-        .map(|v| v.addr())
-        .collect();
 
     let started_ms = load::unix_ms();
     let loads = start_load(state, args, duration, &state.dir.clone(), scenario.name())?;
     tokio::time::sleep(WARMUP).await;
-    let mut events = faults::Events(Vec::new());
-    faults::inject(scenario, state, victim_index, &sdk, outage, &mut events).await?;
+    let mut fault = faults::Fault {
+        state,
+        sdk: &sdk,
+        victim,
+        before: &before,
+        store_outage,
+        load_end_ms: started_ms + (duration * 1000.0) as u64,
+        crash_bound,
+        trace: &mut trace,
+    };
+    faults::inject(scenario, &mut fault).await?;
     let mut records: Vec<Record> = Vec::new();
     for (mut child, out) in loads {
         let status = tokio::task::spawn_blocking(move || child.wait()).await??;
@@ -273,13 +287,22 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     let agent_footprint = footprint::finish(&cpu_before);
 
     let after = fleet::ownership(state, &sdk).await?;
-    let calls = fleet::calls_between(&calls_before, &fleet::calls(state).await);
+    trace.read("end", state).await;
     let routes = fleet::routes(state, &sdk).await?;
-    let fault_ms = events
-        .0
+    let route_log = route_log::read(state);
+    let readings: Vec<&fleet::Scrape> = trace.readings.iter().map(|r| &r.scrape).collect();
+    let calls = fleet::calls_over(&readings);
+    let fault_ms = trace
+        .events
         .first()
         .map_or(started_ms + WARMUP.as_millis() as u64, |e| e.t_ms);
-    let outages = timeline::outages(&records, &events.0, end_ms);
+    // A VIP taken out of service on purpose is no outage.
+    let kept: Vec<Record> = records
+        .iter()
+        .filter(|r| !trace.removed.contains(&r.vip))
+        .cloned()
+        .collect();
+    let outages = timeline::outages(&kept, &trace.events, end_ms);
 
     let mut report = Report {
         scenario: scenario.name().to_string(),
@@ -289,74 +312,51 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         lease_ttl_ms: state.lease.lease_ttl_ms,
         heartbeat_ms: state.lease.heartbeat_ms,
         duration_s: (end_ms - started_ms) as f64 / 1000.0,
-        events: events.0.clone(),
+        events: trace.events.clone(),
         moves: Moves {
-            actual: fleet::moves(&before, &after),
+            actual: fleet::moves(&before, &after, &trace.recreated),
             minimum: minimum_moves(scenario, victim_vips.len(), state.vips.len(), state.nodes.len()),
         },
-        ddb: Ddb {
-            writes: calls.ddb_writes,
-            reads: calls.ddb_reads,
-        },
-        ec2: Ec2 {
-            mutating: calls.ec2_mutating,
-            describe: calls.ec2_describe,
-        },
-        route_changes: fleet::route_changes(state, started_ms, end_ms),
+        ddb: calls.ddb(),
+        ec2: calls.ec2(),
+        route_changes: route_log::between(&route_log, started_ms, end_ms).count() as u64,
+        flips: route_log::flips(&route_log, started_ms, end_ms),
+        phases: trace.phases(&route_log),
+        agent_exits: trace.exits(&state.prefix),
+        items_skipped: trace.readings.last().map_or_else(Default::default, |r| {
+            r.scrape
+                .iter()
+                .map(|((id, _), m)| (id.clone(), m.items_skipped))
+                .collect()
+        }),
+        outage_bound_ms: scenario.crashes().then_some(crash_bound.as_millis() as u64),
         agent_footprint,
+        violations: std::mem::take(&mut trace.violations),
         ..Report::default()
     };
-    report.add_traffic(&records, &outages);
-
-    // The victim's VIPs may fail where the fault darkens them; VIPs that
-    // moved may lose a connection caught mid-handshake by the route change.
-    // Anything else failing breaks the promise.
-    let mut may_fail = if scenario.victim_may_fail() {
-        victim_vips.clone()
-    } else {
-        BTreeSet::new()
+    report.add_traffic(&kept, &outages);
+    let seen = Seen {
+        before: &before,
+        after: &after,
+        routes: &routes,
+        route_log: &route_log,
+        records: &records,
+        outages: &outages,
+        trace: &trace,
+        started_ms,
+        fault_ms,
+        end_ms,
     };
-    if scenario.moves_may_fail() {
-        may_fail.extend(
-            after
-                .iter()
-                .filter(|(vip, (_, epoch))| before.get(*vip).is_some_and(|(_, e)| e != epoch))
-                .map(|(vip, _)| vip.addr()),
-        );
-    }
-    for (vip, n) in timeline::unexpected_failures(&records, &may_fail, fault_ms) {
-        report.violations.push(format!(
-            "{n} requests failed on {vip}, which the fault should not touch"
-        ));
-    }
-    if matches!(
-        scenario,
-        Scenario::Crash | Scenario::ScaleIn | Scenario::Steady | Scenario::StoreOutage | Scenario::RouteDrift
-    ) && report.moves.actual != report.moves.minimum
-    {
-        report.violations.push(format!(
-            "{} shards moved where {} had to",
-            report.moves.actual, report.moves.minimum
-        ));
-    }
-    for ((table, vip), eni) in &routes {
-        let owner = after.get(vip).and_then(|(o, _)| o.clone());
-        let target = state.nodes.iter().find(|n| &n.eni == eni);
-        let owner_eni = owner
-            .as_ref()
-            .and_then(|o| state.nodes.iter().find(|n| &n.instance_id == o))
-            .map(|n| n.eni.as_str());
-        if owner_eni != Some(eni.as_str()) {
-            report.violations.push(format!(
-                "route {vip} in {table} points at {eni} ({}), not at its owner {owner:?}",
-                target.map_or("unknown", |n| n.instance_id.as_str())
-            ));
-        }
+    checks::general(scenario, state, &seen, &mut report);
+    match scenario {
+        Scenario::LostItems => store_faults::check_lost_items(&mut report, &trace, state, &after),
+        Scenario::TableRecreate => store_faults::check_table_recreate(&mut report),
+        _ => {}
     }
     std::fs::write(svg_path, report::svg(&records, &report.events, started_ms, end_ms))
         .with_context(|| format!("writing {}", svg_path.display()))?;
 
-    faults::heal(scenario, state, victim_index).await?;
+    faults::heal(scenario, state, victim, &sdk).await?;
     wait_converged(state, &sdk, state.nodes.len()).await?;
     Ok(report)
 }
@@ -374,10 +374,17 @@ fn balanced<V>(owners: &std::collections::BTreeMap<V, String>, nodes: usize) -> 
 fn minimum_moves(scenario: Scenario, victim_shards: usize, shards: usize, nodes: usize) -> u64 {
     let fair_share = (shards / nodes.max(1)) as u64;
     match scenario {
-        Scenario::Crash | Scenario::ScaleIn => victim_shards as u64,
+        Scenario::Crash | Scenario::ScaleIn | Scenario::BadItems | Scenario::LostItems | Scenario::TableRecreate => {
+            victim_shards as u64
+        }
         // Away when the lease is lost, then a fair share back.
         Scenario::Zombie | Scenario::Partition => victim_shards as u64 + fair_share,
         Scenario::ScaleOut => fair_share,
-        Scenario::Steady | Scenario::StoreOutage | Scenario::RouteDrift | Scenario::All => 0,
+        Scenario::Steady
+        | Scenario::StoreOutage
+        | Scenario::RouteDrift
+        | Scenario::AgentRestart
+        | Scenario::VipChange
+        | Scenario::All => 0,
     }
 }

@@ -28,6 +28,14 @@ pub enum RouteOp {
 }
 
 impl RouteOp {
+    pub const ALL: [RouteOp; 4] = [RouteOp::Describe, RouteOp::Replace, RouteOp::Create, RouteOp::Delete];
+
+    /// Whether the call changes a route table (it counts against EC2's
+    /// mutating-call rate, and the VPC applies it to traffic).
+    pub fn mutates(&self) -> bool {
+        !matches!(self, RouteOp::Describe)
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             RouteOp::Describe => "describe_route_tables",

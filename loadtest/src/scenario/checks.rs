@@ -1,0 +1,143 @@
+//! The promises every scenario is held to, each broken one a violation in
+//! the report. What only one scenario promises is checked where it is
+//! injected.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use vipfleet_core::Vip;
+
+use super::faults::Scenario;
+use super::fleet::{self, Ownership};
+use super::route_log::{self, RouteChange};
+use super::trace::Trace;
+use crate::lab::state::LabState;
+use crate::load::Record;
+use crate::report::Report;
+use crate::timeline::{self, Outage};
+
+/// What the harness saw of one run.
+pub struct Seen<'a> {
+    pub before: &'a Ownership,
+    pub after: &'a Ownership,
+    /// Every route in moto at the end: (table, VIP) → ENI.
+    pub routes: &'a BTreeMap<(String, Vip), String>,
+    pub route_log: &'a [RouteChange],
+    pub records: &'a [Record],
+    pub outages: &'a [Outage],
+    pub trace: &'a Trace,
+    pub started_ms: u64,
+    /// The first fault event.
+    pub fault_ms: u64,
+    pub end_ms: u64,
+}
+
+/// The longest a crashed node's VIPs may stay dark: the lease (the
+/// survivors' verdict), a heartbeat (the last one the victim sent may be
+/// that old when it dies, and an observer stamps it a read later), 2 s for
+/// the takeover, the route writes and the mirror's poll, plus the wait for
+/// EC2 tokens of the route writes beyond the agents' burst.
+pub fn crash_outage_bound(state: &LabState, victim_vips: usize) -> Duration {
+    use vipfleet_agent::aws::pacing::{DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND};
+    let writes = (victim_vips * state.route_tables.len()) as f64;
+    let paced = (writes - f64::from(DEFAULT_BURST)).max(0.0) / DEFAULT_CALLS_PER_SECOND;
+    Duration::from_millis(state.lease.lease_ttl_ms + state.lease.heartbeat_ms + 2000) + Duration::from_secs_f64(paced)
+}
+
+pub fn general(scenario: Scenario, state: &LabState, seen: &Seen<'_>, report: &mut Report) {
+    let moved = fleet::moved(seen.before, seen.after, &seen.trace.recreated);
+    failures(scenario, seen, &moved, report);
+    if scenario.moves_exactly_the_minimum() && report.moves.actual != report.moves.minimum {
+        report.violations.push(format!(
+            "{} shards moved where {} had to",
+            report.moves.actual, report.moves.minimum
+        ));
+    }
+    routes_point_at_owners(state, seen, report);
+    // A route changes because its shard moved, or because the harness
+    // changed it (or the VIP list): anything else is a write nobody needed.
+    let rerouted = route_log::per_vip(seen.route_log, seen.started_ms, seen.end_ms);
+    for (vip, n) in rerouted {
+        if !moved.contains_key(&vip) && !seen.trace.may_reroute.contains(&vip) {
+            report
+                .violations
+                .push(format!("{n} route changes for {vip}, whose shard did not move"));
+        }
+    }
+    if scenario.forbids_flips() && report.flips > 0 {
+        report.violations.push(format!(
+            "{} routes were sent back where they pointed before",
+            report.flips
+        ));
+    }
+    if scenario.writes_no_route() && report.ec2.mutating > 0 {
+        report.violations.push(format!(
+            "{} EC2 route writes where none was needed",
+            report.ec2.mutating
+        ));
+    }
+    for exit in report.agent_exits.iter().filter(|e| e.cause == "unexpected") {
+        report.violations.push(format!(
+            "{}'s agent (pid {}) exited on its own: {}",
+            exit.node,
+            exit.pid,
+            exit.exit_line.as_deref().unwrap_or("no exit line in its log")
+        ));
+    }
+    if let Some(bound) = report.outage_bound_ms {
+        for o in seen.outages {
+            let late = seen.trace.missing_at_crash.contains(&o.vip);
+            let allowed = bound + if late { report.lease_ttl_ms } else { 0 };
+            if o.outage_ms.is_some_and(|ms| ms > allowed) {
+                report.violations.push(format!(
+                    "{} stayed dark {} ms, beyond the crash bound of {allowed} ms",
+                    o.vip,
+                    o.outage_ms.unwrap_or_default()
+                ));
+            }
+        }
+    }
+}
+
+/// The VIPs the fault concerns may fail from when it struck them; VIPs
+/// that moved may lose a connection caught mid-handshake by the route
+/// change. Anything else failing breaks the promise.
+fn failures(scenario: Scenario, seen: &Seen<'_>, moved: &BTreeMap<Vip, u64>, report: &mut Report) {
+    let mut may_fail: BTreeMap<Ipv4Addr, u64> = seen.trace.may_fail.clone();
+    if scenario.moves_may_fail() {
+        for vip in moved.keys() {
+            may_fail.entry(vip.addr()).or_insert(seen.fault_ms);
+        }
+    }
+    let unexpected: Vec<Record> = seen
+        .records
+        .iter()
+        .filter(|r| may_fail.get(&r.vip).is_none_or(|from| r.done_ms() < *from))
+        .cloned()
+        .collect();
+    for (vip, n) in timeline::unexpected_failures(&unexpected, &BTreeSet::new(), seen.fault_ms) {
+        report.violations.push(format!(
+            "{n} requests failed on {vip}, which the fault should not touch"
+        ));
+    }
+}
+
+/// Every route in moto points at its shard's owner; a VIP with no shard
+/// (one taken out of the list) has no route left.
+fn routes_point_at_owners(state: &LabState, seen: &Seen<'_>, report: &mut Report) {
+    for ((table, vip), eni) in seen.routes {
+        let owner = seen.after.get(vip).and_then(|(o, _)| o.clone());
+        let target = state.nodes.iter().find(|n| &n.eni == eni);
+        let owner_eni = owner
+            .as_ref()
+            .and_then(|o| state.node_by_instance(o))
+            .map(|n| n.eni.as_str());
+        if owner_eni != Some(eni.as_str()) {
+            report.violations.push(format!(
+                "route {vip} in {table} points at {eni} ({}), not at its owner {owner:?}",
+                target.map_or("unknown", |n| n.instance_id.as_str())
+            ));
+        }
+    }
+}
