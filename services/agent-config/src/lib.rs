@@ -5,7 +5,13 @@
 //! Loading is a pure function over its sources ([`load`] takes the file's
 //! text and the environment as a map), so tests never touch the process
 //! environment. Every problem is a [`ConfigError`] naming the bad value; the
-//! binary exits with code 64 on any of them.
+//! binary exits with code 78 (`EX_CONFIG`) on any of them.
+//!
+//! Its own crate, with the pure types of the sections it fills ([`health`],
+//! [`pacing`], [`identity`], [`binding`]), so that it builds without the
+//! agent's runtime and AWS SDK: the fuzz targets (`fuzz/`) feed it arbitrary
+//! text. The agent re-exports it as `vipfleet_agent::config`, and each type
+//! where its module uses it (`vipfleet_agent::health::HealthCheck`, …).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -18,10 +24,15 @@ use vipfleet_core::layout::LayoutError;
 use vipfleet_core::types::VipError;
 use vipfleet_core::{config::LeaseConfigError, LeaseConfig, RouteTableId, ShardLayout, Vip};
 
-use crate::aws::pacing::{PacerConfig, PacingError};
+pub mod binding;
+pub mod health;
+pub mod identity;
+pub mod pacing;
+
+use crate::binding::LinkKind;
 use crate::health::{HealthCheck, HealthConfigError, HealthTarget};
 use crate::identity::IdentityOverrides;
-use crate::vip_binding::LinkKind;
+use crate::pacing::{PacerConfig, PacingError};
 
 /// Sections of the file, in the order `VIPFLEET_<SECTION>_<KEY>` is matched
 /// (longest first, so `VIP_BINDING` wins over a hypothetical `VIP`).
@@ -295,7 +306,7 @@ pub fn load(text: &str, env: &BTreeMap<String, String>, sets: &[String]) -> Resu
     let mut config = validate(file)?;
     // The SDK's AWS_REGION counts as configured: it wins over IMDS, and
     // with it complete `[node]` overrides need no IMDS at all.
-    config.identity.region = crate::identity::configured_region(config.region.as_deref(), env);
+    config.identity.region = identity::configured_region(config.region.as_deref(), env);
     Ok(config)
 }
 
@@ -480,7 +491,7 @@ fn validate(file: File) -> Result<AgentConfig, ConfigError> {
             .unwrap_or(PacerConfig::default().calls_per_second),
         burst: file.ec2.burst.unwrap_or(PacerConfig::default().burst),
     };
-    crate::aws::pacing::Pacer::new(pacer)?;
+    pacer.validate()?;
 
     let listen = file
         .dashboard
