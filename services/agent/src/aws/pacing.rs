@@ -132,7 +132,7 @@ impl Pacer {
                     bucket.tokens = (bucket.tokens - 1.0).max(0.0);
                     return;
                 }
-                Duration::from_secs_f64((needed - bucket.tokens) / self.config.calls_per_second).max(MIN_WAIT)
+                self.config.refill_time(needed - bucket.tokens).max(MIN_WAIT)
             };
             tokio::time::sleep(wait).await;
         }
