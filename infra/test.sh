@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Runs every infra check: cfn-lint, the user data sync check, shellcheck, the
 # alert rules (promtool check and unit tests) and the pytest suite (template
-# rules, bootstrap runs, unit and haproxy checks).
+# rules, bootstrap runs, unit and haproxy checks, the release script's fast
+# mode and installs from its artifacts).
 # Prints "infra: N passed, M failed[, K skipped]" last; exits non-zero on any failure.
 #
 # Tools: cfn-lint and pytest from $VIPFLEET_VENV (default /var/tmp/vipfleet-venv
 # when it exists), shellcheck and promtool from PATH (tests/setup/packages.sh
 # installs them). A missing tool is a failure, not a skip, except promtool
-# outside CI: it is skipped loudly there, and fails with CI set.
+# outside CI: it is skipped loudly there, and fails with CI set. The release
+# tests also need cargo and dpkg (skipped loudly without them, failed under
+# CI); they install cargo-deb on first use.
 set -uo pipefail
 export PYTHONDONTWRITEBYTECODE=1
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # vipfleet node bootstrap: turns a fresh instance into a fleet member.
 #
-# Installs haproxy, fetches the agent and checks its sha256, writes
+# Installs haproxy, fetches the agent (a release tarball, a .deb or the bare
+# binary) and checks its sha256, writes
 # /etc/vipfleet/agent.toml and the haproxy config from its inputs, sets the
 # sysctls the data plane needs, installs the systemd unit and starts it.
 # Idempotent: a second run with the same inputs changes nothing and says so.
@@ -23,8 +24,11 @@
 #   VIPFLEET_LAUNCH_HOOK_TIMEOUT  its HeartbeatTimeout in seconds, 60..7200 (default: 600);
 #                                 the agent abandons the launch 30 s before it
 #   VIPFLEET_DASHBOARD_LISTEN     dashboard address (default: 0.0.0.0:9180)
-#   VIPFLEET_AGENT_URL            agent binary: https://, http:// or file:// (required)
-#   VIPFLEET_AGENT_SHA256         its sha256, hex (required)
+#   VIPFLEET_AGENT_URL            the agent, by the URL's ending: a release tarball
+#                                 (.tar.gz, .tgz), a .deb (needs dpkg; installs
+#                                 /usr/bin/vipfleet-agent) or else the bare binary;
+#                                 https://, http:// or file:// (required)
+#   VIPFLEET_AGENT_SHA256         its sha256, hex, as in the release's SHA256SUMS (required)
 #   VIPFLEET_HAPROXY_BACKENDS     comma-separated host:port; empty keeps haproxy.cfg as it is
 #   VIPFLEET_HAPROXY_PORT         port haproxy serves the VIPs on (default: 80)
 #   VIPFLEET_HAPROXY_MAXCONN      haproxy's global maxconn (default: 20000; it needs
@@ -54,6 +58,9 @@ SKIP_PACKAGES="${VIPFLEET_SKIP_PACKAGES:-0}"
 SKIP_SYSTEMCTL="${VIPFLEET_SKIP_SYSTEMCTL:-0}"
 SKIP_KERNEL="${VIPFLEET_SKIP_KERNEL:-0}"
 AGENT_BIN=/usr/local/bin/vipfleet-agent
+# Which release artifact (sha256) installed which binary (sha256): a rerun
+# with the same artifact needs neither to download nor to unpack it.
+AGENT_STAMP=/var/lib/vipfleet/agent-artifact
 AGENT_CFG=/etc/vipfleet/agent.toml
 TOKEN_FILE=/etc/vipfleet/dashboard.token
 HAPROXY_CFG=/etc/haproxy/haproxy.cfg
@@ -166,6 +173,17 @@ check_inputs() {
   check_seconds VIPFLEET_LAUNCH_HOOK_TIMEOUT "${VIPFLEET_LAUNCH_HOOK_TIMEOUT:=600}"
   VIPFLEET_AGENT_SHA256="${VIPFLEET_AGENT_SHA256,,}"
   [[ "$VIPFLEET_AGENT_SHA256" =~ ^[0-9a-f]{64}$ ]] || die "VIPFLEET_AGENT_SHA256 must be 64 hex digits"
+  case "${VIPFLEET_AGENT_URL%%[?#]*}" in
+    *.tar.gz | *.tgz) AGENT_KIND=tarball ;;
+    *.deb) AGENT_KIND=deb ;;
+    *) AGENT_KIND=binary ;;
+  esac
+  if [[ "$AGENT_KIND" == deb ]]; then
+    command -v dpkg >/dev/null 2>&1 ||
+      die "a .deb agent needs dpkg (Debian, Ubuntu); use the release tarball (.tar.gz) here"
+    # The package's drop-in points the unit at this path.
+    AGENT_BIN=/usr/bin/vipfleet-agent
+  fi
   [[ "${VIPFLEET_HAPROXY_PORT:=80}" =~ ^[0-9]{1,5}$ ]] || die "bad haproxy port"
   [[ "${VIPFLEET_HAPROXY_MAXCONN:=20000}" =~ ^[1-9][0-9]{0,6}$ ]] || die "bad haproxy maxconn"
   [[ "${VIPFLEET_VIP_BINDING_KIND:=dummy}" =~ ^(dummy|ifb)$ ]] || die "VIPFLEET_VIP_BINDING_KIND must be dummy or ifb"
@@ -212,21 +230,74 @@ fetch() {
 }
 
 install_agent() {
-  log "step 3/7: agent binary"
-  local dest want got
+  log "step 3/7: agent ($AGENT_KIND)"
+  if [[ "$AGENT_KIND" == binary ]]; then
+    install_agent_binary
+  else
+    install_agent_release
+  fi
+}
+
+install_agent_binary() {
+  local dest
   dest="$(p "$AGENT_BIN")"
-  want="$VIPFLEET_AGENT_SHA256"
-  if [[ -f "$dest" && "$(sha256_of "$dest")" == "$want" && "$(stat -c %a "$dest")" == 755 ]]; then
-    log "unchanged: $AGENT_BIN (sha256 $want)"
+  if [[ -f "$dest" && "$(sha256_of "$dest")" == "$VIPFLEET_AGENT_SHA256" && "$(stat -c %a "$dest")" == 755 ]]; then
+    log "unchanged: $AGENT_BIN (sha256 $VIPFLEET_AGENT_SHA256)"
     return 0
   fi
-  log "fetching $VIPFLEET_AGENT_URL"
-  fetch "$VIPFLEET_AGENT_URL" "$WORK/agent"
-  got="$(sha256_of "$WORK/agent")"
-  [[ "$got" == "$want" ]] ||
-    die "sha256 mismatch for $VIPFLEET_AGENT_URL: expected $want, got $got; refusing to install it"
+  fetch_checked "$WORK/agent"
   put_file "$AGENT_BIN" 755 <"$WORK/agent"
   AGENT_RESTART=1
+}
+
+# fetch_checked OUT: the artifact, or no install at all.
+fetch_checked() {
+  local got
+  log "fetching $VIPFLEET_AGENT_URL"
+  fetch "$VIPFLEET_AGENT_URL" "$1"
+  got="$(sha256_of "$1")"
+  [[ "$got" == "$VIPFLEET_AGENT_SHA256" ]] ||
+    die "sha256 mismatch for $VIPFLEET_AGENT_URL: expected $VIPFLEET_AGENT_SHA256, got $got; refusing to install it"
+}
+
+# A release tarball or .deb. The agent restarts only when its binary changed.
+install_agent_release() {
+  local dest stamp before="" member
+  dest="$(p "$AGENT_BIN")"
+  stamp="$(p "$AGENT_STAMP")"
+  [[ ! -f "$dest" ]] || before="$(sha256_of "$dest")"
+  if [[ -n "$before" && -f "$stamp" && "$(cat "$stamp")" == "$VIPFLEET_AGENT_SHA256 $before" ]]; then
+    log "unchanged: $AGENT_BIN (from the $AGENT_KIND with sha256 $VIPFLEET_AGENT_SHA256)"
+    return 0
+  fi
+  fetch_checked "$WORK/artifact"
+  if [[ "$AGENT_KIND" == tarball ]]; then
+    # The binary at the top of the tarball or one directory down, as
+    # infra/release/build.sh lays it out.
+    member="$(tar -tzf "$WORK/artifact" | grep -E '^(\./)?([^/]+/)?vipfleet-agent$' || true)"
+    [[ -n "$member" && "$member" != *$'\n'* ]] ||
+      die "the tarball $VIPFLEET_AGENT_URL holds no single vipfleet-agent (top level or one directory down)"
+    mkdir "$WORK/unpacked"
+    tar -xzf "$WORK/artifact" -C "$WORK/unpacked" -- "$member"
+    [[ -f "$WORK/unpacked/$member" && ! -L "$WORK/unpacked/$member" ]] ||
+      die "$member in the tarball is not a regular file"
+    put_file "$AGENT_BIN" 755 <"$WORK/unpacked/$member"
+  else
+    install_deb "$WORK/artifact"
+  fi
+  [[ -f "$dest" ]] || die "the $AGENT_KIND did not install $AGENT_BIN"
+  put_file "$AGENT_STAMP" 644 <<<"$VIPFLEET_AGENT_SHA256 $(sha256_of "$dest")"
+  [[ "$(sha256_of "$dest")" == "$before" ]] || AGENT_RESTART=1
+}
+
+install_deb() {
+  local -a dpkg=(dpkg)
+  # Into a prefix (tests, images): dpkg's own root, which needs no privileges.
+  [[ -z "$ROOT" ]] || dpkg+=("--root=$ROOT" --force-not-root)
+  # The package has no maintainer scripts: it starts, stops and drains nothing.
+  "${dpkg[@]}" --install "$1" || die "dpkg could not install $VIPFLEET_AGENT_URL"
+  log "installed the package vipfleet-agent $(dpkg-deb --field "$1" Version)"
+  CHANGES=$((CHANGES + 1))
 }
 
 render_agent_config() {

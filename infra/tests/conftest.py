@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -81,7 +84,7 @@ def render_user_data(template: dict, values: dict[str, str]) -> str:
     return "".join(out)
 
 
-AGENT_CONFIG_RS = INFRA.parent / "services" / "agent" / "src" / "config.rs"
+AGENT_CONFIG_RS = INFRA.parent / "services" / "agent-config" / "src" / "lib.rs"
 
 
 def agent_default_secs(name: str) -> int:
@@ -95,14 +98,26 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def make_fake_agent(directory: Path, *, check_config_exit: int = 0) -> Path:
-    """A stand-in for vipfleet-agent: logs its arguments, answers check-config."""
+# What the stand-in agent's `--version` prints (the release script reads it).
+FAKE_AGENT_VERSION = "0.1.0"
+FAKE_AGENT_COMMIT = "0123abc"
+
+
+def make_fake_agent(directory: Path, *, check_config_exit: int = 0, build: str = "") -> Path:
+    """A stand-in for vipfleet-agent: logs its arguments, answers check-config and --version.
+
+    `build` goes into the script as a comment, so stand-ins can differ in bytes."""
     log = directory / "agent-calls.log"
     agent = directory / "vipfleet-agent"
     agent.write_text(
         "#!/bin/sh\n"
+        f"# build {build}\n"
         # Records its arguments and how many VIPFLEET_* variables it inherited.
         f"echo \"$* vipfleet_env=$(env | grep -c '^VIPFLEET_')\" >> '{log}'\n"
+        "if [ \"$1\" = --version ]; then\n"
+        f"  echo 'vipfleet-agent {FAKE_AGENT_VERSION} ({FAKE_AGENT_COMMIT})'\n"
+        "  exit 0\n"
+        "fi\n"
         "if [ \"$1\" = check-config ]; then\n"
         "  [ -f \"$3\" ] || exit 66\n"
         f"  exit {check_config_exit}\n"
@@ -111,6 +126,28 @@ def make_fake_agent(directory: Path, *, check_config_exit: int = 0) -> Path:
     )
     agent.chmod(0o755)
     return agent
+
+
+def make_tarball(path: Path, members: dict[str, tuple[bytes, int]]) -> Path:
+    """A .tar.gz holding name -> (bytes, mode); parent directories are implied."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, (data, mode) in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = mode
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def need_tool(name: str) -> str:
+    """The tool's path; a loud skip where it is missing, a failure under CI."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"SKIPPED: {name} not installed"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}, and CI is set: a missing tool is a failure there")
+        pytest.skip(message)
+    return path
 
 
 def bootstrap_env(root: Path, agent_url: str, sha256: str, **overrides: str) -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 No systemd and no package manager are touched (VIPFLEET_SKIP_SYSTEMCTL=1,
 VIPFLEET_SKIP_PACKAGES=1); the agent is a small script served from a file://
-or a loopback http:// URL.
+or a loopback http:// URL, bare or in a release tarball (the .deb, made by
+infra/release/build.sh, is tested in test_release.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from conftest import (
     agent_default_secs,
     bootstrap_env,
     make_fake_agent,
+    make_tarball,
     render_user_data,
     run_bash,
     sha256_file,
@@ -169,6 +171,7 @@ def test_agent_rejecting_the_config_stops_the_bootstrap(tmp_path):
         ({"VIPFLEET_AGENT_SHA256": "xyz"}, "64 hex digits"),
         ({"VIPFLEET_AGENT_URL": "ftp://example.invalid/agent"}, "unsupported agent URL scheme"),
         ({"VIPFLEET_AGENT_URL": "file:///nonexistent/agent"}, "cannot read"),
+        ({"VIPFLEET_AGENT_URL": "file:///nonexistent/agent.tar.gz"}, "cannot read"),
         ({"VIPFLEET_LEASE_PROFILE": "turbo"}, "lease profile"),
         ({"VIPFLEET_VIP_BINDING_KIND": "bridge"}, "must be dummy or ifb"),
         ({"VIPFLEET_HAPROXY_MAXCONN": "0"}, "bad haproxy maxconn"),
@@ -474,3 +477,126 @@ def test_services_and_kernel_settings_are_applied_once(tmp_path, env):
     # New backends: only haproxy reloads.
     _, calls = calls_of({**env, "VIPFLEET_FLEET_VIPS": "10.200.0.9/32", "VIPFLEET_HAPROXY_BACKENDS": "10.0.2.12:8080"})
     assert mutations(calls) == ["systemctl reload-or-restart haproxy"]
+
+
+# ---------------------------------------------------------------- release tarballs
+
+STAMP = "var/lib/vipfleet/agent-artifact"
+RELEASE_TOP = "vipfleet-agent-0.1.0-x86_64-unknown-linux-musl"
+
+
+def release_tarball(path: Path, agent: Path, top: str = RELEASE_TOP) -> Path:
+    """A tarball laid out as infra/release/build.sh makes one."""
+    return make_tarball(
+        path,
+        {
+            f"{top}/vipfleet-agent": (agent.read_bytes(), 0o755),
+            f"{top}/vipfleet-agent.service": (UNIT.read_bytes(), 0o644),
+            f"{top}/LICENSE": (b"license\n", 0o644),
+        },
+    )
+
+
+def test_release_tarball_installs_its_binary_and_a_rerun_needs_no_download(tmp_path, agent):
+    root = tmp_path / "root"
+    tarball = release_tarball(tmp_path / "artifacts/agent.tar.gz", agent)
+    env = bootstrap_env(root, f"file://{tarball}", sha256_file(tarball))
+    first = run_bash(BOOTSTRAP, env)
+    assert first.returncode == 0, first.stderr
+    assert "step 3/7: agent (tarball)" in first.stdout
+    assert "done: 8 change(s)" in first.stdout
+    files = snapshot(root)
+    assert {name: mode for name, (_, _, mode) in files.items()} == {**EXPECTED_MODES, STAMP: 0o644}
+    assert (root / "usr/local/bin/vipfleet-agent").read_bytes() == agent.read_bytes()
+    assert (root / STAMP).read_text() == f"{sha256_file(tarball)} {sha256_file(agent)}\n"
+    # The agent checked the configuration from its installed path.
+    calls = (agent.parent / "agent-calls.log").read_text().splitlines()
+    assert len(calls) == 1 and calls[0].startswith("check-config --config ")
+
+    # Same inputs, and the tarball gone: the stamp says the binary is its.
+    tarball.unlink()
+    second = run_bash(BOOTSTRAP, env)
+    assert second.returncode == 0, second.stderr
+    assert "fetching" not in second.stdout
+    assert "done: no changes" in second.stdout
+    assert snapshot(root) == files
+
+
+def test_a_binary_changed_by_hand_is_reinstalled_from_the_tarball(tmp_path, agent):
+    root = tmp_path / "root"
+    tarball = release_tarball(tmp_path / "artifacts/agent.tar.gz", agent)
+    env = bootstrap_env(root, f"file://{tarball}", sha256_file(tarball))
+    assert run_bash(BOOTSTRAP, env).returncode == 0
+    (root / "usr/local/bin/vipfleet-agent").write_text("#!/bin/sh\nexit 0\n")
+    result = run_bash(BOOTSTRAP, env)
+    assert result.returncode == 0, result.stderr
+    assert "fetching" in result.stdout
+    assert (root / "usr/local/bin/vipfleet-agent").read_bytes() == agent.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        {"vipfleet-agent-0.1.0/README": (b"no binary\n", 0o644)},
+        {"a/b/vipfleet-agent": (b"#!/bin/sh\n", 0o755)},
+        {"a/vipfleet-agent": (b"#!/bin/sh\n", 0o755), "b/vipfleet-agent": (b"#!/bin/sh\n", 0o755)},
+    ],
+    ids=["no-agent", "too-deep", "two-agents"],
+)
+def test_a_tarball_without_one_agent_is_refused(tmp_path, members):
+    root = tmp_path / "root"
+    tarball = make_tarball(tmp_path / "bad.tar.gz", members)
+    result = run_bash(BOOTSTRAP, bootstrap_env(root, f"file://{tarball}", sha256_file(tarball)))
+    assert result.returncode != 0
+    assert "holds no single vipfleet-agent" in result.stderr
+    assert not (root / "usr/local/bin/vipfleet-agent").exists()
+
+
+def test_a_tarball_with_the_wrong_sha256_is_refused(tmp_path, agent):
+    root = tmp_path / "root"
+    tarball = release_tarball(tmp_path / "artifacts/agent.tar.gz", agent)
+    result = run_bash(BOOTSTRAP, bootstrap_env(root, f"file://{tarball}", "ab" * 32))
+    assert result.returncode != 0
+    assert "sha256 mismatch" in result.stderr and "refusing to install" in result.stderr
+    assert not (root / "usr/local/bin/vipfleet-agent").exists()
+    assert not (root / STAMP).exists()
+
+
+def test_a_new_release_restarts_the_agent_only_when_its_binary_changed(tmp_path, env):
+    """With stand-in systemctl: a new binary restarts the agent; a repacked tarball
+    holding the same binary only updates the stamp."""
+    bin_dir = make_fake_tools(tmp_path / "tools")
+    log = tmp_path / "tools/tools.log"
+    artifacts = tmp_path / "artifacts"
+
+    def release(build: str, top: str = RELEASE_TOP) -> dict[str, str]:
+        # One stand-in per build (its bytes name its directory), one tarball per layout.
+        directory = artifacts / build
+        directory.mkdir(parents=True, exist_ok=True)
+        agent = directory / "vipfleet-agent"
+        if not agent.exists():
+            make_fake_agent(directory, build=build)
+        tarball = release_tarball(directory / f"{top}.tar.gz", agent, top)
+        return {
+            **env,
+            "PATH": f"{bin_dir}:{env['PATH']}",
+            "VIPFLEET_FAKE_TOOLS": "1",
+            "VIPFLEET_SKIP_SYSTEMCTL": "0",
+            "VIPFLEET_AGENT_URL": f"file://{tarball}",
+            "VIPFLEET_AGENT_SHA256": sha256_file(tarball),
+        }
+
+    def mutations(run_env: dict[str, str]) -> tuple[subprocess.CompletedProcess, list[str]]:
+        log.write_text("")
+        result = run_bash(BOOTSTRAP, run_env)
+        assert result.returncode == 0, result.stderr
+        calls = log.read_text().splitlines()
+        return result, [c for c in calls if c.startswith("systemctl") and not c.startswith("systemctl is-")]
+
+    _, calls = mutations(release("1"))
+    assert "systemctl start vipfleet-agent" in calls
+    _, calls = mutations(release("2"))
+    assert calls == ["systemctl restart vipfleet-agent"]
+    result, calls = mutations(release("2", top="vipfleet-agent-0.1.0-repacked"))
+    assert calls == []
+    assert "done: 1 change(s)" in result.stdout and f"wrote: /{STAMP}" in result.stdout

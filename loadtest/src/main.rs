@@ -22,8 +22,11 @@ mod timeline;
 
 use clap::{Parser, Subcommand};
 
+// One workspace version; the agent's build script records the commit for both.
 #[derive(Parser)]
-#[command(version, about = "Load tests, fault scenarios and reports for vipfleet")]
+#[command(
+    version = vipfleet_agent::build::VERSION_WITH_COMMIT,
+    about = "Load tests, fault scenarios and reports for vipfleet")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

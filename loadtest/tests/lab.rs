@@ -334,9 +334,10 @@ fn file_stamps(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
 }
 
 /// Issue 6: the node bootstrap, run for real as user data would run it (in a
-/// chroot in a new node's namespace, against the agent artifact the build
-/// made), leaves a node that joins the fleet and serves its share of the
-/// VIPs; running it again changes no file and restarts nothing.
+/// chroot in a new node's namespace, installing the release tarball that
+/// `infra/release/build.sh --profile dev` made of the build's agent), leaves
+/// a node that joins the fleet and serves its share of the VIPs; running it
+/// again changes no file and restarts nothing.
 #[test]
 fn a_bootstrapped_node_joins_the_fleet_and_a_second_run_changes_nothing() {
     let test = "a_bootstrapped_node_joins_the_fleet_and_a_second_run_changes_nothing";
@@ -357,7 +358,8 @@ fn a_bootstrapped_node_joins_the_fleet_and_a_second_run_changes_nothing() {
     assert!(added.status.success(), "add-node --bootstrap failed");
     let first_run = text(&added.stderr);
     for step in [
-        "fetching file://",
+        "step 3/7: agent (tarball)",
+        "fetching file:///srv/vipfleet/release/vipfleet-agent-",
         "started haproxy",
         "started vipfleet-agent",
         "done: ",
@@ -437,6 +439,13 @@ fn a_bootstrapped_node_joins_the_fleet_and_a_second_run_changes_nothing() {
         before[1].keys().any(|p| p.ends_with("bin/vipfleet-agent")),
         "agent installed"
     );
+    // The release holds the build's own agent, and the bootstrap installed it.
+    let release = node_dir.join("srv/release");
+    let sums = std::fs::read_to_string(release.join("SHA256SUMS")).expect("the release's SHA256SUMS");
+    assert!(sums.contains("-dev-") && sums.contains(".tar.gz"), "{sums}");
+    let built = std::fs::read(Path::new(BIN).with_file_name("vipfleet-agent")).expect("the built agent");
+    let installed = std::fs::read(node_dir.join("root-usr-local/bin/vipfleet-agent")).expect("the installed agent");
+    assert!(built == installed, "the node runs another agent than the build's");
     let again = lab(&prefix, &["bootstrap", "n2"]);
     assert!(again.status.success(), "the second bootstrap failed");
     let second_run = text(&again.stdout);

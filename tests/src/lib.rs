@@ -2,9 +2,10 @@
 //! `vipfleet-agent` binary as a separate process and judge it only by what
 //! it leaves in DynamoDB and EC2 (moto) and by its exit code and stderr.
 //!
-//! - [`agent_binary`] finds the binary next to the test executable (cargo
-//!   does not build other packages' binaries for `cargo test`; `tests/run`
-//!   runs `cargo build --workspace --bins` first).
+//! - [`agent_binary`] (and [`workspace_binary`] for the others) finds the
+//!   binary next to the test executable (cargo does not build other
+//!   packages' binaries for `cargo test`; `tests/run` runs
+//!   `cargo build --workspace --bins` first).
 //! - [`moto_endpoint`] reads `VIPFLEET_TEST_AWS_ENDPOINT` or says loudly
 //!   that the test skips.
 //! - [`agent_command`] gives a command with a closed environment, so no
@@ -75,16 +76,21 @@ pub fn unique(kind: &str) -> String {
     format!("vipfleet-{kind}-{}-{nanos}", std::process::id())
 }
 
-/// The `vipfleet-agent` binary of this build: the test executable is
-/// `<target>/<profile>/deps/<test>-<hash>`, the binary
-/// `<target>/<profile>/vipfleet-agent`.
+/// The `vipfleet-agent` binary of this build.
 pub fn agent_binary() -> PathBuf {
+    workspace_binary("vipfleet-agent")
+}
+
+/// A binary of this workspace's build: the test executable is
+/// `<target>/<profile>/deps/<test>-<hash>`, the binary
+/// `<target>/<profile>/<name>`.
+pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .unwrap_or_else(|| panic!("{} is not in <target>/<profile>/deps", exe.display()));
-    let binary = profile_dir.join("vipfleet-agent");
+    let binary = profile_dir.join(name);
     assert!(
         binary.is_file(),
         "{} is missing: run `cargo build --workspace --bins` first; tests/run does",

@@ -1,10 +1,15 @@
 //! A node made the way the Auto Scaling group makes one (`lab add-node
 //! --bootstrap`): `infra/bootstrap/bootstrap.sh` runs for real, as root of a
 //! chroot (`loadtest/lab/node-chroot.sh`) inside the node's namespace. It
-//! fetches the agent artifact and checks its sha256, writes the agent and
-//! haproxy configs, sets the sysctls, and starts haproxy and the agent with
-//! systemctl: a stand-in (`loadtest/lab/systemctl-standin.py`), because CI
-//! machines run no systemd.
+//! fetches the agent's release tarball and checks its sha256, writes the
+//! agent and haproxy configs, sets the sysctls, and starts haproxy and the
+//! agent with systemctl: a stand-in (`loadtest/lab/systemctl-standin.py`),
+//! because CI machines run no systemd.
+//!
+//! The release is the lab's agent binary packaged by
+//! `infra/release/build.sh --profile dev`, the fast mode CI uses: the same
+//! tarball layout and `SHA256SUMS` as a release build, so the bootstrap
+//! installs the lab's node the way it installs a real one.
 //!
 //! The lab adds only its own part, as systemd drop-ins: where AWS (moto) and
 //! IMDS (the emulator) are, and the marker that makes the processes the
@@ -13,8 +18,8 @@
 //!
 //! Files of node `nX` under `<lab dir>/nodes/nX/`: `root/` (the chroot, with
 //! its own `/etc`, `/var`, `/run`), `root-usr-local/` (its `/usr/local`), and
-//! `srv/` (its read-only `/srv/vipfleet`: the bootstrap, the unit and the
-//! agent artifact).
+//! `srv/` (its read-only `/srv/vipfleet`: the bootstrap, the unit and, in
+//! `release/`, the agent's tarball and `SHA256SUMS`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -29,6 +34,7 @@ use super::layout::{Layout, DASHBOARD_PORT};
 use super::node::{aws_env, node_name, node_record, NodeFiles};
 use super::procs::{ProcRecord, MARKER_VAR};
 use super::state::{self, LabState};
+use super::tools;
 
 const BOOTSTRAP_SCRIPT: &str = include_str!("../../../infra/bootstrap/bootstrap.sh");
 const AGENT_UNIT: &str = include_str!("../../../infra/systemd/vipfleet-agent.service");
@@ -41,6 +47,10 @@ const HAPROXY_UNIT_NAME: &str = "haproxy.service";
 const HAPROXY_MAXCONN: u32 = 4096;
 /// Where the chroot sees the lab's `srv/` directory.
 const SRV_IN_CHROOT: &str = "/srv/vipfleet";
+/// The release command, in the repository (it packs files from there).
+const RELEASE_SCRIPT: &str = "infra/release/build.sh";
+/// The release's directory under `srv/`.
+const RELEASE_DIR: &str = "release";
 
 fn node_dir(lab: &LabState, name: &str) -> PathBuf {
     lab.dir.join("nodes").join(name)
@@ -76,7 +86,7 @@ fn lease_profile(lab: &LabState) -> Result<&'static str> {
 }
 
 /// The bootstrap's inputs: what the CloudFormation template would pass.
-fn inputs(lab: &LabState, ip: std::net::Ipv4Addr, agent_sha256: &str) -> Result<Vec<(String, String)>> {
+fn inputs(lab: &LabState, ip: std::net::Ipv4Addr, artifact: &Artifact) -> Result<Vec<(String, String)>> {
     let join = |items: Vec<String>| items.join(",");
     let pairs = [
         ("VIPFLEET_AWS_TABLE", lab.aws.table.clone()),
@@ -95,9 +105,9 @@ fn inputs(lab: &LabState, ip: std::net::Ipv4Addr, agent_sha256: &str) -> Result<
         ("VIPFLEET_DASHBOARD_LISTEN", format!("{ip}:{DASHBOARD_PORT}")),
         (
             "VIPFLEET_AGENT_URL",
-            format!("file://{SRV_IN_CHROOT}/artifacts/vipfleet-agent"),
+            format!("file://{SRV_IN_CHROOT}/{RELEASE_DIR}/{}", artifact.name),
         ),
-        ("VIPFLEET_AGENT_SHA256", agent_sha256.to_string()),
+        ("VIPFLEET_AGENT_SHA256", artifact.sha256.clone()),
         (
             "VIPFLEET_HAPROXY_BACKENDS",
             join(lab.backends.iter().map(|b| b.addr.to_string()).collect()),
@@ -111,19 +121,52 @@ fn inputs(lab: &LabState, ip: std::net::Ipv4Addr, agent_sha256: &str) -> Result<
     Ok(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
 
-fn sha256_of(path: &Path) -> Result<String> {
-    let out = Command::new("sha256sum")
-        .arg(path)
+/// The release tarball a bootstrap installs, as `SHA256SUMS` lists it.
+struct Artifact {
+    name: String,
+    sha256: String,
+}
+
+/// Packages the lab's agent binary as a release into `out` (the fast mode
+/// CI uses). No .deb: the chroot's `/usr` is the host's, read-only, so dpkg
+/// could not install one; the tarball is what every distribution takes.
+fn make_release(agent: &Path, out: &Path) -> Result<()> {
+    let script = tools::repo_root().join(RELEASE_SCRIPT);
+    let run = Command::new("bash")
+        .arg(&script)
+        .args(["--profile", "dev", "--no-deb", "--agent-bin"])
+        .arg(agent)
+        .arg("--out")
+        .arg(out)
         .output()
-        .context("running sha256sum")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    match text.split_whitespace().next() {
-        Some(hex) if out.status.success() && hex.len() == 64 => Ok(hex.to_string()),
-        _ => bail!(
-            "sha256sum {} failed: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+        .with_context(|| format!("running {}", script.display()))?;
+    if !run.status.success() {
+        bail!(
+            "{} failed ({}):\n{}",
+            script.display(),
+            run.status,
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The one tarball in the release at `dir`, with its sum from `SHA256SUMS`.
+fn release_artifact(dir: &Path) -> Result<Artifact> {
+    let sums = dir.join("SHA256SUMS");
+    let text = fs::read_to_string(&sums).with_context(|| format!("reading {}", sums.display()))?;
+    let tarballs: Vec<Artifact> = text
+        .lines()
+        .filter_map(|line| line.split_once("  "))
+        .filter(|(_, name)| name.ends_with(".tar.gz"))
+        .map(|(sha256, name)| Artifact {
+            name: name.to_string(),
+            sha256: sha256.to_string(),
+        })
+        .collect();
+    match <[Artifact; 1]>::try_from(tarballs) {
+        Ok([artifact]) => Ok(artifact),
+        Err(found) => bail!("{} lists {} tarballs, expected one", sums.display(), found.len()),
     }
 }
 
@@ -168,10 +211,7 @@ fn prepare(lab: &LabState, name: &str) -> Result<()> {
     write_mode(&srv.join("bootstrap/bootstrap.sh"), BOOTSTRAP_SCRIPT, 0o755)?;
     write_mode(&srv.join("systemd").join(AGENT_UNIT_NAME), AGENT_UNIT, 0o644)?;
     write_mode(&dir.join("node-chroot.sh"), NODE_CHROOT, 0o755)?;
-    let artifact = srv.join("artifacts/vipfleet-agent");
-    fs::create_dir_all(srv.join("artifacts"))?;
-    fs::copy(&lab.programs.agent, &artifact)
-        .with_context(|| format!("copying the agent artifact from {}", lab.programs.agent.display()))?;
+    make_release(&lab.programs.agent, &srv.join(RELEASE_DIR))?;
     let root = chroot_dir(lab, name);
     write_mode(&dir.join("root-usr-local/sbin/systemctl"), SYSTEMCTL_STANDIN, 0o755)?;
     drop_in(&root, AGENT_UNIT_NAME, &agent_env(lab))?;
@@ -184,13 +224,13 @@ fn prepare(lab: &LabState, name: &str) -> Result<()> {
 fn run_bootstrap(lab: &LabState, name: &str, ns: &str, ip: std::net::Ipv4Addr) -> Result<String> {
     let dir = node_dir(lab, name);
     let srv = dir.join("srv");
-    let sha256 = sha256_of(&srv.join("artifacts/vipfleet-agent"))?;
+    let artifact = release_artifact(&srv.join(RELEASE_DIR))?;
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns, "bash"])
         .arg(dir.join("node-chroot.sh"))
         .arg(chroot_dir(lab, name))
         .arg(&srv);
-    for (key, value) in inputs(lab, ip, &sha256)? {
+    for (key, value) in inputs(lab, ip, &artifact)? {
         cmd.arg(format!("{key}={value}"));
     }
     cmd.args(["bash", &format!("{SRV_IN_CHROOT}/bootstrap/bootstrap.sh")]);

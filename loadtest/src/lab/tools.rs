@@ -64,7 +64,8 @@ pub struct Tools {
     pub moto_launcher: PathBuf,
 }
 
-fn repo_root() -> PathBuf {
+/// The repository: `VIPFLEET_REPO`, else where this binary was built from.
+pub fn repo_root() -> PathBuf {
     let root = std::env::var_os(REPO_VAR)
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));

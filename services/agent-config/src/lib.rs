@@ -636,7 +636,7 @@ mod tests {
             (GOOD, &["fleet.vips=10.200.0.1,10.200.0.1/32"], "listed twice"),
             (GOOD, &["fleet.vips=10.200.0.0/24,10.200.0.9"], "overlap"),
             (GOOD, &["fleet.route_tables=vpc-1"], "\"vpc-1\""),
-            (GOOD, &["lease.lease_ttl_ms=1000"], "twice heartbeat_interval"),
+            (GOOD, &["lease.lease_ttl_ms=1000"], "must fit in the own lease"),
             (GOOD, &["lease.profile=turbo"], "turbo"),
             (GOOD, &["node.private_ip=10.0.0"], "10.0.0"),
             (GOOD, &["health.url=ftp://x/"], "ftp://x/"),

@@ -20,11 +20,13 @@
 //!   drain/undrain endpoints, served from the published status.
 //! - [`notify`]: systemd readiness and watchdog.
 //! - [`app`]: wires the above together for `vipfleet-agent run`.
+//! - [`build`]: the version and the commit this binary was built from.
 
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod aws;
+pub mod build;
 pub use vipfleet_agent_config as config;
 pub mod dashboard;
 pub mod driver;

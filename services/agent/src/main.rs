@@ -32,7 +32,7 @@ const EXIT_DRAIN_TIMEOUT: u8 = 75;
 
 #[derive(Parser)]
 #[command(
-    version,
+    version = vipfleet_agent::build::VERSION_WITH_COMMIT,
     about = "vipfleet node agent: VIP shards by DynamoDB lease, routes in the VPC"
 )]
 struct Cli {

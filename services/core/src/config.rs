@@ -33,10 +33,11 @@ pub enum LeaseConfigError {
     #[error("{name} must be above zero")]
     Zero { name: &'static str },
     #[error(
-        "lease_ttl ({ttl:?}) must be at least twice heartbeat_interval ({heartbeat:?}), \
-         or one slow heartbeat expires a healthy node"
+        "heartbeat_interval ({heartbeat:?}) plus a heartbeat's timeout (one interval) must fit in \
+         the own lease ({own_lease:?}: lease_ttl less the safety margin), or one slow heartbeat \
+         lapses a healthy node's lease"
     )]
-    TtlTooShortForHeartbeat { ttl: Duration, heartbeat: Duration },
+    HeartbeatTooSlowForLease { heartbeat: Duration, own_lease: Duration },
     #[error(
         "scan_interval ({scan:?}) must be under half of lease_ttl ({ttl:?}), \
          or expiry is noticed too late to be useful"
@@ -83,6 +84,19 @@ impl LeaseConfig {
         self.lease_ttl - self.safety_margin()
     }
 
+    /// Longest a heartbeat call may take: one interval, so that a stalled
+    /// call never holds up the next heartbeat.
+    pub fn heartbeat_timeout(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
+    /// Longest any other store call may take. Reads overlap rather than
+    /// wait for a slow one, so this bounds how many are in flight, not how
+    /// often the node looks.
+    pub fn store_call_timeout(&self) -> Duration {
+        self.lease_ttl / 2
+    }
+
     pub fn safety_margin(&self) -> Duration {
         self.lease_ttl * self.safety_margin_percent / 100
     }
@@ -99,10 +113,12 @@ impl LeaseConfig {
                 return Err(LeaseConfigError::Zero { name });
             }
         }
-        if self.lease_ttl < self.heartbeat_interval * 2 {
-            return Err(LeaseConfigError::TtlTooShortForHeartbeat {
-                ttl: self.lease_ttl,
+        // A heartbeat that answers just within its timeout must still land
+        // before the lease of the one before it runs out.
+        if self.heartbeat_interval + self.heartbeat_timeout() > self.own_lease() {
+            return Err(LeaseConfigError::HeartbeatTooSlowForLease {
                 heartbeat: self.heartbeat_interval,
+                own_lease: self.own_lease(),
             });
         }
         if self.scan_interval * 2 > self.lease_ttl {
@@ -138,7 +154,14 @@ mod tests {
         c.lease_ttl = Duration::from_millis(1500);
         assert!(matches!(
             c.validate(),
-            Err(LeaseConfigError::TtlTooShortForHeartbeat { .. })
+            Err(LeaseConfigError::HeartbeatTooSlowForLease { .. })
+        ));
+        // Twice the interval fits in the TTL, but not in the own lease.
+        let mut c = LeaseConfig::DEFAULT;
+        c.lease_ttl = Duration::from_millis(2100);
+        assert!(matches!(
+            c.validate(),
+            Err(LeaseConfigError::HeartbeatTooSlowForLease { .. })
         ));
         let mut c = LeaseConfig::DEFAULT;
         c.scan_interval = Duration::from_secs(2);

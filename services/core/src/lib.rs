@@ -10,7 +10,8 @@
 //!   it), what nodes announce, the records the store returns.
 //! - [`layout`]: the shards a node serves and the layout's fingerprint.
 //! - [`time`]: the monotonic [`time::Instant`] every step is given.
-//! - [`config`]: lease timings (default and fast profiles) and their rules.
+//! - [`config`]: lease timings (default and fast profiles) and their rules;
+//!   [`backoff`]: jittered exponential backoff for calls that keep failing.
 //! - [`liveness`]: what this node has seen of every other node's heartbeat
 //!   (or missing item), and its own deadline for writing routes.
 //! - [`membership`]: who is in the fleet and with what role, who is gone,
@@ -30,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assign;
+pub mod backoff;
 pub mod config;
 #[cfg(feature = "fakes")]
 pub mod contract;

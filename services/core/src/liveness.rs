@@ -49,31 +49,43 @@ pub struct Observer {
     /// Nodes whose item we saw before (or that own a shard) but that are
     /// missing from the table: since when.
     missing_since: BTreeMap<NodeId, Instant>,
-    /// When the last successful read of the node items returned.
+    /// When the last successful read of the node items returned...
     last_read_at: Option<Instant>,
+    /// ...and when it was sent.
+    last_read_sent_at: Option<Instant>,
 }
 
 impl Observer {
-    /// Records a read of the node items that returned at `now`. `present`
-    /// names items that exist but could not be read (they are not missing);
-    /// `referenced` names nodes that own shards (a node that owns a shard
-    /// but has no item is missing, even if we never saw it).
+    /// Records a read of the node items sent at `sent_at` that returned at
+    /// `now`; returns false (and learns nothing) if a read sent later has
+    /// already been recorded: reads overlap when the store is slow, and
+    /// may return out of order. `present` names items that exist but could
+    /// not be read (they are not missing); `referenced` names nodes that own
+    /// shards (a node that owns a shard but has no item is missing, even if
+    /// we never saw it).
     ///
-    /// If this observer was blind for more than half a lease (its own reads
-    /// failed), it cannot tell who heartbeated meanwhile: every clock
-    /// restarts, so an outage of the store never looks like the death of
-    /// everyone else.
+    /// If this observer was blind for more than half a lease (no read it
+    /// *sent* in that time succeeded), it cannot tell who heartbeated
+    /// meanwhile: every clock restarts, so an outage of the store never
+    /// looks like the death of everyone else. Slow answers are not
+    /// blindness: overlapping reads sent every scan still see everything,
+    /// only later, and a crashed node must still be expired behind them.
     pub fn observe<'a>(
         &mut self,
         nodes: &[NodeRecord],
         present: &BTreeSet<NodeId>,
         referenced: impl IntoIterator<Item = &'a NodeId>,
+        sent_at: Instant,
         now: Instant,
         lease_ttl: Duration,
-    ) {
+    ) -> bool {
+        if self.last_read_sent_at.is_some_and(|last| sent_at < last) {
+            return false;
+        }
         let blind = self
-            .last_read_at
-            .is_some_and(|last| now.saturating_since(last) > lease_ttl / 2);
+            .last_read_sent_at
+            .is_some_and(|last| sent_at.saturating_since(last) > lease_ttl / 2);
+        self.last_read_sent_at = Some(sent_at);
         self.last_read_at = Some(now);
         let mut next = BTreeMap::new();
         for node in nodes {
@@ -121,6 +133,7 @@ impl Observer {
         }
         self.seen = next;
         self.missing_since = missing;
+        true
     }
 
     fn ttl_for(&self, node: &NodeId, my_ttl: Duration) -> Duration {
@@ -261,7 +274,7 @@ mod tests {
     }
 
     fn observe(o: &mut Observer, nodes: &[NodeRecord], at: u64) {
-        o.observe(nodes, &BTreeSet::new(), [], ms(at), TTL);
+        o.observe(nodes, &BTreeSet::new(), [], ms(at), ms(at), TTL);
     }
 
     #[test]
@@ -299,7 +312,7 @@ mod tests {
         let referenced: Vec<NodeId> = referenced.iter().map(|r| NodeId::new(*r)).collect();
         let mut at = from;
         while at <= to {
-            o.observe(nodes, &present, referenced.iter(), ms(at), TTL);
+            o.observe(nodes, &present, referenced.iter(), ms(at), ms(at), TTL);
             at += 250;
         }
     }
@@ -374,6 +387,26 @@ mod tests {
         observe(&mut o, &[record("a", 5)], 7000);
         observe(&mut o, &[record("a", 5)], 8000);
         assert!(o.is_gone(&a, TTL));
+    }
+
+    #[test]
+    fn slow_answers_are_not_blindness_and_late_ones_are_ignored() {
+        let mut o = Observer::default();
+        let a = NodeId::new("a");
+        // Reads sent every 250 ms each take 1.6 s (more than half a lease)
+        // to answer: the counter stands still from the first, and the node
+        // is expired a TTL after the first answer showed it.
+        let mut sent = 0;
+        while sent <= 6000 {
+            let accepted = o.observe(&[record("a", 5)], &BTreeSet::new(), [], ms(sent), ms(sent + 1600), TTL);
+            assert!(accepted);
+            let returned = sent + 1600;
+            assert_eq!(o.is_gone(&a, TTL), returned >= 1600 + 3000, "answer at {returned} ms");
+            sent += 250;
+        }
+        // An answer to a read sent before the last one recorded: too late.
+        assert!(!o.observe(&[record("a", 6)], &BTreeSet::new(), [], ms(5000), ms(8000), TTL));
+        assert_eq!(o.observed_hb(&a), Some(5));
     }
 
     #[test]

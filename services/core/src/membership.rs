@@ -273,7 +273,7 @@ mod tests {
     impl World {
         fn new(records: Vec<NodeRecord>, known: &[&ShardLayout]) -> Self {
             let mut observer = Observer::default();
-            observer.observe(&records, &BTreeSet::new(), [], Instant::ZERO, TTL);
+            observer.observe(&records, &BTreeSet::new(), [], Instant::ZERO, Instant::ZERO, TTL);
             Self {
                 nodes: records.into_iter().map(|r| (r.info.id.clone(), r)).collect(),
                 unreadable: BTreeSet::new(),
@@ -392,9 +392,14 @@ mod tests {
                     ..r.clone()
                 })
                 .collect();
-            world
-                .observer
-                .observe(&moving, &BTreeSet::new(), [], Instant::from_millis(step * 250), TTL);
+            world.observer.observe(
+                &moving,
+                &BTreeSet::new(),
+                [],
+                Instant::from_millis(step * 250),
+                Instant::from_millis(step * 250),
+                TTL,
+            );
         }
         let m = world.membership(&NodeId::new("me"), &l, NodeState::Draining);
         assert_eq!(

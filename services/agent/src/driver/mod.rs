@@ -11,8 +11,9 @@
 //!
 //! The driver decides nothing: what a control means (drain, stop, health)
 //! and when to exit are the machine's rules. Every call carries the instant
-//! it was sent, as the machine's liveness rules require. Calls are bounded
-//! by a timeout so a hung request becomes an error rather than a stuck
+//! it was sent, as the machine's liveness rules require. Store calls are
+//! bounded by the timeouts the lease configuration sets (a heartbeat by its
+//! interval), so a hung request becomes an error rather than a stuck
 //! heartbeat. Route writes for our own ENI are fenced twice: the machine only
 //! asks for them with a fresh confirmation, and each EC2 call re-checks the
 //! [`Fence`] the loop republishes after every step (the lease may have
@@ -38,8 +39,6 @@ use crate::dashboard::metered::{store_outcome, MeteredRoutes, OutcomeLabel};
 use crate::dashboard::metrics::Metrics;
 use crate::status::{Status, StatusBoard};
 
-/// Longest a store call may take before it counts as failed.
-pub const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest one route call may take (token wait excluded).
 pub const ROUTE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Errors of one kind are logged at most this often; the rest are counted.
@@ -244,34 +243,36 @@ where
     fn perform(&self, effect: Effect, sent_at: Instant, results: mpsc::UnboundedSender<Input>) {
         let store = self.store.clone();
         let metrics = self.metrics.clone();
+        let lease = &self.machine.setup().lease;
+        let (beat_timeout, timeout) = (lease.heartbeat_timeout(), lease.store_call_timeout());
         match effect {
             Effect::Exit(reason) => info!(reason = reason.as_str(), "machine exits"),
             Effect::Heartbeat(req) => spawn(results, async move {
-                let result = bounded(StoreOp::Heartbeat, store.heartbeat(&req), &metrics).await;
+                let result = bounded(StoreOp::Heartbeat, store.heartbeat(&req), beat_timeout, &metrics).await;
                 Input::Heartbeat { sent_at, result }
             }),
             Effect::ReadNodes => spawn(results, async move {
-                let result = bounded(StoreOp::ReadNodes, store.read_nodes(), &metrics).await;
+                let result = bounded(StoreOp::ReadNodes, store.read_nodes(), timeout, &metrics).await;
                 Input::Nodes { sent_at, result }
             }),
             Effect::ReadShards => spawn(results, async move {
-                let result = bounded(StoreOp::ReadShards, store.read_shards(), &metrics).await;
+                let result = bounded(StoreOp::ReadShards, store.read_shards(), timeout, &metrics).await;
                 Input::Shards { sent_at, result }
             }),
             Effect::ConfirmShard(shard) => spawn(results, async move {
-                let result = bounded(StoreOp::ReadShard, store.read_shard(shard), &metrics).await;
+                let result = bounded(StoreOp::ReadShard, store.read_shard(shard), timeout, &metrics).await;
                 Input::Confirmed { shard, sent_at, result }
             }),
             Effect::PublishLayout(layout) => spawn(results, async move {
-                let result = bounded(StoreOp::PublishLayout, store.publish_layout(&layout), &metrics).await;
+                let result = bounded(StoreOp::PublishLayout, store.publish_layout(&layout), timeout, &metrics).await;
                 Input::LayoutPublished { result }
             }),
             Effect::ReadLayout(id) => spawn(results, async move {
-                let result = bounded(StoreOp::ReadLayout, store.read_layout(&id), &metrics).await;
+                let result = bounded(StoreOp::ReadLayout, store.read_layout(&id), timeout, &metrics).await;
                 Input::Layout { id, result }
             }),
             Effect::Acquire(req) => spawn(results, async move {
-                let result = bounded(StoreOp::Acquire, store.acquire(&req), &metrics).await;
+                let result = bounded(StoreOp::Acquire, store.acquire(&req), timeout, &metrics).await;
                 Input::Acquired {
                     shard: req.shard,
                     sent_at,
@@ -279,18 +280,18 @@ where
                 }
             }),
             Effect::HandOff(req) => spawn(results, async move {
-                let result = bounded(StoreOp::Handoff, store.hand_off(&req), &metrics).await;
+                let result = bounded(StoreOp::Handoff, store.hand_off(&req), timeout, &metrics).await;
                 Input::HandedOff {
                     shard: req.shard,
                     result,
                 }
             }),
             Effect::MarkDead(req) => spawn(results, async move {
-                let result = bounded(StoreOp::MarkDead, store.mark_dead(&req), &metrics).await;
+                let result = bounded(StoreOp::MarkDead, store.mark_dead(&req), timeout, &metrics).await;
                 Input::MarkedDead { node: req.node, result }
             }),
             Effect::Retire(req) => spawn(results, async move {
-                let result = bounded(StoreOp::Retire, store.retire(&req), &metrics).await;
+                let result = bounded(StoreOp::Retire, store.retire(&req), timeout, &metrics).await;
                 Input::Retired {
                     shard: req.shard,
                     result,
@@ -356,15 +357,15 @@ fn spawn(results: mpsc::UnboundedSender<Input>, task: impl Future<Output = Input
     });
 }
 
-/// Runs a store call under [`STORE_CALL_TIMEOUT`] and records its outcome
-/// and latency.
+/// Runs a store call under `timeout` and records its outcome and latency.
 async fn bounded<T: OutcomeLabel>(
     op: StoreOp,
     call: impl Future<Output = Result<T, StoreError>>,
+    timeout: Duration,
     metrics: &Metrics,
 ) -> Result<T, StoreError> {
     let started = TokioInstant::now();
-    let (result, outcome) = match tokio::time::timeout(STORE_CALL_TIMEOUT, call).await {
+    let (result, outcome) = match tokio::time::timeout(timeout, call).await {
         Ok(result) => {
             let outcome = store_outcome(&result);
             (result, outcome)

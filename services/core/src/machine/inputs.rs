@@ -18,6 +18,10 @@ const RETRY_AFTER_SCANS: u32 = 2;
 /// A layout item that is not there yet (its node is just starting) is
 /// looked for again after this many scans.
 const LAYOUT_RETRY_SCANS: u32 = 4;
+/// Mixed into the jitter seed of each kind of read, so one node's two
+/// backoffs do not move in step.
+const NODE_READS_SEED: u64 = 0x6e6f_6465;
+const SHARD_READS_SEED: u64 = 0x7368_6172;
 
 impl Machine {
     pub(super) fn apply(&mut self, input: Input, now: Instant, out: &mut Step) {
@@ -35,19 +39,32 @@ impl Machine {
             }
             Input::Heartbeat { sent_at, result } => self.heartbeat_result(sent_at, result, now, out),
             Input::Nodes { sent_at, result } => {
-                self.in_flight.nodes = false;
+                self.in_flight.nodes = self.in_flight.nodes.saturating_sub(1);
                 match result {
-                    Ok(scan) => self.learn_nodes(scan, sent_at, now, out),
-                    Err(e) => self.store_error(e, out),
+                    Ok(scan) => {
+                        self.read_backoff.nodes.succeeded();
+                        self.learn_nodes(scan, sent_at, now, out);
+                    }
+                    Err(e) => {
+                        self.read_backoff.nodes.failed();
+                        let wait = self.read_backoff.nodes.delay(self.jitter_seed(NODE_READS_SEED));
+                        self.timers.scan = self.timers.scan.max(now + wait);
+                        self.store_error(e, out);
+                    }
                 }
             }
             Input::Shards { sent_at, result } => {
                 self.in_flight.shards = false;
                 match result {
-                    Ok(scan) => self.learn_shards(scan, sent_at, now, out),
+                    Ok(scan) => {
+                        self.read_backoff.shards.succeeded();
+                        self.learn_shards(scan, sent_at, now, out);
+                    }
                     Err(e) => {
                         self.shards_stale = true;
-                        self.timers.shards_not_before = now + self.cfg().scan_interval;
+                        self.read_backoff.shards.failed();
+                        let wait = self.read_backoff.shards.delay(self.jitter_seed(SHARD_READS_SEED));
+                        self.timers.shards_not_before = now + wait.max(self.cfg().scan_interval);
                         self.store_error(e, out);
                     }
                 }
@@ -171,20 +188,24 @@ impl Machine {
         now: Instant,
         out: &mut Step,
     ) {
-        self.in_flight.heartbeat = false;
+        let (mode, kind) = self.heartbeats.remove(&sent_at).unwrap_or((self.mode, self.beat_kind));
         match result {
             Ok(HeartbeatOutcome::Beat(_)) => {
-                match self.beat_kind {
-                    BeatKind::Register => {
+                match kind {
+                    BeatKind::Register if self.registered_at.is_none() => {
                         self.registered_at = Some(now);
                         self.timers.scan = now;
                         out.events.push(Event::Registered);
                     }
-                    BeatKind::Reregister => out.events.push(Event::Reregistered),
-                    BeatKind::Renew => {}
+                    BeatKind::Reregister if self.beat_kind == BeatKind::Reregister => {
+                        out.events.push(Event::Reregistered)
+                    }
+                    _ => {}
                 }
-                self.beat_kind = BeatKind::Renew;
-                if self.heartbeat_mode == self.mode && self.mode_announced_at.is_none() {
+                if kind != BeatKind::Renew {
+                    self.beat_kind = BeatKind::Renew;
+                }
+                if mode == self.mode && self.mode_announced_at.is_none() {
                     self.mode_announced_at = Some(sent_at);
                 }
                 if self.lease.heartbeat_succeeded(sent_at, now, self.cfg().own_lease()) {
@@ -212,15 +233,19 @@ impl Machine {
     }
 
     fn learn_nodes(&mut self, scan: Scan<NodeRecord>, sent_at: Instant, now: Instant, out: &mut Step) {
-        self.unreadable_nodes = scan.skipped.iter().filter_map(|s| s.node.clone()).collect();
         let referenced: BTreeSet<NodeId> = self.book.records().filter_map(|r| r.owner.clone()).collect();
-        self.observer.observe(
+        let unreadable: BTreeSet<NodeId> = scan.skipped.iter().filter_map(|s| s.node.clone()).collect();
+        if !self.observer.observe(
             &scan.records,
-            &self.unreadable_nodes,
+            &unreadable,
             referenced.iter(),
+            sent_at,
             now,
             self.cfg().lease_ttl,
-        );
+        ) {
+            return; // a later read has already been learned
+        }
+        self.unreadable_nodes = unreadable;
         let mut nodes: std::collections::BTreeMap<NodeId, NodeRecord> =
             scan.records.into_iter().map(|n| (n.info.id.clone(), n)).collect();
         for (id, record) in std::mem::take(&mut self.nodes) {

@@ -42,6 +42,7 @@ pub use routes::RouteCheck;
 
 use self::book::ShardBook;
 use self::routes::RouteBook;
+use crate::backoff::Backoff;
 use crate::config::LeaseConfig;
 use crate::layout::{LayoutId, ShardLayout};
 use crate::liveness::{Observer, OwnLease};
@@ -109,6 +110,13 @@ struct Timers {
     publish_layout: Instant,
 }
 
+/// Backoff of the reads that run on timers, while they fail.
+#[derive(Clone, Debug)]
+struct ReadBackoff {
+    nodes: Backoff,
+    shards: Backoff,
+}
+
 /// Change counters of what targets are computed from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Versions {
@@ -116,11 +124,11 @@ struct Versions {
     held: u64,
 }
 
-/// Calls of which one at a time is enough.
+/// Calls of which one at a time is enough (reads of the node items: a few,
+/// so that a slow store delays what we see but leaves no gap in it).
 #[derive(Clone, Debug, Default)]
 struct InFlight {
-    heartbeat: bool,
-    nodes: bool,
+    nodes: usize,
     shards: bool,
     describe: bool,
     publish: bool,
@@ -135,8 +143,10 @@ pub struct Machine {
     /// Send time of the first successful heartbeat that carried the current
     /// mode: from then on, others can see it.
     mode_announced_at: Option<Instant>,
-    /// The mode the heartbeat in flight carries.
-    heartbeat_mode: Mode,
+    /// Heartbeats in flight, by send time: the mode each announces and how
+    /// it writes our item. They overlap when the store is slow: a stalled
+    /// one must not hold up the next.
+    heartbeats: BTreeMap<Instant, (Mode, BeatKind)>,
     drain_started_at: Option<Instant>,
     /// How the next heartbeat writes our item.
     beat_kind: BeatKind,
@@ -191,6 +201,7 @@ pub struct Machine {
     members_changed_at: Option<Instant>,
     routes: RouteBook,
     timers: Timers,
+    read_backoff: ReadBackoff,
     in_flight: InFlight,
     shards_stale: bool,
     exited: Option<ExitReason>,
@@ -199,6 +210,9 @@ pub struct Machine {
 impl Machine {
     pub fn new(setup: NodeSetup, now: Instant) -> Self {
         let reconcile = setup.lease.reconcile_interval;
+        // A store in an outage is asked at most about once a lease per
+        // reader, not four times a second.
+        let (setup_scan, setup_ttl) = (setup.lease.scan_interval, setup.lease.lease_ttl);
         let layouts = BTreeMap::from([(setup.layout.id(), setup.layout.clone())]);
         let readiness = Readiness::default();
         Self {
@@ -206,7 +220,7 @@ impl Machine {
             readiness,
             mode: readiness.mode(),
             mode_announced_at: None,
-            heartbeat_mode: readiness.mode(),
+            heartbeats: BTreeMap::new(),
             drain_started_at: None,
             beat_kind: BeatKind::Register,
             registered_at: None,
@@ -247,6 +261,10 @@ impl Machine {
                 shards_not_before: now,
                 publish_layout: now,
             },
+            read_backoff: ReadBackoff {
+                nodes: Backoff::new(setup_scan, setup_ttl),
+                shards: Backoff::new(setup_scan, setup_ttl),
+            },
             in_flight: InFlight::default(),
             shards_stale: true,
             exited: None,
@@ -259,6 +277,12 @@ impl Machine {
 
     fn me(&self) -> &NodeId {
         &self.setup.info.id
+    }
+
+    /// Seeds the jitter of this process's retries, so that a fleet's nodes
+    /// retry apart.
+    fn jitter_seed(&self, what: u64) -> u64 {
+        self.setup.inc.0 ^ what
     }
 
     pub fn step(&mut self, input: Input, now: Instant) -> Step {
@@ -291,9 +315,7 @@ impl Machine {
         if self.shards_stale {
             wake.push(t.shards_not_before);
         }
-        if !self.in_flight.heartbeat {
-            wake.push(t.heartbeat);
-        }
+        wake.push(t.heartbeat);
         wake.extend(self.lease.deadline());
         wake.extend(self.retry_at.values().copied());
         wake.extend(self.layout_retry_at.values().copied());

@@ -30,6 +30,9 @@ pub(super) const LAYOUT_REPUBLISH_INTERVAL: Duration = Duration::from_secs(600);
 /// While some shard has no live owner in our view, re-read the shards this
 /// often: either someone took it and we should know, or it is ours to take.
 const ORPHAN_REFRESH_SCANS: u32 = 4;
+/// Reads of the node items that may overlap: when the store answers slowly,
+/// a new read still goes out every scan, so nothing goes unseen for long.
+const MAX_NODE_READS_IN_FLIGHT: usize = 4;
 /// Peers read the node items every scan; after this many scans past the
 /// send time of our heartbeat, they have seen what it said.
 const PEER_NOTICE_SCANS: u32 = 2;
@@ -138,9 +141,8 @@ impl Machine {
         // A (re-)registration waits for our layout item: a peer that reads
         // our node item must find what we serve.
         let may_beat = self.layout_published || self.beat_kind == BeatKind::Renew;
-        if !self.in_flight.heartbeat && now >= self.timers.heartbeat && may_beat {
-            self.in_flight.heartbeat = true;
-            self.heartbeat_mode = self.mode;
+        if now >= self.timers.heartbeat && may_beat {
+            self.heartbeats.insert(now, (self.mode, self.beat_kind));
             self.timers.heartbeat = now + self.cfg().heartbeat_interval;
             out.effects.push(Effect::Heartbeat(HeartbeatRequest {
                 info: self.setup.info.clone(),
@@ -156,8 +158,8 @@ impl Machine {
             self.timers.publish_layout = now + LAYOUT_REPUBLISH_INTERVAL;
             out.effects.push(Effect::PublishLayout(self.setup.layout.clone()));
         }
-        if !self.in_flight.nodes && now >= self.timers.scan {
-            self.in_flight.nodes = true;
+        if self.in_flight.nodes < MAX_NODE_READS_IN_FLIGHT && now >= self.timers.scan {
+            self.in_flight.nodes += 1;
             self.timers.scan = now + self.cfg().scan_interval;
             out.effects.push(Effect::ReadNodes);
         }

@@ -15,6 +15,7 @@
 //! Same seed, same run: the only randomness is a seeded `SmallRng`, and all
 //! maps iterate in key order.
 
+mod calls;
 pub mod check;
 pub mod faults;
 
@@ -30,8 +31,6 @@ use crate::config::LeaseConfig;
 use crate::fake::{LeaseTable, RouteCounters, RouteTables, TableCounters};
 use crate::layout::ShardLayout;
 use crate::machine::{Effect, ExitReason, Health, Input, Machine, NodeSetup};
-use crate::routes::RouteError;
-use crate::store::{AcquireRequest, Expect, HeartbeatOutcome, StoreError, StoreErrorKind, StoreOp};
 use crate::time::Instant;
 use crate::types::{EniId, Incarnation, NodeId, NodeInfo, NodeState, RouteTableId, ShardId, Vip};
 
@@ -246,12 +245,22 @@ enum What {
         generation: u64,
         effect: Effect,
         sent_at: Instant,
+        call: u64,
     },
-    /// Its result reaches the node.
+    /// Its result reaches the node, unless the call timed out first.
     Deliver {
         node: usize,
         generation: u64,
         input: Input,
+        call: u64,
+    },
+    /// The driver gives up on a call: the node gets a timeout error, and
+    /// whatever the call does later (it may still apply) it never hears of.
+    TimedOut {
+        node: usize,
+        generation: u64,
+        input: Input,
+        call: u64,
     },
     Resume(usize),
     /// A stopped node's agent starts again.
@@ -279,6 +288,12 @@ pub(crate) struct World {
     pub(crate) all_shards: BTreeSet<ShardId>,
     store_down_until: Option<Instant>,
     table_missing_until: Option<Instant>,
+    /// Store latency added for everyone (`None`) or one node, until when.
+    slow_store: Vec<(Option<usize>, Duration, Instant)>,
+    /// A share of store calls fails, until when: (percent, until).
+    flaky_store: Option<(u8, Instant)>,
+    /// Calls whose answer the node still waits for.
+    open_calls: BTreeSet<u64>,
     exits: BTreeMap<&'static str, usize>,
     /// Nodes whose machine stepped during the current event: only they can
     /// have become a second writer.
@@ -370,6 +385,9 @@ impl World {
             all_shards: BTreeSet::new(),
             store_down_until: None,
             table_missing_until: None,
+            slow_store: Vec::new(),
+            flaky_store: None,
+            open_calls: BTreeSet::new(),
             exits: BTreeMap::new(),
             stepped: BTreeSet::new(),
             changed: true,
@@ -410,6 +428,23 @@ impl World {
         let lo = config.latency_min.as_micros() as u64 / 2;
         let hi = (config.latency_max.as_micros() as u64 / 2).max(lo + 1);
         Duration::from_micros(self.rng.random_range(lo..hi))
+    }
+
+    /// Latency a slow store adds to one leg of a store call of `node`.
+    fn store_delay(&mut self, node: usize, store: bool) -> Duration {
+        let now = self.now;
+        let extra = self
+            .slow_store
+            .iter()
+            .filter(|(who, _, until)| now < *until && who.is_none_or(|n| n == node))
+            .map(|(_, latency, _)| *latency)
+            .max()
+            .unwrap_or_default();
+        if !store || extra.is_zero() {
+            return Duration::ZERO;
+        }
+        // Half to all of it: legs of one slow path still vary.
+        extra.mul_f64(self.rng.random_range(0.5..1.0))
     }
 
     fn setup(&mut self, index: usize, variant: &Variant) -> NodeSetup {
@@ -478,15 +513,18 @@ impl World {
                 generation,
                 effect,
                 sent_at,
+                call,
             } => {
+                let store = calls::is_store_call(&effect);
                 if let Some(input) = self.apply(node, effect, sent_at, config.sabotage) {
-                    let at = self.now + self.leg(config);
+                    let at = self.now + self.leg(config) + self.store_delay(node, store);
                     self.schedule(
                         at,
                         What::Deliver {
                             node,
                             generation,
                             input,
+                            call,
                         },
                     );
                 }
@@ -495,8 +533,15 @@ impl World {
                 node,
                 generation,
                 input,
+                call,
+            }
+            | What::TimedOut {
+                node,
+                generation,
+                input,
+                call,
             } => {
-                if self.nodes[node].generation == generation {
+                if self.open_calls.remove(&call) && self.nodes[node].generation == generation {
                     self.deliver(config, node, input);
                 }
             }
@@ -648,7 +693,22 @@ impl World {
                     };
                 }
                 effect => {
-                    let at = now + self.leg(config);
+                    self.seq += 1;
+                    let call = self.seq;
+                    self.open_calls.insert(call);
+                    let lease = &self.nodes[node].machine.setup().lease;
+                    if let Some((timeout, input)) = calls::timeout(&effect, lease, now) {
+                        self.schedule(
+                            now + timeout,
+                            What::TimedOut {
+                                node,
+                                generation,
+                                input,
+                                call,
+                            },
+                        );
+                    }
+                    let at = now + self.leg(config) + self.store_delay(node, calls::is_store_call(&effect));
                     self.schedule(
                         at,
                         What::Apply {
@@ -656,6 +716,7 @@ impl World {
                             generation,
                             effect,
                             sent_at: now,
+                            call,
                         },
                     );
                 }
@@ -668,178 +729,5 @@ impl World {
                 self.schedule(wake, What::Wake(node));
             }
         }
-    }
-
-    fn store_error(&self, node: usize, op: StoreOp) -> Option<StoreError> {
-        let now = self.now;
-        if self.table_missing_until.is_some_and(|t| now < t) {
-            return Some(StoreError::new(
-                op,
-                StoreErrorKind::TableMissing,
-                "simulated: no such table",
-            ));
-        }
-        let down = self.store_down_until.is_some_and(|t| now < t)
-            || self.nodes[node].partitioned_until.is_some_and(|t| now < t);
-        down.then(|| StoreError::new(op, StoreErrorKind::Unavailable, "simulated outage"))
-    }
-
-    /// Performs a call against the store or the route tables at `self.now`.
-    fn apply(&mut self, node: usize, effect: Effect, sent_at: Instant, sabotage: Option<Sabotage>) -> Option<Input> {
-        let fail = |op| self.store_error(node, op);
-        let strict = |skipped: usize| {
-            (sabotage == Some(Sabotage::StrictReads) && skipped > 0)
-                .then(|| StoreError::new(StoreOp::ReadNodes, StoreErrorKind::Corrupt, "sabotaged: strict reads"))
-        };
-        Some(match effect {
-            Effect::Heartbeat(req) => {
-                let result = match fail(StoreOp::Heartbeat) {
-                    Some(e) => Err(e),
-                    None => match self.table.heartbeat(&req) {
-                        HeartbeatOutcome::Missing if sabotage == Some(Sabotage::MissingItemIsSuperseded) => {
-                            Ok(HeartbeatOutcome::NotMine)
-                        }
-                        outcome => Ok(outcome),
-                    },
-                };
-                Input::Heartbeat { sent_at, result }
-            }
-            Effect::ReadNodes => Input::Nodes {
-                sent_at,
-                result: match fail(StoreOp::ReadNodes) {
-                    Some(e) => Err(e),
-                    None => {
-                        let mut scan = self.table.read_nodes();
-                        if sabotage == Some(Sabotage::OwnTtlOnly) {
-                            for record in &mut scan.records {
-                                if let Some(c) = &mut record.config {
-                                    c.lease_ttl = Duration::ZERO;
-                                }
-                            }
-                        }
-                        strict(scan.skipped.len()).map_or(Ok(scan), Err)
-                    }
-                },
-            },
-            Effect::ReadShards => Input::Shards {
-                sent_at,
-                result: match fail(StoreOp::ReadShards) {
-                    Some(e) => Err(e),
-                    None => {
-                        let scan = self.table.read_shards();
-                        strict(scan.skipped.len()).map_or(Ok(scan), Err)
-                    }
-                },
-            },
-            Effect::ConfirmShard(shard) => Input::Confirmed {
-                shard,
-                sent_at,
-                result: match fail(StoreOp::ReadShard) {
-                    Some(e) => Err(e),
-                    None => self
-                        .table
-                        .read_shard(shard)
-                        .map_err(|reason| StoreError::new(StoreOp::ReadShard, StoreErrorKind::Corrupt, reason)),
-                },
-            },
-            Effect::PublishLayout(layout) => Input::LayoutPublished {
-                result: match fail(StoreOp::PublishLayout) {
-                    Some(e) => Err(e),
-                    None => {
-                        self.table.publish_layout(&layout);
-                        Ok(())
-                    }
-                },
-            },
-            Effect::ReadLayout(id) => Input::Layout {
-                result: match fail(StoreOp::ReadLayout) {
-                    Some(e) => Err(e),
-                    None => Ok(self.table.read_layout(&id)),
-                },
-                id,
-            },
-            Effect::Acquire(req) => Input::Acquired {
-                shard: req.shard,
-                sent_at,
-                result: match (fail(StoreOp::Acquire), sabotage) {
-                    (Some(e), _) => Err(e),
-                    (None, Some(Sabotage::TakeoverWithoutNodeCheck)) => Ok(self.table.acquire_without_node_check(&req)),
-                    (None, Some(Sabotage::EpochsRestart)) => Ok(self.table.acquire(&restart_epochs(req))),
-                    (None, _) => Ok(self.table.acquire(&req)),
-                },
-            },
-            Effect::HandOff(req) => Input::HandedOff {
-                shard: req.shard,
-                result: match fail(StoreOp::Handoff) {
-                    Some(e) => Err(e),
-                    None => Ok(self.table.hand_off(&req)),
-                },
-            },
-            Effect::MarkDead(req) => Input::MarkedDead {
-                node: req.node.clone(),
-                result: match fail(StoreOp::MarkDead) {
-                    Some(e) => Err(e),
-                    None => Ok(self.table.mark_dead(&req)),
-                },
-            },
-            Effect::Retire(req) => Input::Retired {
-                shard: req.shard,
-                result: match fail(StoreOp::Retire) {
-                    Some(e) => Err(e),
-                    None => Ok(self.table.retire(&req)),
-                },
-            },
-            Effect::WriteRoutes(req) => {
-                let mut failed = Vec::new();
-                let late = req.deadline.is_some_and(|d| self.now >= d);
-                for table in &req.tables {
-                    if late {
-                        failed.push(RouteError::Fenced {
-                            shard: req.shard,
-                            epoch: req.epoch,
-                        });
-                        continue;
-                    }
-                    if let Err(e) = point_route_now(&mut self.routes, table, req.vip(), &req.eni) {
-                        failed.push(e);
-                    }
-                }
-                Input::RoutesWritten {
-                    shard: req.shard,
-                    eni: req.eni,
-                    failed,
-                }
-            }
-            Effect::DescribeRoutes(tables) => Input::RoutesDescribed {
-                sent_at,
-                result: match sabotage {
-                    Some(Sabotage::RoutesUnseen) => Ok(Vec::new()),
-                    _ => self.routes.describe(&tables),
-                },
-            },
-            Effect::DeleteRoutes { shard, tables } => Input::RoutesDeleted {
-                shard,
-                failed: tables
-                    .iter()
-                    .filter_map(|t| self.routes.delete(t, shard.vip()).err())
-                    .collect(),
-            },
-            Effect::Exit(_) => return None,
-        })
-    }
-}
-
-fn restart_epochs(mut req: AcquireRequest) -> AcquireRequest {
-    if let Expect::Free { next_epoch } = &mut req.expect {
-        *next_epoch = 1;
-    }
-    req
-}
-
-/// [`crate::routes::point_route`] for the synchronous route tables.
-fn point_route_now(routes: &mut RouteTables, table: &RouteTableId, vip: Vip, eni: &EniId) -> Result<(), RouteError> {
-    match routes.replace(table, vip, eni) {
-        Err(RouteError::NoRoute { .. }) => routes.create(table, vip, eni),
-        other => other,
     }
 }

@@ -1,0 +1,94 @@
+//! Exponential backoff with jitter, for calls that keep failing: reads of a
+//! store in an outage, route writes that EC2 throttles or refuses.
+//!
+//! The jitter is deterministic: it comes from a seed the caller passes (the
+//! node's incarnation, mixed with what the retry is for) and the number of
+//! failures, never from a clock or a global RNG, so a simulation replays it
+//! exactly while nodes of a fleet still spread out.
+
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    pub const fn new(base: Duration, cap: Duration) -> Self {
+        Self { base, cap, failures: 0 }
+    }
+
+    pub fn failed(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+    }
+
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Failures since the last success.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The wait before the next attempt: zero after a success; else
+    /// `base × 2^(failures − 1)`, at most `cap`, of which a random share
+    /// between half and all ("equal jitter": never a burst of retries at
+    /// once, never much faster than the schedule).
+    pub fn delay(&self, seed: u64) -> Duration {
+        if self.failures == 0 {
+            return Duration::ZERO;
+        }
+        let doublings = (self.failures - 1).min(30);
+        let full = self.base.saturating_mul(1u32 << doublings).min(self.cap);
+        let share = splitmix64(seed ^ u64::from(self.failures)) as f64 / u64::MAX as f64;
+        full.mul_f64(0.5 + share / 2.0)
+    }
+}
+
+/// A well-mixed 64-bit hash (Steele, Lea and Flood's SplitMix64 finalizer).
+pub fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: Duration = Duration::from_millis(250);
+    const CAP: Duration = Duration::from_secs(3);
+
+    #[test]
+    fn delays_double_up_to_the_cap_with_jitter_between_half_and_all() {
+        let mut b = Backoff::new(BASE, CAP);
+        assert_eq!(b.delay(7), Duration::ZERO, "no failure, no wait");
+        for failures in 1..=10u32 {
+            b.failed();
+            let full = (BASE * 2u32.pow(failures - 1)).min(CAP);
+            let d = b.delay(7);
+            assert!(
+                d >= full / 2 && d <= full,
+                "{failures} failures: {d:?} outside [{:?}, {full:?}]",
+                full / 2
+            );
+        }
+        b.succeeded();
+        assert_eq!(b.failures(), 0);
+        assert_eq!(b.delay(7), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_same_seed_replays_and_different_seeds_spread() {
+        let mut b = Backoff::new(BASE, CAP);
+        b.failed();
+        b.failed();
+        assert_eq!(b.delay(42), b.delay(42));
+        let delays: std::collections::BTreeSet<Duration> = (0..20).map(|seed| b.delay(seed)).collect();
+        assert!(delays.len() > 15, "20 nodes should not retry in lockstep: {delays:?}");
+    }
+}

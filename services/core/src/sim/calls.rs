@@ -1,0 +1,328 @@
+//! Performing one call of a node against the simulated store and route
+//! tables, with the faults that strike it.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use super::{Sabotage, World};
+use crate::config::LeaseConfig;
+use crate::fake::RouteTables;
+use crate::machine::{Effect, Input};
+use crate::routes::RouteError;
+use crate::store::{AcquireRequest, Expect, HeartbeatOutcome, StoreError, StoreErrorKind, StoreOp};
+use crate::time::Instant;
+use crate::types::{EniId, RouteTableId, Vip};
+
+/// What a flaky store does to one call.
+enum Flake {
+    Answers,
+    /// Refused before it applied.
+    Throttled,
+    /// Applied, but the answer never arrives intact: the node sees an error
+    /// and cannot know the call took effect.
+    AnswerLost,
+}
+
+/// The store operation an effect performs, if it is a store call.
+pub(super) fn store_op(effect: &Effect) -> Option<StoreOp> {
+    Some(match effect {
+        Effect::Heartbeat(_) => StoreOp::Heartbeat,
+        Effect::ReadNodes => StoreOp::ReadNodes,
+        Effect::ReadShards => StoreOp::ReadShards,
+        Effect::ConfirmShard(_) => StoreOp::ReadShard,
+        Effect::PublishLayout(_) => StoreOp::PublishLayout,
+        Effect::ReadLayout(_) => StoreOp::ReadLayout,
+        Effect::Acquire(_) => StoreOp::Acquire,
+        Effect::HandOff(_) => StoreOp::Handoff,
+        Effect::MarkDead(_) => StoreOp::MarkDead,
+        Effect::Retire(_) => StoreOp::Retire,
+        _ => return None,
+    })
+}
+
+pub(super) fn is_store_call(effect: &Effect) -> bool {
+    store_op(effect).is_some()
+}
+
+/// How long the driver waits for a store call sent at `sent_at`, and what
+/// the node hears if it gives up; `None` for calls the driver does not
+/// time out this way.
+pub(super) fn timeout(effect: &Effect, lease: &LeaseConfig, sent_at: Instant) -> Option<(Duration, Input)> {
+    let op = store_op(effect)?;
+    let timeout = match op {
+        StoreOp::Heartbeat => lease.heartbeat_timeout(),
+        _ => lease.store_call_timeout(),
+    };
+    let error = StoreError::new(op, StoreErrorKind::Unavailable, "timed out");
+    Some((timeout, failed(effect, sent_at, error)?))
+}
+
+/// The input a store call's failure turns into.
+fn failed(effect: &Effect, sent_at: Instant, e: StoreError) -> Option<Input> {
+    Some(match effect {
+        Effect::Heartbeat(_) => Input::Heartbeat {
+            sent_at,
+            result: Err(e),
+        },
+        Effect::ReadNodes => Input::Nodes {
+            sent_at,
+            result: Err(e),
+        },
+        Effect::ReadShards => Input::Shards {
+            sent_at,
+            result: Err(e),
+        },
+        Effect::ConfirmShard(shard) => Input::Confirmed {
+            shard: *shard,
+            sent_at,
+            result: Err(e),
+        },
+        Effect::PublishLayout(_) => Input::LayoutPublished { result: Err(e) },
+        Effect::ReadLayout(id) => Input::Layout {
+            id: id.clone(),
+            result: Err(e),
+        },
+        Effect::Acquire(req) => Input::Acquired {
+            shard: req.shard,
+            sent_at,
+            result: Err(e),
+        },
+        Effect::HandOff(req) => Input::HandedOff {
+            shard: req.shard,
+            result: Err(e),
+        },
+        Effect::MarkDead(req) => Input::MarkedDead {
+            node: req.node.clone(),
+            result: Err(e),
+        },
+        Effect::Retire(req) => Input::Retired {
+            shard: req.shard,
+            result: Err(e),
+        },
+        _ => return None,
+    })
+}
+
+impl World {
+    fn flake(&mut self) -> Flake {
+        let now = self.now;
+        let Some((percent, _)) = self.flaky_store.filter(|(_, until)| now < *until) else {
+            return Flake::Answers;
+        };
+        if !self.rng.random_bool(f64::from(percent) / 100.0) {
+            return Flake::Answers;
+        }
+        if self.rng.random_bool(0.5) {
+            Flake::Throttled
+        } else {
+            Flake::AnswerLost
+        }
+    }
+
+    /// Performs a call at `self.now`, through whatever the flaky store
+    /// does to it.
+    pub(super) fn apply(
+        &mut self,
+        node: usize,
+        effect: Effect,
+        sent_at: Instant,
+        sabotage: Option<Sabotage>,
+    ) -> Option<Input> {
+        let Some(op) = store_op(&effect) else {
+            return self.perform(node, effect, sent_at, sabotage);
+        };
+        match self.flake() {
+            Flake::Answers => self.perform(node, effect, sent_at, sabotage),
+            Flake::Throttled => failed(
+                &effect,
+                sent_at,
+                StoreError::new(op, StoreErrorKind::Throttled, "simulated throttling"),
+            ),
+            Flake::AnswerLost => {
+                let error = StoreError::new(op, StoreErrorKind::Unavailable, "simulated: applied, answer lost");
+                let input = failed(&effect, sent_at, error);
+                self.perform(node, effect, sent_at, sabotage);
+                input
+            }
+        }
+    }
+
+    fn store_error(&self, node: usize, op: StoreOp) -> Option<StoreError> {
+        let now = self.now;
+        if self.table_missing_until.is_some_and(|t| now < t) {
+            return Some(StoreError::new(
+                op,
+                StoreErrorKind::TableMissing,
+                "simulated: no such table",
+            ));
+        }
+        let down = self.store_down_until.is_some_and(|t| now < t)
+            || self.nodes[node].partitioned_until.is_some_and(|t| now < t);
+        down.then(|| StoreError::new(op, StoreErrorKind::Unavailable, "simulated outage"))
+    }
+
+    /// Performs a call against the store or the route tables at `self.now`.
+    fn perform(&mut self, node: usize, effect: Effect, sent_at: Instant, sabotage: Option<Sabotage>) -> Option<Input> {
+        let fail = |op| self.store_error(node, op);
+        let strict = |skipped: usize| {
+            (sabotage == Some(Sabotage::StrictReads) && skipped > 0)
+                .then(|| StoreError::new(StoreOp::ReadNodes, StoreErrorKind::Corrupt, "sabotaged: strict reads"))
+        };
+        Some(match effect {
+            Effect::Heartbeat(req) => {
+                let result = match fail(StoreOp::Heartbeat) {
+                    Some(e) => Err(e),
+                    None => match self.table.heartbeat(&req) {
+                        HeartbeatOutcome::Missing if sabotage == Some(Sabotage::MissingItemIsSuperseded) => {
+                            Ok(HeartbeatOutcome::NotMine)
+                        }
+                        outcome => Ok(outcome),
+                    },
+                };
+                Input::Heartbeat { sent_at, result }
+            }
+            Effect::ReadNodes => Input::Nodes {
+                sent_at,
+                result: match fail(StoreOp::ReadNodes) {
+                    Some(e) => Err(e),
+                    None => {
+                        let mut scan = self.table.read_nodes();
+                        if sabotage == Some(Sabotage::OwnTtlOnly) {
+                            for record in &mut scan.records {
+                                if let Some(c) = &mut record.config {
+                                    c.lease_ttl = Duration::ZERO;
+                                }
+                            }
+                        }
+                        strict(scan.skipped.len()).map_or(Ok(scan), Err)
+                    }
+                },
+            },
+            Effect::ReadShards => Input::Shards {
+                sent_at,
+                result: match fail(StoreOp::ReadShards) {
+                    Some(e) => Err(e),
+                    None => {
+                        let scan = self.table.read_shards();
+                        strict(scan.skipped.len()).map_or(Ok(scan), Err)
+                    }
+                },
+            },
+            Effect::ConfirmShard(shard) => Input::Confirmed {
+                shard,
+                sent_at,
+                result: match fail(StoreOp::ReadShard) {
+                    Some(e) => Err(e),
+                    None => self
+                        .table
+                        .read_shard(shard)
+                        .map_err(|reason| StoreError::new(StoreOp::ReadShard, StoreErrorKind::Corrupt, reason)),
+                },
+            },
+            Effect::PublishLayout(layout) => Input::LayoutPublished {
+                result: match fail(StoreOp::PublishLayout) {
+                    Some(e) => Err(e),
+                    None => {
+                        self.table.publish_layout(&layout);
+                        Ok(())
+                    }
+                },
+            },
+            Effect::ReadLayout(id) => Input::Layout {
+                result: match fail(StoreOp::ReadLayout) {
+                    Some(e) => Err(e),
+                    None => Ok(self.table.read_layout(&id)),
+                },
+                id,
+            },
+            Effect::Acquire(req) => Input::Acquired {
+                shard: req.shard,
+                sent_at,
+                result: match (fail(StoreOp::Acquire), sabotage) {
+                    (Some(e), _) => Err(e),
+                    (None, Some(Sabotage::TakeoverWithoutNodeCheck)) => Ok(self.table.acquire_without_node_check(&req)),
+                    (None, Some(Sabotage::EpochsRestart)) => Ok(self.table.acquire(&restart_epochs(req))),
+                    (None, _) => Ok(self.table.acquire(&req)),
+                },
+            },
+            Effect::HandOff(req) => Input::HandedOff {
+                shard: req.shard,
+                result: match fail(StoreOp::Handoff) {
+                    Some(e) => Err(e),
+                    None => Ok(self.table.hand_off(&req)),
+                },
+            },
+            Effect::MarkDead(req) => Input::MarkedDead {
+                node: req.node.clone(),
+                result: match fail(StoreOp::MarkDead) {
+                    Some(e) => Err(e),
+                    None => Ok(self.table.mark_dead(&req)),
+                },
+            },
+            Effect::Retire(req) => Input::Retired {
+                shard: req.shard,
+                result: match fail(StoreOp::Retire) {
+                    Some(e) => Err(e),
+                    None => Ok(self.table.retire(&req)),
+                },
+            },
+            Effect::WriteRoutes(req) => {
+                let mut failed = Vec::new();
+                let late = req.deadline.is_some_and(|d| self.now >= d);
+                for table in &req.tables {
+                    if late {
+                        failed.push(RouteError::Fenced {
+                            shard: req.shard,
+                            epoch: req.epoch,
+                        });
+                        continue;
+                    }
+                    if let Err(e) = point_route_now(&mut self.routes, table, req.vip(), &req.eni) {
+                        failed.push(e);
+                    }
+                }
+                Input::RoutesWritten {
+                    shard: req.shard,
+                    eni: req.eni,
+                    failed,
+                }
+            }
+            Effect::DescribeRoutes(tables) => Input::RoutesDescribed {
+                sent_at,
+                result: match sabotage {
+                    Some(Sabotage::RoutesUnseen) => Ok(Vec::new()),
+                    _ => self.routes.describe(&tables),
+                },
+            },
+            Effect::DeleteRoutes { shard, tables } => Input::RoutesDeleted {
+                shard,
+                failed: tables
+                    .iter()
+                    .filter_map(|t| self.routes.delete(t, shard.vip()).err())
+                    .collect(),
+            },
+            Effect::Exit(_) => return None,
+        })
+    }
+}
+
+pub(super) fn restart_epochs(mut req: AcquireRequest) -> AcquireRequest {
+    if let Expect::Free { next_epoch } = &mut req.expect {
+        *next_epoch = 1;
+    }
+    req
+}
+
+/// [`crate::routes::point_route`] for the synchronous route tables.
+pub(super) fn point_route_now(
+    routes: &mut RouteTables,
+    table: &RouteTableId,
+    vip: Vip,
+    eni: &EniId,
+) -> Result<(), RouteError> {
+    match routes.replace(table, vip, eni) {
+        Err(RouteError::NoRoute { .. }) => routes.create(table, vip, eni),
+        other => other,
+    }
+}
