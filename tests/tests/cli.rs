@@ -269,9 +269,9 @@ async fn init_table_twice_succeeds() {
 /// endpoint, at trace level, where the SDK logs each request's identity)
 /// prints the AWS credentials or the dashboard token, whatever it logs on
 /// the way (the access key id did, before the agent held those SDK targets
-/// at info); nor
-/// does a refused config that names the token in a key the agent does not
-/// know. (The lab test checks the same of a whole fleet's logs.)
+/// at info); nor does a refused config that names the token in a key the
+/// agent does not know, or holds it pasted in unquoted (TOML syntax errors
+/// used to quote the line). (The lab test checks the same of a whole fleet's logs.)
 #[test]
 fn no_secret_is_printed_by_check_config_or_run() {
     const ACCESS_KEY_ID: &str = "AKIAVIPFLEETCLI5K3QW";
@@ -312,10 +312,21 @@ fn no_secret_is_printed_by_check_config_or_run() {
     );
     let misplaced = with_secrets("check-config", "info", &[("VIPFLEET_DASHBOARD_TOKEN", DASHBOARD_TOKEN)]);
     assert_eq!(misplaced.code, Some(EXIT_CONFIG), "{}", misplaced.describe());
+    // Pasted into the file unquoted: a syntax error, named by line, not quoted.
+    let pasted = work.write(
+        "pasted.toml",
+        &config.replace("token_file = ", &format!("token = {DASHBOARD_TOKEN}\ntoken_file = ")),
+    );
+    let mut cmd = agent_command(None);
+    cmd.arg("check-config").arg("--config").arg(&pasted);
+    let syntax = run_to_end(cmd, COMMAND_TIMEOUT);
+    assert_eq!(syntax.code, Some(EXIT_CONFIG), "{}", syntax.describe());
+    assert!(syntax.stderr.contains("line "), "{}", syntax.describe());
     for (what, outcome) in [
         ("check-config", &checked),
         ("run", &ran),
         ("a misplaced token", &misplaced),
+        ("a pasted token", &syntax),
     ] {
         for secret in secrets {
             assert!(

@@ -265,9 +265,7 @@ pub fn load_file(
 /// Parses `text`, applies `VIPFLEET_*` variables from `env`, then
 /// `section.key=value` overrides from `sets`, and validates the result.
 pub fn load(text: &str, env: &BTreeMap<String, String>, sets: &[String]) -> Result<AgentConfig, ConfigError> {
-    let mut doc: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Toml(e.to_string()))?;
+    let mut doc: toml::Table = text.parse().map_err(|e| syntax_error(text, &e))?;
     for (name, value) in env.iter().filter(|(k, _)| k.starts_with("VIPFLEET_")) {
         let rest = &name["VIPFLEET_".len()..];
         let Some((section, key)) = SECTIONS.iter().find_map(|s| {
@@ -308,6 +306,26 @@ pub fn load(text: &str, env: &BTreeMap<String, String>, sets: &[String]) -> Resu
     // with it complete `[node]` overrides need no IMDS at all.
     config.identity.region = identity::configured_region(config.region.as_deref(), env);
     Ok(config)
+}
+
+/// A TOML syntax error by line and column, without the quoted line that
+/// `toml`'s own message shows: the error reaches the journal, and a secret
+/// pasted into the file by mistake (a dashboard token in place of its
+/// file's path, say) would go with it.
+fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let at = e
+        .span()
+        .and_then(|span| text.get(..span.start))
+        .map(|before| {
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            format!(
+                " at line {}, column {}",
+                before.matches('\n').count() + 1,
+                before[line_start..].chars().count() + 1
+            )
+        })
+        .unwrap_or_default();
+    ConfigError::Toml(format!("{}{at}", e.message().trim_end()))
 }
 
 /// Puts a string from the environment or a flag into the document, typed
@@ -650,6 +668,19 @@ mod tests {
             let err = load(text, &BTreeMap::new(), &sets).expect_err(needle).to_string();
             assert!(err.contains(needle), "{sets:?}: {err:?} should mention {needle:?}");
         }
+    }
+
+    #[test]
+    fn syntax_errors_say_where_but_never_echo_the_line() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let text = format!("[aws]\ntable = \"t\"\n[dashboard]\ntoken_file = {secret}\n");
+        let err = load(&text, &BTreeMap::new(), &[]).unwrap_err().to_string();
+        assert!(err.contains("line 4, column 14"), "{err}");
+        assert!(!err.contains(secret), "{err}");
+        let err = load("[aws]\ntable = \"\u{e9}t\u{e9}", &BTreeMap::new(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]
