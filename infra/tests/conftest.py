@@ -84,7 +84,7 @@ def render_user_data(template: dict, values: dict[str, str]) -> str:
     return "".join(out)
 
 
-AGENT_CONFIG_RS = INFRA.parent / "services" / "agent" / "src" / "config.rs"
+AGENT_CONFIG_RS = INFRA.parent / "services" / "agent-config" / "src" / "lib.rs"
 
 
 def agent_default_secs(name: str) -> int:

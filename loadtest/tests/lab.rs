@@ -1,7 +1,9 @@
 //! The lab end to end, through the `vipfleet-loadtest` binary: `lab up`
 //! brings up 3 nodes, 6 VIPs and 2 route tables; every VIP answers HTTP 200
 //! from every client namespace, through its router and the node that owns
-//! it; `lab status --json` describes it; `lab down` leaves no namespace,
+//! it; `lab status --json` describes it; the dashboard's drain endpoints
+//! want the token, and no log of the lab holds the token, a wrong one tried,
+//! or the agents' AWS credentials; `lab down` leaves no namespace,
 //! interface or process behind, also when the state file and pidfiles are
 //! gone (a crashed harness).
 //!
@@ -115,6 +117,50 @@ fn get_from(client_ns: &str, vip: &str) -> (String, String, String) {
     (status, header("x-vipfleet-node"), header("x-vipfleet-vip"))
 }
 
+/// `POST url` with `Authorization: Bearer <token>` from the host namespace:
+/// the status code.
+fn post_with_token(url: &str, token: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .args(["-H", &format!("Authorization: Bearer {token}"), url])
+        .output()
+        .expect("curl");
+    text(&out.stdout)
+}
+
+/// Files under the lab directory `dir` that contain any of `secrets`, each
+/// with the index of the secret: every log and record of the lab but
+/// `conf/` (the configs and token files, where secrets belong) and
+/// `state.json` (the lab's record of what it started, environments
+/// included).
+fn files_holding(dir: &Path, secrets: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut scanned = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else { continue };
+            if path == dir.join("conf") || path == dir.join("state.json") {
+                continue;
+            }
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                scanned += 1;
+                for (i, secret) in secrets.iter().enumerate() {
+                    if bytes.windows(secret.len()).any(|w| w == secret.as_bytes()) {
+                        found.push(format!("{} holds secret #{i}", path.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(scanned >= 5, "only {scanned} files under {} to look at", dir.display());
+    found
+}
+
 #[test]
 fn lab_serves_every_vip_and_down_leaves_nothing() {
     if !is_root() || !netns_works() {
@@ -171,11 +217,45 @@ fn lab_serves_every_vip_and_down_leaves_nothing() {
         }
     }
 
+    // The dashboard's mutating endpoints refuse a near miss of the token and
+    // take the token itself (undrain: a no-op on an active node).
+    let token = std::fs::read_to_string(dir.join("conf/dashboard.token"))
+        .expect("the lab's dashboard token")
+        .trim()
+        .to_string();
+    let near_miss = format!(
+        "{}{}",
+        &token[..token.len() - 1],
+        if token.ends_with('0') { '1' } else { '0' }
+    );
+    let undrain = format!("{}api/v1/undrain", nodes[0]["dashboard_url"].as_str().unwrap());
+    assert_eq!(post_with_token(&undrain, &near_miss), "401", "a wrong token");
+    assert_eq!(post_with_token(&undrain, &token), "202", "the token");
+    let mut secrets = vec![token, near_miss];
+    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+        let value = nodes[0]["agent"]["env"][var].as_str().unwrap_or_default();
+        assert!(value.len() >= 16, "the agents' {var} is a distinctive fake: {value:?}");
+        secrets.push(value.to_string());
+    }
+
     let started = Instant::now();
     let down = lab(&prefix, &["down"]);
     let down_secs = started.elapsed().as_secs_f64();
     assert!(down.status.success(), "lab down failed");
     assert_eq!(leftovers(&prefix, &dir), Vec::<String>::new(), "after lab down");
+    // Every process has exited and flushed: no log of the lab holds a secret.
+    let agent_log = std::fs::read_to_string(dir.join("logs/n0-agent.log")).expect("n0's agent log");
+    for logged in [
+        "refused a request without the right bearer token",
+        "dashboard: accepted",
+    ] {
+        assert!(agent_log.contains(logged), "n0's agent log lacks {logged:?}");
+    }
+    assert_eq!(
+        files_holding(&dir, &secrets),
+        Vec::<String>::new(),
+        "logs that hold a secret"
+    );
     assert!(!lab(&prefix, &["status"]).status.success(), "status of a removed lab");
 
     // A crashed harness: the state file and pidfiles are gone, the lab runs.

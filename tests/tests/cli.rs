@@ -264,3 +264,76 @@ async fn init_table_twice_succeeds() {
     let attribute = ttl.time_to_live_description().and_then(|d| d.attribute_name());
     assert_eq!(attribute, Some("expires_at"), "init-table enables TTL on expires_at");
 }
+
+/// Neither `check-config` nor a `run` that gets as far as AWS (here a dead
+/// endpoint, at trace level, where the SDK logs each request's identity)
+/// prints the AWS credentials or the dashboard token, whatever it logs on
+/// the way (the access key id did, before the agent held those SDK targets
+/// at info); nor does a refused config that names the token in a key the
+/// agent does not know, or holds it pasted in unquoted (TOML syntax errors
+/// used to quote the line). (The lab test checks the same of a whole fleet's logs.)
+#[test]
+fn no_secret_is_printed_by_check_config_or_run() {
+    const ACCESS_KEY_ID: &str = "AKIAVIPFLEETCLI5K3QW";
+    const SECRET_ACCESS_KEY: &str = "vipfleet-cli-secret-key-0c9d1e7a-never-printed";
+    const SESSION_TOKEN: &str = "vipfleet-cli-session-token-5e2b8f31-never-printed";
+    const DASHBOARD_TOKEN: &str = "vipfleet-cli-dashboard-token-93a4c6d2-never-printed";
+    let secrets = [ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN, DASHBOARD_TOKEN];
+    let work = Workdir::new("cli-secrets");
+    let token_file = work.write("dashboard.token", &format!("{DASHBOARD_TOKEN}\n"));
+    let config = default_config().replace(
+        "listen = [\"127.0.0.1:0\"]",
+        &format!(
+            "listen = [\"127.0.0.1:0\"]\ntoken_file = {:?}",
+            token_file.display().to_string()
+        ),
+    );
+    let file = work.write("with-token.toml", &config);
+    let with_secrets = |subcommand: &str, log: &str, extra: &[(&str, &str)]| {
+        let mut cmd = agent_command(None);
+        cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+            .env("AWS_SESSION_TOKEN", SESSION_TOKEN)
+            .env("VIPFLEET_LOG", log)
+            .envs(extra.iter().copied())
+            .arg(subcommand)
+            .arg("--config")
+            .arg(&file);
+        run_to_end(cmd, COMMAND_TIMEOUT)
+    };
+    let checked = with_secrets("check-config", "debug", &[]);
+    assert_eq!(checked.code, Some(0), "{}", checked.describe());
+    let ran = with_secrets("run", "trace", &[]);
+    assert_eq!(ran.code, Some(1), "AWS is unreachable: {}", ran.describe());
+    assert!(
+        ran.stderr.contains("TRACE aws_"),
+        "the SDK logged at trace level: {}",
+        ran.describe()
+    );
+    let misplaced = with_secrets("check-config", "info", &[("VIPFLEET_DASHBOARD_TOKEN", DASHBOARD_TOKEN)]);
+    assert_eq!(misplaced.code, Some(EXIT_CONFIG), "{}", misplaced.describe());
+    // Pasted into the file unquoted: a syntax error, named by line, not quoted.
+    let pasted = work.write(
+        "pasted.toml",
+        &config.replace("token_file = ", &format!("token = {DASHBOARD_TOKEN}\ntoken_file = ")),
+    );
+    let mut cmd = agent_command(None);
+    cmd.arg("check-config").arg("--config").arg(&pasted);
+    let syntax = run_to_end(cmd, COMMAND_TIMEOUT);
+    assert_eq!(syntax.code, Some(EXIT_CONFIG), "{}", syntax.describe());
+    assert!(syntax.stderr.contains("line "), "{}", syntax.describe());
+    for (what, outcome) in [
+        ("check-config", &checked),
+        ("run", &ran),
+        ("a misplaced token", &misplaced),
+        ("a pasted token", &syntax),
+    ] {
+        for secret in secrets {
+            assert!(
+                !outcome.stdout.contains(secret) && !outcome.stderr.contains(secret),
+                "{what} printed {secret:?}\n{}",
+                outcome.describe()
+            );
+        }
+    }
+}

@@ -30,7 +30,8 @@
 //! contract with other tools, see [`state`]), `pids/<name>.pid`,
 //! `logs/<name>.log` (every process; `logs/mirror-changes.jsonl` holds one
 //! JSON object per kernel route change), `conf/` (agent TOML, haproxy
-//! configs, the IMDS node table and control token), `run/` (haproxy admin
+//! configs, the IMDS node table and control token, the agents' dashboard
+//! token), `run/` (haproxy admin
 //! sockets). `down` keeps `logs/` and `conf/` unless `--purge`.
 //!
 //! Choices worth knowing:

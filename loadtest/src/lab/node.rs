@@ -25,14 +25,27 @@ use super::{bootstrap, imds, netns};
 /// scenarios should not wait the production default of 5 s.
 const LIFECYCLE_POLL_MS: u64 = 500;
 
+/// The lab's AWS credentials. moto takes any; these are fake, and made to be
+/// recognised: the lab test fails if one of them shows up in any log of the
+/// lab (loadtest/tests/lab.rs), as the session token would if the SDK's
+/// signed requests were logged.
+pub const LAB_ACCESS_KEY_ID: &str = "AKIAVIPFLEETLAB7Q2XZ";
+pub const LAB_SECRET_ACCESS_KEY: &str = "vipfleet-lab-secret-key-7f3a9c2e-never-logged";
+pub const LAB_SESSION_TOKEN: &str = "vipfleet-lab-session-token-4b81d6f0-never-logged";
+/// The agents' dashboard bearer token (`dashboard.token_file`), in `conf/`,
+/// written by `lab up`: the drain and undrain endpoints are on, as on a
+/// node the infra bootstrap made.
+pub const DASHBOARD_TOKEN_FILE: &str = "dashboard.token";
+
 /// The environment of every agent (and of `init-table`): moto as the AWS
-/// endpoint, fixed test credentials, the emulator as IMDS, and no shared
+/// endpoint, fixed fake credentials, the emulator as IMDS, and no shared
 /// AWS config files that could point anywhere else.
 pub fn aws_env(moto_endpoint: &str, imds_endpoint: Option<&str>) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = [
         ("AWS_ENDPOINT_URL", moto_endpoint),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_ACCESS_KEY_ID", LAB_ACCESS_KEY_ID),
+        ("AWS_SECRET_ACCESS_KEY", LAB_SECRET_ACCESS_KEY),
+        ("AWS_SESSION_TOKEN", LAB_SESSION_TOKEN),
         ("AWS_REGION", aws::REGION),
         ("AWS_CONFIG_FILE", "/dev/null"),
         ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
@@ -145,6 +158,7 @@ kind = \"ifb\"
 
 [dashboard]
 listen = [\"{ip}:{DASHBOARD_PORT}\"]
+token_file = {token_file:?}
 
 [lifecycle]
 poll_interval_ms = {LIFECYCLE_POLL_MS}
@@ -156,6 +170,7 @@ poll_interval_ms = {LIFECYCLE_POLL_MS}
         vpc = lab.aws.vpc_id,
         hb = lab.lease.heartbeat_ms,
         ttl = lab.lease.lease_ttl_ms,
+        token_file = lab.dir.join("conf").join(DASHBOARD_TOKEN_FILE).display().to_string(),
     )
 }
 

@@ -128,7 +128,7 @@ fn free_port(ip: Ipv4Addr) -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// 128 random bits, hex: the IMDS control token.
+/// 128 random bits, hex: the IMDS control token, the dashboard token.
 fn random_token() -> Result<String> {
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
@@ -148,6 +148,11 @@ pub async fn bring_up(layout: Layout, tools: Tools, args: UpArgs) -> Result<LabS
     for entry in std::fs::read_dir(procs::log_dir(&dir))?.flatten() {
         let _ = std::fs::remove_file(entry.path());
     }
+    // Read by every agent at start (`dashboard.token_file`).
+    std::fs::write(
+        dir.join("conf").join(node::DASHBOARD_TOKEN_FILE),
+        format!("{}\n", random_token()?),
+    )?;
     let ctx = Ctx {
         layout,
         dir,

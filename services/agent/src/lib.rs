@@ -5,7 +5,8 @@
 //! ## Layout, in the order a node starts
 //!
 //! - [`config`]: the TOML file, `VIPFLEET_*` variables and `--set` flags,
-//!   validated into an `AgentConfig` (errors exit 64).
+//!   validated into an `AgentConfig` (errors exit 78); the crate
+//!   `vipfleet-agent-config`, re-exported.
 //! - [`identity`]: who this node is (IMDSv2, or config overrides); also the
 //!   IMDS emulator the lab uses.
 //! - [`aws`]: SDK configuration, `LeaseStore` over DynamoDB, `RouteTable`
@@ -26,7 +27,7 @@
 pub mod app;
 pub mod aws;
 pub mod build;
-pub mod config;
+pub use vipfleet_agent_config as config;
 pub mod dashboard;
 pub mod driver;
 pub mod health;

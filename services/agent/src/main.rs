@@ -77,9 +77,24 @@ enum Command {
     },
 }
 
+/// SDK log targets that print each request's identity, AWS access key id
+/// included (at debug and trace; the SDK redacts the secret key and the
+/// session token): held at info whatever `VIPFLEET_LOG` asks for, so that no
+/// log holds a credential (tests/tests/cli.rs checks).
+const IDENTITY_LOG_TARGETS: [&str; 3] = [
+    "aws_smithy_runtime::client::orchestrator::endpoints",
+    "aws_smithy_runtime::client::orchestrator::auth",
+    "aws_sigv4::http_request::sign",
+];
+
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VIPFLEET_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("VIPFLEET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for target in IDENTITY_LOG_TARGETS {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     // Colour only for a person at a terminal: journald and log files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

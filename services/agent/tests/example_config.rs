@@ -143,7 +143,7 @@ fn the_example_names_every_accepted_key_once() {
     let unknown: Vec<_> = seen.difference(&accepted).collect();
     assert!(
         missing.is_empty() && unknown.is_empty(),
-        "infra/agent.example.toml is out of step with config.rs: missing {missing:?}, not accepted {unknown:?}"
+        "infra/agent.example.toml is out of step with vipfleet-agent-config: missing {missing:?}, not accepted {unknown:?}"
     );
 }
 

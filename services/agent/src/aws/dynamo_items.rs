@@ -16,6 +16,9 @@
 //! Items stay small (about 250 bytes a node, 100 a shard): reads bill by
 //! size, and the layout, which grows with the VIPs, is stored once per
 //! fingerprint rather than in every node item.
+//!
+//! The fuzz target `dynamo_items` (fuzz/) compiles this file on its own, so
+//! it uses nothing of the agent: only the core and the DynamoDB types.
 
 use std::collections::HashMap;
 use std::str::FromStr;

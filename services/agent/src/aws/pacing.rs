@@ -22,15 +22,12 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use thiserror::Error;
 use tokio::time::Instant;
 use vipfleet_core::routes::{RouteEntry, RouteError, RouteTable};
 use vipfleet_core::{EniId, RouteTableId, Vip};
 
-/// Well under EC2's refill of 5 per second: other nodes and tools share it.
-pub const DEFAULT_CALLS_PER_SECOND: f64 = 2.0;
-/// A fifth of EC2's bucket of 50.
-pub const DEFAULT_BURST: u32 = 10;
+pub use vipfleet_agent_config::pacing::{PacerConfig, PacingError, DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND};
+
 /// Shortest sleep between looks at the bucket, so that float rounding can
 /// never make a waiter spin.
 const MIN_WAIT: Duration = Duration::from_millis(1);
@@ -44,29 +41,6 @@ pub enum Priority {
     Failover,
     /// Rebalancing, drain hand-offs and reconcile repairs.
     Background,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct PacerConfig {
-    pub calls_per_second: f64,
-    pub burst: u32,
-}
-
-impl Default for PacerConfig {
-    fn default() -> Self {
-        Self {
-            calls_per_second: DEFAULT_CALLS_PER_SECOND,
-            burst: DEFAULT_BURST,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Error, PartialEq)]
-pub enum PacingError {
-    #[error("mutating_calls_per_second must be a positive number, not {0}")]
-    Rate(f64),
-    #[error("burst must be at least 1")]
-    Burst,
 }
 
 /// A token bucket, full at start. Shared by reference; all methods take `&self`.
@@ -105,12 +79,7 @@ impl Drop for FailoverWaiter<'_> {
 
 impl Pacer {
     pub fn new(config: PacerConfig) -> Result<Self, PacingError> {
-        if !(config.calls_per_second.is_finite() && config.calls_per_second > 0.0) {
-            return Err(PacingError::Rate(config.calls_per_second));
-        }
-        if config.burst == 0 {
-            return Err(PacingError::Burst);
-        }
+        config.validate()?;
         Ok(Self {
             config,
             state: Mutex::new(Bucket {
@@ -163,7 +132,7 @@ impl Pacer {
                     bucket.tokens = (bucket.tokens - 1.0).max(0.0);
                     return;
                 }
-                Duration::from_secs_f64((needed - bucket.tokens) / self.config.calls_per_second).max(MIN_WAIT)
+                self.config.refill_time(needed - bucket.tokens).max(MIN_WAIT)
             };
             tokio::time::sleep(wait).await;
         }

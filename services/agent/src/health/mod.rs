@@ -14,82 +14,15 @@ pub mod probe;
 use std::future::Future;
 use std::time::Duration;
 
-use thiserror::Error;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, info, warn};
 
-pub use probe::{HaproxyProbe, HealthTarget, HttpTarget, Probe, ProbeError};
-
-/// Defaults of the `[health]` config section.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(1000);
-pub const DEFAULT_FALL: u32 = 3;
-pub const DEFAULT_RISE: u32 = 2;
-/// A check may take at most this long, and never longer than the interval.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(800);
-
-/// One configured health check.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HealthCheck {
-    pub target: HealthTarget,
-    pub interval: Duration,
-    /// Bounds one probe; a probe that runs out counts as a failure.
-    pub timeout: Duration,
-    /// Consecutive failures that turn a healthy node unhealthy.
-    pub fall: u32,
-    /// Consecutive successes that turn an unhealthy node healthy again.
-    pub rise: u32,
-}
-
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum HealthConfigError {
-    #[error("health url {url:?} is not usable: {reason}")]
-    BadUrl { url: String, reason: &'static str },
-    #[error("health {field} must be at least 1, got {value}")]
-    ZeroCount { field: &'static str, value: u32 },
-    #[error("health interval must be positive")]
-    ZeroInterval,
-    #[error("health timeout {timeout:?} must be positive and at most the interval {interval:?}")]
-    BadTimeout { timeout: Duration, interval: Duration },
-}
-
-impl HealthCheck {
-    /// A check with the default interval, timeout, fall and rise.
-    pub fn new(target: HealthTarget) -> Self {
-        Self {
-            target,
-            interval: DEFAULT_INTERVAL,
-            timeout: DEFAULT_TIMEOUT,
-            fall: DEFAULT_FALL,
-            rise: DEFAULT_RISE,
-        }
-    }
-
-    pub fn validate(&self) -> Result<(), HealthConfigError> {
-        if self.fall == 0 {
-            return Err(HealthConfigError::ZeroCount {
-                field: "fall",
-                value: 0,
-            });
-        }
-        if self.rise == 0 {
-            return Err(HealthConfigError::ZeroCount {
-                field: "rise",
-                value: 0,
-            });
-        }
-        if self.interval.is_zero() {
-            return Err(HealthConfigError::ZeroInterval);
-        }
-        if self.timeout.is_zero() || self.timeout > self.interval {
-            return Err(HealthConfigError::BadTimeout {
-                timeout: self.timeout,
-                interval: self.interval,
-            });
-        }
-        Ok(())
-    }
-}
+pub use probe::{HaproxyProbe, Probe, ProbeError};
+pub use vipfleet_agent_config::health::{
+    HealthCheck, HealthConfigError, HealthTarget, HttpTarget, DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE,
+    DEFAULT_TIMEOUT,
+};
 
 /// The local haproxy's state: the lease machine's own type, so the policy
 /// that turns it into a mode lives in the core.

@@ -9,94 +9,18 @@
 
 use std::future::Future;
 use std::io;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::HealthConfigError;
+use super::{HealthTarget, HttpTarget};
 
 /// The status line must fit in this; haproxy's is about 20 bytes.
 const MAX_STATUS_LINE_BYTES: usize = 1024;
 /// `show info` answers about 2 KiB; more means we are not talking to haproxy.
 const MAX_INFO_BYTES: u64 = 64 * 1024;
-
-/// What to check.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HealthTarget {
-    /// haproxy's `monitor-uri`, e.g. `http://127.0.0.1:8404/healthz`.
-    Http(HttpTarget),
-    /// haproxy's stats socket, e.g. `/run/haproxy/admin.sock`.
-    StatsSocket(PathBuf),
-}
-
-impl HealthTarget {
-    pub fn http(url: &str) -> Result<Self, HealthConfigError> {
-        HttpTarget::parse(url).map(Self::Http)
-    }
-}
-
-/// A parsed `http://host[:port]/path` URL.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpTarget {
-    url: String,
-    /// As written, brackets included for IPv6: this is the `Host` header.
-    authority_host: String,
-    port: u16,
-    path: String,
-}
-
-impl HttpTarget {
-    pub fn parse(url: &str) -> Result<Self, HealthConfigError> {
-        let bad = |reason| HealthConfigError::BadUrl {
-            url: url.to_string(),
-            reason,
-        };
-        let rest = match url.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-            Some(_) => return Err(bad("only http:// is supported (haproxy's monitor-uri on this node)")),
-            None => return Err(bad("expected http://host[:port]/path")),
-        };
-        let (authority, path) = match rest.find(['/', '?', '#']) {
-            Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], &rest[i..]),
-            Some(_) => return Err(bad("expected a path starting with '/' after the host")),
-            None => (rest, "/"),
-        };
-        if authority.contains('@') {
-            return Err(bad("credentials in the URL are not supported"));
-        }
-        if path.contains(['#', ' ', '\r', '\n']) {
-            return Err(bad("the path must not contain spaces, line breaks or a fragment"));
-        }
-        // An IPv6 literal is bracketed and contains colons of its own.
-        let (host, port) = match authority.rfind(':') {
-            Some(i) if !authority[i..].contains(']') => {
-                let port = authority[i + 1..].parse::<u16>().map_err(|_| bad("invalid port"))?;
-                (&authority[..i], port)
-            }
-            _ => (authority, 80),
-        };
-        if host.is_empty() || host == "[]" {
-            return Err(bad("missing host"));
-        }
-        Ok(Self {
-            url: url.to_string(),
-            authority_host: host.to_string(),
-            port,
-            path: path.to_string(),
-        })
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    fn connect_host(&self) -> &str {
-        self.authority_host.trim_start_matches('[').trim_end_matches(']')
-    }
-}
 
 #[derive(Debug, Error)]
 pub enum ProbeError {
@@ -150,18 +74,20 @@ impl Probe for HaproxyProbe {
 
 async fn probe_http(target: &HttpTarget) -> Result<(), ProbeError> {
     let io_err = |source| ProbeError::Io {
-        target: target.url.clone(),
+        target: target.url().to_string(),
         source,
     };
-    let mut stream = TcpStream::connect((target.connect_host(), target.port))
+    let mut stream = TcpStream::connect((target.connect_host(), target.port()))
         .await
         .map_err(|source| ProbeError::Connect {
-            target: target.url.clone(),
+            target: target.url().to_string(),
             source,
         })?;
     let request = format!(
         "GET {} HTTP/1.0\r\nHost: {}:{}\r\nUser-Agent: vipfleet-agent\r\nConnection: close\r\n\r\n",
-        target.path, target.authority_host, target.port
+        target.path(),
+        target.authority_host(),
+        target.port()
     );
     stream.write_all(request.as_bytes()).await.map_err(io_err)?;
 
@@ -180,11 +106,11 @@ async fn probe_http(target: &HttpTarget) -> Result<(), ProbeError> {
     match (words.next(), words.next()) {
         (Some(version), Some("200")) if version.starts_with("HTTP/") => Ok(()),
         (Some(version), Some(_)) if version.starts_with("HTTP/") => Err(ProbeError::Status {
-            target: target.url.clone(),
+            target: target.url().to_string(),
             status_line,
         }),
         _ => Err(ProbeError::Answer {
-            target: target.url.clone(),
+            target: target.url().to_string(),
             detail: format!("not an HTTP status line: {status_line:?}"),
         }),
     }
@@ -234,32 +160,6 @@ fn info_verdict(answer: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_parse() {
-        let t = HttpTarget::parse("http://127.0.0.1:8404/healthz").unwrap();
-        assert_eq!(
-            (t.connect_host(), t.port, t.path.as_str()),
-            ("127.0.0.1", 8404, "/healthz")
-        );
-        let t = HttpTarget::parse("HTTP://localhost").unwrap();
-        assert_eq!((t.connect_host(), t.port, t.path.as_str()), ("localhost", 80, "/"));
-        let t = HttpTarget::parse("http://[::1]:81/a?b=c").unwrap();
-        assert_eq!((t.connect_host(), t.port, t.path.as_str()), ("::1", 81, "/a?b=c"));
-        let t = HttpTarget::parse("http://[::1]/x").unwrap();
-        assert_eq!((t.connect_host(), t.port), ("::1", 80));
-        for bad in [
-            "https://127.0.0.1/healthz",
-            "127.0.0.1:8404/healthz",
-            "http://:8404/x",
-            "http://host:99999/",
-            "http://u:p@host/",
-            "http://host?x",
-            "http://host/a b",
-        ] {
-            assert!(HttpTarget::parse(bad).is_err(), "{bad} should be rejected");
-        }
-    }
 
     #[test]
     fn show_info_answers_are_judged() {

@@ -24,7 +24,7 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkDummy, LinkIfb, LinkUnspec};
-use serde::{Deserialize, Serialize};
+
 use thiserror::Error;
 use tracing::{debug, info};
 use vipfleet_core::types::Vip;
@@ -42,28 +42,13 @@ const EEXIST: i32 = 17;
 const EADDRNOTAVAIL: i32 = 99;
 const EOPNOTSUPP: i32 = 95;
 
-/// Which kind of stub link carries the VIPs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LinkKind {
-    #[default]
-    Dummy,
-    /// For kernels without `CONFIG_DUMMY`; behaves the same for local delivery.
-    Ifb,
-}
+pub use vipfleet_agent_config::binding::LinkKind;
 
-impl LinkKind {
-    fn info_kind(self) -> InfoKind {
-        match self {
-            Self::Dummy => InfoKind::Dummy,
-            Self::Ifb => InfoKind::Ifb,
-        }
-    }
-}
-
-impl std::fmt::Display for LinkKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.info_kind().fmt(f)
+/// The kernel's name for a link of `kind`.
+fn info_kind(kind: LinkKind) -> InfoKind {
+    match kind {
+        LinkKind::Dummy => InfoKind::Dummy,
+        LinkKind::Ifb => InfoKind::Ifb,
     }
 }
 
@@ -289,7 +274,7 @@ impl VipBinding {
             Err(e) => return Err(self.netlink("get link", e)),
         };
         let view = view_link(&message);
-        if view.kind.as_ref() != Some(&self.kind.info_kind()) {
+        if view.kind.as_ref() != Some(&info_kind(self.kind)) {
             return Err(BindingError::NotOurs {
                 interface: self.interface.clone(),
                 found: view
@@ -401,13 +386,9 @@ mod tests {
     }
 
     #[test]
-    fn link_kind_reads_from_config_words() {
-        #[derive(Deserialize)]
-        struct Cfg {
-            kind: LinkKind,
+    fn link_kinds_are_the_kernels_kinds() {
+        for kind in [LinkKind::Dummy, LinkKind::Ifb] {
+            assert_eq!(info_kind(kind).to_string(), kind.to_string());
         }
-        let cfg: Cfg = toml::from_str("kind = \"ifb\"").unwrap();
-        assert_eq!(cfg.kind, LinkKind::Ifb);
-        assert_eq!(LinkKind::Dummy.to_string(), "dummy");
     }
 }

@@ -5,7 +5,13 @@
 //! Loading is a pure function over its sources ([`load`] takes the file's
 //! text and the environment as a map), so tests never touch the process
 //! environment. Every problem is a [`ConfigError`] naming the bad value; the
-//! binary exits with code 64 on any of them.
+//! binary exits with code 78 (`EX_CONFIG`) on any of them.
+//!
+//! Its own crate, with the pure types of the sections it fills ([`health`],
+//! [`pacing`], [`identity`], [`binding`]), so that it builds without the
+//! agent's runtime and AWS SDK: the fuzz targets (`fuzz/`) feed it arbitrary
+//! text. The agent re-exports it as `vipfleet_agent::config`, and each type
+//! where its module uses it (`vipfleet_agent::health::HealthCheck`, …).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -18,10 +24,15 @@ use vipfleet_core::layout::LayoutError;
 use vipfleet_core::types::VipError;
 use vipfleet_core::{config::LeaseConfigError, LeaseConfig, RouteTableId, ShardLayout, Vip};
 
-use crate::aws::pacing::{PacerConfig, PacingError};
+pub mod binding;
+pub mod health;
+pub mod identity;
+pub mod pacing;
+
+use crate::binding::LinkKind;
 use crate::health::{HealthCheck, HealthConfigError, HealthTarget};
 use crate::identity::IdentityOverrides;
-use crate::vip_binding::LinkKind;
+use crate::pacing::{PacerConfig, PacingError};
 
 /// Sections of the file, in the order `VIPFLEET_<SECTION>_<KEY>` is matched
 /// (longest first, so `VIP_BINDING` wins over a hypothetical `VIP`).
@@ -254,9 +265,7 @@ pub fn load_file(
 /// Parses `text`, applies `VIPFLEET_*` variables from `env`, then
 /// `section.key=value` overrides from `sets`, and validates the result.
 pub fn load(text: &str, env: &BTreeMap<String, String>, sets: &[String]) -> Result<AgentConfig, ConfigError> {
-    let mut doc: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Toml(e.to_string()))?;
+    let mut doc: toml::Table = text.parse().map_err(|e| syntax_error(text, &e))?;
     for (name, value) in env.iter().filter(|(k, _)| k.starts_with("VIPFLEET_")) {
         let rest = &name["VIPFLEET_".len()..];
         let Some((section, key)) = SECTIONS.iter().find_map(|s| {
@@ -295,8 +304,28 @@ pub fn load(text: &str, env: &BTreeMap<String, String>, sets: &[String]) -> Resu
     let mut config = validate(file)?;
     // The SDK's AWS_REGION counts as configured: it wins over IMDS, and
     // with it complete `[node]` overrides need no IMDS at all.
-    config.identity.region = crate::identity::configured_region(config.region.as_deref(), env);
+    config.identity.region = identity::configured_region(config.region.as_deref(), env);
     Ok(config)
+}
+
+/// A TOML syntax error by line and column, without the quoted line that
+/// `toml`'s own message shows: the error reaches the journal, and a secret
+/// pasted into the file by mistake (a dashboard token in place of its
+/// file's path, say) would go with it.
+fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let at = e
+        .span()
+        .and_then(|span| text.get(..span.start))
+        .map(|before| {
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            format!(
+                " at line {}, column {}",
+                before.matches('\n').count() + 1,
+                before[line_start..].chars().count() + 1
+            )
+        })
+        .unwrap_or_default();
+    ConfigError::Toml(format!("{}{at}", e.message().trim_end()))
 }
 
 /// Puts a string from the environment or a flag into the document, typed
@@ -480,7 +509,7 @@ fn validate(file: File) -> Result<AgentConfig, ConfigError> {
             .unwrap_or(PacerConfig::default().calls_per_second),
         burst: file.ec2.burst.unwrap_or(PacerConfig::default().burst),
     };
-    crate::aws::pacing::Pacer::new(pacer)?;
+    pacer.validate()?;
 
     let listen = file
         .dashboard
@@ -639,6 +668,19 @@ mod tests {
             let err = load(text, &BTreeMap::new(), &sets).expect_err(needle).to_string();
             assert!(err.contains(needle), "{sets:?}: {err:?} should mention {needle:?}");
         }
+    }
+
+    #[test]
+    fn syntax_errors_say_where_but_never_echo_the_line() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let text = format!("[aws]\ntable = \"t\"\n[dashboard]\ntoken_file = {secret}\n");
+        let err = load(&text, &BTreeMap::new(), &[]).unwrap_err().to_string();
+        assert!(err.contains("line 4, column 14"), "{err}");
+        assert!(!err.contains(secret), "{err}");
+        let err = load("[aws]\ntable = \"\u{e9}t\u{e9}", &BTreeMap::new(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]
