@@ -1,14 +1,17 @@
-//! The `sim` command: runs each fault scenario over many seeds in the
-//! deterministic simulation of `vipfleet-core` and summarizes, per scenario,
-//! invariant violations, shards moved against the minimum, crash failover
-//! time (simulated), store calls per simulated second, and how much faster
-//! than real time the simulation ran.
+//! The `sim` command: runs fault scenarios over many seeds in the
+//! deterministic simulation of `vipfleet-core`, on every core, and
+//! summarizes, per scenario, invariant violations, shards moved against the
+//! minimum, crash failover time (simulated), store calls per simulated
+//! second, and how much faster than real time the simulation ran. A seed
+//! that breaks an invariant is listed with the command that replays it.
 //!
 //! A crate of its own, on the pure core alone, so that the no-root way to
 //! see the protocol work (`cargo run -p vipfleet-sim`) builds in seconds
 //! instead of compiling the AWS SDK; `vipfleet-loadtest sim` calls [`run`].
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
@@ -20,6 +23,8 @@ use vipfleet_core::LeaseConfig;
 pub enum SimError {
     #[error("need at least 2 nodes, 1 shard and 1 seed")]
     TooSmall,
+    #[error("no scenario {0:?}; there are {SCENARIOS:?} and chaos")]
+    UnknownScenario(String),
     #[error("writing the JSON report {path}: {source}")]
     Json {
         path: std::path::PathBuf,
@@ -35,9 +40,18 @@ pub struct SimArgs {
     /// Shards (one VIP each).
     #[arg(long, default_value_t = 64)]
     shards: usize,
+    /// One scenario (default: all but chaos).
+    #[arg(long)]
+    scenario: Option<String>,
     /// Seeds per scenario.
     #[arg(long, default_value_t = 20)]
     seeds: u64,
+    /// The first seed (seeds run from it on).
+    #[arg(long, default_value_t = 0)]
+    first_seed: u64,
+    /// Simulations run at once (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Lease timing profile.
     #[arg(long, value_enum, default_value_t = Profile::Default)]
     profile: Profile,
@@ -53,6 +67,9 @@ enum Profile {
 }
 
 const SCENARIOS: [&str; 6] = ["steady", "crash", "drain", "store-outage", "random", "operations"];
+/// Every fault at once, slow and failing AWS included: for seeds by the
+/// thousand (`--scenario chaos --seeds 2000`).
+const CHAOS: &str = "chaos";
 const FAULT_AT: Duration = Duration::from_secs(20);
 const RANDOM_WINDOW: Duration = Duration::from_secs(60);
 const RANDOM_FAULTS: usize = 8;
@@ -82,6 +99,7 @@ fn scenario(name: &str, seed: u64, args: &SimArgs) -> SimConfig {
         // What operators and upgrades add: restarts, rollouts, a lost table,
         // items deleted or broken by hand, haproxy failing.
         "operations" => config = config.with_random_faults_of(RANDOM_WINDOW, RANDOM_FAULTS, Mix::Operations),
+        CHAOS => config = config.with_random_faults_of(RANDOM_WINDOW, RANDOM_FAULTS, Mix::Chaos),
         _ => {}
     }
     config
@@ -95,10 +113,60 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// Runs `name` for every seed, on `threads` threads; the reports in seed
+/// order.
+fn run_seeds(name: &str, args: &SimArgs, threads: usize) -> Vec<Report> {
+    let next = AtomicU64::new(args.first_seed);
+    let end = args.first_seed + args.seeds;
+    let done = AtomicU64::new(0);
+    let reports = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= end {
+                    break;
+                }
+                let report = sim::run(&scenario(name, seed, args));
+                reports.lock().unwrap_or_else(|p| p.into_inner()).push(report);
+                let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if finished % 10 == 0 || finished == args.seeds {
+                    eprint!("\r  {name}: {finished}/{} seeds   ", args.seeds);
+                }
+            });
+        }
+    });
+    eprint!("\r{:40}\r", "");
+    let mut reports = reports.into_inner().unwrap_or_else(|p| p.into_inner());
+    reports.sort_by_key(|r| r.seed);
+    reports
+}
+
+/// The command that runs one seed again.
+fn replay(name: &str, seed: u64, args: &SimArgs) -> String {
+    let profile = match args.profile {
+        Profile::Default => "default",
+        Profile::Fast => "fast",
+    };
+    format!(
+        "cargo run -p vipfleet-sim -- --scenario {name} --seeds 1 --first-seed {seed} --nodes {} --shards {} --profile {profile}",
+        args.nodes, args.shards
+    )
+}
+
 pub fn run(args: &SimArgs) -> Result<ExitCode, SimError> {
     if args.nodes < 2 || args.shards == 0 || args.seeds == 0 {
         return Err(SimError::TooSmall);
     }
+    let scenarios: Vec<&str> = match args.scenario.as_deref() {
+        None => SCENARIOS.to_vec(),
+        Some(name) if name == CHAOS || SCENARIOS.contains(&name) => vec![name],
+        Some(other) => return Err(SimError::UnknownScenario(other.to_string())),
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
     let json_error = |source| SimError::Json {
         path: args.json.clone().unwrap_or_default(),
         source,
@@ -108,27 +176,28 @@ pub fn run(args: &SimArgs) -> Result<ExitCode, SimError> {
         None => None,
     };
     println!(
-        "vipfleet simulation: {} nodes, {} shards, {:?} lease profile, {} seeds per scenario",
-        args.nodes, args.shards, args.profile, args.seeds
+        "vipfleet simulation: {} nodes, {} shards, {:?} lease profile, seeds {}..{} per scenario, {threads} at a time",
+        args.nodes,
+        args.shards,
+        args.profile,
+        args.first_seed,
+        args.first_seed + args.seeds
     );
     println!(
         "{:<13} {:>10} {:>12} {:>26} {:>12} {:>12} {:>9}",
         "scenario", "violations", "moves/min", "crash failover p50/p99/max", "writes/s", "reads/s", "speed-up"
     );
-    let mut all_clean = true;
-    for name in SCENARIOS {
+    let mut failed_seeds: Vec<(&str, u64)> = Vec::new();
+    let mut seeds_run = 0u64;
+    let mut violations_found = 0usize;
+    for name in scenarios {
         let started = Instant::now();
-        let mut reports: Vec<Report> = Vec::new();
-        for seed in 0..args.seeds {
-            let config = scenario(name, seed, args);
-            eprint!("\r  {name}: seed {}/{}   ", seed + 1, args.seeds);
-            reports.push(sim::run(&config));
-        }
-        eprint!("\r{:40}\r", "");
+        let reports = run_seeds(name, args, threads);
         let wall = started.elapsed();
+        seeds_run += reports.len() as u64;
         let simulated: Duration = reports.iter().map(|r| r.virtual_time).sum();
         let violations: usize = reports.iter().map(|r| r.violations.len()).sum();
-        all_clean &= violations == 0;
+        violations_found += violations;
         let (actual, minimum) = reports
             .iter()
             .flat_map(|r| r.event_moves.iter().filter(|m| m.clean))
@@ -162,6 +231,9 @@ pub fn run(args: &SimArgs) -> Result<ExitCode, SimError> {
             simulated.as_secs_f64() / wall.as_secs_f64().max(f64::EPSILON)
         );
         for report in &reports {
+            if !report.violations.is_empty() {
+                failed_seeds.push((name, report.seed));
+            }
             for v in &report.violations {
                 println!("  seed {}: {v}", report.seed);
             }
@@ -189,9 +261,13 @@ pub fn run(args: &SimArgs) -> Result<ExitCode, SimError> {
     }
     println!("moves/min: shards moved by crashes and drains in a settled fleet / shards those nodes held");
     println!("writes/s, reads/s: DynamoDB items per simulated second, whole fleet");
-    Ok(if all_clean {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    println!(
+        "{seeds_run} seeds run, {violations_found} violations in {} of them",
+        failed_seeds.len()
+    );
+    if let Some((name, seed)) = failed_seeds.first() {
+        println!("replay the first: {}", replay(name, *seed, args));
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -189,6 +189,7 @@ async fn dynamo_item_bookkeeping_on_moto() {
         state: NodeState::Active,
         kind: BeatKind::Register,
         epoch_floor: 0,
+        register_hb: 1,
     };
     store.heartbeat(&beat).await.expect("register");
     let dead = MarkDeadRequest {
@@ -461,6 +462,7 @@ async fn hand_edits_of_the_table_on_moto() {
         state: NodeState::Active,
         kind: BeatKind::Register,
         epoch_floor: 0,
+        register_hb: 1,
     };
     assert_eq!(store.heartbeat(&beat).await, Ok(HeartbeatOutcome::Beat(1)));
     let put = |item: Vec<(&'static str, AttributeValue)>| {

@@ -12,12 +12,31 @@ use std::time::Duration;
 pub struct Backoff {
     base: Duration,
     cap: Duration,
+    /// Failures in a row that wait only `base` before the waits grow.
+    grace: u32,
     failures: u32,
 }
 
 impl Backoff {
     pub const fn new(base: Duration, cap: Duration) -> Self {
-        Self { base, cap, failures: 0 }
+        Self {
+            base,
+            cap,
+            grace: 0,
+            failures: 0,
+        }
+    }
+
+    /// A backoff that only grows after `grace` failures in a row: for
+    /// calls that fail now and then as a matter of course, where waiting
+    /// longer would cost more than the calls.
+    pub const fn with_grace(base: Duration, cap: Duration, grace: u32) -> Self {
+        Self {
+            base,
+            cap,
+            grace,
+            failures: 0,
+        }
     }
 
     pub fn failed(&mut self) {
@@ -33,15 +52,19 @@ impl Backoff {
         self.failures
     }
 
-    /// The wait before the next attempt: zero after a success; else
-    /// `base × 2^(failures − 1)`, at most `cap`, of which a random share
-    /// between half and all ("equal jitter": never a burst of retries at
-    /// once, never much faster than the schedule).
+    /// The wait before the next attempt: zero after a success; `base`
+    /// while the failures are within the grace; then `base × 2^k` for the
+    /// k-th failure past it, at most `cap`, of which a random share between
+    /// half and all ("equal jitter": never a burst of retries at once,
+    /// never much faster than the schedule).
     pub fn delay(&self, seed: u64) -> Duration {
         if self.failures == 0 {
             return Duration::ZERO;
         }
-        let doublings = (self.failures - 1).min(30);
+        if self.failures <= self.grace {
+            return self.base;
+        }
+        let doublings = (self.failures - self.grace - 1).min(30);
         let full = self.base.saturating_mul(1u32 << doublings).min(self.cap);
         let share = splitmix64(seed ^ u64::from(self.failures)) as f64 / u64::MAX as f64;
         full.mul_f64(0.5 + share / 2.0)
@@ -80,6 +103,20 @@ mod tests {
         b.succeeded();
         assert_eq!(b.failures(), 0);
         assert_eq!(b.delay(7), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_grace_keeps_the_first_failures_at_the_base() {
+        let mut b = Backoff::with_grace(BASE, CAP, 3);
+        for _ in 0..3 {
+            b.failed();
+            assert_eq!(b.delay(1), BASE);
+        }
+        b.failed();
+        let d = b.delay(1);
+        assert!(d >= BASE / 2 && d <= BASE, "{d:?}");
+        b.failed();
+        assert!(b.delay(1) > BASE);
     }
 
     #[test]

@@ -43,11 +43,18 @@ pub enum LeaseConfigError {
          or expiry is noticed too late to be useful"
     )]
     ScanTooSlow { scan: Duration, ttl: Duration },
+    #[error("lease_ttl ({0:?}) must be at most {MAX_LEASE_TTL:?}")]
+    TtlTooLong(Duration),
     #[error("safety_margin_percent ({0}) must be between 1 and 50")]
     Margin(u32),
     #[error("max_handoffs_in_flight must be at least 1")]
     NoHandoffs,
 }
+
+/// The longest lease any node may run with, or claim to in its item: peers
+/// hold a longer announced TTL to this, so an item edited by hand (or a bad
+/// value) cannot keep a dead node's shards waiting for ever.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(300);
 
 impl Default for LeaseConfig {
     fn default() -> Self {
@@ -113,6 +120,9 @@ impl LeaseConfig {
                 return Err(LeaseConfigError::Zero { name });
             }
         }
+        if self.lease_ttl > MAX_LEASE_TTL {
+            return Err(LeaseConfigError::TtlTooLong(self.lease_ttl));
+        }
         // A heartbeat that answers just within its timeout must still land
         // before the lease of the one before it runs out.
         if self.heartbeat_interval + self.heartbeat_timeout() > self.own_lease() {
@@ -174,6 +184,10 @@ mod tests {
                 name: "heartbeat_interval"
             })
         );
+        let mut c = LeaseConfig::DEFAULT;
+        c.lease_ttl = MAX_LEASE_TTL + Duration::from_millis(1);
+        c.heartbeat_interval = Duration::from_secs(60);
+        assert_eq!(c.validate(), Err(LeaseConfigError::TtlTooLong(c.lease_ttl)));
         let mut c = LeaseConfig::DEFAULT;
         c.safety_margin_percent = 0;
         assert_eq!(c.validate(), Err(LeaseConfigError::Margin(0)));

@@ -11,7 +11,7 @@
 
 use crate::layout::ShardLayout;
 use crate::liveness::NodeCheck;
-use crate::routes::{point_route, RouteEntry, RouteError, RouteTable, RouteWrite};
+use crate::routes::{Gate, RouteChange, RouteEntry, RouteError, RouteTable};
 use crate::store::{
     AcquireOutcome, AcquireRequest, BeatKind, Expect, HandoffOutcome, HandoffRequest, HeartbeatOutcome,
     HeartbeatRequest, LeaseStore, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest,
@@ -91,6 +91,19 @@ async fn beat<S: LeaseStore>(
     state: NodeState,
     kind: BeatKind,
 ) -> HeartbeatOutcome {
+    beat_putting(store, ids, info, inc, state, kind, 1).await
+}
+
+/// A heartbeat whose registration (if it is one) puts `register_hb`.
+async fn beat_putting<S: LeaseStore>(
+    store: &S,
+    ids: &Ids,
+    info: &NodeInfo,
+    inc: Incarnation,
+    state: NodeState,
+    kind: BeatKind,
+    register_hb: Heartbeat,
+) -> HeartbeatOutcome {
     let req = HeartbeatRequest {
         info: info.clone(),
         config: ids.config(),
@@ -98,6 +111,7 @@ async fn beat<S: LeaseStore>(
         state,
         kind,
         epoch_floor: 7,
+        register_hb,
     };
     store
         .heartbeat(&req)
@@ -278,6 +292,13 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
         beat(store, &ids, &ids.info("c", 1), inc_c, active, Register).await,
         HeartbeatOutcome::Beat(1)
     );
+    // Every registration of a process puts its own counter, so observers
+    // see each one (answers lost, the process registers again).
+    assert_eq!(
+        beat_putting(store, &ids, &ids.info("c", 1), inc_c, active, Register, 2).await,
+        HeartbeatOutcome::Beat(2)
+    );
+    assert_eq!(node(store, &ids.node("c")).await.map(|r| r.hb), Some(2));
 
     // Layouts: absent until published, then what was published; publishing
     // again changes nothing.
@@ -531,90 +552,125 @@ pub async fn route_table_contract_with<R: RouteTable>(
     let (t0, t1) = (&tables[0], &tables[1]);
     let (e0, e1) = (&enis[0], &enis[1]);
     let (v0, v1) = (vip("10.200.0.10/32"), vip("10.200.0.11/32"));
-    let both = [t0.clone(), t1.clone()];
-    let describe = |tables: Vec<RouteTableId>| async move {
+    let open = Gate::open();
+    let describe = |table: RouteTableId| async move {
         routes
-            .describe(&tables)
+            .describe(&table)
             .await
-            .unwrap_or_else(|e| panic!("describe {tables:?}: {e}"))
+            .unwrap_or_else(|e| panic!("describe {table}: {e}"))
+    };
+    let create = |table: &RouteTableId, vip: Vip, eni: &EniId| RouteChange::Create {
+        table: table.clone(),
+        vip,
+        eni: eni.clone(),
+    };
+    let replace = |table: &RouteTableId, vip: Vip, eni: &EniId| RouteChange::Replace {
+        table: table.clone(),
+        vip,
+        eni: eni.clone(),
+    };
+    let delete = |table: &RouteTableId, vip: Vip| RouteChange::Delete {
+        table: table.clone(),
+        vip,
     };
 
-    let before = describe(both.to_vec()).await;
-    for v in [v0, v1] {
-        assert!(
-            target_of(&before, t0, v).is_none() && target_of(&before, t1, v).is_none(),
-            "the tables must start without routes to {v}: {before:?}"
-        );
+    for table in [t0, t1] {
+        let before = describe(table.clone()).await;
+        for v in [v0, v1] {
+            assert!(
+                target_of(&before, table, v).is_none(),
+                "the tables must start without routes to {v}: {before:?}"
+            );
+        }
     }
 
     // Replace needs a route; create needs none.
     assert_eq!(
-        routes.replace(t0, v0, e0).await,
+        routes.change(&replace(t0, v0, e0), &open).await,
         Err(RouteError::NoRoute {
             table: t0.clone(),
             vip: v0
         })
     );
-    assert_eq!(routes.create(t0, v0, e0).await, Ok(()));
+    assert_eq!(routes.change(&create(t0, v0, e0), &open).await, Ok(()));
     if deviations.create_replaces_existing {
-        assert_eq!(routes.create(t0, v0, e1).await, Ok(()), "deviation: create replaces");
         assert_eq!(
-            target_of(&describe(vec![t0.clone()]).await, t0, v0),
-            Some(Some(e1.clone()))
+            routes.change(&create(t0, v0, e1), &open).await,
+            Ok(()),
+            "deviation: create replaces"
         );
-        assert_eq!(routes.replace(t0, v0, e0).await, Ok(()));
+        assert_eq!(target_of(&describe(t0.clone()).await, t0, v0), Some(Some(e1.clone())));
+        assert_eq!(routes.change(&replace(t0, v0, e0), &open).await, Ok(()));
     } else {
         assert_eq!(
-            routes.create(t0, v0, e1).await,
+            routes.change(&create(t0, v0, e1), &open).await,
             Err(RouteError::AlreadyExists {
                 table: t0.clone(),
                 vip: v0
             })
         );
-        assert_eq!(
-            target_of(&describe(vec![t0.clone()]).await, t0, v0),
-            Some(Some(e0.clone()))
-        );
+        assert_eq!(target_of(&describe(t0.clone()).await, t0, v0), Some(Some(e0.clone())));
     }
-    assert_eq!(routes.replace(t0, v0, e1).await, Ok(()));
+    assert_eq!(routes.change(&replace(t0, v0, e1), &open).await, Ok(()));
+    assert_eq!(routes.change(&create(t1, v0, e1), &open).await, Ok(()));
+    assert_eq!(routes.change(&create(t0, v1, e0), &open).await, Ok(()));
 
-    // point_route: create when missing, replace when present.
-    assert_eq!(point_route(routes, t1, v0, e0).await, Ok(RouteWrite::Created));
-    assert_eq!(point_route(routes, t1, v0, e1).await, Ok(RouteWrite::Replaced));
-    assert_eq!(point_route(routes, t0, v1, e0).await, Ok(RouteWrite::Created));
+    // A closed gate: nothing is sent.
+    let closed = Gate::new(|| false);
+    assert_eq!(
+        routes.change(&replace(t0, v1, e1), &closed).await,
+        Err(RouteError::Fenced)
+    );
+    assert_eq!(
+        routes.change(&create(t1, v1, e1), &closed).await,
+        Err(RouteError::Fenced)
+    );
 
-    // Describe shows each table's own routes, with their targets.
-    let after = describe(both.to_vec()).await;
-    assert_eq!(target_of(&after, t0, v0), Some(Some(e1.clone())));
-    assert_eq!(target_of(&after, t1, v0), Some(Some(e1.clone())));
-    assert_eq!(target_of(&after, t0, v1), Some(Some(e0.clone())));
-    assert_eq!(target_of(&after, t1, v1), None);
-    let ours: Vec<&RouteEntry> = after.iter().filter(|e| [v0, v1].contains(&e.destination)).collect();
+    // Describe shows one table's own routes, with their targets.
+    let after0 = describe(t0.clone()).await;
+    let after1 = describe(t1.clone()).await;
+    assert!(after0.iter().all(|e| &e.table == t0), "{after0:?}");
+    assert!(after1.iter().all(|e| &e.table == t1), "{after1:?}");
+    assert_eq!(target_of(&after0, t0, v0), Some(Some(e1.clone())));
+    assert_eq!(target_of(&after1, t1, v0), Some(Some(e1.clone())));
+    assert_eq!(
+        target_of(&after0, t0, v1),
+        Some(Some(e0.clone())),
+        "the fenced replace was not sent"
+    );
+    assert_eq!(target_of(&after1, t1, v1), None, "the fenced create was not sent");
+    let ours: Vec<&RouteEntry> = after0
+        .iter()
+        .chain(&after1)
+        .filter(|e| [v0, v1].contains(&e.destination))
+        .collect();
     assert_eq!(ours.len(), 3, "{ours:?}");
     assert!(ours.iter().all(|e| !e.blackhole), "{ours:?}");
-    let only_t1 = describe(vec![t1.clone()]).await;
-    assert!(only_t1.iter().all(|e| &e.table == t1), "{only_t1:?}");
-    assert_eq!(target_of(&only_t1, t1, v0), Some(Some(e1.clone())));
 
     // Delete: only an existing route.
-    assert_eq!(routes.delete(t0, v1).await, Ok(()));
+    assert_eq!(routes.change(&delete(t0, v1), &open).await, Ok(()));
     assert_eq!(
-        routes.delete(t0, v1).await,
+        routes.change(&delete(t0, v1), &open).await,
         Err(RouteError::NoRoute {
             table: t0.clone(),
             vip: v1
         })
     );
-    assert_eq!(target_of(&describe(vec![t0.clone()]).await, t0, v1), None);
+    assert_eq!(target_of(&describe(t0.clone()).await, t0, v1), None);
 
     // Unknown tables are errors of their own, for every call.
     let unknown = RouteTableId("rtb-0000000000000dead".into());
-    let unknown_err = Err(RouteError::UnknownTable(unknown.clone()));
-    assert_eq!(
-        routes.describe(&[t0.clone(), unknown.clone()]).await,
-        unknown_err.clone().map(|()| Vec::new())
-    );
-    assert_eq!(routes.replace(&unknown, v0, e0).await, unknown_err.clone());
-    assert_eq!(routes.create(&unknown, v0, e0).await, unknown_err.clone());
-    assert_eq!(routes.delete(&unknown, v0).await, unknown_err);
+    let unknown_err = RouteError::UnknownTable(unknown.clone());
+    assert_eq!(routes.describe(&unknown).await, Err(unknown_err.clone()));
+    for change in [
+        replace(&unknown, v0, e0),
+        create(&unknown, v0, e0),
+        delete(&unknown, v0),
+    ] {
+        assert_eq!(
+            routes.change(&change, &open).await,
+            Err(unknown_err.clone()),
+            "{change:?}"
+        );
+    }
 }

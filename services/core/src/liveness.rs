@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::config::MAX_LEASE_TTL;
 use crate::time::Instant;
 use crate::types::{Heartbeat, Incarnation, NodeId, NodeRecord};
 
@@ -31,6 +32,10 @@ struct Sighting {
     changed_at: Instant,
     /// The TTL the node announced (zero when it announced none).
     ttl: Duration,
+    /// The send time of the last read that still showed the value before
+    /// `(hb, inc)`: the current value was written after it. `None` while we
+    /// have seen only one value.
+    heard_after: Option<Instant>,
 }
 
 /// How a takeover must check that the old owner is still gone, in the same
@@ -53,6 +58,10 @@ pub struct Observer {
     last_read_at: Option<Instant>,
     /// ...and when it was sent.
     last_read_sent_at: Option<Instant>,
+    /// Judge blindness by when reads returned, as the rule once was (only
+    /// for the simulation's sabotage: a slow store then restarts every
+    /// clock, and nobody is ever expired).
+    blind_by_return_times: bool,
 }
 
 impl Observer {
@@ -82,19 +91,33 @@ impl Observer {
         if self.last_read_sent_at.is_some_and(|last| sent_at < last) {
             return false;
         }
-        let blind = self
-            .last_read_sent_at
-            .is_some_and(|last| sent_at.saturating_since(last) > lease_ttl / 2);
+        let previous_read = self.last_read_sent_at;
+        let blind = if self.blind_by_return_times {
+            self.last_read_at
+                .is_some_and(|last| now.saturating_since(last) > lease_ttl / 2)
+        } else {
+            previous_read.is_some_and(|last| sent_at.saturating_since(last) > lease_ttl / 2)
+        };
         self.last_read_sent_at = Some(sent_at);
         self.last_read_at = Some(now);
         let mut next = BTreeMap::new();
         for node in nodes {
             let reappeared = self.missing_since.contains_key(&node.info.id);
-            let changed_at = match self.seen.get(&node.info.id) {
-                Some(s) if s.hb == node.hb && s.inc == node.inc && !blind && !reappeared => s.changed_at,
+            let before = self.seen.get(&node.info.id);
+            let unchanged = before.is_some_and(|s| s.hb == node.hb && s.inc == node.inc);
+            let changed_at = match before {
+                Some(s) if unchanged && !blind && !reappeared => s.changed_at,
                 _ => now,
             };
-            let ttl = node.config.as_ref().map_or(Duration::ZERO, |c| c.lease_ttl);
+            let heard_after = match before {
+                Some(s) if unchanged => s.heard_after,
+                Some(_) => previous_read,
+                None => None,
+            };
+            let ttl = node
+                .config
+                .as_ref()
+                .map_or(Duration::ZERO, |c| c.lease_ttl.min(MAX_LEASE_TTL));
             next.insert(
                 node.info.id.clone(),
                 Sighting {
@@ -102,6 +125,7 @@ impl Observer {
                     inc: node.inc,
                     changed_at,
                     ttl,
+                    heard_after,
                 },
             );
         }
@@ -167,6 +191,18 @@ impl Observer {
     /// The counter value the expiry judgement is based on.
     pub fn observed_hb(&self, node: &NodeId) -> Option<Heartbeat> {
         self.seen.get(node).map(|s| s.hb)
+    }
+
+    #[cfg(feature = "fakes")]
+    pub(crate) fn sabotage_blindness_by_return_times(&mut self) {
+        self.blind_by_return_times = true;
+    }
+
+    /// A lower bound on when `node` last heartbeated, as far as we have
+    /// seen: after this instant. Nobody can judge it gone before a lease
+    /// after that.
+    pub fn heard_after(&self, node: &NodeId) -> Option<Instant> {
+        self.seen.get(node)?.heard_after
     }
 
     /// How long `node`'s counter has stood still (or its item been
@@ -332,6 +368,17 @@ mod tests {
                 hb: 1,
                 inc: Incarnation(1)
             })
+        );
+    }
+
+    #[test]
+    fn an_announced_ttl_past_the_limit_is_held_to_it() {
+        let mut o = Observer::default();
+        let huge = [record_with_ttl("huge", 1, Some(Duration::from_secs(86_400)))];
+        observe_until(&mut o, &huge, &[], &[], 0, MAX_LEASE_TTL.as_millis() as u64);
+        assert!(
+            o.is_gone(&NodeId::new("huge"), TTL),
+            "a day's lease is held to the limit"
         );
     }
 

@@ -40,6 +40,11 @@ pub struct HeartbeatRequest {
     pub kind: BeatKind,
     /// The highest shard epoch this node has seen.
     pub epoch_floor: Epoch,
+    /// The counter a registration's put writes: one more with every put
+    /// this process sends, so that observers see each as a heartbeat (a
+    /// put that always wrote the same value would look like a node that
+    /// stopped, while its answers were lost and it kept registering).
+    pub register_hb: Heartbeat,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -388,19 +388,20 @@ impl LeaseStore for DynamoLeaseStore {
             inc: req.inc,
             state: req.state,
             epoch_floor: req.epoch_floor,
+            register_hb: req.register_hb,
             now: (self.wall_clock)(),
         };
         let item = || node_item(&beat);
         match req.kind {
             BeatKind::Register => {
                 self.put(op, item(), None, HashMap::new()).await?;
-                Ok(HeartbeatOutcome::Beat(1))
+                Ok(HeartbeatOutcome::Beat(req.register_hb))
             }
             BeatKind::Reregister => {
                 let values = Self::values([(":inc", inc_value(req.inc)), (":string", s("S"))]);
                 Ok(
                     match self.put(op, item(), Some(expr::REREGISTER_CONDITION), values).await? {
-                        true => HeartbeatOutcome::Beat(1),
+                        true => HeartbeatOutcome::Beat(req.register_hb),
                         false => HeartbeatOutcome::NotMine,
                     },
                 )

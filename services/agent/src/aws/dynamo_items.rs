@@ -197,6 +197,8 @@ pub(crate) struct Beat<'a> {
     pub inc: Incarnation,
     pub state: NodeState,
     pub epoch_floor: u64,
+    /// The counter a registration's put writes.
+    pub register_hb: u64,
     pub now: u64,
 }
 
@@ -211,6 +213,7 @@ pub(crate) fn node_values(beat: &Beat<'_>) -> Vec<(&'static str, AttributeValue)
         state,
         epoch_floor,
         now,
+        ..
     } = beat;
     vec![
         (":inc", inc_value(*inc)),
@@ -242,7 +245,7 @@ pub(crate) fn node_item(beat: &Beat<'_>) -> Item {
         })
         .collect();
     item.insert(attr::PK.into(), node_key(&beat.info.id));
-    item.insert(attr::HB.into(), n(1));
+    item.insert(attr::HB.into(), n(beat.register_hb));
     item
 }
 
@@ -494,6 +497,7 @@ mod tests {
             inc: Incarnation(inc),
             state,
             epoch_floor: 9,
+            register_hb: 1,
             now,
         }
     }

@@ -75,6 +75,7 @@ fn beat(kind: BeatKind) -> HeartbeatRequest {
         state: NodeState::Active,
         kind,
         epoch_floor: 3,
+        register_hb: 1,
     }
 }
 

@@ -283,6 +283,7 @@ where
                 let result = bounded(StoreOp::Handoff, store.hand_off(&req), timeout, &metrics).await;
                 Input::HandedOff {
                     shard: req.shard,
+                    sent_at,
                     result,
                 }
             }),

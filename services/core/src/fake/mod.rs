@@ -18,13 +18,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::layout::{LayoutId, ShardLayout};
-use crate::routes::{RouteEntry, RouteError, RouteOp, RouteTable};
+use crate::routes::{Gate, RouteChange, RouteEntry, RouteError, RouteOp, RouteTable};
 use crate::store::{
     AcquireOutcome, AcquireRequest, HandoffOutcome, HandoffRequest, HeartbeatOutcome, HeartbeatRequest, LeaseStore,
     MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, StoreError, StoreErrorKind, StoreOp,
     StoreResult,
 };
-use crate::types::{EniId, NodeRecord, RouteTableId, ShardId, ShardRecord, Vip};
+use crate::types::{NodeRecord, RouteTableId, ShardId, ShardRecord};
 
 pub use route_state::{RouteCounters, RouteTables};
 pub use table::{LeaseTable, TableCounters};
@@ -209,16 +209,19 @@ impl FakeRouteTable {
 }
 
 impl RouteTable for FakeRouteTable {
-    async fn describe(&self, tables: &[RouteTableId]) -> Result<Vec<RouteEntry>, RouteError> {
-        self.call(RouteOp::Describe, |t| t.describe(tables)).await
+    async fn describe(&self, table: &RouteTableId) -> Result<Vec<RouteEntry>, RouteError> {
+        self.call(RouteOp::Describe, |t| t.describe(table)).await
     }
-    async fn replace(&self, table: &RouteTableId, vip: Vip, eni: &EniId) -> Result<(), RouteError> {
-        self.call(RouteOp::Replace, |t| t.replace(table, vip, eni)).await
-    }
-    async fn create(&self, table: &RouteTableId, vip: Vip, eni: &EniId) -> Result<(), RouteError> {
-        self.call(RouteOp::Create, |t| t.create(table, vip, eni)).await
-    }
-    async fn delete(&self, table: &RouteTableId, vip: Vip) -> Result<(), RouteError> {
-        self.call(RouteOp::Delete, |t| t.delete(table, vip)).await
+    async fn change(&self, change: &RouteChange, gate: &Gate) -> Result<(), RouteError> {
+        // One attempt, asked once: after the injected latency, as EC2's
+        // would be after the SDK's wait.
+        self.call(change.op(), |t| {
+            if gate.allows() {
+                t.apply(change)
+            } else {
+                Err(RouteError::Fenced)
+            }
+        })
+        .await
     }
 }

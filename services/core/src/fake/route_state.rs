@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::routes::{RouteEntry, RouteError};
+use crate::routes::{RouteChange, RouteEntry, RouteError};
 use crate::types::{EniId, RouteTableId, Vip};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,22 +40,29 @@ impl RouteTables {
         self.tables.keys().cloned().collect()
     }
 
-    pub fn describe(&mut self, tables: &[RouteTableId]) -> Result<Vec<RouteEntry>, RouteError> {
+    pub fn describe(&mut self, table: &RouteTableId) -> Result<Vec<RouteEntry>, RouteError> {
         self.counters.describe_calls += 1;
-        let mut entries = Vec::new();
-        for table in tables {
-            let routes = self
-                .tables
-                .get(table)
-                .ok_or_else(|| RouteError::UnknownTable(table.clone()))?;
-            entries.extend(routes.iter().map(|(vip, eni)| RouteEntry {
+        let routes = self
+            .tables
+            .get(table)
+            .ok_or_else(|| RouteError::UnknownTable(table.clone()))?;
+        Ok(routes
+            .iter()
+            .map(|(vip, eni)| RouteEntry {
                 table: table.clone(),
                 destination: *vip,
                 target: Some(eni.clone()),
                 blackhole: self.deleted_enis.contains(eni),
-            }));
+            })
+            .collect())
+    }
+
+    pub fn apply(&mut self, change: &RouteChange) -> Result<(), RouteError> {
+        match change {
+            RouteChange::Create { table, vip, eni } => self.create(table, *vip, eni),
+            RouteChange::Replace { table, vip, eni } => self.replace(table, *vip, eni),
+            RouteChange::Delete { table, vip } => self.delete(table, *vip),
         }
-        Ok(entries)
     }
 
     pub fn replace(&mut self, table: &RouteTableId, vip: Vip, eni: &EniId) -> Result<(), RouteError> {

@@ -42,6 +42,9 @@ pub struct LeaseTable {
     /// Junk items by key (`node#…`, `shard#…`, anything).
     junk: BTreeMap<String, Junk>,
     counters: TableCounters,
+    /// Bumped whenever a shard item changes (for checks that only need to
+    /// look again then).
+    shards_version: u64,
 }
 
 impl LeaseTable {
@@ -85,7 +88,7 @@ impl LeaseTable {
         let id = &req.info.id;
         let fresh = || NodeRecord {
             info: req.info.clone(),
-            hb: 1,
+            hb: req.register_hb,
             inc: req.inc,
             state: req.state,
             config: Some(req.config.clone()),
@@ -98,14 +101,14 @@ impl LeaseTable {
             BeatKind::Register => {
                 self.junk.retain(|_, j| j.node.as_ref() != Some(id));
                 self.nodes.insert(id.clone(), fresh());
-                HeartbeatOutcome::Beat(1)
+                HeartbeatOutcome::Beat(req.register_hb)
             }
             BeatKind::Reregister => match current_inc {
                 Some(inc) if inc != req.inc => HeartbeatOutcome::NotMine,
                 _ => {
                     self.junk.retain(|_, j| j.node.as_ref() != Some(id));
                     self.nodes.insert(id.clone(), fresh());
-                    HeartbeatOutcome::Beat(1)
+                    HeartbeatOutcome::Beat(req.register_hb)
                 }
             },
             // An update of an unreadable item fails DynamoDB's type checks;
@@ -225,6 +228,7 @@ impl LeaseTable {
         record.owner = Some(req.me.clone());
         record.owner_inc = Some(req.inc);
         record.epoch = new_epoch;
+        self.shards_version += 1;
         AcquireOutcome::Acquired { epoch: new_epoch }
     }
 
@@ -236,7 +240,9 @@ impl LeaseTable {
                 s.owner_inc = Some(req.to_inc);
                 s.epoch += 1;
                 s.moves += 1;
-                HandoffOutcome::Done { epoch: s.epoch }
+                let epoch = s.epoch;
+                self.shards_version += 1;
+                HandoffOutcome::Done { epoch }
             }
             _ => HandoffOutcome::NotOwner,
         }
@@ -258,6 +264,7 @@ impl LeaseTable {
         match self.shards.get(&req.shard) {
             Some(s) if s.epoch == req.epoch => {
                 self.shards.remove(&req.shard);
+                self.shards_version += 1;
                 RetireOutcome::Retired
             }
             None => RetireOutcome::Retired,
@@ -270,6 +277,7 @@ impl LeaseTable {
     /// `delete-item` of a shard item.
     pub fn delete_shard(&mut self, shard: ShardId) {
         self.shards.remove(&shard);
+        self.shards_version += 1;
     }
 
     /// `delete-item` of a node item.
@@ -294,6 +302,7 @@ impl LeaseTable {
         }
         if let Some(shard) = &shard {
             self.shards.remove(shard);
+            self.shards_version += 1;
         }
         self.junk.insert(
             key.to_string(),
@@ -312,12 +321,18 @@ impl LeaseTable {
     /// The table deleted and created again (or restored empty): every item
     /// is gone.
     pub fn recreate(&mut self) {
-        let counters = self.counters;
+        let (counters, version) = (self.counters, self.shards_version);
         *self = Self::default();
         self.counters = counters;
+        self.shards_version = version + 1;
     }
 
     // ----- checks ----------------------------------------------------------
+
+    /// Changes whenever a shard item does.
+    pub fn shards_version(&self) -> u64 {
+        self.shards_version
+    }
 
     /// The current record of a shard, without counting a read (for checks).
     pub fn peek_shard(&self, shard: ShardId) -> Option<&ShardRecord> {

@@ -130,6 +130,16 @@ impl ShardBook {
         self.put(shard, Some(record), now, now);
     }
 
+    /// Our own write to the shard may have applied, or not (its answer was
+    /// lost): what reads sent before `at` show of it no longer counts,
+    /// unless it carries a higher epoch. Else a read in flight across the
+    /// write could hand back an ownership the write gave away.
+    pub(crate) fn distrust_reads_before(&mut self, shard: ShardId, at: Instant) {
+        if let Some(entry) = self.entries.get_mut(&shard) {
+            entry.as_of = entry.as_of.max(at);
+        }
+    }
+
     /// A retired shard: its item is gone for good.
     pub(crate) fn forget(&mut self, shard: ShardId) {
         if self.entries.remove(&shard).is_some() {
@@ -239,6 +249,20 @@ mod tests {
         // A higher epoch is newer whenever it was read.
         assert_eq!(book.learn(rec(Some("b"), 6), ms(50), ms(120)), Learned::Accepted);
         assert_eq!(book.owner(shard()), Some(&NodeId::new("b")));
+    }
+
+    #[test]
+    fn after_a_write_of_unknown_outcome_older_reads_do_not_count() {
+        let mut book = ShardBook::default();
+        book.learn(rec(Some("me"), 4), ms(0), ms(10));
+        // Our hand-off was sent at 100 and timed out at 1600: it may have
+        // applied. A read sent at 90 (before it) comes back at 1700.
+        book.distrust_reads_before(shard(), ms(1600));
+        assert_eq!(book.learn(rec(Some("me"), 4), ms(90), ms(1700)), Learned::Stale);
+        // The recipient's epoch is news whenever it was read...
+        assert_eq!(book.learn(rec(Some("b"), 5), ms(95), ms(1710)), Learned::Accepted);
+        // ...and a read sent after the doubt settles it either way.
+        assert_eq!(book.learn(rec(Some("b"), 5), ms(1650), ms(1720)), Learned::Accepted);
     }
 
     #[test]

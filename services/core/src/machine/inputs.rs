@@ -121,7 +121,7 @@ impl Machine {
                 }
             }
             Input::Acquired { shard, sent_at, result } => self.acquired(shard, sent_at, result, now, out),
-            Input::HandedOff { shard, result } => self.handed_off(shard, result, now, out),
+            Input::HandedOff { shard, sent_at, result } => self.handed_off(shard, sent_at, result, now, out),
             Input::MarkedDead { node, result } => {
                 if let Ok(MarkDeadOutcome::Marked) = result {
                     if let Some(n) = self.nodes.get_mut(&node) {
@@ -130,9 +130,8 @@ impl Machine {
                     out.events.push(Event::NodeMarkedDead { node });
                 }
             }
-            Input::RoutesWritten { shard, eni, failed } => self.routes_written(shard, eni, failed, now, out),
-            Input::RoutesDescribed { sent_at, result } => self.routes_described(sent_at, result, now, out),
-            Input::RoutesDeleted { shard, failed } => self.routes_deleted(shard, failed, now, out),
+            Input::RouteChanged { call, result } => self.route_changed(call, result, now, out),
+            Input::TableDescribed { table, sent_at, result } => self.table_described(table, sent_at, result, now, out),
             Input::Retired { shard, result } => {
                 self.retiring.remove(&shard);
                 match result {
@@ -233,12 +232,11 @@ impl Machine {
     }
 
     fn learn_nodes(&mut self, scan: Scan<NodeRecord>, sent_at: Instant, now: Instant, out: &mut Step) {
-        let referenced: BTreeSet<NodeId> = self.book.records().filter_map(|r| r.owner.clone()).collect();
         let unreadable: BTreeSet<NodeId> = scan.skipped.iter().filter_map(|s| s.node.clone()).collect();
         if !self.observer.observe(
             &scan.records,
             &unreadable,
-            referenced.iter(),
+            self.book.records().filter_map(|r| r.owner.as_ref()),
             sent_at,
             now,
             self.cfg().lease_ttl,
@@ -324,8 +322,11 @@ impl Machine {
             match self.held.get_mut(&shard) {
                 Some(held) => {
                     if held.epoch != epoch {
+                        // Lost and given back while we did not look: as
+                        // good as handed to us now.
                         held.epoch = epoch;
                         held.confirmed_at = sent_at;
+                        held.adopted_at = Some(now);
                     } else {
                         held.confirmed_at = held.confirmed_at.max(sent_at);
                     }
@@ -341,10 +342,8 @@ impl Machine {
                         Held {
                             epoch,
                             confirmed_at: sent_at,
-                            needs_write: false,
-                            priority: Priority::Repair,
-                            writing: false,
                             confirming: false,
+                            adopted_at: Some(now),
                         },
                     );
                     self.timers.reconcile = self.timers.reconcile.min(now + self.cfg().scan_interval);
@@ -386,23 +385,22 @@ impl Machine {
                 self.book.wrote(shard, me, Some(self.setup.inc), epoch, now);
                 // A free shard whose routes already point at us (a table
                 // re-created around them) needs no write: check it instead.
-                let routed_here = from.is_none()
-                    && self
-                        .routes
-                        .points_everywhere_at(shard, &self.setup.info.eni, self.route_tables());
+                let tables = self.route_tables().to_vec();
+                let routed_here =
+                    from.is_none() && self.routes.points_everywhere_at(shard, &self.setup.info.eni, &tables);
                 self.held.insert(
                     shard,
                     Held {
                         epoch,
                         confirmed_at: sent_at,
-                        needs_write: !routed_here,
-                        priority: Priority::Failover,
-                        writing: false,
                         confirming: false,
+                        adopted_at: None,
                     },
                 );
                 if routed_here {
-                    self.routes.mark_checked(shard, self.route_tables().to_vec(), now);
+                    self.routes.mark_checked(shard, &tables, now);
+                } else {
+                    self.want_own_routes(shard, &tables, Priority::Failover);
                 }
                 out.events.push(Event::Acquired { shard, from, epoch });
             }
@@ -421,6 +419,7 @@ impl Machine {
     fn handed_off(
         &mut self,
         shard: ShardId,
+        sent_at: Instant,
         result: crate::store::StoreResult<HandoffOutcome>,
         now: Instant,
         out: &mut Step,
@@ -437,10 +436,16 @@ impl Machine {
                     to: to.clone(),
                     epoch,
                 });
-                self.push_routes(shard, epoch, &to, now, out);
+                self.push_routes(shard, epoch, &to, sent_at, now);
             }
-            Ok(HandoffOutcome::NotOwner) | Err(_) => {
-                // Unknown or lost: the next read tells who owns it.
+            Ok(HandoffOutcome::NotOwner) => {
+                // Lost meanwhile: the next read tells who owns it.
+                self.shards_stale = true;
+                self.retry_later(shard, now);
+            }
+            Err(_) => {
+                // It may have applied: only a read sent from now on tells.
+                self.book.distrust_reads_before(shard, now);
                 self.shards_stale = true;
                 self.retry_later(shard, now);
             }

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use crate::layout::{LayoutId, ShardLayout};
-use crate::routes::{RouteEntry, RouteError};
+use crate::routes::{RouteChange, RouteEntry, RouteError};
 use crate::store::{
     AcquireOutcome, AcquireRequest, HandoffOutcome, HandoffRequest, HeartbeatOutcome, HeartbeatRequest,
     MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, Skipped, StoreErrorKind, StoreResult,
 };
 use crate::time::Instant;
-use crate::types::{EniId, Epoch, NodeId, NodeRecord, RouteTableId, ShardId, ShardRecord, Vip};
+use crate::types::{EniId, Epoch, NodeId, NodeRecord, RouteTableId, ShardId, ShardRecord};
 
 use super::mode::{Health, Mode};
 
@@ -22,24 +22,17 @@ pub enum Priority {
     Repair,
 }
 
-/// Point a shard's route, in every table, at `eni`.
+/// One route change, and what fences it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouteWriteRequest {
+pub struct RouteCall {
     pub shard: ShardId,
+    /// The epoch of the ownership it acts for.
     pub epoch: Epoch,
-    pub tables: Vec<RouteTableId>,
-    pub eni: EniId,
+    pub change: RouteChange,
     pub priority: Priority,
-    /// No call of this write may go out at or after this instant: for our
-    /// own ENI, the end of our lease; for a hand-off's push to the
-    /// recipient, when the shard may have moved on.
-    pub deadline: Option<Instant>,
-}
-
-impl RouteWriteRequest {
-    pub fn vip(&self) -> Vip {
-        self.shard.vip()
-    }
+    /// No attempt may go out at or after this instant; before each, the
+    /// driver also asks the machine's [`super::Fence`].
+    pub deadline: Instant,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,13 +48,9 @@ pub enum Effect {
     Acquire(AcquireRequest),
     HandOff(HandoffRequest),
     MarkDead(MarkDeadRequest),
-    WriteRoutes(RouteWriteRequest),
-    DescribeRoutes(Vec<RouteTableId>),
-    /// Remove a retired shard's route from these tables.
-    DeleteRoutes {
-        shard: ShardId,
-        tables: Vec<RouteTableId>,
-    },
+    ChangeRoute(RouteCall),
+    /// Read back the routes of one table.
+    DescribeTable(RouteTableId),
     Retire(RetireRequest),
     /// Stop the agent.
     Exit(ExitReason),
@@ -137,25 +126,21 @@ pub enum Input {
     },
     HandedOff {
         shard: ShardId,
+        sent_at: Instant,
         result: StoreResult<HandoffOutcome>,
     },
     MarkedDead {
         node: NodeId,
         result: StoreResult<MarkDeadOutcome>,
     },
-    /// A `WriteRoutes` finished; `failed` lists the routes that did not.
-    RoutesWritten {
-        shard: ShardId,
-        eni: EniId,
-        failed: Vec<RouteError>,
+    RouteChanged {
+        call: RouteCall,
+        result: Result<(), RouteError>,
     },
-    RoutesDescribed {
+    TableDescribed {
+        table: RouteTableId,
         sent_at: Instant,
         result: Result<Vec<RouteEntry>, RouteError>,
-    },
-    RoutesDeleted {
-        shard: ShardId,
-        failed: Vec<RouteError>,
     },
     Retired {
         shard: ShardId,
@@ -199,13 +184,11 @@ pub enum Event {
         shard: ShardId,
         to: Option<NodeId>,
     },
-    /// `failed` calls went wrong; `fenced` ones were never sent, because
-    /// the shard moved or the lease lapsed while they waited.
-    RoutesWritten {
-        shard: ShardId,
-        eni: EniId,
-        failed: usize,
-        fenced: usize,
+    /// A route call finished: made, or `error` (`Fenced`: never sent,
+    /// because the shard moved or the lease lapsed while it waited).
+    RouteChanged {
+        call: RouteCall,
+        error: Option<RouteError>,
     },
     RouteDrift {
         shard: ShardId,
@@ -225,7 +208,9 @@ pub enum Event {
         kind: StoreErrorKind,
         detail: String,
     },
+    /// A read-back of a route table failed.
     RouteError {
+        table: Option<RouteTableId>,
         detail: String,
     },
 }

@@ -36,9 +36,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use messages::{Effect, Event, ExitReason, Input, Priority, RouteWriteRequest, Step};
+pub use messages::{Effect, Event, ExitReason, Input, Priority, RouteCall, Step};
 pub use mode::{Health, Mode, Readiness};
-pub use routes::RouteCheck;
+pub use routes::{
+    Fence, Pacing, PacingError, RouteCheck, TableHealth, DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND, TABLE_BACKOFF_CAP,
+};
 
 use self::book::ShardBook;
 use self::routes::RouteBook;
@@ -64,6 +66,8 @@ pub struct NodeSetup {
     /// A drain that has not finished by then ends anyway
     /// ([`ExitReason::DrainTimedOut`]).
     pub drain_timeout: Duration,
+    /// How fast this node may make mutating EC2 calls.
+    pub pacing: Pacing,
 }
 
 impl NodeSetup {
@@ -85,10 +89,12 @@ struct Held {
     /// Send time of the latest write or consistent read that showed us as
     /// owner: the fence for route writes.
     confirmed_at: Instant,
-    needs_write: bool,
-    priority: Priority,
-    writing: bool,
     confirming: bool,
+    /// When we found it ours without asking (handed to us, or held by our
+    /// previous process). Its giver may still be pushing its routes to us,
+    /// until a lease after its hand-off: we hand it on no sooner, or the
+    /// push could land after the next owner's writes.
+    adopted_at: Option<Instant>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +102,8 @@ enum OwnershipOp {
     Acquire { from: Option<NodeId> },
     HandOff { to: NodeId },
 }
+
+const MAX_NODE_READS_IN_FLIGHT: usize = 4;
 
 /// When each periodic call is next due.
 #[derive(Clone, Debug)]
@@ -117,6 +125,14 @@ struct ReadBackoff {
     shards: Backoff,
 }
 
+/// What the current targets ask of this node (see `plan_work_lists`).
+#[derive(Clone, Debug, Default)]
+struct WorkLists {
+    take: Vec<ShardId>,
+    give: Vec<(ShardId, NodeId)>,
+    retire: Vec<ShardId>,
+}
+
 /// Change counters of what targets are computed from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Versions {
@@ -130,7 +146,6 @@ struct Versions {
 struct InFlight {
     nodes: usize,
     shards: bool,
-    describe: bool,
     publish: bool,
     layouts: BTreeSet<LayoutId>,
 }
@@ -150,6 +165,8 @@ pub struct Machine {
     drain_started_at: Option<Instant>,
     /// How the next heartbeat writes our item.
     beat_kind: BeatKind,
+    /// The counter our last registration put (see `HeartbeatRequest`).
+    register_hb: Heartbeat,
     /// When our registration landed; until a read of the node items sent a
     /// heartbeat interval after it returns, we do not know who else is
     /// starting with us.
@@ -180,7 +197,8 @@ pub struct Machine {
     /// Gone nodes we already asked the store to mark dead, by counter.
     marking: BTreeMap<NodeId, Heartbeat>,
     retiring: BTreeSet<ShardId>,
-    /// An input arrived since membership and targets were last computed.
+    /// An input that can change membership arrived since it was last
+    /// computed.
     replan: bool,
     /// When they must be computed again anyway (a wait runs out).
     replan_at: Option<Instant>,
@@ -191,6 +209,7 @@ pub struct Machine {
     membership: Membership,
     target: BTreeMap<ShardId, NodeId>,
     quota: BTreeMap<NodeId, usize>,
+    work_lists: WorkLists,
     /// Agreed shards with no member as owner, as of the last plan: failover
     /// work, which rebalancing waits for.
     orphans: usize,
@@ -202,6 +221,10 @@ pub struct Machine {
     routes: RouteBook,
     timers: Timers,
     read_backoff: ReadBackoff,
+    /// Reads of the node items that may overlap: when the store answers
+    /// slowly, a new read still goes out every scan, so nothing goes unseen
+    /// for long.
+    max_node_reads: usize,
     in_flight: InFlight,
     shards_stale: bool,
     exited: Option<ExitReason>,
@@ -211,8 +234,12 @@ impl Machine {
     pub fn new(setup: NodeSetup, now: Instant) -> Self {
         let reconcile = setup.lease.reconcile_interval;
         // A store in an outage is asked at most about once a lease per
-        // reader, not four times a second.
+        // reader, not four times a second; but reads keep their pace
+        // through failures that span less than half a lease (a store that
+        // fails now and then): waiting longer would make the node blind.
         let (setup_scan, setup_ttl) = (setup.lease.scan_interval, setup.lease.lease_ttl);
+        let read_grace = (setup_ttl.as_millis() / 2 / setup_scan.as_millis().max(1)) as u32;
+        let setup_pacing = setup.pacing;
         let layouts = BTreeMap::from([(setup.layout.id(), setup.layout.clone())]);
         let readiness = Readiness::default();
         Self {
@@ -223,6 +250,7 @@ impl Machine {
             heartbeats: BTreeMap::new(),
             drain_started_at: None,
             beat_kind: BeatKind::Register,
+            register_hb: 0,
             registered_at: None,
             lease: OwnLease::default(),
             lease_was_valid: false,
@@ -249,10 +277,11 @@ impl Machine {
             membership: Membership::default(),
             target: BTreeMap::new(),
             quota: BTreeMap::new(),
+            work_lists: WorkLists::default(),
             orphans: 0,
             gone_reported: BTreeSet::new(),
             members_changed_at: None,
-            routes: RouteBook::default(),
+            routes: RouteBook::new(setup_pacing, now),
             timers: Timers {
                 heartbeat: now,
                 scan: now,
@@ -261,9 +290,10 @@ impl Machine {
                 shards_not_before: now,
                 publish_layout: now,
             },
+            max_node_reads: MAX_NODE_READS_IN_FLIGHT,
             read_backoff: ReadBackoff {
-                nodes: Backoff::new(setup_scan, setup_ttl),
-                shards: Backoff::new(setup_scan, setup_ttl),
+                nodes: Backoff::with_grace(setup_scan, setup_ttl, read_grace),
+                shards: Backoff::with_grace(setup_scan, setup_ttl, read_grace),
             },
             in_flight: InFlight::default(),
             shards_stale: true,
@@ -290,7 +320,18 @@ impl Machine {
         if self.exited.is_some() {
             return out;
         }
-        self.replan |= !matches!(input, Input::Tick);
+        // Membership is a function of the node items, the layouts and our
+        // own mode: only these inputs can change it.
+        self.replan |= matches!(
+            input,
+            Input::Nodes { .. }
+                | Input::Layout { .. }
+                | Input::MarkedDead { .. }
+                | Input::Health(_)
+                | Input::Drain(_)
+                | Input::SourceDestCheckOff(_)
+                | Input::Stop
+        );
         self.apply(input, now, &mut out);
         if self.exited.is_none() {
             self.plan(now, &mut out);
@@ -321,7 +362,7 @@ impl Machine {
         wake.extend(self.layout_retry_at.values().copied());
         wake.extend(self.drain_deadline());
         wake.extend(self.replan_at);
-        wake.extend(self.routes.wake_at());
+        wake.extend(self.routes.wake_at(now));
         wake.into_iter().filter(|t| *t > now).min()
     }
 
@@ -418,12 +459,37 @@ impl Machine {
         &self.layouts
     }
 
+    /// Breaks the blindness rule on purpose (the simulation's sabotage).
+    #[cfg(feature = "fakes")]
+    #[doc(hidden)]
+    pub fn sabotage_blindness_by_return_times(&mut self) {
+        self.observer.sabotage_blindness_by_return_times();
+        self.max_node_reads = 1;
+    }
+
     pub fn is_gone(&self, node: &NodeId) -> bool {
         self.observer.is_gone(node, self.cfg().lease_ttl)
     }
 
     pub fn route_checks(&self) -> &BTreeMap<(ShardId, RouteTableId), (RouteCheck, Instant)> {
         &self.routes.checks
+    }
+
+    /// Route changes this node still wants made.
+    pub fn route_work_pending(&self) -> usize {
+        let (failover, other) = self.routes.pending();
+        failover + other
+    }
+
+    /// What the calls against each route table say about it.
+    pub fn table_health(&self) -> &BTreeMap<RouteTableId, TableHealth> {
+        &self.routes.tables
+    }
+
+    /// Tokens left for mutating EC2 calls, and route calls waiting
+    /// (failover work, other work).
+    pub fn route_pacing(&self, now: Instant) -> (f64, (usize, usize)) {
+        (self.routes.tokens(now), self.routes.pending())
     }
 
     /// The items the last reads skipped (nodes first, then shards).

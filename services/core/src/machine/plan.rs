@@ -30,9 +30,6 @@ pub(super) const LAYOUT_REPUBLISH_INTERVAL: Duration = Duration::from_secs(600);
 /// While some shard has no live owner in our view, re-read the shards this
 /// often: either someone took it and we should know, or it is ours to take.
 const ORPHAN_REFRESH_SCANS: u32 = 4;
-/// Reads of the node items that may overlap: when the store answers slowly,
-/// a new read still goes out every scan, so nothing goes unseen for long.
-const MAX_NODE_READS_IN_FLIGHT: usize = 4;
 /// Peers read the node items every scan; after this many scans past the
 /// send time of our heartbeat, they have seen what it said.
 const PEER_NOTICE_SCANS: u32 = 2;
@@ -106,7 +103,7 @@ impl Machine {
         }
         if self.membership.coordinator() == Some(self.me()) {
             self.plan_mark_dead(out);
-            self.plan_retire(now, out);
+            self.plan_retire(now);
         }
         if fresh {
             self.plan_handoffs(orphans, now, out);
@@ -132,17 +129,15 @@ impl Machine {
         out.effects.push(Effect::ReadShards);
     }
 
-    fn describe_routes(&mut self, out: &mut Step) {
-        self.in_flight.describe = true;
-        out.effects.push(Effect::DescribeRoutes(self.route_tables().to_vec()));
-    }
-
     fn plan_timers(&mut self, now: Instant, out: &mut Step) {
         // A (re-)registration waits for our layout item: a peer that reads
         // our node item must find what we serve.
         let may_beat = self.layout_published || self.beat_kind == BeatKind::Renew;
         if now >= self.timers.heartbeat && may_beat {
             self.heartbeats.insert(now, (self.mode, self.beat_kind));
+            if self.beat_kind != BeatKind::Renew {
+                self.register_hb += 1;
+            }
             self.timers.heartbeat = now + self.cfg().heartbeat_interval;
             out.effects.push(Effect::Heartbeat(HeartbeatRequest {
                 info: self.setup.info.clone(),
@@ -151,6 +146,7 @@ impl Machine {
                 state: self.mode.state(),
                 kind: self.beat_kind,
                 epoch_floor: self.book.floor(),
+                register_hb: self.register_hb,
             }));
         }
         if !self.in_flight.publish && now >= self.timers.publish_layout {
@@ -158,7 +154,7 @@ impl Machine {
             self.timers.publish_layout = now + LAYOUT_REPUBLISH_INTERVAL;
             out.effects.push(Effect::PublishLayout(self.setup.layout.clone()));
         }
-        if self.in_flight.nodes < MAX_NODE_READS_IN_FLIGHT && now >= self.timers.scan {
+        if self.in_flight.nodes < self.max_node_reads && now >= self.timers.scan {
             self.in_flight.nodes += 1;
             self.timers.scan = now + self.cfg().scan_interval;
             out.effects.push(Effect::ReadNodes);
@@ -167,10 +163,13 @@ impl Machine {
         if !self.in_flight.shards && (stale_read_due || now >= self.timers.shard_refresh) {
             self.read_shards(now, out);
         }
-        if !self.in_flight.describe && now >= self.timers.reconcile {
+        // A read-back due while our lease has lapsed waits for it, rather
+        // than for the next interval: what we hold needs checking most
+        // just then.
+        if now >= self.timers.reconcile && (self.held.is_empty() || self.lease.is_valid(now)) {
             self.timers.reconcile = now + self.cfg().reconcile_interval;
-            if !self.held.is_empty() && self.lease.is_valid(now) {
-                self.describe_routes(out);
+            if !self.held.is_empty() {
+                self.describe_tables(now, out);
             }
         }
     }
@@ -224,7 +223,7 @@ impl Machine {
     fn longest_ttl(&self) -> Duration {
         self.nodes
             .values()
-            .filter_map(|n| n.config.as_ref().map(|c| c.lease_ttl))
+            .filter_map(|n| n.config.as_ref().map(|c| c.lease_ttl.min(crate::config::MAX_LEASE_TTL)))
             .fold(self.cfg().lease_ttl, Duration::max)
     }
 
@@ -243,7 +242,7 @@ impl Machine {
         if now < held_until {
             return FreeShard::Wait(Some(held_until));
         }
-        if self.routes.seen_at.is_none_or(|t| t < free_since) {
+        if self.routes.seen_at(self.route_tables()).is_none_or(|t| t < free_since) {
             return FreeShard::Wait(None);
         }
         let eni = match self.routes.pointing(shard, self.route_tables()) {
@@ -307,13 +306,20 @@ impl Machine {
                 },
             }
         }
+        let seen_at = self.routes.seen_at(self.route_tables());
         let waiting_for_routes = waiting.iter().any(|s| {
             self.book
                 .free_since(*s)
-                .is_some_and(|since| now >= since + self.longest_ttl() && self.routes.seen_at.is_none_or(|t| t < since))
+                .is_some_and(|since| now >= since + self.longest_ttl() && seen_at.is_none_or(|t| t < since))
         });
-        if waiting_for_routes && !self.in_flight.describe {
-            self.describe_routes(out);
+        if waiting_for_routes {
+            if !self.any_describing() {
+                self.describe_tables(now, out);
+            }
+            // Look again soon: a read-back that fails changes nothing else
+            // that would bring us back here.
+            let again = now + self.cfg().scan_interval;
+            self.replan_at = Some(self.replan_at.map_or(again, |r| r.min(again)));
         }
         let agreed: Vec<ShardId> = self
             .membership
@@ -354,11 +360,37 @@ impl Machine {
         }
         self.target = target;
         self.quota = assignment.quota;
+        self.plan_work_lists();
         agreed
             .iter()
             .filter(|s| !owners.contains_key(s) && !waiting.contains(s))
             .count()
             + pinned.len()
+    }
+
+    /// What the targets ask of us, derived once per new set of targets
+    /// rather than on every step: shards to take, shards to give away,
+    /// shards no member serves.
+    fn plan_work_lists(&mut self) {
+        let me = self.me().clone();
+        self.work_lists.take = self
+            .target
+            .iter()
+            .filter(|(s, owner)| **owner == me && self.setup.layout.contains(**s) && !self.held.contains_key(s))
+            .map(|(s, _)| *s)
+            .collect();
+        self.work_lists.give = self
+            .target
+            .iter()
+            .filter(|(s, to)| **to != me && (self.held.contains_key(s) || self.book.owner(**s) == Some(&me)))
+            .map(|(s, to)| (*s, to.clone()))
+            .collect();
+        self.work_lists.retire = self
+            .book
+            .records()
+            .map(|r| r.id)
+            .filter(|s| !self.membership.serves(*s))
+            .collect();
     }
 
     fn may_start(&self, shard: ShardId, now: Instant) -> bool {
@@ -372,15 +404,11 @@ impl Machine {
         }
         let me = self.me().clone();
         let wanted: Vec<ShardId> = self
-            .target
+            .work_lists
+            .take
             .iter()
-            .filter(|(s, owner)| {
-                **owner == me
-                    && self.setup.layout.contains(**s)
-                    && !self.held.contains_key(s)
-                    && self.may_start(**s, now)
-            })
-            .map(|(s, _)| *s)
+            .filter(|s| !self.held.contains_key(s) && self.may_start(**s, now))
+            .copied()
             .collect();
         for shard in wanted {
             let expect = match self.book.owner(shard) {
@@ -439,22 +467,23 @@ impl Machine {
     /// (removed from the fleet's configuration): their routes, then their
     /// item. Only once every member's layout is known: a layout we have not
     /// read may still list the VIP.
-    fn plan_retire(&mut self, now: Instant, out: &mut Step) {
+    fn plan_retire(&mut self, now: Instant) {
         if !self.membership.layouts_complete {
             return;
         }
         let retire: Vec<ShardId> = self
-            .book
-            .records()
-            .map(|r| r.id)
-            .filter(|s| !self.membership.serves(*s) && !self.retiring.contains(s))
+            .work_lists
+            .retire
+            .iter()
+            .filter(|s| !self.retiring.contains(s))
+            .copied()
             .collect();
         for shard in retire {
             if !self.may_start(shard, now) {
                 continue;
             }
             self.retiring.insert(shard);
-            self.delete_routes(shard, out);
+            self.delete_routes(shard, now);
         }
     }
 
@@ -476,10 +505,11 @@ impl Machine {
         let mut budget = self.cfg().max_handoffs_in_flight.saturating_sub(in_flight);
         let me = self.me().clone();
         let leaving: Vec<(ShardId, NodeId)> = self
-            .target
+            .work_lists
+            .give
             .iter()
-            .filter(|(s, to)| **to != me && (self.held.contains_key(s) || self.book.owner(**s) == Some(&me)))
-            .map(|(s, to)| (*s, to.clone()))
+            .filter(|(s, _)| self.held.contains_key(s) || self.book.owner(*s) == Some(&me))
+            .cloned()
             .collect();
         for (shard, to) in leaving {
             if budget == 0 {
@@ -488,8 +518,17 @@ impl Machine {
             let Some(to_inc) = self.nodes.get(&to).map(|n| n.inc) else {
                 continue;
             };
-            if !self.may_start(shard, now) {
+            // Our own write for it in flight could land after the
+            // recipient's: hand it off once that write has answered.
+            if !self.may_start(shard, now) || self.routes.writing(shard) {
                 continue;
+            }
+            let hold = self.handed_hold();
+            if let Some(until) = self.held.get(&shard).and_then(|h| h.adopted_at).map(|t| t + hold) {
+                if now < until {
+                    self.replan_at = Some(self.replan_at.map_or(until, |r| r.min(until)));
+                    continue;
+                }
             }
             let epoch = match self.held.remove(&shard) {
                 Some(held) => {
@@ -526,7 +565,7 @@ impl Machine {
         };
         let me = self.me().clone();
         let owns_any = self.book.records().any(|r| r.owner.as_ref() == Some(&me));
-        if !self.held.is_empty() || !self.ops.is_empty() || !self.routes.pushing.is_empty() || owns_any {
+        if !self.held.is_empty() || !self.ops.is_empty() || self.routes.any_pushes() || owns_any {
             return;
         }
         let peers_know_at = announced + self.cfg().scan_interval * PEER_NOTICE_SCANS + self.cfg().heartbeat_interval;

@@ -7,20 +7,18 @@ use rand::Rng;
 
 use super::{Sabotage, World};
 use crate::config::LeaseConfig;
-use crate::fake::RouteTables;
 use crate::machine::{Effect, Input};
-use crate::routes::RouteError;
+use crate::routes::{RouteError, RouteOp, ROUTE_CALL_TIMEOUT};
 use crate::store::{AcquireRequest, Expect, HeartbeatOutcome, StoreError, StoreErrorKind, StoreOp};
 use crate::time::Instant;
-use crate::types::{EniId, RouteTableId, Vip};
 
 /// What a flaky store does to one call.
 enum Flake {
     Answers,
     /// Refused before it applied.
     Throttled,
-    /// Applied, but the answer never arrives intact: the node sees an error
-    /// and cannot know the call took effect.
+    /// Applied, but the answer never arrives: the node times out and
+    /// cannot know the call took effect.
     AnswerLost,
 }
 
@@ -49,6 +47,18 @@ pub(super) fn is_store_call(effect: &Effect) -> bool {
 /// the node hears if it gives up; `None` for calls the driver does not
 /// time out this way.
 pub(super) fn timeout(effect: &Effect, lease: &LeaseConfig, sent_at: Instant) -> Option<(Duration, Input)> {
+    if let Effect::DescribeTable(table) = effect {
+        let result = Err(RouteError::Unavailable {
+            op: RouteOp::Describe,
+            detail: "timed out".into(),
+        });
+        let input = Input::TableDescribed {
+            table: table.clone(),
+            sent_at,
+            result,
+        };
+        return Some((ROUTE_CALL_TIMEOUT, input));
+    }
     let op = store_op(effect)?;
     let timeout = match op {
         StoreOp::Heartbeat => lease.heartbeat_timeout(),
@@ -90,6 +100,7 @@ fn failed(effect: &Effect, sent_at: Instant, e: StoreError) -> Option<Input> {
         },
         Effect::HandOff(req) => Input::HandedOff {
             shard: req.shard,
+            sent_at,
             result: Err(e),
         },
         Effect::MarkDead(req) => Input::MarkedDead {
@@ -129,6 +140,9 @@ impl World {
         sent_at: Instant,
         sabotage: Option<Sabotage>,
     ) -> Option<Input> {
+        if let Effect::DescribeTable(table) = effect {
+            return Some(self.describe_table(table, sent_at, sabotage));
+        }
         let Some(op) = store_op(&effect) else {
             return self.perform(node, effect, sent_at, sabotage);
         };
@@ -139,11 +153,10 @@ impl World {
                 sent_at,
                 StoreError::new(op, StoreErrorKind::Throttled, "simulated throttling"),
             ),
+            // No answer ever comes: the driver's timeout tells the node.
             Flake::AnswerLost => {
-                let error = StoreError::new(op, StoreErrorKind::Unavailable, "simulated: applied, answer lost");
-                let input = failed(&effect, sent_at, error);
                 self.perform(node, effect, sent_at, sabotage);
-                input
+                None
             }
         }
     }
@@ -248,6 +261,7 @@ impl World {
             },
             Effect::HandOff(req) => Input::HandedOff {
                 shard: req.shard,
+                sent_at,
                 result: match fail(StoreOp::Handoff) {
                     Some(e) => Err(e),
                     None => Ok(self.table.hand_off(&req)),
@@ -267,42 +281,8 @@ impl World {
                     None => Ok(self.table.retire(&req)),
                 },
             },
-            Effect::WriteRoutes(req) => {
-                let mut failed = Vec::new();
-                let late = req.deadline.is_some_and(|d| self.now >= d);
-                for table in &req.tables {
-                    if late {
-                        failed.push(RouteError::Fenced {
-                            shard: req.shard,
-                            epoch: req.epoch,
-                        });
-                        continue;
-                    }
-                    if let Err(e) = point_route_now(&mut self.routes, table, req.vip(), &req.eni) {
-                        failed.push(e);
-                    }
-                }
-                Input::RoutesWritten {
-                    shard: req.shard,
-                    eni: req.eni,
-                    failed,
-                }
-            }
-            Effect::DescribeRoutes(tables) => Input::RoutesDescribed {
-                sent_at,
-                result: match sabotage {
-                    Some(Sabotage::RoutesUnseen) => Ok(Vec::new()),
-                    _ => self.routes.describe(&tables),
-                },
-            },
-            Effect::DeleteRoutes { shard, tables } => Input::RoutesDeleted {
-                shard,
-                failed: tables
-                    .iter()
-                    .filter_map(|t| self.routes.delete(t, shard.vip()).err())
-                    .collect(),
-            },
-            Effect::Exit(_) => return None,
+            // EC2 calls go through the driver's model ([`super::ec2`]).
+            Effect::ChangeRoute(_) | Effect::DescribeTable(_) | Effect::Exit(_) => return None,
         })
     }
 }
@@ -312,17 +292,4 @@ pub(super) fn restart_epochs(mut req: AcquireRequest) -> AcquireRequest {
         *next_epoch = 1;
     }
     req
-}
-
-/// [`crate::routes::point_route`] for the synchronous route tables.
-pub(super) fn point_route_now(
-    routes: &mut RouteTables,
-    table: &RouteTableId,
-    vip: Vip,
-    eni: &EniId,
-) -> Result<(), RouteError> {
-    match routes.replace(table, vip, eni) {
-        Err(RouteError::NoRoute { .. }) => routes.create(table, vip, eni),
-        other => other,
-    }
 }

@@ -1,7 +1,10 @@
 //! The invariants of the protocol, checked by the simulation:
 //!
 //! - (a) **one writer**: after every event, at most one node may write
-//!   routes for any shard ([`crate::machine::Machine::may_write`]);
+//!   routes for any shard ([`crate::machine::Machine::may_write`]); and on
+//!   the writes that *land* in EC2, no write of a node for a shard lands
+//!   after another node's write for it under a newer epoch (a late write
+//!   undoes the new owner's);
 //! - (b) **convergence**: once faults stop, within the convergence bound
 //!   every shard some live node serves has a live owner that serves it, and
 //!   its route in every table a live node maintains points at that owner;
@@ -72,6 +75,9 @@ struct Window {
 
 pub struct Checker {
     bound: Duration,
+    /// How long after a fault the fleet has noticed it (its route writes
+    /// may still be under way: [`settled`] looks at those).
+    settle: Duration,
     faults_end: Instant,
     window_length: Duration,
     steady_from: Instant,
@@ -88,6 +94,11 @@ pub struct Checker {
     recoveries: Vec<(NodeId, Instant, BTreeSet<ShardId>, Option<Duration>)>,
     pub crash_recoveries: Vec<CrashRecovery>,
     converged_checked: bool,
+    shards_version_seen: u64,
+    /// How many landed route writes have been checked.
+    landed_checked: usize,
+    /// The newest epoch each node's writes for each shard landed with.
+    landed_epochs: BTreeMap<ShardId, BTreeMap<usize, Epoch>>,
 }
 
 impl Checker {
@@ -97,6 +108,7 @@ impl Checker {
         let lease = config.longest_lease();
         Self {
             bound,
+            settle: lease.lease_ttl + lease.scan_interval * 2 + lease.reconcile_interval,
             faults_end,
             window_length: lease.lease_ttl * 2 + lease.scan_interval * 4 + config.latency_max * 4,
             steady_from: faults_end + bound + config.cooldown / 2,
@@ -113,6 +125,9 @@ impl Checker {
             recoveries: Vec::new(),
             crash_recoveries: Vec::new(),
             converged_checked: false,
+            shards_version_seen: u64::MAX,
+            landed_checked: 0,
+            landed_epochs: BTreeMap::new(),
         }
     }
 
@@ -126,7 +141,9 @@ impl Checker {
     pub(crate) fn after_event(&mut self, world: &World) {
         let now = world.now;
         self.check_one_writer(world);
-        if world.changed {
+        self.check_landed_writes(world);
+        if world.changed && world.table.shards_version() != self.shards_version_seen {
+            self.shards_version_seen = world.table.shards_version();
             self.track_moves(world);
         }
         self.close_windows(world);
@@ -192,6 +209,35 @@ impl Checker {
         }
     }
 
+    fn check_landed_writes(&mut self, world: &World) {
+        let landed = &world.ec2.landed;
+        for write in &landed[self.landed_checked..] {
+            let newer = self
+                .landed_epochs
+                .get(&write.shard)
+                .into_iter()
+                .flatten()
+                .find(|(node, epoch)| **node != write.node && **epoch > write.epoch)
+                .map(|(node, epoch)| (*node, *epoch));
+            if let Some((node, epoch)) = newer {
+                let (writer, other) = (world.nodes[write.node].id().clone(), world.nodes[node].id().clone());
+                let text = format!(
+                    "(a) at {} a write of {writer} for shard {} at epoch {} landed in {} after {other}'s at epoch {epoch}",
+                    write.at, write.shard, write.epoch, write.table
+                );
+                self.violation(text);
+            }
+            let mine = self
+                .landed_epochs
+                .entry(write.shard)
+                .or_default()
+                .entry(write.node)
+                .or_default();
+            *mine = (*mine).max(write.epoch);
+        }
+        self.landed_checked = landed.len();
+    }
+
     fn track_moves(&mut self, world: &World) {
         for &shard in &world.all_shards {
             let Some(record) = world.table.peek_shard(shard) else {
@@ -237,7 +283,9 @@ impl Checker {
     /// before the fault struck.
     pub(crate) fn before_fault(&mut self, world: &World, fault: &Fault) {
         let now = world.now;
-        let quiet = self.last_fault_at.is_none_or(|t| now.saturating_since(t) >= self.bound)
+        let quiet = self
+            .last_fault_at
+            .is_none_or(|t| now.saturating_since(t) >= self.settle)
             && self
                 .last_move_at
                 .is_none_or(|t| now.saturating_since(t) >= QUIET_BEFORE)
@@ -391,13 +439,22 @@ impl Checker {
 
 /// Every shard is where every live node's last plan wants it: no failover
 /// or rebalancing is under way.
+/// Every live node's targets are where the table says, no route work is
+/// left, and every route points at its shard's owner: the last change has
+/// played out in full.
 fn settled(world: &World) -> bool {
-    world.nodes.iter().filter(|n| n.is_live()).all(|n| {
-        n.machine
-            .target()
-            .iter()
-            .all(|(shard, to)| world.table.peek_shard(*shard).and_then(|r| r.owner.as_ref()) == Some(to))
-    })
+    let routed = world
+        .all_shards
+        .iter()
+        .all(|s| !served_by_some_live_node(world, *s) || served_by_owner(world, *s));
+    routed
+        && world.nodes.iter().filter(|n| n.is_live()).all(|n| {
+            n.machine.route_work_pending() == 0
+                && n.machine
+                    .target()
+                    .iter()
+                    .all(|(shard, to)| world.table.peek_shard(*shard).and_then(|r| r.owner.as_ref()) == Some(to))
+        })
 }
 
 fn live_node(world: &World, id: &NodeId) -> Option<usize> {

@@ -57,6 +57,22 @@ pub enum Fault {
     MarkDeadByHand { node: usize },
     /// The table is deleted, and created again empty `length` later.
     TableLoss { length: Duration },
+    /// Store calls of one node (or everyone's) take up to `latency` longer
+    /// each way, for `length`: a congested path, a slow endpoint.
+    SlowStore {
+        node: Option<usize>,
+        latency: Duration,
+        length: Duration,
+    },
+    /// `percent` of store calls fail for `length`: half throttled before
+    /// they apply, half applied with the answer lost.
+    FlakyStore { percent: u8, length: Duration },
+    /// `percent` of EC2 calls fail for `length`: half with a server error
+    /// before they apply, half applied with the answer lost.
+    FlakyEc2 { percent: u8, length: Duration },
+    /// Every call against one route table fails as if it did not exist
+    /// (deleted, or access denied), for `length`.
+    TableFails { table: usize, length: Duration },
 }
 
 impl Fault {
@@ -68,7 +84,11 @@ impl Fault {
             | Fault::StoreOutage { length }
             | Fault::HealthDown { length, .. }
             | Fault::JunkItem { length, .. }
-            | Fault::TableLoss { length } => *length,
+            | Fault::TableLoss { length }
+            | Fault::SlowStore { length, .. }
+            | Fault::FlakyStore { length, .. }
+            | Fault::FlakyEc2 { length, .. }
+            | Fault::TableFails { length, .. } => *length,
             Fault::Restart { down, .. } => *down,
             _ => Duration::ZERO,
         }
@@ -91,6 +111,10 @@ impl Fault {
             Fault::JunkItem { .. } => "junk-item",
             Fault::MarkDeadByHand { .. } => "mark-dead-by-hand",
             Fault::TableLoss { .. } => "table-loss",
+            Fault::SlowStore { .. } => "slow-store",
+            Fault::FlakyStore { .. } => "flaky-store",
+            Fault::FlakyEc2 { .. } => "flaky-ec2",
+            Fault::TableFails { .. } => "table-fails",
         }
     }
 
@@ -108,7 +132,14 @@ impl Fault {
             | Fault::MarkDeadByHand { node } => Some(*node),
             Fault::RouteDrift { to_node, .. } => Some(*to_node),
             Fault::JunkItem { over_node, .. } => *over_node,
-            Fault::StoreOutage { .. } | Fault::Join | Fault::DeleteShardItem { .. } | Fault::TableLoss { .. } => None,
+            Fault::SlowStore { node, .. } => *node,
+            Fault::StoreOutage { .. }
+            | Fault::Join
+            | Fault::DeleteShardItem { .. }
+            | Fault::TableLoss { .. }
+            | Fault::FlakyStore { .. }
+            | Fault::FlakyEc2 { .. }
+            | Fault::TableFails { .. } => None,
         }
     }
 }
@@ -129,6 +160,10 @@ pub enum Mix {
     /// configuration rollouts, health flaps, items deleted or broken by
     /// hand, nodes marked dead by hand, the table lost and re-created.
     Operations,
+    /// All of the above plus slow and failing AWS: store latency past the
+    /// heartbeat and half a lease, store and EC2 calls that fail or apply
+    /// with the answer lost, a route table that fails.
+    Chaos,
 }
 
 /// A random schedule over `window`, never leaving the fleet with fewer than
@@ -150,6 +185,7 @@ pub fn random_schedule(
     let kinds = match mix {
         Mix::Classic => 8,
         Mix::Operations => 16,
+        Mix::Chaos => 21,
     };
     for _ in 0..count {
         let at = start + Duration::from_millis(rng.random_range(0..window.as_millis() as u64));
@@ -205,6 +241,24 @@ pub fn random_schedule(
             14 => Fault::MarkDeadByHand { node: pick },
             15 => Fault::TableLoss {
                 length: Duration::from_millis(rng.random_range(200..ttl_ms * 2)),
+            },
+            16 => Fault::SlowStore {
+                node: rng.random_bool(0.5).then_some(pick),
+                // Past the heartbeat interval and half a lease, at times.
+                latency: Duration::from_millis(rng.random_range(ttl_ms / 10..ttl_ms * 2 / 3)),
+                length: length(rng) * 2,
+            },
+            17 => Fault::FlakyStore {
+                percent: rng.random_range(5..40),
+                length: length(rng) * 2,
+            },
+            18 => Fault::FlakyEc2 {
+                percent: rng.random_range(5..50),
+                length: length(rng) * 2,
+            },
+            19 => Fault::TableFails {
+                table: rng.random_range(0..2),
+                length: length(rng) * 3,
             },
             _ => Fault::Pause {
                 node: pick,

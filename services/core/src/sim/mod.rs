@@ -17,6 +17,7 @@
 
 mod calls;
 pub mod check;
+mod ec2;
 pub mod faults;
 
 use std::cmp::Reverse;
@@ -30,11 +31,12 @@ use rand::{Rng, SeedableRng};
 use crate::config::LeaseConfig;
 use crate::fake::{LeaseTable, RouteCounters, RouteTables, TableCounters};
 use crate::layout::ShardLayout;
-use crate::machine::{Effect, ExitReason, Health, Input, Machine, NodeSetup};
+use crate::machine::{Effect, ExitReason, Health, Input, Machine, NodeSetup, Pacing, RouteCall, TABLE_BACKOFF_CAP};
 use crate::time::Instant;
 use crate::types::{EniId, Incarnation, NodeId, NodeInfo, NodeState, RouteTableId, ShardId, Vip};
 
 pub use check::{Checker, CrashRecovery, EventMoves};
+pub use ec2::Landed;
 pub use faults::{random_schedule, rollout, Fault, Mix, ScheduledFault, Variant};
 
 /// Ways to break the protocol on purpose, to prove the checks catch it.
@@ -57,6 +59,14 @@ pub enum Sabotage {
     /// Nodes never see where the routes of free shards point, so a
     /// re-created table is re-formed from scratch.
     RoutesUnseen,
+    /// As the driver once was: the fence is checked before a call's first
+    /// attempt only, and the call is bounded by the SDK's timeout, not by
+    /// the lease: a retry goes out unchecked after the lease ended.
+    FenceOncePerCall,
+    /// As observers once were: one read of the node items at a time, and
+    /// blind whenever two reads *return* more than half a lease apart: a
+    /// store that is slow or fails now and then restarts every clock.
+    BlindByReturnTimes,
 }
 
 /// How long a node's agent is down while it restarts with a new
@@ -85,6 +95,8 @@ pub struct SimConfig {
     /// Quiet time after the last fault ends, before the run stops.
     pub cooldown: Duration,
     pub sabotage: Option<Sabotage>,
+    /// How fast each node may make mutating EC2 calls.
+    pub pacing: Pacing,
     /// Record every machine event and fault in [`Report::trace`].
     pub trace: bool,
 }
@@ -106,6 +118,7 @@ impl SimConfig {
             faults: Vec::new(),
             cooldown: Duration::from_secs(40),
             sabotage: None,
+            pacing: Pacing::default(),
             trace: false,
         }
     }
@@ -173,10 +186,28 @@ impl SimConfig {
     }
 
     /// The promise: after faults stop, everything is owned by a live node
-    /// with routes pointing at it within this long.
+    /// with routes pointing at it within this long: a lease to notice what
+    /// changed, a reconcile to find what drifted, and the EC2 calls to point
+    /// one node's share of the routes at it, at its pacing's rate.
     pub fn convergence_bound(&self) -> Duration {
         let lease = self.longest_lease();
-        lease.lease_ttl + lease.scan_interval * 2 + lease.reconcile_interval
+        // The fewest nodes the fleet may end with share the routes.
+        let joins = self.faults.iter().filter(|f| f.fault == Fault::Join).count();
+        let leaves = self
+            .faults
+            .iter()
+            .filter(|f| matches!(f.fault, Fault::Crash { .. } | Fault::Drain { .. }))
+            .count();
+        let last_nodes = (self.nodes + joins).saturating_sub(leaves).max(1);
+        let share = (self.shards * self.route_tables).div_ceil(last_nodes) as f64;
+        let writes = Duration::from_secs_f64(share / self.pacing.calls_per_second);
+        // A table that failed is asked again only when its backoff ends.
+        let table_backoff = if self.faults.iter().any(|f| matches!(f.fault, Fault::TableFails { .. })) {
+            TABLE_BACKOFF_CAP
+        } else {
+            Duration::ZERO
+        };
+        lease.lease_ttl + lease.scan_interval * 2 + lease.reconcile_interval + writes + table_backoff
     }
 }
 
@@ -254,6 +285,22 @@ enum What {
         input: Input,
         call: u64,
     },
+    /// An attempt of a route call, as the driver makes it: fenced first.
+    RouteAttempt {
+        node: usize,
+        generation: u64,
+        call: u64,
+        route: RouteCall,
+        attempt: u32,
+    },
+    /// A transmitted attempt reaches EC2.
+    RouteArrives {
+        node: usize,
+        generation: u64,
+        call: u64,
+        route: RouteCall,
+        attempt: u32,
+    },
     /// The driver gives up on a call: the node gets a timeout error, and
     /// whatever the call does later (it may still apply) it never hears of.
     TimedOut {
@@ -294,6 +341,7 @@ pub(crate) struct World {
     flaky_store: Option<(u8, Instant)>,
     /// Calls whose answer the node still waits for.
     open_calls: BTreeSet<u64>,
+    pub(crate) ec2: ec2::Ec2,
     exits: BTreeMap<&'static str, usize>,
     /// Nodes whose machine stepped during the current event: only they can
     /// have become a second writer.
@@ -388,6 +436,7 @@ impl World {
             slow_store: Vec::new(),
             flaky_store: None,
             open_calls: BTreeSet::new(),
+            ec2: ec2::Ec2::default(),
             exits: BTreeMap::new(),
             stepped: BTreeSet::new(),
             changed: true,
@@ -430,7 +479,8 @@ impl World {
         Duration::from_micros(self.rng.random_range(lo..hi))
     }
 
-    /// Latency a slow store adds to one leg of a store call of `node`.
+    /// Latency a slow store adds to the request of a store call of
+    /// `node` (the path from the nodes to the store is the slow one).
     fn store_delay(&mut self, node: usize, store: bool) -> Duration {
         let now = self.now;
         let extra = self
@@ -443,11 +493,11 @@ impl World {
         if !store || extra.is_zero() {
             return Duration::ZERO;
         }
-        // Half to all of it: legs of one slow path still vary.
-        extra.mul_f64(self.rng.random_range(0.5..1.0))
+        // Most of it: a delaying path with some jitter.
+        extra.mul_f64(self.rng.random_range(0.8..1.0))
     }
 
-    fn setup(&mut self, index: usize, variant: &Variant) -> NodeSetup {
+    fn setup(&mut self, config: &SimConfig, index: usize, variant: &Variant) -> NodeSetup {
         let id = NodeId::new(format!("n{index:02}"));
         NodeSetup {
             info: NodeInfo {
@@ -463,13 +513,23 @@ impl World {
             layout: self.layout(variant.layout_version),
             route_tables: self.tables[..variant.route_tables.clamp(1, self.tables.len())].to_vec(),
             drain_timeout: Duration::from_secs(120),
+            pacing: config.pacing,
         }
     }
 
+    fn machine(&mut self, config: &SimConfig, index: usize, variant: &Variant) -> Machine {
+        let setup = self.setup(config, index, variant);
+        let mut machine = Machine::new(setup, self.now);
+        if config.sabotage == Some(Sabotage::BlindByReturnTimes) {
+            machine.sabotage_blindness_by_return_times();
+        }
+        machine
+    }
+
     fn add_node(&mut self, config: &SimConfig, index: usize, variant: Variant) {
-        let setup = self.setup(index, &variant);
+        let machine = self.machine(config, index, &variant);
         self.nodes.push(SimNode {
-            machine: Machine::new(setup, self.now),
+            machine,
             status: Status::Running,
             variant,
             generation: 0,
@@ -482,9 +542,9 @@ impl World {
 
     /// A new agent process on node `index` (same id, new incarnation).
     fn restart(&mut self, config: &SimConfig, index: usize, variant: Variant) {
-        let setup = self.setup(index, &variant);
+        let machine = self.machine(config, index, &variant);
         let node = &mut self.nodes[index];
-        node.machine = Machine::new(setup, self.now);
+        node.machine = machine;
         node.status = Status::Running;
         node.variant = variant;
         node.generation += 1;
@@ -515,9 +575,8 @@ impl World {
                 sent_at,
                 call,
             } => {
-                let store = calls::is_store_call(&effect);
                 if let Some(input) = self.apply(node, effect, sent_at, config.sabotage) {
-                    let at = self.now + self.leg(config) + self.store_delay(node, store);
+                    let at = self.now + self.leg(config);
                     self.schedule(
                         at,
                         What::Deliver {
@@ -545,6 +604,20 @@ impl World {
                     self.deliver(config, node, input);
                 }
             }
+            What::RouteAttempt {
+                node,
+                generation,
+                call,
+                route,
+                attempt,
+            } => self.route_attempt(config, node, generation, call, route, attempt),
+            What::RouteArrives {
+                node,
+                generation,
+                call,
+                route,
+                attempt,
+            } => self.route_arrives(config, node, generation, call, route, attempt),
             What::Resume(node) => {
                 if let Status::Paused { until } = self.nodes[node].status {
                     if until == self.now {
@@ -650,6 +723,17 @@ impl World {
                 self.table.recreate();
                 self.table_missing_until = Some(now + *length);
             }
+            Fault::SlowStore { node, latency, length } => {
+                self.slow_store.retain(|(_, _, until)| now < *until);
+                self.slow_store.push((*node, *latency, now + *length));
+            }
+            Fault::FlakyStore { percent, length } => self.flaky_store = Some((*percent, now + *length)),
+            Fault::FlakyEc2 { percent, length } => self.ec2.flaky = Some((*percent, now + *length)),
+            Fault::TableFails { table, length } => {
+                if let Some(table) = self.tables.get(*table).cloned() {
+                    self.ec2.failing.insert(table, now + *length);
+                }
+            }
             _ => {}
         }
     }
@@ -691,6 +775,12 @@ impl World {
                         ExitReason::Drained | ExitReason::DrainTimedOut => Status::Departed,
                         ExitReason::Stopped | ExitReason::Superseded => Status::Down,
                     };
+                }
+                Effect::ChangeRoute(route) => {
+                    self.seq += 1;
+                    let call = self.seq;
+                    self.open_calls.insert(call);
+                    self.start_route_call(config, node, generation, call, route);
                 }
                 effect => {
                     self.seq += 1;
