@@ -113,9 +113,9 @@ pub fn agent_config(data: &[u8]) {
         Ok(config) => {
             // What validation promised holds of what it let through.
             assert_eq!(config.lease.validate(), Ok(()));
-            assert_eq!(config.pacer.validate(), Ok(()));
+            assert_eq!(config.pacing.validate(), Ok(()));
             // The pacer waits this long for a token: at most an hour.
-            assert!(config.pacer.refill_time(1.0) <= std::time::Duration::from_secs(3600));
+            assert!(config.pacing.refill_time(1.0) <= std::time::Duration::from_secs(3600));
             if let Some(health) = &config.health {
                 assert_eq!(health.validate(), Ok(()));
             }

@@ -10,7 +10,6 @@ use anyhow::{anyhow, Result};
 use aws_config::SdkConfig;
 use vipfleet_agent::aws::dynamo::DynamoLeaseStore;
 use vipfleet_agent::aws::ec2::Ec2RouteTable;
-use vipfleet_core::routes::RouteTable;
 use vipfleet_core::store::LeaseStore;
 use vipfleet_core::{RouteTableId, Vip};
 
@@ -87,7 +86,7 @@ pub async fn check(state: &LabState, sdk: &SdkConfig) -> Result<Convergence> {
 
     let ids: Vec<RouteTableId> = state.route_tables.iter().map(|t| RouteTableId(t.id.clone())).collect();
     let entries = Ec2RouteTable::new(aws_sdk_ec2::Client::new(sdk))
-        .describe(&ids)
+        .describe_tables(&ids)
         .await
         .map_err(|e| anyhow!("reading route tables: {e}"))?;
     for table in &state.route_tables {

@@ -31,7 +31,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tracing::{info, warn};
 use vipfleet_agent::aws::ec2::Ec2RouteTable;
-use vipfleet_core::routes::RouteTable;
 use vipfleet_core::{RouteTableId, Vip};
 
 use super::aws::display_error;
@@ -334,7 +333,7 @@ pub async fn run(args: MirrorArgs) -> Result<()> {
         let now = Instant::now();
         if now >= next_poll {
             next_poll = now + poll;
-            match routes.describe(&ids).await {
+            match routes.describe_tables(&ids).await {
                 Ok(entries) => {
                     if failing {
                         info!("moto answers again");

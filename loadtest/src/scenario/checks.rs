@@ -39,7 +39,7 @@ pub struct Seen<'a> {
 /// the takeover, the route writes and the mirror's poll, plus the wait for
 /// EC2 tokens of the route writes beyond the agents' burst.
 pub fn crash_outage_bound(state: &LabState, victim_vips: usize) -> Duration {
-    use vipfleet_agent::aws::pacing::{DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND};
+    use vipfleet_core::machine::{DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND};
     let writes = (victim_vips * state.route_tables.len()) as f64;
     let paced = (writes - f64::from(DEFAULT_BURST)).max(0.0) / DEFAULT_CALLS_PER_SECOND;
     Duration::from_millis(state.lease.lease_ttl_ms + state.lease.heartbeat_ms + 2000) + Duration::from_secs_f64(paced)

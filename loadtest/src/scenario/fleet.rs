@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use aws_config::SdkConfig;
 use vipfleet_agent::aws::dynamo::DynamoLeaseStore;
 use vipfleet_agent::aws::ec2::Ec2RouteTable;
-use vipfleet_core::routes::{RouteOp, RouteTable};
+use vipfleet_core::routes::RouteOp;
 use vipfleet_core::store::{LeaseStore, StoreOp};
 use vipfleet_core::{RouteTableId, Vip};
 
@@ -71,7 +71,7 @@ pub fn vips_of(owners: &Ownership, instance: &str) -> Vec<Vip> {
 pub async fn routes(state: &LabState, sdk: &SdkConfig) -> Result<BTreeMap<(String, Vip), String>> {
     let ec2 = Ec2RouteTable::new(aws_sdk_ec2::Client::new(sdk));
     let tables: Vec<RouteTableId> = state.route_tables.iter().map(|t| RouteTableId(t.id.clone())).collect();
-    let entries = ec2.describe(&tables).await.context("describing route tables")?;
+    let entries = ec2.describe_tables(&tables).await.context("describing route tables")?;
     Ok(entries
         .into_iter()
         .filter_map(|e| e.target.map(|t| ((e.table.0, e.destination), t.0)))

@@ -8,9 +8,9 @@
 //! binary exits with code 78 (`EX_CONFIG`) on any of them.
 //!
 //! Its own crate, with the pure types of the sections it fills ([`health`],
-//! [`pacing`], [`identity`], [`binding`]), so that it builds without the
-//! agent's runtime and AWS SDK: the fuzz targets (`fuzz/`) feed it arbitrary
-//! text. The agent re-exports it as `vipfleet_agent::config`, and each type
+//! [`identity`], [`binding`]; the pacing of EC2 calls is the core's), so
+//! that it builds without the agent's runtime and AWS SDK: the fuzz targets
+//! (`fuzz/`) feed it arbitrary text. The agent re-exports it as `vipfleet_agent::config`, and each type
 //! where its module uses it (`vipfleet_agent::health::HealthCheck`, …).
 
 use std::collections::BTreeMap;
@@ -21,18 +21,17 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 use vipfleet_core::layout::LayoutError;
+use vipfleet_core::machine::{Pacing, PacingError};
 use vipfleet_core::types::VipError;
 use vipfleet_core::{config::LeaseConfigError, LeaseConfig, RouteTableId, ShardLayout, Vip};
 
 pub mod binding;
 pub mod health;
 pub mod identity;
-pub mod pacing;
 
 use crate::binding::LinkKind;
 use crate::health::{HealthCheck, HealthConfigError, HealthTarget};
 use crate::identity::IdentityOverrides;
-use crate::pacing::{PacerConfig, PacingError};
 
 /// Sections of the file, in the order `VIPFLEET_<SECTION>_<KEY>` is matched
 /// (longest first, so `VIP_BINDING` wins over a hypothetical `VIP`).
@@ -223,7 +222,7 @@ pub struct AgentConfig {
     pub vip_interface: Option<String>,
     /// `dummy`, or `ifb` on kernels built without dummy links.
     pub vip_link_kind: LinkKind,
-    pub pacer: PacerConfig,
+    pub pacing: Pacing,
     pub disable_source_dest_check: bool,
     pub dashboard_listen: Vec<SocketAddr>,
     pub dashboard_token_file: Option<PathBuf>,
@@ -502,14 +501,14 @@ fn validate(file: File) -> Result<AgentConfig, ConfigError> {
         }
     };
 
-    let pacer = PacerConfig {
+    let pacing = Pacing {
         calls_per_second: file
             .ec2
             .mutating_calls_per_second
-            .unwrap_or(PacerConfig::default().calls_per_second),
-        burst: file.ec2.burst.unwrap_or(PacerConfig::default().burst),
+            .unwrap_or(Pacing::default().calls_per_second),
+        burst: file.ec2.burst.unwrap_or(Pacing::default().burst),
     };
-    pacer.validate()?;
+    pacing.validate()?;
 
     let listen = file
         .dashboard
@@ -548,7 +547,7 @@ fn validate(file: File) -> Result<AgentConfig, ConfigError> {
         health,
         vip_interface,
         vip_link_kind,
-        pacer,
+        pacing,
         disable_source_dest_check: file.ec2.disable_source_dest_check.unwrap_or(true),
         dashboard_listen,
         dashboard_token_file: file.dashboard.token_file.map(PathBuf::from),

@@ -1,8 +1,9 @@
 //! `vipfleet-agent run`: from a checked configuration to a running node.
 //!
 //! Start-up, in order: identity (IMDS, or the `[node]` overrides), the AWS
-//! clients, the checks only AWS can answer (route tables exist, VIPs lie
-//! outside the VPC), VIPs bound locally, then the lease machine's driver
+//! clients, the checks only AWS can answer (VIPs lie outside the VPC; a
+//! route table that does not exist is reported, and the node starts with
+//! the tables it can use), VIPs bound locally, then the lease machine's driver
 //! with its inputs: signals, the haproxy health monitor, the source/dest
 //! check of the ENI (turned off, retried until it is), the Auto Scaling
 //! lifecycle state, and the dashboard (bound before the driver starts, so a
@@ -31,7 +32,6 @@ use vipfleet_core::{EniId, Incarnation, Instant, NodeInfo};
 
 use crate::aws::dynamo::DynamoLeaseStore;
 use crate::aws::ec2::Ec2RouteTable;
-use crate::aws::pacing::Pacer;
 use crate::config::AgentConfig;
 use crate::dashboard::metrics::Metrics;
 use crate::dashboard::{self, auth::Token, DashboardState};
@@ -77,7 +77,6 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
         aws_sdk_dynamodb::Client::new(&sdk),
         config.table.clone(),
     ));
-    let pacer = Arc::new(Pacer::new(config.pacer).map_err(|e| RunError::Config(e.to_string()))?);
     let origin = TokioInstant::now();
     let setup = NodeSetup {
         info: NodeInfo {
@@ -93,13 +92,14 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
         layout: Arc::new(config.layout.clone()),
         route_tables: config.route_tables.clone(),
         drain_timeout: config.lifecycle.drain_timeout,
+        pacing: config.pacing,
     };
     let machine = Machine::new(setup, Instant::ZERO);
     let (board, status) = StatusBoard::new();
     let (controls_tx, controls) = crate::driver::controls();
     let metrics = Arc::new(Metrics::new());
     let ec2 = Arc::new(ec2);
-    let driver = Driver::new(machine, store, ec2.clone(), pacer, origin, board, metrics.clone());
+    let driver = Driver::new(machine, store, ec2.clone(), origin, board, metrics.clone());
     start_dashboard(
         &config,
         DashboardState::new(status.clone(), metrics, controls_tx.clone(), None),
@@ -203,19 +203,23 @@ async fn start_dashboard(config: &AgentConfig, state: DashboardState) -> Result<
     Ok(())
 }
 
-/// The checks that need AWS: unknown route tables, and VIPs inside the VPC
-/// (a VIP route can never beat the VPC's local route).
+/// The checks that need AWS: VIPs inside the VPC (a VIP route can never
+/// beat the VPC's local route) refuse to start; route tables that do not
+/// exist (yet) are only reported: the node serves the tables it can, and
+/// the machine keeps asking for the others (metric, log, dashboard).
 async fn check_against_aws(config: &AgentConfig, me: &NodeIdentity, ec2: &Ec2RouteTable) -> Result<(), RunError> {
-    let missing = ec2
-        .missing_route_tables(&config.route_tables)
-        .await
-        .map_err(|e| RunError::Startup(format!("cannot list route tables: {e}")))?;
-    if !missing.is_empty() {
-        let ids: Vec<String> = missing.iter().map(ToString::to_string).collect();
-        return Err(RunError::Config(format!(
-            "fleet.route_tables: {} not found in this account and region",
-            ids.join(", ")
-        )));
+    match ec2.missing_route_tables(&config.route_tables).await {
+        Ok(missing) if missing.is_empty() => {}
+        Ok(missing) => {
+            let ids: Vec<String> = missing.iter().map(ToString::to_string).collect();
+            warn!(
+                missing = %ids.join(", "),
+                "fleet.route_tables: not found in this account and region; starting without them and retrying \
+                 every {:?} at most (vipfleet_route_table_failing)",
+                vipfleet_core::machine::TABLE_BACKOFF_CAP
+            );
+        }
+        Err(e) => warn!("cannot list route tables ({e}); the lease machine will find out table by table"),
     }
     let Some(vpc) = config.vpc_id.clone().or_else(|| me.vpc_id.clone()) else {
         warn!("no VPC id (fleet.vpc_id or IMDS): cannot check that VIPs lie outside the VPC");

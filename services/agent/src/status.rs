@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant as TokioInstant;
-use vipfleet_core::machine::{Event, ExitReason, Machine, Mode, NodeSetup, Readiness, RouteCheck};
+use vipfleet_core::machine::{Event, ExitReason, Machine, Mode, NodeSetup, Readiness, RouteCheck, TableHealth};
+use vipfleet_core::routes::RouteError;
 use vipfleet_core::membership::Membership;
 use vipfleet_core::store::Skipped;
 use vipfleet_core::{Epoch, Instant, NodeId, NodeRecord, RouteTableId, ShardId, ShardRecord};
@@ -91,6 +92,8 @@ pub struct Status {
     /// The route read-back's verdict for the shards we hold, per table, and
     /// when it was made.
     pub route_checks: BTreeMap<(ShardId, RouteTableId), (RouteCheck, Instant)>,
+    /// What the calls against each route table say about it.
+    pub table_health: BTreeMap<RouteTableId, TableHealth>,
     /// Newest last.
     pub events: VecDeque<Recent>,
 }
@@ -160,8 +163,23 @@ impl StatusBoard {
             note_moves(s, machine, now);
             s.shards = machine.shard_records().cloned().collect();
             s.route_checks = machine.route_checks().clone();
+            if s.table_health != *machine.table_health() {
+                s.table_health = machine.table_health().clone();
+            }
             for event in events {
-                if matches!(event, Event::StoreError { .. } | Event::RoutesWritten { .. }) {
+                // Errors repeat at every retry: the dashboard shows them as
+                // state (store and table health), not as a stream. A route
+                // change that was made or never sent is routine.
+                let routine = matches!(
+                    event,
+                    Event::StoreError { .. }
+                        | Event::RouteError { .. }
+                        | Event::RouteChanged {
+                            error: None | Some(RouteError::Fenced),
+                            ..
+                        }
+                );
+                if routine {
                     continue;
                 }
                 push_event(s, now, Happening::Machine(event.clone()));

@@ -9,14 +9,12 @@
 //! `moto_server`: the latter lets racing conditional writes both succeed.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::{AttributeValue, TimeToLiveStatus};
 use vipfleet_agent::aws::dynamo::{init_table, Billing, DynamoLeaseStore, TableInit};
 use vipfleet_agent::aws::ec2::{Ec2ErrorKind, Ec2RouteTable};
 use vipfleet_agent::aws::local_endpoint_config;
-use vipfleet_agent::aws::pacing::{PacedRoutes, Pacer, PacerConfig, Priority};
 use vipfleet_core::contract::{lease_store_contract, route_table_contract, route_table_contract_with, RouteDeviations};
 use vipfleet_core::fake::{FakeLeaseStore, FakeRouteTable};
 use vipfleet_core::store::{
@@ -75,15 +73,6 @@ async fn route_table_contract_on_the_fake() {
     let ids = tables(&["rtb-1", "rtb-2"]);
     let fake = FakeRouteTable::new(ids.clone());
     route_table_contract(&fake, &ids, &enis(&["eni-1", "eni-2"])).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn route_table_contract_through_pacing() {
-    let ids = tables(&["rtb-1", "rtb-2"]);
-    let fake = Arc::new(FakeRouteTable::new(ids.clone()));
-    let pacer = Arc::new(Pacer::new(PacerConfig::default()).expect("default pacing"));
-    let routes = PacedRoutes::new(Arc::clone(&fake), pacer, Priority::Background);
-    route_table_contract(&routes.at(Priority::Failover), &ids, &enis(&["eni-1", "eni-2"])).await;
 }
 
 async fn dynamo_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
@@ -367,8 +356,6 @@ async fn ec2_start_up_calls_on_moto() {
     assert_eq!(routes.missing_route_tables(&lab.tables).await, Ok(vec![]));
     let asked = [lab.tables[0].clone(), unknown.clone(), lab.tables[1].clone()];
     assert_eq!(routes.missing_route_tables(&asked).await, Ok(vec![unknown]));
-    assert_eq!(routes.route_tables_exist(&lab.tables).await, Ok(true));
-    assert_eq!(routes.route_tables_exist(&asked).await, Ok(false));
 }
 
 /// Racing claims of one free shard: DynamoDB's conditional write lets

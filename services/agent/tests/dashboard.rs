@@ -21,7 +21,6 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
-use vipfleet_agent::aws::pacing::{Pacer, PacerConfig};
 use vipfleet_agent::dashboard::auth::Token;
 use vipfleet_agent::dashboard::build_info;
 use vipfleet_agent::dashboard::metrics::Metrics;
@@ -29,7 +28,7 @@ use vipfleet_agent::dashboard::{self, DashboardState};
 use vipfleet_agent::driver::{self, Control, Driver};
 use vipfleet_agent::status::{Status, StatusBoard};
 use vipfleet_core::fake::{FakeLeaseStore, FakeRouteTable, Faults};
-use vipfleet_core::machine::{ExitReason, Health, Machine, NodeSetup};
+use vipfleet_core::machine::{ExitReason, Health, Machine, NodeSetup, Pacing};
 use vipfleet_core::{
     EniId, Incarnation, Instant, LeaseConfig, NodeId, NodeInfo, RouteTableId, ShardId, ShardLayout, Vip,
 };
@@ -84,14 +83,11 @@ fn start_node_with(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable, 
         layout: Arc::new(layout()),
         route_tables: tables(),
         drain_timeout: Duration::from_secs(120),
-    };
-    let pacer = Arc::new(
-        Pacer::new(PacerConfig {
+        pacing: Pacing {
             calls_per_second: 1000.0,
             burst: 1000,
-        })
-        .unwrap(),
-    );
+        },
+    };
     let (board, status) = StatusBoard::new();
     let (controls, rx) = driver::controls();
     // What the agent's start-up reports once haproxy answers and the ENI
@@ -103,7 +99,6 @@ fn start_node_with(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable, 
         Machine::new(setup, Instant::ZERO),
         Arc::new(store.clone()),
         Arc::new(routes.clone()),
-        pacer,
         tokio::time::Instant::now(),
         board,
         metrics.clone(),

@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use vipfleet_agent::aws::pacing::{Pacer, PacerConfig};
 use vipfleet_agent::dashboard::metrics::Metrics;
 use vipfleet_agent::driver::{self, Control, Driver};
 use vipfleet_agent::status::StatusBoard;
 use vipfleet_core::fake::{FakeLeaseStore, FakeRouteTable};
-use vipfleet_core::machine::{ExitReason, Health, Machine, NodeSetup};
+use vipfleet_core::machine::{ExitReason, Health, Machine, NodeSetup, Pacing};
 use vipfleet_core::{
     EniId, Incarnation, Instant, LeaseConfig, NodeId, NodeInfo, RouteTableId, ShardId, ShardLayout, Vip,
 };
@@ -36,7 +35,7 @@ struct Node {
 }
 
 /// Route writes as fast as the fakes answer.
-const FAST_EC2: PacerConfig = PacerConfig {
+const FAST_EC2: Pacing = Pacing {
     calls_per_second: 1000.0,
     burst: 1000,
 };
@@ -45,7 +44,7 @@ fn start(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable) -> Node {
     start_paced(name, store, routes, FAST_EC2)
 }
 
-fn start_paced(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable, ec2: PacerConfig) -> Node {
+fn start_paced(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable, ec2: Pacing) -> Node {
     let id = NodeId::new(name);
     let setup = NodeSetup {
         info: NodeInfo {
@@ -61,8 +60,8 @@ fn start_paced(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable, ec2:
         layout: Arc::new(layout()),
         route_tables: tables(),
         drain_timeout: Duration::from_secs(120),
+        pacing: ec2,
     };
-    let pacer = Pacer::new(ec2).unwrap();
     let (board, _status) = StatusBoard::new();
     let (controls, rx) = driver::controls();
     controls.try_send(Control::Health(Health::Healthy)).unwrap();
@@ -71,7 +70,6 @@ fn start_paced(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable, ec2:
         Machine::new(setup, Instant::ZERO),
         Arc::new(store.clone()),
         Arc::new(routes.clone()),
-        Arc::new(pacer),
         tokio::time::Instant::now(),
         board,
         Arc::new(Metrics::new()),
@@ -156,7 +154,7 @@ async fn a_drained_node_exits_only_once_its_route_pushes_went_out() {
     // many seconds of pushes, longer than the hand-offs themselves take.
     let store = FakeLeaseStore::new();
     let routes = FakeRouteTable::new(tables());
-    let slow_ec2 = PacerConfig {
+    let slow_ec2 = Pacing {
         calls_per_second: 2.0,
         burst: 2,
     };
@@ -174,6 +172,14 @@ async fn a_drained_node_exits_only_once_its_route_pushes_went_out() {
     // told it may terminate must not leave routes pointing at itself.
     let (owners, routed) = ownership(&store, &routes);
     assert!(owners.values().all(|o| *o == c.id), "{:?}", counts(&owners));
+    if !routed {
+        let rt = routes.tables();
+        for shard in layout().ids() {
+            for t in tables() {
+                eprintln!("{shard} {t}: {:?}", rt.target(&t, shard.vip()));
+            }
+        }
+    }
     assert!(routed, "b exited with route pushes still queued");
     c.task.abort();
 }

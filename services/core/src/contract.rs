@@ -299,6 +299,12 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
         HeartbeatOutcome::Beat(2)
     );
     assert_eq!(node(store, &ids.node("c")).await.map(|r| r.hb), Some(2));
+    // A put, whatever the item held: a new process starts its own count.
+    assert_eq!(
+        beat_putting(store, &ids, &ids.info("c", 1), inc_c, active, Register, 1).await,
+        HeartbeatOutcome::Beat(1)
+    );
+    assert_eq!(node(store, &ids.node("c")).await.map(|r| r.hb), Some(1));
 
     // Layouts: absent until published, then what was published; publishing
     // again changes nothing.

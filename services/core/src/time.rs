@@ -31,6 +31,11 @@ impl Instant {
         self.0.as_millis() as u64
     }
 
+    /// `self + duration`, or the last instant there is.
+    pub fn saturating_add(self, duration: Duration) -> Instant {
+        Instant(self.0.saturating_add(duration))
+    }
+
     /// Time from `earlier` to `self`, zero if `earlier` is later.
     pub fn saturating_since(&self, earlier: Instant) -> Duration {
         self.0.saturating_sub(earlier.0)

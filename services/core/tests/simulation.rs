@@ -31,8 +31,11 @@ fn a_crash_moves_exactly_the_dead_nodes_shards() {
     for lease in [LeaseConfig::DEFAULT, LeaseConfig::FAST] {
         let mut config = SimConfig::small(7);
         config.lease = lease.clone();
+        // Late enough that the start-up's route writes (5 nodes, 128
+        // routes, through the account's shared EC2 bucket) are done: a
+        // crash during them waits for tokens like everyone else.
         config.faults = vec![ScheduledFault {
-            at: Duration::from_secs(20),
+            at: Duration::from_secs(45),
             fault: Fault::Crash { node: 2 },
         }];
         let report = sim::run(&config);

@@ -165,6 +165,31 @@ fn the_checks_catch_a_fence_checked_once_per_call() {
     }
 }
 
+/// Node 1 drains while the account's EC2 bucket lets its pushes out at
+/// 2 calls a second: most of them run out of time, and the recipients'
+/// repairs move the routes.
+fn slow_drain(seed: u64, sabotage: Option<Sabotage>) -> SimConfig {
+    let mut config = SimConfig::small(seed);
+    config.nodes = 3;
+    config.sabotage = sabotage;
+    config.faults = vec![at(45_000, Fault::Drain { node: 1 })];
+    config
+}
+
+#[test]
+fn the_checks_catch_a_drain_that_leaves_routes_behind() {
+    for seed in 0..6 {
+        let report = sim::run(&slow_drain(seed, None));
+        assert!(report.violations.is_empty(), "seed {seed}: {:?}", report.violations);
+        assert_eq!(report.exits.get("drained"), Some(&1), "seed {seed}: {:?}", report.exits);
+    }
+    let caught = (0..6)
+        .map(|seed| sim::run(&slow_drain(seed, Some(Sabotage::DrainIgnoresRoutes))).violations)
+        .filter(|v| v.iter().any(|v| v.contains("reported drained with routes pointing at it")))
+        .count();
+    assert!(caught > 0, "no seed caught the drain that left routes behind");
+}
+
 /// Every fault at once, over many seeds: the CI's share of the chaos runs
 /// (`vipfleet-sim --scenario chaos --seeds N` runs more).
 #[test]

@@ -2,8 +2,11 @@
 //! calls the agent makes once at start (source/destination check, the VPC's
 //! CIDR blocks, whether the configured route tables exist).
 //!
-//! Routes always target the node's ENI (`NetworkInterfaceId`). The adapter
-//! does no pacing of its own: wrap it in [`super::pacing::PacedRoutes`].
+//! Routes always target an ENI (`NetworkInterfaceId`). Pacing, retries by
+//! error class and the per-table backoff are the lease machine's; this
+//! adapter makes one change per call, and asks the call's [`Gate`] before
+//! every attempt the SDK transmits (an interceptor), so that no retry of a
+//! write goes out after the lease it relied on lapsed.
 //!
 //! EC2's answers mapped to the core's errors (verified against moto 5.2.5,
 //! which copies EC2's codes and messages here):
@@ -24,16 +27,23 @@
 //! tables are found by comparing what came back with what was asked.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use aws_sdk_ec2::operation::describe_route_tables::DescribeRouteTablesError;
 use aws_sdk_ec2::types::RouteTable as SdkRouteTable;
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, RouteState, VpcCidrBlockStateCode};
 use aws_sdk_ec2::Client;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use thiserror::Error;
-use vipfleet_core::routes::{RouteEntry, RouteError, RouteOp, RouteTable};
+use vipfleet_core::routes::{Gate, RouteChange, RouteEntry, RouteError, RouteOp, RouteTable};
 use vipfleet_core::{EniId, RouteTableId, Vip};
 
 use super::{classify, error_code, error_detail, ErrorClass};
@@ -192,17 +202,44 @@ impl Ec2RouteTable {
         Ok(ids.iter().filter(|id| !found.contains(&id.0)).cloned().collect())
     }
 
-    /// Whether every id in `ids` names a route table.
-    pub async fn route_tables_exist(&self, ids: &[RouteTableId]) -> Result<bool, Ec2Error> {
-        Ok(self.missing_route_tables(ids).await?.is_empty())
-    }
-
     async fn found_tables(&self, ids: &[RouteTableId]) -> Result<BTreeSet<String>, DescribeError> {
         let tables = self.describe_raw(ids).await?;
         Ok(tables
             .iter()
             .filter_map(|t| t.route_table_id().map(str::to_string))
             .collect())
+    }
+
+    /// The routes of several tables in one call (tools and the lab; the
+    /// agent reads each table on its own, so one bad table cannot hide the
+    /// others); `UnknownTable` names the first one missing.
+    pub async fn describe_tables(&self, tables: &[RouteTableId]) -> Result<Vec<RouteEntry>, RouteError> {
+        if tables.is_empty() {
+            return Ok(Vec::new());
+        }
+        let only = (tables.len() == 1).then(|| &tables[0]);
+        let found = self
+            .describe_raw(tables)
+            .await
+            .map_err(|e| route_error(RouteOp::Describe, only, &format!("route tables {tables:?}"), &e))?;
+        let mut entries = Vec::new();
+        for wanted in tables {
+            let table = found
+                .iter()
+                .find(|t| t.route_table_id() == Some(wanted.0.as_str()))
+                .ok_or_else(|| RouteError::UnknownTable(wanted.clone()))?;
+            // IPv6 and prefix-list routes have no IPv4 destination: not ours.
+            entries.extend(table.routes().iter().filter_map(|route| {
+                let destination: Vip = route.destination_cidr_block()?.parse().ok()?;
+                Some(RouteEntry {
+                    table: wanted.clone(),
+                    destination,
+                    target: route.network_interface_id().map(|id| EniId(id.to_string())),
+                    blackhole: route.state() == Some(&RouteState::Blackhole),
+                })
+            }));
+        }
+        Ok(entries)
     }
 
     async fn describe_raw(&self, ids: &[RouteTableId]) -> Result<Vec<SdkRouteTable>, DescribeError> {
@@ -230,103 +267,114 @@ impl Ec2RouteTable {
 }
 
 impl RouteTable for Ec2RouteTable {
-    async fn describe(&self, tables: &[RouteTableId]) -> Result<Vec<RouteEntry>, RouteError> {
-        let op = RouteOp::Describe;
-        if tables.is_empty() {
-            return Ok(Vec::new());
-        }
-        let found = self
-            .describe_raw(tables)
-            .await
-            .map_err(|e| route_error(op, None, &format!("route tables {tables:?}"), &e))?;
-        let mut entries = Vec::new();
-        for wanted in tables {
-            let table = found
-                .iter()
-                .find(|t| t.route_table_id() == Some(wanted.0.as_str()))
-                .ok_or_else(|| RouteError::UnknownTable(wanted.clone()))?;
-            // IPv6 and prefix-list routes have no IPv4 destination: not ours.
-            entries.extend(table.routes().iter().filter_map(|route| {
-                let destination: Vip = route.destination_cidr_block()?.parse().ok()?;
-                Some(RouteEntry {
-                    table: wanted.clone(),
-                    destination,
-                    target: route.network_interface_id().map(|id| EniId(id.to_string())),
-                    blackhole: route.state() == Some(&RouteState::Blackhole),
-                })
-            }));
-        }
-        Ok(entries)
+    async fn describe(&self, table: &RouteTableId) -> Result<Vec<RouteEntry>, RouteError> {
+        self.describe_tables(std::slice::from_ref(table)).await
     }
 
-    async fn replace(&self, table: &RouteTableId, vip: Vip, eni: &EniId) -> Result<(), RouteError> {
-        let result = self
-            .client
-            .replace_route()
-            .route_table_id(&table.0)
-            .destination_cidr_block(vip.to_string())
-            .network_interface_id(&eni.0)
-            .send()
-            .await;
+    async fn change(&self, change: &RouteChange, gate: &Gate) -> Result<(), RouteError> {
+        let interceptor = GateInterceptor::new(gate.clone());
+        let refused = interceptor.refused.clone();
+        let table = change.table();
+        let vip = change.vip().to_string();
+        let context = match change.eni() {
+            Some(eni) => format!("{table}: {vip} -> {eni}"),
+            None => format!("{table}: delete {vip}"),
+        };
+        let result = match change {
+            RouteChange::Create { eni, .. } => self
+                .client
+                .create_route()
+                .route_table_id(&table.0)
+                .destination_cidr_block(vip)
+                .network_interface_id(&eni.0)
+                .customize()
+                .interceptor(interceptor)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|err| change_error(change, &context, &err, error_code(&err) == Some("RouteAlreadyExists"))),
+            RouteChange::Replace { eni, .. } => self
+                .client
+                .replace_route()
+                .route_table_id(&table.0)
+                .destination_cidr_block(vip)
+                .network_interface_id(&eni.0)
+                .customize()
+                .interceptor(interceptor)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|err| change_error(change, &context, &err, is_no_route(&err))),
+            RouteChange::Delete { .. } => self
+                .client
+                .delete_route()
+                .route_table_id(&table.0)
+                .destination_cidr_block(vip)
+                .customize()
+                .interceptor(interceptor)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|err| change_error(change, &context, &err, is_no_route(&err))),
+        };
+        // Refused by the gate: this attempt was never sent, whatever error
+        // the SDK wrapped the refusal in.
         match result {
-            Ok(_) => Ok(()),
-            Err(err) if is_no_route(&err) => Err(RouteError::NoRoute {
-                table: table.clone(),
-                vip,
-            }),
-            Err(err) => Err(route_error(
-                RouteOp::Replace,
-                Some(table),
-                &format!("{table}: {vip} -> {eni}"),
-                &err,
-            )),
+            Err(_) if refused.load(Ordering::SeqCst) => Err(RouteError::Fenced),
+            result => result,
         }
     }
+}
 
-    async fn create(&self, table: &RouteTableId, vip: Vip, eni: &EniId) -> Result<(), RouteError> {
-        let result = self
-            .client
-            .create_route()
-            .route_table_id(&table.0)
-            .destination_cidr_block(vip.to_string())
-            .network_interface_id(&eni.0)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if error_code(&err) == Some("RouteAlreadyExists") => Err(RouteError::AlreadyExists {
-                table: table.clone(),
-                vip,
-            }),
-            Err(err) => Err(route_error(
-                RouteOp::Create,
-                Some(table),
-                &format!("{table}: {vip} -> {eni}"),
-                &err,
-            )),
+/// The error of a failed route change; `modelled` says the service gave the
+/// change's expected failure (`AlreadyExists` for a create, `NoRoute` for
+/// a replace or delete).
+fn change_error<E>(change: &RouteChange, context: &str, err: &SdkError<E, HttpResponse>, modelled: bool) -> RouteError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let (table, vip) = (change.table().clone(), change.vip());
+    match (change, modelled) {
+        (RouteChange::Create { .. }, true) => RouteError::AlreadyExists { table, vip },
+        (RouteChange::Replace { .. } | RouteChange::Delete { .. }, true) => RouteError::NoRoute { table, vip },
+        (_, false) => route_error(change.op(), Some(&table), context, err),
+    }
+}
+
+/// Asks the [`Gate`] before every attempt the SDK transmits, its retries
+/// included, and remembers a refusal: a write must not go out once the
+/// lease it relies on has lapsed, however long the SDK has been retrying.
+#[derive(Debug)]
+struct GateInterceptor {
+    gate: Gate,
+    refused: Arc<AtomicBool>,
+}
+
+impl GateInterceptor {
+    fn new(gate: Gate) -> Self {
+        Self {
+            gate,
+            refused: Arc::new(AtomicBool::new(false)),
         }
     }
+}
 
-    async fn delete(&self, table: &RouteTableId, vip: Vip) -> Result<(), RouteError> {
-        let result = self
-            .client
-            .delete_route()
-            .route_table_id(&table.0)
-            .destination_cidr_block(vip.to_string())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if is_no_route(&err) => Err(RouteError::NoRoute {
-                table: table.clone(),
-                vip,
-            }),
-            Err(err) => Err(route_error(
-                RouteOp::Delete,
-                Some(table),
-                &format!("{table}: delete {vip}"),
-                &err,
-            )),
+impl Intercept for GateInterceptor {
+    fn name(&self) -> &'static str {
+        "vipfleet-route-gate"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self.gate.allows() {
+            Ok(())
+        } else {
+            self.refused.store(true, Ordering::SeqCst);
+            Err("the route change is no longer allowed (the shard moved or the lease lapsed)".into())
         }
     }
 }

@@ -6,10 +6,10 @@
 //! - [`dynamo`] — [`dynamo::DynamoLeaseStore`] (the lease table of
 //!   docs/design.md) and [`dynamo::init_table`] (`vipfleet-agent init-table`);
 //!   the item format is in `dynamo_items`, table creation in `dynamo_table`.
-//! - [`ec2`] — [`ec2::Ec2RouteTable`] (VIP routes) and the start-up calls
-//!   (source/destination check, VPC CIDRs, route tables exist).
-//! - [`pacing`] — the client-side token bucket for mutating EC2 calls, with
-//!   failover work ahead of rebalancing, and [`pacing::PacedRoutes`].
+//! - [`ec2`] — [`ec2::Ec2RouteTable`] (VIP routes, one change per call, each
+//!   attempt gated) and the start-up calls (source/destination check, VPC
+//!   CIDRs, route tables exist). Pacing and retries of route changes are
+//!   the lease machine's.
 //! - this module — [`sdk_config`] and [`local_endpoint_config`], the one
 //!   place SDK clients get their retry and timeout policy; the error
 //!   classification both adapters share.
@@ -24,7 +24,6 @@ pub mod dynamo;
 mod dynamo_items;
 mod dynamo_table;
 pub mod ec2;
-pub mod pacing;
 
 #[cfg(test)]
 mod dynamo_mock_tests;

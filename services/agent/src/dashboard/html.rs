@@ -114,6 +114,7 @@ pub fn render(view: &FleetView) -> String {
     );
     totals(&mut out, view);
     skipped(&mut out, view);
+    table_problems(&mut out, view);
     nodes(&mut out, view);
     shards(&mut out, view);
     events(&mut out, view);
@@ -174,6 +175,29 @@ fn skipped(out: &mut String, view: &FleetView) {
         .skipped
         .iter()
         .map(|s| format!("<code>{}</code> ({})", escape(&s.key), escape(&s.reason)))
+        .collect();
+    out.push_str(&items.join("; "));
+    out.push_str("</p>");
+}
+
+/// Route tables whose calls from this node fail: shown until one succeeds.
+fn table_problems(out: &mut String, view: &FleetView) {
+    if view.route_table_problems.is_empty() {
+        return;
+    }
+    out.push_str("<p class=\"warn\" id=\"route-table-problems\">Route tables failing: ");
+    let items: Vec<String> = view
+        .route_table_problems
+        .iter()
+        .map(|p| {
+            format!(
+                "<code>{}</code> ({}, {} in a row: {})",
+                escape(&p.table),
+                p.class,
+                p.failures,
+                escape(&p.detail)
+            )
+        })
         .collect();
     out.push_str(&items.join("; "));
     out.push_str("</p>");

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant as TokioInstant;
-use vipfleet_core::routes::{RouteEntry, RouteError, RouteOp, RouteTable};
+use vipfleet_core::routes::{Gate, RouteChange, RouteEntry, RouteError, RouteOp, RouteTable};
 use vipfleet_core::store::{
     AcquireOutcome, HandoffOutcome, HeartbeatOutcome, MarkDeadOutcome, RetireOutcome, Scan, StoreResult,
 };
-use vipfleet_core::{EniId, RouteTableId, ShardLayout, ShardRecord, Vip};
+use vipfleet_core::{RouteTableId, ShardLayout, ShardRecord};
 
 use super::metrics::{Metrics, OUTCOME_OK, OUTCOME_TIMEOUT};
 
@@ -125,8 +125,8 @@ pub fn route_outcome<T>(result: &Result<T, RouteError>) -> &'static str {
         Err(RouteError::Throttled { .. }) => "throttled",
         Err(RouteError::Unavailable { .. }) => "unavailable",
         Err(RouteError::Other { .. }) => "error",
-        // Fenced calls stop before the pacer hands them to EC2; listed for completeness.
-        Err(RouteError::Fenced { .. }) => "fenced",
+        // Refused by the gate before an attempt went out.
+        Err(RouteError::Fenced) => "fenced",
     }
 }
 
@@ -170,7 +170,6 @@ impl Drop for InFlight<'_> {
 }
 
 /// A `RouteTable` that records each call's operation, outcome and latency.
-/// Wrap it *inside* the pacer, so the token wait is not counted as latency.
 pub struct MeteredRoutes<R> {
     inner: Arc<R>,
     metrics: Arc<Metrics>,
@@ -183,24 +182,14 @@ impl<R> MeteredRoutes<R> {
 }
 
 impl<R: RouteTable> RouteTable for MeteredRoutes<R> {
-    async fn describe(&self, tables: &[RouteTableId]) -> Result<Vec<RouteEntry>, RouteError> {
+    async fn describe(&self, table: &RouteTableId) -> Result<Vec<RouteEntry>, RouteError> {
         let call = InFlight::start(&self.metrics, RouteOp::Describe);
-        call.finish(self.inner.describe(tables).await)
+        call.finish(self.inner.describe(table).await)
     }
 
-    async fn replace(&self, table: &RouteTableId, vip: Vip, eni: &EniId) -> Result<(), RouteError> {
-        let call = InFlight::start(&self.metrics, RouteOp::Replace);
-        call.finish(self.inner.replace(table, vip, eni).await)
-    }
-
-    async fn create(&self, table: &RouteTableId, vip: Vip, eni: &EniId) -> Result<(), RouteError> {
-        let call = InFlight::start(&self.metrics, RouteOp::Create);
-        call.finish(self.inner.create(table, vip, eni).await)
-    }
-
-    async fn delete(&self, table: &RouteTableId, vip: Vip) -> Result<(), RouteError> {
-        let call = InFlight::start(&self.metrics, RouteOp::Delete);
-        call.finish(self.inner.delete(table, vip).await)
+    async fn change(&self, change: &RouteChange, gate: &Gate) -> Result<(), RouteError> {
+        let call = InFlight::start(&self.metrics, change.op());
+        call.finish(self.inner.change(change, gate).await)
     }
 }
 
@@ -208,7 +197,7 @@ impl<R: RouteTable> RouteTable for MeteredRoutes<R> {
 mod tests {
     use super::*;
     use vipfleet_core::fake::{FakeRouteTable, Faults};
-    use vipfleet_core::routes::point_route;
+    use vipfleet_core::{EniId, Vip};
     use vipfleet_core::store::{StoreError, StoreErrorKind, StoreOp};
 
     #[tokio::test]
@@ -218,12 +207,23 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let routes = MeteredRoutes::new(fake.clone(), metrics.clone());
         let vip: Vip = "10.200.0.1/32".parse().unwrap();
-        point_route(&routes, &table, vip, &EniId("eni-a".into())).await.unwrap();
+        let replace = RouteChange::Replace {
+            table: table.clone(),
+            vip,
+            eni: EniId("eni-a".into()),
+        };
+        assert!(routes.change(&replace, &Gate::open()).await.is_err(), "no route yet");
+        let create = RouteChange::Create {
+            table: table.clone(),
+            vip,
+            eni: EniId("eni-a".into()),
+        };
+        routes.change(&create, &Gate::open()).await.unwrap();
         fake.set_faults(Faults {
             throttle_next: 1,
             ..Faults::default()
         });
-        assert!(routes.describe(std::slice::from_ref(&table)).await.is_err());
+        assert!(routes.describe(&table).await.is_err());
         let text = metrics.render();
         for expected in [
             r#"vipfleet_ec2_calls_total{op="replace_route",outcome="no_route"} 1"#,
@@ -245,7 +245,7 @@ mod tests {
         });
         let metrics = Arc::new(Metrics::new());
         let routes = MeteredRoutes::new(fake, metrics.clone());
-        let call = routes.describe(std::slice::from_ref(&table));
+        let call = routes.describe(&table);
         assert!(tokio::time::timeout(Duration::from_secs(1), call).await.is_err());
         assert!(metrics
             .render()

@@ -11,7 +11,7 @@
 //! these ([`Metrics::render_with`]).
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
@@ -27,7 +27,6 @@ use vipfleet_core::routes::RouteOp;
 use vipfleet_core::store::StoreOp;
 
 use super::build_info;
-use crate::aws::pacing::Pacer;
 
 /// Media type of the OpenMetrics text the registry encodes (Prometheus
 /// negotiates it).
@@ -106,8 +105,6 @@ pub struct Metrics {
     /// the send time, so the age does too); the creation time until then.
     last_heartbeat_ok: Mutex<Option<TokioInstant>>,
     created_at: TokioInstant,
-    /// The EC2 bucket whose level is exported; set by the driver.
-    pacer: OnceLock<Arc<Pacer>>,
 }
 
 impl Default for Metrics {
@@ -151,7 +148,6 @@ impl Metrics {
             dashboard_timed_out: Counter::default(),
             last_heartbeat_ok: Mutex::new(None),
             created_at: TokioInstant::now(),
-            pacer: OnceLock::new(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -282,10 +278,12 @@ impl Metrics {
         Self { registry, ..m }
     }
 
-    /// Exports `pacer`'s level from now on. The first pacer wins: there is
-    /// one per process.
-    pub fn track_pacer(&self, pacer: Arc<Pacer>) {
-        let _ = self.pacer.set(pacer);
+    /// The lease machine's EC2 token bucket after its last step: tokens
+    /// left, and failover route changes waiting for one.
+    pub fn set_route_pacing(&self, tokens: f64, failover_waiting: usize) {
+        self.token_bucket_level.set(tokens);
+        self.failover_waiting
+            .set(i64::try_from(failover_waiting).unwrap_or(i64::MAX));
     }
 
     pub fn observe_event(&self, event: &Event) {
@@ -321,7 +319,7 @@ impl Metrics {
             // anyone alerts on.
             Event::Registered
             | Event::LeaseRenewed
-            | Event::RoutesWritten { .. }
+            | Event::RouteChanged { .. }
             | Event::RouteError { .. }
             | Event::ModeChanged { .. }
             | Event::StopDeferred => return,
@@ -397,11 +395,6 @@ impl Metrics {
             .unwrap_or(self.created_at);
         self.heartbeat_age_seconds
             .set(now.saturating_duration_since(since).as_secs_f64());
-        if let Some(pacer) = self.pacer.get() {
-            self.token_bucket_level.set(pacer.level());
-            self.failover_waiting
-                .set(i64::try_from(pacer.failover_waiting()).unwrap_or(i64::MAX));
-        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode_registry(&mut text, &self.registry);
@@ -416,7 +409,6 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::pacing::PacerConfig;
     use vipfleet_core::{NodeId, ShardId};
 
     fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
@@ -523,26 +515,23 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_token_bucket_level_is_read_at_render_time() {
+    #[test]
+    fn the_token_bucket_is_what_the_machine_last_said() {
         let m = Metrics::new();
-        let pacer = Arc::new(
-            Pacer::new(PacerConfig {
-                calls_per_second: 1.0,
-                burst: 3,
-            })
-            .unwrap(),
-        );
-        m.track_pacer(pacer.clone());
+        m.set_route_pacing(3.0, 0);
         assert_eq!(
             line(&m.render(), "vipfleet_ec2_token_bucket_level"),
             "vipfleet_ec2_token_bucket_level 3.0"
         );
-        pacer.acquire(crate::aws::pacing::Priority::Failover).await;
-        pacer.acquire(crate::aws::pacing::Priority::Failover).await;
+        m.set_route_pacing(0.5, 4);
+        let text = m.render();
         assert_eq!(
-            line(&m.render(), "vipfleet_ec2_token_bucket_level"),
-            "vipfleet_ec2_token_bucket_level 1.0"
+            line(&text, "vipfleet_ec2_token_bucket_level"),
+            "vipfleet_ec2_token_bucket_level 0.5"
+        );
+        assert_eq!(
+            line(&text, "vipfleet_ec2_failover_waiting"),
+            "vipfleet_ec2_failover_waiting 4"
         );
     }
 }

@@ -142,7 +142,7 @@ fn fleet(r: &mut Registry, t: &Totals) {
         "Nodes by state as this observer judges them (gone wins over the state a node wrote)",
         nodes,
     );
-    let counts: [(&str, &str, usize); 11] = [
+    let counts: [(&str, &str, usize); 12] = [
         (
             "fleet_nodes_in_trouble",
             "Nodes with any trouble: gone, dead, unhealthy, late, other configuration, over quota",
@@ -188,6 +188,11 @@ fn fleet(r: &mut Registry, t: &Totals) {
             "fleet_route_problems",
             "Routes of shards held here that the last read-back found wrong, missing or blackholed",
             t.route_problems,
+        ),
+        (
+            "fleet_route_tables_failing",
+            "Route tables whose calls from this node fail for a reason retrying soon will not fix (missing, denied, route limit)",
+            t.route_tables_failing,
         ),
         (
             "fleet_moves_last_hour",

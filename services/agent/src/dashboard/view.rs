@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant as TokioInstant;
 use vipfleet_core::machine::{Event, Health, Mode};
+use vipfleet_core::routes::RouteChange;
 use vipfleet_core::{Instant, NodeConfig, NodeId, NodeRecord, NodeState, ShardId};
 
 use crate::status::{Happening, Status};
@@ -40,6 +41,8 @@ pub struct FleetView {
     pub totals: Totals,
     /// The tables the fleet maintains: ours and every member's.
     pub route_tables: Vec<String>,
+    /// Route tables whose last call from this node failed.
+    pub route_table_problems: Vec<TableProblemView>,
     pub nodes: Vec<NodeView>,
     pub shards: Vec<ShardView>,
     /// Lease table items the last reads could not use.
@@ -101,6 +104,9 @@ pub struct Totals {
     pub shards_in_trouble: usize,
     /// Routes this observer checked and found wrong, missing or blackholed.
     pub route_problems: usize,
+    /// Route tables whose calls fail for a reason retrying soon will not
+    /// fix (missing, access denied, the route limit): backed off.
+    pub route_tables_failing: usize,
     /// Owner changes this observer saw in the last hour.
     pub moves_last_hour: usize,
     pub items_skipped: usize,
@@ -183,6 +189,17 @@ pub struct RouteView {
     /// for a shard held by another node (its owner checks them).
     pub status: &'static str,
     pub checked_ago_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TableProblemView {
+    pub table: String,
+    /// `throttled`, `transient` or `permanent` (backed off for up to
+    /// half a minute at a time).
+    pub class: &'static str,
+    /// Consecutive failures.
+    pub failures: u32,
+    pub detail: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -442,6 +459,21 @@ impl FleetView {
         }
         totals.nodes = node_views.len();
 
+        let route_table_problems: Vec<TableProblemView> = status
+            .table_health
+            .iter()
+            .filter_map(|(table, health)| {
+                let (class, detail) = health.failing.as_ref()?;
+                Some(TableProblemView {
+                    table: table.to_string(),
+                    class: class.as_str(),
+                    failures: health.failures(),
+                    detail: detail.clone(),
+                })
+            })
+            .collect();
+        totals.route_tables_failing = status.table_health.values().filter(|h| h.is_down()).count();
+
         let lease_valid = status.lease_deadline.is_some_and(|d| now < d);
         let readiness = status.readiness;
         Some(FleetView {
@@ -474,6 +506,7 @@ impl FleetView {
             },
             totals,
             route_tables: tables.iter().map(ToString::to_string).collect(),
+            route_table_problems,
             nodes: node_views,
             shards,
             skipped: status
@@ -578,16 +611,14 @@ fn event_view(what: &Happening, at: Instant, ago_ms: u64) -> EventView {
                 None => format!("{table}: missing or blackholed; rewriting"),
             },
         ),
-        Event::RoutesWritten {
-            shard,
-            eni,
-            failed,
-            fenced,
-        } => (
-            "routes_written",
-            Some(shard),
+        Event::RouteChanged { call, error } => (
+            "route_changed",
+            Some(&call.shard),
             None,
-            format!("routes to {eni}, {failed} failed, {fenced} fenced"),
+            match error {
+                None => format!("{}: {}", call.change.op().as_str(), describe_change(&call.change)),
+                Some(error) => format!("{} failed: {error}", describe_change(&call.change)),
+            },
         ),
         Event::Retired { shard } => (
             "retired",
@@ -607,13 +638,20 @@ fn event_view(what: &Happening, at: Instant, ago_ms: u64) -> EventView {
             },
         ),
         Event::StoreError { detail, .. } => ("store_error", None, None, detail.clone()),
-        Event::RouteError { detail } => ("route_error", None, None, detail.clone()),
+        Event::RouteError { detail, .. } => ("route_error", None, None, detail.clone()),
     };
     view.kind = kind;
     view.shard = shard.map(ToString::to_string);
     view.node = node.map(|n| n.0.clone());
     view.detail = detail;
     view
+}
+
+fn describe_change(change: &RouteChange) -> String {
+    match change.eni() {
+        Some(eni) => format!("{} {} -> {eni}", change.table(), change.vip()),
+        None => format!("{} {} deleted", change.table(), change.vip()),
+    }
 }
 
 #[cfg(test)]

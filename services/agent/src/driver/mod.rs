@@ -14,10 +14,10 @@
 //! it was sent, as the machine's liveness rules require. Store calls are
 //! bounded by the timeouts the lease configuration sets (a heartbeat by its
 //! interval), so a hung request becomes an error rather than a stuck
-//! heartbeat. Route writes for our own ENI are fenced twice: the machine only
-//! asks for them with a fresh confirmation, and each EC2 call re-checks the
-//! [`Fence`] the loop republishes after every step (the lease may have
-//! lapsed while the call waited for a token); see [`route_writes`].
+//! heartbeat. Route changes are the machine's to pace, retry and fence; the
+//! driver makes each one under a [`Gate`] that asks the machine's [`Fence`]
+//! (republished after every step) and the call's deadline before every
+//! attempt the SDK transmits, and cuts the call off at that deadline.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -26,21 +26,18 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as TokioInstant;
 use tracing::{debug, info, warn};
-use vipfleet_core::machine::{Effect, Event, ExitReason, Health, Input, Machine, Priority};
-use vipfleet_core::routes::{RouteError, RouteOp, RouteTable};
+use vipfleet_core::machine::{Effect, Event, ExitReason, Fence, Health, Input, Machine, RouteCall};
+use vipfleet_core::routes::{Gate, RouteError, RouteOp, RouteTable, ROUTE_CALL_TIMEOUT};
 use vipfleet_core::store::{LeaseStore, StoreError, StoreErrorKind, StoreOp};
 use vipfleet_core::Instant;
 
-mod route_writes;
-
-use self::route_writes::{write_routes, Fence, Guard};
-use crate::aws::pacing::{self, PacedRoutes, Pacer};
 use crate::dashboard::metered::{store_outcome, MeteredRoutes, OutcomeLabel};
 use crate::dashboard::metrics::Metrics;
 use crate::status::{Status, StatusBoard};
 
-/// Longest one route call may take (token wait excluded).
-pub const ROUTE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How far ahead the loop sleeps when the machine names no wake-up time
+/// (or one past what the runtime's clock can hold).
+const IDLE_WAKE_INTERVAL: Duration = Duration::from_secs(1);
 /// Errors of one kind are logged at most this often; the rest are counted.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -90,8 +87,7 @@ impl Throttled {
 pub struct Driver<S, R> {
     machine: Machine,
     store: Arc<S>,
-    /// Metered inside the pacer: EC2 latency excludes the token wait.
-    routes: PacedRoutes<MeteredRoutes<R>>,
+    routes: Arc<MeteredRoutes<R>>,
     origin: TokioInstant,
     fence: Arc<Mutex<Fence>>,
     status: StatusBoard,
@@ -111,17 +107,14 @@ where
         machine: Machine,
         store: Arc<S>,
         routes: Arc<R>,
-        pacer: Arc<Pacer>,
         origin: TokioInstant,
         status: StatusBoard,
         metrics: Arc<Metrics>,
     ) -> Self {
-        metrics.track_pacer(pacer.clone());
-        let routes = Arc::new(MeteredRoutes::new(routes, metrics.clone()));
         Self {
             machine,
             store,
-            routes: PacedRoutes::new(routes, pacer, pacing::Priority::Background),
+            routes: Arc::new(MeteredRoutes::new(routes, metrics.clone())),
             origin,
             fence: Arc::new(Mutex::new(Fence::default())),
             status,
@@ -135,8 +128,9 @@ where
         Instant::from_offset(TokioInstant::now().saturating_duration_since(self.origin))
     }
 
-    fn at(&self, instant: Instant) -> TokioInstant {
-        self.origin + instant.as_offset()
+    /// `instant` on the runtime's clock; `None` past what it can hold.
+    fn at(&self, instant: Instant) -> Option<TokioInstant> {
+        self.origin.checked_add(instant.as_offset())
     }
 
     /// Runs until the machine exits, and says why. If `controls` closes
@@ -149,7 +143,9 @@ where
             if let Some(reason) = self.machine.exited() {
                 return reason;
             }
-            let sleep_until = wake_at.map_or_else(|| TokioInstant::now() + Duration::from_secs(1), |w| self.at(w));
+            let sleep_until = wake_at
+                .and_then(|w| self.at(w))
+                .unwrap_or_else(|| TokioInstant::now() + IDLE_WAKE_INTERVAL);
             let input = tokio::select! {
                 Some(input) = results.recv() => input,
                 control = controls.recv(), if controls_open => match control {
@@ -176,25 +172,30 @@ where
             self.metrics.observe_event(event);
         }
         self.metrics.set_shards_owned(self.machine.held().count());
+        let (tokens, (failover_waiting, _)) = self.machine.route_pacing(now);
+        self.metrics.set_route_pacing(tokens, failover_waiting);
         self.status.record(&self.machine, &step.events, now);
-        self.publish_fence(now);
+        self.publish_fence();
         for effect in step.effects {
             self.perform(effect, now, results.clone());
         }
         step.wake_at
     }
 
-    fn publish_fence(&self, now: Instant) {
-        let writable = self
-            .machine
-            .held()
-            .filter_map(|(s, epoch)| {
-                let until = self.machine.writable_until(s).filter(|u| now < *u)?;
-                Some((s, (epoch, until)))
-            })
-            .collect();
-        let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
-        *fence = Fence { writable };
+    fn publish_fence(&self) {
+        let fence = self.machine.fence();
+        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = fence;
+    }
+
+    /// What every attempt of `call` asks first: is it still before the
+    /// call's deadline, and does the machine's latest fence allow it?
+    fn gate(&self, call: &RouteCall) -> Gate {
+        let (fence, origin) = (self.fence.clone(), self.origin);
+        let (shard, epoch, deadline) = (call.shard, call.epoch, call.deadline);
+        Gate::new(move || {
+            let now = Instant::from_offset(TokioInstant::now().saturating_duration_since(origin));
+            now < deadline && fence.lock().unwrap_or_else(|p| p.into_inner()).allows(shard, epoch, now)
+        })
     }
 
     fn log(&mut self, event: &Event) {
@@ -211,9 +212,25 @@ where
                     }
                 }
             }
-            Event::RouteError { detail } => {
+            Event::RouteError { detail, .. } => {
                 if let Some(suppressed) = self.route_errors.admit() {
                     warn!(suppressed, "{detail}");
+                }
+            }
+            Event::RouteChanged { call, error: None } => debug!(?call, "route changed"),
+            Event::RouteChanged {
+                call,
+                error: Some(RouteError::Fenced),
+            } => info!(
+                ?call,
+                "route change not sent: the shard moved, the lease lapsed or its deadline passed"
+            ),
+            Event::RouteChanged {
+                call,
+                error: Some(error),
+            } => {
+                if let Some(suppressed) = self.route_errors.admit() {
+                    warn!(suppressed, change = ?call.change, "route change failed: {error}");
                 }
             }
             Event::ItemsSkipped { skipped } if skipped.is_empty() => {
@@ -226,14 +243,6 @@ where
             }
             Event::LeaseLapsed => warn!("own lease lapsed: no route writes until a heartbeat lands"),
             Event::Reregistered => warn!("our node item had vanished; registered again"),
-            Event::RoutesWritten { failed, .. } if *failed > 0 => warn!(?event, "route writes failed"),
-            Event::RoutesWritten { fenced, .. } if *fenced > 0 => {
-                info!(
-                    ?event,
-                    "route writes dropped: the shard moved, the lease lapsed or the push came too late"
-                )
-            }
-            Event::RoutesWritten { .. } => debug!(?event),
             Event::RouteDrift { .. } => warn!(?event, "route drift"),
             Event::StopDeferred => warn!("stop asked for during a drain: the drain goes on (bounded by its timeout)"),
             event => info!(?event),
@@ -298,53 +307,33 @@ where
                     result,
                 }
             }),
-            Effect::DescribeRoutes(tables) => {
+            Effect::DescribeTable(table) => {
                 let routes = self.routes.clone();
                 spawn(results, async move {
-                    let result = match tokio::time::timeout(ROUTE_CALL_TIMEOUT, routes.describe(&tables)).await {
+                    let result = match tokio::time::timeout(ROUTE_CALL_TIMEOUT, routes.describe(&table)).await {
                         Ok(result) => result,
                         Err(_) => Err(RouteError::Unavailable {
                             op: RouteOp::Describe,
-                            detail: "timed out".into(),
+                            detail: format!("{table}: timed out"),
                         }),
                     };
-                    Input::RoutesDescribed { sent_at, result }
+                    Input::TableDescribed { table, sent_at, result }
                 })
             }
-            Effect::DeleteRoutes { shard, tables } => {
+            Effect::ChangeRoute(call) => {
                 let routes = self.routes.clone();
+                let gate = self.gate(&call);
+                // No attempt may go out after the deadline: the call ends there.
+                let limit = call.deadline.saturating_since(sent_at).min(ROUTE_CALL_TIMEOUT);
                 spawn(results, async move {
-                    let mut failed = Vec::new();
-                    for table in &tables {
-                        let call = routes.delete(table, shard.vip());
-                        match tokio::time::timeout(ROUTE_CALL_TIMEOUT, call).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => failed.push(e),
-                            Err(_) => failed.push(RouteError::Unavailable {
-                                op: RouteOp::Delete,
-                                detail: format!("{table} {shard}: timed out"),
-                            }),
-                        }
-                    }
-                    Input::RoutesDeleted { shard, failed }
-                })
-            }
-            Effect::WriteRoutes(req) => {
-                let ours = req.eni == self.machine.setup().info.eni;
-                let fence = self.fence.clone();
-                let until = req.deadline.map(|d| self.at(d));
-                let routes = self.routes.at(match req.priority {
-                    Priority::Failover => pacing::Priority::Failover,
-                    Priority::Rebalance | Priority::Repair => pacing::Priority::Background,
-                });
-                let origin = self.origin;
-                spawn(results, async move {
-                    let guard = if ours {
-                        Guard::Own { fence: &fence, origin }
-                    } else {
-                        Guard::Push { until }
+                    let result = match tokio::time::timeout(limit, routes.change(&call.change, &gate)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(RouteError::Unavailable {
+                            op: call.change.op(),
+                            detail: format!("{}: {}: timed out", call.change.table(), call.change.vip()),
+                        }),
                     };
-                    write_routes(routes, req, guard).await
+                    Input::RouteChanged { call, result }
                 })
             }
         }

@@ -39,7 +39,8 @@ use std::time::Duration;
 pub use messages::{Effect, Event, ExitReason, Input, Priority, RouteCall, Step};
 pub use mode::{Health, Mode, Readiness};
 pub use routes::{
-    Fence, Pacing, PacingError, RouteCheck, TableHealth, DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND, TABLE_BACKOFF_CAP,
+    Fence, Pacing, PacingError, RouteCheck, TableHealth, DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND,
+    MIN_CALLS_PER_SECOND, TABLE_BACKOFF_CAP,
 };
 
 use self::book::ShardBook;
@@ -163,6 +164,12 @@ pub struct Machine {
     /// one must not hold up the next.
     heartbeats: BTreeMap<Instant, (Mode, BeatKind)>,
     drain_started_at: Option<Instant>,
+    /// Draining, since when this node has held nothing, had nothing under
+    /// way and pushed nothing: a read-back of the route tables sent after
+    /// that shows every route the node will ever have written.
+    drain_quiet_since: Option<Instant>,
+    /// The simulation's sabotage of that rule.
+    drain_ignores_routes: bool,
     /// How the next heartbeat writes our item.
     beat_kind: BeatKind,
     /// The counter our last registration put (see `HeartbeatRequest`).
@@ -247,6 +254,8 @@ impl Machine {
             readiness,
             mode: readiness.mode(),
             mode_announced_at: None,
+            drain_quiet_since: None,
+            drain_ignores_routes: false,
             heartbeats: BTreeMap::new(),
             drain_started_at: None,
             beat_kind: BeatKind::Register,
@@ -465,6 +474,13 @@ impl Machine {
     pub fn sabotage_blindness_by_return_times(&mut self) {
         self.observer.sabotage_blindness_by_return_times();
         self.max_node_reads = 1;
+    }
+
+    /// Ends drains without looking at the routes (the simulation's sabotage).
+    #[cfg(feature = "fakes")]
+    #[doc(hidden)]
+    pub fn sabotage_drain_ignoring_routes(&mut self) {
+        self.drain_ignores_routes = true;
     }
 
     pub fn is_gone(&self, node: &NodeId) -> bool {

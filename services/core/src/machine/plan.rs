@@ -23,7 +23,7 @@ use crate::liveness::NodeCheck;
 use crate::membership::{membership, Me, Peers};
 use crate::store::{AcquireRequest, BeatKind, Expect, HandoffRequest, HeartbeatRequest, MarkDeadRequest};
 use crate::time::Instant;
-use crate::types::{NodeId, ShardId};
+use crate::types::{NodeId, ShardId, Vip};
 
 /// Our layout item is written again this often, in case it was deleted.
 pub(super) const LAYOUT_REPUBLISH_INTERVAL: Duration = Duration::from_secs(600);
@@ -33,6 +33,10 @@ const ORPHAN_REFRESH_SCANS: u32 = 4;
 /// Peers read the node items every scan; after this many scans past the
 /// send time of our heartbeat, they have seen what it said.
 const PEER_NOTICE_SCANS: u32 = 2;
+/// A drained node whose routes still point at it (a push ran out of time,
+/// the new owner has not repaired them yet) reads the tables back again
+/// after this many scans.
+const DRAIN_RECHECK_SCANS: u32 = 4;
 
 /// What to do about a free shard, from where its routes point.
 enum FreeShard {
@@ -168,7 +172,9 @@ impl Machine {
         // just then.
         if now >= self.timers.reconcile && (self.held.is_empty() || self.lease.is_valid(now)) {
             self.timers.reconcile = now + self.cfg().reconcile_interval;
-            if !self.held.is_empty() {
+            // A draining node reads back what it no longer holds too: it
+            // leaves only once no route points at it.
+            if !self.held.is_empty() || self.drain_quiet_since.is_some() {
                 self.describe_tables(now, out);
             }
         }
@@ -558,21 +564,39 @@ impl Machine {
 
     /// A drained node leaves once a read of the shards shows it owns
     /// nothing, sent late enough that every peer had seen it draining (a
-    /// peer deciding on an older view may still hand it a shard).
+    /// peer deciding on an older view may still hand it a shard), and once
+    /// a read-back of the route tables, sent after it last held or pushed
+    /// anything, shows no route of the fleet's pointing at it: a push that
+    /// ran out of time leaves the route to the new owner's repair, and the
+    /// node told it may terminate must not take that traffic with it.
     fn plan_drain_exit(&mut self, now: Instant, out: &mut Step) {
         let Some(announced) = self.mode_announced_at.filter(|_| self.mode == Mode::Draining) else {
+            self.drain_quiet_since = None;
             return;
         };
         let me = self.me().clone();
         let owns_any = self.book.records().any(|r| r.owner.as_ref() == Some(&me));
         if !self.held.is_empty() || !self.ops.is_empty() || self.routes.any_pushes() || owns_any {
+            self.drain_quiet_since = None;
             return;
         }
+        let quiet_since = *self.drain_quiet_since.get_or_insert(now);
         let peers_know_at = announced + self.cfg().scan_interval * PEER_NOTICE_SCANS + self.cfg().heartbeat_interval;
-        if self.book.read_at().is_some_and(|t| t >= peers_know_at) {
+        if !self.book.read_at().is_some_and(|t| t >= peers_know_at) {
+            if now < peers_know_at {
+                self.timers.shard_refresh = self.timers.shard_refresh.min(peers_know_at);
+            }
+            return;
+        }
+        let tables = self.route_tables().to_vec();
+        let read_back = self.routes.seen_at(&tables).is_some_and(|t| t >= quiet_since);
+        let vips: BTreeSet<Vip> = self.book.known().chain(self.setup.layout.ids()).map(|s| s.vip()).collect();
+        let clean = read_back && !self.routes.any_points_at(&self.setup.info.eni, &vips);
+        if clean || self.drain_ignores_routes {
             self.exit(ExitReason::Drained, out);
-        } else if now < peers_know_at {
-            self.timers.shard_refresh = self.timers.shard_refresh.min(peers_know_at);
+        } else if !self.any_describing() {
+            let recheck_at = now + self.cfg().scan_interval * DRAIN_RECHECK_SCANS;
+            self.timers.reconcile = self.timers.reconcile.min(recheck_at);
         }
     }
 }

@@ -16,7 +16,10 @@
 //! - (d) **stability**: in steady state nothing moves;
 //! - (e) **epochs never go back**: a shard's epoch in the table never falls
 //!   below one a live node remembers, even across deleted items and a
-//!   re-created table.
+//!   re-created table;
+//! - (f) **a drained node takes no traffic with it**: when a node reports
+//!   its drain done, no route in a table that answers points at it, and no
+//!   route write lands pointing at it afterwards.
 //!
 //! It also measures: moves per event against the minimum, and the time from
 //! each crash until the dead node's shards are owned and routed again.
@@ -99,6 +102,8 @@ pub struct Checker {
     landed_checked: usize,
     /// The newest epoch each node's writes for each shard landed with.
     landed_epochs: BTreeMap<ShardId, BTreeMap<usize, Epoch>>,
+    /// How many drained exits have been checked.
+    drained_checked: usize,
 }
 
 impl Checker {
@@ -128,6 +133,7 @@ impl Checker {
             shards_version_seen: u64::MAX,
             landed_checked: 0,
             landed_epochs: BTreeMap::new(),
+            drained_checked: 0,
         }
     }
 
@@ -141,6 +147,7 @@ impl Checker {
     pub(crate) fn after_event(&mut self, world: &World) {
         let now = world.now;
         self.check_one_writer(world);
+        self.check_drained(world);
         self.check_landed_writes(world);
         if world.changed && world.table.shards_version() != self.shards_version_seen {
             self.shards_version_seen = world.table.shards_version();
@@ -209,9 +216,37 @@ impl Checker {
         }
     }
 
+    fn check_drained(&mut self, world: &World) {
+        for &(node, at) in &world.drained[self.drained_checked..] {
+            let eni = world.nodes[node].eni();
+            let stranded: Vec<String> = world
+                .routes
+                .all()
+                .filter(|(table, _, target)| *target == eni && !world.ec2.table_fails(table, at))
+                .map(|(table, vip, _)| format!("{vip} in {table}"))
+                .collect();
+            if !stranded.is_empty() {
+                let id = world.nodes[node].id().clone();
+                self.violation(format!("(f) at {at} {id} reported drained with routes pointing at it: {stranded:?}"));
+            }
+        }
+        self.drained_checked = world.drained.len();
+    }
+
     fn check_landed_writes(&mut self, world: &World) {
         let landed = &world.ec2.landed;
         for write in &landed[self.landed_checked..] {
+            if let Some((gone, at)) = write.target.as_ref().and_then(|target| {
+                world.drained.iter().find(|(n, at)| world.nodes[*n].eni() == target && *at < write.at)
+            }) {
+                let (writer, gone) = (world.nodes[write.node].id().clone(), world.nodes[*gone].id().clone());
+                self.violation(format!(
+                    "(f) at {} a write of {writer} pointed {} in {} at {gone}, drained at {at}",
+                    write.at,
+                    write.shard.vip(),
+                    write.table
+                ));
+            }
             let newer = self
                 .landed_epochs
                 .get(&write.shard)

@@ -23,7 +23,7 @@ use super::{Sabotage, SimConfig, Status, What, World};
 use crate::machine::{Input, RouteCall};
 use crate::routes::{RouteEntry, RouteError, RouteOp, ROUTE_CALL_TIMEOUT};
 use crate::time::Instant;
-use crate::types::{Epoch, RouteTableId, ShardId};
+use crate::types::{EniId, Epoch, RouteTableId, ShardId};
 
 /// EC2's bucket for mutating calls, shared by the whole account: 50
 /// tokens, refilled at 5 per second (as documented).
@@ -43,6 +43,8 @@ pub struct Landed {
     pub epoch: Epoch,
     pub table: RouteTableId,
     pub op: RouteOp,
+    /// Where the route points now; `None` for a delete.
+    pub target: Option<EniId>,
 }
 
 #[derive(Clone, Debug)]
@@ -81,7 +83,7 @@ impl Ec2 {
         }
     }
 
-    fn table_fails(&self, table: &RouteTableId, now: Instant) -> bool {
+    pub(crate) fn table_fails(&self, table: &RouteTableId, now: Instant) -> bool {
         self.failing.get(table).is_some_and(|until| now < *until)
     }
 
@@ -232,6 +234,7 @@ impl World {
                         epoch: route.epoch,
                         table,
                         op,
+                        target: route.change.eni().cloned(),
                     });
                     self.changed = true;
                 }

@@ -67,6 +67,10 @@ pub enum Sabotage {
     /// blind whenever two reads *return* more than half a lease apart: a
     /// store that is slow or fails now and then restarts every clock.
     BlindByReturnTimes,
+    /// As a drain once ended: as soon as nothing was held and no push was
+    /// left, though pushes that ran out of time left routes pointing at the
+    /// node told it may terminate.
+    DrainIgnoresRoutes,
 }
 
 /// How long a node's agent is down while it restarts with a new
@@ -343,6 +347,9 @@ pub(crate) struct World {
     open_calls: BTreeSet<u64>,
     pub(crate) ec2: ec2::Ec2,
     exits: BTreeMap<&'static str, usize>,
+    /// Nodes that exited drained, and when: their ENI must not be a route
+    /// target any more.
+    pub(crate) drained: Vec<(usize, Instant)>,
     /// Nodes whose machine stepped during the current event: only they can
     /// have become a second writer.
     pub(crate) stepped: BTreeSet<usize>,
@@ -438,6 +445,7 @@ impl World {
             open_calls: BTreeSet::new(),
             ec2: ec2::Ec2::default(),
             exits: BTreeMap::new(),
+            drained: Vec::new(),
             stepped: BTreeSet::new(),
             changed: true,
             trace: config.trace.then(Vec::new),
@@ -520,8 +528,10 @@ impl World {
     fn machine(&mut self, config: &SimConfig, index: usize, variant: &Variant) -> Machine {
         let setup = self.setup(config, index, variant);
         let mut machine = Machine::new(setup, self.now);
-        if config.sabotage == Some(Sabotage::BlindByReturnTimes) {
-            machine.sabotage_blindness_by_return_times();
+        match config.sabotage {
+            Some(Sabotage::BlindByReturnTimes) => machine.sabotage_blindness_by_return_times(),
+            Some(Sabotage::DrainIgnoresRoutes) => machine.sabotage_drain_ignoring_routes(),
+            _ => {}
         }
         machine
     }
@@ -771,6 +781,9 @@ impl World {
             match effect {
                 Effect::Exit(reason) => {
                     *self.exits.entry(reason.as_str()).or_default() += 1;
+                    if reason == ExitReason::Drained {
+                        self.drained.push((node, now));
+                    }
                     self.nodes[node].status = match reason {
                         ExitReason::Drained | ExitReason::DrainTimedOut => Status::Departed,
                         ExitReason::Stopped | ExitReason::Superseded => Status::Down,

@@ -2,7 +2,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use vipfleet_core::assign::{Member, Role};
-use vipfleet_core::machine::{ExitReason, NodeSetup, Readiness, RouteCheck};
+use vipfleet_core::machine::{ExitReason, NodeSetup, Pacing, Readiness, RouteCheck, TableHealth};
+use vipfleet_core::routes::RouteErrorClass;
 use vipfleet_core::membership::Membership;
 use vipfleet_core::store::Skipped;
 use vipfleet_core::{EniId, Incarnation, LeaseConfig, NodeInfo, RouteTableId, ShardLayout, ShardRecord, Vip};
@@ -65,6 +66,7 @@ fn troubled() -> (Status, TokioInstant) {
         layout: Arc::new(ShardLayout::from_vips(&vips).unwrap()),
         route_tables: vec![RouteTableId("rtb-1".into()), RouteTableId("rtb-2".into())],
         drain_timeout: Duration::from_secs(120),
+        pacing: Pacing::default(),
     };
     let mine = setup.config();
     let other = NodeConfig {
@@ -151,10 +153,21 @@ fn troubled() -> (Status, TokioInstant) {
             ),
         ]
         .into(),
+        table_health: [
+            (RouteTableId("rtb-1".into()), TableHealth::default()),
+            (RouteTableId("rtb-2".into()), failing_table()),
+        ]
+        .into(),
         setup: Some(Arc::new(setup)),
         ..Status::default()
     };
     (status, recorded_at)
+}
+
+fn failing_table() -> TableHealth {
+    let mut health = TableHealth::default();
+    health.failing = Some((RouteErrorClass::Permanent, "route table rtb-2 does not exist".into()));
+    health
 }
 
 #[test]
@@ -213,6 +226,11 @@ fn trouble_is_found_and_counted() {
     assert_eq!((t.route_problems, t.shards_in_trouble, t.moves_last_hour), (1, 3, 1));
     assert_eq!(t.items_skipped, 1);
     assert_eq!(view.skipped[0].key, "node#junk");
+    assert_eq!(t.route_tables_failing, 1);
+    assert_eq!(view.route_table_problems.len(), 1, "only the failing table");
+    let problem = &view.route_table_problems[0];
+    assert_eq!((problem.table.as_str(), problem.class), ("rtb-2", "permanent"));
+    assert!(problem.detail.contains("does not exist"));
 }
 
 #[test]

@@ -17,6 +17,10 @@ use crate::time::Instant;
 pub const DEFAULT_CALLS_PER_SECOND: f64 = 2.0;
 /// A fifth of EC2's bucket of 50.
 pub const DEFAULT_BURST: u32 = 10;
+/// The slowest pace accepted: one call an hour. Slower is a stop, not a
+/// pace, and near zero the wait for a token is longer than a `Duration`
+/// holds (`1e-300` passed validation once and panicked the first waiter).
+pub const MIN_CALLS_PER_SECOND: f64 = 1.0 / 3600.0;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Pacing {
@@ -35,21 +39,32 @@ impl Default for Pacing {
 
 #[derive(Clone, Debug, Error, PartialEq)]
 pub enum PacingError {
-    #[error("mutating_calls_per_second must be a positive number, not {0}")]
+    #[error(
+        "mutating_calls_per_second must be a number of at least {MIN_CALLS_PER_SECOND:.6} (one call an hour), not {0}"
+    )]
     Rate(f64),
     #[error("burst must be at least 1")]
     Burst,
 }
 
 impl Pacing {
+    /// A finite rate of at least [`MIN_CALLS_PER_SECOND`] and a burst of at
+    /// least one.
     pub fn validate(&self) -> Result<(), PacingError> {
-        if !(self.calls_per_second.is_finite() && self.calls_per_second > 0.0) {
+        if !(self.calls_per_second.is_finite() && self.calls_per_second >= MIN_CALLS_PER_SECOND) {
             return Err(PacingError::Rate(self.calls_per_second));
         }
         if self.burst == 0 {
             return Err(PacingError::Burst);
         }
         Ok(())
+    }
+
+    /// How long the bucket takes to refill `tokens` at this rate: what a
+    /// caller that needs them waits. Saturates rather than panics, even for
+    /// a pace that skipped validation.
+    pub fn refill_time(&self, tokens: f64) -> Duration {
+        Duration::try_from_secs_f64(tokens.max(0.0) / self.calls_per_second).unwrap_or(Duration::MAX)
     }
 }
 
@@ -97,8 +112,8 @@ impl Bucket {
 
     /// When the next token will be there.
     pub(crate) fn next_token_at(&self, now: Instant) -> Instant {
-        let missing = (1.0 - self.level(now)).max(0.0);
-        now + Duration::from_secs_f64(missing / self.pacing.calls_per_second) + Duration::from_millis(1)
+        let missing = 1.0 - self.level(now);
+        now.saturating_add(self.pacing.refill_time(missing).saturating_add(Duration::from_millis(1)))
     }
 }
 
@@ -138,5 +153,26 @@ mod tests {
         assert!(bad(f64::NAN, 1).is_err());
         assert_eq!(bad(1.0, 0), Err(PacingError::Burst));
         assert_eq!(bad(1.0, 1), Ok(()));
+    }
+
+    #[test]
+    fn rates_near_zero_are_refused_and_never_panic() {
+        let pacing = |calls_per_second| Pacing {
+            calls_per_second,
+            burst: 1,
+        };
+        for rate in [1e-300, f64::MIN_POSITIVE, 1e-5, 0.0, -1.0, f64::INFINITY, f64::NAN] {
+            assert!(pacing(rate).validate().is_err(), "{rate}");
+            // Even a pace that skipped validation waits, if for ever.
+            let _ = pacing(rate).refill_time(10.0);
+        }
+        assert_eq!(pacing(1e-300).refill_time(1.0), Duration::MAX);
+        assert_eq!(pacing(MIN_CALLS_PER_SECOND).validate(), Ok(()));
+        assert_eq!(pacing(MIN_CALLS_PER_SECOND).refill_time(1.0).as_secs(), 3600);
+        assert_eq!(pacing(2.0).refill_time(1.0), Duration::from_millis(500));
+        assert_eq!(pacing(2.0).refill_time(-1.0), Duration::ZERO);
+        let mut bucket = Bucket::new(pacing(1e-300), Instant::ZERO);
+        assert!(bucket.take(Instant::ZERO));
+        assert!(bucket.next_token_at(Instant::ZERO) > Instant::from_millis(1_000_000_000));
     }
 }

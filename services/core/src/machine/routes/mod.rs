@@ -19,7 +19,7 @@ mod work;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-pub use bucket::{Pacing, PacingError, DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND};
+pub use bucket::{Pacing, PacingError, DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND, MIN_CALLS_PER_SECOND};
 pub use work::{TableHealth, PERMANENT_CAP as TABLE_BACKOFF_CAP};
 
 use self::bucket::Bucket;
@@ -135,6 +135,14 @@ impl RouteBook {
             1 => targets.pop_first().map_or(Pointing::Nowhere, Pointing::At),
             _ => Pointing::Mixed,
         }
+    }
+
+    /// Whether the last read-backs showed a route for any of `vips`
+    /// pointing at `eni`.
+    pub(super) fn any_points_at(&self, eni: &EniId, vips: &BTreeSet<Vip>) -> bool {
+        self.seen
+            .iter()
+            .any(|((_, vip), target)| target.as_ref() == Some(eni) && vips.contains(vip))
     }
 
     /// Whether the read-backs showed the shard's route in every table
