@@ -208,18 +208,20 @@ async fn start_dashboard(config: &AgentConfig, state: DashboardState) -> Result<
 /// exist (yet) are only reported: the node serves the tables it can, and
 /// the machine keeps asking for the others (metric, log, dashboard).
 async fn check_against_aws(config: &AgentConfig, me: &NodeIdentity, ec2: &Ec2RouteTable) -> Result<(), RunError> {
-    match ec2.missing_route_tables(&config.route_tables).await {
-        Ok(missing) if missing.is_empty() => {}
-        Ok(missing) => {
-            let ids: Vec<String> = missing.iter().map(ToString::to_string).collect();
-            warn!(
-                missing = %ids.join(", "),
-                "fleet.route_tables: not found in this account and region; starting without them and retrying \
-                 every {:?} at most (vipfleet_route_table_failing)",
-                vipfleet_core::machine::TABLE_BACKOFF_CAP
-            );
-        }
-        Err(e) => warn!("cannot list route tables ({e}); the lease machine will find out table by table"),
+    // EC2 unreachable at start is a start-up failure (systemd retries);
+    // a table it says does not exist is not.
+    let missing = ec2
+        .missing_route_tables(&config.route_tables)
+        .await
+        .map_err(|e| RunError::Startup(format!("cannot list route tables: {e}")))?;
+    if !missing.is_empty() {
+        let ids: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        warn!(
+            missing = %ids.join(", "),
+            "fleet.route_tables: not found in this account and region; starting without them and retrying \
+             every {:?} at most (vipfleet_fleet_route_tables_failing)",
+            vipfleet_core::machine::TABLE_BACKOFF_CAP
+        );
     }
     let Some(vpc) = config.vpc_id.clone().or_else(|| me.vpc_id.clone()) else {
         warn!("no VPC id (fleet.vpc_id or IMDS): cannot check that VIPs lie outside the VPC");

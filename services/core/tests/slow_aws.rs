@@ -190,6 +190,42 @@ fn the_checks_catch_a_drain_that_leaves_routes_behind() {
     assert!(caught > 0, "no seed caught the drain that left routes behind");
 }
 
+/// Table 1 refuses every call for a minute; node 2 crashes 5 s into it.
+fn failing_table(seed: u64) -> SimConfig {
+    let mut config = SimConfig::small(seed);
+    config.nodes = 3;
+    config.faults = vec![
+        at(
+            40_000,
+            Fault::TableFails {
+                table: 1,
+                length: Duration::from_secs(60),
+            },
+        ),
+        at(45_000, Fault::Crash { node: 2 }),
+    ];
+    config
+}
+
+#[test]
+fn a_failing_table_is_asked_less_than_once_in_ten_seconds() {
+    // From 10 s after the crash (the first retries are quick) to the end
+    // of the failure: 45 s, so fewer than 5 mutating calls per node.
+    let (from, to) = (Duration::from_secs(55), Duration::from_secs(100));
+    for seed in 0..6 {
+        let report = sim::run(&failing_table(seed));
+        assert!(report.violations.is_empty(), "seed {seed}: {:?}", report.violations);
+        for node in 0..2 {
+            let calls = report
+                .refused_by_failing_table
+                .iter()
+                .filter(|(at, n)| *n == node && *at >= from && *at < to)
+                .count();
+            assert!(calls < 5, "seed {seed}: node {node} made {calls} calls to the failing table in 45 s");
+        }
+    }
+}
+
 /// Every fault at once, over many seeds: the CI's share of the chaos runs
 /// (`vipfleet-sim --scenario chaos --seeds N` runs more).
 #[test]

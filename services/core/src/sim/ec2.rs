@@ -56,6 +56,8 @@ pub(crate) struct Ec2 {
     /// Tables whose calls fail as if they did not exist, until when.
     pub(crate) failing: BTreeMap<RouteTableId, Instant>,
     pub(crate) landed: Vec<Landed>,
+    /// Mutating attempts that reached a failing table: when, and whose.
+    pub(crate) refused_by_failing_table: Vec<(Instant, usize)>,
 }
 
 impl Default for Ec2 {
@@ -66,6 +68,7 @@ impl Default for Ec2 {
             flaky: None,
             failing: BTreeMap::new(),
             landed: Vec::new(),
+            refused_by_failing_table: Vec::new(),
         }
     }
 }
@@ -207,6 +210,9 @@ impl World {
         let op = route.change.op();
         let table = route.change.table().clone();
         let outcome = if self.ec2.table_fails(&table, now) {
+            if op.mutates() {
+                self.ec2.refused_by_failing_table.push((now, node));
+            }
             Outcome::Refused(RouteError::UnknownTable(table.clone()))
         } else if !self.ec2.take_token(now) {
             Outcome::Refused(RouteError::Throttled {

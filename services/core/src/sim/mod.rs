@@ -229,6 +229,9 @@ pub struct Report {
     pub events_processed: u64,
     /// Nodes that exited, by reason.
     pub exits: BTreeMap<&'static str, usize>,
+    /// Mutating EC2 attempts that reached a failing table
+    /// ([`Fault::TableFails`]): when, and by which node.
+    pub refused_by_failing_table: Vec<(Duration, usize)>,
     /// With [`SimConfig::trace`]: one line per machine event and fault.
     pub trace: Vec<String>,
 }
@@ -409,6 +412,12 @@ pub fn run(config: &SimConfig) -> Report {
         virtual_time: end.as_offset(),
         events_processed: events,
         exits: world.exits.clone(),
+        refused_by_failing_table: world
+            .ec2
+            .refused_by_failing_table
+            .iter()
+            .map(|(at, node)| (at.as_offset(), *node))
+            .collect(),
         trace: world.trace.take().unwrap_or_default(),
     }
 }

@@ -348,6 +348,16 @@ impl Machine {
             .map(|((s, t), w)| (w.priority, *s, t.clone()))
             .collect();
         ready.sort();
+        // A table that is down gets one call at a time, a probe: only once
+        // it succeeds do the others follow. Otherwise every round of its
+        // backoff would cost one call per shard.
+        let mut probing: BTreeSet<RouteTableId> = self
+            .routes
+            .work
+            .iter()
+            .filter(|((_, table), w)| w.in_flight && self.routes.tables.get(table).is_some_and(TableHealth::is_down))
+            .map(|((_, table), _)| table.clone())
+            .collect();
         let lease = self.lease;
         let fresh_for = self.confirm_fresh_for();
         // Confirmations go only to what the tokens we have can send: one
@@ -361,6 +371,10 @@ impl Machine {
             let Some(epoch) = self.routes.work.get(&key).map(|w| w.epoch) else {
                 continue;
             };
+            let down = self.routes.tables.get(&table).is_some_and(TableHealth::is_down);
+            if down && probing.contains(&table) {
+                continue;
+            }
             if self.routes.work[&key].purpose == Purpose::Own {
                 let Some(held) = self.held.get_mut(&shard).filter(|h| h.epoch == epoch) else {
                     self.routes.work.remove(&key);
@@ -380,10 +394,14 @@ impl Machine {
             let Some(deadline) = self.call_allowed_until(shard, epoch).filter(|u| now < *u) else {
                 continue; // expire_route_work drops what can never go
             };
+
             if !self.routes.bucket.take(now) {
                 break;
             }
             budget -= 1;
+            if down {
+                probing.insert(table.clone());
+            }
             let Some(w) = self.routes.work.get_mut(&key) else {
                 continue;
             };
