@@ -62,8 +62,11 @@ pub struct TableCalls {
     pub table: String,
     /// The window the backoff is judged over (after a settle time).
     pub window_s: f64,
-    /// Calls in the window, by agent address.
+    /// Calls in the window, by agent address...
     pub per_agent: BTreeMap<String, u64>,
+    /// ...and the retry rounds they came in (calls less than a second
+    /// apart are one round: one call per shard, sent together).
+    pub rounds_per_agent: BTreeMap<String, u64>,
     /// Calls over the whole run, every agent.
     pub total: u64,
 }

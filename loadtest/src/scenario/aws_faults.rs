@@ -212,18 +212,27 @@ async fn misrouted(f: &Fault<'_>, table: &str) -> Result<Vec<String>> {
     Ok(wrong)
 }
 
+/// Calls closer than this to an agent's previous one for the same table
+/// belong to the same retry round (one call per shard, sent together).
+const ROUND_GAP_MS: u64 = 1000;
+
 /// Mutating calls naming `table` per agent (by source address) in
-/// `[from_ms, to_ms)`.
-pub fn calls_for_table(proxy: &AwsProxy, table: &str, from_ms: u64, to_ms: u64) -> BTreeMap<IpAddr, u64> {
-    let mut per_node = BTreeMap::new();
+/// `[from_ms, to_ms)`, and the rounds they came in.
+fn calls_for_table(proxy: &AwsProxy, table: &str, from_ms: u64, to_ms: u64) -> BTreeMap<IpAddr, (u64, u64)> {
+    let mut per_node: BTreeMap<IpAddr, (u64, u64, u64)> = BTreeMap::new();
     for c in proxy
         .ec2_calls()
         .iter()
         .filter(|c| (from_ms..to_ms).contains(&c.t_ms) && c.tables.iter().any(|t| t == table))
     {
-        *per_node.entry(c.node).or_insert(0) += 1;
+        let (calls, rounds, last_ms) = per_node.entry(c.node).or_insert((0, 0, 0));
+        if *calls == 0 || c.t_ms > *last_ms + ROUND_GAP_MS {
+            *rounds += 1;
+        }
+        *calls += 1;
+        *last_ms = c.t_ms;
     }
-    per_node
+    per_node.into_iter().map(|(ip, (c, r, _))| (ip, (c, r))).collect()
 }
 
 /// Acceptance of ec2-partial beyond the general checks: after the settle
@@ -239,7 +248,7 @@ pub fn check_ec2_partial(report: &mut Report, proxy: Option<&AwsProxy>, failing:
     let per_node = calls_for_table(proxy, failing, from_ms, to_ms);
     let seconds = to_ms.saturating_sub(from_ms) as f64 / 1000.0;
     let allowed = seconds / BACKOFF_PERIOD.as_secs_f64();
-    for (node, n) in &per_node {
+    for (node, (n, _)) in &per_node {
         if *n as f64 >= allowed {
             report.violations.push(format!(
                 "the agent at {node} made {n} mutating calls for the failing {failing} in {seconds:.1} s \
@@ -250,14 +259,40 @@ pub fn check_ec2_partial(report: &mut Report, proxy: Option<&AwsProxy>, failing:
     report.failing_table_calls = Some(crate::report::TableCalls {
         table: failing.to_string(),
         window_s: seconds,
-        per_agent: per_node.iter().map(|(ip, n)| (ip.to_string(), *n)).collect(),
-        total: calls_for_table(proxy, failing, 0, u64::MAX).values().sum(),
+        per_agent: per_node.iter().map(|(ip, (n, _))| (ip.to_string(), *n)).collect(),
+        rounds_per_agent: per_node.iter().map(|(ip, (_, r))| (ip.to_string(), *r)).collect(),
+        total: calls_for_table(proxy, failing, 0, u64::MAX)
+            .values()
+            .map(|(n, _)| n)
+            .sum(),
     });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn calls_close_together_are_one_round() {
+        let proxy = AwsProxy::start("127.0.0.1".parse().unwrap(), "127.0.0.1:9".parse().unwrap())
+            .await
+            .unwrap();
+        let ip: IpAddr = "10.77.0.10".parse().unwrap();
+        for (t_ms, table) in [
+            (1000, "rtb-a"),
+            (1200, "rtb-a"),
+            (1300, "rtb-b"),
+            (9000, "rtb-a"),
+            (30000, "rtb-a"),
+        ] {
+            proxy.log_for_test(t_ms, ip, table);
+        }
+        assert_eq!(
+            calls_for_table(&proxy, "rtb-a", 0, 20_000),
+            BTreeMap::from([(ip, (3, 2))])
+        );
+        assert_eq!(calls_for_table(&proxy, "rtb-a", 0, u64::MAX)[&ip], (4, 3));
+    }
 
     #[test]
     fn the_slow_store_bound_is_the_issues() {

@@ -149,6 +149,18 @@ impl AwsProxy {
     pub fn ec2_calls(&self) -> Vec<Ec2Call> {
         self.calls.lock().map(|c| c.clone()).unwrap_or_default()
     }
+
+    /// Logs a call as if an agent had made it.
+    #[cfg(test)]
+    pub fn log_for_test(&self, t_ms: u64, node: IpAddr, table: &str) {
+        self.calls.lock().unwrap().push(Ec2Call {
+            t_ms,
+            node,
+            action: "ReplaceRoute".into(),
+            tables: vec![table.to_string()],
+            refused: true,
+        });
+    }
 }
 
 /// A request read off the wire.

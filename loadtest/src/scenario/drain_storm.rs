@@ -4,7 +4,8 @@
 //!
 //! The promise: once a node's agent has logged its drain done, no route
 //! points at it, in moto at that moment or in the routers later; at the
-//! end every shard is the survivor's and every route points at it.
+//! end every shard is the survivor's and every route, in moto and in the
+//! routers, points at it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -170,14 +171,26 @@ pub fn check_drain_storm(
             ));
         }
     }
-    let Some(last) = drains.iter().map(|d| d.done_ms).max() else {
+    let Some(last_done) = drains.iter().map(|d| d.done_ms).max() else {
         report.violations.push("no drain was seen done".to_string());
         return;
     };
     let survivor_ip = survivor.ip.to_string();
+    // Where the routers send each VIP at the end, from the whole log.
+    let mut last: std::collections::BTreeMap<(&str, vipfleet_core::Vip), Option<&str>> = Default::default();
+    for c in log.iter().filter(|c| state.vips.contains(&c.vip)) {
+        last.insert((c.table.as_str(), c.vip), c.target.as_deref());
+    }
+    for ((table, vip), target) in last {
+        if target != Some(survivor_ip.as_str()) {
+            report.violations.push(format!(
+                "the router of {table} sends {vip} to {target:?} at the end, not to the survivor"
+            ));
+        }
+    }
     let strays = log
         .iter()
-        .filter(|c| c.t_ms > last + lag_ms && c.target.as_deref() != Some(survivor_ip.as_str()))
+        .filter(|c| c.t_ms > last_done + lag_ms && c.target.as_deref() != Some(survivor_ip.as_str()))
         .count();
     if strays > 0 {
         report.violations.push(format!(
