@@ -18,6 +18,7 @@ const KIB_PER_MIB: f64 = 1024.0;
 pub struct CpuSample {
     pid: u32,
     cpu_ticks: u64,
+    rss_kib: u64,
     at: Instant,
 }
 
@@ -47,6 +48,13 @@ pub struct Footprint {
     pub agents: usize,
     /// Resident memory at the end of the load.
     pub rss_mib: Spread,
+    /// Resident memory of every agent running at the start of the load...
+    #[serde(default)]
+    pub rss_start_mib: Spread,
+    /// ...and at its end, agents started during the run included (a long
+    /// run's faults restart some).
+    #[serde(default)]
+    pub rss_end_mib: Spread,
     /// Average CPU over the load, percent of one core.
     pub cpu_percent: Spread,
     /// The cargo profile of this binary; the lab runs the agent built with it.
@@ -58,6 +66,14 @@ impl Footprint {
         format!(
             "agent footprint ({} agents, {} build): RSS {:.1}-{:.1} MiB, CPU {:.2}-{:.2} % of a core",
             self.agents, self.build, self.rss_mib.min, self.rss_mib.max, self.cpu_percent.min, self.cpu_percent.max
+        )
+    }
+
+    /// Resident memory at the start and the end of the run, every agent.
+    pub fn rss_line(&self) -> String {
+        format!(
+            "agent RSS: start {:.1}-{:.1} MiB, end {:.1}-{:.1} MiB",
+            self.rss_start_mib.min, self.rss_start_mib.max, self.rss_end_mib.min, self.rss_end_mib.max
         )
     }
 }
@@ -86,14 +102,26 @@ pub fn start(pids: &[u32]) -> Vec<CpuSample> {
             Some(CpuSample {
                 pid,
                 cpu_ticks: cpu_ticks(pid)?,
+                rss_kib: rss_kib(pid)?,
                 at: Instant::now(),
             })
         })
         .collect()
 }
 
-/// The footprint of the processes sampled by [`start`] that still run.
-pub fn finish(samples: &[CpuSample]) -> Footprint {
+/// Resident memory of the pids that run now.
+pub fn rss_of(pids: &[u32]) -> Spread {
+    let rss: Vec<f64> = pids
+        .iter()
+        .filter_map(|&pid| rss_kib(pid))
+        .map(|kib| kib as f64 / KIB_PER_MIB)
+        .collect();
+    Spread::of(&rss)
+}
+
+/// The footprint of the processes sampled by [`start`] that still run;
+/// `now_running` are the agents at the end.
+pub fn finish(samples: &[CpuSample], now_running: &[u32]) -> Footprint {
     let mut rss = Vec::new();
     let mut cpu = Vec::new();
     for s in samples {
@@ -107,9 +135,12 @@ pub fn finish(samples: &[CpuSample]) -> Footprint {
         rss.push(kib as f64 / KIB_PER_MIB);
         cpu.push((ticks - s.cpu_ticks) as f64 / USER_HZ / seconds * 100.0);
     }
+    let start: Vec<f64> = samples.iter().map(|s| s.rss_kib as f64 / KIB_PER_MIB).collect();
     Footprint {
         agents: rss.len(),
         rss_mib: Spread::of(&rss),
+        rss_start_mib: Spread::of(&start),
+        rss_end_mib: rss_of(now_running),
         cpu_percent: Spread::of(&cpu),
         build: if cfg!(debug_assertions) { "dev" } else { "release" }.to_string(),
     }
@@ -130,8 +161,10 @@ mod tests {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
         }
         assert_ne!(x, 1);
-        let footprint = finish(&samples);
+        let footprint = finish(&samples, &[me]);
         assert_eq!(footprint.agents, 1);
+        assert!(footprint.rss_start_mib.min > 0.0, "{footprint:?}");
+        assert!(footprint.rss_end_mib.min > 0.0, "{footprint:?}");
         assert!(footprint.rss_mib.min > 0.0, "{footprint:?}");
         // This thread spun the whole time; the test harness may be descheduled,
         // so only ask that some CPU was counted and no more than all cores.

@@ -55,6 +55,22 @@ pub struct Phase {
     pub ec2: Ec2,
 }
 
+/// Mutating EC2 calls for a route table that EC2 refuses, counted at the
+/// fault proxy (`ec2-partial`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TableCalls {
+    pub table: String,
+    /// The window the backoff is judged over (after a settle time).
+    pub window_s: f64,
+    /// Calls in the window, by agent address...
+    pub per_agent: BTreeMap<String, u64>,
+    /// ...and the retry rounds they came in (calls less than a second
+    /// apart are one round: one call per shard, sent together).
+    pub rounds_per_agent: BTreeMap<String, u64>,
+    /// Calls over the whole run, every agent.
+    pub total: u64,
+}
+
 /// An agent process that ended during the run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentExit {
@@ -109,6 +125,9 @@ pub struct Report {
     /// Memory and CPU of the agents that ran through the load.
     #[serde(default)]
     pub agent_footprint: crate::footprint::Footprint,
+    /// Where a route table failed: the agents' calls for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_table_calls: Option<TableCalls>,
     pub violations: Vec<String>,
 }
 

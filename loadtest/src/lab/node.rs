@@ -174,7 +174,7 @@ poll_interval_ms = {LIFECYCLE_POLL_MS}
     )
 }
 
-fn agent_args(lab: &LabState, config: &Path) -> Vec<String> {
+pub fn agent_args(lab: &LabState, config: &Path) -> Vec<String> {
     let mut args = vec!["run".to_string(), "--config".into(), config.display().to_string()];
     for set in &lab.agent_sets {
         args.push("--set".into());

@@ -110,10 +110,19 @@ fn failures(scenario: Scenario, seen: &Seen<'_>, moved: &BTreeMap<Vip, u64>, rep
             may_fail.entry(vip.addr()).or_insert(seen.fault_ms);
         }
     }
+    let in_window = |r: &Record| {
+        seen.trace
+            .windows
+            .iter()
+            .any(|w| w.vips.contains(&r.vip) && (w.from_ms..=w.to_ms).contains(&r.done_ms()))
+    };
     let unexpected: Vec<Record> = seen
         .records
         .iter()
-        .filter(|r| may_fail.get(&r.vip).is_none_or(|from| r.done_ms() < *from))
+        .filter(|r| match scenario {
+            Scenario::Soak => !in_window(r),
+            _ => may_fail.get(&r.vip).is_none_or(|from| r.done_ms() < *from),
+        })
         .cloned()
         .collect();
     for (vip, n) in timeline::unexpected_failures(&unexpected, &BTreeSet::new(), seen.fault_ms) {
@@ -127,6 +136,9 @@ fn failures(scenario: Scenario, seen: &Seen<'_>, moved: &BTreeMap<Vip, u64>, rep
 /// (one taken out of the list) has no route left.
 fn routes_point_at_owners(state: &LabState, seen: &Seen<'_>, report: &mut Report) {
     for ((table, vip), eni) in seen.routes {
+        if seen.trace.frozen_tables.contains(table) {
+            continue;
+        }
         let owner = seen.after.get(vip).and_then(|(o, _)| o.clone());
         let target = state.nodes.iter().find(|n| &n.eni == eni);
         let owner_eni = owner

@@ -2,7 +2,9 @@
 //! crashing, pausing, cut off, leaving or joining; the store stopping; a
 //! route edited by hand). Faults of the lease table's items and of the
 //! table itself are in [`super::store_faults`], rolling changes and
-//! restarts in [`super::rollout`].
+//! restarts in [`super::rollout`], faults of AWS through the fault proxy
+//! in [`super::aws_faults`], drains of most of the fleet in
+//! [`super::drain_storm`].
 
 use std::time::Duration;
 
@@ -11,9 +13,10 @@ use aws_config::SdkConfig;
 use clap::ValueEnum;
 use tokio::time::sleep;
 
+use super::aws_proxy::AwsProxy;
 use super::fleet::{self, Ownership};
 use super::trace::Trace;
-use super::{rollout, store_faults};
+use super::{aws_faults, drain_storm, rollout, store_faults};
 use crate::lab::state::LabState;
 use crate::lab::{imds, netns, procs};
 
@@ -32,13 +35,19 @@ pub enum Scenario {
     TableRecreate,
     AgentRestart,
     VipChange,
+    SlowStore,
+    Ec2Partial,
+    DrainStorm,
+    /// A random fault every 20–40 s for the whole duration ([`super::soak`]);
+    /// not part of `all`.
+    Soak,
     All,
 }
 
 impl Scenario {
     /// `all`, in order. The VIP change goes last: it leaves the lab with
     /// another VIP list.
-    pub const EACH: [Scenario; 13] = [
+    pub const EACH: [Scenario; 16] = [
         Scenario::Steady,
         Scenario::Crash,
         Scenario::Zombie,
@@ -51,6 +60,9 @@ impl Scenario {
         Scenario::LostItems,
         Scenario::TableRecreate,
         Scenario::AgentRestart,
+        Scenario::SlowStore,
+        Scenario::Ec2Partial,
+        Scenario::DrainStorm,
         Scenario::VipChange,
     ];
 
@@ -69,6 +81,10 @@ impl Scenario {
             Scenario::TableRecreate => "table-recreate",
             Scenario::AgentRestart => "agent-restart",
             Scenario::VipChange => "vip-change",
+            Scenario::SlowStore => "slow-store",
+            Scenario::Ec2Partial => "ec2-partial",
+            Scenario::DrainStorm => "drain-storm",
+            Scenario::Soak => "soak",
             Scenario::All => "all",
         }
     }
@@ -84,13 +100,21 @@ impl Scenario {
                 | Scenario::RouteDrift
                 | Scenario::AgentRestart
                 | Scenario::VipChange
+                // The crash's VIPs may fail from the crash, and only they
+                // move; nothing may fail during the blackout before it.
+                | Scenario::SlowStore
         )
     }
 
     /// Whether exactly the minimum must move (elsewhere a node that comes
-    /// back takes a share by rank, which may be more).
+    /// back takes a share by rank, which may be more; in a drain storm a
+    /// node may hand a shard to another that is leaving too but does not
+    /// know it yet, and that one hands it on).
     pub fn moves_exactly_the_minimum(self) -> bool {
-        !matches!(self, Scenario::Zombie | Scenario::Partition | Scenario::ScaleOut)
+        !matches!(
+            self,
+            Scenario::Zombie | Scenario::Partition | Scenario::ScaleOut | Scenario::DrainStorm | Scenario::Soak
+        )
     }
 
     /// Whether no route may be sent back where it pointed before (see
@@ -98,7 +122,10 @@ impl Scenario {
     /// partition) may take its old shards back, and a drifted route is
     /// repaired back.
     pub fn forbids_flips(self) -> bool {
-        !matches!(self, Scenario::Zombie | Scenario::Partition | Scenario::RouteDrift)
+        !matches!(
+            self,
+            Scenario::Zombie | Scenario::Partition | Scenario::RouteDrift | Scenario::Ec2Partial | Scenario::Soak
+        )
     }
 
     /// Whether no EC2 route write may be made at all during the run.
@@ -110,8 +137,26 @@ impl Scenario {
     pub fn crashes(self) -> bool {
         matches!(
             self,
-            Scenario::Crash | Scenario::BadItems | Scenario::LostItems | Scenario::TableRecreate
+            Scenario::Crash
+                | Scenario::BadItems
+                | Scenario::LostItems
+                | Scenario::TableRecreate
+                | Scenario::SlowStore
+                | Scenario::Ec2Partial
         )
+    }
+
+    /// `--set`s the agents are restarted with for the scenario.
+    pub fn agent_sets(self) -> &'static [&'static str] {
+        match self {
+            Scenario::DrainStorm => &drain_storm::PACED,
+            _ => &[],
+        }
+    }
+
+    /// Whether the agents run through the fault proxy ([`AwsProxy`]).
+    pub fn needs_proxy(self) -> bool {
+        matches!(self, Scenario::SlowStore | Scenario::Ec2Partial)
     }
 
     /// Seconds of load the scenario needs at the least, when more than the
@@ -120,12 +165,16 @@ impl Scenario {
         self,
         warmup: Duration,
         lease_ttl: Duration,
+        heartbeat: Duration,
         store_outage: Duration,
         crash_bound: Duration,
     ) -> Duration {
         match self {
             Scenario::StoreOutage => warmup + store_outage + Duration::from_secs(6),
             Scenario::TableRecreate => store_faults::table_recreate_duration(warmup, lease_ttl, crash_bound),
+            Scenario::SlowStore => aws_faults::slow_store_duration(warmup, lease_ttl, heartbeat),
+            Scenario::Ec2Partial => aws_faults::ec2_partial_duration(warmup, heartbeat, crash_bound),
+            Scenario::DrainStorm => drain_storm::duration(warmup),
             _ => Duration::ZERO,
         }
     }
@@ -144,6 +193,10 @@ pub struct Fault<'a> {
     /// The longest a crashed node's VIPs may stay dark.
     pub crash_bound: Duration,
     pub trace: &'a mut Trace,
+    /// Between the agents and moto, where the scenario needs it.
+    pub proxy: Option<&'a AwsProxy>,
+    /// The soak's choices.
+    pub seed: u64,
 }
 
 impl Fault<'_> {
@@ -203,6 +256,7 @@ pub async fn inject(scenario: Scenario, f: &mut Fault<'_>) -> Result<()> {
     let id = victim.instance_id.as_str();
     match scenario {
         Scenario::Steady | Scenario::All => {}
+        Scenario::Soak => super::soak::soak(f, f.seed).await?,
         Scenario::Crash => f.crash().await,
         Scenario::Zombie => {
             f.victim_goes_dark();
@@ -249,22 +303,33 @@ pub async fn inject(scenario: Scenario, f: &mut Fault<'_>) -> Result<()> {
         Scenario::TableRecreate => store_faults::table_recreate(f).await?,
         Scenario::AgentRestart => rollout::agent_restart(f).await?,
         Scenario::VipChange => rollout::vip_change(f).await?,
+        Scenario::SlowStore => aws_faults::slow_store(f).await?,
+        Scenario::Ec2Partial => aws_faults::ec2_partial(f).await?,
+        Scenario::DrainStorm => drain_storm::drain_storm(f).await?,
     }
     Ok(())
 }
 
 async fn route_drift(f: &mut Fault<'_>) -> Result<()> {
-    let id = f.victim_id();
-    let vip = *fleet::vips_of(f.before, &id)
+    let table = f.state.route_tables[0].id.clone();
+    let victim = f.victim_id();
+    drift_route(f, &table, &victim, &[]).await
+}
+
+/// Points the route in `table` of one of `owner`'s VIPs (as the run began)
+/// at another node, not one in `avoid`, by hand, as an operator's mistake
+/// would.
+pub async fn drift_route(f: &mut Fault<'_>, table: &str, owner: &str, avoid: &[&str]) -> Result<()> {
+    let id = owner;
+    let vip = *fleet::vips_of(f.before, id)
         .first()
-        .context("the victim owns no VIP to drift")?;
+        .context("the node owns no VIP to drift")?;
     let wrong = f
         .state
         .nodes
         .iter()
-        .find(|n| n.instance_id != id)
+        .find(|n| n.instance_id != id && !avoid.contains(&n.instance_id.as_str()))
         .context("no other node to drift to")?;
-    let table = &f.state.route_tables[0].id;
     aws_sdk_ec2::Client::new(f.sdk)
         .replace_route()
         .route_table_id(table)
@@ -295,6 +360,7 @@ pub async fn heal(scenario: Scenario, state: &mut LabState, victim: usize, sdk: 
             .await?
         }
         Scenario::BadItems => store_faults::remove_junk(state, sdk).await?,
+        Scenario::DrainStorm => drain_storm::heal(state).await?,
         _ => {}
     }
     for i in 0..state.nodes.len() {

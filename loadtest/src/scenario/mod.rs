@@ -8,11 +8,16 @@
 //! the lab and wait until it has converged again before the next one.
 //! The lab itself is brought up and down with this binary's `lab` command.
 
+mod aws_faults;
+mod aws_proxy;
 mod checks;
+mod drain_storm;
 pub mod faults;
 pub mod fleet;
+mod rewire;
 mod rollout;
 pub mod route_log;
+mod soak;
 mod store_faults;
 mod trace;
 
@@ -70,6 +75,9 @@ pub struct RunArgs {
     /// Leave the lab running afterwards (and reuse a running one).
     #[arg(long)]
     pub keep_lab: bool,
+    /// Seed of the soak's choice of faults, victims and gaps.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 impl RunArgs {
@@ -88,6 +96,7 @@ impl RunArgs {
             store_outage: 30.0,
             prefix: "vfdemo".into(),
             keep_lab: false,
+            seed: 1,
         }
     }
 }
@@ -174,6 +183,9 @@ pub async fn run(args: &RunArgs) -> Result<Vec<Report>> {
     if let Some(steady) = reports.iter().find(|r| r.scenario == Scenario::Steady.name()) {
         println!("{} (steady: idle)", steady.agent_footprint.summary_line());
     }
+    if let Some(soak) = reports.iter().find(|r| r.scenario == Scenario::Soak.name()) {
+        println!("soak: {}", soak.agent_footprint.rss_line());
+    }
     println!("report: {}", args.report.display());
     Ok(reports)
 }
@@ -239,21 +251,51 @@ async fn wait_converged(state: &LabState, sdk: &aws_config::SdkConfig, serving_n
     }
 }
 
+/// Starts the fault proxy where the scenario needs it, and restarts every
+/// agent through it or with the scenario's own settings; whether it did.
+async fn rewire_agents(scenario: Scenario, state: &mut LabState) -> Result<(Option<aws_proxy::AwsProxy>, bool)> {
+    let proxy = if scenario.needs_proxy() {
+        let moto = crate::lab::http::endpoint_addr(&state.moto.endpoint)?;
+        let proxy = aws_proxy::AwsProxy::start(std::net::IpAddr::V4(state.network.host_ip), moto).await?;
+        eprintln!(
+            "==> the agents call AWS through the fault proxy at {}",
+            proxy.endpoint()
+        );
+        Some(proxy)
+    } else {
+        None
+    };
+    let wiring = rewire::Wiring {
+        endpoint: proxy.as_ref().map(aws_proxy::AwsProxy::endpoint),
+        sets: scenario.agent_sets().iter().map(ToString::to_string).collect(),
+    };
+    let rewired = wiring != rewire::Wiring::default();
+    if rewired {
+        rewire::rewire_all(state, &wiring).await?;
+    }
+    Ok((proxy, rewired))
+}
+
 async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_path: &Path) -> Result<Report> {
     let sdk = vipfleet_agent::aws::local_endpoint_config(&state.aws.endpoint).await;
     let victim = 1 % state.nodes.len();
+    let (proxy, rewired) = rewire_agents(scenario, state).await?;
     faults::prepare(scenario, state, victim).await?;
     if scenario == Scenario::ScaleOut {
         wait_converged(state, &sdk, state.nodes.len() - 1).await?;
     }
     let before = fleet::ownership(state, &sdk).await?;
     let victim_vips = fleet::vips_of(&before, &state.nodes[victim].instance_id);
-    let crash_bound = checks::crash_outage_bound(state, victim_vips.len());
     let lease_ttl = Duration::from_millis(state.lease.lease_ttl_ms);
+    let heartbeat = Duration::from_millis(state.lease.heartbeat_ms);
+    let crash_bound = match scenario {
+        Scenario::SlowStore => aws_faults::slow_store_bound(lease_ttl),
+        _ => checks::crash_outage_bound(state, victim_vips.len()),
+    };
     let store_outage = Duration::from_secs_f64(args.store_outage);
     let duration = args.duration.max(
         scenario
-            .min_duration(WARMUP, lease_ttl, store_outage, crash_bound)
+            .min_duration(WARMUP, lease_ttl, heartbeat, store_outage, crash_bound)
             .as_secs_f64(),
     );
     let mut trace = Trace::new(state);
@@ -273,6 +315,8 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         load_end_ms: started_ms + (duration * 1000.0) as u64,
         crash_bound,
         trace: &mut trace,
+        proxy: proxy.as_ref(),
+        seed: args.seed,
     };
     faults::inject(scenario, &mut fault).await?;
     let mut records: Vec<Record> = Vec::new();
@@ -284,7 +328,8 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         records.extend(load::read_records(&out)?);
     }
     let end_ms = load::unix_ms();
-    let agent_footprint = footprint::finish(&cpu_before);
+    let running: Vec<u32> = state.nodes.iter().map(|n| n.agent.pid).collect();
+    let agent_footprint = footprint::finish(&cpu_before, &running);
 
     let after = fleet::ownership(state, &sdk).await?;
     trace.read("end", state).await;
@@ -296,7 +341,9 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         .events
         .first()
         .map_or(started_ms + WARMUP.as_millis() as u64, |e| e.t_ms);
-    // A VIP taken out of service on purpose is no outage.
+    // A VIP taken out of service on purpose is no outage, nor one left
+    // routed to a dead node through a table the fault froze.
+    records.retain(|r| !trace.unreachable.contains(&(r.client.clone(), r.vip)));
     let kept: Vec<Record> = records
         .iter()
         .filter(|r| !trace.removed.contains(&r.vip))
@@ -315,7 +362,10 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         events: trace.events.clone(),
         moves: Moves {
             actual: fleet::moves(&before, &after, &trace.recreated),
-            minimum: minimum_moves(scenario, victim_vips.len(), state.vips.len(), state.nodes.len()),
+            minimum: match scenario {
+                Scenario::DrainStorm => drain_storm::minimum_moves(state, &before),
+                _ => minimum_moves(scenario, victim_vips.len(), state.vips.len(), state.nodes.len()),
+            },
         },
         ddb: calls.ddb(),
         ec2: calls.ec2(),
@@ -351,11 +401,23 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     match scenario {
         Scenario::LostItems => store_faults::check_lost_items(&mut report, &trace, state, &after),
         Scenario::TableRecreate => store_faults::check_table_recreate(&mut report),
+        Scenario::SlowStore => aws_faults::check_slow_store(&mut report),
+        Scenario::Ec2Partial => {
+            let failing = trace.frozen_tables.first().cloned().unwrap_or_default();
+            aws_faults::check_ec2_partial(&mut report, proxy.as_ref(), &failing, trace.ec2_window);
+        }
+        Scenario::DrainStorm => drain_storm::check_drain_storm(&mut report, state, &trace.drains, &route_log, &after),
         _ => {}
     }
     std::fs::write(svg_path, report::svg(&records, &report.events, started_ms, end_ms))
         .with_context(|| format!("writing {}", svg_path.display()))?;
 
+    if rewired {
+        // As the lab made them, before the proxy goes (an agent that is
+        // down is started by heal).
+        rewire::rewire_all(state, &rewire::Wiring::default()).await?;
+    }
+    drop(proxy);
     faults::heal(scenario, state, victim, &sdk).await?;
     wait_converged(state, &sdk, state.nodes.len()).await?;
     Ok(report)
@@ -374,9 +436,15 @@ fn balanced<V>(owners: &std::collections::BTreeMap<V, String>, nodes: usize) -> 
 fn minimum_moves(scenario: Scenario, victim_shards: usize, shards: usize, nodes: usize) -> u64 {
     let fair_share = (shards / nodes.max(1)) as u64;
     match scenario {
-        Scenario::Crash | Scenario::ScaleIn | Scenario::BadItems | Scenario::LostItems | Scenario::TableRecreate => {
-            victim_shards as u64
-        }
+        Scenario::Crash
+        | Scenario::ScaleIn
+        | Scenario::BadItems
+        | Scenario::LostItems
+        | Scenario::TableRecreate
+        | Scenario::SlowStore
+        | Scenario::Ec2Partial => victim_shards as u64,
+        // Every shard but the survivor's (see drain_storm::minimum_moves).
+        Scenario::DrainStorm => (shards - shards / nodes.max(1)) as u64,
         // Away when the lease is lost, then a fair share back.
         Scenario::Zombie | Scenario::Partition => victim_shards as u64 + fair_share,
         Scenario::ScaleOut => fair_share,
@@ -385,6 +453,7 @@ fn minimum_moves(scenario: Scenario, victim_shards: usize, shards: usize, nodes:
         | Scenario::RouteDrift
         | Scenario::AgentRestart
         | Scenario::VipChange
+        | Scenario::Soak
         | Scenario::All => 0,
     }
 }

@@ -23,7 +23,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Waits until node `index`'s agent answers `/readyz` with 200: it holds a
 /// lease and has read the fleet.
-async fn wait_ready(state: &LabState, index: usize) -> Result<()> {
+pub(super) async fn wait_ready(state: &LabState, index: usize) -> Result<()> {
     let node = &state.nodes[index];
     let addr = http::endpoint_addr(&node.dashboard_url)?;
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;

@@ -57,6 +57,29 @@ pub struct Trace {
     /// VIPs whose routes may change although their shard did not move (a
     /// route the harness drifted, a VIP added or removed).
     pub may_reroute: BTreeSet<Vip>,
+    /// Route tables the fault keeps the agents from writing: their routes
+    /// are not held to the owners at the end.
+    pub frozen_tables: BTreeSet<String>,
+    /// (client, VIP) pairs the fault leaves routed to a dead node for good
+    /// (through a frozen table): their requests are left out.
+    pub unreachable: BTreeSet<(String, Ipv4Addr)>,
+    /// Where the fault proxy's EC2 calls are held to a backoff, Unix ms.
+    pub ec2_window: Option<(u64, u64)>,
+    /// Drains the harness saw done.
+    pub drains: Vec<super::drain_storm::DrainDone>,
+    /// The soak's faults: where the scenario is a series of faults, a VIP
+    /// may fail only inside a window that concerns it (and `may_fail` is
+    /// not used).
+    pub windows: Vec<Window>,
+}
+
+/// One fault of a series, from its start until the fleet converged again,
+/// and the VIPs it concerns.
+#[derive(Clone, Debug)]
+pub struct Window {
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub vips: BTreeSet<Ipv4Addr>,
 }
 
 fn log_len(path: &Path) -> u64 {

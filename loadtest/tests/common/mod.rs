@@ -62,6 +62,48 @@ pub fn assert_agent_built() {
     );
 }
 
+/// A scenario run's outcome: the report, what the command printed, and
+/// the folder the report is in (the caller removes it once it passed).
+pub struct Run {
+    pub report: Value,
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub dir: std::path::PathBuf,
+}
+
+/// The lab every scenario test runs on: small, so a run takes minutes.
+const SMALL_LAB: [&str; 6] = ["--nodes", "3", "--vips", "12", "--route-tables", "2"];
+
+/// `vipfleet-loadtest run ARGS… --prefix PREFIX --report …` on a small lab
+/// of its own ([`SMALL_LAB`]), its summary echoed; panics without a report.
+pub fn run_scenarios(tag: &str, prefix: &str, args: &[&str]) -> Run {
+    let dir = std::env::temp_dir().join(format!("vipfleet-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let report_path = dir.join("report.json");
+    let output = Command::new(BIN)
+        .arg("run")
+        .args(SMALL_LAB)
+        .args(args)
+        .args(["--prefix", prefix])
+        .arg("--report")
+        .arg(&report_path)
+        .output()
+        .expect("running vipfleet-loadtest");
+    let stdout = text(&output.stdout);
+    let stderr = text(&output.stderr);
+    eprintln!("{stdout}");
+    let json = std::fs::read_to_string(&report_path)
+        .unwrap_or_else(|e| panic!("no report ({e}); status {}\n{stderr}", output.status));
+    Run {
+        report: serde_json::from_str(&json).expect("the report is JSON"),
+        status: output.status,
+        stdout,
+        stderr,
+        dir,
+    }
+}
+
 /// Removes the lab even when an assertion fails halfway (keeping its logs).
 pub struct Teardown(pub String);
 

@@ -1,0 +1,108 @@
+//! Agents restarted with another AWS endpoint (the fault proxy,
+//! [`super::aws_proxy`]) or other `--set`s before a scenario, and back as
+//! the lab made them afterwards. The agents read both only at start; a
+//! restart moves nothing (the new process adopts its node's shards), so
+//! the scenario's numbers start from a fleet as it was.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use super::rollout::wait_ready;
+use crate::lab::procs::{self, ProcRecord};
+use crate::lab::state::LabState;
+
+/// A stopped agent exits within this long (it does not drain).
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The agent's variable naming its AWS endpoint (every service).
+const ENDPOINT_VAR: &str = "AWS_ENDPOINT_URL";
+
+/// How an agent is started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Wiring {
+    /// `None`: moto itself.
+    pub endpoint: Option<String>,
+    /// `--set`s on top of the lab's own.
+    pub sets: Vec<String>,
+}
+
+/// Node `index`'s agent record as the lab made it, rewired.
+fn rewired(state: &LabState, index: usize, wiring: &Wiring) -> ProcRecord {
+    let mut record = state.nodes[index].agent.clone();
+    let endpoint = wiring.endpoint.clone().unwrap_or_else(|| state.moto.endpoint.clone());
+    record.env.insert(ENDPOINT_VAR.into(), endpoint);
+    // The lab's own arguments, then the wiring's.
+    let mut args = crate::lab::node::agent_args(state, std::path::Path::new(&config_of(&record)));
+    for set in &wiring.sets {
+        args.push("--set".into());
+        args.push(set.clone());
+    }
+    record.args = args;
+    record
+}
+
+/// The `--config` argument of an agent record.
+fn config_of(record: &ProcRecord) -> String {
+    record
+        .args
+        .iter()
+        .skip_while(|a| *a != "--config")
+        .nth(1)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Restarts every node's agent with `wiring`, one by one, each ready
+/// before the next; a dead agent is only re-recorded (heal starts it).
+/// The state is saved, so the lab's records say how the agents run.
+pub async fn rewire_all(state: &mut LabState, wiring: &Wiring) -> Result<()> {
+    for index in 0..state.nodes.len() {
+        let record = rewired(state, index, wiring);
+        if record == state.nodes[index].agent {
+            continue;
+        }
+        let old = state.nodes[index].agent.clone();
+        if !procs::is_alive(old.pid, &state.prefix) {
+            state.nodes[index].agent = record;
+            continue;
+        }
+        procs::signal(&[old.pid], "TERM");
+        if !procs::wait_gone(&[old.pid], STOP_TIMEOUT).is_empty() {
+            bail!(
+                "{}'s agent still runs {STOP_TIMEOUT:?} after SIGTERM",
+                state.nodes[index].name
+            );
+        }
+        state.nodes[index].agent = procs::respawn(&state.dir, &state.prefix, &record)?;
+        state.save()?;
+        wait_ready(state, index).await?;
+    }
+    state.save()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_argument_is_found() {
+        let record = ProcRecord {
+            name: "n0-agent".into(),
+            pid: 1,
+            netns: None,
+            program: "agent".into(),
+            args: vec![
+                "run".into(),
+                "--config".into(),
+                "/x/n0.toml".into(),
+                "--set".into(),
+                "a.b=1".into(),
+            ],
+            env: Default::default(),
+            log: "/x/n0.log".into(),
+            alive: None,
+        };
+        assert_eq!(config_of(&record), "/x/n0.toml");
+    }
+}
