@@ -23,6 +23,8 @@
 //! - [`machine`]: the step function `(state, input, now) -> effects`.
 //! - [`store`], [`routes`]: the `LeaseStore` and `RouteTable` traits the
 //!   effects are performed against.
+//! - [`units`]: DynamoDB request units by the item-size rules, for the
+//!   lease table's items.
 //! - [`fake`] (feature `fakes`): in-memory implementations of both, with
 //!   DynamoDB's and EC2's conditional semantics and injectable faults.
 //! - [`sim`] (feature `fakes`): a deterministic multi-node simulation on
@@ -47,6 +49,7 @@ pub mod sim;
 pub mod store;
 pub mod time;
 pub mod types;
+pub mod units;
 pub mod vip;
 
 pub use config::LeaseConfig;

@@ -15,15 +15,32 @@ use crate::store::{
     HeartbeatRequest, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, Skipped,
 };
 use crate::types::{NodeId, NodeRecord, NodeState, ShardId, ShardRecord};
+use crate::units::{self, Consistency};
 
-/// Calls and items, counted as DynamoDB would bill them (one write per
-/// conditional update or transaction item, one read per item returned).
+/// The size assumed for a junk item: its key, `pk` and a small value (what
+/// an operator's `put-item` by hand typically holds).
+const JUNK_VALUE_BYTES: u64 = 16;
+
+/// Calls, items and request units, counted as DynamoDB would bill them
+/// (one write per conditional update or transaction item, one read per item
+/// returned; units by the item-size rules of [`crate::units`], a Scan on
+/// the whole table whatever it keeps).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TableCounters {
     pub write_calls: u64,
     pub read_calls: u64,
     pub items_written: u64,
     pub items_read: u64,
+    /// Write request units.
+    pub write_units: u64,
+    /// Read request units, in halves (see [`units::read_half_units`]).
+    pub read_half_units: u64,
+}
+
+impl TableCounters {
+    pub fn read_units(&self) -> f64 {
+        self.read_half_units as f64 / 2.0
+    }
 }
 
 /// An item the agent cannot read, as a key and what is wrong with it.
@@ -52,14 +69,39 @@ impl LeaseTable {
         self.counters
     }
 
-    fn wrote(&mut self, items: u64) {
+    /// One write call of `items` items, billed `write_units`.
+    fn wrote(&mut self, items: u64, write_units: u64) {
         self.counters.write_calls += 1;
         self.counters.items_written += items;
+        self.counters.write_units += write_units;
     }
 
-    fn read(&mut self, items: usize) {
+    /// One read call returning `items` items, billed on `bytes`.
+    fn read(&mut self, items: usize, bytes: u64, consistency: Consistency) {
         self.counters.read_calls += 1;
         self.counters.items_read += items as u64;
+        self.counters.read_half_units += units::read_half_units(bytes, consistency);
+    }
+
+    fn node_bytes(&self, id: &NodeId) -> u64 {
+        self.nodes.get(id).map_or(0, units::node_item_bytes)
+    }
+
+    fn shard_bytes(&self, id: ShardId) -> u64 {
+        self.shards.get(&id).map_or(0, units::shard_item_bytes)
+    }
+
+    /// What a Scan reads: every item, whatever its filter keeps.
+    pub fn table_bytes(&self) -> u64 {
+        let nodes: u64 = self.nodes.values().map(units::node_item_bytes).sum();
+        let shards: u64 = self.shards.values().map(units::shard_item_bytes).sum();
+        let layouts: u64 = self.layouts.values().map(units::layout_item_bytes).sum();
+        let junk: u64 = self
+            .junk
+            .keys()
+            .map(|key| "pk".len() as u64 + key.len() as u64 + JUNK_VALUE_BYTES)
+            .sum();
+        nodes + shards + layouts + junk
     }
 
     fn junk_node(&self, id: &NodeId) -> bool {
@@ -84,7 +126,14 @@ impl LeaseTable {
     }
 
     pub fn heartbeat(&mut self, req: &HeartbeatRequest) -> HeartbeatOutcome {
-        self.wrote(1);
+        let before = self.node_bytes(&req.info.id);
+        let outcome = self.beat(req);
+        let after = self.node_bytes(&req.info.id);
+        self.wrote(1, units::write_units(before.max(after), false));
+        outcome
+    }
+
+    fn beat(&mut self, req: &HeartbeatRequest) -> HeartbeatOutcome {
         let id = &req.info.id;
         let fresh = || NodeRecord {
             info: req.info.clone(),
@@ -132,21 +181,21 @@ impl LeaseTable {
     pub fn read_nodes(&mut self) -> Scan<NodeRecord> {
         let records: Vec<_> = self.nodes.values().cloned().collect();
         let skipped = self.skipped("node#");
-        self.read(records.len() + skipped.len());
+        self.read(records.len() + skipped.len(), self.table_bytes(), units::NODE_SCAN);
         Scan { records, skipped }
     }
 
     pub fn read_shards(&mut self) -> Scan<ShardRecord> {
         let records: Vec<_> = self.shards.values().cloned().collect();
         let skipped = self.skipped("shard#");
-        self.read(records.len() + skipped.len());
+        self.read(records.len() + skipped.len(), self.table_bytes(), units::SHARD_SCAN);
         Scan { records, skipped }
     }
 
     /// `Err` with the reason when the item exists but cannot be read.
     pub fn read_shard(&mut self, shard: ShardId) -> Result<Option<ShardRecord>, String> {
         let record = self.shards.get(&shard).cloned();
-        self.read(usize::from(record.is_some()));
+        self.read(usize::from(record.is_some()), self.shard_bytes(shard), units::SHARD_GET);
         if let Some(junk) = self.junk.values().find(|j| j.shard == Some(shard)) {
             return Err(junk.reason.clone());
         }
@@ -154,13 +203,15 @@ impl LeaseTable {
     }
 
     pub fn publish_layout(&mut self, layout: &ShardLayout) {
-        self.wrote(1);
+        // A conditional put bills the item's size whether it lands or not.
+        self.wrote(1, units::write_units(units::layout_item_bytes(layout), false));
         self.layouts.entry(layout.id()).or_insert_with(|| layout.clone());
     }
 
     pub fn read_layout(&mut self, id: &LayoutId) -> Option<ShardLayout> {
         let layout = self.layouts.get(id).cloned();
-        self.read(usize::from(layout.is_some()));
+        let bytes = layout.as_ref().map_or(0, units::layout_item_bytes);
+        self.read(usize::from(layout.is_some()), bytes, units::LAYOUT_GET);
         layout
     }
 
@@ -176,6 +227,22 @@ impl LeaseTable {
     }
 
     fn acquire_checked(&mut self, req: &AcquireRequest, check_node: bool) -> AcquireOutcome {
+        let before = self.shard_bytes(req.shard);
+        // A takeover is a transaction: a check of the gone owner's item
+        // beside the shard update, each billed twice.
+        let node_check_units = match &req.expect {
+            Expect::Free { .. } => 0,
+            Expect::GoneOwner { owner, .. } => units::write_units(self.node_bytes(owner), true),
+        };
+        let outcome = self.acquire_unbilled(req, check_node);
+        let shard_bytes = before.max(self.shard_bytes(req.shard));
+        let shard_units = units::write_units(shard_bytes, node_check_units > 0);
+        let items = if node_check_units > 0 { 2 } else { 1 };
+        self.wrote(items, node_check_units + shard_units);
+        outcome
+    }
+
+    fn acquire_unbilled(&mut self, req: &AcquireRequest, check_node: bool) -> AcquireOutcome {
         let junk = self.junk_shard(req.shard);
         let shard = self.shards.get(&req.shard);
         let (owner, epoch) = match shard {
@@ -198,13 +265,8 @@ impl LeaseTable {
                     NodeCheck::Missing => !self.nodes.contains_key(owner) && !self.junk_node(owner),
                 },
             };
-        // A transaction writes (and bills) both items even when cancelled.
-        let items = if matches!(req.expect, Expect::Free { .. }) {
-            1
-        } else {
-            2
-        };
-        self.wrote(items);
+        // A transaction writes (and bills) both items even when cancelled:
+        // the caller bills.
         if !shard_ok {
             return AcquireOutcome::LostRace;
         }
@@ -233,7 +295,14 @@ impl LeaseTable {
     }
 
     pub fn hand_off(&mut self, req: &HandoffRequest) -> HandoffOutcome {
-        self.wrote(1);
+        let before = self.shard_bytes(req.shard);
+        let outcome = self.hand_off_unbilled(req);
+        let bytes = before.max(self.shard_bytes(req.shard));
+        self.wrote(1, units::write_units(bytes, false));
+        outcome
+    }
+
+    fn hand_off_unbilled(&mut self, req: &HandoffRequest) -> HandoffOutcome {
         match self.shards.get_mut(&req.shard) {
             Some(s) if s.owner.as_ref() == Some(&req.me) && s.epoch == req.epoch => {
                 s.owner = Some(req.to.clone());
@@ -249,7 +318,14 @@ impl LeaseTable {
     }
 
     pub fn mark_dead(&mut self, req: &MarkDeadRequest) -> MarkDeadOutcome {
-        self.wrote(1);
+        let before = self.node_bytes(&req.node);
+        let outcome = self.mark_dead_unbilled(req);
+        let bytes = before.max(self.node_bytes(&req.node));
+        self.wrote(1, units::write_units(bytes, false));
+        outcome
+    }
+
+    fn mark_dead_unbilled(&mut self, req: &MarkDeadRequest) -> MarkDeadOutcome {
         match self.nodes.get_mut(&req.node) {
             Some(n) if n.hb == req.observed_hb && n.inc == req.inc => {
                 n.state = NodeState::Dead;
@@ -260,7 +336,9 @@ impl LeaseTable {
     }
 
     pub fn retire(&mut self, req: &RetireRequest) -> RetireOutcome {
-        self.wrote(1);
+        // A delete bills the size of the item it deletes (or would have).
+        let bytes = self.shard_bytes(req.shard);
+        self.wrote(1, units::write_units(bytes, false));
         match self.shards.get(&req.shard) {
             Some(s) if s.epoch == req.epoch => {
                 self.shards.remove(&req.shard);

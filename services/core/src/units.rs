@@ -1,0 +1,207 @@
+//! DynamoDB request units by the item-size rules, for the lease table's
+//! items as the agent writes them (`services/agent/src/aws/dynamo_items.rs`).
+//!
+//! The fake table counts units with these, so the simulation bills what
+//! DynamoDB would; the cost model ([`crate::cost`]) prices them. An agent
+//! test holds [`node_item_bytes`] and [`shard_item_bytes`] to the size of
+//! the items the agent really encodes, so the two cannot drift apart.
+//!
+//! The rules (DynamoDB developer guide, "Item sizes and formats" and
+//! "Read/write capacity mode"):
+//! - an item's size is the sum of its attribute names and values: a string
+//!   is its UTF-8 bytes, a number 1 byte per two significant digits plus 1,
+//!   a list 3 bytes plus each element and 1 byte per element;
+//! - a write costs 1 unit per KB of the item (the larger of before and
+//!   after), rounded up per item, 2 in a transaction; a failed condition
+//!   costs the same;
+//! - a read costs 1 unit per 4 KB when strongly consistent, half when
+//!   eventually consistent; a Scan is billed on the total size of the items
+//!   it reads (filter or not), rounded up to 4 KB once; a read of a missing
+//!   item still costs the minimum.
+
+use std::fmt::{self, Display, Write as _};
+
+use crate::layout::ShardLayout;
+use crate::types::{NodeRecord, NodeState, ShardRecord};
+
+/// Bytes per write request unit.
+pub const WRITE_UNIT_BYTES: u64 = 1024;
+/// Bytes per strongly consistent read request unit.
+pub const READ_UNIT_BYTES: u64 = 4096;
+/// A transaction bills each of its items twice.
+pub const TRANSACTION_FACTOR: u64 = 2;
+/// Digits of the wall-clock attributes (`updated_at`, `moved_at`,
+/// `expires_at`: unix seconds, 10 digits until 2286). The core has no wall
+/// clock, so it assumes this width.
+pub const UNIX_SECONDS_DIGITS: u64 = 10;
+
+/// How a read is made; an eventually consistent read costs half.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    Eventual,
+    Strong,
+}
+
+/// The agent's read choices (`services/agent/src/aws/dynamo.rs`): node
+/// scans and layout reads are eventually consistent, shard reads strongly
+/// (a read that shows us as owner confirms the lease).
+pub const NODE_SCAN: Consistency = Consistency::Eventual;
+pub const SHARD_SCAN: Consistency = Consistency::Strong;
+pub const SHARD_GET: Consistency = Consistency::Strong;
+pub const LAYOUT_GET: Consistency = Consistency::Eventual;
+
+/// Read units in halves (an eventually consistent 4 KB is half a unit), so
+/// counters stay exact integers: the read of `bytes` in one call (one item,
+/// or a Scan's whole page).
+pub fn read_half_units(bytes: u64, consistency: Consistency) -> u64 {
+    let blocks = bytes.div_ceil(READ_UNIT_BYTES).max(1);
+    match consistency {
+        Consistency::Eventual => blocks,
+        Consistency::Strong => blocks * 2,
+    }
+}
+
+/// Write units of one item of `bytes` (the larger of before and after).
+pub fn write_units(bytes: u64, transactional: bool) -> u64 {
+    let units = bytes.div_ceil(WRITE_UNIT_BYTES).max(1);
+    if transactional {
+        units * TRANSACTION_FACTOR
+    } else {
+        units
+    }
+}
+
+/// Counts what `Display` writes, without allocating.
+struct Len(u64);
+
+impl fmt::Write for Len {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 += s.len() as u64;
+        Ok(())
+    }
+}
+
+fn display_len(value: &impl Display) -> u64 {
+    let mut len = Len(0);
+    // Writing into a counter cannot fail.
+    let _ = write!(len, "{value}");
+    len.0
+}
+
+/// A string attribute.
+pub fn string_bytes(name: &str, value: &impl Display) -> u64 {
+    name.len() as u64 + display_len(value)
+}
+
+/// The value part of a number: 1 byte per two significant digits (leading
+/// and trailing zeros trimmed) plus 1.
+fn number_value_bytes(value: u64) -> u64 {
+    let mut v = value;
+    while v != 0 && v.is_multiple_of(10) {
+        v /= 10;
+    }
+    let digits = display_len(&v).max(1);
+    digits.div_ceil(2) + 1
+}
+
+/// A number attribute.
+pub fn number_bytes(name: &str, value: u64) -> u64 {
+    name.len() as u64 + number_value_bytes(value)
+}
+
+/// A list of strings: 3 bytes, and each element plus 1 byte.
+pub fn string_list_bytes<T: Display>(name: &str, values: impl IntoIterator<Item = T>) -> u64 {
+    name.len() as u64 + 3 + values.into_iter().map(|v| display_len(&v) + 1).sum::<u64>()
+}
+
+/// A wall-clock attribute (unix seconds).
+fn clock_bytes(name: &str) -> u64 {
+    name.len() as u64 + UNIX_SECONDS_DIGITS.div_ceil(2) + 1
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The size of a node item: `pk` (`node#<id>`), `hb`, `inc`, `state`,
+/// `eni`, `az`, `addr`, `weight`, `version`, `epoch_floor`, `updated_at`;
+/// what it runs (`layout`, `tables`, `ttl_ms`, `hb_ms`) when it announces
+/// it; `expires_at` once marked dead.
+pub fn node_item_bytes(node: &NodeRecord) -> u64 {
+    let info = &node.info;
+    let mut bytes = "pk".len() as u64
+        + "node#".len() as u64
+        + display_len(&info.id)
+        + number_bytes("hb", node.hb)
+        + string_bytes("inc", &node.inc)
+        + string_bytes("state", &node.state.as_str())
+        + string_bytes("eni", &info.eni)
+        + string_bytes("az", &info.az)
+        + string_bytes("addr", &info.addr)
+        + number_bytes("weight", u64::from(info.weight))
+        + string_bytes("version", &info.version)
+        + number_bytes("epoch_floor", node.epoch_floor)
+        + clock_bytes("updated_at");
+    if let Some(config) = &node.config {
+        bytes += string_bytes("layout", &config.layout)
+            + string_list_bytes("tables", &config.route_tables)
+            + number_bytes("ttl_ms", millis(config.lease_ttl))
+            + number_bytes("hb_ms", millis(config.heartbeat_interval));
+    }
+    if node.state == NodeState::Dead {
+        bytes += clock_bytes("expires_at");
+    }
+    bytes
+}
+
+/// The size of a shard item: `pk` (`shard#<cidr>`), `owner`, `owner_inc`,
+/// `epoch`, `moves`, `moved_at`. Every write of a shard (claim, takeover,
+/// hand-off) sets all of them, so an item has either all or only its key.
+pub fn shard_item_bytes(shard: &ShardRecord) -> u64 {
+    let mut bytes = "pk".len() as u64 + "shard#".len() as u64 + display_len(&shard.id);
+    if let Some(owner) = &shard.owner {
+        bytes += string_bytes("owner", owner);
+    }
+    if let Some(inc) = &shard.owner_inc {
+        bytes += string_bytes("owner_inc", inc);
+    }
+    bytes + number_bytes("epoch", shard.epoch) + number_bytes("moves", shard.moves) + clock_bytes("moved_at")
+}
+
+/// The size of a layout item: `pk` (`layout#<fingerprint>`) and `vips`.
+pub fn layout_item_bytes(layout: &ShardLayout) -> u64 {
+    "pk".len() as u64 + "layout#".len() as u64 + display_len(&layout.id()) + string_list_bytes("vips", layout.vips())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_cost_a_byte_per_two_significant_digits() {
+        assert_eq!(number_bytes("hb", 0), 2 + 2);
+        assert_eq!(number_bytes("hb", 7), 2 + 2);
+        assert_eq!(number_bytes("hb", 12), 2 + 2);
+        assert_eq!(number_bytes("hb", 123), 2 + 3);
+        // Trailing zeros are trimmed: 3000 is one significant digit.
+        assert_eq!(number_bytes("ttl_ms", 3000), 6 + 2);
+    }
+
+    #[test]
+    fn lists_cost_three_bytes_and_one_per_element() {
+        assert_eq!(string_list_bytes("tables", Vec::<String>::new()), 6 + 3);
+        assert_eq!(string_list_bytes("tables", ["ab", "cde"]), 6 + 3 + 3 + 4);
+    }
+
+    #[test]
+    fn units_round_up_per_call_with_a_minimum() {
+        assert_eq!(write_units(0, false), 1);
+        assert_eq!(write_units(1024, false), 1);
+        assert_eq!(write_units(1025, false), 2);
+        assert_eq!(write_units(300, true), 2);
+        assert_eq!(read_half_units(0, Consistency::Strong), 2);
+        assert_eq!(read_half_units(4096, Consistency::Eventual), 1);
+        assert_eq!(read_half_units(4097, Consistency::Eventual), 2);
+        assert_eq!(read_half_units(4097, Consistency::Strong), 4);
+    }
+}
