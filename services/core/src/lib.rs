@@ -24,7 +24,7 @@
 //! - [`store`], [`routes`]: the `LeaseStore` and `RouteTable` traits the
 //!   effects are performed against.
 //! - [`units`]: DynamoDB request units by the item-size rules, for the
-//!   lease table's items.
+//!   lease table's items; [`cost`]: the fleet's units and dollars at rest.
 //! - [`fake`] (feature `fakes`): in-memory implementations of both, with
 //!   DynamoDB's and EC2's conditional semantics and injectable faults.
 //! - [`sim`] (feature `fakes`): a deterministic multi-node simulation on
@@ -37,6 +37,7 @@ pub mod backoff;
 pub mod config;
 #[cfg(feature = "fakes")]
 pub mod contract;
+pub mod cost;
 #[cfg(feature = "fakes")]
 pub mod fake;
 pub mod layout;

@@ -26,7 +26,7 @@ use crate::time::Instant;
 use crate::types::{NodeId, ShardId, Vip};
 
 /// Our layout item is written again this often, in case it was deleted.
-pub(super) const LAYOUT_REPUBLISH_INTERVAL: Duration = Duration::from_secs(600);
+pub const LAYOUT_REPUBLISH_INTERVAL: Duration = Duration::from_secs(600);
 /// While some shard has no live owner in our view, re-read the shards this
 /// often: either someone took it and we should know, or it is ours to take.
 const ORPHAN_REFRESH_SCANS: u32 = 4;

@@ -223,7 +223,10 @@ pub struct Report {
     pub moves: u64,
     pub event_moves: Vec<EventMoves>,
     pub crash_recoveries: Vec<CrashRecovery>,
+    /// Calls, items and request units of the lease table.
     pub store: TableCounters,
+    /// The lease table's size at the end, every item (what a Scan bills).
+    pub table_bytes: u64,
     pub routes: RouteCounters,
     pub virtual_time: Duration,
     pub events_processed: u64,
@@ -408,6 +411,7 @@ pub fn run(config: &SimConfig) -> Report {
         event_moves: checker.event_moves,
         crash_recoveries: checker.crash_recoveries,
         store: world.table.counters(),
+        table_bytes: world.table.table_bytes(),
         routes: world.routes.counters(),
         virtual_time: end.as_offset(),
         events_processed: events,
