@@ -184,8 +184,16 @@ pub fn run(args: &SimArgs) -> Result<ExitCode, SimError> {
         args.first_seed + args.seeds
     );
     println!(
-        "{:<13} {:>10} {:>12} {:>26} {:>12} {:>12} {:>9}",
-        "scenario", "violations", "moves/min", "crash failover p50/p99/max", "writes/s", "reads/s", "speed-up"
+        "{:<13} {:>10} {:>12} {:>26} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "scenario",
+        "violations",
+        "moves/min",
+        "crash failover p50/p99/max",
+        "writes/s",
+        "reads/s",
+        "WCU/s",
+        "RCU/s",
+        "speed-up"
     );
     let mut failed_seeds: Vec<(&str, u64)> = Vec::new();
     let mut seeds_run = 0u64;
@@ -210,6 +218,8 @@ pub fn run(args: &SimArgs) -> Result<ExitCode, SimError> {
         let secs = simulated.as_secs_f64().max(f64::EPSILON);
         let writes: u64 = reports.iter().map(|r| r.store.items_written).sum();
         let reads: u64 = reports.iter().map(|r| r.store.items_read).sum();
+        let write_units: u64 = reports.iter().map(|r| r.store.write_units).sum();
+        let read_units: f64 = reports.iter().map(|r| r.store.read_units()).sum();
         let failover = if failovers.is_empty() {
             "-".to_string()
         } else {
@@ -221,13 +231,15 @@ pub fn run(args: &SimArgs) -> Result<ExitCode, SimError> {
             )
         };
         println!(
-            "{:<13} {:>10} {:>12} {:>26} {:>12.1} {:>12.1} {:>8.0}x",
+            "{:<13} {:>10} {:>12} {:>26} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8.0}x",
             name,
             violations,
             format!("{actual}/{minimum}"),
             failover,
             writes as f64 / secs,
             reads as f64 / secs,
+            write_units as f64 / secs,
+            read_units / secs,
             simulated.as_secs_f64() / wall.as_secs_f64().max(f64::EPSILON)
         );
         for report in &reports {
@@ -251,6 +263,8 @@ pub fn run(args: &SimArgs) -> Result<ExitCode, SimError> {
                             .map(|c| c.took.map(|t| t.as_millis() as u64)).collect::<Vec<_>>(),
                         "store_items_written": report.store.items_written,
                         "store_items_read": report.store.items_read,
+                        "store_write_units": report.store.write_units,
+                        "store_read_units": report.store.read_units(),
                         "ec2_mutating": report.routes.mutating_calls,
                         "virtual_s": report.virtual_time.as_secs_f64(),
                     })
@@ -261,6 +275,7 @@ pub fn run(args: &SimArgs) -> Result<ExitCode, SimError> {
     }
     println!("moves/min: shards moved by crashes and drains in a settled fleet / shards those nodes held");
     println!("writes/s, reads/s: DynamoDB items per simulated second, whole fleet");
+    println!("WCU/s, RCU/s: DynamoDB request units per simulated second by the item-size rules, whole fleet");
     println!(
         "{seeds_run} seeds run, {violations_found} violations in {} of them",
         failed_seeds.len()
