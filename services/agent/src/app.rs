@@ -73,10 +73,12 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
     check_against_aws(&config, &me, &ec2).await?;
     bind_vips(&config).await?;
 
-    let store = Arc::new(DynamoLeaseStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        config.table.clone(),
-    ));
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(
+        DynamoLeaseStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table.clone())
+            // Another endpoint (moto) reports constants, not DynamoDB's bill.
+            .with_units_sink(metrics.clone(), sdk.endpoint_url().is_some()),
+    );
     let origin = TokioInstant::now();
     let setup = NodeSetup {
         info: NodeInfo {
@@ -97,7 +99,6 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
     let machine = Machine::new(setup, Instant::ZERO);
     let (board, status) = StatusBoard::new();
     let (controls_tx, controls) = crate::driver::controls();
-    let metrics = Arc::new(Metrics::new());
     let ec2 = Arc::new(ec2);
     let driver = Driver::new(machine, store, ec2.clone(), origin, board, metrics.clone());
     start_dashboard(

@@ -21,16 +21,23 @@
 //! nothing: `NotOwner` after our own hand-off is true, and a heartbeat
 //! counted twice is harmless. `init_table` lives in `dynamo_table`.
 //!
+//! Every call asks for the capacity it consumed and counts it through a
+//! [`UnitsSink`] (the agent's metrics); see `dynamo_units` for what moto
+//! answers and where the store estimates instead.
+//!
 //! A table that does not exist (deleted, or being restored) answers
 //! `ResourceNotFoundException`: every call then fails as
 //! [`StoreErrorKind::TableMissing`], which the agent reports and rides out
 //! (fail static).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
+};
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -42,13 +49,17 @@ use vipfleet_core::store::{
     HeartbeatRequest, LeaseStore, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, StoreError,
     StoreErrorKind, StoreOp, StoreResult,
 };
+use vipfleet_core::units::Consistency;
 use vipfleet_core::{Epoch, LayoutId, NodeId, NodeRecord, NodeState, ShardId, ShardLayout, ShardRecord};
 
 use super::dynamo_items::{
     attr, decode_all, expr, get_n, inc_value, layout_from_item, layout_item, layout_key, n, names, node_item, node_key,
     node_record, node_values, s, shard_key, shard_record, Beat, Item, NODE_PREFIX, SHARD_PREFIX,
 };
+use super::dynamo_units::{item_bytes, read_estimate, value_bytes, write_estimate, Sink};
 use super::{classify, error_code, error_detail, ErrorClass};
+
+pub use super::dynamo_units::{Units, UnitsSink};
 
 pub use super::dynamo_table::{init_table, Billing, InitTableError, TableInit};
 
@@ -78,6 +89,8 @@ pub struct DynamoLeaseStore {
     consistent_node_reads: bool,
     /// Wall clock in unix seconds, only for the display and TTL attributes.
     wall_clock: fn() -> u64,
+    /// Where consumed request units are counted.
+    units: Sink,
 }
 
 fn system_unix_secs() -> u64 {
@@ -95,7 +108,16 @@ impl DynamoLeaseStore {
             table: table.into(),
             consistent_node_reads: false,
             wall_clock: system_unix_secs,
+            units: Sink::default(),
         }
+    }
+
+    /// Counts the request units every call consumes into `sink`: as the
+    /// endpoint reports them, or, with `estimating` (an endpoint that is not
+    /// DynamoDB, such as moto), always by the store's size estimate.
+    pub fn with_units_sink(mut self, sink: Arc<dyn UnitsSink>, estimating: bool) -> Self {
+        self.units = Sink::new(sink, estimating);
+        self
     }
 
     /// Strongly consistent node reads (twice the read cost).
@@ -145,9 +167,19 @@ impl DynamoLeaseStore {
                 .expression_attribute_values(":prefix", s(prefix))
                 .consistent_read(consistent)
                 .set_exclusive_start_key(start.take())
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
                 .map_err(|e| self.error(op, &format!("scan for {prefix}*"), &e))?;
+            // The page bills every item it scanned; the filter's survivors
+            // stand for the rest in the estimate.
+            self.units
+                .count(op, Units::reported(page.consumed_capacity(), true), || {
+                    let kept: u64 = page.items().iter().map(item_bytes).sum();
+                    let scanned = u64::try_from(page.scanned_count()).unwrap_or(0);
+                    let returned = (page.items().len() as u64).max(1);
+                    read_estimate(kept * scanned.max(returned) / returned, consistency(consistent))
+                });
             items.extend(page.items().iter().cloned());
             match page.last_evaluated_key() {
                 Some(key) if !key.is_empty() => start = Some(key.clone()),
@@ -176,6 +208,7 @@ impl DynamoLeaseStore {
             AttributeValue::S(k) => format!("update {k}"),
             _ => "update".to_string(),
         };
+        let key_bytes = key_bytes(&key);
         let result = self
             .client
             .update_item()
@@ -189,10 +222,20 @@ impl DynamoLeaseStore {
             .set_return_values_on_condition_check_failure(
                 return_old_on_failure.then_some(ReturnValuesOnConditionCheckFailure::AllOld),
             )
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
         match result {
-            Ok(out) => Ok(Ok(out.attributes().cloned().unwrap_or_default())),
+            Ok(out) => {
+                let new = out.attributes().cloned().unwrap_or_default();
+                // What the update set stands for the item (every update
+                // of ours sets nearly all of it).
+                self.units
+                    .count(op, Units::reported(out.consumed_capacity(), false), || {
+                        write_estimate(key_bytes + item_bytes(&new), false)
+                    });
+                Ok(Ok(new))
+            }
             Err(err) => match err.as_service_error() {
                 Some(e) if e.is_conditional_check_failed_exception() => {
                     let old = match e {
@@ -201,6 +244,9 @@ impl DynamoLeaseStore {
                         ) => c.item().cloned(),
                         _ => None,
                     };
+                    // Billed, though the error does not say so.
+                    let bytes = old.as_ref().map_or(key_bytes, item_bytes);
+                    self.units.count(op, None, || write_estimate(bytes, false));
                     Ok(Err(old))
                 }
                 // A transaction holds the item right now: someone else is
@@ -228,6 +274,7 @@ impl DynamoLeaseStore {
             .and_then(|k| k.as_s().ok())
             .cloned()
             .unwrap_or_default();
+        let bytes = item_bytes(&item);
         let result = self
             .client
             .put_item()
@@ -236,15 +283,23 @@ impl DynamoLeaseStore {
             .set_condition_expression(condition.map(str::to_string))
             .set_expression_attribute_names(condition.map(|c| names(&[c])))
             .set_expression_attribute_values((!values.is_empty()).then_some(values))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(true),
+            Ok(out) => {
+                self.units
+                    .count(op, Units::reported(out.consumed_capacity(), false), || {
+                        write_estimate(bytes, false)
+                    });
+                Ok(true)
+            }
             Err(err)
                 if err
                     .as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
+                self.units.count(op, None, || write_estimate(bytes, false));
                 Ok(false)
             }
             Err(err) => Err(self.error(op, &format!("put {context}"), &err)),
@@ -259,9 +314,14 @@ impl DynamoLeaseStore {
             .table_name(&self.table)
             .key(attr::PK, key)
             .consistent_read(consistent)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(|e| self.error(op, &context, &e))?;
+        self.units
+            .count(op, Units::reported(out.consumed_capacity(), true), || {
+                read_estimate(out.item().map_or(0, item_bytes), consistency(consistent))
+            });
         Ok(out.item().cloned())
     }
 
@@ -337,10 +397,21 @@ impl DynamoLeaseStore {
             .client
             .transact_write_items()
             .set_transact_items(Some(items))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
+        // Both items are lease-table items under 1 KB: twice a unit each.
+        let estimate = || {
+            let mut units = write_estimate(0, true);
+            units.write *= 2.0;
+            units
+        };
         let err = match result {
-            Ok(_) => return Ok(AcquireOutcome::Acquired { epoch: epoch + 1 }),
+            Ok(out) => {
+                self.units
+                    .count(op, Units::reported(out.consumed_capacity(), false), estimate);
+                return Ok(AcquireOutcome::Acquired { epoch: epoch + 1 });
+            }
             Err(err) => err,
         };
         let context = format!("take over shard#{} from {prev} ({check:?}, epoch {epoch})", req.shard);
@@ -351,11 +422,28 @@ impl DynamoLeaseStore {
                 .map(|r| r.code().unwrap_or("None"))
                 .collect();
             if let Some(outcome) = takeover_verdict(&codes) {
+                // A cancelled transaction is billed as if it had run.
+                if outcome.is_ok() {
+                    self.units.count(op, None, estimate);
+                }
                 return outcome.map_err(|kind| StoreError::new(op, kind, error_detail(&context, &err)));
             }
         }
         Err(self.error(op, &context, &err))
     }
+}
+
+fn consistency(consistent: bool) -> Consistency {
+    if consistent {
+        Consistency::Strong
+    } else {
+        Consistency::Eventual
+    }
+}
+
+/// The size of the key attribute `pk` holding `key`.
+fn key_bytes(key: &AttributeValue) -> u64 {
+    attr::PK.len() as u64 + value_bytes(key)
 }
 
 /// The outcome of a cancelled takeover from its per-item reasons, `None`
@@ -572,15 +660,23 @@ impl LeaseStore for DynamoLeaseStore {
             .condition_expression(expr::RETIRE_CONDITION)
             .set_expression_attribute_names(Some(names(&[expr::RETIRE_CONDITION])))
             .expression_attribute_values(":epoch", n(req.epoch))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
+        // A shard item is under 1 KB: one unit, deleted or not.
+        let estimate = || write_estimate(0, false);
         match result {
-            Ok(_) => Ok(RetireOutcome::Retired),
+            Ok(out) => {
+                self.units
+                    .count(op, Units::reported(out.consumed_capacity(), false), estimate);
+                Ok(RetireOutcome::Retired)
+            }
             Err(err)
                 if err
                     .as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
+                self.units.count(op, None, estimate);
                 Ok(RetireOutcome::Changed)
             }
             Err(err) => Err(self.error(op, &format!("delete shard#{}", req.shard), &err)),

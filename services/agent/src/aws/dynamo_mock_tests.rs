@@ -489,3 +489,92 @@ async fn shard_reads_are_consistent() {
     assert_eq!(store.read_shard(shard()).await, Ok(Some(record)));
     assert_eq!(store.read_shards().await, Ok(Scan::clean(vec![])));
 }
+
+/// The value of `vipfleet_dynamodb_<kind>_units_total{op="<op>"}`, 0 when
+/// absent.
+fn units_counted(metrics: &crate::dashboard::metrics::Metrics, kind: &str, op: &str) -> f64 {
+    let prefix = format!(r#"vipfleet_dynamodb_{kind}_units_total{{op="{op}"}} "#);
+    metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0.0, |v| v.parse().expect("a number"))
+}
+
+#[tokio::test]
+async fn consumed_units_are_counted_as_reported_else_estimated() {
+    use std::sync::Arc;
+
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput;
+    use aws_sdk_dynamodb::types::{ConsumedCapacity, ReturnConsumedCapacity};
+
+    let metrics = Arc::new(crate::dashboard::metrics::Metrics::new());
+    let counted = |store: DynamoLeaseStore| store.with_units_sink(metrics.clone(), false);
+    let asks = |r: Option<&ReturnConsumedCapacity>| r == Some(&ReturnConsumedCapacity::Total);
+
+    // DynamoDB's own figure wins: a Scan bills the whole table.
+    let scan = mock!(Client::scan)
+        .match_requests(move |r| asks(r.return_consumed_capacity()))
+        .then_output(|| {
+            ScanOutput::builder()
+                .items(node_item("i-1", 3))
+                .consumed_capacity(ConsumedCapacity::builder().capacity_units(1.5).build())
+                .build()
+        });
+    counted(store(&[&scan])).read_nodes().await.expect("read_nodes");
+    assert_eq!(units_counted(&metrics, "read", "read_nodes"), 1.5);
+
+    // An answer without capacity (moto's UpdateItem): the item's size, one
+    // unit for a node item under 1 KB.
+    let renew = mock!(Client::update_item)
+        .match_requests(move |r| asks(r.return_consumed_capacity()))
+        .then_output(|| {
+            UpdateItemOutput::builder()
+                .attributes("hb", AttributeValue::N("12".into()))
+                .build()
+        });
+    let renewed = counted(store(&[&renew])).heartbeat(&beat(BeatKind::Renew)).await;
+    assert_eq!(renewed, Ok(HeartbeatOutcome::Beat(12)));
+    assert_eq!(units_counted(&metrics, "write", "heartbeat"), 1.0);
+
+    // A failed condition is billed though the error says nothing.
+    let lost = mock!(Client::update_item).then_http_response(|| wire_error(400, "ConditionalCheckFailedException", ""));
+    let renewed = counted(store(&[&lost])).heartbeat(&beat(BeatKind::Renew)).await;
+    assert_eq!(renewed, Ok(HeartbeatOutcome::Missing));
+    assert_eq!(units_counted(&metrics, "write", "heartbeat"), 2.0);
+
+    // A takeover is a transaction of two items: twice a unit each, landed
+    // or cancelled.
+    let take = mock!(Client::transact_write_items)
+        .match_requests(move |r| asks(r.return_consumed_capacity()))
+        .then_output(|| TransactWriteItemsOutput::builder().build());
+    let outcome = counted(store(&[&take])).acquire(&claim(expired())).await;
+    assert!(matches!(outcome, Ok(AcquireOutcome::Acquired { .. })), "{outcome:?}");
+    assert_eq!(units_counted(&metrics, "write", "acquire"), 4.0);
+    let cancel =
+        mock!(Client::transact_write_items).then_http_response(|| cancelled(&["None", "ConditionalCheckFailed"]));
+    let outcome = counted(store(&[&cancel])).acquire(&claim(expired())).await;
+    assert_eq!(outcome, Ok(AcquireOutcome::LostRace));
+    assert_eq!(units_counted(&metrics, "write", "acquire"), 8.0);
+
+    // Errors that are not outcomes are not billed.
+    let throttled =
+        mock!(Client::scan).then_http_response(|| wire_error(400, "ProvisionedThroughputExceededException", ""));
+    let failed = counted(store(&[&throttled])).read_nodes().await;
+    assert!(failed.is_err());
+    assert_eq!(units_counted(&metrics, "read", "read_nodes"), 1.5);
+
+    // Against another endpoint (moto's constants) the estimate is counted:
+    // a scan of one small node item, eventually consistent.
+    let scan = mock!(Client::scan).then_output(|| {
+        ScanOutput::builder()
+            .items(node_item("i-1", 3))
+            .scanned_count(1)
+            .count(1)
+            .consumed_capacity(ConsumedCapacity::builder().capacity_units(1.0).build())
+            .build()
+    });
+    let estimating = store(&[&scan]).with_units_sink(metrics.clone(), true);
+    estimating.read_nodes().await.expect("read_nodes");
+    assert_eq!(units_counted(&metrics, "read", "read_nodes"), 2.0);
+}

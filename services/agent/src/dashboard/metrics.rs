@@ -27,6 +27,7 @@ use vipfleet_core::routes::RouteOp;
 use vipfleet_core::store::StoreOp;
 
 use super::build_info;
+use crate::aws::dynamo::{Units, UnitsSink};
 
 /// Media type of the OpenMetrics text the registry encodes (Prometheus
 /// negotiates it).
@@ -78,6 +79,9 @@ pub struct Metrics {
     heartbeat_seconds: Histogram,
     store_calls: Family<CallLabels, Counter>,
     store_call_seconds: HistogramFamily,
+    /// DynamoDB request units the store consumed, by operation.
+    read_units: Family<OpLabel, Counter<f64, AtomicU64>>,
+    write_units: Family<OpLabel, Counter<f64, AtomicU64>>,
     ec2_calls: Family<CallLabels, Counter>,
     ec2_call_seconds: HistogramFamily,
     shards_owned: Gauge,
@@ -107,6 +111,12 @@ pub struct Metrics {
     created_at: TokioInstant,
 }
 
+impl UnitsSink for Metrics {
+    fn consumed(&self, op: StoreOp, units: Units) {
+        self.observe_store_units(op, units);
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -125,6 +135,8 @@ impl Metrics {
             heartbeat_seconds,
             store_calls,
             store_call_seconds,
+            read_units: Family::default(),
+            write_units: Family::default(),
             ec2_calls,
             ec2_call_seconds,
             shards_owned: Gauge::default(),
@@ -175,6 +187,18 @@ impl Metrics {
             "Lease store call latency by operation",
             Unit::Seconds,
             m.store_call_seconds.clone(),
+        );
+        r.register(
+            "dynamodb_read_units",
+            "DynamoDB read request units the lease store consumed, by operation (as DynamoDB reports them, \
+             else estimated by item size)",
+            m.read_units.clone(),
+        );
+        r.register(
+            "dynamodb_write_units",
+            "DynamoDB write request units the lease store consumed, by operation (as DynamoDB reports them, \
+             else estimated by item size)",
+            m.write_units.clone(),
         );
         r.register(
             "ec2_calls",
@@ -343,6 +367,17 @@ impl Metrics {
             let sent_at = TokioInstant::now().checked_sub(duration).unwrap_or(self.created_at);
             let mut last = self.last_heartbeat_ok.lock().unwrap_or_else(|p| p.into_inner());
             *last = Some(last.map_or(sent_at, |t| t.max(sent_at)));
+        }
+    }
+
+    /// Request units one lease store call consumed.
+    pub fn observe_store_units(&self, op: StoreOp, units: Units) {
+        let label = OpLabel { op: op.as_str() };
+        if units.read > 0.0 {
+            self.read_units.get_or_create(&label).inc_by(units.read);
+        }
+        if units.write > 0.0 {
+            self.write_units.get_or_create(&label).inc_by(units.write);
         }
     }
 
