@@ -97,6 +97,11 @@ fn the_simulation_at_rest_bills_what_the_cost_model_says() {
         long.table_bytes
     );
     let model = cost::at_rest(&fleet, &sizes, &LeaseConfig::DEFAULT);
+    eprintln!(
+        "at rest over {seconds:.0} s: {reads:.2} read and {writes:.2} write units/s counted, \
+         {:.2} and {:.2} modelled; table {} bytes",
+        model.read, model.write, long.table_bytes
+    );
     assert!(
         close(reads, model.read),
         "reads: {reads:.2} units/s counted, {:.2} modelled",
