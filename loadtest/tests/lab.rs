@@ -21,6 +21,8 @@ use std::time::Instant;
 mod common;
 use common::{assert_agent_built, get_json, is_root, lab, netns_works, status_json, text, Teardown, BIN};
 
+/// How long the lab's routers may trail moto's routes (the mirror polls).
+const ROUTER_MIRROR_LAG: std::time::Duration = std::time::Duration::from_secs(5);
 /// The lab's process marker (see `lab::procs::MARKER_VAR`).
 const MARKER_VAR: &str = "VIPFLEET_LAB_MEMBER";
 
@@ -390,6 +392,14 @@ fn a_bootstrapped_node_joins_the_fleet_and_a_second_run_changes_nothing() {
                 && t["shards_moving"] == 0
                 && t["route_problems"] == 0
                 && f["observer"]["shards_held"] == 2
+                // Its routes read back and found pointing at it: a shard
+                // handed to it is checked, not rewritten blindly.
+                && f["shards"].as_array().is_some_and(|shards| {
+                    shards
+                        .iter()
+                        .filter(|s| s["held_here"] == true)
+                        .all(|s| s["routes"].as_array().is_some_and(|r| r.iter().all(|r| r["status"] == "ok")))
+                })
         });
         if converged {
             break fleet.unwrap();
@@ -417,15 +427,23 @@ fn a_bootstrapped_node_joins_the_fleet_and_a_second_run_changes_nothing() {
             table["client_ns"].as_str().unwrap(),
         );
         for vip in &own_vips {
-            let route = Command::new("ip")
-                .args(["-n", router, "route", "get", vip])
-                .output()
-                .expect("ip route get");
-            assert!(
-                text(&route.stdout).contains(&format!("via {ip} ")),
-                "{router} routes {vip} elsewhere: {}",
-                text(&route.stdout)
-            );
+            // The router mirrors moto's routes on a poll: give it a moment.
+            let mirrored_by = Instant::now() + ROUTER_MIRROR_LAG;
+            loop {
+                let route = Command::new("ip")
+                    .args(["-n", router, "route", "get", vip])
+                    .output()
+                    .expect("ip route get");
+                if text(&route.stdout).contains(&format!("via {ip} ")) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < mirrored_by,
+                    "{router} routes {vip} elsewhere: {}",
+                    text(&route.stdout)
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
             let (status, _, _) = get_from(client, vip);
             assert_eq!(status, "200", "GET http://{vip}/ from {client}");
         }

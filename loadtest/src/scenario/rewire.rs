@@ -15,6 +15,11 @@ use crate::lab::state::LabState;
 /// A stopped agent exits within this long (it does not drain).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Starts of one agent before giving up: an agent that exits at start (an
+/// IMDS call timed out on a loaded machine, say) is started again, as
+/// systemd's `Restart=on-failure` would.
+const START_ATTEMPTS: u32 = 3;
+
 /// The agent's variable naming its AWS endpoint (every service).
 const ENDPOINT_VAR: &str = "AWS_ENDPOINT_URL";
 
@@ -74,11 +79,27 @@ pub async fn rewire_all(state: &mut LabState, wiring: &Wiring) -> Result<()> {
                 state.nodes[index].name
             );
         }
-        state.nodes[index].agent = procs::respawn(&state.dir, &state.prefix, &record)?;
-        state.save()?;
-        wait_ready(state, index).await?;
+        start(state, index, &record).await?;
     }
     state.save()
+}
+
+/// Starts node `index`'s agent as `record` says and waits until it is
+/// ready, starting it again if it exits first.
+async fn start(state: &mut LabState, index: usize, record: &ProcRecord) -> Result<()> {
+    let mut attempt = 1;
+    loop {
+        state.nodes[index].agent = procs::respawn(&state.dir, &state.prefix, record)?;
+        state.save()?;
+        match wait_ready(state, index).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < START_ATTEMPTS && !procs::is_alive(state.nodes[index].agent.pid, &state.prefix) => {
+                eprintln!("==> {}'s agent exited at start ({e}); starting it again", state.nodes[index].name);
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

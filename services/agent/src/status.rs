@@ -138,7 +138,14 @@ impl StatusBoard {
             s.lease_valid = machine.lease_valid(now);
             s.lease_deadline = machine.lease_deadline();
             s.held = machine.held().collect();
-            s.nodes = machine.nodes().values().cloned().collect();
+            // A node whose item cannot be read shows as unreadable, not as
+            // the last record the machine keeps of it.
+            s.nodes = machine
+                .nodes()
+                .values()
+                .filter(|n| !machine.unreadable_nodes().contains(&n.info.id))
+                .cloned()
+                .collect();
             s.heartbeat_ages = machine
                 .nodes()
                 .keys()

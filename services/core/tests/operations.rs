@@ -143,6 +143,30 @@ fn crash_during_junk(sabotage: Option<Sabotage>) -> Report {
     sim::run(&config)
 }
 
+/// Node 2 crashes; before its lease runs out its item is overwritten with
+/// junk, which a few seconds later is deleted (found by chaos seed 589):
+/// the node must not be forgotten while its item is unreadable, or nobody
+/// ever finds it gone and its shards stay on a dead node.
+#[test]
+fn a_dead_node_whose_item_turns_to_junk_and_vanishes_is_still_failed_over() {
+    let mut config = SimConfig::small(24);
+    config.faults = vec![
+        at(45, Fault::Crash { node: 2 }),
+        at(
+            46,
+            Fault::JunkItem {
+                over_node: Some(2),
+                length: Duration::from_secs(3),
+            },
+        ),
+    ];
+    let report = sim::run(&config);
+    assert_clean(&report);
+    report.crash_recoveries[0]
+        .took
+        .expect("the crashed node's shards were taken over");
+}
+
 fn crash_bound(lease: &LeaseConfig) -> Duration {
     lease.lease_ttl + lease.scan_interval * 3
 }

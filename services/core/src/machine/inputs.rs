@@ -246,8 +246,11 @@ impl Machine {
         self.unreadable_nodes = unreadable;
         let mut nodes: std::collections::BTreeMap<NodeId, NodeRecord> =
             scan.records.into_iter().map(|n| (n.info.id.clone(), n)).collect();
+        // Keep the last record of a node whose item vanished, or cannot be
+        // read now: if an unreadable item later vanishes, its node must
+        // still be known, to be found gone and its shards taken over.
         for (id, record) in std::mem::take(&mut self.nodes) {
-            if self.observer.is_missing(&id) {
+            if self.observer.is_missing(&id) || self.unreadable_nodes.contains(&id) {
                 nodes.entry(id).or_insert(record);
             }
         }
