@@ -29,6 +29,13 @@ if ! user_cargo deny --version >/dev/null 2>&1; then
   echo "installed cargo-deny in $((SECONDS - started)) s"
 fi
 
+# The checks read `cargo metadata` for every platform, offline: the crates
+# of other platforms (windows-sys, …) must be in the registry's cache, and
+# a build on Linux never downloads them.
+if ! user_cargo fetch --locked --quiet; then
+  echo "*** cargo fetch failed: cargo deny may lack crates of other platforms ***" >&2
+fi
+
 passed=0
 failed=0
 skipped=0
