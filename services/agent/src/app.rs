@@ -31,7 +31,7 @@ use vipfleet_core::machine::{ExitReason, Health, Machine, NodeSetup};
 use vipfleet_core::{EniId, Incarnation, Instant, NodeInfo};
 
 use crate::aws::dynamo::DynamoLeaseStore;
-use crate::aws::ec2::Ec2RouteTable;
+use crate::aws::ec2::{Ec2ErrorKind, Ec2RouteTable};
 use crate::config::AgentConfig;
 use crate::dashboard::metrics::Metrics;
 use crate::dashboard::{self, auth::Token, DashboardState};
@@ -209,12 +209,19 @@ async fn start_dashboard(config: &AgentConfig, state: DashboardState) -> Result<
 /// exist (yet) are only reported: the node serves the tables it can, and
 /// the machine keeps asking for the others (metric, log, dashboard).
 async fn check_against_aws(config: &AgentConfig, me: &NodeIdentity, ec2: &Ec2RouteTable) -> Result<(), RunError> {
-    // EC2 unreachable at start is a start-up failure (systemd retries);
-    // a table it says does not exist is not.
-    let missing = ec2
-        .missing_route_tables(&config.route_tables)
-        .await
-        .map_err(|e| RunError::Startup(format!("cannot list route tables: {e}")))?;
+    // EC2 unreachable at start is a start-up failure (systemd retries); a
+    // table it says does not exist, or refuses to show, is not: the lease
+    // machine backs it off and uses the others.
+    let missing = match ec2.missing_route_tables(&config.route_tables).await {
+        Ok(missing) => missing,
+        Err(e) if matches!(e.kind, Ec2ErrorKind::Throttled | Ec2ErrorKind::Unavailable) => {
+            return Err(RunError::Startup(format!("cannot list route tables: {e}")));
+        }
+        Err(e) => {
+            warn!("cannot list route tables ({e}); starting anyway: each table is tried on its own");
+            Vec::new()
+        }
+    };
     if !missing.is_empty() {
         let ids: Vec<String> = missing.iter().map(ToString::to_string).collect();
         warn!(
