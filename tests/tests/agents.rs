@@ -224,7 +224,10 @@ async fn three_agents_share_fail_over_and_drain() {
     let beats = metric(&text, r#"vipfleet_store_calls_total{op="heartbeat",outcome="ok"}"#);
     let beat_units = metric(&text, r#"vipfleet_dynamodb_write_units_total{op="heartbeat"}"#);
     assert!(beats > 0.0 && beat_units >= beats, "{text}");
-    assert!(metric(&text, r#"vipfleet_dynamodb_read_units_total{op="read_nodes"}"#) > 0.0, "{text}");
+    assert!(
+        metric(&text, r#"vipfleet_dynamodb_read_units_total{op="read_nodes"}"#) > 0.0,
+        "{text}"
+    );
     say(&format!(
         "MEASURED restart: exited 0 in {stop_time:?} after SIGTERM; {RESTART_WATCH:?} later nothing had moved, \
          routes unchanged, 0 route writes by the new process"

@@ -94,7 +94,10 @@ async fn start(state: &mut LabState, index: usize, record: &ProcRecord) -> Resul
         match wait_ready(state, index).await {
             Ok(()) => return Ok(()),
             Err(e) if attempt < START_ATTEMPTS && !procs::is_alive(state.nodes[index].agent.pid, &state.prefix) => {
-                eprintln!("==> {}'s agent exited at start ({e}); starting it again", state.nodes[index].name);
+                eprintln!(
+                    "==> {}'s agent exited at start ({e}); starting it again",
+                    state.nodes[index].name
+                );
                 attempt += 1;
             }
             Err(e) => return Err(e),

@@ -14,8 +14,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant as TokioInstant;
 use vipfleet_core::machine::{Event, ExitReason, Machine, Mode, NodeSetup, Readiness, RouteCheck, TableHealth};
-use vipfleet_core::routes::RouteError;
 use vipfleet_core::membership::Membership;
+use vipfleet_core::routes::RouteError;
 use vipfleet_core::store::Skipped;
 use vipfleet_core::{Epoch, Instant, NodeId, NodeRecord, RouteTableId, ShardId, ShardRecord};
 

@@ -185,7 +185,10 @@ fn the_checks_catch_a_drain_that_leaves_routes_behind() {
     }
     let caught = (0..6)
         .map(|seed| sim::run(&slow_drain(seed, Some(Sabotage::DrainIgnoresRoutes))).violations)
-        .filter(|v| v.iter().any(|v| v.contains("reported drained with routes pointing at it")))
+        .filter(|v| {
+            v.iter()
+                .any(|v| v.contains("reported drained with routes pointing at it"))
+        })
         .count();
     assert!(caught > 0, "no seed caught the drain that left routes behind");
 }
@@ -221,7 +224,10 @@ fn a_failing_table_is_asked_less_than_once_in_ten_seconds() {
                 .iter()
                 .filter(|(at, n)| *n == node && *at >= from && *at < to)
                 .count();
-            assert!(calls < 5, "seed {seed}: node {node} made {calls} calls to the failing table in 45 s");
+            assert!(
+                calls < 5,
+                "seed {seed}: node {node} made {calls} calls to the failing table in 45 s"
+            );
         }
     }
 }

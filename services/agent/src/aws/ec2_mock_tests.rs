@@ -271,7 +271,9 @@ async fn the_gate_is_asked_before_every_retry() {
     let config = aws_sdk_ec2::config::Config::builder()
         .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
         .region(aws_sdk_ec2::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "mock"))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "testing", "testing", None, None, "mock",
+        ))
         .retry_config(retry)
         .http_client(aws_smithy_mocks::create_mock_http_client())
         .interceptor(interceptor)
@@ -287,7 +289,11 @@ async fn the_gate_is_asked_before_every_retry() {
     assert_eq!(got, Err(RouteError::Fenced));
     // Had the second attempt gone out, it would have met the second 500
     // and a third attempt would have asked again.
-    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2, "asked before each of two attempts");
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "asked before each of two attempts"
+    );
 }
 
 #[tokio::test]

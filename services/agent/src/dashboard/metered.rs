@@ -197,8 +197,8 @@ impl<R: RouteTable> RouteTable for MeteredRoutes<R> {
 mod tests {
     use super::*;
     use vipfleet_core::fake::{FakeRouteTable, Faults};
-    use vipfleet_core::{EniId, Vip};
     use vipfleet_core::store::{StoreError, StoreErrorKind, StoreOp};
+    use vipfleet_core::{EniId, Vip};
 
     #[tokio::test]
     async fn every_ec2_call_is_counted_with_its_outcome() {

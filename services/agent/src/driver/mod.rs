@@ -194,7 +194,11 @@ where
         let (shard, epoch, deadline) = (call.shard, call.epoch, call.deadline);
         Gate::new(move || {
             let now = Instant::from_offset(TokioInstant::now().saturating_duration_since(origin));
-            now < deadline && fence.lock().unwrap_or_else(|p| p.into_inner()).allows(shard, epoch, now)
+            now < deadline
+                && fence
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .allows(shard, epoch, now)
         })
     }
 

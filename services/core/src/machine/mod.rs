@@ -40,8 +40,8 @@ pub use messages::{Effect, Event, ExitReason, Input, Priority, RouteCall, Step};
 pub use mode::{Health, Mode, Readiness};
 pub use plan::LAYOUT_REPUBLISH_INTERVAL;
 pub use routes::{
-    Fence, Pacing, PacingError, RouteCheck, TableHealth, DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND,
-    MIN_CALLS_PER_SECOND, TABLE_BACKOFF_CAP,
+    Fence, Pacing, PacingError, RouteCheck, TableHealth, DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND, MIN_CALLS_PER_SECOND,
+    TABLE_BACKOFF_CAP,
 };
 
 use self::book::ShardBook;

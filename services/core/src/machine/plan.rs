@@ -590,7 +590,12 @@ impl Machine {
         }
         let tables = self.route_tables().to_vec();
         let read_back = self.routes.seen_at(&tables).is_some_and(|t| t >= quiet_since);
-        let vips: BTreeSet<Vip> = self.book.known().chain(self.setup.layout.ids()).map(|s| s.vip()).collect();
+        let vips: BTreeSet<Vip> = self
+            .book
+            .known()
+            .chain(self.setup.layout.ids())
+            .map(|s| s.vip())
+            .collect();
         let clean = read_back && !self.routes.any_points_at(&self.setup.info.eni, &vips);
         if clean || self.drain_ignores_routes {
             self.exit(ExitReason::Drained, out);

@@ -227,7 +227,9 @@ impl Checker {
                 .collect();
             if !stranded.is_empty() {
                 let id = world.nodes[node].id().clone();
-                self.violation(format!("(f) at {at} {id} reported drained with routes pointing at it: {stranded:?}"));
+                self.violation(format!(
+                    "(f) at {at} {id} reported drained with routes pointing at it: {stranded:?}"
+                ));
             }
         }
         self.drained_checked = world.drained.len();
@@ -237,7 +239,10 @@ impl Checker {
         let landed = &world.ec2.landed;
         for write in &landed[self.landed_checked..] {
             if let Some((gone, at)) = write.target.as_ref().and_then(|target| {
-                world.drained.iter().find(|(n, at)| world.nodes[*n].eni() == target && *at < write.at)
+                world
+                    .drained
+                    .iter()
+                    .find(|(n, at)| world.nodes[*n].eni() == target && *at < write.at)
             }) {
                 let (writer, gone) = (world.nodes[write.node].id().clone(), world.nodes[*gone].id().clone());
                 self.violation(format!(

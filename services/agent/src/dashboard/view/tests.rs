@@ -3,8 +3,8 @@ use std::sync::Arc;
 
 use vipfleet_core::assign::{Member, Role};
 use vipfleet_core::machine::{ExitReason, NodeSetup, Pacing, Readiness, RouteCheck, TableHealth};
-use vipfleet_core::routes::RouteErrorClass;
 use vipfleet_core::membership::Membership;
+use vipfleet_core::routes::RouteErrorClass;
 use vipfleet_core::store::Skipped;
 use vipfleet_core::{EniId, Incarnation, LeaseConfig, NodeInfo, RouteTableId, ShardLayout, ShardRecord, Vip};
 

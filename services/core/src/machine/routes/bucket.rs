@@ -113,7 +113,11 @@ impl Bucket {
     /// When the next token will be there.
     pub(crate) fn next_token_at(&self, now: Instant) -> Instant {
         let missing = 1.0 - self.level(now);
-        now.saturating_add(self.pacing.refill_time(missing).saturating_add(Duration::from_millis(1)))
+        now.saturating_add(
+            self.pacing
+                .refill_time(missing)
+                .saturating_add(Duration::from_millis(1)),
+        )
     }
 }
 
