@@ -249,6 +249,7 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
             state: active,
             config: Some(ids.config()),
             epoch_floor: 7,
+            evicted_by: None,
         },
         "a NotMine beat must leave the item alone; the item announces the configuration"
     );

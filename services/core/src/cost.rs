@@ -103,6 +103,7 @@ impl ItemSizes {
                 heartbeat_interval: LeaseConfig::DEFAULT.heartbeat_interval,
             }),
             epoch_floor: 1234,
+            evicted_by: None,
         };
         let vips: Vec<Vip> = (0..fleet.vips)
             .map(|i| {

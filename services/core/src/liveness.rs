@@ -5,6 +5,11 @@
 //!   when a node's item has been missing from the table. A node is *gone*
 //!   once its counter has stood still, or its item has been missing, for the
 //!   longer of the two nodes' `lease_ttl`s.
+//! - Evictions: an incarnation that peers found dead and a node evicted
+//!   in the store (`evicted_by`) is gone at once. It can never heartbeat
+//!   again, so its own lease ends at most a lease after the eviction: the
+//!   observer keeps that bound ([`Observer::eviction_lease_end`]), after
+//!   which whoever took its shards reads their routes back once more.
 //! - [`OwnLease`]: this node's own right to write routes, which ends
 //!   `lease_ttl - safety_margin` after the *send* time of its last successful
 //!   heartbeat.
@@ -48,9 +53,19 @@ pub enum NodeCheck {
     Missing,
 }
 
+/// An evicted incarnation: its counter stands at `hb` for good, and its own
+/// lease has run out by `lease_end` (on this observer's clock).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Eviction {
+    inc: Incarnation,
+    hb: Heartbeat,
+    lease_end: Instant,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Observer {
     seen: BTreeMap<NodeId, Sighting>,
+    evicted: BTreeMap<NodeId, Eviction>,
     /// Nodes whose item we saw before (or that own a shard) but that are
     /// missing from the table: since when.
     missing_since: BTreeMap<NodeId, Instant>,
@@ -155,9 +170,41 @@ impl Observer {
                 });
             }
         }
+        for node in nodes.iter().filter(|n| n.evicted_by.is_some()) {
+            self.evicted(&node.info.id, node.inc, node.hb, now, lease_ttl);
+        }
+        // Eviction is for good, for that incarnation: a read sent before
+        // the eviction, answered after it, does not undo it; a new
+        // incarnation (the node registered again) does.
         self.seen = next;
         self.missing_since = missing;
+        let seen = &self.seen;
+        self.evicted.retain(|id, e| seen.get(id).is_some_and(|s| s.inc == e.inc));
         true
+    }
+
+    /// Learns (at `now`: from our own eviction's answer, or a read that
+    /// returned then) that incarnation `inc` of `node` is evicted with its
+    /// counter at `hb`. The eviction happened before `now`, and the node's
+    /// last renewal was sent before that, so its own lease ends before
+    /// `now` plus its TTL.
+    pub fn evicted(&mut self, node: &NodeId, inc: Incarnation, hb: Heartbeat, now: Instant, my_ttl: Duration) {
+        if self.evicted.get(node).is_some_and(|e| e.inc == inc) {
+            return;
+        }
+        let lease_end = now + self.ttl_for(node, my_ttl);
+        self.evicted.insert(node.clone(), Eviction { inc, hb, lease_end });
+    }
+
+    /// When an evicted node's own lease has run out for sure; `None` if it
+    /// is not evicted.
+    pub fn eviction_lease_end(&self, node: &NodeId) -> Option<Instant> {
+        self.evicted.get(node).map(|e| e.lease_end)
+    }
+
+    /// Whether incarnation `inc` of `node` is known evicted.
+    pub fn is_evicted(&self, node: &NodeId, inc: Incarnation) -> bool {
+        self.evicted.get(node).is_some_and(|e| e.inc == inc)
     }
 
     fn ttl_for(&self, node: &NodeId, my_ttl: Duration) -> Duration {
@@ -175,6 +222,9 @@ impl Observer {
     /// The condition a takeover of a gone node's shard must carry; `None`
     /// while the node is not gone.
     pub fn gone_check(&self, node: &NodeId, my_ttl: Duration) -> Option<NodeCheck> {
+        if let Some(e) = self.evicted.get(node) {
+            return Some(NodeCheck::Unchanged { hb: e.hb, inc: e.inc });
+        }
         let read_at = self.last_read_at?;
         let ttl = self.ttl_for(node, my_ttl);
         if let Some(since) = self.missing_since.get(node) {
@@ -298,6 +348,7 @@ mod tests {
                 heartbeat_interval: lease_ttl / 3,
             }),
             epoch_floor: 0,
+            evicted_by: None,
         }
     }
 

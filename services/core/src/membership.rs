@@ -260,6 +260,7 @@ mod tests {
                 heartbeat_interval: TTL / 3,
             }),
             epoch_floor: 0,
+            evicted_by: None,
         }
     }
 

@@ -20,7 +20,8 @@ use crate::types::{
 /// How a heartbeat writes the node item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BeatKind {
-    /// `UpdateItem SET hb = hb + 1 … IF inc = :inc`.
+    /// `UpdateItem SET hb = hb + 1 … IF inc = :inc AND
+    /// attribute_not_exists(evicted_by)`.
     Renew,
     /// A new process: the item is written whatever it held, taking the node
     /// id over for this incarnation (a previous process of this node, dead
@@ -55,6 +56,9 @@ pub enum HeartbeatOutcome {
     Missing,
     /// Another process holds this node id now (a different incarnation).
     NotMine,
+    /// Peers found this incarnation dead and evicted it: it can never
+    /// renew again. The process starts over as a new incarnation.
+    Evicted,
 }
 
 /// An item a read could not use, and why.
@@ -162,6 +166,27 @@ pub enum MarkDeadOutcome {
     Alive,
 }
 
+/// `UpdateItem node#x SET evicted_by = :by IF inc = :inc`, returning the
+/// item's counter: peers found incarnation `inc` of `node` dead. From then
+/// on its renewals fail (they require `attribute_not_exists(evicted_by)`),
+/// so its counter stands still at the returned value, which is what a
+/// takeover of its shards checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvictRequest {
+    pub node: NodeId,
+    pub inc: Incarnation,
+    pub by: NodeId,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvictOutcome {
+    /// The incarnation is evicted (by us, or by someone before us) and its
+    /// counter stands at `hb` for good.
+    Evicted { hb: Heartbeat },
+    /// Its item is missing, or holds another incarnation (it restarted).
+    NotThere,
+}
+
 /// `DeleteItem shard#S IF epoch = :e`: the shard of a VIP that no node
 /// serves any more, once its routes are gone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,11 +215,12 @@ pub enum StoreOp {
     Acquire,
     Handoff,
     MarkDead,
+    Evict,
     Retire,
 }
 
 impl StoreOp {
-    pub const ALL: [StoreOp; 10] = [
+    pub const ALL: [StoreOp; 11] = [
         StoreOp::Heartbeat,
         StoreOp::ReadNodes,
         StoreOp::ReadShards,
@@ -204,6 +230,7 @@ impl StoreOp {
         StoreOp::Acquire,
         StoreOp::Handoff,
         StoreOp::MarkDead,
+        StoreOp::Evict,
         StoreOp::Retire,
     ];
 
@@ -218,6 +245,7 @@ impl StoreOp {
             StoreOp::Acquire => "acquire",
             StoreOp::Handoff => "handoff",
             StoreOp::MarkDead => "mark_dead",
+            StoreOp::Evict => "evict",
             StoreOp::Retire => "retire",
         }
     }
@@ -293,5 +321,6 @@ pub trait LeaseStore: Send + Sync {
     fn acquire(&self, req: &AcquireRequest) -> impl Future<Output = StoreResult<AcquireOutcome>> + Send;
     fn hand_off(&self, req: &HandoffRequest) -> impl Future<Output = StoreResult<HandoffOutcome>> + Send;
     fn mark_dead(&self, req: &MarkDeadRequest) -> impl Future<Output = StoreResult<MarkDeadOutcome>> + Send;
+    fn evict(&self, req: &EvictRequest) -> impl Future<Output = StoreResult<EvictOutcome>> + Send;
     fn retire(&self, req: &RetireRequest) -> impl Future<Output = StoreResult<RetireOutcome>> + Send;
 }

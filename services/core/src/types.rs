@@ -200,6 +200,11 @@ pub struct NodeRecord {
     /// item vanished starts above every floor it reads, so no node sees an
     /// epoch go back (0 when not announced).
     pub epoch_floor: Epoch,
+    /// Set when peers found this incarnation dead and a node evicted it
+    /// (`evicted_by` names that node): the incarnation can never heartbeat
+    /// again, so its lease runs out at most a lease after the eviction,
+    /// and its shards may be taken over at once.
+    pub evicted_by: Option<NodeId>,
 }
 
 /// A shard item as the store returns it.

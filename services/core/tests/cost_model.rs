@@ -58,6 +58,7 @@ fn sim_sizes() -> ItemSizes {
             heartbeat_interval: LeaseConfig::DEFAULT.heartbeat_interval,
         }),
         epoch_floor: 1,
+        evicted_by: None,
     };
     let shard = ShardRecord {
         id: sim::shard_of(SHARDS - 1),

@@ -21,7 +21,7 @@ use crate::layout::{LayoutId, ShardLayout};
 use crate::routes::{Gate, RouteChange, RouteEntry, RouteError, RouteOp, RouteTable};
 use crate::store::{
     AcquireOutcome, AcquireRequest, HandoffOutcome, HandoffRequest, HeartbeatOutcome, HeartbeatRequest, LeaseStore,
-    MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, StoreError, StoreErrorKind, StoreOp,
+    EvictOutcome, EvictRequest, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, StoreError, StoreErrorKind, StoreOp,
     StoreResult,
 };
 use crate::types::{NodeRecord, RouteTableId, ShardId, ShardRecord};
@@ -151,6 +151,9 @@ impl LeaseStore for FakeLeaseStore {
     }
     async fn mark_dead(&self, req: &MarkDeadRequest) -> StoreResult<MarkDeadOutcome> {
         self.call(StoreOp::MarkDead, |t| t.mark_dead(req)).await
+    }
+    async fn evict(&self, req: &EvictRequest) -> StoreResult<EvictOutcome> {
+        self.call(StoreOp::Evict, |t| t.evict(req)).await
     }
     async fn retire(&self, req: &RetireRequest) -> StoreResult<RetireOutcome> {
         self.call(StoreOp::Retire, |t| t.retire(req)).await

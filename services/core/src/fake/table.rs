@@ -13,7 +13,7 @@ use crate::layout::{LayoutId, ShardLayout};
 use crate::liveness::NodeCheck;
 use crate::store::{
     AcquireOutcome, AcquireRequest, BeatKind, Expect, HandoffOutcome, HandoffRequest, HeartbeatOutcome,
-    HeartbeatRequest, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, Skipped,
+    EvictOutcome, EvictRequest, HeartbeatRequest, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, Skipped,
 };
 use crate::types::{NodeId, NodeRecord, NodeState, ShardId, ShardRecord};
 use crate::units::{self, Consistency};
@@ -153,6 +153,7 @@ impl LeaseTable {
             state: req.state,
             config: Some(req.config.clone()),
             epoch_floor: req.epoch_floor,
+            evicted_by: None,
         };
         let current_inc = self.nodes.get(id).map(|n| n.inc);
         let junk = self.junk_node(id);
@@ -175,6 +176,7 @@ impl LeaseTable {
             // the caller sees an error, not an outcome.
             BeatKind::Renew if junk => HeartbeatOutcome::Missing,
             BeatKind::Renew => match self.nodes.get_mut(id) {
+                Some(node) if node.inc == req.inc && node.evicted_by.is_some() => HeartbeatOutcome::Evicted,
                 Some(node) if node.inc == req.inc => {
                     node.hb += 1;
                     node.state = req.state;
@@ -344,6 +346,20 @@ impl LeaseTable {
             }
             _ => MarkDeadOutcome::Alive,
         }
+    }
+
+    pub fn evict(&mut self, req: &EvictRequest) -> EvictOutcome {
+        let before = self.node_bytes(&req.node);
+        let outcome = match self.nodes.get_mut(&req.node) {
+            Some(n) if n.inc == req.inc => {
+                n.evicted_by.get_or_insert_with(|| req.by.clone());
+                EvictOutcome::Evicted { hb: n.hb }
+            }
+            _ => EvictOutcome::NotThere,
+        };
+        let bytes = before.max(self.node_bytes(&req.node));
+        self.wrote(1, units::write_units(bytes, false));
+        outcome
     }
 
     pub fn retire(&mut self, req: &RetireRequest) -> RetireOutcome {

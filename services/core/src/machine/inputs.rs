@@ -2,13 +2,16 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::book::Learned;
-use super::{Event, ExitReason, Held, Input, Machine, Mode, OwnershipOp, Priority, Step};
+use super::{Effect, Event, ExitReason, Held, Input, Machine, Mode, OwnershipOp, Priority, Step};
 use crate::store::{
-    AcquireOutcome, BeatKind, HandoffOutcome, HeartbeatOutcome, MarkDeadOutcome, RetireOutcome, Scan, Skipped,
-    StoreError, StoreErrorKind,
+    AcquireOutcome, BeatKind, EvictOutcome, EvictRequest, HandoffOutcome, HeartbeatOutcome, MarkDeadOutcome,
+    RetireOutcome, Scan, Skipped, StoreError, StoreErrorKind,
 };
+use crate::liveness::OwnLease;
+use crate::types::Incarnation;
 use crate::time::Instant;
 use crate::types::{NodeId, NodeRecord, NodeState, ShardId, ShardRecord};
 
@@ -22,6 +25,10 @@ const LAYOUT_RETRY_SCANS: u32 = 4;
 /// backoffs do not move in step.
 const NODE_READS_SEED: u64 = 0x6e6f_6465;
 const SHARD_READS_SEED: u64 = 0x7368_6172;
+/// After an evicted node's own lease is over, the routes of the shards we
+/// took from it are read back this much later: a call it sent just before
+/// its deadline has landed by then.
+pub(super) const EVICTION_RECHECK_SLACK: Duration = Duration::from_secs(1);
 
 impl Machine {
     pub(super) fn apply(&mut self, input: Input, now: Instant, out: &mut Step) {
@@ -130,6 +137,20 @@ impl Machine {
                     out.events.push(Event::NodeMarkedDead { node });
                 }
             }
+            Input::PeerDead { node, inc } => self.peer_dead(node, inc, now, out),
+            Input::Evicted { node, inc, result } => {
+                self.evicting.remove(&node);
+                match result {
+                    Ok(EvictOutcome::Evicted { hb }) => {
+                        self.observer.evicted(&node, inc, hb, now, self.cfg().lease_ttl);
+                        self.replan = true;
+                        out.events.push(Event::NodeEvicted { node });
+                    }
+                    // It restarted, or its item went: a read tells us which.
+                    Ok(EvictOutcome::NotThere) => self.timers.scan = now,
+                    Err(e) => self.store_error(e, out),
+                }
+            }
             Input::RouteChanged { call, result } => self.route_changed(call, result, now, out),
             Input::TableDescribed { table, sent_at, result } => self.table_described(table, sent_at, result, now, out),
             Input::Retired { shard, result } => {
@@ -226,6 +247,14 @@ impl Machine {
                 self.held.clear();
                 self.versions.held += 1;
                 self.exit(ExitReason::Superseded, out);
+            }
+            Ok(HeartbeatOutcome::Evicted) => {
+                // Our lease can never be renewed: stop writing now rather
+                // than at its end, and start over.
+                self.lease = OwnLease::default();
+                self.held.clear();
+                self.versions.held += 1;
+                self.exit(ExitReason::Evicted, out);
             }
             Err(e) => self.store_error(e, out),
         }
@@ -370,6 +399,24 @@ impl Machine {
         self.retry_at.insert(shard, now + backoff);
     }
 
+    /// The peers' verdict is only a suspicion until the store agrees: we
+    /// evict the incarnation we know, and only a successful eviction (ours,
+    /// or one we read) makes the node gone. Nothing is asked of a node that
+    /// cannot write (a lapsed lease: we may be the one cut off).
+    fn peer_dead(&mut self, node: NodeId, inc: Incarnation, now: Instant, out: &mut Step) {
+        let known = self.nodes.get(&node).is_some_and(|n| n.inc == inc);
+        if node == *self.me()
+            || !known
+            || !self.lease.is_valid(now)
+            || self.observer.is_evicted(&node, inc)
+            || !self.evicting.insert(node.clone())
+        {
+            return;
+        }
+        let by = self.me().clone();
+        out.effects.push(Effect::Evict(EvictRequest { node, inc, by }));
+    }
+
     fn acquired(
         &mut self,
         shard: ShardId,
@@ -404,6 +451,15 @@ impl Machine {
                     self.routes.mark_checked(shard, &tables, now);
                 } else {
                     self.want_own_routes(shard, &tables, Priority::Failover);
+                }
+                // Taken from an evicted node before its own lease can have
+                // run out: a write it (or a node pushing routes to it) sent
+                // may still land after ours. Read back once that lease is
+                // over, and repair.
+                if let Some(lease_end) = from.as_ref().and_then(|f| self.observer.eviction_lease_end(f)) {
+                    if lease_end > now {
+                        self.rechecks.insert(lease_end + EVICTION_RECHECK_SLACK);
+                    }
                 }
                 out.events.push(Event::Acquired { shard, from, epoch });
             }

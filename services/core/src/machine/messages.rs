@@ -7,10 +7,10 @@ use crate::layout::{LayoutId, ShardLayout};
 use crate::routes::{RouteChange, RouteEntry, RouteError};
 use crate::store::{
     AcquireOutcome, AcquireRequest, HandoffOutcome, HandoffRequest, HeartbeatOutcome, HeartbeatRequest,
-    MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, Skipped, StoreErrorKind, StoreResult,
+    EvictOutcome, EvictRequest, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, Skipped, StoreErrorKind, StoreResult,
 };
 use crate::time::Instant;
-use crate::types::{EniId, Epoch, NodeId, NodeRecord, RouteTableId, ShardId, ShardRecord};
+use crate::types::{EniId, Epoch, Incarnation, NodeId, NodeRecord, RouteTableId, ShardId, ShardRecord};
 
 use super::mode::{Health, Mode};
 
@@ -48,6 +48,8 @@ pub enum Effect {
     Acquire(AcquireRequest),
     HandOff(HandoffRequest),
     MarkDead(MarkDeadRequest),
+    /// Peers found a node dead: make it so in the store.
+    Evict(EvictRequest),
     ChangeRoute(RouteCall),
     /// Read back the routes of one table.
     DescribeTable(RouteTableId),
@@ -68,6 +70,10 @@ pub enum ExitReason {
     Stopped,
     /// Another process registered this node id.
     Superseded,
+    /// Peers found this incarnation dead and evicted it; its shards are
+    /// being taken over. The driver starts the node over as a new
+    /// incarnation (which holds nothing, and takes again as any new node).
+    Evicted,
 }
 
 impl ExitReason {
@@ -77,6 +83,7 @@ impl ExitReason {
             ExitReason::DrainTimedOut => "drain_timed_out",
             ExitReason::Stopped => "stopped",
             ExitReason::Superseded => "superseded",
+            ExitReason::Evicted => "evicted",
         }
     }
 }
@@ -133,6 +140,17 @@ pub enum Input {
         node: NodeId,
         result: StoreResult<MarkDeadOutcome>,
     },
+    /// The peer detector found incarnation `inc` of `node` dead (probes,
+    /// direct and through other peers, went unanswered).
+    PeerDead {
+        node: NodeId,
+        inc: Incarnation,
+    },
+    Evicted {
+        node: NodeId,
+        inc: Incarnation,
+        result: StoreResult<EvictOutcome>,
+    },
     RouteChanged {
         call: RouteCall,
         result: Result<(), RouteError>,
@@ -168,6 +186,10 @@ pub enum Event {
         node: NodeId,
     },
     NodeMarkedDead {
+        node: NodeId,
+    },
+    /// We evicted `node` on the word of the peer probes.
+    NodeEvicted {
         node: NodeId,
     },
     Acquired {

@@ -204,6 +204,11 @@ pub struct Machine {
     retry_at: BTreeMap<ShardId, Instant>,
     /// Gone nodes we already asked the store to mark dead, by counter.
     marking: BTreeMap<NodeId, Heartbeat>,
+    /// Nodes we are evicting on the peers' word.
+    evicting: BTreeSet<NodeId>,
+    /// Read-backs due after the lease of a node we took shards from early
+    /// (on eviction) has run out.
+    rechecks: BTreeSet<Instant>,
     retiring: BTreeSet<ShardId>,
     /// An input that can change membership arrived since it was last
     /// computed.
@@ -290,6 +295,8 @@ impl Machine {
             work_lists: WorkLists::default(),
             orphans: 0,
             gone_reported: BTreeSet::new(),
+            evicting: BTreeSet::new(),
+            rechecks: BTreeSet::new(),
             members_changed_at: None,
             routes: RouteBook::new(setup_pacing, now),
             timers: Timers {
@@ -372,6 +379,7 @@ impl Machine {
         wake.extend(self.layout_retry_at.values().copied());
         wake.extend(self.drain_deadline());
         wake.extend(self.replan_at);
+        wake.extend(self.rechecks.first().copied());
         wake.extend(self.routes.wake_at(now));
         wake.into_iter().filter(|t| *t > now).min()
     }

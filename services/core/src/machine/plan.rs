@@ -170,8 +170,10 @@ impl Machine {
         // A read-back due while our lease has lapsed waits for it, rather
         // than for the next interval: what we hold needs checking most
         // just then.
-        if now >= self.timers.reconcile && (self.held.is_empty() || self.lease.is_valid(now)) {
+        let recheck_due = self.rechecks.first().is_some_and(|t| now >= *t);
+        if (now >= self.timers.reconcile || recheck_due) && (self.held.is_empty() || self.lease.is_valid(now)) {
             self.timers.reconcile = now + self.cfg().reconcile_interval;
+            self.rechecks.retain(|t| *t > now);
             // A draining node reads back what it no longer holds too: it
             // leaves only once no route points at it.
             if !self.held.is_empty() || self.drain_quiet_since.is_some() {

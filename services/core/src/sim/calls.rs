@@ -34,6 +34,7 @@ pub(super) fn store_op(effect: &Effect) -> Option<StoreOp> {
         Effect::Acquire(_) => StoreOp::Acquire,
         Effect::HandOff(_) => StoreOp::Handoff,
         Effect::MarkDead(_) => StoreOp::MarkDead,
+        Effect::Evict(_) => StoreOp::Evict,
         Effect::Retire(_) => StoreOp::Retire,
         _ => return None,
     })
@@ -105,6 +106,11 @@ fn failed(effect: &Effect, sent_at: Instant, e: StoreError) -> Option<Input> {
         },
         Effect::MarkDead(req) => Input::MarkedDead {
             node: req.node.clone(),
+            result: Err(e),
+        },
+        Effect::Evict(req) => Input::Evicted {
+            node: req.node.clone(),
+            inc: req.inc,
             result: Err(e),
         },
         Effect::Retire(req) => Input::Retired {
@@ -272,6 +278,14 @@ impl World {
                 result: match fail(StoreOp::MarkDead) {
                     Some(e) => Err(e),
                     None => Ok(self.table.mark_dead(&req)),
+                },
+            },
+            Effect::Evict(req) => Input::Evicted {
+                node: req.node.clone(),
+                inc: req.inc,
+                result: match fail(StoreOp::Evict) {
+                    Some(e) => Err(e),
+                    None => Ok(self.table.evict(&req)),
                 },
             },
             Effect::Retire(req) => Input::Retired {

@@ -76,6 +76,8 @@ pub enum Sabotage {
 /// How long a node's agent is down while it restarts with a new
 /// configuration ([`Fault::Reconfigure`]).
 const RECONFIGURE_DOWNTIME: Duration = Duration::from_millis(200);
+/// How long an evicted agent takes to start over as a new incarnation.
+const EVICTED_RESTART_DELAY: Duration = Duration::from_millis(50);
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -799,8 +801,13 @@ impl World {
                     }
                     self.nodes[node].status = match reason {
                         ExitReason::Drained | ExitReason::DrainTimedOut => Status::Departed,
-                        ExitReason::Stopped | ExitReason::Superseded => Status::Down,
+                        ExitReason::Stopped | ExitReason::Superseded | ExitReason::Evicted => Status::Down,
                     };
+                    if reason == ExitReason::Evicted {
+                        // The agent starts over as a new incarnation.
+                        let variant = self.nodes[node].variant.clone();
+                        self.schedule(now + EVICTED_RESTART_DELAY, What::Start { node, variant });
+                    }
                 }
                 Effect::ChangeRoute(route) => {
                     self.seq += 1;

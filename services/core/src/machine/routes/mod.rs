@@ -380,8 +380,10 @@ impl Machine {
                     self.routes.work.remove(&key);
                     continue;
                 };
-                let fresh =
-                    lease.vouches_for(held.confirmed_at, now) && now.saturating_since(held.confirmed_at) < fresh_for;
+                let after_drift = self.routes.work[&key].confirm_after.is_none_or(|t| held.confirmed_at >= t);
+                let fresh = after_drift
+                    && lease.vouches_for(held.confirmed_at, now)
+                    && now.saturating_since(held.confirmed_at) < fresh_for;
                 if !fresh {
                     if !held.confirming {
                         held.confirming = true;
@@ -622,11 +624,27 @@ impl Machine {
                     found: found.and_then(|e| e.target.clone()),
                 });
                 self.want_own_routes(shard, std::slice::from_ref(table), Priority::Repair);
+                // A route at a node that may hold the shard now (not one
+                // we know gone) may be right, and we wrong: only a
+                // confirmation sent after this read-back repairs it.
+                let elsewhere_alive = found
+                    .and_then(|e| e.target.as_ref())
+                    .is_some_and(|eni| check == RouteCheck::WrongTarget && !self.eni_of_gone_node(eni));
+                if let Some(w) = self.routes.work.get_mut(&(shard, table.clone())) {
+                    w.confirm_after = elsewhere_alive.then_some(now);
+                }
             }
             self.routes.checks.insert((shard, table.clone()), (check, now));
         }
         let held: BTreeSet<&ShardId> = self.held.keys().collect();
         self.routes.checks.retain(|(s, _), _| held.contains(s));
+    }
+
+    fn eni_of_gone_node(&self, eni: &EniId) -> bool {
+        self.nodes
+            .values()
+            .filter(|n| n.info.eni == *eni)
+            .any(|n| self.membership.gone.contains_key(&n.info.id))
     }
 
     /// A confirmation younger than this fences a route write; older ones

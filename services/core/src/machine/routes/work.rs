@@ -54,6 +54,11 @@ pub(crate) struct Work {
     pub(crate) backoff: Backoff,
     pub(crate) not_before: Instant,
     pub(crate) in_flight: bool,
+    /// A repair of drift (a route found elsewhere) goes out only with a
+    /// confirmation sent after the drift was seen: the route may be
+    /// elsewhere because the shard is, and an older confirmation could
+    /// predate that.
+    pub(crate) confirm_after: Option<Instant>,
 }
 
 impl Work {
@@ -67,6 +72,7 @@ impl Work {
             backoff: Backoff::new(TRANSIENT_BASE, TRANSIENT_CAP),
             not_before: Instant::ZERO,
             in_flight: false,
+            confirm_after: None,
         }
     }
 
