@@ -14,6 +14,9 @@
 //!   [`backoff`]: jittered exponential backoff for calls that keep failing.
 //! - [`liveness`]: what this node has seen of every other node's heartbeat
 //!   (or missing item), and its own deadline for writing routes.
+//! - [`peers`]: a SWIM-style detector of crashed peers (direct and
+//!   indirect probes, nacks against false positives), sans I/O; its verdicts
+//!   are checked against the store, which stays the arbiter.
 //! - [`membership`]: who is in the fleet and with what role, who is gone,
 //!   which shards every member serves and which are disputed: the one rule
 //!   the machine and the dashboard share.
@@ -44,6 +47,7 @@ pub mod layout;
 pub mod liveness;
 pub mod machine;
 pub mod membership;
+pub mod peers;
 pub mod routes;
 #[cfg(feature = "fakes")]
 pub mod sim;
