@@ -79,6 +79,7 @@ impl Ids {
             route_tables: vec![RouteTableId("rtb-contract".into())],
             lease_ttl: std::time::Duration::from_millis(3000),
             heartbeat_interval: std::time::Duration::from_millis(1000),
+            peer_port: None,
         }
     }
 }

@@ -101,6 +101,7 @@ impl ItemSizes {
                     .collect(),
                 lease_ttl: LeaseConfig::DEFAULT.lease_ttl,
                 heartbeat_interval: LeaseConfig::DEFAULT.heartbeat_interval,
+                peer_port: None,
             }),
             epoch_floor: 1234,
             evicted_by: None,

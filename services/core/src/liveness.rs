@@ -346,6 +346,7 @@ mod tests {
                 route_tables: vec![],
                 lease_ttl,
                 heartbeat_interval: lease_ttl / 3,
+                peer_port: None,
             }),
             epoch_floor: 0,
             evicted_by: None,

@@ -258,6 +258,7 @@ mod tests {
                 route_tables: tables.iter().map(|t| RouteTableId(t.to_string())).collect(),
                 lease_ttl: TTL,
                 heartbeat_interval: TTL / 3,
+                peer_port: None,
             }),
             epoch_floor: 0,
             evicted_by: None,

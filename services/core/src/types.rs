@@ -184,6 +184,10 @@ pub struct NodeConfig {
     pub route_tables: Vec<RouteTableId>,
     pub lease_ttl: Duration,
     pub heartbeat_interval: Duration,
+    /// The UDP port the node answers peer probes on; `None`: it does not
+    /// (an older agent, or probing turned off), so peers never judge it by
+    /// probes, only by its lease.
+    pub peer_port: Option<u16>,
 }
 
 /// A node item as the store returns it.

@@ -56,6 +56,7 @@ fn sim_sizes() -> ItemSizes {
             route_tables: (0..ROUTE_TABLES).map(|i| RouteTableId(format!("rtb-{i}"))).collect(),
             lease_ttl: LeaseConfig::DEFAULT.lease_ttl,
             heartbeat_interval: LeaseConfig::DEFAULT.heartbeat_interval,
+            peer_port: None,
         }),
         epoch_floor: 1,
         evicted_by: None,

@@ -54,7 +54,7 @@ use crate::membership::Membership;
 use crate::store::{BeatKind, Skipped};
 use crate::time::Instant;
 use crate::types::{
-    Epoch, Heartbeat, Incarnation, NodeConfig, NodeId, NodeInfo, NodeRecord, RouteTableId, ShardId, ShardRecord,
+    Epoch, Heartbeat, Incarnation, NodeConfig, NodeId, NodeInfo, NodeRecord, NodeState, RouteTableId, ShardId, ShardRecord,
 };
 
 /// Everything a node needs to know about itself and the fleet at start.
@@ -70,6 +70,8 @@ pub struct NodeSetup {
     pub drain_timeout: Duration,
     /// How fast this node may make mutating EC2 calls.
     pub pacing: Pacing,
+    /// The UDP port this node answers peer probes on, if it does.
+    pub peer_port: Option<u16>,
 }
 
 impl NodeSetup {
@@ -80,6 +82,7 @@ impl NodeSetup {
             route_tables: self.route_tables.clone(),
             lease_ttl: self.lease.lease_ttl,
             heartbeat_interval: self.lease.heartbeat_interval,
+            peer_port: self.peer_port,
         }
     }
 }
@@ -490,6 +493,25 @@ impl Machine {
     #[doc(hidden)]
     pub fn sabotage_drain_ignoring_routes(&mut self) {
         self.drain_ignores_routes = true;
+    }
+
+    /// The nodes the peer detector probes, at the incarnation last read:
+    /// every other node that answers probes and that we do not already know
+    /// dead, evicted, gone or missing.
+    pub fn peer_members(&self) -> impl Iterator<Item = (&NodeId, Incarnation)> + '_ {
+        let ttl = self.cfg().lease_ttl;
+        self.nodes
+            .values()
+            .filter(move |n| {
+                let id = &n.info.id;
+                id != self.me()
+                    && n.state != NodeState::Dead
+                    && n.config.as_ref().is_some_and(|c| c.peer_port.is_some())
+                    && !self.unreadable_nodes.contains(id)
+                    && !self.observer.is_missing(id)
+                    && !self.observer.is_gone(id, ttl)
+            })
+            .map(|n| (&n.info.id, n.inc))
     }
 
     pub fn is_gone(&self, node: &NodeId) -> bool {

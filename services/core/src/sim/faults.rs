@@ -73,6 +73,14 @@ pub enum Fault {
     /// Every call against one route table fails as if it did not exist
     /// (deleted, or access denied), for `length`.
     TableFails { table: usize, length: Duration },
+    /// Nodes `a` and `b` cannot reach each other (both ways) for `length`;
+    /// both still reach everyone else and the store.
+    PeerCut { a: usize, b: usize, length: Duration },
+    /// The node reaches no peer (and none reaches it) for `length`; it still
+    /// reaches the store and serves traffic.
+    PeerIsolation { node: usize, length: Duration },
+    /// `percent` of the datagrams between nodes are lost, for `length`.
+    PeerLoss { percent: u8, length: Duration },
 }
 
 impl Fault {
@@ -88,7 +96,10 @@ impl Fault {
             | Fault::SlowStore { length, .. }
             | Fault::FlakyStore { length, .. }
             | Fault::FlakyEc2 { length, .. }
-            | Fault::TableFails { length, .. } => *length,
+            | Fault::TableFails { length, .. }
+            | Fault::PeerCut { length, .. }
+            | Fault::PeerIsolation { length, .. }
+            | Fault::PeerLoss { length, .. } => *length,
             Fault::Restart { down, .. } => *down,
             _ => Duration::ZERO,
         }
@@ -115,6 +126,9 @@ impl Fault {
             Fault::FlakyStore { .. } => "flaky-store",
             Fault::FlakyEc2 { .. } => "flaky-ec2",
             Fault::TableFails { .. } => "table-fails",
+            Fault::PeerCut { .. } => "peer-cut",
+            Fault::PeerIsolation { .. } => "peer-isolation",
+            Fault::PeerLoss { .. } => "peer-loss",
         }
     }
 
@@ -129,7 +143,9 @@ impl Fault {
             | Fault::Reconfigure { node, .. }
             | Fault::HealthDown { node, .. }
             | Fault::DeleteNodeItem { node }
-            | Fault::MarkDeadByHand { node } => Some(*node),
+            | Fault::MarkDeadByHand { node }
+            | Fault::PeerIsolation { node, .. } => Some(*node),
+            Fault::PeerCut { a, b, .. } => Some(*a.max(b)),
             Fault::RouteDrift { to_node, .. } => Some(*to_node),
             Fault::JunkItem { over_node, .. } => *over_node,
             Fault::SlowStore { node, .. } => *node,
@@ -139,7 +155,8 @@ impl Fault {
             | Fault::TableLoss { .. }
             | Fault::FlakyStore { .. }
             | Fault::FlakyEc2 { .. }
-            | Fault::TableFails { .. } => None,
+            | Fault::TableFails { .. }
+            | Fault::PeerLoss { .. } => None,
         }
     }
 }

@@ -19,6 +19,7 @@ mod calls;
 pub mod check;
 mod ec2;
 pub mod faults;
+mod peers;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -32,6 +33,7 @@ use crate::config::LeaseConfig;
 use crate::fake::{LeaseTable, RouteCounters, RouteTables, TableCounters};
 use crate::layout::ShardLayout;
 use crate::machine::{Effect, ExitReason, Health, Input, Machine, NodeSetup, Pacing, RouteCall, TABLE_BACKOFF_CAP};
+use crate::peers::{Message, Output, PeerConfig, Verdict};
 use crate::time::Instant;
 use crate::types::{EniId, Incarnation, NodeId, NodeInfo, NodeState, RouteTableId, ShardId, Vip};
 
@@ -76,6 +78,8 @@ pub enum Sabotage {
 /// How long a node's agent is down while it restarts with a new
 /// configuration ([`Fault::Reconfigure`]).
 const RECONFIGURE_DOWNTIME: Duration = Duration::from_millis(200);
+/// The port simulated nodes announce for peer probes.
+const SIM_PEER_PORT: u16 = 7946;
 /// How long an evicted agent takes to start over as a new incarnation.
 const EVICTED_RESTART_DELAY: Duration = Duration::from_millis(50);
 
@@ -103,6 +107,9 @@ pub struct SimConfig {
     pub sabotage: Option<Sabotage>,
     /// How fast each node may make mutating EC2 calls.
     pub pacing: Pacing,
+    /// Peer probes between the nodes (`None`: nodes judge each other by
+    /// their leases only, as an agent with probes off does).
+    pub peers: Option<PeerConfig>,
     /// Record every machine event and fault in [`Report::trace`].
     pub trace: bool,
 }
@@ -125,6 +132,7 @@ impl SimConfig {
             cooldown: Duration::from_secs(40),
             sabotage: None,
             pacing: Pacing::default(),
+            peers: Some(PeerConfig::default()),
             trace: false,
         }
     }
@@ -262,6 +270,8 @@ pub(crate) struct SimNode {
     inbox: Vec<Input>,
     /// The wake-up we have queued, so stale ones can be skipped.
     wake_at: Option<Instant>,
+    /// Likewise for the peer detector.
+    peer_wake_at: Option<Instant>,
     partitioned_until: Option<Instant>,
 }
 
@@ -333,6 +343,13 @@ enum What {
     },
     RemoveJunk(String),
     Fault(usize),
+    /// A peer probe datagram reaches node `to`.
+    Datagram {
+        to: usize,
+        message: Message,
+    },
+    /// Node's peer detector has a timer due.
+    PeerWake(usize),
 }
 
 pub(crate) struct World {
@@ -354,6 +371,7 @@ pub(crate) struct World {
     /// Calls whose answer the node still waits for.
     open_calls: BTreeSet<u64>,
     pub(crate) ec2: ec2::Ec2,
+    peers: peers::PeerNet,
     exits: BTreeMap<&'static str, usize>,
     /// Nodes that exited drained, and when: their ENI must not be a route
     /// target any more.
@@ -459,6 +477,7 @@ impl World {
             flaky_store: None,
             open_calls: BTreeSet::new(),
             ec2: ec2::Ec2::default(),
+            peers: peers::PeerNet::new(config.peers),
             exits: BTreeMap::new(),
             drained: Vec::new(),
             stepped: BTreeSet::new(),
@@ -537,6 +556,7 @@ impl World {
             route_tables: self.tables[..variant.route_tables.clamp(1, self.tables.len())].to_vec(),
             drain_timeout: Duration::from_secs(120),
             pacing: config.pacing,
+            peer_port: config.peers.map(|_| SIM_PEER_PORT),
         }
     }
 
@@ -560,6 +580,7 @@ impl World {
             generation: 0,
             inbox: Vec::new(),
             wake_at: None,
+            peer_wake_at: None,
             partitioned_until: None,
         });
         self.boot(config, index);
@@ -575,12 +596,19 @@ impl World {
         node.generation += 1;
         node.inbox.clear();
         node.wake_at = None;
+        node.peer_wake_at = None;
         self.boot(config, index);
     }
 
     /// What the agent's start-up tells a fresh machine: haproxy answers,
     /// the source/destination check is off.
     fn boot(&mut self, config: &SimConfig, index: usize) {
+        let (id, inc) = {
+            let setup = self.nodes[index].machine.setup();
+            (setup.info.id.clone(), setup.inc)
+        };
+        let seed = self.rng.random();
+        self.peers.start(index, &id, inc, seed);
         self.step(config, index, Input::Health(Health::Healthy));
         self.step(config, index, Input::SourceDestCheckOff(true));
     }
@@ -661,7 +689,23 @@ impl World {
             }
             What::Healthy { node, generation } => {
                 if self.nodes[node].generation == generation {
+                    if let Some(d) = self.peers.detector(node) {
+                        d.set_healthy(true);
+                    }
                     self.deliver(config, node, Input::Health(Health::Healthy));
+                }
+            }
+            What::Datagram { to, message } => {
+                if self.nodes[to].is_live() {
+                    let out = self.peers.receive(to, message, self.now);
+                    self.peer_output(config, to, out);
+                }
+            }
+            What::PeerWake(node) => {
+                if self.nodes[node].peer_wake_at == Some(self.now) && self.nodes[node].is_live() {
+                    self.nodes[node].peer_wake_at = None;
+                    let out = self.peers.tick(node, self.now);
+                    self.peer_output(config, node, out);
                 }
             }
             What::RemoveJunk(key) => self.table.delete_junk(&key),
@@ -718,6 +762,9 @@ impl World {
             }
             Fault::HealthDown { node, length } if usable(node, &self.nodes) => {
                 let generation = self.nodes[*node].generation;
+                if let Some(d) = self.peers.detector(*node) {
+                    d.set_healthy(false);
+                }
                 self.deliver(config, *node, Input::Health(Health::Unhealthy));
                 self.schedule(
                     now + *length,
@@ -754,6 +801,9 @@ impl World {
             }
             Fault::FlakyStore { percent, length } => self.flaky_store = Some((*percent, now + *length)),
             Fault::FlakyEc2 { percent, length } => self.ec2.flaky = Some((*percent, now + *length)),
+            Fault::PeerCut { a, b, length } => self.peers.cut(*a, *b, now + *length),
+            Fault::PeerIsolation { node, length } => self.peers.isolate(*node, now + *length),
+            Fault::PeerLoss { percent, length } => self.peers.set_loss(*percent, now + *length),
             Fault::TableFails { table, length } => {
                 if let Some(table) = self.tables.get(*table).cloned() {
                     self.ec2.failing.insert(table, now + *length);
@@ -851,6 +901,43 @@ impl World {
                 self.nodes[node].wake_at = Some(wake);
                 self.schedule(wake, What::Wake(node));
             }
+        }
+        if self.peers.enabled() && self.nodes[node].is_live() {
+            let machine = &self.nodes[node].machine;
+            self.peers.set_members(node, machine.peer_members(), now);
+            self.schedule_peer_wake(node);
+        }
+    }
+
+    /// Sends what a detector wants sent, hands its verdicts to its machine,
+    /// and queues its next timer.
+    fn peer_output(&mut self, config: &SimConfig, node: usize, out: Output) {
+        let now = self.now;
+        for outgoing in out.send {
+            if let Some((to, at)) = self.peers.route(node, &outgoing.to, now, &mut self.rng) {
+                let message = outgoing.message;
+                self.schedule(at, What::Datagram { to, message });
+            }
+        }
+        for verdict in out.verdicts {
+            if let Some(trace) = &mut self.trace {
+                trace.push(format!("{now} {} peers: {verdict:?}", self.nodes[node].id()));
+            }
+            if let Verdict::Dead { node: dead, inc } = verdict {
+                self.step(config, node, Input::PeerDead { node: dead, inc });
+            }
+        }
+        self.schedule_peer_wake(node);
+    }
+
+    fn schedule_peer_wake(&mut self, node: usize) {
+        let Some(wake) = self.peers.next_wake(node) else {
+            return;
+        };
+        let wake = wake.max(self.now + Duration::from_micros(100));
+        if self.nodes[node].peer_wake_at.is_none_or(|w| wake < w || w <= self.now) {
+            self.nodes[node].peer_wake_at = Some(wake);
+            self.schedule(wake, What::PeerWake(node));
         }
     }
 }

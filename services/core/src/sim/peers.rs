@@ -1,0 +1,145 @@
+//! The simulation's peer network: a [`Detector`] per node, datagrams that
+//! take a VPC's sub-millisecond latency, and the faults of a network
+//! between nodes (links cut both ways, a node cut off from every peer,
+//! packet loss for everyone).
+//!
+//! The world asks it what to do with each datagram and timer; verdicts come
+//! back to the world, which steps the node's machine with them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::Rng;
+
+use crate::peers::{Detector, Message, Output, PeerConfig};
+use crate::time::Instant;
+use crate::types::{Incarnation, NodeId};
+
+/// One way, node to node, in one VPC.
+const DATAGRAM_LATENCY_MIN: Duration = Duration::from_micros(200);
+const DATAGRAM_LATENCY_MAX: Duration = Duration::from_millis(2);
+
+#[derive(Default)]
+pub(crate) struct PeerNet {
+    config: Option<PeerConfig>,
+    /// By node index; `None` while the node's agent is not running.
+    detectors: Vec<Option<Detector>>,
+    index: BTreeMap<NodeId, usize>,
+    /// The member list each detector was last given.
+    members: Vec<Vec<(NodeId, Incarnation)>>,
+    /// Links cut (both ways), until when.
+    cuts: Vec<(usize, usize, Instant)>,
+    /// Nodes cut off from every peer, until when.
+    isolated: Vec<(usize, Instant)>,
+    /// A share of every datagram is lost: (percent, until).
+    loss: Option<(u8, Instant)>,
+    /// Datagrams sent and lost, for the report.
+    pub(crate) sent: u64,
+    pub(crate) lost: u64,
+}
+
+impl PeerNet {
+    pub(crate) fn new(config: Option<PeerConfig>) -> Self {
+        Self {
+            config,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.config.is_some()
+    }
+
+    /// A new agent process on node `index`: a fresh detector.
+    pub(crate) fn start(&mut self, index: usize, id: &NodeId, inc: Incarnation, seed: u64) {
+        let Some(config) = self.config else {
+            return;
+        };
+        if self.detectors.len() <= index {
+            self.detectors.resize_with(index + 1, || None);
+            self.members.resize_with(index + 1, Vec::new);
+        }
+        self.index.insert(id.clone(), index);
+        self.detectors[index] = Some(Detector::new(id.clone(), inc, config, seed));
+        self.members[index].clear();
+    }
+
+    pub(crate) fn detector(&mut self, index: usize) -> Option<&mut Detector> {
+        self.detectors.get_mut(index)?.as_mut()
+    }
+
+    /// Gives node `index`'s detector the members its machine knows, if they
+    /// changed.
+    pub(crate) fn set_members<'a>(
+        &mut self,
+        index: usize,
+        members: impl Iterator<Item = (&'a NodeId, Incarnation)>,
+        now: Instant,
+    ) {
+        let members: Vec<(NodeId, Incarnation)> = members.map(|(id, inc)| (id.clone(), inc)).collect();
+        let Some(Some(detector)) = self.detectors.get_mut(index) else {
+            return;
+        };
+        if self.members[index] != members {
+            detector.set_members(members.iter().cloned(), now);
+            self.members[index] = members;
+        }
+    }
+
+    pub(crate) fn cut(&mut self, a: usize, b: usize, until: Instant) {
+        self.cuts.push((a, b, until));
+    }
+
+    pub(crate) fn isolate(&mut self, node: usize, until: Instant) {
+        self.isolated.push((node, until));
+    }
+
+    pub(crate) fn set_loss(&mut self, percent: u8, until: Instant) {
+        self.loss = Some((percent, until));
+    }
+
+    /// Where a datagram from `from` goes and when it arrives; `None` if it
+    /// is lost on the way.
+    pub(crate) fn route(
+        &mut self,
+        from: usize,
+        to: &NodeId,
+        now: Instant,
+        rng: &mut SmallRng,
+    ) -> Option<(usize, Instant)> {
+        let to = *self.index.get(to)?;
+        self.sent += 1;
+        let cut = self
+            .cuts
+            .iter()
+            .any(|&(a, b, until)| now < until && ((a, b) == (from, to) || (b, a) == (from, to)));
+        let isolated = self
+            .isolated
+            .iter()
+            .any(|&(n, until)| now < until && (n == from || n == to));
+        let lost = self
+            .loss
+            .is_some_and(|(percent, until)| now < until && rng.random_range(0..100) < percent);
+        if cut || isolated || lost {
+            self.lost += 1;
+            return None;
+        }
+        let (lo, hi) = (DATAGRAM_LATENCY_MIN.as_micros() as u64, DATAGRAM_LATENCY_MAX.as_micros() as u64);
+        Some((to, now + Duration::from_micros(rng.random_range(lo..hi))))
+    }
+
+    pub(crate) fn receive(&mut self, index: usize, message: Message, now: Instant) -> Output {
+        self.detector(index)
+            .map(|d| d.receive(message, now))
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn tick(&mut self, index: usize, now: Instant) -> Output {
+        self.detector(index).map(|d| d.tick(now)).unwrap_or_default()
+    }
+
+    pub(crate) fn next_wake(&self, index: usize) -> Option<Instant> {
+        self.detectors.get(index)?.as_ref()?.next_wake()
+    }
+}
