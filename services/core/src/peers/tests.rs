@@ -215,18 +215,30 @@ fn describe(times: &[Duration]) -> String {
 #[test]
 fn a_crash_in_three_nodes_is_dead_within_the_bound() {
     let bound = PeerConfig::default().detection_bound() + MAX_LATENCY;
-    let times = detection_times(3, 30);
-    println!("3 nodes, 30 crashes: {}", describe(&times));
+    let times = detection_times(3, 300);
+    println!("3 nodes, 300 crashes: {}", describe(&times));
     assert!(times.iter().all(|t| *t <= bound), "over {bound:?}: {times:?}");
 }
 
+/// Above `PROBES_PER_INTERVAL + 1` nodes the bound is not a guarantee
+/// (see the module header): nobody may happen to probe the crashed node in
+/// the first interval after the crash. Measured: 3 of these 300 crashes
+/// took one interval more. So: nearly all within the bound, and none later
+/// than one interval past it.
 #[test]
-fn a_crash_in_ten_nodes_is_dead_within_the_bound() {
-    let bound = PeerConfig::default().detection_bound() + MAX_LATENCY;
-    let times = detection_times(10, 30);
+fn a_crash_in_ten_nodes_is_dead_within_the_bound_nearly_always() {
+    let config = PeerConfig::default();
+    let bound = config.detection_bound() + MAX_LATENCY;
+    let times = detection_times(10, 300);
     let over = times.iter().filter(|t| **t > bound).count();
-    println!("10 nodes, 30 crashes: {}; {over} over {bound:?}", describe(&times));
-    assert!(times.iter().all(|t| *t <= bound), "over {bound:?}: {times:?}");
+    println!("10 nodes, 300 crashes: {}; {over} over {bound:?}", describe(&times));
+    assert!(
+        over * 100 <= times.len() * 2,
+        "{over} of {} over {bound:?}",
+        times.len()
+    );
+    let late = bound + config.probe_interval;
+    assert!(times.iter().all(|t| *t <= late), "over {late:?}: {times:?}");
 }
 
 #[test]
