@@ -58,28 +58,38 @@ fn a_re_created_table_re_forms_around_the_routes_as_they_stand() {
     assert!(report.exits.is_empty(), "no agent exits: {:?}", report.exits);
 }
 
+fn restarts(seed: u64, graceful: bool) -> SimConfig {
+    let mut config = SimConfig::small(seed);
+    config.faults = vec![
+        at(
+            30,
+            Fault::Restart {
+                node: 1,
+                down: Duration::from_millis(500),
+                graceful,
+            },
+        ),
+        at(
+            50,
+            Fault::Restart {
+                node: 3,
+                down: Duration::from_millis(1500),
+                graceful,
+            },
+        ),
+    ];
+    config
+}
+
 #[test]
 fn agent_restarts_move_nothing_and_write_no_route() {
+    // SIGTERM: the agent tells its peers it is leaving, and its lease
+    // outlives the restart. `kill -9` with peer probes off: the lease alone.
     for graceful in [true, false] {
-        let mut config = SimConfig::small(22);
-        config.faults = vec![
-            at(
-                30,
-                Fault::Restart {
-                    node: 1,
-                    down: Duration::from_millis(500),
-                    graceful,
-                },
-            ),
-            at(
-                50,
-                Fault::Restart {
-                    node: 3,
-                    down: Duration::from_millis(1500),
-                    graceful,
-                },
-            ),
-        ];
+        let mut config = restarts(22, graceful);
+        if !graceful {
+            config.peers = None;
+        }
         let report = run(&config);
         let restarts: Vec<_> = report.event_moves.iter().filter(|w| w.kind == "restart").collect();
         assert_eq!(restarts.len(), 2);
@@ -88,6 +98,17 @@ fn agent_restarts_move_nothing_and_write_no_route() {
         let stopped = report.exits.get("stopped").copied().unwrap_or(0);
         assert_eq!(stopped, if graceful { 2 } else { 0 }, "{:?}", report.exits);
     }
+}
+
+#[test]
+fn a_kill_9_restart_past_the_detection_time_moves_only_the_nodes_shards() {
+    // Peers cannot tell `kill -9` from a crash: the node's shards move, and
+    // the new process is given its share again; nothing else moves.
+    let report = run(&restarts(22, false));
+    let kills: Vec<_> = report.event_moves.iter().filter(|w| w.kind == "kill-restart").collect();
+    assert_eq!(kills.len(), 2);
+    assert!(kills.iter().all(|w| w.clean), "{kills:?}");
+    assert!(kills.iter().any(|w| w.actual > 0), "{kills:?}");
 }
 
 #[test]
@@ -130,6 +151,8 @@ fn items_deleted_broken_or_marked_dead_by_hand_move_nothing() {
 fn crash_during_junk(sabotage: Option<Sabotage>) -> Report {
     let mut config = SimConfig::small(24);
     config.sabotage = sabotage;
+    // Reads are what this is about: the crash must be found by its lease.
+    config.peers = None;
     config.faults = vec![
         at(
             20,
@@ -257,6 +280,8 @@ fn the_checks_catch_epochs_that_restart() {
 /// others the default (3 s TTL): they must judge it by its own, longer TTL.
 fn lease_skew(sabotage: Option<Sabotage>) -> Report {
     let mut config = SimConfig::small(28);
+    // Judged by leases, as a fleet without peer probes is.
+    config.peers = None;
     let slow = LeaseConfig {
         heartbeat_interval: Duration::from_secs(4),
         lease_ttl: Duration::from_secs(12),

@@ -79,6 +79,8 @@ fn a_short_store_blackout_of_one_node_moves_nothing() {
 fn crash_under_flaky_store(seed: u64, sabotage: Option<Sabotage>) -> SimConfig {
     let mut config = SimConfig::small(seed);
     config.sabotage = sabotage;
+    // The crash is found by its lease: that is what blindness would hide.
+    config.peers = None;
     config.faults = vec![
         at(
             20_000,
@@ -122,6 +124,9 @@ fn stall_while_retrying(seed: u64, sabotage: Option<Sabotage>) -> SimConfig {
     let mut config = SimConfig::small(seed);
     config.nodes = 3;
     config.sabotage = sabotage;
+    // A zombie whose lease ran out: peers would have evicted it, and its
+    // late writes are then judged by the eviction's rule.
+    config.peers = None;
     config.pacing = Pacing {
         calls_per_second: 10.0,
         burst: 20,

@@ -28,7 +28,7 @@ const SHARD_READS_SEED: u64 = 0x7368_6172;
 /// After an evicted node's own lease is over, the routes of the shards we
 /// took from it are read back this much later: a call it sent just before
 /// its deadline has landed by then.
-pub(super) const EVICTION_RECHECK_SLACK: Duration = Duration::from_secs(1);
+pub const EVICTION_RECHECK_SLACK: Duration = Duration::from_secs(1);
 
 impl Machine {
     pub(super) fn apply(&mut self, input: Input, now: Instant, out: &mut Step) {
@@ -457,7 +457,7 @@ impl Machine {
                 // may still land after ours. Read back once that lease is
                 // over, and repair.
                 if let Some(lease_end) = from.as_ref().and_then(|f| self.observer.eviction_lease_end(f)) {
-                    if lease_end > now {
+                    if lease_end > now && !self.no_recheck_after_eviction {
                         self.rechecks.insert(lease_end + EVICTION_RECHECK_SLACK);
                     }
                 }

@@ -38,6 +38,7 @@ use std::time::Duration;
 
 pub use messages::{Effect, Event, ExitReason, Input, Priority, RouteCall, Step};
 pub use mode::{Health, Mode, Readiness};
+pub use inputs::EVICTION_RECHECK_SLACK;
 pub use plan::LAYOUT_REPUBLISH_INTERVAL;
 pub use routes::{
     Fence, Pacing, PacingError, RouteCheck, TableHealth, DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND, MIN_CALLS_PER_SECOND,
@@ -212,6 +213,7 @@ pub struct Machine {
     /// Read-backs due after the lease of a node we took shards from early
     /// (on eviction) has run out.
     rechecks: BTreeSet<Instant>,
+    no_recheck_after_eviction: bool,
     retiring: BTreeSet<ShardId>,
     /// An input that can change membership arrived since it was last
     /// computed.
@@ -300,6 +302,7 @@ impl Machine {
             gone_reported: BTreeSet::new(),
             evicting: BTreeSet::new(),
             rechecks: BTreeSet::new(),
+            no_recheck_after_eviction: false,
             members_changed_at: None,
             routes: RouteBook::new(setup_pacing, now),
             timers: Timers {
@@ -486,6 +489,14 @@ impl Machine {
     pub fn sabotage_blindness_by_return_times(&mut self) {
         self.observer.sabotage_blindness_by_return_times();
         self.max_node_reads = 1;
+    }
+
+    /// Never reads routes back after an evicted owner's lease (the
+    /// simulation's sabotage).
+    #[cfg(feature = "fakes")]
+    #[doc(hidden)]
+    pub fn sabotage_no_recheck_after_eviction(&mut self) {
+        self.no_recheck_after_eviction = true;
     }
 
     /// Ends drains without looking at the routes (the simulation's sabotage).

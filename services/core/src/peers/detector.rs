@@ -20,7 +20,21 @@ pub enum PeerStatus {
     Alive,
     Suspect,
     Dead,
+    /// It said it is stopping: not probed, never condemned, until the
+    /// member list shows another incarnation.
+    Left,
 }
+
+impl PeerStatus {
+    /// Whether rounds go to it (as target or intermediary).
+    fn probed(self) -> bool {
+        matches!(self, PeerStatus::Alive | PeerStatus::Suspect)
+    }
+}
+
+/// Copies of a `Leave` sent to each member: one lost datagram must not
+/// cost a restarting node its shards.
+const LEAVE_COPIES: usize = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerState {
@@ -138,6 +152,27 @@ impl Detector {
             let phase = self.config.probe_interval.mul_f64(self.rng.random::<f64>());
             self.next_probe_at = Some(now.saturating_add(phase));
         }
+    }
+
+    /// This process is stopping without draining (a restart): tells every
+    /// member not to condemn it. Its lease still runs out if it never
+    /// comes back.
+    pub fn leave(&mut self) -> Output {
+        let mut out = Output::default();
+        let leave = Message::Leave {
+            from: self.me.clone(),
+            from_inc: self.inc,
+        };
+        for member in self.members.keys() {
+            for _ in 0..LEAVE_COPIES {
+                out.send(member, leave.clone());
+            }
+        }
+        self.members.clear();
+        self.rounds.clear();
+        self.relays.clear();
+        self.next_probe_at = None;
+        out
     }
 
     /// This node's haproxy health, told to whoever pings it.
@@ -262,6 +297,14 @@ impl Detector {
                     self.answered(seq, &target, target_inc, healthy, now, &mut out);
                 }
             }
+            Message::Leave { from, from_inc } => {
+                if let Some(member) = self.members.get_mut(&from).filter(|m| m.state.inc == from_inc) {
+                    member.state.status = PeerStatus::Left;
+                    if let Some(round) = member.round.take() {
+                        self.rounds.remove(&round.seq);
+                    }
+                }
+            }
             Message::Nack { seq, from, target } => {
                 if !self.members.contains_key(&from) {
                     return out;
@@ -298,7 +341,7 @@ impl Detector {
             let targets = self.schedule.take(count, &mut self.rng, |id| {
                 members
                     .get(id)
-                    .is_some_and(|m| m.round.is_none() && m.state.status != PeerStatus::Dead)
+                    .is_some_and(|m| m.round.is_none() && m.state.status.probed())
             });
             for target in targets {
                 self.start_round(&target, now, &mut out);
@@ -363,7 +406,7 @@ impl Detector {
         let helpers: Vec<NodeId> = self
             .members
             .iter()
-            .filter(|(id, m)| *id != target && m.state.status != PeerStatus::Dead)
+            .filter(|(id, m)| *id != target && m.state.status.probed())
             .map(|(id, _)| id.clone())
             .collect();
         for helper in helpers.choose_multiple(&mut self.rng, INDIRECT_FANOUT) {
@@ -429,7 +472,7 @@ impl Detector {
             state.last_ack_at = Some(now);
             state.healthy = healthy.or(state.healthy);
         }
-        if state.status == PeerStatus::Dead {
+        if matches!(state.status, PeerStatus::Dead | PeerStatus::Left) {
             return;
         }
         let was_suspect = state.status == PeerStatus::Suspect;

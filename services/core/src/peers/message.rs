@@ -46,6 +46,9 @@ pub enum Message {
     /// An intermediary could not reach `target` either: proof that the
     /// requester's network works and that it is not alone in missing acks.
     Nack { seq: u64, from: NodeId, target: NodeId },
+    /// "This process is stopping (a restart, an upgrade): do not condemn
+    /// it." Its lease, not the probes, decides whether it is gone.
+    Leave { from: NodeId, from_inc: Incarnation },
 }
 
 impl Message {
@@ -56,7 +59,8 @@ impl Message {
             | Message::Ack { from, .. }
             | Message::PingReq { from, .. }
             | Message::IndirectAck { from, .. }
-            | Message::Nack { from, .. } => from,
+            | Message::Nack { from, .. }
+            | Message::Leave { from, .. } => from,
         }
     }
 }

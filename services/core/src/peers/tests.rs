@@ -619,3 +619,33 @@ fn an_ack_clears_suspicion_and_seqs_are_never_reused() {
     assert!(answered);
     assert_eq!(d.state_of(&id(1)).expect("member").status, PeerStatus::Alive);
 }
+
+#[test]
+fn a_node_that_leaves_is_not_condemned_and_is_probed_again_as_a_new_incarnation() {
+    let mut net = Net::new(4, 13);
+    net.run_for(WARM_UP);
+    let out = net.nodes[2].leave();
+    assert_eq!(out.send.len(), 3 * 2, "two copies to each member");
+    net.dispatch(2, out);
+    net.crashed.insert(2);
+    net.run_for(Duration::from_secs(10));
+    assert_eq!(net.deads(), 0, "{:?}", net.verdicts);
+    for judge in [0, 1, 3] {
+        let state = net.nodes[judge].state_of(&id(2)).expect("member");
+        assert_eq!(state.status, PeerStatus::Left, "n{judge}");
+    }
+    // The new process registers; the member lists follow the store. Then it
+    // crashes for real: it is condemned as any member.
+    let new_inc = Incarnation(99);
+    net.incs[2] = new_inc;
+    net.restart(2, new_inc);
+    let list = net.list();
+    for node in &mut net.nodes {
+        node.set_members(list.clone(), net.now);
+    }
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.nodes[0].state_of(&id(2)).expect("member").status, PeerStatus::Alive);
+    net.crashed.insert(2);
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.deads(), 3, "{:?}", net.verdicts);
+}

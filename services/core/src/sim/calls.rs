@@ -9,7 +9,7 @@ use super::{Sabotage, World};
 use crate::config::LeaseConfig;
 use crate::machine::{Effect, Input};
 use crate::routes::{RouteError, RouteOp, ROUTE_CALL_TIMEOUT};
-use crate::store::{AcquireRequest, Expect, HeartbeatOutcome, StoreError, StoreErrorKind, StoreOp};
+use crate::store::{AcquireRequest, EvictOutcome, Expect, HeartbeatOutcome, StoreError, StoreErrorKind, StoreOp};
 use crate::time::Instant;
 
 /// What a flaky store does to one call.
@@ -285,7 +285,14 @@ impl World {
                 inc: req.inc,
                 result: match fail(StoreOp::Evict) {
                     Some(e) => Err(e),
-                    None => Ok(self.table.evict(&req)),
+                    None => {
+                        let outcome = self.table.evict(&req);
+                        if matches!(outcome, EvictOutcome::Evicted { .. }) {
+                            let now = self.now;
+                            self.evictions.entry((req.node.clone(), req.inc)).or_insert(now);
+                        }
+                        Ok(outcome)
+                    }
                 },
             },
             Effect::Retire(req) => Input::Retired {

@@ -4,13 +4,18 @@
 //!   routes for any shard ([`crate::machine::Machine::may_write`]); and on
 //!   the writes that *land* in EC2, no write of a node for a shard lands
 //!   after another node's write for it under a newer epoch (a late write
-//!   undoes the new owner's);
+//!   undoes the new owner's). The one exception is a node evicted on the
+//!   peers' word, whose lease may still run: its late write must be
+//!   repaired by the new owner's read-back once that lease is over, and a
+//!   late write that still stands then is a violation;
 //! - (b) **convergence**: once faults stop, within the convergence bound
 //!   every shard some live node serves has a live owner that serves it, and
 //!   its route in every table a live node maintains points at that owner;
 //!   a shard no live node serves has neither item nor routes (retired);
 //! - (c) **minimal moves**: when a node crashes or drains in a quiet fleet,
-//!   only its shards move; when an agent restarts (gracefully or not), the
+//!   only its shards move (a `kill -9` restart that peers find dead: at
+//!   most twice as many, its own and its new share); when an agent restarts
+//!   (gracefully, or not while peers do not probe), the
 //!   table is lost and re-created, an item is deleted, broken or marked dead
 //!   by hand, nothing moves and no route changes;
 //! - (d) **stability**: in steady state nothing moves;
@@ -29,6 +34,7 @@ use std::time::Duration;
 
 use super::faults::Fault;
 use super::{SimConfig, Status, World};
+use crate::machine::EVICTION_RECHECK_SLACK;
 use crate::time::Instant;
 use crate::types::{Epoch, NodeId, ShardId};
 
@@ -40,6 +46,24 @@ const QUIET_BEFORE: Duration = Duration::from_secs(5);
 /// A route may trail a fresh change of owner by this long (the push is in
 /// flight) at the convergence check.
 const ROUTE_GRACE: Duration = Duration::from_secs(1);
+/// After the read-back that follows an evicted node's lease, the repair of
+/// a late write it made has landed within this long (a confirmation, and
+/// an EC2 call through the pacing, retried if the account is throttled).
+const LATE_WRITE_REPAIR: Duration = Duration::from_secs(5);
+
+/// A write of an evicted incarnation that landed after the new owner's.
+struct LateWrite {
+    /// Its index in the landed log.
+    landed: usize,
+    /// The node whose write it overrode: it took the shard from the evicted
+    /// node, and reads back after that node's lease.
+    taker: usize,
+    /// It must not stand any more by then...
+    due: Instant,
+    /// ...or, if the taker has handed the shard on since, by the new
+    /// owner's next reconcile.
+    extended: bool,
+}
 
 /// Moves caused by one fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +128,16 @@ pub struct Checker {
     landed_epochs: BTreeMap<ShardId, BTreeMap<usize, Epoch>>,
     /// How many drained exits have been checked.
     drained_checked: usize,
+    /// Whether nodes probe each other (a `kill -9` restart may then move
+    /// the node's shards, as a crash does).
+    peers: bool,
+    late_writes: Vec<LateWrite>,
+    /// From an eviction until a late write of the evicted node must be
+    /// repaired.
+    late_write_bound: Duration,
+    /// How much longer when the shard has moved on from the node that took
+    /// it: a reconcile, and the repair through the pacing.
+    late_write_extension: Duration,
 }
 
 impl Checker {
@@ -111,6 +145,11 @@ impl Checker {
         let faults_end = Instant::ZERO + config.faults_end();
         let bound = config.convergence_bound();
         let lease = config.longest_lease();
+        // The node that took an evicted node's shards may have twice its
+        // share of routes to write (its own just taken, and these) through
+        // its pacing before the repair's turn.
+        let share = (config.shards * config.route_tables).div_ceil(config.nodes.max(1)) * 2;
+        let share_writes = Duration::from_secs_f64(share as f64 / config.pacing.calls_per_second);
         Self {
             bound,
             settle: lease.lease_ttl + lease.scan_interval * 2 + lease.reconcile_interval,
@@ -134,6 +173,10 @@ impl Checker {
             landed_checked: 0,
             landed_epochs: BTreeMap::new(),
             drained_checked: 0,
+            peers: config.peers.is_some(),
+            late_writes: Vec::new(),
+            late_write_bound: lease.lease_ttl + EVICTION_RECHECK_SLACK + LATE_WRITE_REPAIR + share_writes,
+            late_write_extension: lease.reconcile_interval + bound,
         }
     }
 
@@ -190,8 +233,13 @@ impl Checker {
     /// shard (the right is lost, never gained, with time alone).
     fn check_one_writer(&mut self, world: &World) {
         let now = world.now;
+        // An evicted incarnation may still write until its lease is over;
+        // its late writes are checked where they land.
+        let evicted = |n: &super::SimNode| {
+            !world.evictions.is_empty() && world.evictions.contains_key(&(n.id().clone(), n.machine.setup().inc))
+        };
         let writing = |n: &super::SimNode, shard| {
-            matches!(n.status, Status::Running | Status::Paused { .. }) && n.machine.may_write(shard, now)
+            matches!(n.status, Status::Running | Status::Paused { .. }) && n.machine.may_write(shard, now) && !evicted(n)
         };
         for &stepped in &world.stepped {
             let node = &world.nodes[stepped];
@@ -237,7 +285,7 @@ impl Checker {
 
     fn check_landed_writes(&mut self, world: &World) {
         let landed = &world.ec2.landed;
-        for write in &landed[self.landed_checked..] {
+        for (index, write) in landed.iter().enumerate().skip(self.landed_checked) {
             if let Some((gone, at)) = write.target.as_ref().and_then(|target| {
                 world
                     .drained
@@ -259,7 +307,27 @@ impl Checker {
                 .flatten()
                 .find(|(node, epoch)| **node != write.node && **epoch > write.epoch)
                 .map(|(node, epoch)| (*node, *epoch));
-            if let Some((node, epoch)) = newer {
+            // A late write by an evicted incarnation, or pointing at one (a
+            // push to a recipient evicted meanwhile), may land while the
+            // evicted node's lease runs: the new owner's read-back after it
+            // must repair it.
+            let writer_evicted = world.evictions.get(&(world.nodes[write.node].id().clone(), write.inc));
+            let target_evicted = write.target.as_ref().and_then(|eni| {
+                world
+                    .evictions
+                    .iter()
+                    .filter(|((id, _), at)| **at <= write.at && world.nodes.iter().any(|n| n.id() == id && n.eni() == eni))
+                    .map(|(_, at)| at)
+                    .max()
+            });
+            if let (Some((taker, _)), Some(evicted_at)) = (newer, writer_evicted.or(target_evicted)) {
+                self.late_writes.push(LateWrite {
+                    landed: index,
+                    taker,
+                    due: *evicted_at + self.late_write_bound,
+                    extended: false,
+                });
+            } else if let Some((node, epoch)) = newer {
                 let (writer, other) = (world.nodes[write.node].id().clone(), world.nodes[node].id().clone());
                 let text = format!(
                     "(a) at {} a write of {writer} for shard {} at epoch {} landed in {} after {other}'s at epoch {epoch}",
@@ -276,6 +344,44 @@ impl Checker {
             *mine = (*mine).max(write.epoch);
         }
         self.landed_checked = landed.len();
+        self.check_late_writes(world);
+    }
+
+    /// A late write of an evicted node that still stands when it is due,
+    /// with no write for its shard in its table since, and pointing
+    /// elsewhere than the shard's owner: the new owner never repaired it.
+    fn check_late_writes(&mut self, world: &World) {
+        let now = world.now;
+        let landed = &world.ec2.landed;
+        let (due, waiting): (Vec<LateWrite>, Vec<LateWrite>) =
+            std::mem::take(&mut self.late_writes).into_iter().partition(|w| w.due <= now);
+        self.late_writes = waiting;
+        for mut late in due {
+            let write = &landed[late.landed];
+            let owner = world.table.peek_shard(write.shard).and_then(|r| r.owner.as_ref());
+            if !late.extended && owner != Some(world.nodes[late.taker].id()) {
+                late.extended = true;
+                late.due = late.due + self.late_write_extension;
+                self.late_writes.push(late);
+                continue;
+            }
+            let overwritten = landed[late.landed + 1..]
+                .iter()
+                .any(|w| w.shard == write.shard && w.table == write.table);
+            let owner_eni = world
+                .table
+                .peek_shard(write.shard)
+                .and_then(|r| r.owner.as_ref())
+                .and_then(|o| live_node(world, o))
+                .map(|i| world.nodes[i].eni().clone());
+            if !overwritten && write.target.is_some() && write.target != owner_eni {
+                let writer = world.nodes[write.node].id().clone();
+                self.violation(format!(
+                    "(a) a late write of evicted {writer} for shard {} in {} at {} still stood at {}",
+                    write.shard, write.table, write.at, late.due
+                ));
+            }
+        }
     }
 
     fn track_moves(&mut self, world: &World) {
@@ -337,6 +443,11 @@ impl Checker {
         let (kind, node) = match fault {
             Fault::Crash { node } => ("crash", Some(*node)),
             Fault::Drain { node } => ("drain", Some(*node)),
+            // Peers cannot tell `kill -9` from a crash: if the process is
+            // down past the detection time, its shards move, as a crash's.
+            Fault::Restart {
+                node, graceful: false, ..
+            } if self.peers => ("kill-restart", Some(*node)),
             Fault::Restart { node, .. } => ("restart", Some(*node)),
             Fault::TableLoss { .. } => ("table-loss", None),
             Fault::DeleteShardItem { .. } => ("delete-shard-item", None),
@@ -355,7 +466,7 @@ impl Checker {
         // What the fault may move: a crashed or drained node's shards;
         // nothing for a restart or a table loss.
         let owned: BTreeSet<ShardId> = match kind {
-            "crash" | "drain" => self
+            "crash" | "drain" | "kill-restart" => self
                 .owners
                 .iter()
                 .filter(|(_, (o, _))| o.as_ref() == Some(&id))
@@ -375,7 +486,8 @@ impl Checker {
             owned,
             moved: BTreeSet::new(),
             // Faults that must move nothing must not change a route either.
-            route_changes_at_open: (!matches!(kind, "crash" | "drain")).then(|| world.routes.counters().target_changes),
+            route_changes_at_open: (!matches!(kind, "crash" | "drain" | "kill-restart"))
+                .then(|| world.routes.counters().target_changes),
             clean: quiet,
         });
     }
@@ -394,7 +506,21 @@ impl Checker {
     fn finish_window(&mut self, w: Window, world: &World) {
         if w.clean {
             let extra: Vec<_> = w.moved.difference(&w.owned).collect();
-            if !extra.is_empty() {
+            // A node killed and restarted past the detection time loses its
+            // shards, as in a crash, and its new process is given a share
+            // again; a takeover under way when it came back can cost the
+            // survivors a hand-off each. At most twice its share.
+            if w.kind == "kill-restart" {
+                if w.moved.len() > 2 * w.owned.len() {
+                    self.violation(format!(
+                        "(c) kill-restart of {} at {} moved {} shards; it held {}",
+                        w.node,
+                        w.opened,
+                        w.moved.len(),
+                        w.owned.len()
+                    ));
+                }
+            } else if !extra.is_empty() {
                 self.violation(format!(
                     "(c) {} of {} at {} also moved shards {extra:?} that it did not own",
                     w.kind, w.node, w.opened

@@ -23,7 +23,7 @@ use super::{Sabotage, SimConfig, Status, What, World};
 use crate::machine::{Input, RouteCall};
 use crate::routes::{RouteEntry, RouteError, RouteOp, ROUTE_CALL_TIMEOUT};
 use crate::time::Instant;
-use crate::types::{EniId, Epoch, RouteTableId, ShardId};
+use crate::types::{EniId, Epoch, Incarnation, RouteTableId, ShardId};
 
 /// EC2's bucket for mutating calls, shared by the whole account: 50
 /// tokens, refilled at 5 per second (as documented).
@@ -39,6 +39,8 @@ const SDK_BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub struct Landed {
     pub at: Instant,
     pub node: usize,
+    /// The incarnation of the process that sent it.
+    pub inc: Incarnation,
     pub shard: ShardId,
     pub epoch: Epoch,
     pub table: RouteTableId,
@@ -233,9 +235,11 @@ impl World {
             } else {
                 let result = self.routes.apply(&route.change);
                 if result.is_ok() {
+                    let inc = self.nodes[node].incarnations[generation as usize];
                     self.ec2.landed.push(Landed {
                         at: now,
                         node,
+                        inc,
                         shard: route.shard,
                         epoch: route.epoch,
                         table,

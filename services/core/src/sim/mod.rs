@@ -73,6 +73,9 @@ pub enum Sabotage {
     /// left, though pushes that ran out of time left routes pointing at the
     /// node told it may terminate.
     DrainIgnoresRoutes,
+    /// Shards taken from an evicted node are not read back once its lease
+    /// is over: a route it wrote late stays until the next reconcile.
+    NoRecheckAfterEviction,
 }
 
 /// How long a node's agent is down while it restarts with a new
@@ -207,10 +210,17 @@ impl SimConfig {
         let lease = self.longest_lease();
         // The fewest nodes the fleet may end with share the routes.
         let joins = self.faults.iter().filter(|f| f.fault == Fault::Join).count();
+        // With peer probes, a node paused past the detection time is
+        // evicted and comes back empty, as a new node: until rebalancing
+        // catches up, the others write its routes.
+        let evicted = |f: &Fault| match (f, self.peers) {
+            (Fault::Pause { length, .. }, Some(peers)) => *length >= peers.probe_interval,
+            _ => false,
+        };
         let leaves = self
             .faults
             .iter()
-            .filter(|f| matches!(f.fault, Fault::Crash { .. } | Fault::Drain { .. }))
+            .filter(|f| matches!(f.fault, Fault::Crash { .. } | Fault::Drain { .. }) || evicted(&f.fault))
             .count();
         let last_nodes = (self.nodes + joins).saturating_sub(leaves).max(1);
         let share = (self.shards * self.route_tables).div_ceil(last_nodes) as f64;
@@ -266,6 +276,8 @@ pub(crate) struct SimNode {
     pub(crate) variant: Variant,
     /// Bumped at every restart: results of an older process are dropped.
     generation: u64,
+    /// The incarnation of each generation's process.
+    pub(crate) incarnations: Vec<Incarnation>,
     /// Results that arrived while paused, delivered on resume.
     inbox: Vec<Input>,
     /// The wake-up we have queued, so stale ones can be skipped.
@@ -372,6 +384,8 @@ pub(crate) struct World {
     open_calls: BTreeSet<u64>,
     pub(crate) ec2: ec2::Ec2,
     peers: peers::PeerNet,
+    /// When each incarnation was first evicted.
+    pub(crate) evictions: BTreeMap<(NodeId, Incarnation), Instant>,
     exits: BTreeMap<&'static str, usize>,
     /// Nodes that exited drained, and when: their ENI must not be a route
     /// target any more.
@@ -478,6 +492,7 @@ impl World {
             open_calls: BTreeSet::new(),
             ec2: ec2::Ec2::default(),
             peers: peers::PeerNet::new(config.peers),
+            evictions: BTreeMap::new(),
             exits: BTreeMap::new(),
             drained: Vec::new(),
             stepped: BTreeSet::new(),
@@ -566,6 +581,7 @@ impl World {
         match config.sabotage {
             Some(Sabotage::BlindByReturnTimes) => machine.sabotage_blindness_by_return_times(),
             Some(Sabotage::DrainIgnoresRoutes) => machine.sabotage_drain_ignoring_routes(),
+            Some(Sabotage::NoRecheckAfterEviction) => machine.sabotage_no_recheck_after_eviction(),
             _ => {}
         }
         machine
@@ -573,11 +589,13 @@ impl World {
 
     fn add_node(&mut self, config: &SimConfig, index: usize, variant: Variant) {
         let machine = self.machine(config, index, &variant);
+        let machine_inc = machine.setup().inc;
         self.nodes.push(SimNode {
             machine,
             status: Status::Running,
             variant,
             generation: 0,
+            incarnations: vec![machine_inc],
             inbox: Vec::new(),
             wake_at: None,
             peer_wake_at: None,
@@ -590,6 +608,7 @@ impl World {
     fn restart(&mut self, config: &SimConfig, index: usize, variant: Variant) {
         let machine = self.machine(config, index, &variant);
         let node = &mut self.nodes[index];
+        node.incarnations.push(machine.setup().inc);
         node.machine = machine;
         node.status = Status::Running;
         node.variant = variant;
@@ -857,6 +876,10 @@ impl World {
                         // The agent starts over as a new incarnation.
                         let variant = self.nodes[node].variant.clone();
                         self.schedule(now + EVICTED_RESTART_DELAY, What::Start { node, variant });
+                    } else if let Some(detector) = self.peers.detector(node) {
+                        // An orderly exit: its lease decides, not the probes.
+                        let out = detector.leave();
+                        self.peer_output(config, node, out);
                     }
                 }
                 Effect::ChangeRoute(route) => {

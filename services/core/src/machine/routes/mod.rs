@@ -311,8 +311,11 @@ impl Machine {
                     .filter(|h| h.epoch == epoch)
                     .and(self.writable_until(shard)),
                 Purpose::Push { to, until } => {
+                    // A recipient found gone (evicted, say) is no longer
+                    // where the shard's traffic should go.
                     let owner = self.book.record(shard).and_then(|r| r.owner.as_ref());
-                    (owner == Some(to) && self.book.epoch(shard) == epoch).then_some(*until)
+                    let gone = self.membership.gone.contains_key(to);
+                    (owner == Some(to) && self.book.epoch(shard) == epoch && !gone).then_some(*until)
                 }
                 Purpose::Retire { until } => (self.book.epoch(shard) == epoch).then_some(*until),
             };
@@ -623,13 +626,17 @@ impl Machine {
                     table: table.clone(),
                     found: found.and_then(|e| e.target.clone()),
                 });
-                self.want_own_routes(shard, std::slice::from_ref(table), Priority::Repair);
                 // A route at a node that may hold the shard now (not one
                 // we know gone) may be right, and we wrong: only a
-                // confirmation sent after this read-back repairs it.
-                let elsewhere_alive = found
+                // confirmation sent after this read-back repairs it. One at
+                // a gone node (a late write of an evicted owner) sends the
+                // traffic nowhere: as urgent as a failover.
+                let at_gone_node = found
                     .and_then(|e| e.target.as_ref())
-                    .is_some_and(|eni| check == RouteCheck::WrongTarget && !self.eni_of_gone_node(eni));
+                    .is_some_and(|eni| self.eni_of_gone_node(eni));
+                let elsewhere_alive = check == RouteCheck::WrongTarget && !at_gone_node;
+                let priority = if at_gone_node { Priority::Failover } else { Priority::Repair };
+                self.want_own_routes(shard, std::slice::from_ref(table), priority);
                 if let Some(w) = self.routes.work.get_mut(&(shard, table.clone())) {
                     w.confirm_after = elsewhere_alive.then_some(now);
                 }

@@ -144,6 +144,12 @@ impl TableHealth {
     /// were already under way when the backoff began fail too: they do not
     /// make it longer.
     pub(crate) fn failed(&mut self, class: RouteErrorClass, detail: String, now: Instant, seed: u64) {
+        // A table that is down stays down until a call succeeds: a probe
+        // that times out (cut off at its deadline) says nothing new, and
+        // must not let every queued call through.
+        if self.is_down() && class != RouteErrorClass::Permanent {
+            return;
+        }
         self.failing = Some((class, detail));
         if class == RouteErrorClass::Permanent && now >= self.not_before {
             self.backoff.failed();
