@@ -59,6 +59,8 @@ pub enum RunError {
     DrainTimeout(Duration),
     #[error("another process registered this node id; stopping")]
     Superseded,
+    #[error("peers found this process dead and evicted it; exiting so that a new process starts over")]
+    Evicted,
 }
 
 pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
@@ -95,6 +97,7 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
         route_tables: config.route_tables.clone(),
         drain_timeout: config.lifecycle.drain_timeout,
         pacing: config.pacing,
+        peer_port: None,
     };
     let machine = Machine::new(setup, Instant::ZERO);
     let (board, status) = StatusBoard::new();
@@ -145,6 +148,7 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
         }
         ExitReason::Stopped => info!("stopped without draining: the next start adopts this node's shards"),
         ExitReason::Superseded => return Err(RunError::Superseded),
+        ExitReason::Evicted => return Err(RunError::Evicted),
     }
     Ok(reason)
 }

@@ -154,7 +154,7 @@ fn main() -> ExitCode {
                         }
                         RunError::Superseded => EXIT_SUPERSEDED,
                         RunError::DrainTimeout(_) => EXIT_DRAIN_TIMEOUT,
-                        RunError::Startup(_) => 1,
+                        RunError::Startup(_) | RunError::Evicted => 1,
                     };
                     ExitCode::from(code)
                 }

@@ -415,6 +415,7 @@ fn config() -> NodeConfig {
         route_tables: vec![RouteTableId("rtb-1".into())],
         lease_ttl: std::time::Duration::from_millis(3000),
         heartbeat_interval: std::time::Duration::from_millis(1000),
+        peer_port: Some(7946),
     }
 }
 

@@ -87,6 +87,7 @@ fn start_node_with(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable, 
             calls_per_second: 1000.0,
             burst: 1000,
         },
+        peer_port: None,
     };
     let (board, status) = StatusBoard::new();
     let (controls, rx) = driver::controls();

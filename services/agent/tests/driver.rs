@@ -61,6 +61,7 @@ fn start_paced(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable, ec2:
         route_tables: tables(),
         drain_timeout: Duration::from_secs(120),
         pacing: ec2,
+        peer_port: None,
     };
     let (board, _status) = StatusBoard::new();
     let (controls, rx) = driver::controls();

@@ -179,7 +179,8 @@ impl Observer {
         self.seen = next;
         self.missing_since = missing;
         let seen = &self.seen;
-        self.evicted.retain(|id, e| seen.get(id).is_some_and(|s| s.inc == e.inc));
+        self.evicted
+            .retain(|id, e| seen.get(id).is_some_and(|s| s.inc == e.inc));
         true
     }
 

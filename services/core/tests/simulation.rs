@@ -247,9 +247,17 @@ fn the_checks_catch_taking_from_an_evicted_node_without_a_second_look() {
     // time. Without it, the late write stands until the next reconcile.
     let late = |r: &sim::Report| r.violations.iter().any(|v| v.contains("late write"));
     let caught = (0..30)
-        .filter(|seed| late(&sim::run(&evicted_zombies(*seed, Some(Sabotage::NoRecheckAfterEviction)))))
+        .filter(|seed| {
+            late(&sim::run(&evicted_zombies(
+                *seed,
+                Some(Sabotage::NoRecheckAfterEviction),
+            )))
+        })
         .count();
-    assert!(caught > 0, "no seed exposed the missing read-back: the checks are blind");
+    assert!(
+        caught > 0,
+        "no seed exposed the missing read-back: the checks are blind"
+    );
     for seed in 0..30 {
         let report = sim::run(&evicted_zombies(seed, None));
         assert!(report.violations.is_empty(), "seed {seed}: {:?}", report.violations);

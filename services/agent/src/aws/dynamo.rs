@@ -45,9 +45,9 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use vipfleet_core::liveness::NodeCheck;
 use vipfleet_core::store::{
-    AcquireOutcome, AcquireRequest, BeatKind, Expect, HandoffOutcome, HandoffRequest, HeartbeatOutcome,
-    HeartbeatRequest, LeaseStore, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, StoreError,
-    StoreErrorKind, StoreOp, StoreResult,
+    AcquireOutcome, AcquireRequest, BeatKind, EvictOutcome, EvictRequest, Expect, HandoffOutcome, HandoffRequest,
+    HeartbeatOutcome, HeartbeatRequest, LeaseStore, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest,
+    Scan, StoreError, StoreErrorKind, StoreOp, StoreResult,
 };
 use vipfleet_core::units::Consistency;
 use vipfleet_core::{Epoch, LayoutId, NodeId, NodeRecord, NodeState, ShardId, ShardLayout, ShardRecord};
@@ -512,9 +512,13 @@ impl LeaseStore for DynamoLeaseStore {
                         .map(HeartbeatOutcome::Beat)
                         .map_err(|e| Self::corrupt(op, format!("node#{}: {e}", req.info.id))),
                     // Another process's incarnation is there: it holds the
-                    // id. No item, or one we cannot read: ours to write anew.
+                    // id. Ours, evicted by peers: we start over. No item,
+                    // or one we cannot read: ours to write anew.
                     Err(Some(old)) if node_record(&old).is_ok_and(|r| r.inc != req.inc) => {
                         Ok(HeartbeatOutcome::NotMine)
+                    }
+                    Err(Some(old)) if node_record(&old).is_ok_and(|r| r.evicted_by.is_some()) => {
+                        Ok(HeartbeatOutcome::Evicted)
                     }
                     Err(_) => Ok(HeartbeatOutcome::Missing),
                 }
@@ -647,6 +651,27 @@ impl LeaseStore for DynamoLeaseStore {
         {
             Ok(_) => Ok(MarkDeadOutcome::Marked),
             Err(_) => Ok(MarkDeadOutcome::Alive),
+        }
+    }
+
+    async fn evict(&self, req: &EvictRequest) -> StoreResult<EvictOutcome> {
+        let op = StoreOp::Evict;
+        let values = Self::values([(":by", s(req.by.as_str())), (":inc", inc_value(req.inc))]);
+        let result = self
+            .update(
+                op,
+                node_key(&req.node),
+                expr::EVICT_UPDATE,
+                Some(expr::EVICT_CONDITION),
+                values,
+                false,
+            )
+            .await?;
+        match result {
+            Ok(new) => get_n(&new, attr::EVICTED_HB)
+                .map(|hb| EvictOutcome::Evicted { hb })
+                .map_err(|e| Self::corrupt(op, format!("node#{}: {e}", req.node))),
+            Err(_) => Ok(EvictOutcome::NotThere),
         }
     }
 

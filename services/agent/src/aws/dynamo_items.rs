@@ -62,6 +62,12 @@ pub(crate) mod attr {
     pub const EPOCH: &str = "epoch";
     pub const MOVES: &str = "moves";
     pub const MOVED_AT: &str = "moved_at";
+    /// The UDP port the node answers peer probes on (0: none).
+    pub const PEER_PORT: &str = "peer_port";
+    /// Set when peers found the incarnation dead: who evicted it...
+    pub const EVICTED_BY: &str = "evicted_by";
+    /// ...and the counter it stood at (renewals stop from then on).
+    pub const EVICTED_HB: &str = "evicted_hb";
 
     /// Every attribute written through an expression, for checking them.
     #[cfg(test)]
@@ -87,6 +93,9 @@ pub(crate) mod attr {
         EPOCH,
         MOVES,
         MOVED_AT,
+        PEER_PORT,
+        EVICTED_BY,
+        EVICTED_HB,
     ];
 }
 
@@ -100,9 +109,14 @@ pub(crate) mod expr {
     /// clears a TTL left by an observer that took the node for dead.
     pub const HEARTBEAT_UPDATE: &str = "SET #hb = if_not_exists(#hb, :zero) + :one, #inc = :inc, #state = :state, \
          #eni = :eni, #az = :az, #addr = :addr, #weight = :weight, #version = :version, #layout = :layout, \
-         #tables = :tables, #ttl_ms = :ttl_ms, #hb_ms = :hb_ms, #epoch_floor = :epoch_floor, #updated_at = :now \
-         REMOVE #expires_at";
-    pub const HEARTBEAT_CONDITION: &str = "#inc = :inc";
+         #tables = :tables, #ttl_ms = :ttl_ms, #hb_ms = :hb_ms, #peer_port = :peer_port, \
+         #epoch_floor = :epoch_floor, #updated_at = :now REMOVE #expires_at";
+    /// An evicted incarnation never renews again: its lease runs out.
+    pub const HEARTBEAT_CONDITION: &str = "#inc = :inc AND attribute_not_exists(#evicted_by)";
+    /// Peers found the incarnation dead; the counter is frozen where it
+    /// stood (a second eviction keeps the first's name and counter).
+    pub const EVICT_UPDATE: &str = "SET #evicted_by = if_not_exists(#evicted_by, :by), #evicted_hb = #hb";
+    pub const EVICT_CONDITION: &str = "#inc = :inc";
     /// Re-registering writes the item again unless another process holds
     /// it: an incarnation that reads as one and is not ours.
     pub const REREGISTER_CONDITION: &str =
@@ -147,6 +161,8 @@ pub(crate) mod expr {
         HANDOFF_CONDITION,
         MARK_DEAD_UPDATE,
         MARK_DEAD_CONDITION,
+        EVICT_UPDATE,
+        EVICT_CONDITION,
         RETIRE_CONDITION,
         PUT_IF_ABSENT,
     ];
@@ -227,6 +243,7 @@ pub(crate) fn node_values(beat: &Beat<'_>) -> Vec<(&'static str, AttributeValue)
         (":tables", list(config.route_tables.iter().map(ToString::to_string))),
         (":ttl_ms", ms(config.lease_ttl)),
         (":hb_ms", ms(config.heartbeat_interval)),
+        (":peer_port", n(u64::from(config.peer_port.unwrap_or(0)))),
         (":epoch_floor", n(*epoch_floor)),
         (":now", n(*now)),
     ]
@@ -338,6 +355,8 @@ fn node_config(item: &Item) -> Option<NodeConfig> {
         route_tables: tables.into_iter().map(RouteTableId).collect(),
         lease_ttl: Duration::from_millis(get_n(item, attr::TTL_MS).ok()?),
         heartbeat_interval: Duration::from_millis(get_n(item, attr::HB_MS).ok()?),
+        // Absent (an older agent) or 0: the node does not answer probes.
+        peer_port: n_or(item, attr::PEER_PORT, 0u16).ok().filter(|p| *p != 0),
     })
 }
 
@@ -365,6 +384,7 @@ pub(crate) fn node_record(item: &Item) -> Result<NodeRecord, String> {
         state: NodeState::parse_lenient(s_or(item, attr::STATE, "")),
         config: node_config(item),
         epoch_floor: n_or(item, attr::EPOCH_FLOOR, 0).unwrap_or(0),
+        evicted_by: get_s(item, attr::EVICTED_BY).ok().map(NodeId::new),
     })
 }
 
@@ -460,6 +480,7 @@ mod tests {
             route_tables: vec![RouteTableId("rtb-1".into()), RouteTableId("rtb-2".into())],
             lease_ttl: Duration::from_millis(3000),
             heartbeat_interval: Duration::from_millis(1000),
+            peer_port: None,
         }
     }
 

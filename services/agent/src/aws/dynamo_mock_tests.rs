@@ -70,6 +70,7 @@ fn beat(kind: BeatKind) -> HeartbeatRequest {
             route_tables: vec![RouteTableId("rtb-1".into())],
             lease_ttl: std::time::Duration::from_millis(3000),
             heartbeat_interval: std::time::Duration::from_millis(1000),
+            peer_port: None,
         },
         inc: Incarnation(7),
         state: NodeState::Active,

@@ -192,6 +192,7 @@ mod tests {
             route_tables: vec![RouteTableId("rtb-0123456789abcdef0".into()); 2],
             lease_ttl: Duration::from_millis(3000),
             heartbeat_interval: Duration::from_millis(1000),
+            peer_port: None,
         };
         let beat = Beat {
             info: &info,
@@ -209,6 +210,7 @@ mod tests {
             state: NodeState::Active,
             config: Some(config.clone()),
             epoch_floor: 17,
+            evicted_by: None,
         };
         assert_eq!(item_bytes(&node_item(&beat)), node_item_bytes(&record));
         // A node marked dead carries its TTL too.

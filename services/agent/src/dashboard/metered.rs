@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant as TokioInstant;
 use vipfleet_core::routes::{Gate, RouteChange, RouteEntry, RouteError, RouteOp, RouteTable};
 use vipfleet_core::store::{
-    AcquireOutcome, HandoffOutcome, HeartbeatOutcome, MarkDeadOutcome, RetireOutcome, Scan, StoreResult,
+    AcquireOutcome, EvictOutcome, HandoffOutcome, HeartbeatOutcome, MarkDeadOutcome, RetireOutcome, Scan, StoreResult,
 };
 use vipfleet_core::{RouteTableId, ShardLayout, ShardRecord};
 
@@ -31,6 +31,7 @@ impl OutcomeLabel for HeartbeatOutcome {
             HeartbeatOutcome::Beat(_) => OUTCOME_OK,
             HeartbeatOutcome::Missing => "missing",
             HeartbeatOutcome::NotMine => "superseded",
+            HeartbeatOutcome::Evicted => "evicted",
         }
     }
 }
@@ -59,6 +60,15 @@ impl OutcomeLabel for MarkDeadOutcome {
         match self {
             MarkDeadOutcome::Marked => OUTCOME_OK,
             MarkDeadOutcome::Alive => "alive",
+        }
+    }
+}
+
+impl OutcomeLabel for EvictOutcome {
+    fn outcome_label(&self) -> &'static str {
+        match self {
+            EvictOutcome::Evicted { .. } => OUTCOME_OK,
+            EvictOutcome::NotThere => "not_there",
         }
     }
 }

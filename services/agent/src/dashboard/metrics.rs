@@ -92,6 +92,7 @@ pub struct Metrics {
     route_repairs: Counter,
     lease_expiries: Counter,
     nodes_marked_dead: Counter,
+    nodes_evicted: Counter,
     own_lease_lapses: Counter,
     reregistrations: Counter,
     shards_retired: Counter,
@@ -147,6 +148,7 @@ impl Metrics {
             route_repairs: Counter::default(),
             lease_expiries: Counter::default(),
             nodes_marked_dead: Counter::default(),
+            nodes_evicted: Counter::default(),
             own_lease_lapses: Counter::default(),
             reregistrations: Counter::default(),
             shards_retired: Counter::default(),
@@ -244,6 +246,11 @@ impl Metrics {
             m.nodes_marked_dead.clone(),
         );
         r.register(
+            "nodes_evicted",
+            "Nodes this node evicted on the peer probes' word",
+            m.nodes_evicted.clone(),
+        );
+        r.register(
             "own_lease_lapses",
             "Times this node's own lease lapsed",
             m.own_lease_lapses.clone(),
@@ -319,6 +326,7 @@ impl Metrics {
             Event::RouteDrift { .. } => self.route_repairs.inc(),
             Event::NodeGone { .. } => self.lease_expiries.inc(),
             Event::NodeMarkedDead { .. } => self.nodes_marked_dead.inc(),
+            Event::NodeEvicted { .. } => self.nodes_evicted.inc(),
             Event::LeaseLapsed => self.own_lease_lapses.inc(),
             Event::Reregistered => self.reregistrations.inc(),
             Event::Retired { .. } => self.shards_retired.inc(),

@@ -567,6 +567,12 @@ fn event_view(what: &Happening, at: Instant, ago_ms: u64) -> EventView {
         Event::StopDeferred => ("stop_deferred", None, None, text("stop asked for during a drain")),
         Event::NodeGone { node } => ("node_gone", None, Some(node), text("heartbeat stopped or item missing")),
         Event::NodeMarkedDead { node } => ("node_marked_dead", None, Some(node), text("marked dead")),
+        Event::NodeEvicted { node } => (
+            "node_evicted",
+            None,
+            Some(node),
+            text("evicted: peer probes found it dead"),
+        ),
         Event::Acquired {
             shard,
             from: None,

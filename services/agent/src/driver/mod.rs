@@ -304,6 +304,14 @@ where
                 let result = bounded(StoreOp::MarkDead, store.mark_dead(&req), timeout, &metrics).await;
                 Input::MarkedDead { node: req.node, result }
             }),
+            Effect::Evict(req) => spawn(results, async move {
+                let result = bounded(StoreOp::Evict, store.evict(&req), timeout, &metrics).await;
+                Input::Evicted {
+                    node: req.node,
+                    inc: req.inc,
+                    result,
+                }
+            }),
             Effect::Retire(req) => spawn(results, async move {
                 let result = bounded(StoreOp::Retire, store.retire(&req), timeout, &metrics).await;
                 Input::Retired {

@@ -20,9 +20,9 @@ use std::time::Duration;
 use crate::layout::{LayoutId, ShardLayout};
 use crate::routes::{Gate, RouteChange, RouteEntry, RouteError, RouteOp, RouteTable};
 use crate::store::{
-    AcquireOutcome, AcquireRequest, HandoffOutcome, HandoffRequest, HeartbeatOutcome, HeartbeatRequest, LeaseStore,
-    EvictOutcome, EvictRequest, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, StoreError, StoreErrorKind, StoreOp,
-    StoreResult,
+    AcquireOutcome, AcquireRequest, EvictOutcome, EvictRequest, HandoffOutcome, HandoffRequest, HeartbeatOutcome,
+    HeartbeatRequest, LeaseStore, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, StoreError,
+    StoreErrorKind, StoreOp, StoreResult,
 };
 use crate::types::{NodeRecord, RouteTableId, ShardId, ShardRecord};
 

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::layout::{LayoutId, ShardLayout};
 use crate::liveness::NodeCheck;
 use crate::store::{
-    AcquireOutcome, AcquireRequest, BeatKind, Expect, HandoffOutcome, HandoffRequest, HeartbeatOutcome,
-    EvictOutcome, EvictRequest, HeartbeatRequest, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, Skipped,
+    AcquireOutcome, AcquireRequest, BeatKind, EvictOutcome, EvictRequest, Expect, HandoffOutcome, HandoffRequest,
+    HeartbeatOutcome, HeartbeatRequest, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, Skipped,
 };
 use crate::types::{NodeId, NodeRecord, NodeState, ShardId, ShardRecord};
 use crate::units::{self, Consistency};

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use super::book::Learned;
 use super::{Effect, Event, ExitReason, Held, Input, Machine, Mode, OwnershipOp, Priority, Step};
+use crate::liveness::OwnLease;
 use crate::store::{
     AcquireOutcome, BeatKind, EvictOutcome, EvictRequest, HandoffOutcome, HeartbeatOutcome, MarkDeadOutcome,
     RetireOutcome, Scan, Skipped, StoreError, StoreErrorKind,
 };
-use crate::liveness::OwnLease;
-use crate::types::Incarnation;
 use crate::time::Instant;
+use crate::types::Incarnation;
 use crate::types::{NodeId, NodeRecord, NodeState, ShardId, ShardRecord};
 
 /// A failed shard operation is not retried before this many scans; keeps a

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use crate::layout::{LayoutId, ShardLayout};
 use crate::routes::{RouteChange, RouteEntry, RouteError};
 use crate::store::{
-    AcquireOutcome, AcquireRequest, HandoffOutcome, HandoffRequest, HeartbeatOutcome, HeartbeatRequest,
-    EvictOutcome, EvictRequest, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, Skipped, StoreErrorKind, StoreResult,
+    AcquireOutcome, AcquireRequest, EvictOutcome, EvictRequest, HandoffOutcome, HandoffRequest, HeartbeatOutcome,
+    HeartbeatRequest, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, Skipped, StoreErrorKind,
+    StoreResult,
 };
 use crate::time::Instant;
 use crate::types::{EniId, Epoch, Incarnation, NodeId, NodeRecord, RouteTableId, ShardId, ShardRecord};

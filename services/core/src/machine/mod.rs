@@ -36,9 +36,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use inputs::EVICTION_RECHECK_SLACK;
 pub use messages::{Effect, Event, ExitReason, Input, Priority, RouteCall, Step};
 pub use mode::{Health, Mode, Readiness};
-pub use inputs::EVICTION_RECHECK_SLACK;
 pub use plan::LAYOUT_REPUBLISH_INTERVAL;
 pub use routes::{
     Fence, Pacing, PacingError, RouteCheck, TableHealth, DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND, MIN_CALLS_PER_SECOND,
@@ -55,7 +55,8 @@ use crate::membership::Membership;
 use crate::store::{BeatKind, Skipped};
 use crate::time::Instant;
 use crate::types::{
-    Epoch, Heartbeat, Incarnation, NodeConfig, NodeId, NodeInfo, NodeRecord, NodeState, RouteTableId, ShardId, ShardRecord,
+    Epoch, Heartbeat, Incarnation, NodeConfig, NodeId, NodeInfo, NodeRecord, NodeState, RouteTableId, ShardId,
+    ShardRecord,
 };
 
 /// Everything a node needs to know about itself and the fleet at start.

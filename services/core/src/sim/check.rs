@@ -239,7 +239,9 @@ impl Checker {
             !world.evictions.is_empty() && world.evictions.contains_key(&(n.id().clone(), n.machine.setup().inc))
         };
         let writing = |n: &super::SimNode, shard| {
-            matches!(n.status, Status::Running | Status::Paused { .. }) && n.machine.may_write(shard, now) && !evicted(n)
+            matches!(n.status, Status::Running | Status::Paused { .. })
+                && n.machine.may_write(shard, now)
+                && !evicted(n)
         };
         for &stepped in &world.stepped {
             let node = &world.nodes[stepped];
@@ -316,7 +318,9 @@ impl Checker {
                 world
                     .evictions
                     .iter()
-                    .filter(|((id, _), at)| **at <= write.at && world.nodes.iter().any(|n| n.id() == id && n.eni() == eni))
+                    .filter(|((id, _), at)| {
+                        **at <= write.at && world.nodes.iter().any(|n| n.id() == id && n.eni() == eni)
+                    })
                     .map(|(_, at)| at)
                     .max()
             });
@@ -353,8 +357,9 @@ impl Checker {
     fn check_late_writes(&mut self, world: &World) {
         let now = world.now;
         let landed = &world.ec2.landed;
-        let (due, waiting): (Vec<LateWrite>, Vec<LateWrite>) =
-            std::mem::take(&mut self.late_writes).into_iter().partition(|w| w.due <= now);
+        let (due, waiting): (Vec<LateWrite>, Vec<LateWrite>) = std::mem::take(&mut self.late_writes)
+            .into_iter()
+            .partition(|w| w.due <= now);
         self.late_writes = waiting;
         for mut late in due {
             let write = &landed[late.landed];

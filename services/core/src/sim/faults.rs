@@ -179,7 +179,8 @@ pub enum Mix {
     Operations,
     /// All of the above plus slow and failing AWS: store latency past the
     /// heartbeat and half a lease, store and EC2 calls that fail or apply
-    /// with the answer lost, a route table that fails.
+    /// with the answer lost, a route table that fails; and a network
+    /// between nodes that cuts links, isolates a node or loses packets.
     Chaos,
 }
 
@@ -202,7 +203,7 @@ pub fn random_schedule(
     let kinds = match mix {
         Mix::Classic => 8,
         Mix::Operations => 16,
-        Mix::Chaos => 21,
+        Mix::Chaos => 24,
     };
     for _ in 0..count {
         let at = start + Duration::from_millis(rng.random_range(0..window.as_millis() as u64));
@@ -275,6 +276,22 @@ pub fn random_schedule(
             },
             19 => Fault::TableFails {
                 table: rng.random_range(0..2),
+                length: length(rng) * 3,
+            },
+            21 if alive.len() > 1 => {
+                let other = alive[(alive.iter().position(|n| *n == pick).unwrap_or(0) + 1) % alive.len()];
+                Fault::PeerCut {
+                    a: pick,
+                    b: other,
+                    length: length(rng) * 3,
+                }
+            }
+            22 => Fault::PeerIsolation {
+                node: pick,
+                length: length(rng) * 2,
+            },
+            23 => Fault::PeerLoss {
+                percent: rng.random_range(1..20),
                 length: length(rng) * 3,
             },
             _ => Fault::Pause {

@@ -125,7 +125,10 @@ impl PeerNet {
             self.lost += 1;
             return None;
         }
-        let (lo, hi) = (DATAGRAM_LATENCY_MIN.as_micros() as u64, DATAGRAM_LATENCY_MAX.as_micros() as u64);
+        let (lo, hi) = (
+            DATAGRAM_LATENCY_MIN.as_micros() as u64,
+            DATAGRAM_LATENCY_MAX.as_micros() as u64,
+        );
         Some((to, now + Duration::from_micros(rng.random_range(lo..hi))))
     }
 

@@ -33,6 +33,7 @@ fn record(id: &str, state: NodeState, config: Option<NodeConfig>) -> NodeRecord 
         state,
         config,
         epoch_floor: 0,
+        evicted_by: None,
     }
 }
 
@@ -67,6 +68,7 @@ fn troubled() -> (Status, TokioInstant) {
         route_tables: vec![RouteTableId("rtb-1".into()), RouteTableId("rtb-2".into())],
         drain_timeout: Duration::from_secs(120),
         pacing: Pacing::default(),
+        peer_port: None,
     };
     let mine = setup.config();
     let other = NodeConfig {

@@ -383,7 +383,9 @@ impl Machine {
                     self.routes.work.remove(&key);
                     continue;
                 };
-                let after_drift = self.routes.work[&key].confirm_after.is_none_or(|t| held.confirmed_at >= t);
+                let after_drift = self.routes.work[&key]
+                    .confirm_after
+                    .is_none_or(|t| held.confirmed_at >= t);
                 let fresh = after_drift
                     && lease.vouches_for(held.confirmed_at, now)
                     && now.saturating_since(held.confirmed_at) < fresh_for;
@@ -635,7 +637,11 @@ impl Machine {
                     .and_then(|e| e.target.as_ref())
                     .is_some_and(|eni| self.eni_of_gone_node(eni));
                 let elsewhere_alive = check == RouteCheck::WrongTarget && !at_gone_node;
-                let priority = if at_gone_node { Priority::Failover } else { Priority::Repair };
+                let priority = if at_gone_node {
+                    Priority::Failover
+                } else {
+                    Priority::Repair
+                };
                 self.want_own_routes(shard, std::slice::from_ref(table), priority);
                 if let Some(w) = self.routes.work.get_mut(&(shard, table.clone())) {
                     w.confirm_after = elsewhere_alive.then_some(now);
