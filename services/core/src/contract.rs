@@ -13,8 +13,8 @@ use crate::layout::ShardLayout;
 use crate::liveness::NodeCheck;
 use crate::routes::{Gate, RouteChange, RouteEntry, RouteError, RouteTable};
 use crate::store::{
-    AcquireOutcome, AcquireRequest, BeatKind, Expect, HandoffOutcome, HandoffRequest, HeartbeatOutcome,
-    HeartbeatRequest, LeaseStore, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest,
+    AcquireOutcome, AcquireRequest, BeatKind, EvictOutcome, EvictRequest, Expect, HandoffOutcome, HandoffRequest,
+    HeartbeatOutcome, HeartbeatRequest, LeaseStore, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest,
 };
 use crate::types::{
     EniId, Epoch, Heartbeat, Incarnation, NodeConfig, NodeId, NodeInfo, NodeRecord, NodeState, RouteTableId, ShardId,
@@ -79,7 +79,7 @@ impl Ids {
             route_tables: vec![RouteTableId("rtb-contract".into())],
             lease_ttl: std::time::Duration::from_millis(3000),
             heartbeat_interval: std::time::Duration::from_millis(1000),
-            peer_port: None,
+            peer_port: Some(7946),
         }
     }
 }
@@ -187,6 +187,18 @@ async fn mark_dead<S: LeaseStore>(
         .mark_dead(&req)
         .await
         .unwrap_or_else(|e| panic!("mark_dead {node}: {e}"))
+}
+
+async fn evict<S: LeaseStore>(store: &S, node: &NodeId, inc: Incarnation, by: &NodeId) -> EvictOutcome {
+    let req = EvictRequest {
+        node: node.clone(),
+        inc,
+        by: by.clone(),
+    };
+    store
+        .evict(&req)
+        .await
+        .unwrap_or_else(|e| panic!("evict {node} by {by}: {e}"))
 }
 
 async fn retire<S: LeaseStore>(store: &S, shard: ShardId, epoch: Epoch) -> RetireOutcome {
@@ -503,7 +515,7 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
         .filter(|id| id.as_str().starts_with(&format!("{prefix}-")))
         .collect();
     nodes.sort();
-    assert_eq!(nodes, [a.clone(), b, c]);
+    assert_eq!(nodes, [a.clone(), b.clone(), c.clone()]);
 
     // Retire: only at the epoch seen; then the item is gone, and a claim
     // may bring it back at a higher epoch, never a lower one.
@@ -521,6 +533,67 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
         AcquireOutcome::Acquired { epoch: 5 }
     );
     assert_eq!(shard(store, s0).await.map(|r| r.epoch), Some(5));
+
+    // Eviction: peers found incarnation inc_d of d dead. Only that
+    // incarnation is evicted; from then its renewals fail and its counter
+    // stands where the eviction found it, so a takeover checking that
+    // counter goes through; a new incarnation's registration starts clean.
+    let (d, e, inc_d, inc_d2) = (ids.node("d"), ids.node("e"), ids.inc(5), ids.inc(6));
+    let info_d = ids.info("d", 1);
+    let s9 = ids.shard(9);
+    assert_eq!(
+        beat(store, &ids, &info_d, inc_d, active, Register).await,
+        HeartbeatOutcome::Beat(1)
+    );
+    assert_eq!(
+        beat(store, &ids, &info_d, inc_d, active, Renew).await,
+        HeartbeatOutcome::Beat(2)
+    );
+    assert_eq!(
+        acquire(store, s9, &d, inc_d, free(1)).await,
+        AcquireOutcome::Acquired { epoch: 1 }
+    );
+    assert_eq!(
+        evict(store, &d, inc_d2, &c).await,
+        EvictOutcome::NotThere,
+        "another incarnation"
+    );
+    assert_eq!(evict(store, &e, inc_d, &c).await, EvictOutcome::NotThere, "no item");
+    assert_eq!(node(store, &e).await, None, "an eviction creates nothing");
+    assert_eq!(evict(store, &d, inc_d, &c).await, EvictOutcome::Evicted { hb: 2 });
+    assert_eq!(
+        evict(store, &d, inc_d, &b).await,
+        EvictOutcome::Evicted { hb: 2 },
+        "evicting twice finds it evicted"
+    );
+    assert_eq!(
+        beat(store, &ids, &info_d, inc_d, active, Renew).await,
+        HeartbeatOutcome::Evicted
+    );
+    let record = node(store, &d).await.expect("node d, evicted");
+    assert_eq!(
+        (record.hb, record.evicted_by),
+        (2, Some(c.clone())),
+        "the first eviction's name stays; the refused beat moved nothing"
+    );
+    assert_eq!(
+        acquire(store, s9, &c, inc_c, gone(&d, 1, unchanged(2, inc_d))).await,
+        AcquireOutcome::Acquired { epoch: 2 },
+        "an evicted owner's shard is taken over on the counter the eviction froze"
+    );
+    assert_eq!(
+        beat(store, &ids, &info_d, inc_d2, active, Register).await,
+        HeartbeatOutcome::Beat(1)
+    );
+    assert_eq!(
+        node(store, &d).await.and_then(|r| r.evicted_by),
+        None,
+        "a new incarnation is not evicted"
+    );
+    assert_eq!(
+        beat(store, &ids, &info_d, inc_d2, active, Renew).await,
+        HeartbeatOutcome::Beat(2)
+    );
 }
 
 /// Deviations of a route service from EC2 that the route suite tolerates,

@@ -125,8 +125,9 @@ fn millis(d: std::time::Duration) -> u64 {
 
 /// The size of a node item: `pk` (`node#<id>`), `hb`, `inc`, `state`,
 /// `eni`, `az`, `addr`, `weight`, `version`, `epoch_floor`, `updated_at`;
-/// what it runs (`layout`, `tables`, `ttl_ms`, `hb_ms`) when it announces
-/// it; `expires_at` once marked dead.
+/// what it runs (`layout`, `tables`, `ttl_ms`, `hb_ms`, `peer_port`) when it
+/// announces it; `expires_at` once marked dead; `evicted_by`, `evicted_hb`
+/// once evicted.
 pub fn node_item_bytes(node: &NodeRecord) -> u64 {
     let info = &node.info;
     let mut bytes = "pk".len() as u64
@@ -146,10 +147,14 @@ pub fn node_item_bytes(node: &NodeRecord) -> u64 {
         bytes += string_bytes("layout", &config.layout)
             + string_list_bytes("tables", &config.route_tables)
             + number_bytes("ttl_ms", millis(config.lease_ttl))
-            + number_bytes("hb_ms", millis(config.heartbeat_interval));
+            + number_bytes("hb_ms", millis(config.heartbeat_interval))
+            + number_bytes("peer_port", u64::from(config.peer_port.unwrap_or(0)));
     }
     if node.state == NodeState::Dead {
         bytes += clock_bytes("expires_at");
+    }
+    if let Some(by) = &node.evicted_by {
+        bytes += string_bytes("evicted_by", by) + number_bytes("evicted_hb", node.hb);
     }
     bytes
 }

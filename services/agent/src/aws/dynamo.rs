@@ -218,7 +218,10 @@ impl DynamoLeaseStore {
             .set_condition_expression(condition.map(str::to_string))
             .set_expression_attribute_names(Some(names(&expressions)))
             .set_expression_attribute_values(Some(values))
-            .return_values(ReturnValue::UpdatedNew)
+            // The whole item as it now stands: what a write is billed by,
+            // and what an eviction that found the item evicted already
+            // must answer with (nothing of it changed).
+            .return_values(ReturnValue::AllNew)
             .set_return_values_on_condition_check_failure(
                 return_old_on_failure.then_some(ReturnValuesOnConditionCheckFailure::AllOld),
             )
@@ -228,8 +231,6 @@ impl DynamoLeaseStore {
         match result {
             Ok(out) => {
                 let new = out.attributes().cloned().unwrap_or_default();
-                // What the update set stands for the item (every update
-                // of ours sets nearly all of it).
                 self.units
                     .count(op, Units::reported(out.consumed_capacity(), false), || {
                         write_estimate(key_bytes + item_bytes(&new), false)

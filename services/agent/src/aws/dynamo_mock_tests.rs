@@ -178,7 +178,7 @@ async fn an_unreachable_endpoint_is_unavailable() {
 #[tokio::test]
 async fn heartbeats_tell_a_vanished_item_from_another_process() {
     let renewal = |r: &aws_sdk_dynamodb::operation::update_item::UpdateItemInput| {
-        r.condition_expression() == Some("#inc = :inc")
+        r.condition_expression() == Some("#inc = :inc AND attribute_not_exists(#evicted_by)")
             && r.return_values_on_condition_check_failure().map(|v| v.as_str()) == Some("ALL_OLD")
             && r.expression_attribute_names()
                 .and_then(|n| n.get("#state"))
@@ -195,6 +195,20 @@ async fn heartbeats_tell_a_vanished_item_from_another_process() {
     assert_eq!(
         store(&[&rule]).heartbeat(&beat(BeatKind::Renew)).await,
         Ok(HeartbeatOutcome::NotMine)
+    );
+    // Our own incarnation, evicted by peers: we start over.
+    let mut evicted = node_item("i-1", 40);
+    evicted.insert("inc".into(), AttributeValue::S("0000000000000007".into()));
+    evicted.insert("evicted_by".into(), AttributeValue::S("i-2".into()));
+    let evicted = item_json(&evicted);
+    let rule = mock!(Client::update_item)
+        .match_requests(renewal)
+        .then_http_response(move || {
+            wire_error(400, "ConditionalCheckFailedException", &format!(r#","Item":{evicted}"#))
+        });
+    assert_eq!(
+        store(&[&rule]).heartbeat(&beat(BeatKind::Renew)).await,
+        Ok(HeartbeatOutcome::Evicted)
     );
     // No item at all: missing.
     let rule = mock!(Client::update_item)
