@@ -26,27 +26,32 @@ fn steady_fleet_converges_and_never_moves_anything() {
     assert!(report.store.write_calls > 0 && report.routes.mutating_calls >= 128);
 }
 
+/// Node 2 of 5 crashes at 45 s: late enough that the start-up's route
+/// writes (128 routes, through the account's shared EC2 bucket) are done,
+/// so the failover waits for nothing else. Returns how long it took, once
+/// the run is clean and moved exactly the dead node's shards.
+fn crash_failover(config: &mut SimConfig) -> Duration {
+    config.faults = vec![ScheduledFault {
+        at: Duration::from_secs(45),
+        fault: Fault::Crash { node: 2 },
+    }];
+    let report = sim::run(config);
+    assert_clean(&report);
+    let crash = &report.event_moves[0];
+    assert!(crash.clean);
+    assert!(crash.minimum >= 12, "node 2 should hold about 64/5 shards: {crash:?}");
+    assert_eq!(crash.actual, crash.minimum, "{crash:?}");
+    report.crash_recoveries[0]
+        .took
+        .expect("the crashed node's shards were never restored")
+}
+
 #[test]
 fn a_crash_moves_exactly_the_dead_nodes_shards() {
     for lease in [LeaseConfig::DEFAULT, LeaseConfig::FAST] {
         let mut config = SimConfig::small(7);
-        config.lease = lease.clone();
-        // Late enough that the start-up's route writes (5 nodes, 128
-        // routes, through the account's shared EC2 bucket) are done: a
-        // crash during them waits for tokens like everyone else.
-        config.faults = vec![ScheduledFault {
-            at: Duration::from_secs(45),
-            fault: Fault::Crash { node: 2 },
-        }];
-        let report = sim::run(&config);
-        assert_clean(&report);
-        let crash = &report.event_moves[0];
-        assert!(crash.clean);
-        assert!(crash.minimum >= 12, "node 2 should hold about 64/5 shards: {crash:?}");
-        assert_eq!(crash.actual, crash.minimum, "{crash:?}");
-        let took = report.crash_recoveries[0]
-            .took
-            .expect("the crashed node's shards were never restored");
+        config.lease = lease;
+        let took = crash_failover(&mut config);
         // Peers find it dead within the detection bound (one interval more
         // when nobody happens to probe it in the first), then an eviction,
         // the takeovers and the route writes: a few round trips.
@@ -65,17 +70,7 @@ fn without_peer_probes_a_crash_is_failed_over_when_its_lease_runs_out() {
         let mut config = SimConfig::small(7);
         config.lease = lease.clone();
         config.peers = None;
-        config.faults = vec![ScheduledFault {
-            at: Duration::from_secs(45),
-            fault: Fault::Crash { node: 2 },
-        }];
-        let report = sim::run(&config);
-        assert_clean(&report);
-        let crash = &report.event_moves[0];
-        assert_eq!(crash.actual, crash.minimum, "{crash:?}");
-        let took = report.crash_recoveries[0]
-            .took
-            .expect("the crashed node's shards were never restored");
+        let took = crash_failover(&mut config);
         // The last heartbeat went out up to one interval before the crash;
         // observers wait lease_ttl from seeing it, then one scan to notice
         // and a few round trips.

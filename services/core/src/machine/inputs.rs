@@ -37,6 +37,7 @@ impl Machine {
             Input::Drain(drain) => self.set_readiness(|r| r.drain = drain, now, out),
             Input::Health(health) => self.set_readiness(|r| r.health = health, now, out),
             Input::SourceDestCheckOff(off) => self.set_readiness(|r| r.source_dest_check_off = off, now, out),
+            Input::PeersCutOff(cut_off) => self.set_readiness(|r| r.cut_off_from_peers = cut_off, now, out),
             Input::Stop => {
                 if self.mode == Mode::Draining {
                     out.events.push(Event::StopDeferred);
@@ -405,8 +406,13 @@ impl Machine {
     /// cannot write (a lapsed lease: we may be the one cut off).
     fn peer_dead(&mut self, node: NodeId, inc: Incarnation, now: Instant, out: &mut Step) {
         let known = self.nodes.get(&node).is_some_and(|n| n.inc == inc);
+        // Evicting a node that holds nothing gains nothing (and a node cut
+        // off from its peers, started over empty, would be evicted again
+        // and again).
+        let holds = self.book.records().any(|r| r.owner.as_ref() == Some(&node));
         if node == *self.me()
             || !known
+            || !holds
             || !self.lease.is_valid(now)
             || self.observer.is_evicted(&node, inc)
             || !self.evicting.insert(node.clone())

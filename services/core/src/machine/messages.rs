@@ -103,6 +103,9 @@ pub enum Input {
     /// Whether the source/destination check of our ENI is known to be off;
     /// while it is not, the VPC drops traffic for VIPs routed to us.
     SourceDestCheckOff(bool),
+    /// Whether the peer probes of the others stopped reaching us
+    /// ([`crate::peers::Detector::cut_off`]).
+    PeersCutOff(bool),
     Heartbeat {
         sent_at: Instant,
         result: StoreResult<HeartbeatOutcome>,

@@ -11,10 +11,14 @@
 //! | no          | any       | not confirmed     | `Starting`  |
 //! | no          | healthy   | confirmed         | `Active`    |
 //!
+//! and a node cut off from every peer it should hear (their probes stopped
+//! reaching it) is `Starting` too, whatever else holds.
+//!
 //! `Starting` keeps what the node holds and takes nothing: a restarted
 //! agent re-adopts its shards without moving them, but a node whose haproxy
 //! was never seen healthy, or whose VIP traffic the VPC would drop, claims
-//! no VIP.
+//! no VIP. Nor does a node its peers cannot reach: they would find it dead
+//! and evict it again, and its shards would move back and forth.
 
 use crate::types::NodeState;
 
@@ -58,6 +62,7 @@ pub struct Readiness {
     pub drain: bool,
     pub health: Health,
     pub source_dest_check_off: bool,
+    pub cut_off_from_peers: bool,
 }
 
 impl Readiness {
@@ -66,7 +71,7 @@ impl Readiness {
             Mode::Draining
         } else if self.health == Health::Unhealthy {
             Mode::Unhealthy
-        } else if self.health == Health::Unknown || !self.source_dest_check_off {
+        } else if self.health == Health::Unknown || !self.source_dest_check_off || self.cut_off_from_peers {
             Mode::Starting
         } else {
             Mode::Active
@@ -85,6 +90,7 @@ mod tests {
                 drain,
                 health,
                 source_dest_check_off: sdc,
+                cut_off_from_peers: false,
             }
             .mode()
         };
@@ -96,5 +102,13 @@ mod tests {
         assert_eq!(r(false, Health::Unknown, true), Mode::Starting);
         assert_eq!(r(false, Health::Healthy, false), Mode::Starting);
         assert_eq!(r(false, Health::Healthy, true), Mode::Active);
+        let cut_off = Readiness {
+            health: Health::Healthy,
+            source_dest_check_off: true,
+            cut_off_from_peers: true,
+            drain: false,
+        };
+        assert_eq!(cut_off.mode(), Mode::Starting);
+        assert_eq!(Readiness { drain: true, ..cut_off }.mode(), Mode::Draining);
     }
 }

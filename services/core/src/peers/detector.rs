@@ -32,6 +32,11 @@ impl PeerStatus {
     }
 }
 
+/// A node that has heard no member for this many probe intervals is cut
+/// off: with every member probing a few others each interval, a node in
+/// touch hears someone several times an interval.
+pub const CUT_OFF_AFTER_INTERVALS: u32 = 20;
+
 /// Copies of a `Leave` sent to each member: one lost datagram must not
 /// cost a restarting node its shards.
 const LEAVE_COPIES: usize = 2;
@@ -188,6 +193,21 @@ impl Detector {
     /// ago, it is this node that is cut off.
     pub fn heard_from_peers_since(&self) -> Option<Instant> {
         self.heard_at
+    }
+
+    /// Whether this node is cut off from its peers: it has two members or
+    /// more, and no message from any of them has reached it yet, or none
+    /// for [`CUT_OFF_AFTER_INTERVALS`] probe intervals (members probe one
+    /// another several times an interval). A process that has heard nobody
+    /// yet counts as cut off: it must not take shards its peers would
+    /// evict it for again. With a single member, silence may as well be
+    /// that member's crash.
+    pub fn cut_off(&self, now: Instant) -> bool {
+        if self.members.len() < 2 {
+            return false;
+        }
+        self.heard_at
+            .is_none_or(|heard| now.saturating_since(heard) > self.config.probe_interval * CUT_OFF_AFTER_INTERVALS)
     }
 
     /// The earliest time `tick` has something to do.

@@ -649,3 +649,25 @@ fn a_node_that_leaves_is_not_condemned_and_is_probed_again_as_a_new_incarnation(
     net.run_for(Duration::from_secs(2));
     assert_eq!(net.deads(), 3, "{:?}", net.verdicts);
 }
+
+#[test]
+fn a_node_cut_off_knows_it_and_one_in_touch_does_not() {
+    let mut net = Net::new(4, 21);
+    net.run_for(WARM_UP);
+    assert!((0..4).all(|i| !net.nodes[i].cut_off(net.now)), "all in touch");
+    for other in [0, 1, 2] {
+        net.partition(3, other);
+    }
+    net.run_for(Duration::from_secs(3));
+    assert!(net.nodes[3].cut_off(net.now), "n3 hears nobody");
+    assert!(
+        (0..3).all(|i| !net.nodes[i].cut_off(net.now)),
+        "the others hear each other"
+    );
+    // A lone member's silence may be its crash: no verdict on ourselves.
+    let mut pair = Net::new(2, 22);
+    pair.run_for(WARM_UP);
+    pair.crashed.insert(1);
+    pair.run_for(Duration::from_secs(5));
+    assert!(!pair.nodes[0].cut_off(pair.now));
+}

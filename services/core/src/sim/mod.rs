@@ -284,6 +284,8 @@ pub(crate) struct SimNode {
     wake_at: Option<Instant>,
     /// Likewise for the peer detector.
     peer_wake_at: Option<Instant>,
+    /// What the machine was last told: the peers' probes stopped reaching it.
+    cut_off: bool,
     partitioned_until: Option<Instant>,
 }
 
@@ -599,6 +601,7 @@ impl World {
             inbox: Vec::new(),
             wake_at: None,
             peer_wake_at: None,
+            cut_off: false,
             partitioned_until: None,
         });
         self.boot(config, index);
@@ -616,6 +619,7 @@ impl World {
         node.inbox.clear();
         node.wake_at = None;
         node.peer_wake_at = None;
+        node.cut_off = false;
         self.boot(config, index);
     }
 
@@ -949,6 +953,11 @@ impl World {
             if let Verdict::Dead { node: dead, inc } = verdict {
                 self.step(config, node, Input::PeerDead { node: dead, inc });
             }
+        }
+        let cut_off = self.peers.detector(node).is_some_and(|d| d.cut_off(now));
+        if cut_off != self.nodes[node].cut_off && self.nodes[node].is_live() {
+            self.nodes[node].cut_off = cut_off;
+            self.step(config, node, Input::PeersCutOff(cut_off));
         }
         self.schedule_peer_wake(node);
     }
