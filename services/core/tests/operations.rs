@@ -419,3 +419,130 @@ fn two_hundred_schedules_of_operational_faults_break_no_invariant() {
         failures.join("\n")
     );
 }
+
+fn ms(at: u64, fault: Fault) -> ScheduledFault {
+    ScheduledFault {
+        at: Duration::from_millis(at),
+        fault,
+    }
+}
+
+/// Chaos seed 1695 (fast profile): a hand-off, then route table 1 refuses
+/// every call, then the lease table is lost. Route table 1's last answer
+/// (from before the hand-off) must not decide where the re-created table's
+/// shards go: that moved shards a table loss must not move.
+#[test]
+fn a_route_table_that_keeps_refusing_does_not_decide_who_gets_a_free_shard() {
+    let mut config = SimConfig::small(1695);
+    config.lease = LeaseConfig::FAST;
+    config.faults = vec![
+        ms(
+            10_366,
+            Fault::TableFails {
+                table: 0,
+                length: Duration::from_millis(3060),
+            },
+        ),
+        ms(
+            13_733,
+            Fault::StoreOutage {
+                length: Duration::from_millis(2370),
+            },
+        ),
+        ms(
+            38_598,
+            Fault::HealthDown {
+                node: 0,
+                length: Duration::from_millis(2534),
+            },
+        ),
+        ms(
+            41_832,
+            Fault::TableFails {
+                table: 1,
+                length: Duration::from_millis(6732),
+            },
+        ),
+        ms(
+            48_177,
+            Fault::TableLoss {
+                length: Duration::from_millis(1358),
+            },
+        ),
+        ms(
+            56_480,
+            Fault::FlakyStore {
+                percent: 24,
+                length: Duration::from_millis(4256),
+            },
+        ),
+        ms(69_277, Fault::Drain { node: 1 }),
+        ms(69_401, Fault::Join),
+    ];
+    run(&config);
+}
+
+/// Chaos seed 1024: a node paused through a table loss wakes up, renews its
+/// lease and, from what it knew before the pause, claims shards that were
+/// claimed (at a higher epoch) and lost again while it slept. After a lapse
+/// a node plans no change of owner from what it knew before.
+#[test]
+fn a_node_whose_lease_lapsed_claims_nothing_from_what_it_knew_before() {
+    let mut config = SimConfig::small(1024);
+    config.faults = vec![
+        ms(
+            15_355,
+            Fault::TableLoss {
+                length: Duration::from_millis(2077),
+            },
+        ),
+        ms(
+            18_706,
+            Fault::StoreOutage {
+                length: Duration::from_millis(7863),
+            },
+        ),
+        ms(
+            18_863,
+            Fault::FlakyEc2 {
+                percent: 23,
+                length: Duration::from_millis(14_994),
+            },
+        ),
+        ms(
+            20_528,
+            Fault::JunkItem {
+                over_node: Some(1),
+                length: Duration::from_millis(4682),
+            },
+        ),
+        ms(
+            26_845,
+            Fault::Pause {
+                node: 4,
+                length: Duration::from_millis(6074),
+            },
+        ),
+        ms(
+            31_847,
+            Fault::TableLoss {
+                length: Duration::from_millis(4746),
+            },
+        ),
+        ms(
+            38_201,
+            Fault::FlakyStore {
+                percent: 24,
+                length: Duration::from_millis(9122),
+            },
+        ),
+        ms(
+            53_445,
+            Fault::PeerLoss {
+                percent: 12,
+                length: Duration::from_millis(12_909),
+            },
+        ),
+    ];
+    run(&config);
+}

@@ -141,6 +141,18 @@ impl ShardBook {
     }
 
     /// A retired shard: its item is gone for good.
+    /// We could not see for a while (our lease lapsed: paused, cut off from
+    /// the store): a shard we saw free may have been claimed and lost again
+    /// meanwhile, under an epoch we never saw. Its wait starts over, so a
+    /// claim waits for reads (and epoch floors) from after now.
+    pub(crate) fn restart_free_clocks(&mut self, now: Instant) {
+        for entry in self.entries.values_mut() {
+            if entry.free_since.is_some() {
+                entry.free_since = Some(now);
+            }
+        }
+    }
+
     pub(crate) fn forget(&mut self, shard: ShardId) {
         if self.entries.remove(&shard).is_some() {
             self.version += 1;

@@ -231,8 +231,11 @@ impl Machine {
                 }
                 if self.lease.heartbeat_succeeded(sent_at, now, self.cfg().own_lease()) {
                     // Whatever we held before the lapse must be confirmed
-                    // again: re-read it all.
+                    // again: re-read it all, and plan no change of owner
+                    // from what we knew before.
                     self.shards_stale = true;
+                    self.members_changed_at = Some(now);
+                    self.book.restart_free_clocks(now);
                     out.events.push(Event::LeaseRenewed);
                 }
             }

@@ -123,9 +123,14 @@ impl RouteBook {
         oldest
     }
 
+    /// Where the shard's routes point, in the tables that answer: what a
+    /// table that keeps refusing showed last may be long out of date.
     pub(super) fn pointing(&self, shard: ShardId, tables: &[RouteTableId]) -> Pointing {
         let mut targets = BTreeSet::new();
         for table in tables {
+            if self.tables.get(table).is_some_and(TableHealth::is_down) {
+                continue;
+            }
             if let Some(Some(eni)) = self.seen.get(&(table.clone(), shard.vip())) {
                 targets.insert(eni.clone());
             }
