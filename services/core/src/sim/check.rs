@@ -115,7 +115,9 @@ pub struct Checker {
     table_epoch: BTreeMap<ShardId, Epoch>,
     changed_at: BTreeMap<ShardId, Instant>,
     last_move_at: Option<Instant>,
-    last_fault_at: Option<Instant>,
+    /// When the last fault so far ends (a fault with a length, such as a
+    /// node cut off from its peers, moves shards again when it heals).
+    last_fault_end: Option<Instant>,
     windows: Vec<Window>,
     pub event_moves: Vec<EventMoves>,
     recoveries: Vec<(NodeId, Instant, BTreeSet<ShardId>, Option<Duration>)>,
@@ -163,7 +165,7 @@ impl Checker {
             table_epoch: BTreeMap::new(),
             changed_at: BTreeMap::new(),
             last_move_at: None,
-            last_fault_at: None,
+            last_fault_end: None,
             windows: Vec::new(),
             event_moves: Vec::new(),
             recoveries: Vec::new(),
@@ -435,13 +437,14 @@ impl Checker {
     pub(crate) fn before_fault(&mut self, world: &World, fault: &Fault) {
         let now = world.now;
         let quiet = self
-            .last_fault_at
-            .is_none_or(|t| now.saturating_since(t) >= self.settle)
+            .last_fault_end
+            .is_none_or(|t| now >= t && now.saturating_since(t) >= self.settle)
             && self
                 .last_move_at
                 .is_none_or(|t| now.saturating_since(t) >= QUIET_BEFORE)
             && settled(world);
-        self.last_fault_at = Some(now);
+        let end = now + fault.length();
+        self.last_fault_end = Some(self.last_fault_end.map_or(end, |t| t.max(end)));
         for window in &mut self.windows {
             window.clean = false;
         }

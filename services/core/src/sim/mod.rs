@@ -12,6 +12,11 @@
 //! during a rollout. Restarted nodes keep their id and get a new
 //! incarnation.
 //!
+//! Modules: `calls` (store calls and their timeouts), `ec2` (the driver's
+//! route calls and EC2's token bucket), `peers` (the network between nodes
+//! and their detectors), `inject` (what each fault does), [`faults`] (the
+//! faults and random schedules), [`check`] (the invariants).
+//!
 //! Same seed, same run: the only randomness is a seeded `SmallRng`, and all
 //! maps iterate in key order.
 
@@ -19,6 +24,7 @@ mod calls;
 pub mod check;
 mod ec2;
 pub mod faults;
+mod inject;
 mod peers;
 
 use std::cmp::Reverse;
@@ -33,9 +39,9 @@ use crate::config::LeaseConfig;
 use crate::fake::{LeaseTable, RouteCounters, RouteTables, TableCounters};
 use crate::layout::ShardLayout;
 use crate::machine::{Effect, ExitReason, Health, Input, Machine, NodeSetup, Pacing, RouteCall, TABLE_BACKOFF_CAP};
-use crate::peers::{Message, Output, PeerConfig, Verdict};
+use crate::peers::{Message, PeerConfig};
 use crate::time::Instant;
-use crate::types::{EniId, Incarnation, NodeId, NodeInfo, NodeState, RouteTableId, ShardId, Vip};
+use crate::types::{EniId, Incarnation, NodeId, NodeInfo, RouteTableId, ShardId, Vip};
 
 pub use check::{Checker, CrashRecovery, EventMoves};
 pub use ec2::Landed;
@@ -78,9 +84,6 @@ pub enum Sabotage {
     NoRecheckAfterEviction,
 }
 
-/// How long a node's agent is down while it restarts with a new
-/// configuration ([`Fault::Reconfigure`]).
-const RECONFIGURE_DOWNTIME: Duration = Duration::from_millis(200);
 /// The port simulated nodes announce for peer probes.
 const SIM_PEER_PORT: u16 = 7946;
 /// How long an evicted agent takes to start over as a new incarnation.
@@ -744,111 +747,6 @@ impl World {
         }
     }
 
-    fn inject(&mut self, config: &SimConfig, fault: &Fault) {
-        let now = self.now;
-        if let Some(trace) = &mut self.trace {
-            trace.push(format!("{now} FAULT {fault:?}"));
-        }
-        let usable = |n: &usize, nodes: &Vec<SimNode>| {
-            *n < nodes.len() && matches!(nodes[*n].status, Status::Running | Status::Paused { .. })
-        };
-        match fault {
-            Fault::Crash { node } if usable(node, &self.nodes) => self.nodes[*node].status = Status::Down,
-            Fault::Pause { node, length } if usable(node, &self.nodes) && self.nodes[*node].is_live() => {
-                let until = now + *length;
-                self.nodes[*node].status = Status::Paused { until };
-                self.schedule(until, What::Resume(*node));
-            }
-            Fault::Partition { node, length } if usable(node, &self.nodes) => {
-                self.nodes[*node].partitioned_until = Some(now + *length);
-            }
-            Fault::StoreOutage { length } => self.store_down_until = Some(now + *length),
-            Fault::Join => {
-                let index = self.nodes.len();
-                self.add_node(config, index, config.base_variant());
-            }
-            Fault::Drain { node } if usable(node, &self.nodes) && self.nodes[*node].is_live() => {
-                self.step(config, *node, Input::Drain(true));
-            }
-            Fault::RouteDrift { shard, to_node } if *to_node < self.nodes.len() => {
-                let eni = self.nodes[*to_node].eni().clone();
-                if let Some(table) = self.tables.first().cloned() {
-                    self.routes.set_by_hand(&table, vip_of(*shard), &eni);
-                }
-            }
-            Fault::Restart { node, down, graceful } if usable(node, &self.nodes) && self.nodes[*node].is_live() => {
-                let variant = self.nodes[*node].variant.clone();
-                self.stop(config, *node, *graceful, *down, variant);
-            }
-            Fault::Reconfigure { node, variant } if usable(node, &self.nodes) && self.nodes[*node].is_live() => {
-                self.stop(config, *node, true, RECONFIGURE_DOWNTIME, variant.clone());
-            }
-            Fault::HealthDown { node, length } if usable(node, &self.nodes) => {
-                let generation = self.nodes[*node].generation;
-                if let Some(d) = self.peers.detector(*node) {
-                    d.set_healthy(false);
-                }
-                self.deliver(config, *node, Input::Health(Health::Unhealthy));
-                self.schedule(
-                    now + *length,
-                    What::Healthy {
-                        node: *node,
-                        generation,
-                    },
-                );
-            }
-            Fault::DeleteShardItem { shard } => self.table.delete_shard(shard_of(*shard)),
-            Fault::DeleteNodeItem { node } if *node < self.nodes.len() => {
-                let id = self.nodes[*node].id().clone();
-                self.table.delete_node(&id);
-            }
-            Fault::JunkItem { over_node, length } => {
-                let key = match over_node {
-                    Some(n) if *n < self.nodes.len() => format!("node#{}", self.nodes[*n].id()),
-                    _ => format!("node#junk-{}", self.seq),
-                };
-                self.table.put_junk(&key, "attribute hb is not a number");
-                self.schedule(now + *length, What::RemoveJunk(key));
-            }
-            Fault::MarkDeadByHand { node } if *node < self.nodes.len() => {
-                let id = self.nodes[*node].id().clone();
-                self.table.set_state_by_hand(&id, NodeState::Dead);
-            }
-            Fault::TableLoss { length } => {
-                self.table.recreate();
-                self.table_missing_until = Some(now + *length);
-            }
-            Fault::SlowStore { node, latency, length } => {
-                self.slow_store.retain(|(_, _, until)| now < *until);
-                self.slow_store.push((*node, *latency, now + *length));
-            }
-            Fault::FlakyStore { percent, length } => self.flaky_store = Some((*percent, now + *length)),
-            Fault::FlakyEc2 { percent, length } => self.ec2.flaky = Some((*percent, now + *length)),
-            Fault::PeerCut { a, b, length } => self.peers.cut(*a, *b, now + *length),
-            Fault::PeerIsolation { node, length } => self.peers.isolate(*node, now + *length),
-            Fault::PeerLoss { percent, length } => self.peers.set_loss(*percent, now + *length),
-            Fault::TableFails { table, length } => {
-                if let Some(table) = self.tables.get(*table).cloned() {
-                    self.ec2.failing.insert(table, now + *length);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Stops node `index`'s agent (SIGTERM if `graceful`, else `kill -9`)
-    /// and starts it again `down` later with `variant`.
-    fn stop(&mut self, config: &SimConfig, index: usize, graceful: bool, down: Duration, variant: Variant) {
-        if graceful {
-            self.step(config, index, Input::Stop);
-        }
-        // A stop during a drain is deferred by the agent; the sim's process
-        // manager does not wait (systemd would not either, past its stop
-        // timeout).
-        self.nodes[index].status = Status::Down;
-        self.schedule(self.now + down, What::Start { node: index, variant });
-    }
-
     fn step(&mut self, config: &SimConfig, node: usize, input: Input) {
         let now = self.now;
         self.stepped.insert(node);
@@ -933,43 +831,6 @@ impl World {
             let machine = &self.nodes[node].machine;
             self.peers.set_members(node, machine.peer_members(), now);
             self.schedule_peer_wake(node);
-        }
-    }
-
-    /// Sends what a detector wants sent, hands its verdicts to its machine,
-    /// and queues its next timer.
-    fn peer_output(&mut self, config: &SimConfig, node: usize, out: Output) {
-        let now = self.now;
-        for outgoing in out.send {
-            if let Some((to, at)) = self.peers.route(node, &outgoing.to, now, &mut self.rng) {
-                let message = outgoing.message;
-                self.schedule(at, What::Datagram { to, message });
-            }
-        }
-        for verdict in out.verdicts {
-            if let Some(trace) = &mut self.trace {
-                trace.push(format!("{now} {} peers: {verdict:?}", self.nodes[node].id()));
-            }
-            if let Verdict::Dead { node: dead, inc } = verdict {
-                self.step(config, node, Input::PeerDead { node: dead, inc });
-            }
-        }
-        let cut_off = self.peers.detector(node).is_some_and(|d| d.cut_off(now));
-        if cut_off != self.nodes[node].cut_off && self.nodes[node].is_live() {
-            self.nodes[node].cut_off = cut_off;
-            self.step(config, node, Input::PeersCutOff(cut_off));
-        }
-        self.schedule_peer_wake(node);
-    }
-
-    fn schedule_peer_wake(&mut self, node: usize) {
-        let Some(wake) = self.peers.next_wake(node) else {
-            return;
-        };
-        let wake = wake.max(self.now + Duration::from_micros(100));
-        if self.nodes[node].peer_wake_at.is_none_or(|w| wake < w || w <= self.now) {
-            self.nodes[node].peer_wake_at = Some(wake);
-            self.schedule(wake, What::PeerWake(node));
         }
     }
 }

@@ -12,7 +12,9 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::Rng;
 
-use crate::peers::{Detector, Message, Output, PeerConfig};
+use super::{SimConfig, What, World};
+use crate::machine::Input;
+use crate::peers::{Detector, Message, Output, PeerConfig, Verdict};
 use crate::time::Instant;
 use crate::types::{Incarnation, NodeId};
 
@@ -144,5 +146,44 @@ impl PeerNet {
 
     pub(crate) fn next_wake(&self, index: usize) -> Option<Instant> {
         self.detectors.get(index)?.as_ref()?.next_wake()
+    }
+}
+
+impl World {
+    /// Sends what a detector wants sent, hands its verdicts to its machine,
+    /// and queues its next timer.
+    pub(super) fn peer_output(&mut self, config: &SimConfig, node: usize, out: Output) {
+        let now = self.now;
+        for outgoing in out.send {
+            if let Some((to, at)) = self.peers.route(node, &outgoing.to, now, &mut self.rng) {
+                let message = outgoing.message;
+                self.schedule(at, What::Datagram { to, message });
+            }
+        }
+        for verdict in out.verdicts {
+            if let Some(trace) = &mut self.trace {
+                trace.push(format!("{now} {} peers: {verdict:?}", self.nodes[node].id()));
+            }
+            if let Verdict::Dead { node: dead, inc } = verdict {
+                self.step(config, node, Input::PeerDead { node: dead, inc });
+            }
+        }
+        let cut_off = self.peers.detector(node).is_some_and(|d| d.cut_off(now));
+        if cut_off != self.nodes[node].cut_off && self.nodes[node].is_live() {
+            self.nodes[node].cut_off = cut_off;
+            self.step(config, node, Input::PeersCutOff(cut_off));
+        }
+        self.schedule_peer_wake(node);
+    }
+
+    pub(super) fn schedule_peer_wake(&mut self, node: usize) {
+        let Some(wake) = self.peers.next_wake(node) else {
+            return;
+        };
+        let wake = wake.max(self.now + Duration::from_micros(100));
+        if self.nodes[node].peer_wake_at.is_none_or(|w| wake < w || w <= self.now) {
+            self.nodes[node].peer_wake_at = Some(wake);
+            self.schedule(wake, What::PeerWake(node));
+        }
     }
 }
