@@ -125,7 +125,7 @@ fn millis(d: std::time::Duration) -> u64 {
 
 /// The size of a node item: `pk` (`node#<id>`), `hb`, `inc`, `state`,
 /// `eni`, `az`, `addr`, `weight`, `version`, `epoch_floor`, `updated_at`;
-/// what it runs (`layout`, `tables`, `ttl_ms`, `hb_ms`) when it announces
+/// what it runs (`layout`, `tables`, `ttl_ms`, `hb_ms`, `peer_port`) when it announces
 /// it; `expires_at` once marked dead.
 pub fn node_item_bytes(node: &NodeRecord) -> u64 {
     let info = &node.info;
@@ -146,7 +146,9 @@ pub fn node_item_bytes(node: &NodeRecord) -> u64 {
         bytes += string_bytes("layout", &config.layout)
             + string_list_bytes("tables", &config.route_tables)
             + number_bytes("ttl_ms", millis(config.lease_ttl))
-            + number_bytes("hb_ms", millis(config.heartbeat_interval));
+            + number_bytes("hb_ms", millis(config.heartbeat_interval))
+            // Written as 0 when the node does not answer probes.
+            + number_bytes("peer_port", u64::from(config.peer_port.unwrap_or(0)));
     }
     if node.state == NodeState::Dead {
         bytes += clock_bytes("expires_at");

@@ -178,7 +178,7 @@ async fn an_unreachable_endpoint_is_unavailable() {
 #[tokio::test]
 async fn heartbeats_tell_a_vanished_item_from_another_process() {
     let renewal = |r: &aws_sdk_dynamodb::operation::update_item::UpdateItemInput| {
-        r.condition_expression() == Some("#inc = :inc")
+        r.condition_expression() == Some(crate::aws::dynamo_items::expr::HEARTBEAT_CONDITION)
             && r.return_values_on_condition_check_failure().map(|v| v.as_str()) == Some("ALL_OLD")
             && r.expression_attribute_names()
                 .and_then(|n| n.get("#state"))
