@@ -753,8 +753,16 @@ mod tests {
             (GOOD, &["peers.port=0"], "peers.port must not be 0"),
             (GOOD, &["peers.port=70000"], "peers"),
             (GOOD, &["peers.bind=everywhere"], "peers.bind \"everywhere\""),
-            (GOOD, &["peers.ack_timeout_ms=0"], "peers: ack_timeout must be above zero"),
-            (GOOD, &["peers.ack_timeout_ms=100"], "peers: ack_timeout (100ms) must be below"),
+            (
+                GOOD,
+                &["peers.ack_timeout_ms=0"],
+                "peers: ack_timeout must be above zero",
+            ),
+            (
+                GOOD,
+                &["peers.ack_timeout_ms=100"],
+                "peers: ack_timeout (100ms) must be below",
+            ),
             (GOOD, &["peers.confirm_rounds=0"], "peers: confirm_rounds"),
             (GOOD, &["peers.probe_interval=5"], "probe_interval"),
             ("not toml [", &[], "TOML"),

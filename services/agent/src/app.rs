@@ -133,7 +133,11 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
         }
     }
     if config.disable_source_dest_check {
-        tokio::spawn(turn_off_source_dest_check(ec2.clone(), me.eni.clone(), controls_tx.clone()));
+        tokio::spawn(turn_off_source_dest_check(
+            ec2.clone(),
+            me.eni.clone(),
+            controls_tx.clone(),
+        ));
     } else {
         info!("ec2.disable_source_dest_check = false: the source/destination check is taken to be off already");
         let _ = controls_tx.send(Control::SourceDestCheckOff(true)).await;
@@ -152,7 +156,8 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
         let inc = Incarnation(SmallRng::from_os_rng().random());
         let started = Instant::from_offset(TokioInstant::now().saturating_duration_since(origin));
         let machine = Machine::new(node_setup(&config, &me, inc), started);
-        let mut driver = Driver::new(machine, store.clone(), ec2.clone(), origin, board, metrics.clone()).replay(replay);
+        let mut driver =
+            Driver::new(machine, store.clone(), ec2.clone(), origin, board, metrics.clone()).replay(replay);
         if let (Some(transport), Some(peers)) = (transport, config.peers) {
             let detector = PeerLink::detector(me.instance_id.clone(), inc, peers.detector);
             driver = driver.with_peers(PeerLink::new(transport, detector, metrics.clone()));

@@ -1,20 +1,27 @@
 //! Drivers with peer probes over real UDP on loopback, against the
 //! in-memory store and route tables, in real time (probes need real
 //! datagrams): a crashed node is found by its peers and evicted well within
-//! its lease; one that stops in order says so and is not evicted.
+//! its lease; one that stops in order says so and is not evicted. The
+//! fleet JSON lists the peers, as `openapi.yaml` says.
+
+// Shared with dashboard.rs, which uses all of it; only validation here.
+#[allow(dead_code)]
+#[path = "support/openapi.rs"]
+mod openapi;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant as TokioInstant;
 use vipfleet_agent::dashboard::metrics::Metrics;
+use vipfleet_agent::dashboard::view::FleetView;
 use vipfleet_agent::driver::peers::PeerLink;
 use vipfleet_agent::driver::{self, Control, Driver};
 use vipfleet_agent::peers::Transport;
-use vipfleet_agent::status::StatusBoard;
+use vipfleet_agent::status::{Status, StatusBoard};
 use vipfleet_core::fake::{FakeLeaseStore, FakeRouteTable};
 use vipfleet_core::machine::{ExitReason, Health, Machine, NodeSetup, Pacing};
 use vipfleet_core::peers::PeerConfig;
@@ -40,6 +47,7 @@ struct Node {
     id: NodeId,
     controls: mpsc::Sender<Control>,
     task: JoinHandle<ExitReason>,
+    status: watch::Receiver<Status>,
 }
 
 async fn start(name: &str, inc: u64, store: &FakeLeaseStore, routes: &FakeRouteTable) -> Node {
@@ -69,7 +77,7 @@ async fn start(name: &str, inc: u64, store: &FakeLeaseStore, routes: &FakeRouteT
         },
         peer_port: Some(port),
     };
-    let (board, _status) = StatusBoard::new();
+    let (board, status) = StatusBoard::new();
     let (controls, rx) = driver::controls();
     controls.try_send(Control::Health(Health::Healthy)).unwrap();
     controls.try_send(Control::SourceDestCheckOff(true)).unwrap();
@@ -87,6 +95,7 @@ async fn start(name: &str, inc: u64, store: &FakeLeaseStore, routes: &FakeRouteT
         id,
         controls,
         task: tokio::spawn(driver.run(rx)),
+        status,
     }
 }
 
@@ -99,10 +108,7 @@ fn owners(store: &FakeLeaseStore) -> BTreeMap<vipfleet_core::ShardId, NodeId> {
 }
 
 fn evicted(store: &FakeLeaseStore, node: &NodeId) -> bool {
-    store
-        .table()
-        .peek_node(node)
-        .is_some_and(|n| n.evicted_by.is_some())
+    store.table().peek_node(node).is_some_and(|n| n.evicted_by.is_some())
 }
 
 /// Polls `ok` until it holds or `within` passes; says whether it held.
@@ -136,13 +142,37 @@ async fn a_crashed_node_is_evicted_by_its_peers_before_its_lease_runs_out() {
     let routes = FakeRouteTable::new(tables());
     let [a, b, c] = fleet(&store, &routes).await;
 
+    // b's dashboard lists a and c, alive and acking, as the schema says.
+    let view = FleetView::build(&b.status.borrow(), TokioInstant::now()).expect("b has stepped");
+    let json = serde_json::to_value(&view).unwrap();
+    let spec = openapi::Spec::load();
+    let errors = spec.validate(&spec.schema("Fleet"), &json);
+    assert!(
+        errors.is_empty(),
+        "the fleet JSON breaks openapi.yaml:\n{}",
+        errors.join("\n")
+    );
+    let peers: Vec<(&str, &str)> = view.peers.iter().map(|p| (p.node.as_str(), p.status)).collect();
+    assert_eq!(peers, [("a", "alive"), ("c", "alive")]);
+    assert!(
+        view.peers.iter().all(|p| p.last_ack_ms_ago.is_some_and(|ms| ms < 1000)),
+        "{:?}",
+        view.peers
+    );
+
     let crashed_at = TokioInstant::now();
     a.task.abort();
     let found = eventually(EVICTED_WITHIN, || evicted(&store, &a.id)).await;
     assert!(found, "a not evicted within {EVICTED_WITHIN:?} of its crash");
-    let moved = eventually(LeaseConfig::DEFAULT.lease_ttl, || owners(&store).values().all(|o| *o != a.id)).await;
+    let moved = eventually(LeaseConfig::DEFAULT.lease_ttl, || {
+        owners(&store).values().all(|o| *o != a.id)
+    })
+    .await;
     assert!(moved, "a's shards did not move: {:?}", owners(&store));
-    eprintln!("a evicted and its shards moved {:?} after its crash", crashed_at.elapsed());
+    eprintln!(
+        "a evicted and its shards moved {:?} after its crash",
+        crashed_at.elapsed()
+    );
     assert!(!evicted(&store, &b.id) && !evicted(&store, &c.id));
     b.task.abort();
     c.task.abort();

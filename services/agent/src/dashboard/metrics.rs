@@ -469,7 +469,12 @@ impl Metrics {
         for status in statuses {
             counts[status_index(*status)] += 1;
         }
-        for status in [PeerStatus::Alive, PeerStatus::Suspect, PeerStatus::Dead, PeerStatus::Left] {
+        for status in [
+            PeerStatus::Alive,
+            PeerStatus::Suspect,
+            PeerStatus::Dead,
+            PeerStatus::Left,
+        ] {
             self.peer_members
                 .get_or_create(&StatusLabel {
                     status: status_label(status),
@@ -685,8 +690,14 @@ mod tests {
         });
         m.set_peer_members([PeerStatus::Alive, PeerStatus::Alive, PeerStatus::Left].iter());
         let text = m.render();
-        assert_eq!(line(&text, "vipfleet_peer_datagrams_total{direction=\"dropped\"}"), "vipfleet_peer_datagrams_total{direction=\"dropped\"} 2");
-        assert!(text.contains("vipfleet_peer_verdicts_total{verdict=\"dead\"} 1"), "{text}");
+        assert_eq!(
+            line(&text, "vipfleet_peer_datagrams_total{direction=\"dropped\"}"),
+            "vipfleet_peer_datagrams_total{direction=\"dropped\"} 2"
+        );
+        assert!(
+            text.contains("vipfleet_peer_verdicts_total{verdict=\"dead\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("vipfleet_peer_members{status=\"alive\"} 2"), "{text}");
         assert!(text.contains("vipfleet_peer_members{status=\"suspect\"} 0"), "{text}");
     }

@@ -238,7 +238,11 @@ where
             let sleep_until = wake_at
                 .and_then(|w| self.at(w))
                 .unwrap_or_else(|| TokioInstant::now() + IDLE_WAKE_INTERVAL);
-            let peer_wake = self.peers.as_ref().and_then(PeerLink::next_wake).and_then(|w| self.at(w));
+            let peer_wake = self
+                .peers
+                .as_ref()
+                .and_then(PeerLink::next_wake)
+                .and_then(|w| self.at(w));
             let peers_on = self.peers.is_some();
             let woken = tokio::select! {
                 Some(input) = results.recv() => Woken::Input(input),
@@ -263,6 +267,7 @@ where
                 Woken::Datagram(message) => {
                     let now = self.now();
                     let inputs = self.peers.as_mut().map(|p| p.receive(message, now)).unwrap_or_default();
+                    self.publish_peers();
                     for input in inputs {
                         wake_at = self.step(input, &results_tx);
                     }
@@ -270,6 +275,7 @@ where
                 Woken::PeerTimer => {
                     let now = self.now();
                     let inputs = self.peers.as_mut().map(|p| p.tick(now)).unwrap_or_default();
+                    self.publish_peers();
                     for input in inputs {
                         wake_at = self.step(input, &results_tx);
                     }
@@ -312,12 +318,19 @@ where
         self.status.record(&self.machine, &step.events, now);
         if let Some(peers) = self.peers.as_mut() {
             peers.refresh(&self.machine, now);
+            self.status.record_peers(peers.members());
         }
         self.publish_fence();
         for effect in step.effects {
             self.perform(effect, now, results.clone());
         }
         step.wake_at
+    }
+
+    fn publish_peers(&self) {
+        if let Some(peers) = &self.peers {
+            self.status.record_peers(peers.members());
+        }
     }
 
     fn publish_fence(&self) {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 use vipfleet_core::machine::{Health, Input, Machine};
-use vipfleet_core::peers::{Detector, Message, Output, PeerConfig, Verdict};
+use vipfleet_core::peers::{Detector, Message, Output, PeerConfig, PeerState, Verdict};
 use vipfleet_core::{Incarnation, Instant, NodeId};
 
 use crate::dashboard::metrics::Metrics;
@@ -88,6 +88,11 @@ impl PeerLink {
 
     pub fn next_wake(&self) -> Option<Instant> {
         self.detector.next_wake()
+    }
+
+    /// Every member and what the detector believes of it, for the status.
+    pub fn members(&self) -> impl Iterator<Item = (NodeId, PeerState)> + '_ {
+        self.detector.members().map(|(id, state)| (id.clone(), *state))
     }
 
     pub fn state(&self) -> &Detector {

@@ -54,7 +54,14 @@ fn other_versions_garbage_and_oversized_datagrams_are_refused() {
         wire::decode(br#"{"v":3,"m":{"Gossip":{}}}"#),
         Err(WireError::Version(3))
     );
-    for garbled in [&b""[..], b"\xff\xfe", b"{}", b"{\"v\":1}", b"{\"v\":1,\"m\":{\"Ping\":{}}}", b"[1]"] {
+    for garbled in [
+        &b""[..],
+        b"\xff\xfe",
+        b"{}",
+        b"{\"v\":1}",
+        b"{\"v\":1,\"m\":{\"Ping\":{}}}",
+        b"[1]",
+    ] {
         assert!(
             matches!(wire::decode(garbled), Err(WireError::Garbled(_))),
             "{garbled:?}"
@@ -83,8 +90,14 @@ async fn bad_datagrams_are_counted_and_skipped() {
     let got = tokio::time::timeout(VERDICT_WITHIN, transport.recv()).await.unwrap();
     assert_eq!(got, ping());
     let text = metrics.render();
-    assert!(text.contains("vipfleet_peer_datagrams_total{direction=\"dropped\"} 3"), "{text}");
-    assert!(text.contains("vipfleet_peer_datagrams_total{direction=\"received\"} 1"), "{text}");
+    assert!(
+        text.contains("vipfleet_peer_datagrams_total{direction=\"dropped\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vipfleet_peer_datagrams_total{direction=\"received\"} 1"),
+        "{text}"
+    );
 }
 
 /// What one node's detector believes, published after every event.
@@ -189,7 +202,11 @@ async fn until(node: &Node, within: Duration, what: &str, ok: impl Fn(&Seen) -> 
     })
     .await;
     let view = node.seen.borrow().clone();
-    assert!(waited.is_ok() && ok(&view), "{}: {what} not within {within:?}: {view:?}", node.id);
+    assert!(
+        waited.is_ok() && ok(&view),
+        "{}: {what} not within {within:?}: {view:?}",
+        node.id
+    );
 }
 
 async fn all_alive(nodes: &[Node]) {
