@@ -46,6 +46,9 @@ use crate::status::{Status, StatusBoard};
 /// How far ahead the loop sleeps when the machine names no wake-up time
 /// (or one past what the runtime's clock can hold).
 const IDLE_WAKE_INTERVAL: Duration = Duration::from_secs(1);
+/// The detector's timer never fires sooner than this: a wake-up it leaves
+/// in the past cannot spin the loop.
+const PEER_WAKE_MIN_DELAY: Duration = Duration::from_micros(100);
 /// Errors of one kind are logged at most this often; the rest are counted.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -242,7 +245,8 @@ where
                 .peers
                 .as_ref()
                 .and_then(PeerLink::next_wake)
-                .and_then(|w| self.at(w));
+                .and_then(|w| self.at(w))
+                .map(|w| w.max(TokioInstant::now() + PEER_WAKE_MIN_DELAY));
             let peers_on = self.peers.is_some();
             let woken = tokio::select! {
                 Some(input) = results.recv() => Woken::Input(input),
