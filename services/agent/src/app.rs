@@ -44,8 +44,9 @@ use crate::aws::ec2::{Ec2ErrorKind, Ec2RouteTable};
 use crate::config::AgentConfig;
 use crate::dashboard::metrics::Metrics;
 use crate::dashboard::{self, auth::Token, DashboardState};
+use crate::driver::incarnations::run_incarnations;
 use crate::driver::peers::PeerLink;
-use crate::driver::{Control, Driver, Replay};
+use crate::driver::{Control, Driver};
 use crate::health::{self, HealthMonitor};
 use crate::identity::{self, Imds, NodeIdentity};
 use crate::lifecycle;
@@ -56,10 +57,6 @@ use crate::vip_binding::{check_sysctls, VipBinding};
 /// How often a failed attempt to turn off the ENI's source/destination
 /// check is retried; the node claims no VIP until it succeeds.
 const SOURCE_DEST_CHECK_RETRY_INTERVAL: Duration = Duration::from_secs(30);
-/// Pause before an evicted agent starts over as a new incarnation: its
-/// evictor's writes have landed; the pause only keeps a loop of evictions
-/// from spinning.
-const EVICTED_RESTART_DELAY: Duration = Duration::from_millis(500);
 
 /// How the agent ended badly, for the exit code (see `main.rs`).
 #[derive(Debug, Error)]
@@ -150,34 +147,22 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
     // One clock for every incarnation of this process: the status board
     // keeps its history across them.
     let origin = TokioInstant::now();
-    let mut parts = (board, peers.map(|(_, transport)| transport), Replay::default());
-    let reason = loop {
-        let (board, transport, replay) = parts;
+    let transport = peers.map(|(_, transport)| transport);
+    let reason = run_incarnations(board, transport, &mut controls, |board, transport, replay| {
         let inc = Incarnation(SmallRng::from_os_rng().random());
         let started = Instant::from_offset(TokioInstant::now().saturating_duration_since(origin));
         let machine = Machine::new(node_setup(&config, &me, inc), started);
-        let mut driver =
-            Driver::new(machine, store.clone(), ec2.clone(), origin, board, metrics.clone()).replay(replay);
-        if let (Some(transport), Some(peers)) = (transport, config.peers) {
-            let detector = PeerLink::detector(me.instance_id.clone(), inc, peers.detector);
-            driver = driver.with_peers(PeerLink::new(transport, detector, metrics.clone()));
-        }
         info!(inc = inc.0, "lease machine starts");
-        let reason = driver.drive(&mut controls).await;
-        let (board, link, replay) = driver.into_parts();
-        if reason != ExitReason::Evicted {
-            break reason;
+        let driver = Driver::new(machine, store.clone(), ec2.clone(), origin, board, metrics.clone()).replay(replay);
+        match (transport, config.peers) {
+            (Some(transport), Some(peers)) => {
+                let detector = PeerLink::detector(me.instance_id.clone(), inc, peers.detector);
+                driver.with_peers(PeerLink::new(transport, detector, metrics.clone()))
+            }
+            _ => driver,
         }
-        if replay.stop_asked() {
-            return Err(RunError::Evicted);
-        }
-        warn!(
-            inc = inc.0,
-            "peers found this incarnation dead and evicted it (a pause or a network cut?); starting over as a new one"
-        );
-        tokio::time::sleep(EVICTED_RESTART_DELAY).await;
-        parts = (board, link.map(PeerLink::into_transport), replay);
-    };
+    })
+    .await;
     match reason {
         ExitReason::Drained => {
             info!("drained: every shard handed off");
@@ -191,7 +176,7 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
         }
         ExitReason::Stopped => info!("stopped without draining: the next start adopts this node's shards"),
         ExitReason::Superseded => return Err(RunError::Superseded),
-        // Only when evicted while stopping: the loop above starts over otherwise.
+        // Only when evicted while stopping: `run_incarnations` starts over otherwise.
         ExitReason::Evicted => return Err(RunError::Evicted),
     }
     Ok(reason)

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant as TokioInstant;
 use vipfleet_agent::dashboard::metrics::Metrics;
 use vipfleet_agent::dashboard::view::FleetView;
+use vipfleet_agent::driver::incarnations::run_incarnations;
 use vipfleet_agent::driver::peers::PeerLink;
 use vipfleet_agent::driver::{self, Control, Driver};
 use vipfleet_agent::peers::Transport;
@@ -25,6 +26,7 @@ use vipfleet_agent::status::{Status, StatusBoard};
 use vipfleet_core::fake::{FakeLeaseStore, FakeRouteTable};
 use vipfleet_core::machine::{ExitReason, Health, Machine, NodeSetup, Pacing};
 use vipfleet_core::peers::PeerConfig;
+use vipfleet_core::store::{EvictRequest, LeaseStore};
 use vipfleet_core::{EniId, Incarnation, Instant, LeaseConfig, NodeId, NodeInfo, RouteTableId, ShardLayout, Vip};
 
 const SHARDS: usize = 12;
@@ -50,12 +52,18 @@ struct Node {
     status: watch::Receiver<Status>,
 }
 
-async fn start(name: &str, inc: u64, store: &FakeLeaseStore, routes: &FakeRouteTable) -> Node {
+/// A driver for node `name` at incarnation `inc`, probing through
+/// `transport`.
+fn make_driver(
+    name: &str,
+    inc: u64,
+    store: &FakeLeaseStore,
+    routes: &FakeRouteTable,
+    board: StatusBoard,
+    transport: Transport,
+) -> Driver<FakeLeaseStore, FakeRouteTable> {
     let id = NodeId::new(name);
     let metrics = Arc::new(Metrics::new());
-    let transport = Transport::bind("127.0.0.1:0".parse().unwrap(), metrics.clone())
-        .await
-        .unwrap();
     let port = transport.local_addr().unwrap().port();
     let setup = NodeSetup {
         info: NodeInfo {
@@ -77,12 +85,8 @@ async fn start(name: &str, inc: u64, store: &FakeLeaseStore, routes: &FakeRouteT
         },
         peer_port: Some(port),
     };
-    let (board, status) = StatusBoard::new();
-    let (controls, rx) = driver::controls();
-    controls.try_send(Control::Health(Health::Healthy)).unwrap();
-    controls.try_send(Control::SourceDestCheckOff(true)).unwrap();
-    let detector = PeerLink::detector(id.clone(), Incarnation(inc), PeerConfig::default());
-    let driver = Driver::new(
+    let detector = PeerLink::detector(id, Incarnation(inc), PeerConfig::default());
+    Driver::new(
         Machine::new(setup, Instant::ZERO),
         Arc::new(store.clone()),
         Arc::new(routes.clone()),
@@ -90,11 +94,37 @@ async fn start(name: &str, inc: u64, store: &FakeLeaseStore, routes: &FakeRouteT
         board,
         metrics.clone(),
     )
-    .with_peers(PeerLink::new(transport, detector, metrics));
+    .with_peers(PeerLink::new(transport, detector, metrics))
+}
+
+/// Starts node `name`; a `restartable` one starts over as incarnation
+/// `inc + 1`, `inc + 2`, … when evicted, as the agent does.
+async fn start(name: &str, inc: u64, store: &FakeLeaseStore, routes: &FakeRouteTable, restartable: bool) -> Node {
+    let transport = Transport::bind("127.0.0.1:0".parse().unwrap(), Arc::new(Metrics::new()))
+        .await
+        .unwrap();
+    let (board, status) = StatusBoard::new();
+    let (controls, mut rx) = driver::controls();
+    controls.try_send(Control::Health(Health::Healthy)).unwrap();
+    controls.try_send(Control::SourceDestCheckOff(true)).unwrap();
+    let task = if restartable {
+        let (name, store, routes) = (name.to_string(), store.clone(), routes.clone());
+        let mut next_inc = inc;
+        tokio::spawn(async move {
+            run_incarnations(board, Some(transport), &mut rx, |board, transport, replay| {
+                next_inc += 1;
+                let transport = transport.expect("the socket outlives the incarnation");
+                make_driver(&name, next_inc - 1, &store, &routes, board, transport).replay(replay)
+            })
+            .await
+        })
+    } else {
+        tokio::spawn(make_driver(name, inc, store, routes, board, transport).run(rx))
+    };
     Node {
-        id,
+        id: NodeId::new(name),
         controls,
-        task: tokio::spawn(driver.run(rx)),
+        task,
         status,
     }
 }
@@ -123,10 +153,12 @@ async fn eventually(within: Duration, ok: impl Fn() -> bool) -> bool {
     ok()
 }
 
+/// a, b and c, every shard owned and each holding some; b starts over
+/// when evicted.
 async fn fleet(store: &FakeLeaseStore, routes: &FakeRouteTable) -> [Node; 3] {
-    let a = start("a", 11, store, routes).await;
-    let b = start("b", 22, store, routes).await;
-    let c = start("c", 33, store, routes).await;
+    let a = start("a", 11, store, routes, false).await;
+    let b = start("b", 22, store, routes, true).await;
+    let c = start("c", 33, store, routes, false).await;
     let settled = eventually(SETTLE_WITHIN, || {
         let o = owners(store);
         o.len() == SHARDS && [&a.id, &b.id, &c.id].iter().all(|n| o.values().any(|v| v == *n))
@@ -193,4 +225,45 @@ async fn a_node_that_stops_in_order_is_not_evicted() {
     assert!(!evicted(&store, &a.id), "a was evicted although it left");
     b.task.abort();
     c.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_agent_starts_over_in_process_as_a_new_incarnation() {
+    let store = FakeLeaseStore::new();
+    let routes = FakeRouteTable::new(tables());
+    let [a, b, c] = fleet(&store, &routes).await;
+
+    // As if a had found b dead during a pause: b's next heartbeat is refused.
+    store
+        .evict(&EvictRequest {
+            node: b.id.clone(),
+            inc: Incarnation(22),
+            by: a.id.clone(),
+        })
+        .await
+        .unwrap();
+    // b comes back as incarnation 23, told its health and ENI state again
+    // (nobody sends those twice), and claims shards anew.
+    let back = eventually(SETTLE_WITHIN, || {
+        let record = store.table().peek_node(&b.id).cloned();
+        record.is_some_and(|r| r.inc == Incarnation(23) && r.evicted_by.is_none())
+            && owners(&store).values().any(|o| *o == b.id)
+    })
+    .await;
+    assert!(back, "b did not start over: {:?}", store.table().peek_node(&b.id));
+    assert!(!b.task.is_finished(), "the process must not exit");
+    // Its socket went with it: a probes the new incarnation and finds it alive.
+    let alive = eventually(SETTLE_WITHIN, || {
+        let view = FleetView::build(&a.status.borrow(), TokioInstant::now());
+        view.is_some_and(|v| {
+            v.peers
+                .iter()
+                .any(|p| p.node == "b" && p.status == "alive" && p.last_ack_ms_ago.is_some_and(|ms| ms < 1000))
+        })
+    })
+    .await;
+    assert!(alive, "a does not see b's new incarnation alive");
+    for node in [a, b, c] {
+        node.task.abort();
+    }
 }

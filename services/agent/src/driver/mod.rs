@@ -36,6 +36,7 @@ use vipfleet_core::routes::{Gate, RouteError, RouteOp, RouteTable, ROUTE_CALL_TI
 use vipfleet_core::store::{LeaseStore, StoreError, StoreErrorKind, StoreOp};
 use vipfleet_core::Instant;
 
+pub mod incarnations;
 pub mod peers;
 
 use self::peers::PeerLink;
