@@ -31,6 +31,8 @@
 #   VIPFLEET_AGENT_SHA256         its sha256, hex, as in the release's SHA256SUMS (required)
 #   VIPFLEET_HAPROXY_BACKENDS     comma-separated host:port; empty keeps haproxy.cfg as it is
 #   VIPFLEET_HAPROXY_PORT         port haproxy serves the VIPs on (default: 80)
+#   VIPFLEET_PEERS_PORT           UDP port of the agents' peer probes, the same on
+#                                 every node (default: 7946)
 #   VIPFLEET_HAPROXY_MAXCONN      haproxy's global maxconn (default: 20000; it needs
 #                                 about twice as many file descriptors)
 #   VIPFLEET_VIP_BINDING_KIND     link type that holds the VIPs: dummy (default) or
@@ -185,6 +187,9 @@ check_inputs() {
     AGENT_BIN=/usr/bin/vipfleet-agent
   fi
   [[ "${VIPFLEET_HAPROXY_PORT:=80}" =~ ^[0-9]{1,5}$ ]] || die "bad haproxy port"
+  if ! [[ "${VIPFLEET_PEERS_PORT:=7946}" =~ ^[1-9][0-9]{0,4}$ ]] || ((VIPFLEET_PEERS_PORT > 65535)); then
+    die "bad peers port '$VIPFLEET_PEERS_PORT' (1..65535)"
+  fi
   [[ "${VIPFLEET_HAPROXY_MAXCONN:=20000}" =~ ^[1-9][0-9]{0,6}$ ]] || die "bad haproxy maxconn"
   [[ "${VIPFLEET_VIP_BINDING_KIND:=dummy}" =~ ^(dummy|ifb)$ ]] || die "VIPFLEET_VIP_BINDING_KIND must be dummy or ifb"
   if [[ -n "${VIPFLEET_HAPROXY_BACKENDS:-}" ]]; then
@@ -336,6 +341,9 @@ burst = 10
 
 [dashboard]
 listen = ["$VIPFLEET_DASHBOARD_LISTEN"]
+
+[peers]
+port = $VIPFLEET_PEERS_PORT
 
 [lifecycle]
 hook_name = "$VIPFLEET_LIFECYCLE_HOOK_NAME"

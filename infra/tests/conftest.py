@@ -50,6 +50,7 @@ SAMPLE_PARAMETERS = {
     "AgentArtifactSha256": "0" * 64,
     "BackendServers": "10.0.2.10:8080,10.0.2.11:8080",
     "ServicePort": "80",
+    "PeerPort": "7946",
     "LifecycleHeartbeatTimeout": "300",
     "LaunchHookTimeout": "600",
 }

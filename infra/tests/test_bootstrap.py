@@ -175,6 +175,9 @@ def test_agent_rejecting_the_config_stops_the_bootstrap(tmp_path):
         ({"VIPFLEET_LEASE_PROFILE": "turbo"}, "lease profile"),
         ({"VIPFLEET_VIP_BINDING_KIND": "bridge"}, "must be dummy or ifb"),
         ({"VIPFLEET_HAPROXY_MAXCONN": "0"}, "bad haproxy maxconn"),
+        ({"VIPFLEET_PEERS_PORT": "0"}, "bad peers port"),
+        ({"VIPFLEET_PEERS_PORT": "65536"}, "bad peers port"),
+        ({"VIPFLEET_PEERS_PORT": "7946/udp"}, "bad peers port"),
         ({"VIPFLEET_SKIP_SYSTEMCTL": "0"}, "needs VIPFLEET_SKIP_PACKAGES=1 and VIPFLEET_SKIP_SYSTEMCTL=1"),
         ({"VIPFLEET_TERMINATION_HOOK_TIMEOUT": "59"}, "must be 60..7200 seconds"),
         ({"VIPFLEET_TERMINATION_HOOK_TIMEOUT": "7201"}, "must be 60..7200 seconds"),
@@ -191,6 +194,12 @@ def test_bad_inputs_fail_with_a_message(tmp_path, env, override, message):
 
 def lifecycle_config(root: Path) -> dict:
     return tomllib.loads((root / "etc/vipfleet/agent.toml").read_text())["lifecycle"]
+
+
+def test_the_peer_port_reaches_the_agent_config(tmp_path, env):
+    root = tmp_path / "root"
+    assert run_bash(BOOTSTRAP, {**env, "VIPFLEET_PEERS_PORT": "8946"}).returncode == 0
+    assert tomllib.loads((root / "etc/vipfleet/agent.toml").read_text())["peers"] == {"port": 8946}
 
 
 def test_drain_timeout_is_the_termination_hook_timeout_less_the_margin(tmp_path, env):

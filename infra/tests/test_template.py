@@ -427,6 +427,28 @@ def test_security_group_opens_only_haproxy_to_vpc_and_dashboard_to_operators(tem
     assert len(rules) == 2
 
 
+def test_peer_probes_are_open_between_nodes_only(template):
+    """UDP on PeerPort, from the nodes' own group: no other source."""
+    rules = [
+        r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::EC2::SecurityGroupIngress"
+    ]
+    assert rules == [
+        {
+            "Description": "vipfleet agent peer probes between nodes",
+            "GroupId": {"Ref": "NodeSecurityGroup"},
+            "IpProtocol": "udp",
+            "FromPort": {"Ref": "PeerPort"},
+            "ToPort": {"Ref": "PeerPort"},
+            "SourceSecurityGroupId": {"Ref": "NodeSecurityGroup"},
+        }
+    ]
+    assert template["Parameters"]["PeerPort"]["Default"] == 7946
+    user_data = render_user_data(template, SAMPLE_PARAMETERS)
+    assert f"export VIPFLEET_PEERS_PORT='{SAMPLE_PARAMETERS['PeerPort']}'" in user_data
+
+
 def test_vpc_endpoints_for_nat_less_subnets(template):
     """Off by default; when on, an endpoint for every service the agent calls
     and for S3 (package repositories), HTTPS from the nodes only."""

@@ -14,7 +14,7 @@
 //! where its module uses it (`vipfleet_agent::health::HealthCheck`, …).
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use vipfleet_core::layout::LayoutError;
 use vipfleet_core::machine::{Pacing, PacingError};
+use vipfleet_core::peers::{PeerConfig, PeerConfigError};
 use vipfleet_core::types::VipError;
 use vipfleet_core::{config::LeaseConfigError, LeaseConfig, RouteTableId, ShardLayout, Vip};
 
@@ -35,13 +36,14 @@ use crate::identity::IdentityOverrides;
 
 /// Sections of the file, in the order `VIPFLEET_<SECTION>_<KEY>` is matched
 /// (longest first, so `VIP_BINDING` wins over a hypothetical `VIP`).
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "vip_binding",
     "dashboard",
     "lifecycle",
     "health",
     "fleet",
     "lease",
+    "peers",
     "node",
     "aws",
     "ec2",
@@ -59,6 +61,11 @@ pub const DEFAULT_LAUNCH_HOOK_NAME: &str = "vipfleet-launch";
 /// margin as the drain: a node that cannot become ready abandons its launch
 /// itself, before Auto Scaling would.
 pub const DEFAULT_LAUNCH_TIMEOUT: Duration = Duration::from_secs(570);
+/// The UDP port peer probes use; every node of a fleet uses the same one
+/// (the template's `PeerPort`, opened only within the security group).
+pub const DEFAULT_PEER_PORT: u16 = 7946;
+/// Every address: the probes come from other nodes' private addresses.
+pub const DEFAULT_PEER_BIND: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -84,6 +91,8 @@ pub enum ConfigError {
     Health(#[from] HealthConfigError),
     #[error("ec2: {0}")]
     Pacing(#[from] PacingError),
+    #[error("peers: {0}")]
+    Peers(#[from] PeerConfigError),
 }
 
 // ----- the file as written ------------------------------------------------
@@ -109,6 +118,8 @@ struct File {
     dashboard: DashboardSection,
     #[serde(default)]
     lifecycle: LifecycleSection,
+    #[serde(default)]
+    peers: PeersSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,6 +208,18 @@ struct LifecycleSection {
     launch_timeout_ms: Option<u64>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeersSection {
+    enabled: Option<bool>,
+    port: Option<u16>,
+    bind: Option<String>,
+    probe_interval_ms: Option<u64>,
+    ack_timeout_ms: Option<u64>,
+    indirect_timeout_ms: Option<u64>,
+    confirm_rounds: Option<u32>,
+}
+
 // ----- the validated configuration ----------------------------------------
 
 /// Everything the daemon needs, checked.
@@ -227,6 +250,24 @@ pub struct AgentConfig {
     pub dashboard_listen: Vec<SocketAddr>,
     pub dashboard_token_file: Option<PathBuf>,
     pub lifecycle: LifecycleConfig,
+    /// Peer probes; `None` with `peers.enabled = false`: this node neither
+    /// probes nor answers, and peers judge it by its lease only.
+    pub peers: Option<PeersConfig>,
+}
+
+/// Where this node's peer detector listens, and its timings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeersConfig {
+    /// The UDP port, announced in the node item; the same on every node.
+    pub port: u16,
+    pub bind: IpAddr,
+    pub detector: PeerConfig,
+}
+
+impl PeersConfig {
+    pub fn bind_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.port)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -534,6 +575,8 @@ fn validate(file: File) -> Result<AgentConfig, ConfigError> {
         launch_timeout: millis(file.lifecycle.launch_timeout_ms, DEFAULT_LAUNCH_TIMEOUT),
     };
 
+    let peers = peers_config(file.peers)?;
+
     Ok(AgentConfig {
         table,
         region: file.aws.region,
@@ -552,7 +595,35 @@ fn validate(file: File) -> Result<AgentConfig, ConfigError> {
         dashboard_listen,
         dashboard_token_file: file.dashboard.token_file.map(PathBuf::from),
         lifecycle,
+        peers,
     })
+}
+
+fn peers_config(section: PeersSection) -> Result<Option<PeersConfig>, ConfigError> {
+    if !section.enabled.unwrap_or(true) {
+        return Ok(None);
+    }
+    let port = section.port.unwrap_or(DEFAULT_PEER_PORT);
+    if port == 0 {
+        return Err(ConfigError::Invalid(
+            "peers.port must not be 0: every node probes the others on the same, known port".into(),
+        ));
+    }
+    let bind = match &section.bind {
+        Some(bind) => bind
+            .parse::<IpAddr>()
+            .map_err(|_| ConfigError::Invalid(format!("peers.bind {bind:?} is not an IP address")))?,
+        None => DEFAULT_PEER_BIND,
+    };
+    let defaults = PeerConfig::default();
+    let detector = PeerConfig {
+        probe_interval: millis(section.probe_interval_ms, defaults.probe_interval),
+        ack_timeout: millis(section.ack_timeout_ms, defaults.ack_timeout),
+        indirect_timeout: millis(section.indirect_timeout_ms, defaults.indirect_timeout),
+        confirm_rounds: section.confirm_rounds.unwrap_or(defaults.confirm_rounds),
+    };
+    detector.validate()?;
+    Ok(Some(PeersConfig { port, bind, detector }))
 }
 
 impl AgentConfig {
@@ -599,6 +670,25 @@ mod tests {
         assert_eq!(c.lifecycle.launch_hook_name, DEFAULT_LAUNCH_HOOK_NAME);
         assert_eq!(c.lifecycle.launch_timeout, DEFAULT_LAUNCH_TIMEOUT);
         assert_eq!(c.lifecycle.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+        let peers = c.peers.expect("peers are on by default");
+        assert_eq!(peers.bind_addr(), "0.0.0.0:7946".parse::<SocketAddr>().unwrap());
+        assert_eq!(peers.detector, PeerConfig::default());
+    }
+
+    #[test]
+    fn the_peers_section_is_read_and_can_turn_probes_off() {
+        let text = format!(
+            "{GOOD}\n[peers]\nport = 8000\nbind = \"10.0.0.5\"\nprobe_interval_ms = 200\n\
+             ack_timeout_ms = 40\nindirect_timeout_ms = 80\nconfirm_rounds = 3\n"
+        );
+        let peers = load(&text, &BTreeMap::new(), &[]).unwrap().peers.unwrap();
+        assert_eq!(peers.bind_addr(), "10.0.0.5:8000".parse::<SocketAddr>().unwrap());
+        assert_eq!(peers.detector.probe_interval, Duration::from_millis(200));
+        assert_eq!(peers.detector.ack_timeout, Duration::from_millis(40));
+        assert_eq!(peers.detector.indirect_timeout, Duration::from_millis(80));
+        assert_eq!(peers.detector.confirm_rounds, 3);
+        let off = load(GOOD, &env(&[("VIPFLEET_PEERS_ENABLED", "false")]), &[]).unwrap();
+        assert_eq!(off.peers, None);
     }
 
     #[test]
@@ -660,6 +750,21 @@ mod tests {
             (GOOD, &["dashboard.listen=localhost"], "localhost"),
             (GOOD, &["bogus.key=1"], "bogus"),
             (GOOD, &["aws.tabel=x"], "tabel"),
+            (GOOD, &["peers.port=0"], "peers.port must not be 0"),
+            (GOOD, &["peers.port=70000"], "peers"),
+            (GOOD, &["peers.bind=everywhere"], "peers.bind \"everywhere\""),
+            (
+                GOOD,
+                &["peers.ack_timeout_ms=0"],
+                "peers: ack_timeout must be above zero",
+            ),
+            (
+                GOOD,
+                &["peers.ack_timeout_ms=100"],
+                "peers: ack_timeout (100ms) must be below",
+            ),
+            (GOOD, &["peers.confirm_rounds=0"], "peers: confirm_rounds"),
+            (GOOD, &["peers.probe_interval=5"], "probe_interval"),
             ("not toml [", &[], "TOML"),
         ];
         for (text, sets, needle) in cases {

@@ -10,6 +10,15 @@
 //! taken port fails start-up). The machine decides what each input means;
 //! `run` returns its exit reason.
 //!
+//! Peer probes (`[peers]`): the UDP socket is bound at start (a taken port
+//! fails start-up) and handed to the driver with a detector for this
+//! incarnation. If peers find this process dead and a node evicts it (a
+//! long pause, a cut-off network), the incarnation can never heartbeat
+//! again: the agent starts over in-process as a new incarnation (a new
+//! machine and detector; the same socket, VIP bindings, dashboard, status
+//! and inputs), told the last health, source/destination check and drain
+//! controls again.
+//!
 //! Signals: SIGTERM and SIGINT stop the agent without draining (a restart
 //! or an upgrade: the node keeps its shards, and the next start adopts them
 //! again; if it does not come back, its lease runs out and the survivors
@@ -35,10 +44,13 @@ use crate::aws::ec2::{Ec2ErrorKind, Ec2RouteTable};
 use crate::config::AgentConfig;
 use crate::dashboard::metrics::Metrics;
 use crate::dashboard::{self, auth::Token, DashboardState};
+use crate::driver::incarnations::run_incarnations;
+use crate::driver::peers::PeerLink;
 use crate::driver::{Control, Driver};
 use crate::health::{self, HealthMonitor};
 use crate::identity::{self, Imds, NodeIdentity};
 use crate::lifecycle;
+use crate::peers::Transport;
 use crate::status::StatusBoard;
 use crate::vip_binding::{check_sysctls, VipBinding};
 
@@ -59,7 +71,7 @@ pub enum RunError {
     DrainTimeout(Duration),
     #[error("another process registered this node id; stopping")]
     Superseded,
-    #[error("peers found this process dead and evicted it; exiting so that a new process starts over")]
+    #[error("peers found this process dead and evicted it while it was stopping")]
     Evicted,
 }
 
@@ -81,32 +93,26 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
             // Another endpoint (moto) reports constants, not DynamoDB's bill.
             .with_units_sink(metrics.clone(), sdk.endpoint_url().is_some()),
     );
-    let origin = TokioInstant::now();
-    let setup = NodeSetup {
-        info: NodeInfo {
-            id: me.instance_id.clone(),
-            eni: me.eni.clone(),
-            az: me.az.clone(),
-            addr: me.private_ip.to_string(),
-            weight: config.weight,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        },
-        inc: Incarnation(SmallRng::from_os_rng().random()),
-        lease: config.lease.clone(),
-        layout: Arc::new(config.layout.clone()),
-        route_tables: config.route_tables.clone(),
-        drain_timeout: config.lifecycle.drain_timeout,
-        pacing: config.pacing,
-        peer_port: None,
+    let peers = match config.peers {
+        Some(peers) => {
+            let addr = peers.bind_addr();
+            let transport = Transport::bind(addr, metrics.clone())
+                .await
+                .map_err(|e| RunError::Startup(format!("peers: cannot bind UDP {addr}: {e}")))?;
+            info!(%addr, "peer probes");
+            Some((peers, transport))
+        }
+        None => {
+            info!("peers.enabled = false: this node neither probes nor answers; peers judge it by its lease");
+            None
+        }
     };
-    let machine = Machine::new(setup, Instant::ZERO);
     let (board, status) = StatusBoard::new();
-    let (controls_tx, controls) = crate::driver::controls();
+    let (controls_tx, mut controls) = crate::driver::controls();
     let ec2 = Arc::new(ec2);
-    let driver = Driver::new(machine, store, ec2.clone(), origin, board, metrics.clone());
     start_dashboard(
         &config,
-        DashboardState::new(status.clone(), metrics, controls_tx.clone(), None),
+        DashboardState::new(status.clone(), metrics.clone(), controls_tx.clone(), None),
     )
     .await?;
 
@@ -124,7 +130,11 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
         }
     }
     if config.disable_source_dest_check {
-        tokio::spawn(turn_off_source_dest_check(ec2, me.eni.clone(), controls_tx.clone()));
+        tokio::spawn(turn_off_source_dest_check(
+            ec2.clone(),
+            me.eni.clone(),
+            controls_tx.clone(),
+        ));
     } else {
         info!("ec2.disable_source_dest_check = false: the source/destination check is taken to be off already");
         let _ = controls_tx.send(Control::SourceDestCheckOff(true)).await;
@@ -134,7 +144,25 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
     crate::notify::ready();
     tokio::spawn(crate::notify::watchdog(status.clone()));
 
-    let reason = driver.run(controls).await;
+    // One clock for every incarnation of this process: the status board
+    // keeps its history across them.
+    let origin = TokioInstant::now();
+    let transport = peers.map(|(_, transport)| transport);
+    let reason = run_incarnations(board, transport, &mut controls, |board, transport, replay| {
+        let inc = Incarnation(SmallRng::from_os_rng().random());
+        let started = Instant::from_offset(TokioInstant::now().saturating_duration_since(origin));
+        let machine = Machine::new(node_setup(&config, &me, inc), started);
+        info!(inc = inc.0, "lease machine starts");
+        let driver = Driver::new(machine, store.clone(), ec2.clone(), origin, board, metrics.clone()).replay(replay);
+        match (transport, config.peers) {
+            (Some(transport), Some(peers)) => {
+                let detector = PeerLink::detector(me.instance_id.clone(), inc, peers.detector);
+                driver.with_peers(PeerLink::new(transport, detector, metrics.clone()))
+            }
+            _ => driver,
+        }
+    })
+    .await;
     match reason {
         ExitReason::Drained => {
             info!("drained: every shard handed off");
@@ -148,9 +176,31 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
         }
         ExitReason::Stopped => info!("stopped without draining: the next start adopts this node's shards"),
         ExitReason::Superseded => return Err(RunError::Superseded),
+        // Only when evicted while stopping: `run_incarnations` starts over otherwise.
         ExitReason::Evicted => return Err(RunError::Evicted),
     }
     Ok(reason)
+}
+
+/// What this node announces and runs with, at incarnation `inc`.
+fn node_setup(config: &AgentConfig, me: &NodeIdentity, inc: Incarnation) -> NodeSetup {
+    NodeSetup {
+        info: NodeInfo {
+            id: me.instance_id.clone(),
+            eni: me.eni.clone(),
+            az: me.az.clone(),
+            addr: me.private_ip.to_string(),
+            weight: config.weight,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        inc,
+        lease: config.lease.clone(),
+        layout: Arc::new(config.layout.clone()),
+        route_tables: config.route_tables.clone(),
+        drain_timeout: config.lifecycle.drain_timeout,
+        pacing: config.pacing,
+        peer_port: config.peers.map(|p| p.port),
+    }
 }
 
 /// Turns off the ENI's source/destination check (the VPC drops traffic for

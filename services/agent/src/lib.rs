@@ -14,7 +14,10 @@
 //! - [`vip_binding`]: every VIP on a local stub interface, over netlink.
 //! - [`health`]: haproxy checks with hysteresis.
 //! - [`lifecycle`]: the Auto Scaling termination hook: drain, then CONTINUE.
-//! - [`driver`]: performs the lease machine's effects and feeds it results.
+//! - [`peers`]: the UDP side of the peer probes (wire format, addresses,
+//!   socket); the core's detector decides.
+//! - [`driver`]: performs the lease machine's effects and feeds it results,
+//!   and runs the peer detector beside it.
 //! - [`status`]: the agent's published view, for readiness and the dashboard.
 //! - [`dashboard`]: the HTTP dashboard, JSON API, metrics, health and the
 //!   drain/undrain endpoints, served from the published status.
@@ -34,5 +37,6 @@ pub mod health;
 pub mod identity;
 pub mod lifecycle;
 pub mod notify;
+pub mod peers;
 pub mod status;
 pub mod vip_binding;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant as TokioInstant;
 use vipfleet_core::machine::{Event, ExitReason, Machine, Mode, NodeSetup, Readiness, RouteCheck, TableHealth};
 use vipfleet_core::membership::Membership;
+use vipfleet_core::peers::PeerState;
 use vipfleet_core::routes::RouteError;
 use vipfleet_core::store::Skipped;
 use vipfleet_core::{Epoch, Instant, NodeId, NodeRecord, RouteTableId, ShardId, ShardRecord};
@@ -96,6 +97,9 @@ pub struct Status {
     pub table_health: BTreeMap<RouteTableId, TableHealth>,
     /// Newest last.
     pub events: VecDeque<Recent>,
+    /// What this node's peer detector believes of each member (empty with
+    /// peer probes off).
+    pub peers: Vec<(NodeId, PeerState)>,
 }
 
 impl Status {
@@ -117,6 +121,19 @@ impl StatusBoard {
     pub fn new() -> (Self, watch::Receiver<Status>) {
         let (tx, rx) = watch::channel(Status::default());
         (Self { tx }, rx)
+    }
+
+    /// The peer detector's members, published beside the machine's state
+    /// (the detector changes between machine steps, with every ack).
+    pub fn record_peers(&self, peers: impl Iterator<Item = (NodeId, PeerState)>) {
+        let peers: Vec<_> = peers.collect();
+        self.tx.send_if_modified(|s| {
+            let changed = s.peers != peers;
+            if changed {
+                s.peers = peers;
+            }
+            changed
+        });
     }
 
     pub fn record(&self, machine: &Machine, events: &[Event], now: Instant) {

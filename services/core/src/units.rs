@@ -148,6 +148,7 @@ pub fn node_item_bytes(node: &NodeRecord) -> u64 {
             + string_list_bytes("tables", &config.route_tables)
             + number_bytes("ttl_ms", millis(config.lease_ttl))
             + number_bytes("hb_ms", millis(config.heartbeat_interval))
+            // Written as 0 when the node does not answer probes.
             + number_bytes("peer_port", u64::from(config.peer_port.unwrap_or(0)));
     }
     if node.state == NodeState::Dead {

@@ -23,6 +23,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use tokio::time::Instant as TokioInstant;
 use vipfleet_core::machine::Event;
+use vipfleet_core::peers::{PeerStatus, Verdict};
 use vipfleet_core::routes::RouteOp;
 use vipfleet_core::store::StoreOp;
 
@@ -56,6 +57,28 @@ struct OpLabel {
 struct KindLabel {
     kind: &'static str,
 }
+
+/// Datagrams of the peer probes: `sent`, `received` (decoded and handed to
+/// the detector) or `dropped` (garbled, oversized, another wire version, or
+/// a send that failed).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabel {
+    verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: &'static str,
+}
+
+pub const DATAGRAM_SENT: &str = "sent";
+pub const DATAGRAM_RECEIVED: &str = "received";
+pub const DATAGRAM_DROPPED: &str = "dropped";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
@@ -106,6 +129,10 @@ pub struct Metrics {
     dashboard_connections: Gauge,
     dashboard_rejected: Counter,
     dashboard_timed_out: Counter,
+    peer_datagrams: Family<DirectionLabel, Counter>,
+    peer_verdicts: Family<VerdictLabel, Counter>,
+    /// Members of the peer detector by what it believes of them.
+    peer_members: Family<StatusLabel, Gauge>,
     /// Send time of the last successful heartbeat (the lease counts from
     /// the send time, so the age does too); the creation time until then.
     last_heartbeat_ok: Mutex<Option<TokioInstant>>,
@@ -160,6 +187,9 @@ impl Metrics {
             dashboard_connections: Gauge::default(),
             dashboard_rejected: Counter::default(),
             dashboard_timed_out: Counter::default(),
+            peer_datagrams: Family::default(),
+            peer_verdicts: Family::default(),
+            peer_members: Family::default(),
             last_heartbeat_ok: Mutex::new(None),
             created_at: TokioInstant::now(),
             registry: Registry::default(),
@@ -306,6 +336,21 @@ impl Metrics {
             "Dashboard connections closed for sending no complete request header in time (slow or idle)",
             m.dashboard_timed_out.clone(),
         );
+        r.register(
+            "peer_datagrams",
+            "Peer probe datagrams sent, received, or dropped (garbled, oversized, another wire version, a failed send)",
+            m.peer_datagrams.clone(),
+        );
+        r.register(
+            "peer_verdicts",
+            "Verdicts of the peer detector about other nodes",
+            m.peer_verdicts.clone(),
+        );
+        r.register(
+            "peer_members",
+            "Nodes the peer detector probes, by what it believes of them",
+            m.peer_members.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -402,6 +447,42 @@ impl Metrics {
         self.shards_owned.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// One peer datagram went `direction` ([`DATAGRAM_SENT`], …).
+    pub fn peer_datagram(&self, direction: &'static str) {
+        self.peer_datagrams.get_or_create(&DirectionLabel { direction }).inc();
+    }
+
+    pub fn observe_peer_verdict(&self, verdict: &Verdict) {
+        let verdict = match verdict {
+            Verdict::Suspect { .. } => "suspect",
+            Verdict::Dead { .. } => "dead",
+            Verdict::Alive { .. } => "alive",
+            Verdict::Restarted { .. } => "restarted",
+        };
+        self.peer_verdicts.get_or_create(&VerdictLabel { verdict }).inc();
+    }
+
+    /// What the detector believes of its members, counted by status (every
+    /// status present, 0 included, so that a series never vanishes).
+    pub fn set_peer_members<'a>(&self, statuses: impl IntoIterator<Item = &'a PeerStatus>) {
+        let mut counts = [0i64; 4];
+        for status in statuses {
+            counts[status_index(*status)] += 1;
+        }
+        for status in [
+            PeerStatus::Alive,
+            PeerStatus::Suspect,
+            PeerStatus::Dead,
+            PeerStatus::Left,
+        ] {
+            self.peer_members
+                .get_or_create(&StatusLabel {
+                    status: status_label(status),
+                })
+                .set(counts[status_index(status)]);
+        }
+    }
+
     /// The dashboard accepted (`true`) or closed (`false`) a connection.
     pub fn dashboard_connection(&self, opened: bool) {
         if opened {
@@ -446,6 +527,25 @@ impl Metrics {
         }
         let _ = encode_eof(&mut text);
         text
+    }
+}
+
+fn status_index(status: PeerStatus) -> usize {
+    match status {
+        PeerStatus::Alive => 0,
+        PeerStatus::Suspect => 1,
+        PeerStatus::Dead => 2,
+        PeerStatus::Left => 3,
+    }
+}
+
+/// The `status` label of a peer (also the dashboard's word for it).
+pub fn status_label(status: PeerStatus) -> &'static str {
+    match status {
+        PeerStatus::Alive => "alive",
+        PeerStatus::Suspect => "suspect",
+        PeerStatus::Dead => "dead",
+        PeerStatus::Left => "left",
     }
 }
 
@@ -576,5 +676,29 @@ mod tests {
             line(&text, "vipfleet_ec2_failover_waiting"),
             "vipfleet_ec2_failover_waiting 4"
         );
+    }
+
+    #[test]
+    fn peer_datagrams_verdicts_and_members_show_up() {
+        let m = Metrics::new();
+        m.peer_datagram(DATAGRAM_SENT);
+        m.peer_datagram(DATAGRAM_DROPPED);
+        m.peer_datagram(DATAGRAM_DROPPED);
+        m.observe_peer_verdict(&Verdict::Dead {
+            node: NodeId::new("i-b"),
+            inc: vipfleet_core::Incarnation(7),
+        });
+        m.set_peer_members([PeerStatus::Alive, PeerStatus::Alive, PeerStatus::Left].iter());
+        let text = m.render();
+        assert_eq!(
+            line(&text, "vipfleet_peer_datagrams_total{direction=\"dropped\"}"),
+            "vipfleet_peer_datagrams_total{direction=\"dropped\"} 2"
+        );
+        assert!(
+            text.contains("vipfleet_peer_verdicts_total{verdict=\"dead\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("vipfleet_peer_members{status=\"alive\"} 2"), "{text}");
+        assert!(text.contains("vipfleet_peer_members{status=\"suspect\"} 0"), "{text}");
     }
 }

@@ -49,6 +49,19 @@ pub struct FleetView {
     pub skipped: Vec<SkippedView>,
     /// Newest first.
     pub events: Vec<EventView>,
+    /// What this node's peer probes make of the other nodes (empty with
+    /// probes off).
+    pub peers: Vec<PeerView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerView {
+    pub node: String,
+    /// alive, suspect, dead or left.
+    pub status: &'static str,
+    /// Its haproxy health in its last ack; `None` before any ack.
+    pub healthy: Option<bool>,
+    pub last_ack_ms_ago: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -522,6 +535,16 @@ impl FleetView {
                 .iter()
                 .rev()
                 .map(|e| event_view(&e.what, e.at, ago(e.at)))
+                .collect(),
+            peers: status
+                .peers
+                .iter()
+                .map(|(node, state)| PeerView {
+                    node: node.to_string(),
+                    status: crate::dashboard::metrics::status_label(state.status),
+                    healthy: state.healthy,
+                    last_ack_ms_ago: state.last_ack_at.map(ago),
+                })
                 .collect(),
         })
     }

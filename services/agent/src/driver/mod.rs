@@ -18,6 +18,11 @@
 //! driver makes each one under a [`Gate`] that asks the machine's [`Fence`]
 //! (republished after every step) and the call's deadline before every
 //! attempt the SDK transmits, and cuts the call off at that deadline.
+//!
+//! With peer probes on, the loop also waits on the probe socket and the
+//! detector's timer ([`peers`]): the detector shares the machine's clock,
+//! is given the machine's members after every step, and its `Dead`
+//! verdicts become `Input::PeerDead`. An orderly exit sends `Leave` first.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -31,6 +36,10 @@ use vipfleet_core::routes::{Gate, RouteError, RouteOp, RouteTable, ROUTE_CALL_TI
 use vipfleet_core::store::{LeaseStore, StoreError, StoreErrorKind, StoreOp};
 use vipfleet_core::Instant;
 
+pub mod incarnations;
+pub mod peers;
+
+use self::peers::PeerLink;
 use crate::dashboard::metered::{store_outcome, MeteredRoutes, OutcomeLabel};
 use crate::dashboard::metrics::Metrics;
 use crate::status::{Status, StatusBoard};
@@ -38,6 +47,9 @@ use crate::status::{Status, StatusBoard};
 /// How far ahead the loop sleeps when the machine names no wake-up time
 /// (or one past what the runtime's clock can hold).
 const IDLE_WAKE_INTERVAL: Duration = Duration::from_secs(1);
+/// The detector's timer never fires sooner than this: a wake-up it leaves
+/// in the past cannot spin the loop.
+const PEER_WAKE_MIN_DELAY: Duration = Duration::from_micros(100);
 /// Errors of one kind are logged at most this often; the rest are counted.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -94,6 +106,56 @@ pub struct Driver<S, R> {
     metrics: Arc<Metrics>,
     store_errors: Throttled,
     route_errors: Throttled,
+    peers: Option<PeerLink>,
+    /// The last health and source/destination check controls, for a
+    /// machine that starts over (see [`Driver::replay`]).
+    replay: Replay,
+}
+
+/// The controls whose state outlives a machine: a new incarnation in the
+/// same process is told them again, since nobody sends them twice (the
+/// health monitor reports changes, the ENI and lifecycle watchers report
+/// once).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Replay {
+    health: Option<Health>,
+    source_dest_check_off: Option<bool>,
+    drain: Option<bool>,
+    stop: bool,
+}
+
+impl Replay {
+    fn note(&mut self, control: Control) {
+        match control {
+            Control::Health(health) => self.health = Some(health),
+            Control::SourceDestCheckOff(off) => self.source_dest_check_off = Some(off),
+            Control::Drain => self.drain = Some(true),
+            Control::Undrain => self.drain = Some(false),
+            Control::Stop => self.stop = true,
+        }
+    }
+
+    /// A stop was asked for: a machine that ends now has no successor.
+    pub fn stop_asked(&self) -> bool {
+        self.stop
+    }
+
+    fn controls(self) -> impl Iterator<Item = Control> {
+        let drain = self.drain.filter(|d| *d).map(|_| Control::Drain);
+        self.health
+            .map(Control::Health)
+            .into_iter()
+            .chain(self.source_dest_check_off.map(Control::SourceDestCheckOff))
+            .chain(drain)
+    }
+}
+
+/// What the loop woke up for.
+enum Woken {
+    Input(Input),
+    Control(Control),
+    Datagram(vipfleet_core::peers::Message),
+    PeerTimer,
 }
 
 impl<S, R> Driver<S, R>
@@ -102,7 +164,8 @@ where
     R: RouteTable + 'static,
 {
     /// `origin` is the zero of the machine's clock: the instant it was
-    /// created at.
+    /// created at, or earlier (a machine that replaces an evicted one keeps
+    /// the process's clock).
     pub fn new(
         machine: Machine,
         store: Arc<S>,
@@ -121,7 +184,29 @@ where
             metrics,
             store_errors: Throttled::default(),
             route_errors: Throttled::default(),
+            peers: None,
+            replay: Replay::default(),
         }
+    }
+
+    /// Probes peers through `link` (which must use this machine's node id
+    /// and incarnation).
+    pub fn with_peers(mut self, link: PeerLink) -> Self {
+        self.peers = Some(link);
+        self
+    }
+
+    /// Controls a previous machine of this process was given, applied to
+    /// this one before anything else.
+    pub fn replay(mut self, replay: Replay) -> Self {
+        self.replay = replay;
+        self
+    }
+
+    /// What outlives the machine, for the next one: the status board, the
+    /// probe link and the replayed controls.
+    pub fn into_parts(self) -> (StatusBoard, Option<PeerLink>, Replay) {
+        (self.status, self.peers, self.replay)
     }
 
     fn now(&self) -> Instant {
@@ -136,31 +221,92 @@ where
     /// Runs until the machine exits, and says why. If `controls` closes
     /// (the agent is going away), the machine is asked to stop.
     pub async fn run(mut self, mut controls: mpsc::Receiver<Control>) -> ExitReason {
+        self.drive(&mut controls).await
+    }
+
+    /// As [`run`](Self::run), keeping the driver (and `controls`) for a
+    /// machine that starts over ([`into_parts`](Self::into_parts)). On an
+    /// orderly exit, peers are told not to condemn this incarnation.
+    pub async fn drive(&mut self, controls: &mut mpsc::Receiver<Control>) -> ExitReason {
         let (results_tx, mut results) = mpsc::unbounded_channel::<Input>();
         let mut wake_at = self.step(Input::Tick, &results_tx);
+        for control in self.replay.controls() {
+            wake_at = self.control(control, &results_tx);
+        }
         let mut controls_open = true;
         loop {
             if let Some(reason) = self.machine.exited() {
+                self.leave(reason).await;
                 return reason;
             }
             let sleep_until = wake_at
                 .and_then(|w| self.at(w))
                 .unwrap_or_else(|| TokioInstant::now() + IDLE_WAKE_INTERVAL);
-            let input = tokio::select! {
-                Some(input) = results.recv() => input,
+            let peer_wake = self
+                .peers
+                .as_ref()
+                .and_then(PeerLink::next_wake)
+                .and_then(|w| self.at(w))
+                .map(|w| w.max(TokioInstant::now() + PEER_WAKE_MIN_DELAY));
+            let peers_on = self.peers.is_some();
+            let woken = tokio::select! {
+                Some(input) = results.recv() => Woken::Input(input),
                 control = controls.recv(), if controls_open => match control {
-                    Some(control) => {
-                        info!(?control, "control");
-                        control.input()
-                    }
+                    Some(control) => Woken::Control(control),
                     None => {
                         controls_open = false;
-                        Input::Stop
+                        self.replay.stop = true;
+                        Woken::Input(Input::Stop)
                     }
                 },
-                () = tokio::time::sleep_until(sleep_until) => Input::Tick,
+                () = tokio::time::sleep_until(sleep_until) => Woken::Input(Input::Tick),
+                message = recv_datagram(&mut self.peers), if peers_on => Woken::Datagram(message),
+                () = sleep_until_some(peer_wake), if peer_wake.is_some() => Woken::PeerTimer,
             };
-            wake_at = self.step(input, &results_tx);
+            match woken {
+                Woken::Input(input) => wake_at = self.step(input, &results_tx),
+                Woken::Control(control) => {
+                    info!(?control, "control");
+                    wake_at = self.control(control, &results_tx);
+                }
+                Woken::Datagram(message) => {
+                    let now = self.now();
+                    let inputs = self.peers.as_mut().map(|p| p.receive(message, now)).unwrap_or_default();
+                    self.publish_peers();
+                    for input in inputs {
+                        wake_at = self.step(input, &results_tx);
+                    }
+                }
+                Woken::PeerTimer => {
+                    let now = self.now();
+                    let inputs = self.peers.as_mut().map(|p| p.tick(now)).unwrap_or_default();
+                    self.publish_peers();
+                    for input in inputs {
+                        wake_at = self.step(input, &results_tx);
+                    }
+                }
+            }
+        }
+    }
+
+    fn control(&mut self, control: Control, results: &mpsc::UnboundedSender<Input>) -> Option<Instant> {
+        self.replay.note(control);
+        if let (Control::Health(health), Some(peers)) = (control, self.peers.as_mut()) {
+            peers.set_health(health);
+        }
+        self.step(control.input(), results)
+    }
+
+    /// Sends the detector's `Leave` on an orderly exit (the lease decides
+    /// whether the node is gone, not the probes). An evicted incarnation
+    /// has nothing to say: it is already condemned.
+    async fn leave(&mut self, reason: ExitReason) {
+        let orderly = matches!(
+            reason,
+            ExitReason::Stopped | ExitReason::Drained | ExitReason::DrainTimedOut | ExitReason::Superseded
+        );
+        if let (true, Some(peers)) = (orderly, self.peers.as_mut()) {
+            peers.leave().await;
         }
     }
 
@@ -175,11 +321,21 @@ where
         let (tokens, (failover_waiting, _)) = self.machine.route_pacing(now);
         self.metrics.set_route_pacing(tokens, failover_waiting);
         self.status.record(&self.machine, &step.events, now);
+        if let Some(peers) = self.peers.as_mut() {
+            peers.refresh(&self.machine, now);
+            self.status.record_peers(peers.members());
+        }
         self.publish_fence();
         for effect in step.effects {
             self.perform(effect, now, results.clone());
         }
         step.wake_at
+    }
+
+    fn publish_peers(&self) {
+        if let Some(peers) = &self.peers {
+            self.status.record_peers(peers.members());
+        }
     }
 
     fn publish_fence(&self) {
@@ -349,6 +505,21 @@ where
                 })
             }
         }
+    }
+}
+
+/// The next datagram of the probe link; never, without one.
+async fn recv_datagram(peers: &mut Option<PeerLink>) -> vipfleet_core::peers::Message {
+    match peers {
+        Some(peers) => peers.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_some(at: Option<TokioInstant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
