@@ -30,6 +30,9 @@ pub struct PeerLink {
     transport: Transport,
     /// The member list the detector was last given, to skip no-op updates.
     members: Vec<(NodeId, Incarnation)>,
+    /// What the machine was last told of whether the peers' probes reach
+    /// us (`None`: nothing yet).
+    cut_off: Option<bool>,
     metrics: Arc<Metrics>,
 }
 
@@ -39,6 +42,7 @@ impl PeerLink {
             detector,
             transport,
             members: Vec::new(),
+            cut_off: None,
             metrics,
         }
     }
@@ -78,12 +82,12 @@ impl PeerLink {
 
     pub fn receive(&mut self, message: Message, now: Instant) -> Vec<Input> {
         let out = self.detector.receive(message, now);
-        self.handle(out)
+        self.handle(out, now)
     }
 
     pub fn tick(&mut self, now: Instant) -> Vec<Input> {
         let out = self.detector.tick(now);
-        self.handle(out)
+        self.handle(out, now)
     }
 
     pub fn next_wake(&self) -> Option<Instant> {
@@ -113,7 +117,7 @@ impl PeerLink {
         self.transport
     }
 
-    fn handle(&mut self, out: Output) -> Vec<Input> {
+    fn handle(&mut self, out: Output, now: Instant) -> Vec<Input> {
         self.transport.send(&out.send);
         let mut inputs = Vec::new();
         for verdict in &out.verdicts {
@@ -137,6 +141,16 @@ impl PeerLink {
         }
         if !out.verdicts.is_empty() {
             self.publish_members();
+        }
+        let cut_off = self.detector.cut_off(now);
+        if self.cut_off != Some(cut_off) {
+            if cut_off {
+                warn!("peers: no probe of any peer reaches this node; it takes no shards until they do");
+            } else if self.cut_off.is_some() {
+                info!("peers: probes reach this node again");
+            }
+            self.cut_off = Some(cut_off);
+            inputs.push(Input::PeersCutOff(cut_off));
         }
         inputs
     }

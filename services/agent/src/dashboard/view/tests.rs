@@ -100,6 +100,7 @@ fn troubled() -> (Status, TokioInstant) {
             drain: false,
             health: Health::Healthy,
             source_dest_check_off: true,
+            cut_off_from_peers: false,
         },
         exited: None,
         lease_valid: true,
