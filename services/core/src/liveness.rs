@@ -174,13 +174,16 @@ impl Observer {
             self.evicted(&node.info.id, node.inc, node.hb, now, lease_ttl);
         }
         // Eviction is for good, for that incarnation: a read sent before
-        // the eviction, answered after it, does not undo it; a new
-        // incarnation (the node registered again) does.
+        // the eviction, answered after it, does not undo it. It is kept
+        // while that incarnation is what we see, and until its lease is over
+        // in any case: whoever takes its shards after the node came back as
+        // a new incarnation must still read their routes back after that
+        // lease.
         self.seen = next;
         self.missing_since = missing;
         let seen = &self.seen;
         self.evicted
-            .retain(|id, e| seen.get(id).is_some_and(|s| s.inc == e.inc));
+            .retain(|id, e| e.lease_end > now || seen.get(id).is_some_and(|s| s.inc == e.inc));
         true
     }
 
@@ -224,7 +227,9 @@ impl Observer {
     /// while the node is not gone.
     pub fn gone_check(&self, node: &NodeId, my_ttl: Duration) -> Option<NodeCheck> {
         if let Some(e) = self.evicted.get(node) {
-            return Some(NodeCheck::Unchanged { hb: e.hb, inc: e.inc });
+            if self.seen.get(node).is_none_or(|s| s.inc == e.inc) {
+                return Some(NodeCheck::Unchanged { hb: e.hb, inc: e.inc });
+            }
         }
         let read_at = self.last_read_at?;
         let ttl = self.ttl_for(node, my_ttl);

@@ -134,6 +134,8 @@ pub struct Checker {
     /// the node's shards, as a crash does).
     peers: bool,
     late_writes: Vec<LateWrite>,
+    /// Late writes of evicted incarnations seen landing, over the run.
+    pub late_writes_seen: usize,
     /// From an eviction until a late write of the evicted node must be
     /// repaired.
     late_write_bound: Duration,
@@ -177,6 +179,7 @@ impl Checker {
             drained_checked: 0,
             peers: config.peers.is_some(),
             late_writes: Vec::new(),
+            late_writes_seen: 0,
             late_write_bound: lease.lease_ttl + EVICTION_RECHECK_SLACK + LATE_WRITE_REPAIR + share_writes,
             late_write_extension: lease.reconcile_interval + bound,
         }
@@ -327,6 +330,7 @@ impl Checker {
                     .max()
             });
             if let (Some((taker, _)), Some(evicted_at)) = (newer, writer_evicted.or(target_evicted)) {
+                self.late_writes_seen += 1;
                 self.late_writes.push(LateWrite {
                     landed: index,
                     taker,

@@ -185,7 +185,7 @@ impl World {
             self.deliver(config, node, input);
             return;
         }
-        let at = now + self.ec2_request_leg();
+        let at = now + self.ec2_request_leg(node);
         self.schedule(
             at,
             What::RouteArrives {
@@ -319,7 +319,15 @@ impl World {
     /// Time from transmit until EC2 applies: short, and bounded well inside
     /// the lease's safety margin (no tail: a call EC2 received is applied
     /// promptly, whatever happens to its answer).
-    fn ec2_request_leg(&mut self) -> Duration {
-        Duration::from_micros(self.rng.random_range(2_000..30_000))
+    fn ec2_request_leg(&mut self, node: usize) -> Duration {
+        let now = self.now;
+        let slow = self
+            .slow_ec2
+            .iter()
+            .filter(|(n, _, until)| *n == node && now < *until)
+            .map(|(_, latency, _)| *latency)
+            .max()
+            .unwrap_or_default();
+        slow + Duration::from_micros(self.rng.random_range(2_000..30_000))
     }
 }

@@ -70,6 +70,14 @@ pub enum Fault {
     /// `percent` of EC2 calls fail for `length`: half with a server error
     /// before they apply, half applied with the answer lost.
     FlakyEc2 { percent: u8, length: Duration },
+    /// Route calls of one node take `latency` longer to reach EC2, for
+    /// `length`: a congested path. A write sent just before the node is
+    /// evicted can then land after its new owner's.
+    SlowEc2 {
+        node: usize,
+        latency: Duration,
+        length: Duration,
+    },
     /// Every call against one route table fails as if it did not exist
     /// (deleted, or access denied), for `length`.
     TableFails { table: usize, length: Duration },
@@ -97,6 +105,7 @@ impl Fault {
             | Fault::FlakyStore { length, .. }
             | Fault::FlakyEc2 { length, .. }
             | Fault::TableFails { length, .. }
+            | Fault::SlowEc2 { length, .. }
             | Fault::PeerCut { length, .. }
             | Fault::PeerIsolation { length, .. }
             | Fault::PeerLoss { length, .. } => *length,
@@ -126,6 +135,7 @@ impl Fault {
             Fault::FlakyStore { .. } => "flaky-store",
             Fault::FlakyEc2 { .. } => "flaky-ec2",
             Fault::TableFails { .. } => "table-fails",
+            Fault::SlowEc2 { .. } => "slow-ec2",
             Fault::PeerCut { .. } => "peer-cut",
             Fault::PeerIsolation { .. } => "peer-isolation",
             Fault::PeerLoss { .. } => "peer-loss",
@@ -144,7 +154,8 @@ impl Fault {
             | Fault::HealthDown { node, .. }
             | Fault::DeleteNodeItem { node }
             | Fault::MarkDeadByHand { node }
-            | Fault::PeerIsolation { node, .. } => Some(*node),
+            | Fault::PeerIsolation { node, .. }
+            | Fault::SlowEc2 { node, .. } => Some(*node),
             Fault::PeerCut { a, b, .. } => Some(*a.max(b)),
             Fault::RouteDrift { to_node, .. } => Some(*to_node),
             Fault::JunkItem { over_node, .. } => *over_node,

@@ -89,6 +89,10 @@ impl World {
                 self.slow_store.retain(|(_, _, until)| now < *until);
                 self.slow_store.push((*node, *latency, now + *length));
             }
+            Fault::SlowEc2 { node, latency, length } => {
+                self.slow_ec2.retain(|(_, _, until)| now < *until);
+                self.slow_ec2.push((*node, *latency, now + *length));
+            }
             Fault::FlakyStore { percent, length } => self.flaky_store = Some((*percent, now + *length)),
             Fault::FlakyEc2 { percent, length } => self.ec2.flaky = Some((*percent, now + *length)),
             Fault::PeerCut { a, b, length } => self.peers.cut(*a, *b, now + *length),

@@ -255,6 +255,10 @@ pub struct Report {
     pub events_processed: u64,
     /// Nodes that exited, by reason.
     pub exits: BTreeMap<&'static str, usize>,
+    /// Route writes that landed after a newer owner's while their writer
+    /// (or the node they pointed at) was evicted but its lease ran: each
+    /// must be repaired in time.
+    pub late_writes_of_evicted: usize,
     /// Mutating EC2 attempts that reached a failing table
     /// ([`Fault::TableFails`]): when, and by which node.
     pub refused_by_failing_table: Vec<(Duration, usize)>,
@@ -383,6 +387,8 @@ pub(crate) struct World {
     table_missing_until: Option<Instant>,
     /// Store latency added for everyone (`None`) or one node, until when.
     slow_store: Vec<(Option<usize>, Duration, Instant)>,
+    /// Latency added to one node's EC2 calls, until when.
+    slow_ec2: Vec<(usize, Duration, Instant)>,
     /// A share of store calls fails, until when: (percent, until).
     flaky_store: Option<(u8, Instant)>,
     /// Calls whose answer the node still waits for.
@@ -455,6 +461,7 @@ pub fn run(config: &SimConfig) -> Report {
         virtual_time: end.as_offset(),
         events_processed: events,
         exits: world.exits.clone(),
+        late_writes_of_evicted: checker.late_writes_seen,
         refused_by_failing_table: world
             .ec2
             .refused_by_failing_table
@@ -493,6 +500,7 @@ impl World {
             store_down_until: None,
             table_missing_until: None,
             slow_store: Vec::new(),
+            slow_ec2: Vec::new(),
             flaky_store: None,
             open_calls: BTreeSet::new(),
             ec2: ec2::Ec2::default(),
