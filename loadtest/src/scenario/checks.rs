@@ -128,8 +128,11 @@ pub fn general(scenario: Scenario, state: &LabState, seen: &Seen<'_>, report: &m
 fn failures(scenario: Scenario, seen: &Seen<'_>, moved: &BTreeMap<Vip, u64>, report: &mut Report) {
     let mut may_fail: BTreeMap<Ipv4Addr, u64> = seen.trace.may_fail.clone();
     if scenario.moves_may_fail() {
+        // From the first fault on, even where a later fault (the next
+        // crash of a series) made it a victim's VIP too.
         for vip in moved.keys() {
-            may_fail.entry(vip.addr()).or_insert(seen.fault_ms);
+            let from = may_fail.entry(vip.addr()).or_insert(seen.fault_ms);
+            *from = (*from).min(seen.fault_ms);
         }
     }
     let in_window = |r: &Record| {

@@ -82,6 +82,7 @@ pub async fn peer_partition(f: &mut Fault<'_>) -> Result<()> {
     if added.is_ok() {
         sleep_until_ms(loss_from_ms).await;
     }
+    let cut_dropped: u64 = cut.iter().map(|(ns, _)| dropped(ns)).sum();
     for (ns, rules) in &cut {
         let _ = apply(ns, "-D", rules);
     }
@@ -99,12 +100,37 @@ pub async fn peer_partition(f: &mut Fault<'_>) -> Result<()> {
     if added.is_ok() {
         sleep_until_ms(end_ms).await;
     }
+    let loss_dropped: u64 = loss.iter().map(|(ns, _)| dropped(ns)).sum();
     for (ns, rules) in &loss {
         let _ = apply(ns, "-D", rules);
     }
     added.context("adding loss between the nodes")?;
-    f.trace.event("peer-heal", "all");
+    // A fault that dropped nothing tested nothing (probes off, or rules
+    // that match no packet).
+    for (what, n) in [("cut", cut_dropped), ("loss", loss_dropped)] {
+        if n == 0 && f.state.peer_port.is_some() {
+            f.trace.violations.push(format!(
+                "the {what} dropped no packet: the peers did not probe across it"
+            ));
+        }
+    }
+    f.trace.event(
+        "peer-heal",
+        &format!("cut dropped {cut_dropped} packets, loss {loss_dropped}"),
+    );
     Ok(())
+}
+
+/// Packets the DROP rules in namespace `ns` dropped so far (`iptables -L
+/// -v -x`: the first column is the rule's packet count).
+fn dropped(ns: &str) -> u64 {
+    let Ok(text) = netns::iptables_in(ns, &["-L", "-n", "-v", "-x"]) else {
+        return 0;
+    };
+    text.lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("DROP"))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 async fn sleep_until_ms(t_ms: u64) {
