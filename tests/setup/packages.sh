@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the lab need, if any is missing:
-# haproxy (the real data plane), iproute2 (network namespaces), shellcheck,
+# haproxy (the real data plane), iproute2 (network namespaces), iptables
+# (the lab's cuts between node namespaces), shellcheck,
 # curl, chromium (the dashboard's browser test, headless), and prometheus for
 # its promtool (the alert rules' checks and unit tests; the server it also
 # brings is stopped and disabled where systemd started it).
@@ -16,6 +17,7 @@ if (($# > 0)); then
 else
   command -v haproxy >/dev/null 2>&1 || needed+=(haproxy)
   command -v ip >/dev/null 2>&1 || needed+=(iproute2)
+  command -v iptables >/dev/null 2>&1 || needed+=(iptables)
   command -v shellcheck >/dev/null 2>&1 || needed+=(shellcheck)
   command -v curl >/dev/null 2>&1 || needed+=(curl)
   command -v chromium >/dev/null 2>&1 || needed+=(chromium)

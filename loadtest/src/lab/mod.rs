@@ -353,6 +353,11 @@ fn status_text(s: &LabState) -> String {
         "  aws     {} {} table {} group {}; lease ttl {} ms, heartbeat {} ms",
         s.aws.vpc_id, s.aws.subnet_id, s.aws.table, s.aws.asg_name, s.lease.lease_ttl_ms, s.lease.heartbeat_ms
     );
+    let peers = s.peer_port.map_or_else(
+        || "off (failover by lease expiry)".to_string(),
+        |p| format!("probes on udp/{p}"),
+    );
+    let _ = writeln!(out, "  peers   {peers}");
     let _ = writeln!(out, "  nodes");
     for n in &s.nodes {
         let _ = writeln!(

@@ -36,6 +36,13 @@ pub fn ip_in(ns: &str, args: &[&str]) -> Result<String> {
     ip(&all)
 }
 
+/// Runs `iptables -w <args>` inside namespace `ns` (its own tables).
+pub fn iptables_in(ns: &str, args: &[&str]) -> Result<String> {
+    let mut all = vec!["netns", "exec", ns, "iptables", "-w"];
+    all.extend_from_slice(args);
+    ip(&all)
+}
+
 fn run(program: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(program)
         .args(args)

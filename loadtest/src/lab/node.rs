@@ -25,6 +25,10 @@ use super::{bootstrap, imds, netns};
 /// scenarios should not wait the production default of 5 s.
 const LIFECYCLE_POLL_MS: u64 = 500;
 
+/// The UDP port the agents probe each other on (`[peers] port`), the same
+/// on every node, as the template's `PeerPort`.
+pub const PEER_PORT: u16 = 7946;
+
 /// The lab's AWS credentials. moto takes any; these are fake, and made to be
 /// recognised: the lab test fails if one of them shows up in any log of the
 /// lab (loadtest/tests/lab.rs), as the session token would if the SDK's
@@ -162,7 +166,8 @@ token_file = {token_file:?}
 
 [lifecycle]
 poll_interval_ms = {LIFECYCLE_POLL_MS}
-",
+
+{peers}",
         table = lab.aws.table,
         region = lab.aws.region,
         vips = quoted(lab.vips.iter().map(ToString::to_string).collect()),
@@ -171,6 +176,33 @@ poll_interval_ms = {LIFECYCLE_POLL_MS}
         hb = lab.lease.heartbeat_ms,
         ttl = lab.lease.lease_ttl_ms,
         token_file = lab.dir.join("conf").join(DASHBOARD_TOKEN_FILE).display().to_string(),
+        peers = peers_section(lab.peer_port, ip),
+    )
+}
+
+/// `[peers]`: bound to the node's own address on the bridge (where the
+/// other nodes reach it), with the core's default timings written out, so
+/// the crash bound the harness holds the lab to
+/// ([`crate::scenario`]'s checks) is the one the agents run.
+fn peers_section(port: Option<u16>, ip: std::net::Ipv4Addr) -> String {
+    let Some(port) = port else {
+        return "[peers]\nenabled = false\n".into();
+    };
+    let d = vipfleet_core::peers::PeerConfig::default();
+    format!(
+        "[peers]
+enabled = true
+port = {port}
+bind = \"{ip}\"
+probe_interval_ms = {probe}
+ack_timeout_ms = {ack}
+indirect_timeout_ms = {indirect}
+confirm_rounds = {rounds}
+",
+        probe = d.probe_interval.as_millis(),
+        ack = d.ack_timeout.as_millis(),
+        indirect = d.indirect_timeout.as_millis(),
+        rounds = d.confirm_rounds,
     )
 }
 

@@ -72,6 +72,10 @@ pub struct LabState {
     /// Extra agent options (`section.key=value`), passed to every agent as `--set`.
     #[serde(default)]
     pub agent_sets: Vec<String>,
+    /// The UDP port the agents probe each other on; `None`: peer probes
+    /// off (`lab up --no-peers`), failover by lease expiry only.
+    #[serde(default)]
+    pub peer_port: Option<u16>,
     pub programs: Programs,
     pub moto: Moto,
     pub imds: Imds,

@@ -67,6 +67,10 @@ pub struct UpArgs {
     /// Backend HTTP servers behind every haproxy.
     #[arg(long, default_value_t = 2)]
     pub backends: usize,
+    /// Agents do not probe each other (`[peers] enabled = false`): a dead
+    /// node is failed over when its lease runs out, as before peer probes.
+    #[arg(long)]
+    pub no_peers: bool,
     /// Extra agent option `section.key=value` (repeatable), passed as `--set`.
     #[arg(long = "agent-set", value_name = "SECTION.KEY=VALUE")]
     pub agent_sets: Vec<String>,
@@ -274,6 +278,7 @@ pub async fn bring_up(layout: Layout, tools: Tools, args: UpArgs) -> Result<LabS
             heartbeat_ms: a.heartbeat,
         },
         agent_sets: a.agent_sets.clone(),
+        peer_port: (!a.no_peers).then_some(super::node::PEER_PORT),
         programs: state::Programs {
             loadtest: ctx.tools.loadtest.clone(),
             agent: ctx.tools.agent.clone(),

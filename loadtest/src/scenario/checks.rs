@@ -33,16 +33,38 @@ pub struct Seen<'a> {
     pub end_ms: u64,
 }
 
-/// The longest a crashed node's VIPs may stay dark: the lease (the
-/// survivors' verdict), a heartbeat (the last one the victim sent may be
-/// that old when it dies, and an observer stamps it a read later), 2 s for
-/// the takeover, the route writes and the mirror's poll, plus the wait for
-/// EC2 tokens of the route writes beyond the agents' burst.
+/// With peer probes, the time from the peers' verdict (the node evicted in
+/// the store) to the survivors' route writes sent: the eviction, the claims
+/// of the shards and the first route writes, each a call to the store or
+/// EC2 (moto, tens of ms a call here).
+pub const PEER_TAKEOVER_MS: u64 = 500;
+/// The crash acceptance with peer probes: a crashed node's VIPs answer
+/// again within this long, at the 99th percentile...
+pub const PEER_CRASH_P99_MS: u64 = 1000;
+/// ...over at least this many affected VIPs in one run.
+pub const MIN_CRASH_SAMPLES: usize = 20;
+
+/// The longest a crashed node's VIPs may stay dark. With peer probes: the
+/// detector's bound (a probe interval and `confirm_rounds` failed rounds,
+/// 400 ms by default), the takeover ([`PEER_TAKEOVER_MS`]) and the mirror's
+/// poll (the lab's VPC propagation). Without them, the lease's bound:
+/// the lease (the survivors' verdict), a heartbeat (the last one the victim
+/// sent may be that old when it dies, and an observer stamps it a read
+/// later), 2 s for the takeover, the route writes and the mirror's poll.
+/// Both plus the wait for EC2 tokens of the route writes beyond the
+/// agents' burst.
 pub fn crash_outage_bound(state: &LabState, victim_vips: usize) -> Duration {
     use vipfleet_core::machine::{DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND};
     let writes = (victim_vips * state.route_tables.len()) as f64;
-    let paced = (writes - f64::from(DEFAULT_BURST)).max(0.0) / DEFAULT_CALLS_PER_SECOND;
-    Duration::from_millis(state.lease.lease_ttl_ms + state.lease.heartbeat_ms + 2000) + Duration::from_secs_f64(paced)
+    let paced = Duration::from_secs_f64((writes - f64::from(DEFAULT_BURST)).max(0.0) / DEFAULT_CALLS_PER_SECOND);
+    let verdict_to_routes = match state.peer_port {
+        Some(_) => {
+            vipfleet_core::peers::PeerConfig::default().detection_bound()
+                + Duration::from_millis(PEER_TAKEOVER_MS + state.mirror.poll_ms)
+        }
+        None => Duration::from_millis(state.lease.lease_ttl_ms + state.lease.heartbeat_ms + 2000),
+    };
+    verdict_to_routes + paced
 }
 
 pub fn general(scenario: Scenario, state: &LabState, seen: &Seen<'_>, report: &mut Report) {
@@ -106,8 +128,11 @@ pub fn general(scenario: Scenario, state: &LabState, seen: &Seen<'_>, report: &m
 fn failures(scenario: Scenario, seen: &Seen<'_>, moved: &BTreeMap<Vip, u64>, report: &mut Report) {
     let mut may_fail: BTreeMap<Ipv4Addr, u64> = seen.trace.may_fail.clone();
     if scenario.moves_may_fail() {
+        // From the first fault on, even where a later fault (the next
+        // crash of a series) made it a victim's VIP too.
         for vip in moved.keys() {
-            may_fail.entry(vip.addr()).or_insert(seen.fault_ms);
+            let from = may_fail.entry(vip.addr()).or_insert(seen.fault_ms);
+            *from = (*from).min(seen.fault_ms);
         }
     }
     let in_window = |r: &Record| {
@@ -152,4 +177,34 @@ fn routes_point_at_owners(state: &LabState, seen: &Seen<'_>, report: &mut Report
             ));
         }
     }
+}
+
+/// A zombie with peer probes on: its peers evicted it while it was paused,
+/// so each of its shards moved, and — where the evicted process exited
+/// rather than start over in-process — none moved twice (it took nothing
+/// back before the end of the run). Its exit, if any, names the eviction.
+pub fn check_evicted_zombie(report: &mut Report, victim_vips: &[Vip], moved: &BTreeMap<Vip, u64>) {
+    for vip in victim_vips.iter().filter(|v| !moved.contains_key(v)) {
+        report
+            .violations
+            .push(format!("{vip} stayed with the paused node: nobody evicted it"));
+    }
+    let exited: Vec<&crate::report::AgentExit> = report.agent_exits.iter().filter(|e| e.cause == "evicted").collect();
+    let mut found = Vec::new();
+    for exit in &exited {
+        if !exit.exit_line.as_deref().is_some_and(|l| l.contains("evict")) {
+            found.push(format!(
+                "{}'s agent (pid {}) exited, but not for its eviction: {}",
+                exit.node,
+                exit.pid,
+                exit.exit_line.as_deref().unwrap_or("no exit line in its log")
+            ));
+        }
+    }
+    if !exited.is_empty() {
+        for (vip, n) in moved.iter().filter(|(_, n)| **n > 1) {
+            found.push(format!("{vip}'s shard moved {n} times after a pause"));
+        }
+    }
+    report.violations.extend(found);
 }

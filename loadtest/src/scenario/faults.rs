@@ -12,11 +12,12 @@ use anyhow::{bail, Context, Result};
 use aws_config::SdkConfig;
 use clap::ValueEnum;
 use tokio::time::sleep;
+use vipfleet_core::Vip;
 
 use super::aws_proxy::AwsProxy;
 use super::fleet::{self, Ownership};
 use super::trace::Trace;
-use super::{aws_faults, drain_storm, rollout, store_faults};
+use super::{aws_faults, crashes, drain_storm, peer_faults, rollout, store_faults};
 use crate::lab::state::LabState;
 use crate::lab::{imds, netns, procs};
 
@@ -38,6 +39,9 @@ pub enum Scenario {
     SlowStore,
     Ec2Partial,
     DrainStorm,
+    /// Two nodes cut apart, then loss between all nodes
+    /// ([`super::peer_faults`]): only the peer probes suffer.
+    PeerPartition,
     /// A random fault every 20–40 s for the whole duration ([`super::soak`]);
     /// not part of `all`.
     Soak,
@@ -47,7 +51,7 @@ pub enum Scenario {
 impl Scenario {
     /// `all`, in order. The VIP change goes last: it leaves the lab with
     /// another VIP list.
-    pub const EACH: [Scenario; 16] = [
+    pub const EACH: [Scenario; 17] = [
         Scenario::Steady,
         Scenario::Crash,
         Scenario::Zombie,
@@ -63,6 +67,7 @@ impl Scenario {
         Scenario::SlowStore,
         Scenario::Ec2Partial,
         Scenario::DrainStorm,
+        Scenario::PeerPartition,
         Scenario::VipChange,
     ];
 
@@ -84,6 +89,7 @@ impl Scenario {
             Scenario::SlowStore => "slow-store",
             Scenario::Ec2Partial => "ec2-partial",
             Scenario::DrainStorm => "drain-storm",
+            Scenario::PeerPartition => "peer-partition",
             Scenario::Soak => "soak",
             Scenario::All => "all",
         }
@@ -100,6 +106,7 @@ impl Scenario {
                 | Scenario::RouteDrift
                 | Scenario::AgentRestart
                 | Scenario::VipChange
+                | Scenario::PeerPartition
                 // The crash's VIPs may fail from the crash, and only they
                 // move; nothing may fail during the blackout before it.
                 | Scenario::SlowStore
@@ -113,7 +120,14 @@ impl Scenario {
     pub fn moves_exactly_the_minimum(self) -> bool {
         !matches!(
             self,
-            Scenario::Zombie | Scenario::Partition | Scenario::ScaleOut | Scenario::DrainStorm | Scenario::Soak
+            Scenario::Zombie
+                | Scenario::Partition
+                | Scenario::ScaleOut
+                | Scenario::DrainStorm
+                | Scenario::Soak
+                // Nothing should move, but a shard moved once is tolerated
+                // ([`super::peer_faults::check_peer_partition`]).
+                | Scenario::PeerPartition
         )
     }
 
@@ -175,6 +189,7 @@ impl Scenario {
             Scenario::SlowStore => aws_faults::slow_store_duration(warmup, lease_ttl, heartbeat),
             Scenario::Ec2Partial => aws_faults::ec2_partial_duration(warmup, heartbeat, crash_bound),
             Scenario::DrainStorm => drain_storm::duration(warmup),
+            Scenario::PeerPartition => peer_faults::duration(warmup),
             _ => Duration::ZERO,
         }
     }
@@ -212,11 +227,15 @@ impl Fault<'_> {
         self.state.nodes[self.victim].instance_id.clone()
     }
 
-    /// From now on the victim's VIPs may fail.
+    /// From now on the victim's VIPs (as the run began) may fail.
     fn victim_goes_dark(&mut self) {
+        let vips = fleet::vips_of(self.before, &self.victim_id());
+        self.may_fail_from_now(&vips);
+    }
+
+    fn may_fail_from_now(&mut self, vips: &[Vip]) {
         let now = crate::load::unix_ms();
-        let id = self.victim_id();
-        for vip in fleet::vips_of(self.before, &id) {
+        for vip in vips {
             self.trace.may_fail.entry(vip.addr()).or_insert(now);
         }
     }
@@ -224,10 +243,16 @@ impl Fault<'_> {
     /// `kill -9` of the victim's agent and haproxy, after a reading that
     /// keeps the victim's calls until then in the totals.
     pub async fn crash(&mut self) {
+        let vips = fleet::vips_of(self.before, &self.victim_id());
+        self.crash_holding(&vips).await;
+    }
+
+    /// [`Self::crash`] of a victim that holds `vips` now.
+    pub async fn crash_holding(&mut self, vips: &[Vip]) {
         self.trace.read("crash", self.state).await;
         let node = self.state.nodes[self.victim].clone();
         self.trace.ending(&node.name, &node.agent, "killed");
-        self.victim_goes_dark();
+        self.may_fail_from_now(vips);
         // Stamped before the kill: whatever fails because of it ends after.
         self.trace.event("crash", &node.instance_id);
         procs::signal(&[node.agent.pid, node.haproxy.pid], "KILL");
@@ -257,9 +282,15 @@ pub async fn inject(scenario: Scenario, f: &mut Fault<'_>) -> Result<()> {
     match scenario {
         Scenario::Steady | Scenario::All => {}
         Scenario::Soak => super::soak::soak(f, f.seed).await?,
-        Scenario::Crash => f.crash().await,
+        Scenario::Crash => crashes::crash_series(f).await?,
         Scenario::Zombie => {
             f.victim_goes_dark();
+            if f.state.peer_port.is_some() {
+                // Its peers find it dead within the detection bound and
+                // evict it; resumed, it finds its renewal refused and exits
+                // (a new process starts over), or starts over in-process.
+                f.trace.ending(&victim.name, &victim.agent, "evicted");
+            }
             procs::signal(&[victim.agent.pid], "STOP");
             f.trace.event("pause", id);
             sleep(ttl * 2).await;
@@ -306,6 +337,7 @@ pub async fn inject(scenario: Scenario, f: &mut Fault<'_>) -> Result<()> {
         Scenario::SlowStore => aws_faults::slow_store(f).await?,
         Scenario::Ec2Partial => aws_faults::ec2_partial(f).await?,
         Scenario::DrainStorm => drain_storm::drain_storm(f).await?,
+        Scenario::PeerPartition => peer_faults::peer_partition(f).await?,
     }
     Ok(())
 }

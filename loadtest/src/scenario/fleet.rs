@@ -141,6 +141,8 @@ pub struct Metrics {
     pub table_missing: bool,
     /// Times the agent found its own node item gone and wrote it again.
     pub reregistrations: u64,
+    /// Nodes this agent evicted on the peer probes' word.
+    pub evictions: u64,
 }
 
 /// One reading of every agent that answers.
@@ -215,6 +217,7 @@ pub fn parse_metrics(text: &str) -> Metrics {
             "vipfleet_items_skipped" => m.items_skipped += value,
             "vipfleet_store_table_missing" => m.table_missing = value > 0,
             "vipfleet_reregistrations_total" => m.reregistrations += value,
+            "vipfleet_nodes_evicted_total" => m.evictions += value,
             _ => {}
         }
     }
@@ -306,6 +309,7 @@ mod tests {
             vipfleet_items_skipped{kind=\"other\"} 1\n\
             vipfleet_store_table_missing 1\n\
             vipfleet_reregistrations_total 1\n\
+            vipfleet_nodes_evicted_total 2\n\
             other_total{op=\"heartbeat\"} 99\n";
         assert_eq!(
             parse_metrics(text),
@@ -319,6 +323,7 @@ mod tests {
                 items_skipped: 3,
                 table_missing: true,
                 reregistrations: 1,
+                evictions: 2,
             }
         );
     }

@@ -11,9 +11,11 @@
 mod aws_faults;
 mod aws_proxy;
 mod checks;
+mod crashes;
 mod drain_storm;
 pub mod faults;
 pub mod fleet;
+mod peer_faults;
 mod rewire;
 mod rollout;
 pub mod route_log;
@@ -78,6 +80,10 @@ pub struct RunArgs {
     /// Seed of the soak's choice of faults, victims and gaps.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Agents do not probe each other: failover by lease expiry only, and
+    /// the crash bound is the lease's (to compare with peer probes on).
+    #[arg(long)]
+    pub no_peers: bool,
 }
 
 impl RunArgs {
@@ -97,6 +103,7 @@ impl RunArgs {
             prefix: "vfdemo".into(),
             keep_lab: false,
             seed: 1,
+            no_peers: false,
         }
     }
 }
@@ -127,7 +134,11 @@ fn lab_dir(prefix: &str) -> PathBuf {
 
 fn lab_up(args: &RunArgs) -> Result<LabState> {
     if let Some(state) = LabState::load(&lab_dir(&args.prefix))? {
-        if args.keep_lab && state.nodes.len() == args.nodes && state.vips.len() == args.vips {
+        if args.keep_lab
+            && state.nodes.len() == args.nodes
+            && state.vips.len() == args.vips
+            && state.peer_port.is_some() != args.no_peers
+        {
             eprintln!("==> reusing the running lab {}", args.prefix);
             return Ok(state);
         }
@@ -135,10 +146,15 @@ fn lab_up(args: &RunArgs) -> Result<LabState> {
         lab_command(&["down".into(), "--prefix".into(), args.prefix.clone()])?;
     }
     eprintln!(
-        "==> lab up: {} nodes, {} VIPs, {} route tables, lease {} ms / heartbeat {} ms",
-        args.nodes, args.vips, args.route_tables, args.lease_ttl, args.heartbeat
+        "==> lab up: {} nodes, {} VIPs, {} route tables, lease {} ms / heartbeat {} ms, peer probes {}",
+        args.nodes,
+        args.vips,
+        args.route_tables,
+        args.lease_ttl,
+        args.heartbeat,
+        if args.no_peers { "off" } else { "on" }
     );
-    lab_command(&[
+    let mut up: Vec<String> = vec![
         "up".into(),
         "--prefix".into(),
         args.prefix.clone(),
@@ -152,7 +168,11 @@ fn lab_up(args: &RunArgs) -> Result<LabState> {
         args.lease_ttl.to_string(),
         "--heartbeat".into(),
         args.heartbeat.to_string(),
-    ])?;
+    ];
+    if args.no_peers {
+        up.push("--no-peers".into());
+    }
+    lab_command(&up)?;
     LabState::load(&lab_dir(&args.prefix))?.context("lab up left no state file")
 }
 
@@ -234,7 +254,7 @@ fn start_load(
 /// Waits until every VIP is owned and routed, and the shards are spread
 /// evenly again (rebalancing after a node came back has finished), so the
 /// next scenario's numbers are its own.
-async fn wait_converged(state: &LabState, sdk: &aws_config::SdkConfig, serving_nodes: usize) -> Result<()> {
+pub(super) async fn wait_converged(state: &LabState, sdk: &aws_config::SdkConfig, serving_nodes: usize) -> Result<()> {
     let deadline = tokio::time::Instant::now() + HEAL_TIMEOUT;
     loop {
         let c = crate::lab::check::check(state, sdk).await?;
@@ -298,6 +318,10 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
             .min_duration(WARMUP, lease_ttl, heartbeat, store_outage, crash_bound)
             .as_secs_f64(),
     );
+    let duration = match scenario {
+        Scenario::Crash => duration.max(crashes::duration(WARMUP, victim_vips.len(), crash_bound).as_secs_f64()),
+        _ => duration,
+    };
     let mut trace = Trace::new(state);
     trace.read("start", state).await;
     let agent_pids: Vec<u32> = state.nodes.iter().map(|n| n.agent.pid).collect();
@@ -349,7 +373,21 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         .filter(|r| !trace.removed.contains(&r.vip))
         .cloned()
         .collect();
-    let outages = timeline::outages(&kept, &trace.events, end_ms);
+    // The harness restarting a crashed node ends that crash's window; what
+    // the re-balancing after it does is no crash sample.
+    let outages: Vec<timeline::Outage> = timeline::outages(&kept, &trace.events, end_ms)
+        .into_iter()
+        .filter(|o| trace.events[o.fault].kind != crashes::RESTART_EVENT)
+        .collect();
+    let flips = if trace.measured.is_empty() {
+        route_log::flips(&route_log, started_ms, end_ms)
+    } else {
+        trace
+            .measured
+            .iter()
+            .map(|(from, to)| route_log::flips(&route_log, *from, *to))
+            .sum()
+    };
 
     let mut report = Report {
         scenario: scenario.name().to_string(),
@@ -360,17 +398,17 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         heartbeat_ms: state.lease.heartbeat_ms,
         duration_s: (end_ms - started_ms) as f64 / 1000.0,
         events: trace.events.clone(),
-        moves: Moves {
+        moves: trace.series_moves.clone().unwrap_or(Moves {
             actual: fleet::moves(&before, &after, &trace.recreated),
             minimum: match scenario {
                 Scenario::DrainStorm => drain_storm::minimum_moves(state, &before),
                 _ => minimum_moves(scenario, victim_vips.len(), state.vips.len(), state.nodes.len()),
             },
-        },
+        }),
         ddb: calls.ddb(),
         ec2: calls.ec2(),
         route_changes: route_log::between(&route_log, started_ms, end_ms).count() as u64,
-        flips: route_log::flips(&route_log, started_ms, end_ms),
+        flips,
         phases: trace.phases(&route_log),
         agent_exits: trace.exits(&state.prefix),
         items_skipped: trace.readings.last().map_or_else(Default::default, |r| {
@@ -379,7 +417,9 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
                 .map(|((id, _), m)| (id.clone(), m.items_skipped))
                 .collect()
         }),
-        outage_bound_ms: scenario.crashes().then_some(crash_bound.as_millis() as u64),
+        // With peer probes a paused node is evicted as fast as a crashed one.
+        outage_bound_ms: (scenario.crashes() || (scenario == Scenario::Zombie && state.peer_port.is_some()))
+            .then_some(crash_bound.as_millis() as u64),
         agent_footprint,
         violations: std::mem::take(&mut trace.violations),
         ..Report::default()
@@ -399,6 +439,15 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     };
     checks::general(scenario, state, &seen, &mut report);
     match scenario {
+        Scenario::Crash => crashes::check_crash(&mut report, state.peer_port.is_some()),
+        Scenario::PeerPartition => {
+            let moved = fleet::moved(&before, &after, &trace.recreated);
+            peer_faults::check_peer_partition(&mut report, &trace, &moved);
+        }
+        Scenario::Zombie if state.peer_port.is_some() => {
+            let moved = fleet::moved(&before, &after, &trace.recreated);
+            checks::check_evicted_zombie(&mut report, &victim_vips, &moved);
+        }
         Scenario::LostItems => store_faults::check_lost_items(&mut report, &trace, state, &after),
         Scenario::TableRecreate => store_faults::check_table_recreate(&mut report),
         Scenario::SlowStore => aws_faults::check_slow_store(&mut report),
@@ -445,6 +494,7 @@ fn minimum_moves(scenario: Scenario, victim_shards: usize, shards: usize, nodes:
         | Scenario::Ec2Partial => victim_shards as u64,
         // Every shard but the survivor's (see drain_storm::minimum_moves).
         Scenario::DrainStorm => (shards - shards / nodes.max(1)) as u64,
+        Scenario::PeerPartition => 0,
         // Away when the lease is lost, then a fair share back.
         Scenario::Zombie | Scenario::Partition => victim_shards as u64 + fair_share,
         Scenario::ScaleOut => fair_share,

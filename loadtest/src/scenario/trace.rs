@@ -71,6 +71,13 @@ pub struct Trace {
     /// may fail only inside a window that concerns it (and `may_fail` is
     /// not used).
     pub windows: Vec<Window>,
+    /// Where the fault is a series, each followed by a restart the harness
+    /// does ([`super::crashes`]): the spans that are the faults' own, Unix
+    /// ms; flips are counted in them only.
+    pub measured: Vec<(u64, u64)>,
+    /// The series' moves, counted fault by fault, instead of from the
+    /// run's start to its end.
+    pub series_moves: Option<crate::report::Moves>,
 }
 
 /// One fault of a series, from its start until the fleet converged again,
