@@ -310,6 +310,15 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     let heartbeat = Duration::from_millis(state.lease.heartbeat_ms);
     let crash_bound = match scenario {
         Scenario::SlowStore => aws_faults::slow_store_bound(lease_ttl),
+        // A third node's item is deleted with the crash: until it writes
+        // it again (its next heartbeat) and the survivors read it, it looks
+        // like a node restarting, and the dead node's shards wait for the
+        // assignment to know it.
+        Scenario::LostItems => {
+            checks::crash_outage_bound(state, victim_vips.len())
+                + heartbeat
+                + vipfleet_core::LeaseConfig::DEFAULT.scan_interval
+        }
         _ => checks::crash_outage_bound(state, victim_vips.len()),
     };
     let store_outage = Duration::from_secs_f64(args.store_outage);

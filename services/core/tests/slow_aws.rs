@@ -140,6 +140,16 @@ fn stall_while_retrying(seed: u64, sabotage: Option<Sabotage>) -> SimConfig {
             },
         ),
         at(20_000, Fault::Crash { node: 2 }),
+        // Node 0's calls crawl to EC2: a retry sent when it wakes lands
+        // well after node 1's writes.
+        at(
+            18_000,
+            Fault::SlowEc2 {
+                node: 0,
+                latency: Duration::from_millis(1000),
+                length: Duration::from_secs(10),
+            },
+        ),
         at(
             22_300 + (seed % 8) * 100,
             Fault::Pause {
@@ -163,9 +173,12 @@ fn the_checks_catch_a_fence_checked_once_per_call() {
         .collect();
     assert!(!caught.is_empty(), "no seed caught the late retries");
     // What lands is what matters: the nodes' beliefs alone (one may write
-    // at a time) never show it; the landed writes and their epochs do.
+    // at a time) never show it; the landed writes do (a write under an old
+    // epoch landing after a newer one, or routes left pointing at the
+    // zombie when the faults are over).
     for violations in &caught {
-        assert!(violations.iter().any(|v| v.contains("landed")), "{violations:?}");
+        let landed = |v: &String| v.contains("landed") || v.contains("do not all point to its owner");
+        assert!(violations.iter().any(landed), "{violations:?}");
         assert!(!violations.iter().any(|v| v.contains("has writers")), "{violations:?}");
     }
 }
