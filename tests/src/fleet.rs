@@ -170,6 +170,11 @@ burst = {EC2_BURST}
 [dashboard]
 listen = ["127.0.0.1:0"]
 {token}
+# The agents share this host's network (one UDP port for all): peer probes
+# are the lab's to test, in its namespaces.
+[peers]
+enabled = false
+
 [lifecycle]
 poll_interval_ms = 60000
 "#,
