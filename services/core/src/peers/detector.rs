@@ -256,9 +256,8 @@ impl Detector {
                 from_inc,
                 healthy,
             } => {
-                if let Some(relay) = self.relays.get(&seq) {
-                    if relay.target == from {
-                        let relay = self.relays.remove(&seq).expect("just seen");
+                if self.relays.get(&seq).is_some_and(|r| r.target == from) {
+                    if let Some(relay) = self.relays.remove(&seq) {
                         let answer = Message::IndirectAck {
                             seq: relay.requester_seq,
                             from: self.me.clone(),
@@ -378,9 +377,13 @@ impl Detector {
             .map(|(seq, _)| *seq)
             .collect();
         for seq in due {
-            let relay = self.relays.get_mut(&seq).expect("listed above");
+            let Some(relay) = self.relays.get_mut(&seq) else {
+                continue;
+            };
             if relay.deadline <= now {
-                let relay = self.relays.remove(&seq).expect("listed above");
+                let Some(relay) = self.relays.remove(&seq) else {
+                    continue;
+                };
                 let nack = Message::Nack {
                     seq: relay.requester_seq,
                     from: self.me.clone(),
@@ -403,8 +406,12 @@ impl Detector {
             .map(|(id, _)| id.clone())
             .collect();
         for target in due {
-            let member = self.members.get_mut(&target).expect("listed above");
-            let round = member.round.as_mut().expect("listed above");
+            let Some(member) = self.members.get_mut(&target) else {
+                continue;
+            };
+            let Some(round) = member.round.as_mut() else {
+                continue;
+            };
             match round.phase {
                 Phase::Direct => {
                     round.go_indirect(now, self.config.indirect_timeout);
@@ -412,7 +419,9 @@ impl Detector {
                     self.ask_others(seq, &target, target_inc, out);
                 }
                 Phase::Indirect => {
-                    let round = member.round.take().expect("listed above");
+                    let Some(round) = member.round.take() else {
+                        continue;
+                    };
                     self.rounds.remove(&round.seq);
                     self.failed(&target, round.failure(), now, out);
                 }
