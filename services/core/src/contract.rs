@@ -15,6 +15,7 @@ use crate::routes::{Gate, RouteChange, RouteEntry, RouteError, RouteTable};
 use crate::store::{
     AcquireOutcome, AcquireRequest, BeatKind, EvictOutcome, EvictRequest, Expect, HandoffOutcome, HandoffRequest,
     HeartbeatOutcome, HeartbeatRequest, LeaseStore, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest,
+    WatchRequest, Watched,
 };
 use crate::types::{
     EniId, Epoch, Heartbeat, Incarnation, NodeConfig, NodeId, NodeInfo, NodeRecord, NodeState, RouteTableId, ShardId,
@@ -594,6 +595,35 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
         beat(store, &ids, &info_d, inc_d2, active, Renew).await,
         HeartbeatOutcome::Beat(2)
     );
+
+    // The change counter and the watch. Other runs may share the table and
+    // announce too, so the counter is only known to move forward.
+    let watch = |node: Option<NodeId>| async move {
+        store
+            .watch(&WatchRequest { node })
+            .await
+            .unwrap_or_else(|e| panic!("watch: {e}"))
+    };
+    let announce = || async {
+        store
+            .announce_change()
+            .await
+            .unwrap_or_else(|e| panic!("announce_change: {e}"))
+    };
+    let first = announce().await;
+    let second = announce().await;
+    assert!(
+        second > first,
+        "the counter moves with every announcement: {first}, {second}"
+    );
+    let seen = watch(None).await;
+    assert!(seen.version.is_some_and(|v| v >= second), "{seen:?}");
+    assert_eq!(seen.node, None, "a watch of no node reads no node");
+    match watch(Some(d.clone())).await.node {
+        Some(Watched::Record(record)) => assert_eq!((record.inc, record.hb), (inc_d2, 2)),
+        other => panic!("node d, watched: {other:?}"),
+    }
+    assert_eq!(watch(Some(e.clone())).await.node, Some(Watched::Missing));
 }
 
 /// Deviations of a route service from EC2 that the route suite tolerates,

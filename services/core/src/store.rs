@@ -203,6 +203,35 @@ pub enum RetireOutcome {
     Changed,
 }
 
+/// The fleet's change counter: one more with every change of membership
+/// or ownership a node announced (`fleet` item, `version` attribute).
+/// `None` while the item does not exist (a new or re-created table).
+pub type FleetVersion = Option<u64>;
+
+/// The cheap read of a settled node: the change counter, and the item of
+/// the one node it watches (its successor in id order), both eventually
+/// consistent: `GetItem fleet`, `GetItem node#watch`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchRequest {
+    pub node: Option<NodeId>,
+}
+
+/// The watched node's item, as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Watched {
+    Record(NodeRecord),
+    Missing,
+    /// The item exists but cannot be read.
+    Unreadable(Skipped),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watch {
+    pub version: FleetVersion,
+    /// `None` when the request watched no node.
+    pub node: Option<Watched>,
+}
+
 /// Which store operation failed, for errors and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StoreOp {
@@ -217,10 +246,12 @@ pub enum StoreOp {
     MarkDead,
     Evict,
     Retire,
+    Watch,
+    AnnounceChange,
 }
 
 impl StoreOp {
-    pub const ALL: [StoreOp; 11] = [
+    pub const ALL: [StoreOp; 13] = [
         StoreOp::Heartbeat,
         StoreOp::ReadNodes,
         StoreOp::ReadShards,
@@ -232,6 +263,8 @@ impl StoreOp {
         StoreOp::MarkDead,
         StoreOp::Evict,
         StoreOp::Retire,
+        StoreOp::Watch,
+        StoreOp::AnnounceChange,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -247,6 +280,8 @@ impl StoreOp {
             StoreOp::MarkDead => "mark_dead",
             StoreOp::Evict => "evict",
             StoreOp::Retire => "retire",
+            StoreOp::Watch => "watch",
+            StoreOp::AnnounceChange => "announce_change",
         }
     }
 
@@ -254,7 +289,7 @@ impl StoreOp {
     pub fn writes(&self) -> bool {
         !matches!(
             self,
-            StoreOp::ReadNodes | StoreOp::ReadShards | StoreOp::ReadShard | StoreOp::ReadLayout
+            StoreOp::ReadNodes | StoreOp::ReadShards | StoreOp::ReadShard | StoreOp::ReadLayout | StoreOp::Watch
         )
     }
 }
@@ -323,4 +358,9 @@ pub trait LeaseStore: Send + Sync {
     fn mark_dead(&self, req: &MarkDeadRequest) -> impl Future<Output = StoreResult<MarkDeadOutcome>> + Send;
     fn evict(&self, req: &EvictRequest) -> impl Future<Output = StoreResult<EvictOutcome>> + Send;
     fn retire(&self, req: &RetireRequest) -> impl Future<Output = StoreResult<RetireOutcome>> + Send;
+    /// The change counter and one node's item, eventually consistent.
+    fn watch(&self, req: &WatchRequest) -> impl Future<Output = StoreResult<Watch>> + Send;
+    /// `UpdateItem fleet ADD version 1`, unconditional: tells settled nodes
+    /// to read the table again. Returns the new value.
+    fn announce_change(&self) -> impl Future<Output = StoreResult<u64>> + Send;
 }

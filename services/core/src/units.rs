@@ -49,6 +49,9 @@ pub const NODE_SCAN: Consistency = Consistency::Eventual;
 pub const SHARD_SCAN: Consistency = Consistency::Strong;
 pub const SHARD_GET: Consistency = Consistency::Strong;
 pub const LAYOUT_GET: Consistency = Consistency::Eventual;
+/// A settled node's watch: the change counter and one node item, each a
+/// `GetItem` billed on its own.
+pub const WATCH_GET: Consistency = Consistency::Eventual;
 
 /// Read units in halves (an eventually consistent 4 KB is half a unit), so
 /// counters stay exact integers: the read of `bytes` in one call (one item,
@@ -172,6 +175,11 @@ pub fn shard_item_bytes(shard: &ShardRecord) -> u64 {
         bytes += string_bytes("owner_inc", inc);
     }
     bytes + number_bytes("epoch", shard.epoch) + number_bytes("moves", shard.moves) + clock_bytes("moved_at")
+}
+
+/// The size of the fleet item: `pk` (`fleet`) and `version`.
+pub fn fleet_item_bytes(version: u64) -> u64 {
+    "pk".len() as u64 + "fleet".len() as u64 + number_bytes("version", version)
 }
 
 /// The size of a layout item: `pk` (`layout#<fingerprint>`) and `vips`.

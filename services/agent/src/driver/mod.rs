@@ -475,6 +475,14 @@ where
                     result,
                 }
             }),
+            Effect::Watch(req) => spawn(results, async move {
+                let result = bounded(StoreOp::Watch, store.watch(&req), timeout, &metrics).await;
+                Input::Watched { sent_at, result }
+            }),
+            Effect::AnnounceChange => spawn(results, async move {
+                let result = bounded(StoreOp::AnnounceChange, store.announce_change(), timeout, &metrics).await;
+                Input::ChangeAnnounced { result }
+            }),
             Effect::DescribeTable(table) => {
                 let routes = self.routes.clone();
                 spawn(results, async move {

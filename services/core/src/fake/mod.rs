@@ -22,7 +22,7 @@ use crate::routes::{Gate, RouteChange, RouteEntry, RouteError, RouteOp, RouteTab
 use crate::store::{
     AcquireOutcome, AcquireRequest, EvictOutcome, EvictRequest, HandoffOutcome, HandoffRequest, HeartbeatOutcome,
     HeartbeatRequest, LeaseStore, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, StoreError,
-    StoreErrorKind, StoreOp, StoreResult,
+    StoreErrorKind, StoreOp, StoreResult, Watch, WatchRequest,
 };
 use crate::types::{NodeRecord, RouteTableId, ShardId, ShardRecord};
 
@@ -157,6 +157,12 @@ impl LeaseStore for FakeLeaseStore {
     }
     async fn retire(&self, req: &RetireRequest) -> StoreResult<RetireOutcome> {
         self.call(StoreOp::Retire, |t| t.retire(req)).await
+    }
+    async fn watch(&self, req: &WatchRequest) -> StoreResult<Watch> {
+        self.call(StoreOp::Watch, |t| t.watch(req)).await
+    }
+    async fn announce_change(&self) -> StoreResult<u64> {
+        self.call(StoreOp::AnnounceChange, LeaseTable::announce_change).await
     }
 }
 

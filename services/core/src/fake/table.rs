@@ -14,6 +14,7 @@ use crate::liveness::NodeCheck;
 use crate::store::{
     AcquireOutcome, AcquireRequest, BeatKind, EvictOutcome, EvictRequest, Expect, HandoffOutcome, HandoffRequest,
     HeartbeatOutcome, HeartbeatRequest, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, Skipped,
+    Watch, WatchRequest, Watched,
 };
 use crate::types::{NodeId, NodeRecord, NodeState, ShardId, ShardRecord};
 use crate::units::{self, Consistency};
@@ -57,6 +58,8 @@ pub struct LeaseTable {
     nodes: BTreeMap<NodeId, NodeRecord>,
     shards: BTreeMap<ShardId, ShardRecord>,
     layouts: BTreeMap<LayoutId, ShardLayout>,
+    /// The fleet item's change counter; `None` while the item is missing.
+    fleet_version: Option<u64>,
     /// Junk items by key (`node#…`, `shard#…`, anything).
     junk: BTreeMap<String, Junk>,
     counters: TableCounters,
@@ -110,7 +113,8 @@ impl LeaseTable {
             .keys()
             .map(|key| "pk".len() as u64 + key.len() as u64 + JUNK_VALUE_BYTES)
             .sum();
-        let bytes = nodes + shards + layouts + junk;
+        let fleet = self.fleet_version.map_or(0, units::fleet_item_bytes);
+        let bytes = nodes + shards + layouts + junk + fleet;
         self.bytes_cache.set(Some(bytes));
         bytes
     }
@@ -213,6 +217,43 @@ impl LeaseTable {
             return Err(junk.reason.clone());
         }
         Ok(record)
+    }
+
+    pub fn watch(&mut self, req: &WatchRequest) -> Watch {
+        let fleet_bytes = self.fleet_version.map_or(0, units::fleet_item_bytes);
+        self.read(usize::from(self.fleet_version.is_some()), fleet_bytes, units::WATCH_GET);
+        let node = req.node.as_ref().map(|id| {
+            let record = self.nodes.get(id).cloned();
+            self.read(usize::from(record.is_some()), self.node_bytes(id), units::WATCH_GET);
+            let junk = self.junk.iter().find(|(_, j)| j.node.as_ref() == Some(id));
+            match (record, junk) {
+                (_, Some((key, j))) => Watched::Unreadable(Skipped {
+                    key: key.clone(),
+                    reason: j.reason.clone(),
+                    node: Some(id.clone()),
+                    shard: None,
+                }),
+                (Some(record), None) => Watched::Record(record),
+                (None, None) => Watched::Missing,
+            }
+        });
+        Watch {
+            version: self.fleet_version,
+            node,
+        }
+    }
+
+    pub fn announce_change(&mut self) -> u64 {
+        let version = self.fleet_version.unwrap_or(0) + 1;
+        self.fleet_version = Some(version);
+        self.bytes_cache.set(None);
+        self.wrote(1, units::write_units(units::fleet_item_bytes(version), false));
+        version
+    }
+
+    /// The change counter, as an operator would read it.
+    pub fn fleet_version(&self) -> Option<u64> {
+        self.fleet_version
     }
 
     pub fn publish_layout(&mut self, layout: &ShardLayout) {

@@ -132,17 +132,22 @@ impl Machine {
             Input::HandedOff { shard, sent_at, result } => self.handed_off(shard, sent_at, result, now, out),
             Input::MarkedDead { node, result } => {
                 if let Ok(MarkDeadOutcome::Marked) = result {
+                    self.pace.announce();
                     if let Some(n) = self.nodes.get_mut(&node) {
                         n.state = NodeState::Dead;
                     }
                     out.events.push(Event::NodeMarkedDead { node });
                 }
             }
-            Input::PeerDead { node, inc } => self.peer_dead(node, inc, now, out),
+            Input::PeerDead { node, inc } => {
+                self.heat(now);
+                self.evict_dead(node, inc, now, out);
+            }
             Input::Evicted { node, inc, result } => {
                 self.evicting.remove(&node);
                 match result {
                     Ok(EvictOutcome::Evicted { hb }) => {
+                        self.pace.announce();
                         self.observer.evicted(&node, inc, hb, now, self.cfg().lease_ttl);
                         self.replan = true;
                         out.events.push(Event::NodeEvicted { node });
@@ -152,12 +157,15 @@ impl Machine {
                     Err(e) => self.store_error(e, out),
                 }
             }
+            Input::Watched { sent_at, result } => self.watched(sent_at, result, now, out),
+            Input::ChangeAnnounced { result } => self.change_announced(result, now, out),
             Input::RouteChanged { call, result } => self.route_changed(call, result, now, out),
             Input::TableDescribed { table, sent_at, result } => self.table_described(table, sent_at, result, now, out),
             Input::Retired { shard, result } => {
                 self.retiring.remove(&shard);
                 match result {
                     Ok(RetireOutcome::Retired) => {
+                        self.pace.announce();
                         self.book.forget(shard);
                         out.events.push(Event::Retired { shard });
                     }
@@ -171,7 +179,7 @@ impl Machine {
         }
     }
 
-    fn store_error(&mut self, e: StoreError, out: &mut Step) {
+    pub(super) fn store_error(&mut self, e: StoreError, out: &mut Step) {
         if e.kind == StoreErrorKind::TableMissing {
             // When the table is back, it may be a new, empty one.
             self.layout_published = false;
@@ -223,6 +231,7 @@ impl Machine {
                     }
                     _ => {}
                 }
+                self.pace.beat_landed(mode.state(), kind != BeatKind::Renew);
                 if kind != BeatKind::Renew {
                     self.beat_kind = BeatKind::Renew;
                 }
@@ -277,6 +286,7 @@ impl Machine {
             return; // a later read has already been learned
         }
         self.unreadable_nodes = unreadable;
+        self.pace.nodes_read(scan.records.iter());
         let mut nodes: std::collections::BTreeMap<NodeId, NodeRecord> =
             scan.records.into_iter().map(|n| (n.info.id.clone(), n)).collect();
         // Keep the last record of a node whose item vanished, or cannot be
@@ -307,6 +317,7 @@ impl Machine {
             .map(|r| r.id)
             .chain(unreadable.iter().copied())
             .collect();
+        self.pace.shards_read(scan.records.iter());
         for record in scan.records {
             self.learn_shard(record, sent_at, now, out);
         }
@@ -407,7 +418,9 @@ impl Machine {
     /// evict the incarnation we know, and only a successful eviction (ours,
     /// or one we read) makes the node gone. Nothing is asked of a node that
     /// cannot write (a lapsed lease: we may be the one cut off).
-    fn peer_dead(&mut self, node: NodeId, inc: Incarnation, now: Instant, out: &mut Step) {
+    /// Evicts incarnation `inc` of `node`, found dead (by the peers, or by
+    /// our observer), if that gains anything.
+    pub(super) fn evict_dead(&mut self, node: NodeId, inc: Incarnation, now: Instant, out: &mut Step) {
         let known = self.nodes.get(&node).is_some_and(|n| n.inc == inc);
         // Evicting a node that holds nothing gains nothing (and a node cut
         // off from its peers, started over empty, would be evicted again
@@ -440,6 +453,7 @@ impl Machine {
         };
         match result {
             Ok(AcquireOutcome::Acquired { epoch }) => {
+                self.pace.announce();
                 let me = self.me().clone();
                 self.book.wrote(shard, me, Some(self.setup.inc), epoch, now);
                 // A free shard whose routes already point at us (a table
@@ -497,6 +511,7 @@ impl Machine {
         };
         match result {
             Ok(HandoffOutcome::Done { epoch }) => {
+                self.pace.announce();
                 let to_inc = self.nodes.get(&to).map(|n| n.inc);
                 self.book.wrote(shard, to.clone(), to_inc, epoch, now);
                 out.events.push(Event::HandedOff {

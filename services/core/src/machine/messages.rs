@@ -8,7 +8,7 @@ use crate::routes::{RouteChange, RouteEntry, RouteError};
 use crate::store::{
     AcquireOutcome, AcquireRequest, EvictOutcome, EvictRequest, HandoffOutcome, HandoffRequest, HeartbeatOutcome,
     HeartbeatRequest, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest, Scan, Skipped, StoreErrorKind,
-    StoreResult,
+    StoreResult, Watch, WatchRequest,
 };
 use crate::time::Instant;
 use crate::types::{EniId, Epoch, Incarnation, NodeId, NodeRecord, RouteTableId, ShardId, ShardRecord};
@@ -55,6 +55,12 @@ pub enum Effect {
     /// Read back the routes of one table.
     DescribeTable(RouteTableId),
     Retire(RetireRequest),
+    /// The cheap read of a settled node: the fleet's change counter and
+    /// the item of the node it watches.
+    Watch(WatchRequest),
+    /// Bump the fleet's change counter: we changed membership or
+    /// ownership, and settled nodes should read the table again.
+    AnnounceChange,
     /// Stop the agent.
     Exit(ExitReason),
 }
@@ -167,6 +173,13 @@ pub enum Input {
     Retired {
         shard: ShardId,
         result: StoreResult<RetireOutcome>,
+    },
+    Watched {
+        sent_at: Instant,
+        result: StoreResult<Watch>,
+    },
+    ChangeAnnounced {
+        result: StoreResult<u64>,
     },
 }
 

@@ -27,6 +27,7 @@ mod book;
 mod inputs;
 mod messages;
 mod mode;
+mod pace;
 mod plan;
 mod routes;
 #[cfg(test)]
@@ -46,6 +47,7 @@ pub use routes::{
 };
 
 use self::book::ShardBook;
+use self::pace::Pace;
 use self::routes::RouteBook;
 use crate::backoff::Backoff;
 use crate::config::LeaseConfig;
@@ -246,6 +248,7 @@ pub struct Machine {
     max_node_reads: usize,
     in_flight: InFlight,
     shards_stale: bool,
+    pace: Pace,
     exited: Option<ExitReason>,
 }
 
@@ -321,6 +324,7 @@ impl Machine {
             },
             in_flight: InFlight::default(),
             shards_stale: true,
+            pace: Pace::new(now),
             exited: None,
         }
     }
@@ -387,6 +391,7 @@ impl Machine {
         wake.extend(self.drain_deadline());
         wake.extend(self.replan_at);
         wake.extend(self.rechecks.first().copied());
+        wake.extend(self.pace.wake_at());
         wake.extend(self.routes.wake_at(now));
         wake.into_iter().filter(|t| *t > now).min()
     }
@@ -563,6 +568,12 @@ impl Machine {
         } else {
             &self.membership.tables
         }
+    }
+
+    /// Whether the node reads cold (the fleet is settled: it only watches
+    /// the change counter and one peer).
+    pub fn reads_cold(&self) -> bool {
+        self.pace.is_cold()
     }
 
     pub fn exited(&self) -> Option<ExitReason> {

@@ -54,6 +54,7 @@ impl Machine {
     pub(super) fn plan(&mut self, now: Instant, out: &mut Step) {
         self.retry_at.retain(|_, t| *t > now);
         self.layout_retry_at.retain(|_, t| *t > now);
+        self.plan_pace(now, out);
         self.plan_timers(now, out);
         let valid = self.lease.is_valid(now);
         if self.lease_was_valid && !valid {
@@ -129,7 +130,7 @@ impl Machine {
     fn read_shards(&mut self, now: Instant, out: &mut Step) {
         self.in_flight.shards = true;
         self.shards_stale = false;
-        self.timers.shard_refresh = now + self.cfg().shard_refresh_interval;
+        self.timers.shard_refresh = now + self.shard_read_interval();
         out.effects.push(Effect::ReadShards);
     }
 
@@ -160,7 +161,7 @@ impl Machine {
         }
         if self.in_flight.nodes < self.max_node_reads && now >= self.timers.scan {
             self.in_flight.nodes += 1;
-            self.timers.scan = now + self.cfg().scan_interval;
+            self.timers.scan = now + self.node_read_interval();
             out.effects.push(Effect::ReadNodes);
         }
         let stale_read_due = self.shards_stale && now >= self.timers.shards_not_before;
@@ -208,6 +209,11 @@ impl Machine {
         for node in membership.gone.keys() {
             if !self.gone_reported.contains(node) {
                 out.events.push(Event::NodeGone { node: node.clone() });
+                // Nodes that read cold saw nothing: an eviction makes it
+                // gone for them at once, and announces it.
+                if let Some(inc) = self.nodes.get(node).map(|n| n.inc) {
+                    self.evict_dead(node.clone(), inc, now, out);
+                }
             }
         }
         self.gone_reported = membership.gone.keys().cloned().collect();

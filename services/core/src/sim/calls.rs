@@ -36,6 +36,8 @@ pub(super) fn store_op(effect: &Effect) -> Option<StoreOp> {
         Effect::MarkDead(_) => StoreOp::MarkDead,
         Effect::Evict(_) => StoreOp::Evict,
         Effect::Retire(_) => StoreOp::Retire,
+        Effect::Watch(_) => StoreOp::Watch,
+        Effect::AnnounceChange => StoreOp::AnnounceChange,
         _ => return None,
     })
 }
@@ -117,6 +119,11 @@ fn failed(effect: &Effect, sent_at: Instant, e: StoreError) -> Option<Input> {
             shard: req.shard,
             result: Err(e),
         },
+        Effect::Watch(_) => Input::Watched {
+            sent_at,
+            result: Err(e),
+        },
+        Effect::AnnounceChange => Input::ChangeAnnounced { result: Err(e) },
         _ => return None,
     })
 }
@@ -300,6 +307,19 @@ impl World {
                 result: match fail(StoreOp::Retire) {
                     Some(e) => Err(e),
                     None => Ok(self.table.retire(&req)),
+                },
+            },
+            Effect::Watch(req) => Input::Watched {
+                sent_at,
+                result: match fail(StoreOp::Watch) {
+                    Some(e) => Err(e),
+                    None => Ok(self.table.watch(&req)),
+                },
+            },
+            Effect::AnnounceChange => Input::ChangeAnnounced {
+                result: match fail(StoreOp::AnnounceChange) {
+                    Some(e) => Err(e),
+                    None => Ok(self.table.announce_change()),
                 },
             },
             // EC2 calls go through the driver's model ([`super::ec2`]).

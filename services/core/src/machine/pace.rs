@@ -1,0 +1,306 @@
+//! How often the node reads the table: *hot* while the fleet is unsettled,
+//! *cold* once it is.
+//!
+//! Hot, a node reads the node items every `scan_interval` and the shard
+//! items when they may be stale, as the lease protocol always did: its
+//! [`crate::liveness::Observer`] sees every counter move and expires a
+//! silent node after its TTL.
+//!
+//! Cold (nothing to take, give or retire anywhere, every shard with its
+//! target owner, the own lease valid, for a lease past the last change), a
+//! node only *watches*: every `watch_interval` it reads two small items, the
+//! fleet's change counter and the node item of its successor in id order.
+//! It turns hot again when
+//! - the counter moved: some node announced a change it made (a
+//!   registration, a new state, a claim, a hand-off, an eviction,
+//!   a retirement), or the table was re-created or restored;
+//! - the watched node's counter stood still for two of its heartbeats, or
+//!   its item is gone, unreadable, evicted or no longer active;
+//! - the peer detector found a node dead, or anything else unsettles the
+//!   node's own plan.
+//!
+//! So a fleet at rest reads one block per node per watch, whatever its
+//! size, plus a full read of the table every `cold_refresh_interval`
+//! (longer for a table of many blocks, so that a node's share of the bill
+//! does not grow with the fleet), which catches hand edits nobody
+//! announced. Announcements are hints: a lost one delays what a cold node
+//! learns, never what is safe, since every write is conditional and every
+//! route write is fenced by a fresh read of its shard.
+
+use std::time::Duration;
+
+use super::{Effect, Machine, Mode, Step};
+use crate::store::{FleetVersion, StoreResult, Watch, WatchRequest, Watched};
+use crate::time::Instant;
+use crate::types::{Heartbeat, Incarnation, NodeId, NodeRecord, NodeState, ShardRecord};
+use crate::units;
+
+/// A cold full read costs a node at most one 4 KB block of the table per
+/// this long: a table of many blocks is read in full less often.
+pub const COLD_REFRESH_PER_BLOCK: Duration = Duration::from_secs(20);
+/// The watched node counts as stalled once its counter stood still this
+/// many of its heartbeat intervals.
+const STALLED_AFTER_BEATS: u32 = 2;
+
+/// The watched node's counter as last seen, and since when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Sighting {
+    node: NodeId,
+    inc: Incarnation,
+    hb: Heartbeat,
+    since: Instant,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Pace {
+    cold: bool,
+    /// Reads stay hot at least until then.
+    hot_until: Instant,
+    /// The change counter as the last watch read it; `None` before the
+    /// first.
+    known_version: Option<FleetVersion>,
+    watched: Option<Sighting>,
+    watch_at: Instant,
+    watching: bool,
+    announce_pending: bool,
+    announcing: bool,
+    announce_not_before: Instant,
+    /// The state the last announced heartbeat carried.
+    announced_state: Option<NodeState>,
+    /// Bytes of the node and shard items as last read.
+    node_bytes: u64,
+    shard_bytes: u64,
+}
+
+impl Pace {
+    pub(super) fn new(now: Instant) -> Self {
+        Self {
+            cold: false,
+            hot_until: now,
+            known_version: None,
+            watched: None,
+            watch_at: now,
+            watching: false,
+            announce_pending: false,
+            announcing: false,
+            announce_not_before: now,
+            announced_state: None,
+            node_bytes: 0,
+            shard_bytes: 0,
+        }
+    }
+
+    pub(super) fn is_cold(&self) -> bool {
+        self.cold
+    }
+
+    pub(super) fn wake_at(&self) -> impl Iterator<Item = Instant> {
+        let announce = self.announce_pending.then_some(self.announce_not_before);
+        [Some(self.watch_at), Some(self.hot_until), announce]
+            .into_iter()
+            .flatten()
+    }
+
+    /// Something changed that others should read.
+    pub(super) fn announce(&mut self) {
+        self.announce_pending = true;
+    }
+
+    /// Whether a successful heartbeat of `state` tells others something new.
+    pub(super) fn beat_landed(&mut self, state: NodeState, registration: bool) {
+        if registration || self.announced_state != Some(state) {
+            self.announced_state = Some(state);
+            self.announce_pending = true;
+        }
+    }
+
+    /// Sizes the table by what reads returned (a Scan bills every item).
+    pub(super) fn nodes_read<'a>(&mut self, nodes: impl Iterator<Item = &'a NodeRecord>) {
+        self.node_bytes = nodes.map(units::node_item_bytes).sum();
+    }
+
+    pub(super) fn shards_read<'a>(&mut self, shards: impl Iterator<Item = &'a ShardRecord>) {
+        self.shard_bytes = shards.map(units::shard_item_bytes).sum();
+    }
+
+    fn table_blocks(&self) -> u64 {
+        (self.node_bytes + self.shard_bytes)
+            .div_ceil(units::READ_UNIT_BYTES)
+            .max(1)
+    }
+}
+
+impl Machine {
+    /// Reads turn hot now and stay so for at least a lease.
+    pub(super) fn heat(&mut self, now: Instant) {
+        self.pace.hot_until = self.pace.hot_until.max(now + self.cfg().lease_ttl);
+        if self.pace.cold {
+            self.pace.cold = false;
+            self.pace.watched = None;
+            self.timers.scan = now;
+            self.shards_stale = true;
+        }
+    }
+
+    /// How long between two reads of the node items (and, cold, of the
+    /// shard items).
+    pub(super) fn node_read_interval(&self) -> Duration {
+        if self.pace.cold {
+            self.cold_refresh_interval()
+        } else {
+            self.cfg().scan_interval
+        }
+    }
+
+    pub(super) fn shard_read_interval(&self) -> Duration {
+        if self.pace.cold {
+            self.cold_refresh_interval()
+        } else {
+            self.cfg().shard_refresh_interval
+        }
+    }
+
+    fn cold_refresh_interval(&self) -> Duration {
+        let blocks = u32::try_from(self.pace.table_blocks()).unwrap_or(u32::MAX);
+        self.cfg()
+            .cold_refresh_interval
+            .max(COLD_REFRESH_PER_BLOCK.saturating_mul(blocks))
+    }
+
+    /// Nothing under way, here or (as far as we know) anywhere.
+    fn settled(&self, now: Instant) -> bool {
+        self.nodes_seen
+            && self.shards_seen
+            && !self.shards_stale
+            && self.mode == Mode::Active
+            && self.lease.is_valid(now)
+            && self.ops.is_empty()
+            && self.evicting.is_empty()
+            && self.retiring.is_empty()
+            && self.rechecks.is_empty()
+            && self.orphans == 0
+            && self.work_lists.take.is_empty()
+            && self.work_lists.give.is_empty()
+            && self.work_lists.retire.is_empty()
+            && self.in_flight.layouts.is_empty()
+            && self.layout_retry_at.is_empty()
+            && !self.pace.announce_pending
+            && !self.target.is_empty()
+            && self
+                .target
+                .iter()
+                .all(|(shard, node)| self.book.owner(*shard) == Some(node))
+    }
+
+    /// While hot, a member whose counter has not moved for two of its
+    /// heartbeats is in question: stay hot to see it expire or move.
+    fn someone_stalled(&self, now: Instant) -> bool {
+        self.membership.members.iter().any(|m| {
+            m.id != *self.me()
+                && self.nodes.get(&m.id).is_some_and(|n| {
+                    let beat = n
+                        .config
+                        .as_ref()
+                        .map_or(self.cfg().heartbeat_interval, |c| c.heartbeat_interval);
+                    self.observer
+                        .heartbeat_age(&m.id, now)
+                        .is_some_and(|age| age >= beat * STALLED_AFTER_BEATS)
+                })
+        })
+    }
+
+    /// The node we watch while cold: the next in id order after us.
+    fn successor(&self) -> Option<NodeId> {
+        let live = self
+            .membership
+            .members
+            .iter()
+            .map(|m| &m.id)
+            .filter(|id| *id != self.me());
+        let after = live.clone().filter(|id| *id > self.me()).min();
+        after.or_else(|| live.min()).cloned()
+    }
+
+    pub(super) fn plan_pace(&mut self, now: Instant, out: &mut Step) {
+        let settled = self.settled(now);
+        if self.pace.cold && !settled {
+            self.heat(now);
+        } else if !self.pace.cold && settled && now >= self.pace.hot_until && !self.someone_stalled(now) {
+            self.pace.cold = true;
+            self.timers.scan = now + self.node_read_interval();
+            self.timers.shard_refresh = now + self.shard_read_interval();
+        }
+        if !self.pace.watching && now >= self.pace.watch_at {
+            self.pace.watching = true;
+            self.pace.watch_at = now + self.cfg().watch_interval;
+            let node = if self.pace.cold { self.successor() } else { None };
+            out.effects.push(Effect::Watch(WatchRequest { node }));
+        }
+        if self.pace.announce_pending && !self.pace.announcing && now >= self.pace.announce_not_before {
+            self.pace.announce_pending = false;
+            self.pace.announcing = true;
+            out.effects.push(Effect::AnnounceChange);
+        }
+    }
+
+    pub(super) fn watched(&mut self, _sent_at: Instant, result: StoreResult<Watch>, now: Instant, out: &mut Step) {
+        self.pace.watching = false;
+        let watch = match result {
+            Ok(watch) => watch,
+            Err(e) => return self.store_error(e, out),
+        };
+        if self.pace.known_version.is_some_and(|known| known != watch.version) {
+            self.heat(now);
+        }
+        self.pace.known_version = Some(watch.version);
+        let Some(watched) = watch.node else {
+            return;
+        };
+        if !self.pace.cold {
+            return;
+        }
+        let record = match watched {
+            Watched::Record(r) if r.state == NodeState::Active && r.evicted_by.is_none() => r,
+            _ => return self.heat(now),
+        };
+        let beat = record
+            .config
+            .as_ref()
+            .map_or(self.cfg().heartbeat_interval, |c| c.heartbeat_interval);
+        match &self.pace.watched {
+            Some(s) if s.node == record.info.id && s.inc == record.inc && s.hb == record.hb => {
+                // The stamp is when an earlier read returned: the counter
+                // has stood still at least since then.
+                if now.saturating_since(s.since) >= beat * STALLED_AFTER_BEATS {
+                    self.heat(now);
+                }
+            }
+            _ => {
+                self.pace.watched = Some(Sighting {
+                    node: record.info.id.clone(),
+                    inc: record.inc,
+                    hb: record.hb,
+                    since: now,
+                });
+            }
+        }
+    }
+
+    pub(super) fn change_announced(&mut self, result: StoreResult<u64>, now: Instant, out: &mut Step) {
+        self.pace.announcing = false;
+        match result {
+            Ok(version) => {
+                // Ours was the only change since we last looked: no need to
+                // read for it.
+                if self.pace.known_version == Some(Some(version - 1)) {
+                    self.pace.known_version = Some(Some(version));
+                }
+            }
+            Err(e) => {
+                self.pace.announce_pending = true;
+                self.pace.announce_not_before = now + self.cfg().scan_interval * 4;
+                self.store_error(e, out);
+            }
+        }
+    }
+}
