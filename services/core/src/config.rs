@@ -15,9 +15,12 @@ pub struct LeaseConfig {
     /// How long an observer waits for a counter to move before it calls the
     /// node expired.
     pub lease_ttl: Duration,
-    /// How often each node reads the node items while the fleet is
-    /// unsettled (a node joined, left or died; shards are moving).
+    /// How often each node reads the node items (with `cold_reads`: while
+    /// the fleet is unsettled: a node joined, left or died, shards move).
     pub scan_interval: Duration,
+    /// Whether a settled node stops reading the table and only watches
+    /// (see `machine::pace`): what makes the `CHEAP` profile cheap.
+    pub cold_reads: bool,
     /// How often a settled node reads the fleet's change counter and the
     /// item of the node it watches (two small items).
     pub watch_interval: Duration,
@@ -73,14 +76,15 @@ impl Default for LeaseConfig {
 }
 
 impl LeaseConfig {
-    /// One write per node every 5 s: peer probes find a crashed node, so
-    /// the lease only bounds how long a node cut off from DynamoDB keeps
-    /// writing routes. About $4 a month for 10 nodes and 64 VIPs.
+    /// One write per node per second; every node scans the table four
+    /// times a second. Without peer probes a crashed node's VIPs move in
+    /// ~3.3 s.
     pub const DEFAULT: LeaseConfig = LeaseConfig {
-        heartbeat_interval: Duration::from_secs(5),
-        lease_ttl: Duration::from_secs(15),
+        heartbeat_interval: Duration::from_millis(1000),
+        lease_ttl: Duration::from_millis(3000),
         scan_interval: Duration::from_millis(250),
-        watch_interval: Duration::from_secs(5),
+        cold_reads: false,
+        watch_interval: Duration::from_secs(1),
         cold_refresh_interval: Duration::from_secs(60),
         reconcile_interval: Duration::from_secs(10),
         shard_refresh_interval: Duration::from_secs(5),
@@ -94,10 +98,28 @@ impl LeaseConfig {
         heartbeat_interval: Duration::from_millis(200),
         lease_ttl: Duration::from_millis(1000),
         scan_interval: Duration::from_millis(100),
+        cold_reads: false,
         watch_interval: Duration::from_secs(1),
         cold_refresh_interval: Duration::from_secs(30),
         reconcile_interval: Duration::from_secs(5),
         shard_refresh_interval: Duration::from_secs(2),
+        safety_margin_percent: 10,
+        max_handoffs_in_flight: 2,
+    };
+
+    /// One write per node every 5 s, and a settled fleet reads only small
+    /// items (cold reads): about $4 a month for 10 nodes and 64 VIPs.
+    /// Peer probes find a crashed node; the lease only bounds how long a
+    /// node cut off from DynamoDB keeps writing routes.
+    pub const CHEAP: LeaseConfig = LeaseConfig {
+        heartbeat_interval: Duration::from_secs(5),
+        lease_ttl: Duration::from_secs(15),
+        scan_interval: Duration::from_millis(250),
+        cold_reads: true,
+        watch_interval: Duration::from_secs(5),
+        cold_refresh_interval: Duration::from_secs(60),
+        reconcile_interval: Duration::from_secs(10),
+        shard_refresh_interval: Duration::from_secs(5),
         safety_margin_percent: 10,
         max_handoffs_in_flight: 2,
     };
@@ -174,13 +196,13 @@ mod tests {
     fn both_profiles_are_valid() {
         assert_eq!(LeaseConfig::DEFAULT.validate(), Ok(()));
         assert_eq!(LeaseConfig::FAST.validate(), Ok(()));
-        assert_eq!(LeaseConfig::DEFAULT.own_lease(), Duration::from_millis(13_500));
+        assert_eq!(LeaseConfig::CHEAP.validate(), Ok(()));
+        assert_eq!(LeaseConfig::DEFAULT.own_lease(), Duration::from_millis(2700));
     }
 
     #[test]
     fn unworkable_timings_are_rejected() {
         let mut c = LeaseConfig::DEFAULT;
-        c.heartbeat_interval = Duration::from_secs(1);
         c.lease_ttl = Duration::from_millis(1500);
         assert!(matches!(
             c.validate(),
@@ -188,14 +210,13 @@ mod tests {
         ));
         // Twice the interval fits in the TTL, but not in the own lease.
         let mut c = LeaseConfig::DEFAULT;
-        c.heartbeat_interval = Duration::from_secs(1);
         c.lease_ttl = Duration::from_millis(2100);
         assert!(matches!(
             c.validate(),
             Err(LeaseConfigError::HeartbeatTooSlowForLease { .. })
         ));
         let mut c = LeaseConfig::DEFAULT;
-        c.scan_interval = Duration::from_secs(8);
+        c.scan_interval = Duration::from_secs(2);
         assert!(matches!(c.validate(), Err(LeaseConfigError::ScanTooSlow { .. })));
         let mut c = LeaseConfig::DEFAULT;
         c.heartbeat_interval = Duration::ZERO;

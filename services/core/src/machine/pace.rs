@@ -131,9 +131,10 @@ impl Pace {
 }
 
 impl Machine {
-    /// Reads turn hot now and stay so for at least a lease.
+    /// Reads turn hot now and stay so for at least the longest lease
+    /// anyone runs: long enough to see a silent node expire.
     pub(super) fn heat(&mut self, now: Instant) {
-        self.pace.hot_until = self.pace.hot_until.max(now + self.cfg().lease_ttl);
+        self.pace.hot_until = self.pace.hot_until.max(now + self.longest_ttl());
         if self.pace.cold {
             self.pace.cold = false;
             self.pace.watched = None;
@@ -222,6 +223,11 @@ impl Machine {
     }
 
     pub(super) fn plan_pace(&mut self, now: Instant, out: &mut Step) {
+        if !self.cfg().cold_reads {
+            // Hot for good; changes are still announced, for any node of
+            // the fleet that reads cold (a profile rolled out node by node).
+            return self.plan_announce(now, out);
+        }
         let settled = self.settled(now);
         if self.pace.cold && !settled {
             self.heat(now);
@@ -236,6 +242,10 @@ impl Machine {
             let node = if self.pace.cold { self.successor() } else { None };
             out.effects.push(Effect::Watch(WatchRequest { node }));
         }
+        self.plan_announce(now, out);
+    }
+
+    fn plan_announce(&mut self, now: Instant, out: &mut Step) {
         if self.pace.announce_pending && !self.pace.announcing && now >= self.pace.announce_not_before {
             self.pace.announce_pending = false;
             self.pace.announcing = true;

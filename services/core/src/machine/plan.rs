@@ -211,8 +211,10 @@ impl Machine {
                 out.events.push(Event::NodeGone { node: node.clone() });
                 // Nodes that read cold saw nothing: an eviction makes it
                 // gone for them at once, and announces it.
-                if let Some(inc) = self.nodes.get(node).map(|n| n.inc) {
-                    self.evict_dead(node.clone(), inc, now, out);
+                if self.cfg().cold_reads {
+                    if let Some(inc) = self.nodes.get(node).map(|n| n.inc) {
+                        self.evict_dead(node.clone(), inc, now, out);
+                    }
                 }
             }
         }
@@ -234,7 +236,7 @@ impl Machine {
     }
 
     /// The longest lease any node we know runs with.
-    fn longest_ttl(&self) -> Duration {
+    pub(super) fn longest_ttl(&self) -> Duration {
         self.nodes
             .values()
             .filter_map(|n| n.config.as_ref().map(|c| c.lease_ttl.min(crate::config::MAX_LEASE_TTL)))
