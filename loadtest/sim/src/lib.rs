@@ -64,6 +64,8 @@ pub struct SimArgs {
 enum Profile {
     Default,
     Fast,
+    /// Heartbeats every 5 s and cold reads once the fleet is settled.
+    Cheap,
 }
 
 const SCENARIOS: [&str; 6] = ["steady", "crash", "drain", "store-outage", "random", "operations"];
@@ -83,6 +85,7 @@ fn scenario(name: &str, seed: u64, args: &SimArgs) -> SimConfig {
     config.lease = match args.profile {
         Profile::Default => LeaseConfig::DEFAULT,
         Profile::Fast => LeaseConfig::FAST,
+        Profile::Cheap => LeaseConfig::CHEAP,
     };
     let victim = (seed as usize) % args.nodes;
     // Spread the fault over the heartbeat cycle: failover time depends on
@@ -149,6 +152,7 @@ fn replay(name: &str, seed: u64, args: &SimArgs) -> String {
     let profile = match args.profile {
         Profile::Default => "default",
         Profile::Fast => "fast",
+        Profile::Cheap => "cheap",
     };
     format!(
         "cargo run -p vipfleet-sim -- --scenario {name} --seeds 1 --first-seed {seed} --nodes {} --shards {} --profile {profile}",

@@ -5,28 +5,38 @@
 //!
 //! At rest each agent, per [`crate::machine`]'s timers:
 //! - writes its heartbeat every `heartbeat_interval` (an `UpdateItem` of its
-//!   node item),
-//! - scans the node items every `scan_interval` (a Scan, eventually
-//!   consistent, billed on the **whole table**: nodes, shards and layouts,
-//!   whatever the filter keeps),
-//! - scans the shard items every `shard_refresh_interval` (the same Scan,
-//!   strongly consistent),
-//! - puts its layout item again every [`LAYOUT_REPUBLISH_INTERVAL`].
+//!   node item), and puts its layout item again every
+//!   [`LAYOUT_REPUBLISH_INTERVAL`];
+//! - **hot** (`cold_reads` off, the default profile): scans the node items
+//!   every `scan_interval` (a Scan, eventually consistent, billed on the
+//!   **whole table**: nodes, shards and layouts, whatever the filter keeps)
+//!   and the shard items every `shard_refresh_interval` (the same Scan,
+//!   strongly consistent);
+//! - **cold** (`cold_reads` on, the cheap profile; see
+//!   `machine::pace`): every `watch_interval` reads the fleet item and one
+//!   node item (two eventually consistent `GetItem`s, half a unit each),
+//!   and reads the whole table (both Scans) every `cold_refresh`, which is
+//!   `cold_refresh_interval` or [`COLD_REFRESH_PER_BLOCK`] per 4 KB block of
+//!   the table, whichever is longer.
 //!
 //! With `N` nodes, `S` VIPs and a table of `T = N·node + S·shard + layout`
 //! bytes, `B = ⌈T / 4 KB⌉` (one page: `T` ≤ 1 MB):
 //!
 //! ```text
-//! reads/s  = N · B · (0.5 / scan_interval + 1 / shard_refresh_interval)
-//! writes/s = N · (⌈node / 1 KB⌉ / heartbeat_interval + ⌈layout / 1 KB⌉ / layout_republish)
+//! writes/s     = N · (⌈node / 1 KB⌉ / heartbeat_interval + ⌈layout / 1 KB⌉ / layout_republish)
+//! reads/s hot  = N · B · (0.5 / scan_interval + 1 / shard_refresh_interval)
+//! reads/s cold = N · (1 / watch_interval + 1.5 · B / cold_refresh)
+//! cold_refresh = max(cold_refresh_interval, B · 20 s)
 //! ```
 //!
-//! Route tables enter through the node item (each table id is listed in
-//! it); `reconcile_interval` reads routes from EC2, not DynamoDB, so it costs
-//! nothing here. Events cost on top of this: a claim 1 write unit, a
-//! takeover 4 (a transaction of two items), a route write 1 strongly
-//! consistent read (the owner confirms its shard first). At rest there are
-//! none. Reads grow with `N · (N + S)`: that is what issue 12 cuts.
+//! Hot reads grow with `N · (N + S)`; cold reads with `N` alone (a bigger
+//! table is read in full less often). Route tables enter through the node
+//! item (each table id is listed in it); `reconcile_interval` reads routes
+//! from EC2, not DynamoDB, so it costs nothing here. Events cost on top of
+//! this: a claim 1 write unit, a takeover 4 (a transaction of two items), a
+//! route write 1 strongly consistent read (the owner confirms its shard
+//! first), an announced change 1 write, and a cold fleet turns hot for a
+//! lease after each change. At rest there are none.
 
 use std::time::Duration;
 
@@ -38,7 +48,7 @@ use crate::types::{
 use crate::units;
 use crate::vip::Vip;
 
-pub use crate::machine::LAYOUT_REPUBLISH_INTERVAL;
+pub use crate::machine::{COLD_REFRESH_PER_BLOCK, LAYOUT_REPUBLISH_INTERVAL};
 
 /// On-demand price per million read request units (us-east-1).
 pub const ON_DEMAND_USD_PER_MILLION_READS: f64 = 0.125;
@@ -144,9 +154,19 @@ fn per_second(units: f64, every: Duration) -> f64 {
 /// The fleet's request units per second at rest (see the module header).
 pub fn at_rest(fleet: &Fleet, sizes: &ItemSizes, lease: &LeaseConfig) -> UnitsPerSecond {
     let table = table_bytes(fleet, sizes);
-    let half = |consistency| units::read_half_units(table, consistency) as f64 / 2.0;
-    let per_node_reads = per_second(half(units::NODE_SCAN), lease.scan_interval)
-        + per_second(half(units::SHARD_SCAN), lease.shard_refresh_interval);
+    let half = |bytes, consistency| units::read_half_units(bytes, consistency) as f64 / 2.0;
+    let full_read = half(table, units::NODE_SCAN) + half(table, units::SHARD_SCAN);
+    let per_node_reads = if lease.cold_reads {
+        let blocks = u32::try_from(table.div_ceil(units::READ_UNIT_BYTES).max(1)).unwrap_or(u32::MAX);
+        let cold_refresh = lease
+            .cold_refresh_interval
+            .max(COLD_REFRESH_PER_BLOCK.saturating_mul(blocks));
+        let watch = half(units::fleet_item_bytes(0), units::WATCH_GET) + half(sizes.node, units::WATCH_GET);
+        per_second(watch, lease.watch_interval) + per_second(full_read, cold_refresh)
+    } else {
+        per_second(half(table, units::NODE_SCAN), lease.scan_interval)
+            + per_second(half(table, units::SHARD_SCAN), lease.shard_refresh_interval)
+    };
     let per_node_writes = per_second(units::write_units(sizes.node, false) as f64, lease.heartbeat_interval)
         + per_second(
             units::write_units(sizes.layout, false) as f64,
@@ -204,6 +224,39 @@ mod tests {
         let usd = on_demand_usd_per_month(&rate);
         assert!((35.0..40.0).contains(&usd), "{usd}");
         assert!(provisioned_usd_per_month(&rate) < usd);
+    }
+
+    #[test]
+    fn ten_nodes_and_64_vips_cost_under_5_dollars_a_month_on_the_cheap_profile() {
+        let fleet = Fleet {
+            nodes: 10,
+            vips: 64,
+            route_tables: 2,
+        };
+        let rate = at_rest(&fleet, &ItemSizes::on_aws(&fleet), &LeaseConfig::CHEAP);
+        // 10 × (1 / 5 s + 1.5 × 3 blocks / 60 s) reads, 10 / 5 s writes.
+        assert!((rate.read - 2.75).abs() < 0.01, "{rate:?}");
+        assert!((rate.write - 2.0).abs() < 0.05, "{rate:?}");
+        let usd = on_demand_usd_per_month(&rate);
+        assert!((3.0..5.0).contains(&usd), "{usd}");
+    }
+
+    #[test]
+    fn cold_reads_grow_with_nodes_alone() {
+        let per_node = |nodes| {
+            let fleet = Fleet {
+                nodes,
+                vips: 64,
+                route_tables: 2,
+            };
+            at_rest(&fleet, &ItemSizes::on_aws(&fleet), &LeaseConfig::CHEAP).read / nodes as f64
+        };
+        // Each node's share stays within 10 % from 10 to 1,000 nodes.
+        let (small, large) = (per_node(10), per_node(1000));
+        assert!(
+            (large - small).abs() <= 0.1 * small,
+            "{small} vs {large} units/s a node"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The cost model (`vipfleet_core::cost`) against what the simulation
-//! bills: a fleet at rest, 10 nodes and 64 shards at the default lease,
-//! must consume the request units the formula says, within 10%.
+//! bills: a fleet at rest, 10 nodes and 64 shards, at the default (hot)
+//! and the cheap (cold) profile, must consume the request units the
+//! formula says, within 10%; and cold, each node's reads stay the same
+//! from 10 to 100 nodes.
 //!
 //! The rate at rest is the difference between two runs of one seed that
 //! differ only in how long they stay quiet: the simulation is
@@ -24,20 +26,39 @@ const SHORT_COOLDOWN: Duration = Duration::from_secs(60);
 const LONG_COOLDOWN: Duration = Duration::from_secs(180);
 const TOLERANCE: f64 = 0.10;
 
-fn run(cooldown: Duration) -> sim::Report {
+/// The cheap profile settles (a lease after the last change) and reads a
+/// full table once a minute: its window is longer.
+const CHEAP_SHORT_COOLDOWN: Duration = Duration::from_secs(120);
+const CHEAP_LONG_COOLDOWN: Duration = Duration::from_secs(420);
+
+fn run_with(nodes: usize, lease: &LeaseConfig, cooldown: Duration) -> sim::Report {
     let mut config = SimConfig::small(3);
-    config.nodes = NODES;
+    config.nodes = nodes;
     config.shards = SHARDS;
     config.route_tables = ROUTE_TABLES;
+    config.lease = lease.clone();
     config.cooldown = cooldown;
     let report = sim::run(&config);
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     report
 }
 
+fn run(cooldown: Duration) -> sim::Report {
+    run_with(NODES, &LeaseConfig::DEFAULT, cooldown)
+}
+
+/// Units per second between the ends of two runs of one seed.
+fn rate_between(short: &sim::Report, long: &sim::Report) -> (f64, f64) {
+    assert_eq!(long.moves, 0, "the fleet was meant to be at rest");
+    let seconds = (long.virtual_time - short.virtual_time).as_secs_f64();
+    let reads = (long.store.read_units() - short.store.read_units()) / seconds;
+    let writes = (long.store.write_units - short.store.write_units) as f64 / seconds;
+    (reads, writes)
+}
+
 /// Items shaped as the simulation's (`n03`, `eni-n03`, `rtb-1`, no
 /// address): its ids are shorter than AWS's.
-fn sim_sizes() -> ItemSizes {
+fn sim_sizes(lease: &LeaseConfig) -> ItemSizes {
     let id = NodeId::new("n03");
     let node = NodeRecord {
         info: NodeInfo {
@@ -54,8 +75,8 @@ fn sim_sizes() -> ItemSizes {
         config: Some(NodeConfig {
             layout: LayoutId("0123456789abcdef".into()),
             route_tables: (0..ROUTE_TABLES).map(|i| RouteTableId(format!("rtb-{i}"))).collect(),
-            lease_ttl: LeaseConfig::DEFAULT.lease_ttl,
-            heartbeat_interval: LeaseConfig::DEFAULT.heartbeat_interval,
+            lease_ttl: lease.lease_ttl,
+            heartbeat_interval: lease.heartbeat_interval,
             peer_port: None,
         }),
         epoch_floor: 1,
@@ -80,17 +101,15 @@ fn close(counted: f64, model: f64) -> bool {
 fn the_simulation_at_rest_bills_what_the_cost_model_says() {
     let short = run(SHORT_COOLDOWN);
     let long = run(LONG_COOLDOWN);
-    assert_eq!(long.moves, 0, "the fleet was meant to be at rest");
+    let (reads, writes) = rate_between(&short, &long);
     let seconds = (long.virtual_time - short.virtual_time).as_secs_f64();
-    let reads = (long.store.read_units() - short.store.read_units()) / seconds;
-    let writes = (long.store.write_units - short.store.write_units) as f64 / seconds;
 
     let fleet = Fleet {
         nodes: NODES as u64,
         vips: SHARDS as u64,
         route_tables: ROUTE_TABLES as u64,
     };
-    let sizes = sim_sizes();
+    let sizes = sim_sizes(&LeaseConfig::DEFAULT);
     // The sample items stand for the simulation's table.
     let modelled_table = cost::table_bytes(&fleet, &sizes) as f64;
     assert!(
@@ -113,5 +132,52 @@ fn the_simulation_at_rest_bills_what_the_cost_model_says() {
         close(writes, model.write),
         "writes: {writes:.2} units/s counted, {:.2} modelled",
         model.write
+    );
+}
+
+fn fleet(nodes: usize) -> Fleet {
+    Fleet {
+        nodes: nodes as u64,
+        vips: SHARDS as u64,
+        route_tables: ROUTE_TABLES as u64,
+    }
+}
+
+#[test]
+fn the_cheap_profile_at_rest_bills_what_the_cost_model_says() {
+    let lease = LeaseConfig::CHEAP;
+    let short = run_with(NODES, &lease, CHEAP_SHORT_COOLDOWN);
+    let long = run_with(NODES, &lease, CHEAP_LONG_COOLDOWN);
+    let (reads, writes) = rate_between(&short, &long);
+    let model = cost::at_rest(&fleet(NODES), &sim_sizes(&lease), &lease);
+    eprintln!(
+        "cheap, at rest: {reads:.3} read and {writes:.3} write units/s counted, {:.3} and {:.3} modelled",
+        model.read, model.write
+    );
+    assert!(
+        close(reads, model.read),
+        "reads: {reads:.3} counted, {:.3} modelled",
+        model.read
+    );
+    assert!(
+        close(writes, model.write),
+        "writes: {writes:.3} counted, {:.3} modelled",
+        model.write
+    );
+}
+
+#[test]
+fn cold_reads_per_node_do_not_grow_with_the_fleet() {
+    let lease = LeaseConfig::CHEAP;
+    let per_node = |nodes: usize| {
+        let short = run_with(nodes, &lease, CHEAP_SHORT_COOLDOWN);
+        let long = run_with(nodes, &lease, CHEAP_LONG_COOLDOWN);
+        rate_between(&short, &long).0 / nodes as f64
+    };
+    let (ten, hundred) = (per_node(10), per_node(100));
+    eprintln!("cold reads a node: {ten:.4} units/s at 10 nodes, {hundred:.4} at 100");
+    assert!(
+        (hundred - ten).abs() <= TOLERANCE * ten,
+        "{ten:.4} units/s a node at 10 nodes, {hundred:.4} at 100"
     );
 }

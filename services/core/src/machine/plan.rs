@@ -30,8 +30,8 @@ pub const LAYOUT_REPUBLISH_INTERVAL: Duration = Duration::from_secs(600);
 /// While some shard has no live owner in our view, re-read the shards this
 /// often: either someone took it and we should know, or it is ours to take.
 const ORPHAN_REFRESH_SCANS: u32 = 4;
-/// Peers read the node items every scan; after this many scans past the
-/// send time of our heartbeat, they have seen what it said.
+/// Peers read the node items every scan (hot); after this many scans past
+/// the send time of our heartbeat, they have seen what it said.
 const PEER_NOTICE_SCANS: u32 = 2;
 /// A drained node whose routes still point at it (a push ran out of time,
 /// the new owner has not repaired them yet) reads the tables back again
@@ -569,7 +569,19 @@ impl Machine {
     /// Whether peers have had time to read the mode our heartbeat carries.
     fn peers_see_mode(&self, now: Instant) -> bool {
         self.mode_announced_at
-            .is_some_and(|t| now >= t + self.cfg().scan_interval * PEER_NOTICE_SCANS)
+            .is_some_and(|t| now >= t + self.peer_notice_delay())
+    }
+
+    /// How long after a heartbeat was sent every peer has read it: a few
+    /// scans, and with cold reads a watch before them (the change is
+    /// announced as soon as the heartbeat lands).
+    fn peer_notice_delay(&self) -> Duration {
+        let scans = self.cfg().scan_interval * PEER_NOTICE_SCANS;
+        if self.cfg().cold_reads {
+            scans + self.cfg().watch_interval
+        } else {
+            scans
+        }
     }
 
     /// A drained node leaves once a read of the shards shows it owns
@@ -591,7 +603,7 @@ impl Machine {
             return;
         }
         let quiet_since = *self.drain_quiet_since.get_or_insert(now);
-        let peers_know_at = announced + self.cfg().scan_interval * PEER_NOTICE_SCANS + self.cfg().heartbeat_interval;
+        let peers_know_at = announced + self.peer_notice_delay() + self.cfg().heartbeat_interval;
         if !self.book.read_at().is_some_and(|t| t >= peers_know_at) {
             if now < peers_know_at {
                 self.timers.shard_refresh = self.timers.shard_refresh.min(peers_know_at);
