@@ -546,3 +546,72 @@ fn a_node_whose_lease_lapsed_claims_nothing_from_what_it_knew_before() {
     ];
     run(&config);
 }
+
+/// Chaos seed 63 (cheap profile): route table 1 answers "does not exist"
+/// for 54 s while node 4 drains (after a graceful restart, with its probes
+/// to node 0 cut). The drain ended on a read-back of table 0 alone and
+/// reported the node drained while table 1 still routed 18 VIPs to it. A
+/// table that refuses now holds a drain's end back until it answers again
+/// (or the drain times out).
+#[test]
+fn a_drain_does_not_end_while_a_route_table_refuses() {
+    let mut config = SimConfig::small(63);
+    config.lease = LeaseConfig::CHEAP;
+    let secs = Duration::from_millis;
+    config.faults = vec![
+        ms(
+            28_793,
+            Fault::Pause {
+                node: 0,
+                length: secs(23_781),
+            },
+        ),
+        ms(
+            32_595,
+            Fault::Pause {
+                node: 2,
+                length: secs(4_945),
+            },
+        ),
+        ms(34_406, Fault::RouteDrift { shard: 33, to_node: 3 }),
+        ms(
+            38_434,
+            Fault::TableFails {
+                table: 1,
+                length: secs(54_102),
+            },
+        ),
+        ms(
+            38_442,
+            Fault::Pause {
+                node: 2,
+                length: secs(30_199),
+            },
+        ),
+        ms(
+            40_209,
+            Fault::PeerCut {
+                a: 4,
+                b: 0,
+                length: secs(118_689),
+            },
+        ),
+        ms(
+            51_384,
+            Fault::Restart {
+                node: 4,
+                down: secs(7_312),
+                graceful: true,
+            },
+        ),
+        ms(67_105, Fault::Drain { node: 4 }),
+    ];
+    config.cooldown = Duration::from_secs(60);
+    let report = run(&config);
+    assert_eq!(
+        report.exits.get("drained"),
+        Some(&1),
+        "the drain still ends once the table answers: {:?}",
+        report.exits
+    );
+}

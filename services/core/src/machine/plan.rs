@@ -611,7 +611,7 @@ impl Machine {
             return;
         }
         let tables = self.route_tables().to_vec();
-        let read_back = self.routes.seen_at(&tables).is_some_and(|t| t >= quiet_since);
+        let read_back = self.routes.all_seen_at(&tables).is_some_and(|t| t >= quiet_since);
         let vips: BTreeSet<Vip> = self
             .book
             .known()

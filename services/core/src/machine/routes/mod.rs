@@ -111,13 +111,22 @@ impl RouteBook {
     /// When every table that answers was last read back (send time): the
     /// oldest of them. Tables that keep refusing do not hold it back.
     pub(super) fn seen_at(&self, tables: &[RouteTableId]) -> Option<Instant> {
+        self.oldest_read_back(tables, |table| {
+            !self.tables.get(table).is_some_and(TableHealth::is_down)
+        })
+    }
+
+    /// The oldest read-back of all `tables`, those that keep refusing
+    /// included: what a drained node must have seen before it leaves (a
+    /// table that is down now may still route to it when it is back).
+    pub(super) fn all_seen_at(&self, tables: &[RouteTableId]) -> Option<Instant> {
+        self.oldest_read_back(tables, |_| true)
+    }
+
+    fn oldest_read_back(&self, tables: &[RouteTableId], counts: impl Fn(&RouteTableId) -> bool) -> Option<Instant> {
         let mut oldest: Option<Instant> = None;
-        for table in tables {
-            let health = self.tables.get(table);
-            if health.is_some_and(TableHealth::is_down) {
-                continue;
-            }
-            let at = health.and_then(|h| h.described_at)?;
+        for table in tables.iter().filter(|t| counts(t)) {
+            let at = self.tables.get(table).and_then(|h| h.described_at)?;
             oldest = Some(oldest.map_or(at, |o| o.min(at)));
         }
         oldest
