@@ -49,7 +49,7 @@ fn crash_failover(config: &mut SimConfig) -> Duration {
 
 #[test]
 fn a_crash_moves_exactly_the_dead_nodes_shards() {
-    for lease in [LeaseConfig::DEFAULT, LeaseConfig::FAST] {
+    for lease in [LeaseConfig::DEFAULT, LeaseConfig::CHEAP, LeaseConfig::FAST] {
         let mut config = SimConfig::small(7);
         config.lease = lease;
         let took = crash_failover(&mut config);
@@ -81,6 +81,24 @@ fn without_peer_probes_a_crash_is_failed_over_when_its_lease_runs_out() {
         );
         assert!(took <= lease.lease_ttl + lease.scan_interval * 3, "{took:?}");
     }
+}
+
+/// With cold reads and no peer probes, only the crashed node's watcher
+/// notices: two missed heartbeats and a watch, then a lease of hot reads to
+/// see it expire; it evicts and announces, and the others read it at their
+/// next watch.
+#[test]
+fn without_peer_probes_a_cold_fleet_fails_a_crash_over_through_its_watcher() {
+    let lease = LeaseConfig::CHEAP;
+    let mut config = SimConfig::small(7);
+    config.lease = lease.clone();
+    config.peers = None;
+    let took = crash_failover(&mut config);
+    assert!(took >= lease.lease_ttl, "{took:?} is faster than the lease allows");
+    let noticed = lease.heartbeat_interval * 2 + lease.watch_interval;
+    let expired = lease.lease_ttl + lease.scan_interval;
+    let told = lease.watch_interval + Duration::from_secs(2);
+    assert!(took <= noticed + expired + told, "{took:?}");
 }
 
 #[test]
