@@ -615,3 +615,53 @@ fn a_drain_does_not_end_while_a_route_table_refuses() {
         report.exits
     );
 }
+
+/// Chaos seed 302 (cheap profile): the lease table is lost for 8 s, less
+/// than the cheap profile's lease. Node 0 had seen some shards free at
+/// start-up and read nothing since; others claimed them, and the table
+/// took their items with it. Back, node 0 found them "free for long" and
+/// claimed them while their holders' leases still ran. Having seen the
+/// table missing, a node starts every free shard's wait over.
+#[test]
+fn a_lost_table_frees_no_shard_before_its_holders_leases_end() {
+    let mut config = SimConfig::small(302);
+    config.lease = LeaseConfig::CHEAP;
+    let secs = Duration::from_millis;
+    config.faults = vec![
+        ms(15_220, Fault::TableLoss { length: secs(8_321) }),
+        ms(25_174, Fault::DeleteNodeItem { node: 3 }),
+        ms(40_546, Fault::DeleteNodeItem { node: 0 }),
+        ms(
+            40_750,
+            Fault::FlakyStore {
+                percent: 37,
+                length: secs(82_362),
+            },
+        ),
+        ms(
+            41_300,
+            Fault::TableFails {
+                table: 0,
+                length: secs(80_298),
+            },
+        ),
+        ms(
+            42_944,
+            Fault::FlakyStore {
+                percent: 24,
+                length: secs(80_606),
+            },
+        ),
+        ms(
+            44_506,
+            Fault::SlowStore {
+                node: None,
+                latency: secs(1_954),
+                length: secs(17_070),
+            },
+        ),
+        ms(65_576, Fault::RouteDrift { shard: 14, to_node: 3 }),
+    ];
+    config.cooldown = Duration::from_secs(60);
+    run(&config);
+}

@@ -183,6 +183,7 @@ impl Machine {
         if e.kind == StoreErrorKind::TableMissing {
             // When the table is back, it may be a new, empty one.
             self.layout_published = false;
+            self.table_was_missing = true;
         }
         out.events.push(Event::StoreError {
             kind: e.kind,
@@ -343,6 +344,12 @@ impl Machine {
         self.book.set_unreadable(unreadable);
         self.book.finished_read(sent_at);
         self.shards_seen = true;
+        if std::mem::take(&mut self.table_was_missing) {
+            // The table came back, maybe restored from a backup or created
+            // anew: a shard we saw free before may have been claimed and
+            // lost with it, by a node whose lease outlived the outage.
+            self.book.restart_free_clocks(now);
+        }
         if changed_keys(&self.skipped_shards, &scan.skipped) {
             self.skipped_shards = scan.skipped;
             self.report_skipped(out);

@@ -249,6 +249,9 @@ pub struct Machine {
     max_node_reads: usize,
     in_flight: InFlight,
     shards_stale: bool,
+    /// A call found the lease table missing since the last read of the
+    /// shards.
+    table_was_missing: bool,
     pace: Pace,
     exited: Option<ExitReason>,
 }
@@ -325,6 +328,7 @@ impl Machine {
             },
             in_flight: InFlight::default(),
             shards_stale: true,
+            table_was_missing: false,
             pace: Pace::new(now),
             exited: None,
         }

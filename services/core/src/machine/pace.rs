@@ -259,8 +259,15 @@ impl Machine {
             Ok(watch) => watch,
             Err(e) => return self.store_error(e, out),
         };
-        if self.pace.known_version.is_some_and(|known| known != watch.version) {
-            self.heat(now);
+        if let Some(known) = self.pace.known_version {
+            if known != watch.version {
+                self.heat(now);
+            }
+            // The counter only grows: one that went back, or vanished,
+            // belongs to a table restored or created anew.
+            if watch.version < known {
+                self.table_was_missing = true;
+            }
         }
         self.pace.known_version = Some(watch.version);
         let Some(watched) = watch.node else {
