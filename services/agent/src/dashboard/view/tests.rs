@@ -63,7 +63,13 @@ fn troubled() -> (Status, TokioInstant) {
     let setup = NodeSetup {
         info: info("me"),
         inc: Incarnation(1),
-        lease: LeaseConfig::DEFAULT,
+        // Timings of their own: b's 3 s old heartbeat is late against
+        // them, and b's 9 s TTL is the larger one.
+        lease: LeaseConfig {
+            heartbeat_interval: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(3),
+            ..LeaseConfig::DEFAULT
+        },
         layout: Arc::new(ShardLayout::from_vips(&vips).unwrap()),
         route_tables: vec![RouteTableId("rtb-1".into()), RouteTableId("rtb-2".into())],
         drain_timeout: Duration::from_secs(120),
