@@ -185,6 +185,21 @@ fn nothing_to_show_before_the_first_step() {
 }
 
 #[test]
+fn a_cold_observer_judges_no_heartbeat_late() {
+    let (mut status, recorded_at) = troubled();
+    status.reads_cold = true;
+    let view = FleetView::build(&status, recorded_at).unwrap();
+    assert!(view.observer.reads_cold);
+    let b = view.nodes.iter().find(|n| n.id == "b").unwrap();
+    assert!(
+        !b.trouble.iter().any(|t| t.contains("heartbeat late")),
+        "{:?}",
+        b.trouble
+    );
+    assert_eq!(b.heartbeat_age_ms, Some(2_500), "the age is still shown");
+}
+
+#[test]
 fn trouble_is_found_and_counted() {
     let (status, recorded_at) = troubled();
     let view = FleetView::build(&status, recorded_at + Duration::from_millis(500)).unwrap();
