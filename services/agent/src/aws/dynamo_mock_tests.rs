@@ -675,7 +675,10 @@ async fn a_watch_names_a_node_item_it_cannot_read_and_refuses_a_broken_counter()
     assert!(err.detail.contains("fleet"), "{err}");
 
     let missing = mock!(Client::get_item).then_http_response(|| wire_error(400, "ResourceNotFoundException", ""));
-    let err = store(&[&missing]).watch(&WatchRequest { node: None }).await.unwrap_err();
+    let err = store(&[&missing])
+        .watch(&WatchRequest { node: None })
+        .await
+        .unwrap_err();
     assert_eq!((err.op, err.kind), (StoreOp::Watch, StoreErrorKind::TableMissing));
 }
 
@@ -704,9 +707,6 @@ async fn an_announcement_adds_one_to_the_counter_unconditionally() {
     assert_eq!(units_counted(&metrics, "write", "announce_change"), 1.0);
 
     let throttled = mock!(Client::update_item).then_http_response(|| wire_error(400, "ThrottlingException", ""));
-    let err = store(&[&throttled])
-        .announce_change()
-        .await
-        .unwrap_err();
+    let err = store(&[&throttled]).announce_change().await.unwrap_err();
     assert_eq!((err.op, err.kind), (StoreOp::AnnounceChange, StoreErrorKind::Throttled));
 }
