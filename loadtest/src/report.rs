@@ -128,7 +128,39 @@ pub struct Report {
     /// Where a route table failed: the agents' calls for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing_table_calls: Option<TableCalls>,
+    /// At-rest: the fleet's DynamoDB units, counted and modelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_rest: Option<AtRestCost>,
     pub violations: Vec<String>,
+}
+
+/// A settled fleet's DynamoDB request units per second, as the agents
+/// counted them over a quiet window and as `vipfleet_core::cost::at_rest`
+/// models them, and what each comes to a month on on-demand capacity.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AtRestCost {
+    pub window_s: f64,
+    pub counted_read_units_per_s: f64,
+    pub counted_write_units_per_s: f64,
+    pub modelled_read_units_per_s: f64,
+    pub modelled_write_units_per_s: f64,
+    pub counted_usd_per_month: f64,
+    pub modelled_usd_per_month: f64,
+}
+
+impl AtRestCost {
+    pub fn summary(&self) -> String {
+        format!(
+            "at rest: reads {:.3}/{:.3}, writes {:.3}/{:.3} units/s counted/modelled, \
+             on demand ${:.2}/${:.2} a month",
+            self.counted_read_units_per_s,
+            self.modelled_read_units_per_s,
+            self.counted_write_units_per_s,
+            self.modelled_write_units_per_s,
+            self.counted_usd_per_month,
+            self.modelled_usd_per_month,
+        )
+    }
 }
 
 impl Report {
@@ -158,7 +190,7 @@ impl Report {
         "scenario        requests ok/sent   affected restored  outage p50/p99/max ms   moves act/min   violations";
 
     pub fn summary_line(&self) -> String {
-        format!(
+        let line = format!(
             "{:<15} {:>17} {:>8} {:>8}  {:>21} {:>15}   {}",
             self.scenario,
             format!("{}/{}", self.requests.ok, self.requests.sent),
@@ -167,7 +199,11 @@ impl Report {
             format!("{}/{}/{}", self.outage_ms.p50, self.outage_ms.p99, self.outage_ms.max),
             format!("{}/{}", self.moves.actual, self.moves.minimum),
             self.violations.len()
-        )
+        );
+        match &self.at_rest {
+            Some(cost) => format!("{line}   {}", cost.summary()),
+            None => line,
+        }
     }
 }
 

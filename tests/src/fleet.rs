@@ -22,6 +22,10 @@ use crate::{agent_command, run_to_end, say, toml_list, unique, Agent, Workdir};
 pub const HEARTBEAT_INTERVAL_MS: u64 = 500;
 pub const LEASE_TTL_MS: u64 = 2000;
 pub const SCAN_INTERVAL_MS: u64 = 250;
+/// As quick as a scan: with peer probes off, a settled fleet notices a
+/// crashed node only through its watcher, and the failover bounds below
+/// were set for a scan's pace.
+pub const WATCH_INTERVAL_MS: u64 = SCAN_INTERVAL_MS;
 /// moto does not throttle: the client-side bucket only needs to stay out of
 /// the way of the measurements (a route write per VIP and table at start).
 pub const EC2_CALLS_PER_SECOND: u32 = 20;
@@ -149,6 +153,7 @@ profile = "default"
 heartbeat_interval_ms = {HEARTBEAT_INTERVAL_MS}
 lease_ttl_ms = {LEASE_TTL_MS}
 scan_interval_ms = {SCAN_INTERVAL_MS}
+watch_interval_ms = {WATCH_INTERVAL_MS}
 
 [node]
 instance_id = {instance:?}

@@ -170,7 +170,10 @@ fn bad_configs_exit_78_naming_the_bad_value() {
         ),
         (
             "scan too slow for the lease",
-            with(r#"profile = "default""#, "lease_ttl_ms = 3000\nscan_interval_ms = 2000"),
+            with(
+                r#"profile = "default""#,
+                "heartbeat_interval_ms = 1000\nlease_ttl_ms = 3000\nscan_interval_ms = 2000",
+            ),
             vec!["scan_interval"],
         ),
         (

@@ -24,6 +24,9 @@ use crate::lab::{imds, netns, procs};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Scenario {
     Steady,
+    /// The DynamoDB bill of a settled fleet against the cost model
+    /// ([`super::at_rest`]).
+    AtRest,
     Crash,
     Zombie,
     Partition,
@@ -51,8 +54,9 @@ pub enum Scenario {
 impl Scenario {
     /// `all`, in order. The VIP change goes last: it leaves the lab with
     /// another VIP list.
-    pub const EACH: [Scenario; 17] = [
+    pub const EACH: [Scenario; 18] = [
         Scenario::Steady,
+        Scenario::AtRest,
         Scenario::Crash,
         Scenario::Zombie,
         Scenario::Partition,
@@ -74,6 +78,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Steady => "steady",
+            Scenario::AtRest => "at-rest",
             Scenario::Crash => "crash",
             Scenario::Zombie => "zombie",
             Scenario::Partition => "partition",
@@ -102,6 +107,7 @@ impl Scenario {
         !matches!(
             self,
             Scenario::Steady
+                | Scenario::AtRest
                 | Scenario::StoreOutage
                 | Scenario::RouteDrift
                 | Scenario::AgentRestart
@@ -144,7 +150,10 @@ impl Scenario {
 
     /// Whether no EC2 route write may be made at all during the run.
     pub fn writes_no_route(self) -> bool {
-        matches!(self, Scenario::Steady | Scenario::StoreOutage | Scenario::AgentRestart)
+        matches!(
+            self,
+            Scenario::Steady | Scenario::AtRest | Scenario::StoreOutage | Scenario::AgentRestart
+        )
     }
 
     /// Whether a node crashes: its VIPs must be back within the crash bound.
@@ -212,6 +221,8 @@ pub struct Fault<'a> {
     pub proxy: Option<&'a AwsProxy>,
     /// The soak's choices.
     pub seed: u64,
+    /// `--duration`, seconds: at-rest's quiet window is this long at least.
+    pub duration_s: f64,
 }
 
 impl Fault<'_> {
@@ -281,6 +292,7 @@ pub async fn inject(scenario: Scenario, f: &mut Fault<'_>) -> Result<()> {
     let id = victim.instance_id.as_str();
     match scenario {
         Scenario::Steady | Scenario::All => {}
+        Scenario::AtRest => super::at_rest::at_rest(f, super::at_rest::window(f.duration_s)).await?,
         Scenario::Soak => super::soak::soak(f, f.seed).await?,
         Scenario::Crash => crashes::crash_series(f).await?,
         Scenario::Zombie => {

@@ -8,6 +8,7 @@
 //! the lab and wait until it has converged again before the next one.
 //! The lab itself is brought up and down with this binary's `lab` command.
 
+mod at_rest;
 mod aws_faults;
 mod aws_proxy;
 mod checks;
@@ -329,6 +330,7 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     );
     let duration = match scenario {
         Scenario::Crash => duration.max(crashes::duration(WARMUP, victim_vips.len(), crash_bound).as_secs_f64()),
+        Scenario::AtRest => duration.max(at_rest::duration(WARMUP, lease_ttl, args.duration).as_secs_f64()),
         _ => duration,
     };
     let mut trace = Trace::new(state);
@@ -350,6 +352,7 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         trace: &mut trace,
         proxy: proxy.as_ref(),
         seed: args.seed,
+        duration_s: args.duration,
     };
     faults::inject(scenario, &mut fault).await?;
     let mut records: Vec<Record> = Vec::new();
@@ -431,6 +434,7 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
             .then_some(crash_bound.as_millis() as u64),
         agent_footprint,
         violations: std::mem::take(&mut trace.violations),
+        at_rest: trace.at_rest.take(),
         ..Report::default()
     };
     report.add_traffic(&kept, &outages);
@@ -508,6 +512,7 @@ fn minimum_moves(scenario: Scenario, victim_shards: usize, shards: usize, nodes:
         Scenario::Zombie | Scenario::Partition => victim_shards as u64 + fair_share,
         Scenario::ScaleOut => fair_share,
         Scenario::Steady
+        | Scenario::AtRest
         | Scenario::StoreOutage
         | Scenario::RouteDrift
         | Scenario::AgentRestart

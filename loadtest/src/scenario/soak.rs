@@ -106,6 +106,7 @@ async fn one_fault(f: &mut Fault<'_>, kind: Scenario, victim: usize) -> Result<(
             trace: &mut *f.trace,
             proxy: None,
             seed: f.seed,
+            duration_s: f.duration_s,
         };
         // Boxed: the soak is itself a scenario that `inject` runs.
         Box::pin(faults::inject(kind, &mut sub)).await?;

@@ -78,6 +78,8 @@ pub struct Trace {
     /// The series' moves, counted fault by fault, instead of from the
     /// run's start to its end.
     pub series_moves: Option<crate::report::Moves>,
+    /// At-rest's counted and modelled cost ([`super::at_rest`]).
+    pub at_rest: Option<crate::report::AtRestCost>,
 }
 
 /// One fault of a series, from its start until the fleet converged again,

@@ -146,6 +146,8 @@ struct LeaseSection {
     heartbeat_interval_ms: Option<u64>,
     lease_ttl_ms: Option<u64>,
     scan_interval_ms: Option<u64>,
+    watch_interval_ms: Option<u64>,
+    cold_refresh_interval_ms: Option<u64>,
     reconcile_interval_ms: Option<u64>,
     max_handoffs_in_flight: Option<usize>,
 }
@@ -453,6 +455,8 @@ fn validate(file: File) -> Result<AgentConfig, ConfigError> {
     lease.heartbeat_interval = millis(file.lease.heartbeat_interval_ms, lease.heartbeat_interval);
     lease.lease_ttl = millis(file.lease.lease_ttl_ms, lease.lease_ttl);
     lease.scan_interval = millis(file.lease.scan_interval_ms, lease.scan_interval);
+    lease.watch_interval = millis(file.lease.watch_interval_ms, lease.watch_interval);
+    lease.cold_refresh_interval = millis(file.lease.cold_refresh_interval_ms, lease.cold_refresh_interval);
     lease.reconcile_interval = millis(file.lease.reconcile_interval_ms, lease.reconcile_interval);
     lease.shard_refresh_interval = lease.shard_refresh_interval.min(lease.reconcile_interval);
     if let Some(n) = file.lease.max_handoffs_in_flight {
@@ -736,6 +740,20 @@ mod tests {
     }
 
     #[test]
+    fn the_cold_read_timings_are_read() {
+        let sets = [
+            "lease.watch_interval_ms=500".to_string(),
+            "lease.cold_refresh_interval_ms=20000".to_string(),
+        ];
+        let c = load(GOOD, &BTreeMap::new(), &sets).unwrap();
+        assert_eq!(c.lease.watch_interval, Duration::from_millis(500));
+        assert_eq!(c.lease.cold_refresh_interval, Duration::from_secs(20));
+        let c = load(GOOD, &BTreeMap::new(), &["lease.profile=fast".into()]).unwrap();
+        assert_eq!(c.lease.watch_interval, LeaseConfig::FAST.watch_interval);
+        assert_eq!(c.lease.cold_refresh_interval, LeaseConfig::FAST.cold_refresh_interval);
+    }
+
+    #[test]
     fn bad_values_are_named_in_the_error() {
         let cases: &[(&str, &[&str], &str)] = &[
             ("", &[], "aws.table is required"),
@@ -745,6 +763,16 @@ mod tests {
             (GOOD, &["fleet.route_tables=vpc-1"], "\"vpc-1\""),
             (GOOD, &["lease.lease_ttl_ms=1000"], "must fit in the own lease"),
             (GOOD, &["lease.profile=turbo"], "turbo"),
+            (
+                GOOD,
+                &["lease.watch_interval_ms=0"],
+                "watch_interval must be above zero",
+            ),
+            (
+                GOOD,
+                &["lease.cold_refresh_interval_ms=0"],
+                "cold_refresh_interval must be above zero",
+            ),
             (GOOD, &["node.private_ip=10.0.0"], "10.0.0"),
             (GOOD, &["health.url=ftp://x/"], "ftp://x/"),
             (GOOD, &["dashboard.listen=localhost"], "localhost"),

@@ -62,6 +62,10 @@ pub struct Status {
     pub exited: Option<ExitReason>,
     pub lease_valid: bool,
     pub lease_deadline: Option<Instant>,
+    /// The fleet is settled and this node only watches the change counter
+    /// and one peer (`Machine::reads_cold`): what it shows of the others is
+    /// as old as its last full read.
+    pub reads_cold: bool,
     pub held: Vec<(ShardId, Epoch)>,
     /// The node items as last read, ourselves included.
     pub nodes: Vec<NodeRecord>,
@@ -154,6 +158,7 @@ impl StatusBoard {
             s.exited = machine.exited();
             s.lease_valid = machine.lease_valid(now);
             s.lease_deadline = machine.lease_deadline();
+            s.reads_cold = machine.reads_cold();
             s.held = machine.held().collect();
             // A node whose item cannot be read shows as unreadable, not as
             // the last record the machine keeps of it.

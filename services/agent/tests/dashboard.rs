@@ -39,6 +39,16 @@ const TOKEN: &str = "test-token-0123456789abcdef";
 /// routes and read them back once (the first reconcile is at 10 s).
 const SETTLE: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(250);
+
+/// The timings these tests are sized for: the default's before cold reads
+/// (1 s heartbeat, 3 s lease), with a watch as quick as a scan, since no
+/// peer probes run here and only a crashed node's watcher notices it.
+const LEASE: LeaseConfig = LeaseConfig {
+    heartbeat_interval: Duration::from_secs(1),
+    lease_ttl: Duration::from_secs(3),
+    watch_interval: Duration::from_millis(250),
+    ..LeaseConfig::DEFAULT
+};
 /// How long each failing store call takes during an injected outage.
 const OUTAGE_CALL_LATENCY: Duration = Duration::from_millis(50);
 
@@ -65,7 +75,7 @@ struct Fleet {
 }
 
 fn start_node(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable) -> Node {
-    start_node_with(name, store, routes, LeaseConfig::DEFAULT)
+    start_node_with(name, store, routes, LEASE)
 }
 
 fn start_node_with(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable, lease: LeaseConfig) -> Node {
@@ -231,8 +241,15 @@ async fn the_fleet_json_shows_every_node_and_shard_and_matches_the_schema() {
         assert_eq!(node["config_matches"], true);
         assert_eq!(node["version"], "0.1.0");
         let age = node["heartbeat_age_ms"].as_u64().unwrap();
-        assert!(age <= 1_500, "{id}'s heartbeat is {age} ms old");
-        assert!(node["expires_in_ms"].as_u64().unwrap() > 1_000);
+        if view["observer"]["reads_cold"] == true {
+            // Settled: counters are read in full only every cold refresh.
+            let refresh = u64::try_from(LEASE.cold_refresh_interval.as_millis()).unwrap();
+            assert!(age <= refresh + 1_500, "{id}'s heartbeat is {age} ms old");
+            assert_eq!(node["expires_in_ms"], Value::Null, "{node}");
+        } else {
+            assert!(age <= 1_500, "{id}'s heartbeat is {age} ms old");
+            assert!(node["expires_in_ms"].as_u64().unwrap() > 1_000);
+        }
     }
 
     let shards = view["shards"].as_array().unwrap();
@@ -522,7 +539,7 @@ async fn metrics_show_build_lease_mode_and_the_fleet_totals_of_the_page() {
 
     assert_eq!(metric(&text, "vipfleet_lease_valid"), 1.0);
     let remaining = metric(&text, "vipfleet_lease_remaining_seconds");
-    let ttl = LeaseConfig::DEFAULT.lease_ttl.as_secs_f64();
+    let ttl = LEASE.lease_ttl.as_secs_f64();
     assert!(remaining > 0.0 && remaining <= ttl, "{remaining}");
     for (mode, on) in [
         ("active", 1.0),
@@ -562,6 +579,9 @@ async fn metrics_show_build_lease_mode_and_the_fleet_totals_of_the_page() {
     }
     assert_eq!(metric(&text, r#"vipfleet_fleet_nodes{state="active"}"#), 3.0);
     assert_eq!(metric(&text, "vipfleet_fleet_shards"), SHARDS as f64);
+    // Settled well before SETTLE: the gauge and the JSON say cold alike.
+    assert_eq!(view["observer"]["reads_cold"], true);
+    assert_eq!(metric(&text, "vipfleet_reads_cold"), 1.0);
     assert_eq!(metric(&text, "vipfleet_fleet_shards_owned"), SHARDS as f64);
 
     // A drain shows in the mode at the next scrape.
@@ -579,8 +599,8 @@ async fn a_node_running_another_configuration_counts_as_a_mismatch() {
     let fleet = Fleet::start().await;
     // Same layout, another lease TTL: another fingerprint.
     let lease = LeaseConfig {
-        lease_ttl: LeaseConfig::DEFAULT.lease_ttl + Duration::from_millis(500),
-        ..LeaseConfig::DEFAULT
+        lease_ttl: LEASE.lease_ttl + Duration::from_millis(500),
+        ..LEASE
     };
     let other = start_node_with("d", &fleet.store, &fleet.routes, lease);
     tokio::time::sleep(SETTLE).await;

@@ -19,6 +19,16 @@ use vipfleet_core::{
 
 const SHARDS: usize = 24;
 
+/// The timings these tests are sized for: the default's before cold reads
+/// (1 s heartbeat, 3 s lease), with a watch as quick as a scan, since no
+/// peer probes run here and only a crashed node's watcher notices it.
+const LEASE: LeaseConfig = LeaseConfig {
+    heartbeat_interval: Duration::from_secs(1),
+    lease_ttl: Duration::from_secs(3),
+    watch_interval: Duration::from_millis(250),
+    ..LeaseConfig::DEFAULT
+};
+
 fn tables() -> Vec<RouteTableId> {
     vec![RouteTableId("rtb-a".into()), RouteTableId("rtb-b".into())]
 }
@@ -56,7 +66,7 @@ fn start_paced(name: &str, store: &FakeLeaseStore, routes: &FakeRouteTable, ec2:
             version: "test".into(),
         },
         inc: Incarnation(name.len() as u64 * 7919 + name.as_bytes()[name.len() - 1] as u64),
-        lease: LeaseConfig::DEFAULT,
+        lease: LEASE,
         layout: Arc::new(layout()),
         route_tables: tables(),
         drain_timeout: Duration::from_secs(120),
@@ -128,7 +138,10 @@ async fn three_drivers_share_shards_survive_a_crash_and_drain_cleanly() {
     let [a, b, c]: [Node; 3] = nodes.try_into().ok().unwrap();
     a.task.abort();
     let before = owners.clone();
-    tokio::time::sleep(LeaseConfig::DEFAULT.lease_ttl + Duration::from_secs(1)).await;
+    // Settled, a crash is noticed by the crashed node's watcher: its
+    // counter stands still for two beats, then the lease runs out.
+    let noticed = 2 * LEASE.heartbeat_interval + LEASE.watch_interval;
+    tokio::time::sleep(noticed + LEASE.lease_ttl + Duration::from_secs(1)).await;
     let (owners, routed) = ownership(&store, &routes);
     assert!(routed, "routes follow the new owners");
     for (shard, old) in &before {

@@ -25,6 +25,12 @@
 //! [`UnitsSink`] (the agent's metrics); see `dynamo_units` for what moto
 //! answers and where the store estimates instead.
 //!
+//! The fleet item (`pk = fleet`) holds the change counter cold nodes watch
+//! (`vipfleet_core::machine` pace): `announce_change` adds one to it
+//! unconditionally, and `watch` reads it and the watched node's item with
+//! two concurrent, eventually consistent `GetItem`s (not `BatchGetItem`,
+//! which would need another IAM action for no saving: both bill per item).
+//!
 //! A table that does not exist (deleted, or being restored) answers
 //! `ResourceNotFoundException`: every call then fails as
 //! [`StoreErrorKind::TableMissing`], which the agent reports and rides out
@@ -47,14 +53,15 @@ use vipfleet_core::liveness::NodeCheck;
 use vipfleet_core::store::{
     AcquireOutcome, AcquireRequest, BeatKind, EvictOutcome, EvictRequest, Expect, HandoffOutcome, HandoffRequest,
     HeartbeatOutcome, HeartbeatRequest, LeaseStore, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest,
-    Scan, StoreError, StoreErrorKind, StoreOp, StoreResult,
+    Scan, Skipped, StoreError, StoreErrorKind, StoreOp, StoreResult, Watch, WatchRequest, Watched,
 };
-use vipfleet_core::units::Consistency;
+use vipfleet_core::units::{self, Consistency};
 use vipfleet_core::{Epoch, LayoutId, NodeId, NodeRecord, NodeState, ShardId, ShardLayout, ShardRecord};
 
 use super::dynamo_items::{
-    attr, decode_all, expr, get_n, inc_value, layout_from_item, layout_item, layout_key, n, names, node_item, node_key,
-    node_record, node_values, s, shard_key, shard_record, Beat, Item, NODE_PREFIX, SHARD_PREFIX,
+    attr, decode_all, expr, fleet_key, fleet_version, get_n, inc_value, layout_from_item, layout_item, layout_key, n,
+    names, node_item, node_key, node_record, node_values, s, shard_key, shard_record, Beat, Item, FLEET_KEY,
+    NODE_PREFIX, SHARD_PREFIX,
 };
 use super::dynamo_units::{item_bytes, read_estimate, value_bytes, write_estimate, Sink};
 use super::{classify, error_code, error_detail, ErrorClass};
@@ -326,6 +333,23 @@ impl DynamoLeaseStore {
         Ok(out.item().cloned())
     }
 
+    /// The watched node's item, as `watch` reports it.
+    async fn watch_node(&self, node: &NodeId) -> StoreResult<Watched> {
+        let key = format!("{NODE_PREFIX}{node}");
+        Ok(match self.get(StoreOp::Watch, node_key(node), false).await? {
+            None => Watched::Missing,
+            Some(item) => match node_record(&item) {
+                Ok(record) => Watched::Record(record),
+                Err(reason) => Watched::Unreadable(Skipped {
+                    key,
+                    reason,
+                    node: Some(node.clone()),
+                    shard: None,
+                }),
+            },
+        })
+    }
+
     fn values(pairs: impl IntoIterator<Item = (&'static str, AttributeValue)>) -> HashMap<String, AttributeValue> {
         pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
@@ -440,6 +464,11 @@ fn consistency(consistent: bool) -> Consistency {
     } else {
         Consistency::Eventual
     }
+}
+
+/// Whether a read of `consistency` is a `ConsistentRead`.
+fn is_strong(consistency: Consistency) -> bool {
+    matches!(consistency, Consistency::Strong)
 }
 
 /// The size of the key attribute `pk` holding `key`.
@@ -674,6 +703,53 @@ impl LeaseStore for DynamoLeaseStore {
                 .map_err(|e| Self::corrupt(op, format!("node#{}: {e}", req.node))),
             Err(_) => Ok(EvictOutcome::NotThere),
         }
+    }
+
+    async fn watch(&self, req: &WatchRequest) -> StoreResult<Watch> {
+        let op = StoreOp::Watch;
+        // Concurrent: a watch is two round trips' worth of latency
+        // otherwise, on every watch interval of every cold node.
+        let watched = async {
+            match &req.node {
+                Some(node) => self.watch_node(node).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (fleet, node) = futures::join!(self.get(op, fleet_key(), is_strong(units::WATCH_GET)), watched);
+        let version = fleet?
+            .map(|item| fleet_version(&item).map_err(|e| Self::corrupt(op, format!("{FLEET_KEY}: {e}"))))
+            .transpose()?;
+        Ok(Watch { version, node: node? })
+    }
+
+    async fn announce_change(&self) -> StoreResult<u64> {
+        let op = StoreOp::AnnounceChange;
+        let context = format!("announce a change (add 1 to {FLEET_KEY}.{})", attr::VERSION);
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::PK, fleet_key())
+            .update_expression(expr::ANNOUNCE_UPDATE)
+            .set_expression_attribute_names(Some(names(&[expr::ANNOUNCE_UPDATE])))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| self.error(op, &context, &e))?;
+        let version = out
+            .attributes()
+            .ok_or_else(|| "no attributes returned".to_string())
+            .and_then(fleet_version)
+            .map_err(|e| Self::corrupt(op, format!("{FLEET_KEY}: {e}")));
+        // Billed whether or not the answer reads: the write happened.
+        self.units
+            .count(op, Units::reported(out.consumed_capacity(), false), || {
+                let bytes = version.as_ref().map_or(0, |v| units::fleet_item_bytes(*v));
+                write_estimate(bytes, false)
+            });
+        version
     }
 
     async fn retire(&self, req: &RetireRequest) -> StoreResult<RetireOutcome> {

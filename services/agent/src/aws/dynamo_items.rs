@@ -143,6 +143,10 @@ pub(crate) mod expr {
     pub const MARK_DEAD_CONDITION: &str = "#hb = :hb AND #inc = :inc";
     pub const RETIRE_CONDITION: &str = "attribute_not_exists(#pk) OR #epoch = :epoch";
     pub const PUT_IF_ABSENT: &str = "attribute_not_exists(#pk)";
+    /// The fleet's change counter, one up; `ADD` creates the item (and the
+    /// attribute at 0) when missing, so the first announcement needs no
+    /// condition and no read.
+    pub const ANNOUNCE_UPDATE: &str = "ADD #version :one";
 
     /// All of them, for checking them against the item format.
     #[cfg(test)]
@@ -165,12 +169,17 @@ pub(crate) mod expr {
         EVICT_CONDITION,
         RETIRE_CONDITION,
         PUT_IF_ABSENT,
+        ANNOUNCE_UPDATE,
     ];
 }
 
 pub(crate) const NODE_PREFIX: &str = "node#";
 pub(crate) const SHARD_PREFIX: &str = "shard#";
 pub(crate) const LAYOUT_PREFIX: &str = "layout#";
+/// The key of the fleet item, which holds the change counter in
+/// [`attr::VERSION`] (the attribute name a node item uses for the agent's
+/// version: no clash, the items never share a key).
+pub(crate) const FLEET_KEY: &str = "fleet";
 
 pub(crate) fn node_key(node: &NodeId) -> AttributeValue {
     AttributeValue::S(format!("{NODE_PREFIX}{node}"))
@@ -178,6 +187,15 @@ pub(crate) fn node_key(node: &NodeId) -> AttributeValue {
 
 pub(crate) fn shard_key(shard: ShardId) -> AttributeValue {
     AttributeValue::S(format!("{SHARD_PREFIX}{shard}"))
+}
+
+pub(crate) fn fleet_key() -> AttributeValue {
+    AttributeValue::S(FLEET_KEY.to_string())
+}
+
+/// The change counter of the fleet item.
+pub(crate) fn fleet_version(item: &Item) -> Result<u64, String> {
+    get_n(item, attr::VERSION)
 }
 
 pub(crate) fn layout_key(id: &LayoutId) -> AttributeValue {

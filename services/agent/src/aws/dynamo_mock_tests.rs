@@ -15,7 +15,8 @@ use aws_smithy_types::body::SdkBody;
 use vipfleet_core::liveness::NodeCheck;
 use vipfleet_core::store::{
     AcquireOutcome, AcquireRequest, BeatKind, Expect, HandoffOutcome, HandoffRequest, HeartbeatOutcome,
-    HeartbeatRequest, LeaseStore, MarkDeadOutcome, MarkDeadRequest, Scan, StoreErrorKind, StoreOp,
+    HeartbeatRequest, LeaseStore, MarkDeadOutcome, MarkDeadRequest, Scan, StoreErrorKind, StoreOp, WatchRequest,
+    Watched,
 };
 use vipfleet_core::{
     EniId, Incarnation, LayoutId, NodeConfig, NodeId, NodeInfo, NodeState, RouteTableId, ShardId, ShardRecord,
@@ -592,4 +593,120 @@ async fn consumed_units_are_counted_as_reported_else_estimated() {
     let estimating = store(&[&scan]).with_units_sink(metrics.clone(), true);
     estimating.read_nodes().await.expect("read_nodes");
     assert_eq!(units_counted(&metrics, "read", "read_nodes"), 2.0);
+}
+
+fn fleet_item(version: AttributeValue) -> Item {
+    Item::from([
+        ("pk".to_string(), AttributeValue::S("fleet".into())),
+        ("version".to_string(), version),
+    ])
+}
+
+/// A `GetItem` rule for the item under `pk`, answering `item`; only
+/// eventually consistent reads match.
+fn get_rule(pk: &'static str, item: Option<Item>) -> Rule {
+    mock!(Client::get_item)
+        .match_requests(move |r| {
+            r.key().and_then(|k| k.get("pk")) == Some(&AttributeValue::S(pk.into()))
+                && r.consistent_read() == Some(false)
+        })
+        .then_output(move || GetItemOutput::builder().set_item(item.clone()).build())
+}
+
+#[tokio::test]
+async fn a_watch_reads_the_counter_and_the_watched_node() {
+    use std::sync::Arc;
+
+    let watch = |node: Option<&str>| WatchRequest {
+        node: node.map(NodeId::new),
+    };
+    let fleet = get_rule("fleet", Some(fleet_item(AttributeValue::N("42".into()))));
+    let node = get_rule("node#i-2", Some(node_item("i-2", 7)));
+    let metrics = Arc::new(crate::dashboard::metrics::Metrics::new());
+    let watcher = store(&[&fleet, &node]).with_units_sink(metrics.clone(), true);
+    let seen = watcher.watch(&watch(Some("i-2"))).await.expect("watch");
+    assert_eq!(seen.version, Some(42));
+    match seen.node {
+        Some(Watched::Record(r)) => assert_eq!((r.info.id.as_str(), r.hb), ("i-2", 7)),
+        other => panic!("{other:?}"),
+    }
+    // Two eventually consistent reads of small items: half a unit each.
+    assert_eq!(units_counted(&metrics, "read", "watch"), 1.0);
+    // Watching nobody reads the counter alone.
+    let seen = watcher.watch(&watch(None)).await.expect("watch");
+    assert_eq!((seen.version, seen.node), (Some(42), None));
+    assert_eq!(units_counted(&metrics, "read", "watch"), 1.5);
+
+    // No fleet item yet (a new table), the node gone: still billed.
+    let fleet = get_rule("fleet", None);
+    let node = get_rule("node#i-2", None);
+    let watcher = store(&[&fleet, &node]).with_units_sink(metrics.clone(), true);
+    let seen = watcher.watch(&watch(Some("i-2"))).await.expect("watch");
+    assert_eq!((seen.version, seen.node), (None, Some(Watched::Missing)));
+    assert_eq!(units_counted(&metrics, "read", "watch"), 2.5);
+}
+
+#[tokio::test]
+async fn a_watch_names_a_node_item_it_cannot_read_and_refuses_a_broken_counter() {
+    let mut bad = node_item("i-2", 7);
+    bad.insert("hb".into(), AttributeValue::S("seven".into()));
+    let fleet = get_rule("fleet", Some(fleet_item(AttributeValue::N("3".into()))));
+    let node = get_rule("node#i-2", Some(bad));
+    let seen = store(&[&fleet, &node])
+        .watch(&WatchRequest {
+            node: Some(NodeId::new("i-2")),
+        })
+        .await
+        .expect("an unreadable node item is an answer");
+    match seen.node {
+        Some(Watched::Unreadable(skipped)) => {
+            assert_eq!(
+                (skipped.key.as_str(), skipped.node.clone(), skipped.shard),
+                ("node#i-2", Some(NodeId::new("i-2")), None)
+            );
+            assert!(skipped.reason.contains("hb"), "{skipped:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let fleet = get_rule("fleet", Some(fleet_item(AttributeValue::S("three".into()))));
+    let err = store(&[&fleet]).watch(&WatchRequest { node: None }).await.unwrap_err();
+    assert_eq!((err.op, err.kind), (StoreOp::Watch, StoreErrorKind::Corrupt), "{err}");
+    assert!(err.detail.contains("fleet"), "{err}");
+
+    let missing = mock!(Client::get_item).then_http_response(|| wire_error(400, "ResourceNotFoundException", ""));
+    let err = store(&[&missing])
+        .watch(&WatchRequest { node: None })
+        .await
+        .unwrap_err();
+    assert_eq!((err.op, err.kind), (StoreOp::Watch, StoreErrorKind::TableMissing));
+}
+
+#[tokio::test]
+async fn an_announcement_adds_one_to_the_counter_unconditionally() {
+    use std::sync::Arc;
+
+    use aws_sdk_dynamodb::types::ReturnValue;
+
+    let add = mock!(Client::update_item)
+        .match_requests(|r| {
+            r.key().and_then(|k| k.get("pk")) == Some(&AttributeValue::S("fleet".into()))
+                && r.update_expression() == Some("ADD #version :one")
+                && r.condition_expression().is_none()
+                && r.return_values() == Some(&ReturnValue::UpdatedNew)
+                && r.expression_attribute_values().and_then(|v| v.get(":one")) == Some(&AttributeValue::N("1".into()))
+        })
+        .then_output(|| {
+            UpdateItemOutput::builder()
+                .attributes("version", AttributeValue::N("43".into()))
+                .build()
+        });
+    let metrics = Arc::new(crate::dashboard::metrics::Metrics::new());
+    let announcer = store(&[&add]).with_units_sink(metrics.clone(), true);
+    assert_eq!(announcer.announce_change().await, Ok(43));
+    assert_eq!(units_counted(&metrics, "write", "announce_change"), 1.0);
+
+    let throttled = mock!(Client::update_item).then_http_response(|| wire_error(400, "ThrottlingException", ""));
+    let err = store(&[&throttled]).announce_change().await.unwrap_err();
+    assert_eq!((err.op, err.kind), (StoreOp::AnnounceChange, StoreErrorKind::Throttled));
 }

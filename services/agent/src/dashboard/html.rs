@@ -88,7 +88,7 @@ pub fn render(view: &FleetView) -> String {
     let _ = write!(
         out,
         "<h1>vipfleet fleet, as seen by <span id=\"observer\">{}</span></h1>\
-         <p>mode <b id=\"mode\">{}</b>{} · haproxy {} · source/dest check {} · lease {lease} · \
+         <p>mode <b id=\"mode\">{}</b>{} · haproxy {} · source/dest check {} · lease {lease} · reads {} · \
          version {} · layout <code>{}</code> · snapshot {} old · heartbeat every {}, lease TTL {}</p>",
         escape(&o.node_id),
         o.mode,
@@ -105,6 +105,11 @@ pub fn render(view: &FleetView) -> String {
             "<span class=\"ok\">off</span>"
         } else {
             "<span class=\"bad\">not confirmed off: claims no VIP</span>"
+        },
+        if o.reads_cold {
+            "<span id=\"reads\">cold</span> (settled: watches one peer and the change counter)"
+        } else {
+            "<span id=\"reads\">hot</span>"
         },
         escape(&o.version),
         escape(&o.layout),

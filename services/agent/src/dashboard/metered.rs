@@ -13,6 +13,7 @@ use tokio::time::Instant as TokioInstant;
 use vipfleet_core::routes::{Gate, RouteChange, RouteEntry, RouteError, RouteOp, RouteTable};
 use vipfleet_core::store::{
     AcquireOutcome, EvictOutcome, HandoffOutcome, HeartbeatOutcome, MarkDeadOutcome, RetireOutcome, Scan, StoreResult,
+    Watch,
 };
 use vipfleet_core::{RouteTableId, ShardLayout, ShardRecord};
 
@@ -85,6 +86,21 @@ impl OutcomeLabel for RetireOutcome {
 /// A read that skipped items still succeeded; the skipped ones are counted
 /// on their own.
 impl<T> OutcomeLabel for Scan<T> {
+    fn outcome_label(&self) -> &'static str {
+        OUTCOME_OK
+    }
+}
+
+/// What the watch saw (a moved counter, a stalled node) is the machine's
+/// to judge; the read itself succeeded.
+impl OutcomeLabel for Watch {
+    fn outcome_label(&self) -> &'static str {
+        OUTCOME_OK
+    }
+}
+
+/// An announcement's answer: the counter it produced.
+impl OutcomeLabel for u64 {
     fn outcome_label(&self) -> &'static str {
         OUTCOME_OK
     }

@@ -85,6 +85,12 @@ pub fn registry(view: Option<&FleetView>) -> Registry {
         "Time until this node's lease runs out unless a heartbeat lands; 0 when it is not valid",
         seconds(observer.and_then(|o| o.lease_remaining_ms).unwrap_or(0)),
     );
+    gauge(
+        &mut r,
+        "reads_cold",
+        "1 while this node reads cold (the fleet is settled: it watches only the change counter and one peer), else 0",
+        i64::from(observer.is_some_and(|o| o.reads_cold)),
+    );
     let current = observer.map_or("starting", |o| o.mode);
     let modes = Family::<ModeLabel, Gauge>::default();
     for mode in MODES.into_iter().chain([current]) {

@@ -82,6 +82,9 @@ pub struct ObserverView {
     pub lease_valid: bool,
     /// Until this node must stop writing routes unless a heartbeat lands.
     pub lease_remaining_ms: Option<u64>,
+    /// The fleet is settled: this node only watches the change counter and
+    /// one peer, and reads the whole table every cold refresh.
+    pub reads_cold: bool,
     /// The lease loop has stopped.
     pub exited: bool,
     /// Why: `drained`, `drain_timed_out`, `stopped`, `superseded`.
@@ -94,6 +97,8 @@ pub struct LeaseTimings {
     pub heartbeat_interval_ms: u64,
     pub lease_ttl_ms: u64,
     pub scan_interval_ms: u64,
+    pub watch_interval_ms: u64,
+    pub cold_refresh_interval_ms: u64,
     pub reconcile_interval_ms: u64,
 }
 
@@ -157,7 +162,8 @@ pub struct NodeView {
     pub heartbeat: u64,
     /// How long this observer has seen the counter stand still.
     pub heartbeat_age_ms: Option<u64>,
-    /// Until this observer would judge it gone (0 once it is).
+    /// Until this observer would judge it gone (0 once it is); `None`
+    /// while it reads cold (it does not judge ages then, see `reads_cold`).
     pub expires_in_ms: Option<u64>,
     pub shards: usize,
     /// Its share of the agreed shards by weight; 0 for nodes that take none.
@@ -400,7 +406,11 @@ impl FleetView {
                     (NodeState::Unrecognized, _) => trouble.push("state unknown to this version".to_string()),
                     _ => {}
                 }
-                if let Some(age) = age.filter(|a| !gone && n.state != NodeState::Dead && *a > late) {
+                // Cold, this node has not read the others' counters since its
+                // last full read (a minute or more ago): their ages say
+                // nothing about them, and each is watched by its successor.
+                let judged = !gone && n.state != NodeState::Dead && !status.reads_cold;
+                if let Some(age) = age.filter(|a| judged && *a > late) {
                     trouble.push(format!("heartbeat late ({:.1}s)", age.as_secs_f64()));
                 }
                 match config_matches {
@@ -434,7 +444,9 @@ impl FleetView {
                     missing,
                     heartbeat: n.hb,
                     heartbeat_age_ms: age.map(ms),
-                    expires_in_ms: age.map(|a| ms(their_ttl.saturating_sub(a))),
+                    expires_in_ms: age
+                        .filter(|_| !status.reads_cold)
+                        .map(|a| ms(their_ttl.saturating_sub(a))),
                     shards,
                     quota,
                     weight: n.info.weight,
@@ -507,6 +519,7 @@ impl FleetView {
                     .lease_deadline
                     .filter(|_| lease_valid)
                     .map(|d| ms(d.saturating_since(now))),
+                reads_cold: status.reads_cold,
                 exited: status.exited.is_some(),
                 exit_reason: status.exited.map(|r| r.as_str()),
                 shards_held: held.len(),
@@ -515,6 +528,8 @@ impl FleetView {
                 heartbeat_interval_ms: ms(lease.heartbeat_interval),
                 lease_ttl_ms: ms(lease.lease_ttl),
                 scan_interval_ms: ms(lease.scan_interval),
+                watch_interval_ms: ms(lease.watch_interval),
+                cold_refresh_interval_ms: ms(lease.cold_refresh_interval),
                 reconcile_interval_ms: ms(lease.reconcile_interval),
             },
             totals,

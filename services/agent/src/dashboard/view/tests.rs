@@ -63,7 +63,13 @@ fn troubled() -> (Status, TokioInstant) {
     let setup = NodeSetup {
         info: info("me"),
         inc: Incarnation(1),
-        lease: LeaseConfig::DEFAULT,
+        // Timings of their own: b's 3 s old heartbeat is late against
+        // them, and b's 9 s TTL is the larger one.
+        lease: LeaseConfig {
+            heartbeat_interval: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(3),
+            ..LeaseConfig::DEFAULT
+        },
         layout: Arc::new(ShardLayout::from_vips(&vips).unwrap()),
         route_tables: vec![RouteTableId("rtb-1".into()), RouteTableId("rtb-2".into())],
         drain_timeout: Duration::from_secs(120),
@@ -176,6 +182,21 @@ fn failing_table() -> TableHealth {
 #[test]
 fn nothing_to_show_before_the_first_step() {
     assert!(FleetView::build(&Status::default(), TokioInstant::now()).is_none());
+}
+
+#[test]
+fn a_cold_observer_judges_no_heartbeat_late() {
+    let (mut status, recorded_at) = troubled();
+    status.reads_cold = true;
+    let view = FleetView::build(&status, recorded_at).unwrap();
+    assert!(view.observer.reads_cold);
+    let b = view.nodes.iter().find(|n| n.id == "b").unwrap();
+    assert!(
+        !b.trouble.iter().any(|t| t.contains("heartbeat late")),
+        "{:?}",
+        b.trouble
+    );
+    assert_eq!(b.heartbeat_age_ms, Some(2_500), "the age is still shown");
 }
 
 #[test]
