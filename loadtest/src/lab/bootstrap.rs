@@ -71,14 +71,17 @@ fn lease_profile(lab: &LabState) -> Result<&'static str> {
         c.heartbeat_interval.as_millis() == u128::from(lab.lease.heartbeat_ms)
             && c.lease_ttl.as_millis() == u128::from(lab.lease.lease_ttl_ms)
     };
-    if matches(&LeaseConfig::DEFAULT) {
+    if lab.lease.profile == "cheap" && matches(&LeaseConfig::CHEAP) {
+        Ok("cheap")
+    } else if lab.lease.profile == "default" && matches(&LeaseConfig::DEFAULT) {
         Ok("default")
-    } else if matches(&LeaseConfig::FAST) {
+    } else if lab.lease.profile == "default" && matches(&LeaseConfig::FAST) {
         Ok("fast")
     } else {
         bail!(
             "a bootstrapped node runs a named lease profile (default: ttl 3000 ms, heartbeat 1000 ms; \
-             fast: ttl 1000 ms, heartbeat 200 ms), but this lab runs ttl {} ms, heartbeat {} ms",
+             cheap: ttl 15000 ms, heartbeat 5000 ms; fast: ttl 1000 ms, heartbeat 200 ms), but this \
+             lab runs ttl {} ms, heartbeat {} ms",
             lab.lease.lease_ttl_ms,
             lab.lease.heartbeat_ms
         )

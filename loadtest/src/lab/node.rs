@@ -151,6 +151,7 @@ route_tables = [{tables}]
 vpc_id = {vpc:?}
 
 [lease]
+profile = {profile:?}
 heartbeat_interval_ms = {hb}
 lease_ttl_ms = {ttl}
 
@@ -173,6 +174,7 @@ poll_interval_ms = {LIFECYCLE_POLL_MS}
         vips = quoted(lab.vips.iter().map(ToString::to_string).collect()),
         tables = quoted(lab.route_tables.iter().map(|t| t.id.clone()).collect()),
         vpc = lab.aws.vpc_id,
+        profile = lab.lease.profile,
         hb = lab.lease.heartbeat_ms,
         ttl = lab.lease.lease_ttl_ms,
         token_file = lab.dir.join("conf").join(DASHBOARD_TOKEN_FILE).display().to_string(),

@@ -14,7 +14,7 @@
 //!   "network": { "vpc_ns", "bridge", "host_link", "host_ip", "vpc_cidr", "subnet_cidr" },
 //!   "aws": { "endpoint": "http://10.77.0.254:PORT", "region", "az", "vpc_id", "subnet_id",
 //!            "table", "asg_name", "launch_template" },
-//!   "lease": { "lease_ttl_ms", "heartbeat_ms" },
+//!   "lease": { "lease_ttl_ms", "heartbeat_ms", "profile" },
 //!   "agent_sets": [ "section.key=value", … ],   // extra `--set`s of every agent
 //!   "programs": { "loadtest", "agent", "haproxy" },   // paths of the binaries the lab runs
 //!   "moto": { "endpoint", "proc": PROC },
@@ -118,6 +118,34 @@ pub struct Aws {
 pub struct Lease {
     pub lease_ttl_ms: u64,
     pub heartbeat_ms: u64,
+    /// The agents' `lease.profile` (the timings above override its own).
+    #[serde(default = "default_profile")]
+    pub profile: String,
+}
+
+fn default_profile() -> String {
+    "default".into()
+}
+
+impl Lease {
+    /// The lease the agents run: the profile with the lab's heartbeat and
+    /// TTL, after the agent's own adjustment of the shard refresh to the
+    /// reconcile interval.
+    pub fn config(&self) -> vipfleet_core::LeaseConfig {
+        use vipfleet_core::LeaseConfig;
+        let base = match self.profile.as_str() {
+            "cheap" => LeaseConfig::CHEAP,
+            "fast" => LeaseConfig::FAST,
+            _ => LeaseConfig::DEFAULT,
+        };
+        let mut lease = LeaseConfig {
+            heartbeat_interval: std::time::Duration::from_millis(self.heartbeat_ms),
+            lease_ttl: std::time::Duration::from_millis(self.lease_ttl_ms),
+            ..base
+        };
+        lease.shard_refresh_interval = lease.shard_refresh_interval.min(lease.reconcile_interval);
+        lease
+    }
 }
 
 /// The binaries the lab runs, so that nodes added later run the same ones.

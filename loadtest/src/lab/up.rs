@@ -37,6 +37,24 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Lines of a dead process's log quoted in the error.
 const LOG_TAIL_LINES: usize = 15;
 
+/// The agents' `lease.profile`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LeaseProfile {
+    /// Hot reads (every node scans the table four times a second).
+    Default,
+    /// Cold reads once the fleet is settled.
+    Cheap,
+}
+
+impl LeaseProfile {
+    pub fn name(&self) -> &'static str {
+        match self {
+            LeaseProfile::Default => "default",
+            LeaseProfile::Cheap => "cheap",
+        }
+    }
+}
+
 #[derive(Args, Clone, Debug)]
 pub struct UpArgs {
     /// Nodes (namespaces with haproxy and an agent).
@@ -54,6 +72,10 @@ pub struct UpArgs {
     /// The agents' heartbeat interval (ms).
     #[arg(long, default_value_t = 1000)]
     pub heartbeat: u64,
+    /// The agents' lease profile; `--lease-ttl` and `--heartbeat` override
+    /// its timings.
+    #[arg(long, value_enum, default_value_t = LeaseProfile::Default)]
+    pub profile: LeaseProfile,
     /// Delay before the mirror applies a route change seen in moto (ms).
     #[arg(long, default_value_t = 0)]
     pub propagation_ms: u64,
@@ -276,6 +298,7 @@ pub async fn bring_up(layout: Layout, tools: Tools, args: UpArgs) -> Result<LabS
         lease: state::Lease {
             lease_ttl_ms: a.lease_ttl,
             heartbeat_ms: a.heartbeat,
+            profile: a.profile.name().into(),
         },
         agent_sets: a.agent_sets.clone(),
         peer_port: (!a.no_peers).then_some(super::node::PEER_PORT),

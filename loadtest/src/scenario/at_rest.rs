@@ -1,8 +1,8 @@
 //! `at-rest`: what a settled fleet costs in DynamoDB request units, counted
 //! by the agents, against the cost model (`vipfleet_core::cost::at_rest`).
 //!
-//! The harness waits until the lab has converged and every agent reads
-//! cold (`vipfleet_reads_cold`), then reads every agent's unit counters
+//! The harness waits until the lab has converged and, with the cheap
+//! profile, every agent reads cold (`vipfleet_reads_cold`), then reads every agent's unit counters
 //! (`vipfleet_dynamodb_{read,write}_units_total`, every `op`) at the start
 //! and the end of a quiet window. The model is fed the lab's own shape, the
 //! sizes of the items in its lease table and the lease the agents run; the
@@ -57,17 +57,9 @@ pub fn duration(warmup: Duration, lease_ttl: Duration, duration_s: f64) -> Durat
     warmup + lease_ttl * 2 + window(duration_s)
 }
 
-/// The lease the lab's agents run: the default profile with the lab's
-/// heartbeat and TTL (`lab/node.rs` writes only those two), after the
-/// agent's own adjustment of the shard refresh to the reconcile interval.
+/// The lease the lab's agents run (see [`crate::lab::state::Lease::config`]).
 pub fn lab_lease(state: &LabState) -> LeaseConfig {
-    let mut lease = LeaseConfig {
-        heartbeat_interval: Duration::from_millis(state.lease.heartbeat_ms),
-        lease_ttl: Duration::from_millis(state.lease.lease_ttl_ms),
-        ..LeaseConfig::DEFAULT
-    };
-    lease.shard_refresh_interval = lease.shard_refresh_interval.min(lease.reconcile_interval);
-    lease
+    state.lease.config()
 }
 
 /// What one agent's `/metrics` says of its reads and their cost.
@@ -186,16 +178,18 @@ async fn modelled(f: &Fault<'_>) -> Result<UnitsPerSecond> {
     ))
 }
 
-/// Waits for a converged, cold fleet; `Ok(false)` (and a violation) when it
-/// does not come within [`cold_wait_bound`].
+/// Waits for a converged fleet, every agent reading cold when its profile
+/// reads cold; `Ok(false)` (and a violation) when it does not come within
+/// [`cold_wait_bound`].
 async fn wait_cold(f: &mut Fault<'_>) -> Result<bool> {
     let bound = cold_wait_bound(f.ttl());
+    let cold_reads = lab_lease(f.state).cold_reads;
     let deadline = Instant::now() + bound;
     loop {
         let converged = crate::lab::check::check(f.state, f.sdk).await?;
         let readings = read_agents(f.state).await;
         let cold = readings.values().filter(|r| r.reads_cold).count();
-        if converged.converged() && cold == f.state.nodes.len() {
+        if converged.converged() && (!cold_reads || cold == f.state.nodes.len()) {
             return Ok(true);
         }
         if Instant::now() > deadline {
@@ -230,9 +224,10 @@ pub async fn at_rest(f: &mut Fault<'_>, window: Duration) -> Result<()> {
             end.keys().collect::<Vec<_>>()
         ));
     }
+    let cold_reads = lab_lease(f.state).cold_reads;
     let hot: Vec<&str> = end
         .iter()
-        .filter(|(_, r)| !r.reads_cold)
+        .filter(|(_, r)| cold_reads && !r.reads_cold)
         .map(|((id, _), _)| id.as_str())
         .collect();
     if !hot.is_empty() {

@@ -33,6 +33,7 @@ use clap::Args;
 
 use crate::footprint;
 use crate::lab::state::LabState;
+pub use crate::lab::up::LeaseProfile;
 use crate::load::{self, Record};
 use crate::report::{self, Moves, Report};
 use crate::timeline;
@@ -85,6 +86,10 @@ pub struct RunArgs {
     /// the crash bound is the lease's (to compare with peer probes on).
     #[arg(long)]
     pub no_peers: bool,
+    /// The agents' lease profile (`--lease-ttl` and `--heartbeat` override
+    /// its timings).
+    #[arg(long, value_enum, default_value_t = LeaseProfile::Default)]
+    pub profile: LeaseProfile,
 }
 
 impl RunArgs {
@@ -105,6 +110,7 @@ impl RunArgs {
             keep_lab: false,
             seed: 1,
             no_peers: false,
+            profile: LeaseProfile::Default,
         }
     }
 }
@@ -139,6 +145,7 @@ fn lab_up(args: &RunArgs) -> Result<LabState> {
             && state.nodes.len() == args.nodes
             && state.vips.len() == args.vips
             && state.peer_port.is_some() != args.no_peers
+            && state.lease.profile == args.profile.name()
         {
             eprintln!("==> reusing the running lab {}", args.prefix);
             return Ok(state);
@@ -147,10 +154,11 @@ fn lab_up(args: &RunArgs) -> Result<LabState> {
         lab_command(&["down".into(), "--prefix".into(), args.prefix.clone()])?;
     }
     eprintln!(
-        "==> lab up: {} nodes, {} VIPs, {} route tables, lease {} ms / heartbeat {} ms, peer probes {}",
+        "==> lab up: {} nodes, {} VIPs, {} route tables, {} profile, lease {} ms / heartbeat {} ms, peer probes {}",
         args.nodes,
         args.vips,
         args.route_tables,
+        args.profile.name(),
         args.lease_ttl,
         args.heartbeat,
         if args.no_peers { "off" } else { "on" }
@@ -169,6 +177,8 @@ fn lab_up(args: &RunArgs) -> Result<LabState> {
         args.lease_ttl.to_string(),
         "--heartbeat".into(),
         args.heartbeat.to_string(),
+        "--profile".into(),
+        args.profile.name().into(),
     ];
     if args.no_peers {
         up.push("--no-peers".into());

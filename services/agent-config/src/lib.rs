@@ -445,10 +445,11 @@ fn validate(file: File) -> Result<AgentConfig, ConfigError> {
 
     let mut lease = match file.lease.profile.as_deref().unwrap_or("default") {
         "default" => LeaseConfig::DEFAULT,
+        "cheap" => LeaseConfig::CHEAP,
         "fast" => LeaseConfig::FAST,
         other => {
             return Err(invalid(format!(
-                "lease.profile {other:?} is neither \"default\" nor \"fast\""
+                "lease.profile {other:?} is not \"default\", \"cheap\" or \"fast\""
             )))
         }
     };
@@ -751,6 +752,9 @@ mod tests {
         let c = load(GOOD, &BTreeMap::new(), &["lease.profile=fast".into()]).unwrap();
         assert_eq!(c.lease.watch_interval, LeaseConfig::FAST.watch_interval);
         assert_eq!(c.lease.cold_refresh_interval, LeaseConfig::FAST.cold_refresh_interval);
+        let c = load(GOOD, &BTreeMap::new(), &["lease.profile=cheap".into()]).unwrap();
+        assert_eq!(c.lease, LeaseConfig::CHEAP);
+        assert!(c.lease.cold_reads);
     }
 
     #[test]
