@@ -477,7 +477,7 @@ where
             }),
             Effect::Watch(req) => spawn(results, async move {
                 let result = bounded(StoreOp::Watch, store.watch(&req), timeout, &metrics).await;
-                Input::Watched { sent_at, result }
+                Input::Watched { result }
             }),
             Effect::AnnounceChange => spawn(results, async move {
                 let result = bounded(StoreOp::AnnounceChange, store.announce_change(), timeout, &metrics).await;

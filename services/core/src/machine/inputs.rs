@@ -157,7 +157,7 @@ impl Machine {
                     Err(e) => self.store_error(e, out),
                 }
             }
-            Input::Watched { sent_at, result } => self.watched(sent_at, result, now, out),
+            Input::Watched { result } => self.watched(result, now, out),
             Input::ChangeAnnounced { result } => self.change_announced(result, now, out),
             Input::RouteChanged { call, result } => self.route_changed(call, result, now, out),
             Input::TableDescribed { table, sent_at, result } => self.table_described(table, sent_at, result, now, out),

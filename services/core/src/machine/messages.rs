@@ -175,7 +175,6 @@ pub enum Input {
         result: StoreResult<RetireOutcome>,
     },
     Watched {
-        sent_at: Instant,
         result: StoreResult<Watch>,
     },
     ChangeAnnounced {

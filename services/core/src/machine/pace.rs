@@ -253,7 +253,7 @@ impl Machine {
         }
     }
 
-    pub(super) fn watched(&mut self, _sent_at: Instant, result: StoreResult<Watch>, now: Instant, out: &mut Step) {
+    pub(super) fn watched(&mut self, result: StoreResult<Watch>, now: Instant, out: &mut Step) {
         self.pace.watching = false;
         let watch = match result {
             Ok(watch) => watch,

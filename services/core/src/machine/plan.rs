@@ -604,7 +604,7 @@ impl Machine {
         }
         let quiet_since = *self.drain_quiet_since.get_or_insert(now);
         let peers_know_at = announced + self.peer_notice_delay() + self.cfg().heartbeat_interval;
-        if !self.book.read_at().is_some_and(|t| t >= peers_know_at) {
+        if self.book.read_at().is_none_or(|t| t < peers_know_at) {
             if now < peers_know_at {
                 self.timers.shard_refresh = self.timers.shard_refresh.min(peers_know_at);
             }

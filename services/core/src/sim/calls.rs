@@ -119,10 +119,7 @@ fn failed(effect: &Effect, sent_at: Instant, e: StoreError) -> Option<Input> {
             shard: req.shard,
             result: Err(e),
         },
-        Effect::Watch(_) => Input::Watched {
-            sent_at,
-            result: Err(e),
-        },
+        Effect::Watch(_) => Input::Watched { result: Err(e) },
         Effect::AnnounceChange => Input::ChangeAnnounced { result: Err(e) },
         _ => return None,
     })
@@ -310,7 +307,6 @@ impl World {
                 },
             },
             Effect::Watch(req) => Input::Watched {
-                sent_at,
                 result: match fail(StoreOp::Watch) {
                     Some(e) => Err(e),
                     None => Ok(self.table.watch(&req)),
