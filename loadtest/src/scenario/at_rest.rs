@@ -50,6 +50,12 @@ pub fn window(duration_s: f64) -> Duration {
     Duration::from_secs_f64(duration_s.max(0.0)).max(MIN_WINDOW)
 }
 
+/// `window` rounded up to a whole number of cold refreshes.
+pub fn whole_refreshes(window: Duration, refresh: Duration) -> Duration {
+    let refreshes = window.as_secs_f64() / refresh.as_secs_f64().max(f64::EPSILON);
+    refresh.mul_f64(refreshes.ceil().max(1.0))
+}
+
 /// Seconds of load the scenario runs: the warm-up, the usual wait for
 /// cold reads (two leases) and the window. Load is HTTP to the VIPs and
 /// costs no DynamoDB unit, so a measurement that runs past it is as good.
@@ -131,8 +137,9 @@ fn within(counted: f64, modelled: f64) -> bool {
     (counted - modelled).abs() <= TOLERANCE * modelled.abs()
 }
 
-/// The model's rates for the lab as its lease table shows it.
-async fn modelled(f: &Fault<'_>) -> Result<UnitsPerSecond> {
+/// The model's rates for the lab as its lease table shows it, and how often
+/// a cold node reads that table in full.
+async fn modelled(f: &Fault<'_>) -> Result<(UnitsPerSecond, Duration)> {
     let table = &f.state.aws.table;
     let store = DynamoLeaseStore::new(aws_sdk_dynamodb::Client::new(f.sdk), table.clone());
     let nodes = store
@@ -171,11 +178,9 @@ async fn modelled(f: &Fault<'_>) -> Result<UnitsPerSecond> {
         vips: f.state.vips.len() as u64,
         route_tables: f.state.route_tables.len() as u64,
     };
-    Ok(cost::at_rest(
-        &fleet,
-        &ItemSizes::of(node, shard, &layout),
-        &lab_lease(f.state),
-    ))
+    let (sizes, lease) = (ItemSizes::of(node, shard, &layout), lab_lease(f.state));
+    let refresh = cost::cold_refresh(&lease, cost::table_bytes(&fleet, &sizes));
+    Ok((cost::at_rest(&fleet, &sizes, &lease), refresh))
 }
 
 /// Waits for a converged fleet, every agent reading cold when its profile
@@ -209,6 +214,17 @@ pub async fn at_rest(f: &mut Fault<'_>, window: Duration) -> Result<()> {
     if !wait_cold(f).await? {
         return Ok(());
     }
+    let (modelled, refresh) = modelled(f).await?;
+    let window = if lab_lease(f.state).cold_reads {
+        // The nodes turned cold together and each reads the whole table
+        // once a refresh from then on: a window that starts half a refresh
+        // later and lasts whole refreshes holds each of those reads once,
+        // never one at its edge.
+        sleep(refresh / 2).await;
+        whole_refreshes(window, refresh)
+    } else {
+        window
+    };
     f.trace.event("at-rest-start", "fleet");
     let start = read_agents(f.state).await;
     let started = Instant::now();
@@ -236,7 +252,6 @@ pub async fn at_rest(f: &mut Fault<'_>, window: Duration) -> Result<()> {
             .push(format!("reading hot again at the end of the quiet window: {hot:?}"));
     }
     let counted = counted_rate(&start, &end, elapsed);
-    let modelled = modelled(f).await?;
     for (kind, c, m) in [
         ("read", counted.read, modelled.read),
         ("write", counted.write, modelled.write),
@@ -312,6 +327,14 @@ mod tests {
         assert!(within(1.09, 1.0) && within(0.91, 1.0));
         assert!(!within(1.11, 1.0) && !within(0.89, 1.0));
         assert!(within(0.0, 0.0) && !within(0.1, 0.0));
+    }
+
+    #[test]
+    fn a_cold_window_is_whole_refreshes() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(whole_refreshes(minute, minute), minute);
+        assert_eq!(whole_refreshes(Duration::from_secs(61), minute), minute * 2);
+        assert_eq!(whole_refreshes(Duration::from_secs(1), minute), minute);
     }
 
     #[test]

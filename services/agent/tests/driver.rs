@@ -19,12 +19,12 @@ use vipfleet_core::{
 
 const SHARDS: usize = 24;
 
-/// The timings these tests are sized for: the default's before cold reads
-/// (1 s heartbeat, 3 s lease), with a watch as quick as a scan, since no
-/// peer probes run here and only a crashed node's watcher notices it.
+/// The timings these tests are sized for: the default profile's (1 s
+/// heartbeat, 3 s lease), reading cold as the cheap profile does, with a
+/// watch as quick as a scan, since no peer probes run here and only a
+/// crashed node's watcher notices it.
 const LEASE: LeaseConfig = LeaseConfig {
-    heartbeat_interval: Duration::from_secs(1),
-    lease_ttl: Duration::from_secs(3),
+    cold_reads: true,
     watch_interval: Duration::from_millis(250),
     ..LeaseConfig::DEFAULT
 };

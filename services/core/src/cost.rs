@@ -48,7 +48,7 @@ use crate::types::{
 use crate::units;
 use crate::vip::Vip;
 
-pub use crate::machine::{COLD_REFRESH_PER_BLOCK, LAYOUT_REPUBLISH_INTERVAL};
+pub use crate::machine::{cold_refresh, COLD_REFRESH_PER_BLOCK, LAYOUT_REPUBLISH_INTERVAL};
 
 /// On-demand price per million read request units (us-east-1).
 pub const ON_DEMAND_USD_PER_MILLION_READS: f64 = 0.125;
@@ -157,12 +157,8 @@ pub fn at_rest(fleet: &Fleet, sizes: &ItemSizes, lease: &LeaseConfig) -> UnitsPe
     let half = |bytes, consistency| units::read_half_units(bytes, consistency) as f64 / 2.0;
     let full_read = half(table, units::NODE_SCAN) + half(table, units::SHARD_SCAN);
     let per_node_reads = if lease.cold_reads {
-        let blocks = u32::try_from(table.div_ceil(units::READ_UNIT_BYTES).max(1)).unwrap_or(u32::MAX);
-        let cold_refresh = lease
-            .cold_refresh_interval
-            .max(COLD_REFRESH_PER_BLOCK.saturating_mul(blocks));
         let watch = half(units::fleet_item_bytes(0), units::WATCH_GET) + half(sizes.node, units::WATCH_GET);
-        per_second(watch, lease.watch_interval) + per_second(full_read, cold_refresh)
+        per_second(watch, lease.watch_interval) + per_second(full_read, cold_refresh(lease, table))
     } else {
         per_second(half(table, units::NODE_SCAN), lease.scan_interval)
             + per_second(half(table, units::SHARD_SCAN), lease.shard_refresh_interval)

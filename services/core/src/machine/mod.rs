@@ -40,7 +40,7 @@ use std::time::Duration;
 pub use inputs::EVICTION_RECHECK_SLACK;
 pub use messages::{Effect, Event, ExitReason, Input, Priority, RouteCall, Step};
 pub use mode::{Health, Mode, Readiness};
-pub use pace::COLD_REFRESH_PER_BLOCK;
+pub use pace::{cold_refresh, COLD_REFRESH_PER_BLOCK};
 pub use plan::LAYOUT_REPUBLISH_INTERVAL;
 pub use routes::{
     Fence, Pacing, PacingError, RouteCheck, TableHealth, DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND, MIN_CALLS_PER_SECOND,

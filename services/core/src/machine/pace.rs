@@ -30,6 +30,7 @@
 use std::time::Duration;
 
 use super::{Effect, Machine, Mode, Step};
+use crate::config::LeaseConfig;
 use crate::store::{FleetVersion, StoreResult, Watch, WatchRequest, Watched};
 use crate::time::Instant;
 use crate::types::{Heartbeat, Incarnation, NodeId, NodeRecord, NodeState, ShardRecord};
@@ -38,6 +39,17 @@ use crate::units;
 /// A cold full read costs a node at most one 4 KB block of the table per
 /// this long: a table of many blocks is read in full less often.
 pub const COLD_REFRESH_PER_BLOCK: Duration = Duration::from_secs(20);
+/// How often a cold node reads the whole table of `table_bytes`: the
+/// configured interval, or [`COLD_REFRESH_PER_BLOCK`] per 4 KB block if
+/// that is longer.
+pub fn cold_refresh(lease: &LeaseConfig, table_bytes: u64) -> Duration {
+    let blocks = table_bytes.div_ceil(units::READ_UNIT_BYTES).max(1);
+    let blocks = u32::try_from(blocks).unwrap_or(u32::MAX);
+    lease
+        .cold_refresh_interval
+        .max(COLD_REFRESH_PER_BLOCK.saturating_mul(blocks))
+}
+
 /// The watched node counts as stalled once its counter stood still this
 /// many of its heartbeat intervals.
 const STALLED_AFTER_BEATS: u32 = 2;
@@ -123,10 +135,8 @@ impl Pace {
         self.shard_bytes = shards.map(units::shard_item_bytes).sum();
     }
 
-    fn table_blocks(&self) -> u64 {
-        (self.node_bytes + self.shard_bytes)
-            .div_ceil(units::READ_UNIT_BYTES)
-            .max(1)
+    fn table_bytes(&self) -> u64 {
+        self.node_bytes + self.shard_bytes
     }
 }
 
@@ -162,10 +172,7 @@ impl Machine {
     }
 
     fn cold_refresh_interval(&self) -> Duration {
-        let blocks = u32::try_from(self.pace.table_blocks()).unwrap_or(u32::MAX);
-        self.cfg()
-            .cold_refresh_interval
-            .max(COLD_REFRESH_PER_BLOCK.saturating_mul(blocks))
+        cold_refresh(self.cfg(), self.pace.table_bytes())
     }
 
     /// Nothing under way, here or (as far as we know) anywhere.
