@@ -21,9 +21,10 @@ use crate::report::{Moves, Report};
 /// Crashes in one run at the most, however few VIPs the victim holds.
 const MAX_CRASHES: usize = 8;
 /// What the restart and the re-balancing after it take at the most on the
-/// CI's lab (about a second measured). The load is sized by it; a series
-/// that runs late stops early and falls short of its samples, which is a
-/// violation.
+/// CI's lab (about a second measured), beyond the two heartbeats a new
+/// incarnation waits (its registration, then a read of the others sent a
+/// heartbeat later). The load is sized by it; a series that runs late stops
+/// early and falls short of its samples, which is a violation.
 const CONVERGE_ESTIMATE: Duration = Duration::from_secs(2);
 const OWNERSHIP_POLL: Duration = Duration::from_millis(100);
 /// The event the harness stamps when it restarts the victim: not a fault,
@@ -48,13 +49,13 @@ fn refill() -> Duration {
 /// One crash: the wait for its VIPs to answer again (twice the bound, so
 /// an outage beyond the bound is still measured), the restart and
 /// re-balancing, and the refill before the next.
-fn round(crash_bound: Duration) -> Duration {
-    crash_bound * 2 + CONVERGE_ESTIMATE + refill()
+fn round(crash_bound: Duration, heartbeat: Duration) -> Duration {
+    crash_bound * 2 + heartbeat * 2 + CONVERGE_ESTIMATE + refill()
 }
 
 /// The load the series needs.
-pub fn duration(warmup: Duration, victim_vips: usize, crash_bound: Duration) -> Duration {
-    warmup + round(crash_bound) * rounds(victim_vips) as u32
+pub fn duration(warmup: Duration, victim_vips: usize, crash_bound: Duration, heartbeat: Duration) -> Duration {
+    warmup + round(crash_bound, heartbeat) * rounds(victim_vips) as u32
 }
 
 /// Crash, fail over, restart, re-balance; until the samples are enough or

@@ -339,7 +339,9 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
             .as_secs_f64(),
     );
     let duration = match scenario {
-        Scenario::Crash => duration.max(crashes::duration(WARMUP, victim_vips.len(), crash_bound).as_secs_f64()),
+        Scenario::Crash => {
+            duration.max(crashes::duration(WARMUP, victim_vips.len(), crash_bound, heartbeat).as_secs_f64())
+        }
         Scenario::AtRest => duration.max(at_rest::duration(WARMUP, lease_ttl, args.duration).as_secs_f64()),
         _ => duration,
     };
