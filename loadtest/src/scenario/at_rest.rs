@@ -24,7 +24,6 @@ use vipfleet_core::{LeaseConfig, NodeState};
 
 use super::faults::Fault;
 use super::fleet::Agent;
-use crate::lab::http;
 use crate::lab::state::LabState;
 use crate::report::AtRestCost;
 
@@ -38,7 +37,6 @@ const MIN_WINDOW: Duration = Duration::from_secs(60);
 /// change), how long the fleet may take to read cold.
 const COLD_SLACK: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(500);
-const METRICS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The longest the harness waits for every agent to read cold.
 pub fn cold_wait_bound(lease_ttl: Duration) -> Duration {
@@ -99,17 +97,7 @@ pub fn parse_units(text: &str) -> UnitsReading {
 
 /// Every answering agent's reading, by process.
 async fn read_agents(state: &LabState) -> BTreeMap<Agent, UnitsReading> {
-    let mut by_agent = BTreeMap::new();
-    for node in &state.nodes {
-        let Ok(addr) = http::endpoint_addr(&node.dashboard_url) else {
-            continue;
-        };
-        let Ok(answer) = http::request(addr, "GET", "/metrics", &[], "", METRICS_TIMEOUT).await else {
-            continue;
-        };
-        by_agent.insert((node.instance_id.clone(), node.agent.pid), parse_units(&answer.body));
-    }
-    by_agent
+    super::fleet::scrape_with(state, parse_units).await
 }
 
 /// Units per second each kind, over the agents read at both ends.

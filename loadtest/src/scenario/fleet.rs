@@ -153,6 +153,11 @@ const METRICS_TIMEOUT: Duration = Duration::from_secs(2);
 /// The `/metrics` of every agent that answers, by process. An agent that is
 /// down (crashed on purpose) is left out.
 pub async fn scrape(state: &LabState) -> Scrape {
+    scrape_with(state, parse_metrics).await
+}
+
+/// Every answering agent's `/metrics`, read by `parse`, by process.
+pub async fn scrape_with<T>(state: &LabState, parse: impl Fn(&str) -> T) -> BTreeMap<Agent, T> {
     let mut by_agent = BTreeMap::new();
     for node in &state.nodes {
         let Ok(addr) = http::endpoint_addr(&node.dashboard_url) else {
@@ -161,7 +166,7 @@ pub async fn scrape(state: &LabState) -> Scrape {
         let Ok(answer) = http::request(addr, "GET", "/metrics", &[], "", METRICS_TIMEOUT).await else {
             continue;
         };
-        by_agent.insert((node.instance_id.clone(), node.agent.pid), parse_metrics(&answer.body));
+        by_agent.insert((node.instance_id.clone(), node.agent.pid), parse(&answer.body));
     }
     by_agent
 }
