@@ -421,12 +421,12 @@ impl Machine {
         self.retry_at.insert(shard, now + backoff);
     }
 
-    /// The peers' verdict is only a suspicion until the store agrees: we
-    /// evict the incarnation we know, and only a successful eviction (ours,
-    /// or one we read) makes the node gone. Nothing is asked of a node that
-    /// cannot write (a lapsed lease: we may be the one cut off).
-    /// Evicts incarnation `inc` of `node`, found dead (by the peers, or by
-    /// our observer), if that gains anything.
+    /// Evicts incarnation `inc` of `node`, found dead by the peers (or, on
+    /// the cheap profile, expired by our observer), if that gains anything.
+    /// The peers' verdict is only a suspicion until the store agrees: only
+    /// a successful eviction (ours, or one we read) makes the node gone.
+    /// Nothing is asked of a node that cannot write (a lapsed lease: we may
+    /// be the one cut off).
     pub(super) fn evict_dead(&mut self, node: NodeId, inc: Incarnation, now: Instant, out: &mut Step) {
         let known = self.nodes.get(&node).is_some_and(|n| n.inc == inc);
         // Evicting a node that holds nothing gains nothing (and a node cut
