@@ -104,7 +104,6 @@ pub(crate) mod attr {
 /// `if_not_exists` even where the condition guarantees the attribute, so no
 /// order of evaluation can turn a lost race into a validation error.
 pub(crate) mod expr {
-    pub const SCAN_FILTER: &str = "begins_with(#pk, :prefix)";
     /// Every beat rewrites the node's facts (one write unit either way) and
     /// clears a TTL left by an observer that took the node for dead.
     pub const HEARTBEAT_UPDATE: &str = "SET #hb = if_not_exists(#hb, :zero) + :one, #inc = :inc, #state = :state, \
@@ -151,7 +150,6 @@ pub(crate) mod expr {
     /// All of them, for checking them against the item format.
     #[cfg(test)]
     pub const ALL: &[&str] = &[
-        SCAN_FILTER,
         HEARTBEAT_UPDATE,
         HEARTBEAT_CONDITION,
         REREGISTER_CONDITION,

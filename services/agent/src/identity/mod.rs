@@ -30,6 +30,10 @@ use vipfleet_core::types::{EniId, NodeId};
 const IMDS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Attempts per IMDS read (the SDK retries 5xx and expired-token 401s).
 const IMDS_MAX_ATTEMPTS: u32 = 3;
+/// How long a connection to IMDS may take to open: the SDK's 1 s default
+/// ran out in the lab on a loaded machine (a node namespace's first packets
+/// wait for ARP), and the agent then exits before it ever started.
+const IMDS_CONNECT_TIMEOUT: Duration = IMDS_ATTEMPT_TIMEOUT;
 
 const PATH_INSTANCE_ID: &str = "/latest/meta-data/instance-id";
 const PATH_MAC: &str = "/latest/meta-data/mac";
@@ -131,6 +135,7 @@ impl Imds {
     fn from_builder(builder: aws_config::imds::client::Builder) -> Self {
         let client = builder
             .max_attempts(IMDS_MAX_ATTEMPTS)
+            .connect_timeout(IMDS_CONNECT_TIMEOUT)
             .operation_attempt_timeout(IMDS_ATTEMPT_TIMEOUT)
             .build();
         Self { client }

@@ -344,6 +344,13 @@ impl Machine {
         self.book.set_unreadable(unreadable);
         self.book.finished_read(sent_at);
         self.shards_seen = true;
+        // Nodes found dead while we knew of nothing they held: evicted now
+        // if this read shows them holding something, else forgotten.
+        for (node, inc) in std::mem::take(&mut self.unheld_dead) {
+            if self.book.records().any(|r| r.owner.as_ref() == Some(&node)) {
+                self.evict_dead(node, inc, now, out);
+            }
+        }
         if std::mem::take(&mut self.table_was_missing) {
             // The table came back, maybe restored from a backup or created
             // anew: a shard we saw free before may have been claimed and
@@ -433,13 +440,17 @@ impl Machine {
         // off from its peers, started over empty, would be evicted again
         // and again).
         let holds = self.book.records().any(|r| r.owner.as_ref() == Some(&node));
-        if node == *self.me()
-            || !known
-            || !holds
-            || !self.lease.is_valid(now)
-            || self.observer.is_evicted(&node, inc)
-            || !self.evicting.insert(node.clone())
-        {
+        if node == *self.me() || !known || !self.lease.is_valid(now) || self.observer.is_evicted(&node, inc) {
+            return;
+        }
+        if !holds {
+            // Our map may predate its claims (it just registered, or the
+            // table was re-created): a fresh read of the shards decides.
+            self.unheld_dead.insert(node, inc);
+            self.shards_stale = true;
+            return;
+        }
+        if !self.evicting.insert(node.clone()) {
             return;
         }
         let by = self.me().clone();

@@ -214,6 +214,9 @@ pub struct Machine {
     marking: BTreeMap<NodeId, Heartbeat>,
     /// Nodes we are evicting on the peers' word.
     evicting: BTreeSet<NodeId>,
+    /// Nodes found dead that held nothing as far as we knew: the next read
+    /// of the shards says whether they do.
+    unheld_dead: BTreeMap<NodeId, Incarnation>,
     /// Read-backs due after the lease of a node we took shards from early
     /// (on eviction) has run out.
     rechecks: BTreeSet<Instant>,
@@ -309,6 +312,7 @@ impl Machine {
             orphans: 0,
             gone_reported: BTreeSet::new(),
             evicting: BTreeSet::new(),
+            unheld_dead: BTreeMap::new(),
             rechecks: BTreeSet::new(),
             no_recheck_after_eviction: false,
             members_changed_at: None,

@@ -231,9 +231,13 @@ impl Machine {
 
     pub(super) fn plan_pace(&mut self, now: Instant, out: &mut Step) {
         if !self.cfg().cold_reads {
-            // Hot for good; changes are still announced, for any node of
-            // the fleet that reads cold (a profile rolled out node by node).
-            return self.plan_announce(now, out);
+            // Hot for good, and announcing nothing: a hot fleet reads every
+            // change in its scans, and one call more per change would only
+            // slow a failover down. (A cold node in a fleet rolling onto
+            // the cheap profile sees a hot node's changes at its next cold
+            // refresh, or when its watched node stalls.)
+            self.pace.announce_pending = false;
+            return;
         }
         let settled = self.settled(now);
         if self.pace.cold && !settled {
