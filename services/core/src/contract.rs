@@ -225,6 +225,10 @@ fn free(next_epoch: Epoch) -> Expect {
     Expect::Free { next_epoch }
 }
 
+fn held(epoch: Epoch) -> Expect {
+    Expect::Held { epoch }
+}
+
 /// Every `LeaseStore` operation and its conditional semantics.
 pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
     let ids = Ids::new(prefix);
@@ -453,6 +457,43 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
     assert_eq!(
         acquire(store, s2, &c, inc_c, gone(&ghost, 1, NodeCheck::Missing)).await,
         AcquireOutcome::Acquired { epoch: 2 }
+    );
+
+    // Re-claim: the owner (here a new process of it) moves the epoch on,
+    // under its incarnation; the shard does not move.
+    let inc_c_next = ids.inc(7);
+    assert_eq!(
+        acquire(store, s2, &b, inc_b, held(2)).await,
+        AcquireOutcome::LostRace,
+        "not b's"
+    );
+    assert_eq!(
+        acquire(store, s2, &c, inc_c_next, held(1)).await,
+        AcquireOutcome::LostRace,
+        "epoch 1 is gone"
+    );
+    assert_eq!(
+        acquire(store, s1, &c, inc_c_next, held(0)).await,
+        AcquireOutcome::LostRace
+    );
+    assert_eq!(
+        shard(store, s1).await,
+        None,
+        "a refused re-claim must not create the shard"
+    );
+    assert_eq!(
+        acquire(store, s2, &c, inc_c_next, held(2)).await,
+        AcquireOutcome::Acquired { epoch: 3 }
+    );
+    let reclaimed = shard(store, s2).await.expect("shard s2");
+    assert_eq!(
+        (
+            reclaimed.owner.as_ref(),
+            reclaimed.owner_inc,
+            reclaimed.epoch,
+            reclaimed.moves
+        ),
+        (Some(&c), Some(inc_c_next), 3, 1)
     );
 
     // Mark dead: only at the heartbeat and incarnation observed.

@@ -69,6 +69,12 @@ pub struct Observer {
     /// Nodes whose item we saw before (or that own a shard) but that are
     /// missing from the table: since when.
     missing_since: BTreeMap<NodeId, Instant>,
+    /// Nodes whose claim on a shard we saw change (a claim, or a re-claim
+    /// after re-registering): when that read returned. They were alive
+    /// after whatever deletion we counted them missing from, so only a read
+    /// of the node items sent after this instant can start their missing
+    /// clock (their item may have been deleted again since).
+    claimed_at: BTreeMap<NodeId, Instant>,
     /// When the last successful read of the node items returned...
     last_read_at: Option<Instant>,
     /// ...and when it was sent.
@@ -151,10 +157,14 @@ impl Observer {
             if next.contains_key(&id) || present.contains(&id) {
                 continue;
             }
+            let claimed_since_sent = self.claimed_at.get(&id).is_some_and(|t| *t > sent_at);
             let since = match self.missing_since.get(&id) {
-                Some(t) if !blind => *t,
+                Some(t) if !blind && !self.claimed_at.contains_key(&id) => *t,
                 _ => now,
             };
+            if !claimed_since_sent {
+                self.claimed_at.remove(&id);
+            }
             // A vanished node that owns nothing matters only until it is
             // gone; forget it then, or the map would only ever grow.
             let ttl = self.seen.get(&id).map_or(lease_ttl, |s| s.ttl.max(lease_ttl));
@@ -181,6 +191,8 @@ impl Observer {
         // lease.
         self.seen = next;
         self.missing_since = missing;
+        let missing = &self.missing_since;
+        self.claimed_at.retain(|id, _| missing.contains_key(id));
         let seen = &self.seen;
         self.evicted
             .retain(|id, e| e.lease_end > now || seen.get(id).is_some_and(|s| s.inc == e.inc));
@@ -198,6 +210,13 @@ impl Observer {
         }
         let lease_end = now + self.ttl_for(node, my_ttl);
         self.evicted.insert(node.clone(), Eviction { inc, hb, lease_end });
+    }
+
+    /// A read of the shards that returned at `now` showed `node` claiming a
+    /// shard anew (a claim or a re-claim we had not seen): whatever we
+    /// counted it missing from, it was alive after that.
+    pub fn saw_claim(&mut self, node: &NodeId, now: Instant) {
+        self.claimed_at.insert(node.clone(), now);
     }
 
     /// When an evicted node's own lease has run out for sure; `None` if it
@@ -234,7 +253,8 @@ impl Observer {
         let read_at = self.last_read_at?;
         let ttl = self.ttl_for(node, my_ttl);
         if let Some(since) = self.missing_since.get(node) {
-            return (read_at.saturating_since(*since) >= ttl).then_some(NodeCheck::Missing);
+            let counting = !self.claimed_at.contains_key(node);
+            return (counting && read_at.saturating_since(*since) >= ttl).then_some(NodeCheck::Missing);
         }
         let s = self.seen.get(node)?;
         (read_at.saturating_since(s.changed_at) >= ttl).then_some(NodeCheck::Unchanged { hb: s.hb, inc: s.inc })
@@ -454,6 +474,36 @@ mod tests {
         // It re-registers: back, and no longer missing.
         observe(&mut o, &[record("a", 1)], 3500);
         assert!(!o.is_missing(&a) && !o.is_gone(&a, TTL));
+    }
+
+    /// Chaos seed 137: a node's item is deleted, it re-registers, and the
+    /// item is deleted again before we read it. Its re-claim of a shard is
+    /// the only sign of life we see; the missing clock must start over from
+    /// a read of the nodes sent after that sign, or we would take its
+    /// shards while its second registration's lease still runs.
+    #[test]
+    fn a_claim_by_a_missing_node_restarts_its_missing_clock() {
+        let mut o = Observer::default();
+        let a = NodeId::new("a");
+        let none = BTreeSet::new();
+        let a_owns = [a.clone()];
+        observe(&mut o, &[record("a", 1)], 0);
+        observe_until(&mut o, &[], &[], &["a"], 250, 2500);
+        // A read of the shards returns at 2.6 s showing a's re-claim.
+        o.saw_claim(&a, ms(2600));
+        // A read of the nodes sent before that, answered after: no evidence.
+        o.observe(&[], &none, a_owns.iter(), ms(2550), ms(3300), TTL);
+        assert!(o.is_missing(&a));
+        assert_eq!(
+            o.gone_check(&a, TTL),
+            None,
+            "missing since 250 ms, but a claimed at 2.6 s"
+        );
+        // Reads sent after it start the clock again.
+        observe_until(&mut o, &[], &[], &["a"], 3500, 6250);
+        assert!(!o.is_gone(&a, TTL), "missing since 3.5 s only");
+        observe_until(&mut o, &[], &[], &["a"], 6500, 6500);
+        assert_eq!(o.gone_check(&a, TTL), Some(NodeCheck::Missing));
     }
 
     #[test]

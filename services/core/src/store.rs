@@ -112,6 +112,12 @@ pub enum Expect {
         epoch: Epoch,
         check: NodeCheck,
     },
+    /// We hold it already, at `epoch`, by a write made before our latest
+    /// registration (or not by us): `IF owner = :me AND epoch = :e`, setting
+    /// `epoch = :e + 1` and our incarnation. A re-claim moves nothing; it
+    /// makes the claim ours again, so that an observer who counts us
+    /// missing from an older deletion sees the epoch move and starts over.
+    Held { epoch: Epoch },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

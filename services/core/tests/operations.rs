@@ -665,3 +665,102 @@ fn a_lost_table_frees_no_shard_before_its_holders_leases_end() {
     config.cooldown = Duration::from_secs(60);
     run(&config);
 }
+
+/// Chaos seed 137 (cheap profile): node 2's item is deleted, node 2
+/// re-registers 13 s later (a flaky store, a pause), and its item is deleted
+/// again 2 s after that. Node 4 had counted node 2 missing since the first
+/// deletion and read nothing in between that showed it back, so it took its
+/// shards over while the re-registration's lease still ran. A node now
+/// claims its shards again after re-registering, before it writes their
+/// routes, and an observer that sees a missing node's claim move starts its
+/// missing clock over.
+fn item_deleted_twice(sabotage: Option<Sabotage>) -> Report {
+    let mut config = SimConfig::small(137);
+    config.lease = LeaseConfig::CHEAP;
+    config.sabotage = sabotage;
+    let secs = Duration::from_millis;
+    config.faults = vec![
+        ms(16_289, Fault::Crash { node: 0 }),
+        ms(25_588, Fault::DeleteNodeItem { node: 2 }),
+        ms(
+            29_770,
+            Fault::FlakyStore {
+                percent: 16,
+                length: secs(62_060),
+            },
+        ),
+        ms(
+            32_744,
+            Fault::Pause {
+                node: 2,
+                length: secs(1_786),
+            },
+        ),
+        ms(40_177, Fault::DeleteNodeItem { node: 2 }),
+    ];
+    config.cooldown = Duration::from_secs(60);
+    sim::run(&config)
+}
+
+#[test]
+fn a_node_item_deleted_twice_around_a_re_registration_has_one_writer() {
+    assert_clean(&item_deleted_twice(None));
+}
+
+#[test]
+fn the_checks_catch_writing_routes_after_a_re_registration_without_a_re_claim() {
+    let report = item_deleted_twice(Some(Sabotage::NoReclaim));
+    assert!(
+        report.violations.iter().any(|v| v.starts_with("(a)")),
+        "expected two writers: {:?}",
+        report.violations
+    );
+}
+
+/// Chaos seed 251 (cheap profile): a node cut off from the store and its
+/// peers for 41 s lost its shards; when it came back its peers read cold,
+/// and it got its share back only at their next full refresh, a minute
+/// later, long after the fleet should have settled. A node whose lease
+/// comes back after a lapse now announces it.
+#[test]
+fn a_node_back_from_a_partition_gets_its_share_while_the_fleet_reads_cold() {
+    let mut config = SimConfig::small(251);
+    config.lease = LeaseConfig::CHEAP;
+    let secs = Duration::from_millis;
+    config.faults = vec![
+        ms(
+            10_596,
+            Fault::Pause {
+                node: 4,
+                length: secs(30_365),
+            },
+        ),
+        ms(19_806, Fault::StoreOutage { length: secs(38_649) }),
+        ms(42_160, Fault::MarkDeadByHand { node: 3 }),
+        ms(
+            44_042,
+            Fault::Restart {
+                node: 0,
+                down: secs(1_293),
+                graceful: false,
+            },
+        ),
+        ms(48_560, Fault::TableLoss { length: secs(201) }),
+        ms(56_432, Fault::Join),
+        ms(
+            60_486,
+            Fault::Partition {
+                node: 1,
+                length: secs(41_369),
+            },
+        ),
+        ms(
+            68_702,
+            Fault::FlakyEc2 {
+                percent: 40,
+                length: secs(17_788),
+            },
+        ),
+    ];
+    run(&config);
+}

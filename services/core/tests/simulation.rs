@@ -277,7 +277,9 @@ fn the_checks_catch_taking_from_an_evicted_node_without_a_second_look() {
     // the new owner's; only the read-back after that lease repairs it in
     // time. Without it, the late write stands until the next reconcile.
     let late = |r: &sim::Report| r.violations.iter().any(|v| v.contains("late write"));
-    let caught = (0..20)
+    // A throttled takeover keeps its place in the queue and usually lands
+    // after the late write anyway: only some schedules need the read-back.
+    let caught = (0..60)
         .filter(|seed| {
             late(&sim::run(&evicted_zombies(
                 *seed,

@@ -603,26 +603,34 @@ impl LeaseStore for DynamoLeaseStore {
 
     async fn acquire(&self, req: &AcquireRequest) -> StoreResult<AcquireOutcome> {
         let op = StoreOp::Acquire;
-        let next_epoch = match &req.expect {
+        let (next_epoch, update, condition, values) = match &req.expect {
             Expect::GoneOwner { owner, epoch, check } => return self.take_over(req, owner, *epoch, *check).await,
-            Expect::Free { next_epoch } => *next_epoch,
-        };
-        let values = Self::values([
-            (":me", s(req.me.as_str())),
-            (":inc", inc_value(req.inc)),
-            (":next", n(next_epoch)),
-            (":zero", n(0)),
-            (":now", n((self.wall_clock)())),
-        ]);
-        match self
-            .update(
-                op,
-                shard_key(req.shard),
+            Expect::Free { next_epoch } => (
+                *next_epoch,
                 expr::CLAIM_UPDATE,
-                Some(expr::CLAIM_CONDITION),
-                values,
-                true,
-            )
+                expr::CLAIM_CONDITION,
+                Self::values([
+                    (":me", s(req.me.as_str())),
+                    (":inc", inc_value(req.inc)),
+                    (":next", n(*next_epoch)),
+                    (":zero", n(0)),
+                    (":now", n((self.wall_clock)())),
+                ]),
+            ),
+            Expect::Held { epoch } => (
+                epoch + 1,
+                expr::RECLAIM_UPDATE,
+                expr::RECLAIM_CONDITION,
+                Self::values([
+                    (":me", s(req.me.as_str())),
+                    (":inc", inc_value(req.inc)),
+                    (":epoch", n(*epoch)),
+                    (":next", n(epoch + 1)),
+                ]),
+            ),
+        };
+        match self
+            .update(op, shard_key(req.shard), update, Some(condition), values, true)
             .await?
         {
             Ok(_) => Ok(AcquireOutcome::Acquired { epoch: next_epoch }),

@@ -125,6 +125,10 @@ pub(crate) mod expr {
          #moves = if_not_exists(#moves, :zero), #moved_at = :now";
     pub const CLAIM_CONDITION: &str =
         "attribute_not_exists(#owner) AND (attribute_not_exists(#epoch) OR #epoch < :next)";
+    /// A shard we hold, claimed again under our incarnation: the epoch moves,
+    /// the owner does not.
+    pub const RECLAIM_UPDATE: &str = "SET #owner_inc = :inc, #epoch = :next";
+    pub const RECLAIM_CONDITION: &str = "#owner = :me AND #epoch = :epoch";
     /// The shard update of a takeover from a gone owner.
     pub const TAKEOVER_UPDATE: &str =
         "SET #owner = :me, #owner_inc = :inc, #epoch = if_not_exists(#epoch, :zero) + :one, \
@@ -155,6 +159,8 @@ pub(crate) mod expr {
         REREGISTER_CONDITION,
         CLAIM_UPDATE,
         CLAIM_CONDITION,
+        RECLAIM_UPDATE,
+        RECLAIM_CONDITION,
         TAKEOVER_UPDATE,
         TAKEOVER_CONDITION,
         GONE_UNCHANGED_CONDITION,

@@ -111,6 +111,7 @@ pub struct Metrics {
     claims: Counter,
     takeovers: Counter,
     handoffs: Counter,
+    reclaims: Counter,
     shards_lost: Counter,
     route_repairs: Counter,
     lease_expiries: Counter,
@@ -171,6 +172,7 @@ impl Metrics {
             claims: Counter::default(),
             takeovers: Counter::default(),
             handoffs: Counter::default(),
+            reclaims: Counter::default(),
             shards_lost: Counter::default(),
             route_repairs: Counter::default(),
             lease_expiries: Counter::default(),
@@ -254,6 +256,11 @@ impl Metrics {
             "handoffs",
             "Shards this node handed to another node",
             m.handoffs.clone(),
+        );
+        r.register(
+            "reclaims",
+            "Shards this node claimed again (after re-registering, or found its own in the table)",
+            m.reclaims.clone(),
         );
         r.register(
             "shards_lost",
@@ -367,6 +374,7 @@ impl Metrics {
             Event::Acquired { from: None, .. } => self.claims.inc(),
             Event::Acquired { from: Some(_), .. } => self.takeovers.inc(),
             Event::HandedOff { .. } => self.handoffs.inc(),
+            Event::Reclaimed { .. } => self.reclaims.inc(),
             Event::Lost { .. } => self.shards_lost.inc(),
             Event::RouteDrift { .. } => self.route_repairs.inc(),
             Event::NodeGone { .. } => self.lease_expiries.inc(),

@@ -631,6 +631,12 @@ fn event_view(what: &Happening, at: Instant, ago_ms: u64) -> EventView {
             Some(from),
             format!("took over from {from} at epoch {epoch}"),
         ),
+        Event::Reclaimed { shard, epoch } => (
+            "reclaimed",
+            Some(shard),
+            None,
+            format!("claimed again at epoch {epoch}"),
+        ),
         Event::HandedOff { shard, to, epoch } => (
             "handed_off",
             Some(shard),

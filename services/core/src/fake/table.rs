@@ -287,6 +287,7 @@ impl LeaseTable {
         let node_check_units = match &req.expect {
             Expect::Free { .. } => 0,
             Expect::GoneOwner { owner, .. } => units::write_units(self.node_bytes(owner), true),
+            Expect::Held { .. } => 0,
         };
         let outcome = self.acquire_unbilled(req, check_node);
         let shard_bytes = before.max(self.shard_bytes(req.shard));
@@ -307,10 +308,11 @@ impl LeaseTable {
             && match &req.expect {
                 Expect::Free { next_epoch } => owner.is_none() && epoch < *next_epoch,
                 Expect::GoneOwner { owner: x, epoch: e, .. } => owner == Some(x) && epoch == *e,
+                Expect::Held { epoch: e } => owner == Some(&req.me) && epoch == *e,
             };
         let node_ok = !check_node
             || match &req.expect {
-                Expect::Free { .. } => true,
+                Expect::Free { .. } | Expect::Held { .. } => true,
                 Expect::GoneOwner { owner, check, .. } => match check {
                     NodeCheck::Unchanged { hb, inc } => self
                         .nodes
@@ -329,7 +331,7 @@ impl LeaseTable {
         }
         let new_epoch = match &req.expect {
             Expect::Free { next_epoch } => *next_epoch,
-            Expect::GoneOwner { epoch, .. } => epoch + 1,
+            Expect::GoneOwner { epoch, .. } | Expect::Held { epoch } => epoch + 1,
         };
         let record = self.shards.entry(req.shard).or_insert_with(|| ShardRecord {
             id: req.shard,
@@ -338,7 +340,7 @@ impl LeaseTable {
             epoch: 0,
             moves: 0,
         });
-        if record.owner.is_some() {
+        if record.owner.as_ref().is_some_and(|o| *o != req.me) {
             record.moves += 1;
         }
         record.owner = Some(req.me.clone());

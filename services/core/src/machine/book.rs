@@ -115,11 +115,9 @@ impl ShardBook {
         epoch: Epoch,
         now: Instant,
     ) {
-        let moves = self
-            .entries
-            .get(&shard)
-            .and_then(|e| e.record.as_ref())
-            .map_or(0, |r| r.moves + u64::from(r.owner.is_some()));
+        let moves = self.entries.get(&shard).and_then(|e| e.record.as_ref()).map_or(0, |r| {
+            r.moves + u64::from(r.owner.as_ref().is_some_and(|o| *o != owner))
+        });
         let record = ShardRecord {
             id: shard,
             owner: Some(owner),

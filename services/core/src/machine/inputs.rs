@@ -235,6 +235,16 @@ impl Machine {
                 self.pace.beat_landed(mode.state(), kind != BeatKind::Renew);
                 if kind != BeatKind::Renew {
                     self.beat_kind = BeatKind::Renew;
+                    if kind == BeatKind::Reregister {
+                        self.reregistered_at = Some(now);
+                    }
+                    // Our item was written anew: an observer that counted
+                    // it missing before may have missed it, and may not
+                    // see it before it is deleted again. Only a claim it
+                    // sees move tells it we live.
+                    for held in self.held.values_mut() {
+                        held.needs_reclaim = true;
+                    }
                 }
                 if mode == self.mode && self.mode_announced_at.is_none() {
                     self.mode_announced_at = Some(sent_at);
@@ -246,6 +256,9 @@ impl Machine {
                     self.shards_stale = true;
                     self.members_changed_at = Some(now);
                     self.book.restart_free_clocks(now);
+                    // Back after a lapse: peers that read cold would see us
+                    // ready to take our share only at their next refresh.
+                    self.pace.announce();
                     out.events.push(Event::LeaseRenewed);
                 }
             }
@@ -374,11 +387,26 @@ impl Machine {
         let shard = record.id;
         let mine = record.owner.as_ref() == Some(self.me());
         let owner = record.owner.clone();
+        let record_inc = record.owner_inc;
         let epoch = record.epoch;
+        let claim_moved = self
+            .book
+            .record(shard)
+            .is_none_or(|r| r.owner != owner || r.epoch != epoch);
         if self.book.learn(record, sent_at, now) == Learned::Stale {
             return;
         }
+        if let Some(claimant) = owner.as_ref().filter(|o| claim_moved && !mine && *o != self.me()) {
+            self.observer.saw_claim(claimant, now);
+        }
         let serves = self.setup.layout.contains(shard);
+        // Held by a previous process of this node; or handed to this one
+        // since our previous read, which was sent before we registered
+        // again, so maybe before that too.
+        let needs_reclaim = record_inc != Some(self.setup.inc)
+            || self
+                .reregistered_at
+                .is_some_and(|registered| self.book.read_at().is_none_or(|previous| previous < registered));
         if mine && serves {
             match self.held.get_mut(&shard) {
                 Some(held) => {
@@ -388,6 +416,7 @@ impl Machine {
                         held.epoch = epoch;
                         held.confirmed_at = sent_at;
                         held.adopted_at = Some(now);
+                        held.needs_reclaim |= needs_reclaim;
                     } else {
                         held.confirmed_at = held.confirmed_at.max(sent_at);
                     }
@@ -405,6 +434,7 @@ impl Machine {
                             confirmed_at: sent_at,
                             confirming: false,
                             adopted_at: Some(now),
+                            needs_reclaim,
                         },
                     );
                     self.timers.reconcile = self.timers.reconcile.min(now + self.cfg().scan_interval);
@@ -467,6 +497,7 @@ impl Machine {
     ) {
         let from = match self.ops.remove(&shard) {
             Some(OwnershipOp::Acquire { from }) => from,
+            Some(OwnershipOp::Reclaim) => return self.reclaimed(shard, sent_at, result, now, out),
             _ => None,
         };
         match result {
@@ -486,6 +517,7 @@ impl Machine {
                         confirmed_at: sent_at,
                         confirming: false,
                         adopted_at: None,
+                        needs_reclaim: false,
                     },
                 );
                 if routed_here {
@@ -504,13 +536,46 @@ impl Machine {
                 }
                 out.events.push(Event::Acquired { shard, from, epoch });
             }
-            Ok(AcquireOutcome::LostRace | AcquireOutcome::OwnerAlive) => {
-                self.shards_stale = true;
-                self.retry_later(shard, now);
-            }
+            Ok(AcquireOutcome::LostRace | AcquireOutcome::OwnerAlive) => self.read_again_later(shard, now),
             Err(e) => {
-                self.shards_stale = true;
-                self.retry_later(shard, now);
+                self.read_again_later(shard, now);
+                self.store_error(e, out);
+            }
+        }
+    }
+
+    fn reclaimed(
+        &mut self,
+        shard: ShardId,
+        sent_at: Instant,
+        result: crate::store::StoreResult<AcquireOutcome>,
+        now: Instant,
+        out: &mut Step,
+    ) {
+        match result {
+            Ok(AcquireOutcome::Acquired { epoch }) => {
+                self.pace.announce();
+                let me = self.me().clone();
+                self.book.wrote(shard, me, Some(self.setup.inc), epoch, now);
+                let held = self.held.entry(shard).or_insert(Held {
+                    epoch,
+                    confirmed_at: sent_at,
+                    confirming: false,
+                    adopted_at: None,
+                    needs_reclaim: false,
+                });
+                held.epoch = epoch;
+                held.confirmed_at = sent_at;
+                held.needs_reclaim = false;
+                self.versions.held += 1;
+                // Its routes were left as they stood: check them soon.
+                self.timers.reconcile = self.timers.reconcile.min(now + self.cfg().scan_interval);
+                out.events.push(Event::Reclaimed { shard, epoch });
+            }
+            // Not ours at that epoch any more: the next read says whose.
+            Ok(AcquireOutcome::LostRace | AcquireOutcome::OwnerAlive) => self.read_again_later(shard, now),
+            Err(e) => {
+                self.unsure_write(shard, now);
                 self.store_error(e, out);
             }
         }
@@ -539,18 +604,24 @@ impl Machine {
                 });
                 self.push_routes(shard, epoch, &to, sent_at, now);
             }
-            Ok(HandoffOutcome::NotOwner) => {
-                // Lost meanwhile: the next read tells who owns it.
-                self.shards_stale = true;
-                self.retry_later(shard, now);
-            }
-            Err(_) => {
-                // It may have applied: only a read sent from now on tells.
-                self.book.distrust_reads_before(shard, now);
-                self.shards_stale = true;
-                self.retry_later(shard, now);
-            }
+            // Lost meanwhile: the next read tells who owns it.
+            Ok(HandoffOutcome::NotOwner) => self.read_again_later(shard, now),
+            Err(_) => self.unsure_write(shard, now),
         }
+    }
+
+    /// An ownership write found the shard otherwise than we thought: the
+    /// next read tells who owns it, and we try again after that.
+    fn read_again_later(&mut self, shard: ShardId, now: Instant) {
+        self.shards_stale = true;
+        self.retry_later(shard, now);
+    }
+
+    /// An ownership write failed, and may have applied: only a read sent
+    /// from now on tells.
+    fn unsure_write(&mut self, shard: ShardId, now: Instant) {
+        self.book.distrust_reads_before(shard, now);
+        self.read_again_later(shard, now);
     }
 }
 

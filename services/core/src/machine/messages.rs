@@ -213,6 +213,11 @@ pub enum Event {
         from: Option<NodeId>,
         epoch: Epoch,
     },
+    /// A shard we held, claimed again under our latest registration.
+    Reclaimed {
+        shard: ShardId,
+        epoch: Epoch,
+    },
     HandedOff {
         shard: ShardId,
         to: NodeId,

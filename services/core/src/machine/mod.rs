@@ -105,11 +105,17 @@ struct Held {
     /// until a lease after its hand-off: we hand it on no sooner, or the
     /// push could land after the next owner's writes.
     adopted_at: Option<Instant>,
+    /// Held under an epoch we did not write since our latest registration
+    /// (adopted from the table, or held across a re-registration): no route
+    /// write until our own re-claim lands. An observer that counts us
+    /// missing from an older deletion of our item sees only a claim move.
+    needs_reclaim: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum OwnershipOp {
     Acquire { from: Option<NodeId> },
+    Reclaim,
     HandOff { to: NodeId },
 }
 
@@ -187,6 +193,11 @@ pub struct Machine {
     /// heartbeat interval after it returns, we do not know who else is
     /// starting with us.
     registered_at: Option<Instant>,
+    /// When our latest re-registration (our item had vanished) was
+    /// answered. A shard we find handed to us in a read whose predecessor
+    /// was sent before it may have been handed to us before it: it is
+    /// claimed again before we write its routes.
+    reregistered_at: Option<Instant>,
     lease: OwnLease,
     lease_was_valid: bool,
     observer: Observer,
@@ -221,6 +232,9 @@ pub struct Machine {
     /// (on eviction) has run out.
     rechecks: BTreeSet<Instant>,
     no_recheck_after_eviction: bool,
+    /// The simulation's sabotage: held and adopted shards are written to
+    /// without claiming them again.
+    no_reclaim: bool,
     retiring: BTreeSet<ShardId>,
     /// An input that can change membership arrived since it was last
     /// computed.
@@ -283,6 +297,7 @@ impl Machine {
             beat_kind: BeatKind::Register,
             register_hb: 0,
             registered_at: None,
+            reregistered_at: None,
             lease: OwnLease::default(),
             lease_was_valid: false,
             observer: Observer::default(),
@@ -315,6 +330,7 @@ impl Machine {
             unheld_dead: BTreeMap::new(),
             rechecks: BTreeSet::new(),
             no_recheck_after_eviction: false,
+            no_reclaim: false,
             members_changed_at: None,
             routes: RouteBook::new(setup_pacing, now),
             timers: Timers {
@@ -422,7 +438,7 @@ impl Machine {
     /// with a confirmation made under its current lease: the end of the
     /// lease, or of the confirmation's freshness, whichever comes first.
     pub fn writable_until(&self, shard: ShardId) -> Option<Instant> {
-        let held = self.held.get(&shard)?;
+        let held = self.held.get(&shard).filter(|h| !h.needs_reclaim || self.no_reclaim)?;
         let lease_end = self.lease.deadline()?;
         self.lease
             .covers(held.confirmed_at)
@@ -512,6 +528,14 @@ impl Machine {
     #[doc(hidden)]
     pub fn sabotage_no_recheck_after_eviction(&mut self) {
         self.no_recheck_after_eviction = true;
+    }
+
+    /// Writes the routes of held and adopted shards without claiming them
+    /// again after a registration (the simulation's sabotage).
+    #[cfg(feature = "fakes")]
+    #[doc(hidden)]
+    pub fn sabotage_no_reclaim(&mut self) {
+        self.no_reclaim = true;
     }
 
     /// Ends drains without looking at the routes (the simulation's sabotage).

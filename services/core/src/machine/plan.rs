@@ -68,6 +68,9 @@ impl Machine {
         if !valid || !self.nodes_seen || !self.shards_seen {
             return;
         }
+        if !self.no_reclaim {
+            self.plan_reclaims(now, out);
+        }
         // Membership and targets are a function of what the node knows:
         // they only change with an input (or when a free shard's wait runs
         // out), not with a timer tick.
@@ -427,23 +430,25 @@ impl Machine {
             .copied()
             .collect();
         for shard in wanted {
-            let expect = match self.book.owner(shard) {
-                None => Expect::Free {
-                    next_epoch: self.book.next_epoch(shard, self.fleet_floor()),
-                },
+            let (expect, from) = match self.book.owner(shard) {
+                None => (
+                    Expect::Free {
+                        next_epoch: self.book.next_epoch(shard, self.fleet_floor()),
+                    },
+                    None,
+                ),
                 Some(owner) if *owner == me || self.membership.role_of(owner).is_some() => continue,
                 Some(owner) => match self.membership.gone.get(owner) {
-                    Some(check) => Expect::GoneOwner {
-                        owner: owner.clone(),
-                        epoch: self.book.epoch(shard),
-                        check: *check,
-                    },
+                    Some(check) => (
+                        Expect::GoneOwner {
+                            owner: owner.clone(),
+                            epoch: self.book.epoch(shard),
+                            check: *check,
+                        },
+                        Some(owner.clone()),
+                    ),
                     None => continue, // not a member, not gone yet: wait
                 },
-            };
-            let from = match &expect {
-                Expect::Free { .. } => None,
-                Expect::GoneOwner { owner, .. } => Some(owner.clone()),
             };
             self.ops.insert(shard, OwnershipOp::Acquire { from });
             out.effects.push(Effect::Acquire(AcquireRequest {
@@ -451,6 +456,47 @@ impl Machine {
                 me: me.clone(),
                 inc: self.setup.inc,
                 expect,
+            }));
+        }
+    }
+
+    /// Shards we hold under an epoch we did not write since our latest
+    /// registration are claimed again before their routes are written.
+    /// A shard handed to this incarnation waits out its giver's pushes
+    /// first: a push at the hand-off's epoch must not land after our write
+    /// at the next one.
+    fn plan_reclaims(&mut self, now: Instant, out: &mut Step) {
+        let hold = self.handed_hold();
+        let mut due = Vec::new();
+        let mut wait_until: Option<Instant> = None;
+        for (&shard, held) in self
+            .held
+            .iter()
+            .filter(|(s, h)| h.needs_reclaim && self.may_start(**s, now))
+        {
+            let handed_to_us = self
+                .book
+                .record(shard)
+                .is_some_and(|r| r.owner_inc == Some(self.setup.inc));
+            match held
+                .adopted_at
+                .map(|t| t + hold)
+                .filter(|until| handed_to_us && now < *until)
+            {
+                Some(until) => wait_until = Some(wait_until.map_or(until, |w| w.min(until))),
+                None => due.push((shard, held.epoch)),
+            }
+        }
+        if let Some(until) = wait_until {
+            self.replan_at = Some(self.replan_at.map_or(until, |r| r.min(until)));
+        }
+        for (shard, epoch) in due {
+            self.ops.insert(shard, OwnershipOp::Reclaim);
+            out.effects.push(Effect::Acquire(AcquireRequest {
+                shard,
+                me: self.me().clone(),
+                inc: self.setup.inc,
+                expect: Expect::Held { epoch },
             }));
         }
     }

@@ -363,8 +363,22 @@ impl Checker {
     fn check_late_writes(&mut self, world: &World) {
         let now = world.now;
         let landed = &world.ec2.landed;
+        // A late write that points where the shard's owner is (handed back
+        // to the node, as a new process) is right from then on: what its
+        // route does after the next move is the hand-off's business.
+        let owner_eni = |shard| {
+            world
+                .table
+                .peek_shard(shard)
+                .and_then(|r| r.owner.as_ref())
+                .and_then(|o| live_node(world, o))
+                .map(|i| world.nodes[i].eni().clone())
+        };
         let (due, waiting): (Vec<LateWrite>, Vec<LateWrite>) = std::mem::take(&mut self.late_writes)
             .into_iter()
+            .filter(|w| {
+                landed[w.landed].target.is_none() || landed[w.landed].target != owner_eni(landed[w.landed].shard)
+            })
             .partition(|w| w.due <= now);
         self.late_writes = waiting;
         for mut late in due {
@@ -379,13 +393,7 @@ impl Checker {
             let overwritten = landed[late.landed + 1..]
                 .iter()
                 .any(|w| w.shard == write.shard && w.table == write.table);
-            let owner_eni = world
-                .table
-                .peek_shard(write.shard)
-                .and_then(|r| r.owner.as_ref())
-                .and_then(|o| live_node(world, o))
-                .map(|i| world.nodes[i].eni().clone());
-            if !overwritten && write.target.is_some() && write.target != owner_eni {
+            if !overwritten && write.target.is_some() && write.target != owner_eni(write.shard) {
                 let writer = world.nodes[write.node].id().clone();
                 self.violation(format!(
                     "(a) a late write of evicted {writer} for shard {} in {} at {} still stood at {}",

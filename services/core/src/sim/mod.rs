@@ -82,6 +82,10 @@ pub enum Sabotage {
     /// Shards taken from an evicted node are not read back once its lease
     /// is over: a route it wrote late stays until the next reconcile.
     NoRecheckAfterEviction,
+    /// As nodes once were: a shard held across a re-registration of the
+    /// node's item, or found ours in the table, has its routes written
+    /// without being claimed again first.
+    NoReclaim,
 }
 
 /// The port simulated nodes announce for peer probes.
@@ -595,6 +599,7 @@ impl World {
             Some(Sabotage::BlindByReturnTimes) => machine.sabotage_blindness_by_return_times(),
             Some(Sabotage::DrainIgnoresRoutes) => machine.sabotage_drain_ignoring_routes(),
             Some(Sabotage::NoRecheckAfterEviction) => machine.sabotage_no_recheck_after_eviction(),
+            Some(Sabotage::NoReclaim) => machine.sabotage_no_reclaim(),
             _ => {}
         }
         machine

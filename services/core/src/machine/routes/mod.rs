@@ -238,12 +238,21 @@ impl Machine {
         self.jitter_seed(ROUTE_RETRY_SEED)
     }
 
-    fn route_exists(&self, table: &RouteTableId, vip: Vip) -> bool {
-        self.routes.seen.contains_key(&(table.clone(), vip))
+    /// Whether a route for `vip` is in `table`, as its last read-back
+    /// showed; `unread` if it was never read back.
+    fn route_exists(&self, table: &RouteTableId, vip: Vip, unread: bool) -> bool {
+        match self.routes.tables.get(table).and_then(|h| h.described_at) {
+            Some(_) => self.routes.seen.contains_key(&(table.clone(), vip)),
+            None => unread,
+        }
     }
 
-    /// Our routes for `shard` in these tables should point at us.
+    /// Our routes for `shard` in these tables should point at us. Where a
+    /// table was never read back, a shard taken from another owner most
+    /// likely has a route there already: the first call replaces it (a
+    /// create would fail and cost a second call of the scarce budget).
     pub(super) fn want_own_routes(&mut self, shard: ShardId, tables: &[RouteTableId], priority: Priority) {
+        let taken = self.book.record(shard).is_some_and(|r| r.moves > 0);
         let Some(epoch) = self.held.get(&shard).map(|h| h.epoch) else {
             return;
         };
@@ -256,7 +265,7 @@ impl Machine {
                     continue;
                 }
             }
-            let exists = self.route_exists(table, shard.vip());
+            let exists = self.route_exists(table, shard.vip(), taken);
             let work = Work::new(epoch, Some(eni.clone()), Purpose::Own, priority, exists);
             self.routes.work.insert(key, work);
         }
@@ -291,7 +300,7 @@ impl Machine {
             return;
         }
         for table in self.route_tables().to_vec() {
-            let exists = self.route_exists(&table, shard.vip());
+            let exists = self.route_exists(&table, shard.vip(), true);
             let purpose = Purpose::Push { to: to.clone(), until };
             let work = Work::new(epoch, Some(eni.clone()), purpose, Priority::Rebalance, exists);
             self.routes.work.insert((shard, table), work);
@@ -558,7 +567,11 @@ impl Machine {
             self.routes.throttled_until = now + self.routes.throttle.delay(seed);
         }
         if let Some(w) = self.routes.work.get_mut(key).filter(|_| ours) {
-            w.priority = Priority::Repair;
+            // Throttling is the account's, not the call's: a failover
+            // throttled keeps its place ahead of the work behind it.
+            if class != RouteErrorClass::Throttled {
+                w.priority = Priority::Repair;
+            }
             if class == RouteErrorClass::Transient {
                 w.backoff.failed();
                 w.not_before = now + w.backoff.delay(seed ^ key.0.vip().addr().to_bits() as u64);
