@@ -21,7 +21,9 @@ use vipfleet_agent::dashboard::view::FleetView;
 use vipfleet_agent::driver::incarnations::run_incarnations;
 use vipfleet_agent::driver::peers::PeerLink;
 use vipfleet_agent::driver::{self, Control, Driver};
-use vipfleet_agent::peers::Transport;
+use vipfleet_agent::peers::seal::MIN_KEY_BYTES;
+use vipfleet_agent::peers::{KeyRing, PeerAuth, PeerKey, Transport};
+use vipfleet_agent::secret::Secret;
 use vipfleet_agent::status::{Status, StatusBoard};
 use vipfleet_core::fake::{FakeLeaseStore, FakeRouteTable};
 use vipfleet_core::machine::{ExitReason, Health, Machine, NodeSetup, Pacing};
@@ -35,6 +37,15 @@ const SETTLE_WITHIN: Duration = Duration::from_secs(20);
 /// Probes find a crash in about 400 ms; the lease would take 3 s.
 const EVICTED_WITHIN: Duration = Duration::from_millis(2000);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Every node's datagrams sealed with one fleet key, as in production.
+fn fleet_auth() -> PeerAuth {
+    let secret = Secret::parse("driver-peers-fleet-key-0123456789abcdef0123", MIN_KEY_BYTES).unwrap();
+    PeerAuth::sealed(KeyRing {
+        current: PeerKey::new(&secret),
+        previous: None,
+    })
+}
 
 fn tables() -> Vec<RouteTableId> {
     vec![RouteTableId("rtb-a".into())]
@@ -100,7 +111,7 @@ fn make_driver(
 /// Starts node `name`; a `restartable` one starts over as incarnation
 /// `inc + 1`, `inc + 2`, … when evicted, as the agent does.
 async fn start(name: &str, inc: u64, store: &FakeLeaseStore, routes: &FakeRouteTable, restartable: bool) -> Node {
-    let transport = Transport::bind("127.0.0.1:0".parse().unwrap(), Arc::new(Metrics::new()))
+    let transport = Transport::bind("127.0.0.1:0".parse().unwrap(), fleet_auth(), Arc::new(Metrics::new()))
         .await
         .unwrap();
     let (board, status) = StatusBoard::new();
