@@ -2,7 +2,7 @@
 //! in-memory store and route tables, in real time (probes need real
 //! datagrams): a crashed node is found by its peers and evicted well within
 //! its lease; one that stops in order says so and is not evicted. The
-//! fleet JSON lists the peers, as `openapi.yaml` says.
+//! fleet JSON lists the peers, as `openapi.yaml` says, and so does the page.
 
 // Shared with dashboard.rs, which uses all of it; only validation here.
 #[allow(dead_code)]
@@ -202,6 +202,17 @@ async fn a_crashed_node_is_evicted_by_its_peers_before_its_lease_runs_out() {
         "{:?}",
         view.peers
     );
+    // The page shows the same peers, each alive with its haproxy healthy.
+    let page = vipfleet_agent::dashboard::html::render(&view);
+    for peer in ["a", "c"] {
+        let row = format!("data-peer=\"{peer}\" data-status=\"alive\">");
+        let at = page.find(&row).unwrap_or_else(|| panic!("no row for {peer}: {page}"));
+        let row_end = page[at..].find("</tr>").map_or(page.len(), |end| at + end);
+        assert!(
+            page[at..row_end].contains(" ago</td><td><span class=\"ok\">healthy</span>"),
+            "{page}"
+        );
+    }
 
     let crashed_at = TokioInstant::now();
     a.task.abort();
