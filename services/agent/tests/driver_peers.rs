@@ -42,7 +42,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 fn fleet_auth() -> PeerAuth {
     let secret = Secret::parse("driver-peers-fleet-key-0123456789abcdef0123", MIN_KEY_BYTES).unwrap();
     PeerAuth::sealed(KeyRing {
-        current: PeerKey::new(&secret),
+        current: PeerKey::new(&secret).unwrap(),
         previous: None,
     })
 }

@@ -104,7 +104,7 @@ mod tests {
     fn sealed(key: &str) -> PeerAuth {
         let secret = Secret::parse(key, MIN_KEY_BYTES).unwrap();
         PeerAuth::sealed(KeyRing {
-            current: PeerKey::new(&secret),
+            current: PeerKey::new(&secret).unwrap(),
             previous: None,
         })
     }

@@ -72,8 +72,14 @@ impl Rejection {
 }
 
 #[derive(Debug, Error)]
-#[error("the fleet key: {0}")]
-pub struct KeyError(#[from] FileError);
+pub enum KeyError {
+    #[error("the fleet key: {0}")]
+    File(#[from] FileError),
+    /// HMAC takes keys of any length, so this is not expected; it is an
+    /// error rather than a panic or a weaker key all the same.
+    #[error("the fleet key cannot key HMAC-SHA256")]
+    Unusable,
+}
 
 /// One fleet key, ready to sign. `Debug` shows its id only.
 #[derive(Clone)]
@@ -89,19 +95,16 @@ impl fmt::Debug for PeerKey {
 }
 
 impl PeerKey {
-    pub fn new(secret: &Secret) -> Self {
-        // HMAC takes a key of any length (a long one is hashed first), so
-        // this never fails; the fallback only keeps a panic off the path.
-        let mac = <HmacSha256 as KeyInit>::new_from_slice(secret.expose())
-            .unwrap_or_else(|_| <HmacSha256 as KeyInit>::new(&Default::default()));
+    pub fn new(secret: &Secret) -> Result<Self, KeyError> {
+        let mac = <HmacSha256 as KeyInit>::new_from_slice(secret.expose()).map_err(|_| KeyError::Unusable)?;
         let mut id_mac = mac.clone();
         id_mac.update(KEY_ID_LABEL);
         let id = id_mac.finalize().into_bytes()[0];
-        Self { id, mac }
+        Ok(Self { id, mac })
     }
 
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
-        Ok(Self::new(&Secret::from_file(path, MIN_KEY_BYTES)?))
+        Self::new(&Secret::from_file(path, MIN_KEY_BYTES)?)
     }
 
     /// The first byte of the key's HMAC over a fixed label: the same on
@@ -201,7 +204,7 @@ mod tests {
     const MESSAGE: &[u8] = br#"{"v":1,"m":{"Leave":{"from":"i-a","from_inc":7}}}"#;
 
     fn key(text: &str) -> PeerKey {
-        PeerKey::new(&Secret::parse(text, MIN_KEY_BYTES).unwrap())
+        PeerKey::new(&Secret::parse(text, MIN_KEY_BYTES).unwrap()).unwrap()
     }
 
     fn ring(current: &str, previous: Option<&str>) -> KeyRing {

@@ -35,7 +35,7 @@ const OTHER_KEY: &str = "vipfleet-other-fleet-key-0123456789abcdef01";
 fn sealed(key: &str) -> PeerAuth {
     let secret = Secret::parse(key, super::seal::MIN_KEY_BYTES).unwrap();
     PeerAuth::sealed(KeyRing {
-        current: PeerKey::new(&secret),
+        current: PeerKey::new(&secret).unwrap(),
         previous: None,
     })
 }
