@@ -9,34 +9,8 @@
 # The CloudFormation template inlines this file as user data (a test checks
 # the copy); it also runs by hand: `sudo VIPFLEET_...=... bash bootstrap.sh`.
 #
-# Inputs (environment):
-#   VIPFLEET_AWS_TABLE            DynamoDB lease table (required)
-#   VIPFLEET_AWS_REGION           region (optional: the SDK finds it otherwise)
-#   VIPFLEET_FLEET_VIPS           comma-separated VIP CIDRs, e.g. 10.200.0.1/32 (required)
-#   VIPFLEET_FLEET_ROUTE_TABLES   comma-separated route table ids (required)
-#   VIPFLEET_FLEET_VPC_ID         VPC id (optional)
-#   VIPFLEET_LEASE_PROFILE        default | fast (default: default)
-#   VIPFLEET_LIFECYCLE_ASG_NAME   Auto Scaling group (optional: enables drain on scale-in)
-#   VIPFLEET_LIFECYCLE_HOOK_NAME  termination lifecycle hook (default: vipfleet-drain)
-#   VIPFLEET_TERMINATION_HOOK_TIMEOUT  that hook's HeartbeatTimeout in seconds, 60..7200
-#                                 (default: 300); the agent's drain timeout is 30 s less
-#   VIPFLEET_LIFECYCLE_LAUNCH_HOOK_NAME  launch lifecycle hook (default: vipfleet-launch)
-#   VIPFLEET_LAUNCH_HOOK_TIMEOUT  its HeartbeatTimeout in seconds, 60..7200 (default: 600);
-#                                 the agent abandons the launch 30 s before it
-#   VIPFLEET_DASHBOARD_LISTEN     dashboard address (default: 0.0.0.0:9180)
-#   VIPFLEET_AGENT_URL            the agent, by the URL's ending: a release tarball
-#                                 (.tar.gz, .tgz), a .deb (needs dpkg; installs
-#                                 /usr/bin/vipfleet-agent) or else the bare binary;
-#                                 https://, http:// or file:// (required)
-#   VIPFLEET_AGENT_SHA256         its sha256, hex, as in the release's SHA256SUMS (required)
-#   VIPFLEET_HAPROXY_BACKENDS     comma-separated host:port; empty keeps haproxy.cfg as it is
-#   VIPFLEET_HAPROXY_PORT         port haproxy serves the VIPs on (default: 80)
-#   VIPFLEET_PEERS_PORT           UDP port of the agents' peer probes, the same on
-#                                 every node (default: 7946)
-#   VIPFLEET_HAPROXY_MAXCONN      haproxy's global maxconn (default: 20000; it needs
-#                                 about twice as many file descriptors)
-#   VIPFLEET_VIP_BINDING_KIND     link type that holds the VIPs: dummy (default) or
-#                                 ifb (for kernels built without dummy)
+# Inputs: VIPFLEET_* variables, listed with their defaults in infra/README.md
+# ("Bootstrap inputs"); the user data exports them from the stack parameters.
 # Switches for tests and images: VIPFLEET_ROOT (install under this prefix,
 # default /), VIPFLEET_SKIP_PACKAGES=1, VIPFLEET_SKIP_SYSTEMCTL=1,
 # VIPFLEET_SKIP_KERNEL=1 (no live sysctl/modprobe; implied when VIPFLEET_ROOT
@@ -65,6 +39,7 @@ AGENT_BIN=/usr/local/bin/vipfleet-agent
 AGENT_STAMP=/var/lib/vipfleet/agent-artifact
 AGENT_CFG=/etc/vipfleet/agent.toml
 TOKEN_FILE=/etc/vipfleet/dashboard.token
+PEER_KEY_FILE=/etc/vipfleet/peer.key
 HAPROXY_CFG=/etc/haproxy/haproxy.cfg
 SYSCTL_FILE=/etc/sysctl.d/90-vipfleet.conf
 # A drain must end this long before the termination hook would time out on its
@@ -160,6 +135,7 @@ check_inputs() {
   : "${VIPFLEET_FLEET_ROUTE_TABLES:?VIPFLEET_FLEET_ROUTE_TABLES is required}"
   : "${VIPFLEET_AGENT_URL:?VIPFLEET_AGENT_URL is required}"
   : "${VIPFLEET_AGENT_SHA256:?VIPFLEET_AGENT_SHA256 is required}"
+  : "${VIPFLEET_PEERS_KEY_PARAMETER:?VIPFLEET_PEERS_KEY_PARAMETER is required}"
   # Values land inside TOML strings and haproxy.cfg: only allow what they can be.
   [[ "$VIPFLEET_AWS_TABLE" =~ ^[A-Za-z0-9_.-]{3,255}$ ]] || die "bad table name '$VIPFLEET_AWS_TABLE'"
   [[ "${VIPFLEET_AWS_REGION:-}" =~ ^([a-z0-9-]+)?$ ]] || die "bad region '$VIPFLEET_AWS_REGION'"
@@ -344,6 +320,7 @@ listen = ["$VIPFLEET_DASHBOARD_LISTEN"]
 
 [peers]
 port = $VIPFLEET_PEERS_PORT
+key_file = "$PEER_KEY_FILE"
 
 [lifecycle]
 hook_name = "$VIPFLEET_LIFECYCLE_HOOK_NAME"
@@ -369,6 +346,13 @@ write_agent_config() {
     put_file "$TOKEN_FILE" 600 <"$WORK/token"
     AGENT_RESTART=1
   fi
+  # On every run (a rotated key needs a rerun); never in an argument or a log.
+  aws ssm get-parameter --with-decryption --name "$VIPFLEET_PEERS_KEY_PARAMETER" \
+    ${VIPFLEET_AWS_REGION:+--region "$VIPFLEET_AWS_REGION"} --query Parameter.Value --output text >"$WORK/key" ||
+    die "cannot read the peer key from SSM $VIPFLEET_PEERS_KEY_PARAMETER"
+  (($(tr -d '[:space:]' <"$WORK/key" | wc -c) >= 32)) || die "the peer key in SSM is under 32 characters"
+  put_file "$PEER_KEY_FILE" 600 <"$WORK/key"
+  [[ "$PUT_CHANGED" == 0 ]] || AGENT_RESTART=1
 }
 
 render_haproxy_config() {

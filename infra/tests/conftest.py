@@ -51,6 +51,7 @@ SAMPLE_PARAMETERS = {
     "BackendServers": "10.0.2.10:8080,10.0.2.11:8080",
     "ServicePort": "80",
     "PeerPort": "7946",
+    "PeerKeyParameter": "/vipfleet/peer-key",
     "LifecycleHeartbeatTimeout": "300",
     "LaunchHookTimeout": "600",
 }
@@ -151,9 +152,53 @@ def need_tool(name: str) -> str:
     return path
 
 
+# The fleet's peer key as the stand-in Parameter Store holds it, under the
+# template's default parameter name.
+FAKE_PEER_KEY_PARAMETER = "/vipfleet/peer-key"
+FAKE_PEER_KEY = "vipfleet-test-peer-key-5d1c9e0a7b3f-never-logged-0123456789abcdef"
+
+
+def make_fake_aws(directory: Path) -> Path:
+    """A stand-in for the AWS CLI's `aws ssm get-parameter`: prints the value of
+    directory/ssm/<name> (slashes as in the name), or fails as for a missing
+    parameter. Logs its arguments, never a value, to directory/aws-calls.log.
+    Holds FAKE_PEER_KEY under FAKE_PEER_KEY_PARAMETER until a test changes it."""
+    store = directory / "ssm"
+    if not (store / FAKE_PEER_KEY_PARAMETER.lstrip("/")).exists():
+        put_fake_parameter(directory, FAKE_PEER_KEY_PARAMETER, FAKE_PEER_KEY)
+    aws = directory / "aws"
+    aws.write_text(
+        "#!/bin/sh\n"
+        f"echo \"$*\" >> '{directory}/aws-calls.log'\n"
+        "name=''\n"
+        "while [ $# -gt 0 ]; do\n"
+        "  if [ \"$1\" = --name ]; then name=\"$2\"; fi\n"
+        "  shift\n"
+        "done\n"
+        f"file='{store}'\"$name\"\n"
+        "[ -f \"$file\" ] || { echo 'An error occurred (ParameterNotFound)' >&2; exit 254; }\n"
+        "cat \"$file\"\n"
+    )
+    aws.chmod(0o755)
+    return aws
+
+
+def put_fake_parameter(directory: Path, name: str, value: str) -> None:
+    """Stores a parameter in the stand-in Parameter Store (the CLI prints it with a newline)."""
+    path = directory / "ssm" / name.lstrip("/")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(value + "\n")
+
+
 def bootstrap_env(root: Path, agent_url: str, sha256: str, **overrides: str) -> dict[str, str]:
+    """The bootstrap's inputs for a run into root, with a stand-in AWS CLI (in
+    root's parent, fake-aws/) first on PATH."""
+    fake_aws = root.parent / "fake-aws"
+    fake_aws.mkdir(parents=True, exist_ok=True)
+    make_fake_aws(fake_aws)
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PATH": f"{fake_aws}:" + os.environ.get("PATH", "/usr/bin:/bin"),
+        "VIPFLEET_PEERS_KEY_PARAMETER": FAKE_PEER_KEY_PARAMETER,
         "VIPFLEET_ROOT": str(root),
         "VIPFLEET_SKIP_PACKAGES": "1",
         "VIPFLEET_SKIP_SYSTEMCTL": "1",

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import (
     BOOTSTRAP,
+    FAKE_PEER_KEY,
+    FAKE_PEER_KEY_PARAMETER,
     HAPROXY_SAMPLE,
     INFRA,
     SAMPLE_PARAMETERS,
@@ -28,6 +30,7 @@ from conftest import (
     bootstrap_env,
     make_fake_agent,
     make_tarball,
+    put_fake_parameter,
     render_user_data,
     run_bash,
     sha256_file,
@@ -37,6 +40,7 @@ EXPECTED_MODES = {
     "usr/local/bin/vipfleet-agent": 0o755,
     "etc/vipfleet/agent.toml": 0o644,
     "etc/vipfleet/dashboard.token": 0o600,
+    "etc/vipfleet/peer.key": 0o600,
     "etc/haproxy/haproxy.cfg": 0o644,
     "etc/sysctl.d/90-vipfleet.conf": 0o644,
     "etc/modules-load.d/vipfleet.conf": 0o644,
@@ -71,7 +75,7 @@ def test_first_run_installs_everything(tmp_path, agent, env):
     assert result.returncode == 0, result.stderr
     for step in range(1, 8):
         assert f"step {step}/7" in result.stdout
-    assert "done: 7 change(s)" in result.stdout
+    assert "done: 8 change(s)" in result.stdout
 
     files = snapshot(root)
     assert {name: mode for name, (_, _, mode) in files.items()} == EXPECTED_MODES
@@ -82,6 +86,7 @@ def test_first_run_installs_everything(tmp_path, agent, env):
     sysctl = (root / "etc/sysctl.d/90-vipfleet.conf").read_text()
     assert "net.ipv4.ip_nonlocal_bind = 1\n" in sysctl
     assert len((root / "etc/vipfleet/dashboard.token").read_text()) == 64
+    assert (root / "etc/vipfleet/peer.key").read_text() == FAKE_PEER_KEY + "\n"
 
     config = tomllib.loads((root / "etc/vipfleet/agent.toml").read_text())
     assert config["aws"] == {"table": "vipfleet-leases", "region": "us-east-1"}
@@ -101,6 +106,7 @@ def test_first_run_installs_everything(tmp_path, agent, env):
     assert config["health"]["url"] == "http://127.0.0.1:8404/healthz"
     assert config["dashboard"]["listen"] == ["0.0.0.0:9180"]
     assert config["vip_binding"] == {"enabled": True, "interface": "vipfleet0", "kind": "dummy"}
+    assert config["peers"] == {"port": 7946, "key_file": "/etc/vipfleet/peer.key"}
 
     # The agent was asked to validate the config, and in a clean environment.
     calls = (agent.parent / "agent-calls.log").read_text().splitlines()
@@ -178,6 +184,7 @@ def test_agent_rejecting_the_config_stops_the_bootstrap(tmp_path):
         ({"VIPFLEET_PEERS_PORT": "0"}, "bad peers port"),
         ({"VIPFLEET_PEERS_PORT": "65536"}, "bad peers port"),
         ({"VIPFLEET_PEERS_PORT": "7946/udp"}, "bad peers port"),
+        ({"VIPFLEET_PEERS_KEY_PARAMETER": ""}, "VIPFLEET_PEERS_KEY_PARAMETER is required"),
         ({"VIPFLEET_SKIP_SYSTEMCTL": "0"}, "needs VIPFLEET_SKIP_PACKAGES=1 and VIPFLEET_SKIP_SYSTEMCTL=1"),
         ({"VIPFLEET_TERMINATION_HOOK_TIMEOUT": "59"}, "must be 60..7200 seconds"),
         ({"VIPFLEET_TERMINATION_HOOK_TIMEOUT": "7201"}, "must be 60..7200 seconds"),
@@ -199,7 +206,60 @@ def lifecycle_config(root: Path) -> dict:
 def test_the_peer_port_reaches_the_agent_config(tmp_path, env):
     root = tmp_path / "root"
     assert run_bash(BOOTSTRAP, {**env, "VIPFLEET_PEERS_PORT": "8946"}).returncode == 0
-    assert tomllib.loads((root / "etc/vipfleet/agent.toml").read_text())["peers"] == {"port": 8946}
+    peers = tomllib.loads((root / "etc/vipfleet/agent.toml").read_text())["peers"]
+    assert peers == {"port": 8946, "key_file": "/etc/vipfleet/peer.key"}
+
+
+def fake_aws_dir(tmp_path: Path) -> Path:
+    """Where bootstrap_env put the stand-in AWS CLI and its parameters."""
+    return tmp_path / "fake-aws"
+
+
+def test_the_peer_key_comes_from_ssm_and_is_never_printed(tmp_path, env):
+    root = tmp_path / "root"
+    result = run_bash(BOOTSTRAP, env)
+    assert result.returncode == 0, result.stderr
+    key = root / "etc/vipfleet/peer.key"
+    assert key.read_text().strip() == FAKE_PEER_KEY
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert FAKE_PEER_KEY not in result.stdout + result.stderr
+    calls = (fake_aws_dir(tmp_path) / "aws-calls.log").read_text().splitlines()
+    assert calls == [
+        f"ssm get-parameter --with-decryption --name {FAKE_PEER_KEY_PARAMETER}"
+        " --region us-east-1 --query Parameter.Value --output text"
+    ]
+
+
+def test_a_rotated_key_reaches_the_node_with_a_rerun(tmp_path, env):
+    root = tmp_path / "root"
+    assert run_bash(BOOTSTRAP, env).returncode == 0
+    before = snapshot(root)
+    rotated = "rotated-peer-key-0123456789abcdef0123456789abcdef"
+    put_fake_parameter(fake_aws_dir(tmp_path), FAKE_PEER_KEY_PARAMETER, rotated)
+    result = run_bash(BOOTSTRAP, env)
+    assert result.returncode == 0, result.stderr
+    assert "done: 1 change(s)" in result.stdout
+    after = snapshot(root)
+    assert {name for name in before if before[name] != after[name]} == {"etc/vipfleet/peer.key"}
+    assert (root / "etc/vipfleet/peer.key").read_text().strip() == rotated
+
+
+@pytest.mark.parametrize(
+    "parameter,value,message",
+    [
+        ("/vipfleet/other", None, "cannot read the peer key from SSM /vipfleet/other"),
+        (FAKE_PEER_KEY_PARAMETER, "short-key-0123", "the peer key in SSM is under 32 characters"),
+    ],
+)
+def test_a_missing_or_short_peer_key_stops_the_bootstrap(tmp_path, env, parameter, value, message):
+    if value is not None:
+        put_fake_parameter(fake_aws_dir(tmp_path), parameter, value)
+    result = run_bash(BOOTSTRAP, {**env, "VIPFLEET_PEERS_KEY_PARAMETER": parameter})
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not (tmp_path / "root/etc/vipfleet/peer.key").exists()
+    if value is not None:
+        assert value not in result.stdout + result.stderr
 
 
 def test_drain_timeout_is_the_termination_hook_timeout_less_the_margin(tmp_path, env):
@@ -311,6 +371,8 @@ def test_user_data_from_the_template_boots_a_node(tmp_path, template, agent):
     launch_s = int(SAMPLE_PARAMETERS["LaunchHookTimeout"]) - 30
     assert config["lifecycle"]["launch_timeout_ms"] == launch_s * 1000
     assert config["lifecycle"]["launch_hook_name"] == "vipfleet-launch"
+    assert config["peers"]["key_file"] == "/etc/vipfleet/peer.key"
+    assert (root / "etc/vipfleet/peer.key").read_text().strip() == FAKE_PEER_KEY
 
 
 def test_systemd_unit_verifies(tmp_path):
@@ -513,7 +575,7 @@ def test_release_tarball_installs_its_binary_and_a_rerun_needs_no_download(tmp_p
     first = run_bash(BOOTSTRAP, env)
     assert first.returncode == 0, first.stderr
     assert "step 3/7: agent (tarball)" in first.stdout
-    assert "done: 8 change(s)" in first.stdout
+    assert "done: 9 change(s)" in first.stdout
     files = snapshot(root)
     assert {name: mode for name, (_, _, mode) in files.items()} == {**EXPECTED_MODES, STAMP: 0o644}
     assert (root / "usr/local/bin/vipfleet-agent").read_bytes() == agent.read_bytes()

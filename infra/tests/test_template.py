@@ -36,6 +36,11 @@ NODE_ACTIONS = {
     "autoscaling:RecordLifecycleActionHeartbeat": "keep a long drain's hook waiting (lifecycle.rs)",
     "autoscaling:CompleteLifecycleAction": "finish the launch and drain hooks (lifecycle.rs)",
 }
+# What the bootstrap (not the agent) calls with the node role, and why.
+BOOTSTRAP_ACTIONS = {
+    "ssm:GetParameter": "the fleet's peer key, from Parameter Store (bootstrap.sh)",
+    "kms:Decrypt": "that SecureString, when a customer managed key encrypts it",
+}
 # Announced calls the agent's source does not make yet. Once a call lands, the
 # mirror test fails until its action leaves this set.
 PENDING_CALLS: set = set()
@@ -310,8 +315,31 @@ def test_route_writes_are_scoped_to_each_route_table_slot(template):
 
 def test_node_role_grants_exactly_the_allow_list(template):
     actions = role_actions(template)
-    assert actions - set(NODE_ACTIONS) == set(), "actions the agent never calls"
-    assert set(NODE_ACTIONS) - actions == set(), "calls the role does not allow"
+    allowed = set(NODE_ACTIONS) | set(BOOTSTRAP_ACTIONS)
+    assert actions - allowed == set(), "actions neither the agent nor the bootstrap calls"
+    assert allowed - actions == set(), "calls the role does not allow"
+
+
+def test_the_peer_key_is_readable_and_decryptable_alone(template):
+    """GetParameter on the one parameter; Decrypt only through SSM and only for it."""
+    parameter_arn = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${PeerKeyParameter}"
+    get = statement(template, "PeerKey")
+    assert get["Action"] == "ssm:GetParameter"
+    assert get["Resource"] == {"Fn::Sub": parameter_arn}
+    assert "Condition" not in get
+    decrypt = statement(template, "PeerKeyDecrypt")
+    assert decrypt["Action"] == "kms:Decrypt"
+    assert decrypt["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*"}
+    assert decrypt["Condition"] == {
+        "StringEquals": {
+            "kms:ViaService": {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"},
+            "kms:EncryptionContext:PARAMETER_ARN": {"Fn::Sub": parameter_arn},
+        }
+    }
+    # The parameter's name starts with a slash: the ARN is ".../parameter/a/b".
+    parameter = template["Parameters"]["PeerKeyParameter"]
+    assert re.fullmatch(parameter["AllowedPattern"], parameter["Default"])
+    assert parameter["Default"].startswith("/")
 
 
 def test_allow_list_mirrors_the_agent_source():
@@ -461,7 +489,9 @@ def test_vpc_endpoints_for_nat_less_subnets(template):
         for r in endpoints.values()
     }
     called = {action.partition(":")[0] for actions in agent_actions().values() for action in actions}
-    assert called | {"s3"} <= set(by_service), f"no endpoint for {sorted(called | {'s3'} - set(by_service))}"
+    # S3 for the package repositories; SSM for the bootstrap's peer key.
+    needed = called | {"s3", "ssm"}
+    assert needed <= set(by_service), f"no endpoint for {sorted(needed - set(by_service))}"
     for service, props in by_service.items():
         if service in ("s3", "dynamodb"):
             assert props["VpcEndpointType"] == "Gateway"
@@ -546,6 +576,8 @@ def test_template_parses_with_cfn_lint_decoder():
         ("BackendServers", "", "10.0.0.1"),
         ("EndpointRouteTableIds", "", "rtb-0a, rtb-1b"),
         ("EndpointRouteTableIds", "rtb-0a,rtb-1b", "subnet-0a"),
+        ("PeerKeyParameter", "/vipfleet/prod/peer-key", "vipfleet/peer-key"),
+        ("PeerKeyParameter", "/vipfleet/peer-key", "/vipfleet/peer key'"),
     ],
 )
 def test_parameter_patterns(template, parameter, good, bad):

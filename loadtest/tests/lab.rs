@@ -233,7 +233,13 @@ fn lab_serves_every_vip_and_down_leaves_nothing() {
     let undrain = format!("{}api/v1/undrain", nodes[0]["dashboard_url"].as_str().unwrap());
     assert_eq!(post_with_token(&undrain, &near_miss), "401", "a wrong token");
     assert_eq!(post_with_token(&undrain, &token), "202", "the token");
-    let mut secrets = vec![token, near_miss];
+    // The fleet's peer key (written by every `lab up`, peers on or off).
+    let peer_key = std::fs::read_to_string(dir.join("conf/peer.key"))
+        .expect("the lab's peer key")
+        .trim()
+        .to_string();
+    assert_eq!(peer_key.len(), 64, "256 bits, hex");
+    let mut secrets = vec![token, near_miss, peer_key];
     for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
         let value = nodes[0]["agent"]["env"][var].as_str().unwrap_or_default();
         assert!(value.len() >= 16, "the agents' {var} is a distinctive fake: {value:?}");

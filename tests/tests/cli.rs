@@ -52,6 +52,10 @@ enabled = false
 
 [dashboard]
 listen = ["127.0.0.1:0"]
+
+[peers]
+# No fleet key file in the base: the cases that need one put it in.
+insecure = true
 "#,
         vips = toml_list(vips),
         tables = toml_list(route_tables),
@@ -192,6 +196,11 @@ fn bad_configs_exit_78_naming_the_bad_value() {
             with(r#"url = "http://127.0.0.1:8404/healthz""#, ""),
             vec!["health.url", "health.disabled"],
         ),
+        (
+            "peer probes without a key",
+            with("insecure = true", ""),
+            vec!["peers.key_file", "peers.insecure = true"],
+        ),
     ];
     let work = Workdir::new("cli-bad");
     for (i, (what, text, needles)) in cases.iter().enumerate() {
@@ -200,6 +209,30 @@ fn bad_configs_exit_78_naming_the_bad_value() {
             let outcome = agent(subcommand, &file, None);
             assert_refused(&format!("{what} ({subcommand})"), &outcome, needles);
         }
+    }
+}
+
+/// A fleet key file that cannot be used stops `run` with 78 before it
+/// touches AWS, naming the file but never its content (`check-config`
+/// reads no secret files, as for the dashboard token).
+#[test]
+fn run_refuses_a_peer_key_file_it_cannot_use() {
+    const SHORT_KEY: &str = "vipfleet-short-peer-key";
+    let work = Workdir::new("cli-peer-key");
+    let short = work.write("short.key", &format!("{SHORT_KEY}\n"));
+    let missing = work.path().join("absent.key");
+    for (what, path, needles) in [
+        ("a short key", &short, vec!["short.key", "at least 32"]),
+        ("a missing key file", &missing, vec!["absent.key"]),
+    ] {
+        let key_file = format!("key_file = {:?}", path.display().to_string());
+        let file = work.write(
+            "peer-key.toml",
+            &default_config().replacen("insecure = true", &key_file, 1),
+        );
+        let outcome = agent("run", &file, None);
+        assert_refused(what, &outcome, &needles);
+        assert!(!outcome.stderr.contains(SHORT_KEY), "{what}: {}", outcome.describe());
     }
 }
 
@@ -295,16 +328,29 @@ fn no_secret_is_printed_by_check_config_or_run() {
     const SECRET_ACCESS_KEY: &str = "vipfleet-cli-secret-key-0c9d1e7a-never-printed";
     const SESSION_TOKEN: &str = "vipfleet-cli-session-token-5e2b8f31-never-printed";
     const DASHBOARD_TOKEN: &str = "vipfleet-cli-dashboard-token-93a4c6d2-never-printed";
-    let secrets = [ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN, DASHBOARD_TOKEN];
+    const PEER_KEY: &str = "vipfleet-cli-peer-key-7f1e0b9c4d2a-never-printed";
+    let secrets = [
+        ACCESS_KEY_ID,
+        SECRET_ACCESS_KEY,
+        SESSION_TOKEN,
+        DASHBOARD_TOKEN,
+        PEER_KEY,
+    ];
     let work = Workdir::new("cli-secrets");
     let token_file = work.write("dashboard.token", &format!("{DASHBOARD_TOKEN}\n"));
-    let config = default_config().replace(
-        "listen = [\"127.0.0.1:0\"]",
-        &format!(
-            "listen = [\"127.0.0.1:0\"]\ntoken_file = {:?}",
-            token_file.display().to_string()
-        ),
-    );
+    let key_file = work.write("peer.key", &format!("{PEER_KEY}\n"));
+    let config = default_config()
+        .replace(
+            "listen = [\"127.0.0.1:0\"]",
+            &format!(
+                "listen = [\"127.0.0.1:0\"]\ntoken_file = {:?}",
+                token_file.display().to_string()
+            ),
+        )
+        .replace(
+            "insecure = true",
+            &format!("key_file = {:?}", key_file.display().to_string()),
+        );
     let file = work.write("with-token.toml", &config);
     let with_secrets = |subcommand: &str, log: &str, extra: &[(&str, &str)]| {
         let mut cmd = agent_command(None);

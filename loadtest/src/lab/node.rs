@@ -40,6 +40,10 @@ pub const LAB_SESSION_TOKEN: &str = "vipfleet-lab-session-token-4b81d6f0-never-l
 /// written by `lab up`: the drain and undrain endpoints are on, as on a
 /// node the infra bootstrap made.
 pub const DASHBOARD_TOKEN_FILE: &str = "dashboard.token";
+/// The fleet's peer key (`peers.key_file`), in `conf/`: 256 random bits,
+/// new with every `lab up`, shared by the lab's agents as one fleet's nodes
+/// share theirs.
+pub const PEER_KEY_FILE: &str = "peer.key";
 
 /// The environment of every agent (and of `init-table`): moto as the AWS
 /// endpoint, fixed fake credentials, the emulator as IMDS, and no shared
@@ -178,15 +182,15 @@ poll_interval_ms = {LIFECYCLE_POLL_MS}
         hb = lab.lease.heartbeat_ms,
         ttl = lab.lease.lease_ttl_ms,
         token_file = lab.dir.join("conf").join(DASHBOARD_TOKEN_FILE).display().to_string(),
-        peers = peers_section(lab.peer_port, ip),
+        peers = peers_section(lab.peer_port, ip, &lab.dir.join("conf").join(PEER_KEY_FILE)),
     )
 }
 
 /// `[peers]`: bound to the node's own address on the bridge (where the
-/// other nodes reach it), with the core's default timings written out, so
-/// the crash bound the harness holds the lab to
-/// ([`crate::scenario`]'s checks) is the one the agents run.
-fn peers_section(port: Option<u16>, ip: std::net::Ipv4Addr) -> String {
+/// other nodes reach it), sealed with the lab's key, with the core's
+/// default timings written out, so the crash bound the harness holds the
+/// lab to ([`crate::scenario`]'s checks) is the one the agents run.
+fn peers_section(port: Option<u16>, ip: std::net::Ipv4Addr, key_file: &Path) -> String {
     let Some(port) = port else {
         return "[peers]\nenabled = false\n".into();
     };
@@ -194,6 +198,7 @@ fn peers_section(port: Option<u16>, ip: std::net::Ipv4Addr) -> String {
     format!(
         "[peers]
 enabled = true
+key_file = {key_file:?}
 port = {port}
 bind = \"{ip}\"
 probe_interval_ms = {probe}
@@ -205,6 +210,7 @@ confirm_rounds = {rounds}
         ack = d.ack_timeout.as_millis(),
         indirect = d.indirect_timeout.as_millis(),
         rounds = d.confirm_rounds,
+        key_file = key_file.display().to_string(),
     )
 }
 
@@ -360,4 +366,35 @@ pub async fn add_node(lab: &mut LabState, how: Provisioning) -> Result<(usize, S
     lab.nodes.push(node);
     lab.save()?;
     Ok((index, output))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use vipfleet_agent::config::{self, PeerAuthConfig};
+
+    use super::*;
+
+    const REQUIRED: &str = "[aws]\ntable = \"t\"\n[fleet]\nvips = [\"10.200.0.1\"]\n\
+                            route_tables = [\"rtb-1\"]\n[health]\ndisabled = true\n";
+
+    #[test]
+    fn the_peers_section_seals_with_the_lab_key_and_loads() {
+        let key = Path::new("/lab/conf/peer.key");
+        let section = peers_section(Some(PEER_PORT), "10.0.0.5".parse().unwrap(), key);
+        let loaded = config::load(&format!("{REQUIRED}{section}"), &BTreeMap::new(), &[]).unwrap();
+        let peers = loaded.peers.expect("peers on");
+        assert_eq!(
+            peers.auth,
+            PeerAuthConfig::Keys {
+                key_file: key.to_path_buf(),
+                previous_key_file: None
+            }
+        );
+        assert_eq!(peers.port, PEER_PORT);
+        let off = peers_section(None, "10.0.0.5".parse().unwrap(), key);
+        let loaded = config::load(&format!("{REQUIRED}{off}"), &BTreeMap::new(), &[]).unwrap();
+        assert_eq!(loaded.peers, None);
+    }
 }

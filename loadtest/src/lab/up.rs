@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Read;
+use std::io::{Read, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -156,12 +156,31 @@ fn free_port(ip: Ipv4Addr) -> Result<u16> {
 
 /// 128 random bits, hex: the IMDS control token, the dashboard token.
 fn random_token() -> Result<String> {
-    let mut bytes = [0u8; 16];
+    random_hex::<16>()
+}
+
+/// `N` random bytes, hex.
+fn random_hex<const N: usize>() -> Result<String> {
+    let mut bytes = [0u8; N];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().fold(String::new(), |mut s, b| {
         let _ = write!(s, "{b:02x}");
         s
     }))
+}
+
+/// Writes `text` to a new file only its owner may read.
+fn write_secret(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 /// Builds the lab. On error the caller tears down what was built.
@@ -178,6 +197,12 @@ pub async fn bring_up(layout: Layout, tools: Tools, args: UpArgs) -> Result<LabS
     std::fs::write(
         dir.join("conf").join(node::DASHBOARD_TOKEN_FILE),
         format!("{}\n", random_token()?),
+    )?;
+    // One key per fleet (`peers.key_file`), 256 bits, readable by its
+    // owner only, as the bootstrap writes it.
+    write_secret(
+        &dir.join("conf").join(node::PEER_KEY_FILE),
+        &format!("{}\n", random_hex::<32>()?),
     )?;
     let ctx = Ctx {
         layout,

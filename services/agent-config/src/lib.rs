@@ -220,6 +220,9 @@ struct PeersSection {
     ack_timeout_ms: Option<u64>,
     indirect_timeout_ms: Option<u64>,
     confirm_rounds: Option<u32>,
+    key_file: Option<String>,
+    previous_key_file: Option<String>,
+    insecure: Option<bool>,
 }
 
 // ----- the validated configuration ----------------------------------------
@@ -257,13 +260,31 @@ pub struct AgentConfig {
     pub peers: Option<PeersConfig>,
 }
 
-/// Where this node's peer detector listens, and its timings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where this node's peer detector listens, its timings, and how its
+/// datagrams are authenticated.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeersConfig {
     /// The UDP port, announced in the node item; the same on every node.
     pub port: u16,
     pub bind: IpAddr,
     pub detector: PeerConfig,
+    pub auth: PeerAuthConfig,
+}
+
+/// How peer datagrams are authenticated: the files the agent reads the
+/// fleet's keys from at start (paths only here; the keys never pass
+/// through the configuration, so they cannot reach its `Debug` output).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerAuthConfig {
+    /// Sign with the key in `key_file`; accept it and the one in
+    /// `previous_key_file` (a rotation).
+    Keys {
+        key_file: PathBuf,
+        previous_key_file: Option<PathBuf>,
+    },
+    /// `peers.insecure = true`: no key, and anyone who can reach the port
+    /// can speak for any node.
+    Insecure,
 }
 
 impl PeersConfig {
@@ -628,7 +649,41 @@ fn peers_config(section: PeersSection) -> Result<Option<PeersConfig>, ConfigErro
         confirm_rounds: section.confirm_rounds.unwrap_or(defaults.confirm_rounds),
     };
     detector.validate()?;
-    Ok(Some(PeersConfig { port, bind, detector }))
+    let auth = peer_auth(&section)?;
+    Ok(Some(PeersConfig {
+        port,
+        bind,
+        detector,
+        auth,
+    }))
+}
+
+/// A forged datagram can make a node evict a live peer, so probes run
+/// without a key only when asked to in so many words.
+fn peer_auth(section: &PeersSection) -> Result<PeerAuthConfig, ConfigError> {
+    let path = |p: &Option<String>| p.as_deref().filter(|p| !p.is_empty()).map(PathBuf::from);
+    let (key_file, previous_key_file) = (path(&section.key_file), path(&section.previous_key_file));
+    match (key_file, previous_key_file, section.insecure.unwrap_or(false)) {
+        (Some(key_file), previous_key_file, false) => Ok(PeerAuthConfig::Keys {
+            key_file,
+            previous_key_file,
+        }),
+        (None, None, true) => Ok(PeerAuthConfig::Insecure),
+        (Some(_), _, true) | (None, Some(_), true) => Err(ConfigError::Invalid(
+            "peers: insecure = true and a key file are set; choose one".into(),
+        )),
+        (None, Some(_), false) => Err(ConfigError::Invalid(
+            "peers.previous_key_file is set without peers.key_file: the current key signs, the previous one is only accepted"
+                .into(),
+        )),
+        (None, None, false) => Err(ConfigError::Invalid(
+            "peers: set peers.key_file (a file holding the fleet's shared key, at least 32 bytes, \
+             e.g. from `openssl rand -hex 32`): without one, anyone who can reach the peer port can \
+             make a node evict a live peer. Set peers.insecure = true to run without one on purpose, \
+             or peers.enabled = false"
+                .into(),
+        )),
+    }
 }
 
 impl AgentConfig {
@@ -654,6 +709,8 @@ mod tests {
         route_tables = ["rtb-1", "rtb-2"]
         [health]
         url = "http://127.0.0.1:8404/healthz"
+        [peers]
+        key_file = "/etc/vipfleet/peer.key"
     "#;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -678,12 +735,61 @@ mod tests {
         let peers = c.peers.expect("peers are on by default");
         assert_eq!(peers.bind_addr(), "0.0.0.0:7946".parse::<SocketAddr>().unwrap());
         assert_eq!(peers.detector, PeerConfig::default());
+        assert_eq!(
+            peers.auth,
+            PeerAuthConfig::Keys {
+                key_file: "/etc/vipfleet/peer.key".into(),
+                previous_key_file: None
+            }
+        );
+    }
+
+    #[test]
+    fn peers_need_a_key_unless_insecure_on_purpose() {
+        let keyless = GOOD.replace("key_file = \"/etc/vipfleet/peer.key\"", "");
+        let err = load(&keyless, &BTreeMap::new(), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("peers.key_file") && err.contains("peers.insecure = true"),
+            "{err}"
+        );
+        let insecure = load(&keyless, &BTreeMap::new(), &["peers.insecure=true".into()]).unwrap();
+        assert_eq!(insecure.peers.unwrap().auth, PeerAuthConfig::Insecure);
+        let off = load(&keyless, &env(&[("VIPFLEET_PEERS_ENABLED", "false")]), &[]).unwrap();
+        assert_eq!(off.peers, None);
+        let rotating = load(
+            GOOD,
+            &env(&[("VIPFLEET_PEERS_PREVIOUS_KEY_FILE", "/etc/vipfleet/peer.key.old")]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            rotating.peers.unwrap().auth,
+            PeerAuthConfig::Keys {
+                key_file: "/etc/vipfleet/peer.key".into(),
+                previous_key_file: Some("/etc/vipfleet/peer.key.old".into()),
+            }
+        );
+        let both = load(GOOD, &BTreeMap::new(), &["peers.insecure=true".into()]).unwrap_err();
+        assert!(both.to_string().contains("choose one"), "{both}");
+        let previous_only = load(
+            &keyless,
+            &BTreeMap::new(),
+            &["peers.previous_key_file=/etc/vipfleet/old.key".into()],
+        )
+        .unwrap_err();
+        assert!(
+            previous_only.to_string().contains("without peers.key_file"),
+            "{previous_only}"
+        );
+        // An empty value (an unset variable in a template) is no key.
+        let empty = load(&keyless, &env(&[("VIPFLEET_PEERS_KEY_FILE", "")]), &[]).unwrap_err();
+        assert!(empty.to_string().contains("peers.key_file"), "{empty}");
     }
 
     #[test]
     fn the_peers_section_is_read_and_can_turn_probes_off() {
         let text = format!(
-            "{GOOD}\n[peers]\nport = 8000\nbind = \"10.0.0.5\"\nprobe_interval_ms = 200\n\
+            "{GOOD}\nport = 8000\nbind = \"10.0.0.5\"\nprobe_interval_ms = 200\n\
              ack_timeout_ms = 40\nindirect_timeout_ms = 80\nconfirm_rounds = 3\n"
         );
         let peers = load(&text, &BTreeMap::new(), &[]).unwrap().peers.unwrap();

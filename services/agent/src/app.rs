@@ -10,9 +10,10 @@
 //! taken port fails start-up). The machine decides what each input means;
 //! `run` returns its exit reason.
 //!
-//! Peer probes (`[peers]`): the UDP socket is bound at start (a taken port
-//! fails start-up) and handed to the driver with a detector for this
-//! incarnation. If peers find this process dead and a node evicts it (a
+//! Peer probes (`[peers]`): the fleet key files are read first (a missing
+//! or short key exits 78, before anything touches the network); the UDP
+//! socket is bound at start (a taken port fails start-up) and handed to
+//! the driver with a detector for this incarnation. If peers find this process dead and a node evicts it (a
 //! long pause, a cut-off network), the incarnation can never heartbeat
 //! again: the agent starts over in-process as a new incarnation (a new
 //! machine and detector; the same socket, VIP bindings, dashboard, status
@@ -50,7 +51,7 @@ use crate::driver::{Control, Driver};
 use crate::health::{self, HealthMonitor};
 use crate::identity::{self, Imds, NodeIdentity};
 use crate::lifecycle;
-use crate::peers::Transport;
+use crate::peers::{PeerAuth, Transport};
 use crate::status::StatusBoard;
 use crate::vip_binding::{check_sysctls, VipBinding};
 
@@ -76,6 +77,12 @@ pub enum RunError {
 }
 
 pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
+    // The keys first: a missing or short key file is a configuration
+    // error, found before anything touches the network.
+    let peer_auth = match &config.peers {
+        Some(peers) => Some(PeerAuth::load(&peers.auth).map_err(|e| RunError::Config(format!("peers: {e}")))?),
+        None => None,
+    };
     let imds = (!config.identity.is_complete()).then(Imds::from_env);
     let me = identity::resolve(&config.identity, imds.as_ref())
         .await
@@ -93,16 +100,21 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
             // Another endpoint (moto) reports constants, not DynamoDB's bill.
             .with_units_sink(metrics.clone(), sdk.endpoint_url().is_some()),
     );
-    let peers = match config.peers {
-        Some(peers) => {
+    let transport = match (&config.peers, peer_auth) {
+        (Some(peers), Some(auth)) => {
             let addr = peers.bind_addr();
-            let transport = Transport::bind(addr, metrics.clone())
+            let sealed = auth.is_sealed();
+            let transport = Transport::bind(addr, auth, metrics.clone())
                 .await
                 .map_err(|e| RunError::Startup(format!("peers: cannot bind UDP {addr}: {e}")))?;
-            info!(%addr, "peer probes");
-            Some((peers, transport))
+            if sealed {
+                info!(%addr, "peer probes, sealed with the fleet key");
+            } else {
+                warn!(%addr, "peer probes without a key (peers.insecure = true): anyone who can reach this port can speak for any node");
+            }
+            Some(transport)
         }
-        None => {
+        _ => {
             info!("peers.enabled = false: this node neither probes nor answers; peers judge it by its lease");
             None
         }
@@ -147,14 +159,13 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
     // One clock for every incarnation of this process: the status board
     // keeps its history across them.
     let origin = TokioInstant::now();
-    let transport = peers.map(|(_, transport)| transport);
     let reason = run_incarnations(board, transport, &mut controls, |board, transport, replay| {
         let inc = Incarnation(SmallRng::from_os_rng().random());
         let started = Instant::from_offset(TokioInstant::now().saturating_duration_since(origin));
         let machine = Machine::new(node_setup(&config, &me, inc), started);
         info!(inc = inc.0, "lease machine starts");
         let driver = Driver::new(machine, store.clone(), ec2.clone(), origin, board, metrics.clone()).replay(replay);
-        match (transport, config.peers) {
+        match (transport, &config.peers) {
             (Some(transport), Some(peers)) => {
                 let detector = PeerLink::detector(me.instance_id.clone(), inc, peers.detector);
                 driver.with_peers(PeerLink::new(transport, detector, metrics.clone()))
@@ -199,7 +210,7 @@ fn node_setup(config: &AgentConfig, me: &NodeIdentity, inc: Incarnation) -> Node
         route_tables: config.route_tables.clone(),
         drain_timeout: config.lifecycle.drain_timeout,
         pacing: config.pacing,
-        peer_port: config.peers.map(|p| p.port),
+        peer_port: config.peers.as_ref().map(|p| p.port),
     }
 }
 

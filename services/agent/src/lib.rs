@@ -14,8 +14,9 @@
 //! - [`vip_binding`]: every VIP on a local stub interface, over netlink.
 //! - [`health`]: haproxy checks with hysteresis.
 //! - [`lifecycle`]: the Auto Scaling termination hook: drain, then CONTINUE.
-//! - [`peers`]: the UDP side of the peer probes (wire format, addresses,
-//!   socket); the core's detector decides.
+//! - [`peers`]: the UDP side of the peer probes (wire format, sealing with
+//!   the fleet key, addresses, socket); the core's detector decides.
+//! - [`secret`]: secrets read from files (the dashboard token, peer keys).
 //! - [`driver`]: performs the lease machine's effects and feeds it results,
 //!   and runs the peer detector beside it.
 //! - [`status`]: the agent's published view, for readiness and the dashboard.
@@ -38,5 +39,6 @@ pub mod identity;
 pub mod lifecycle;
 pub mod notify;
 pub mod peers;
+pub mod secret;
 pub mod status;
 pub mod vip_binding;

@@ -2,7 +2,7 @@
 //! in-memory store and route tables, in real time (probes need real
 //! datagrams): a crashed node is found by its peers and evicted well within
 //! its lease; one that stops in order says so and is not evicted. The
-//! fleet JSON lists the peers, as `openapi.yaml` says.
+//! fleet JSON lists the peers, as `openapi.yaml` says, and so does the page.
 
 // Shared with dashboard.rs, which uses all of it; only validation here.
 #[allow(dead_code)]
@@ -21,7 +21,9 @@ use vipfleet_agent::dashboard::view::FleetView;
 use vipfleet_agent::driver::incarnations::run_incarnations;
 use vipfleet_agent::driver::peers::PeerLink;
 use vipfleet_agent::driver::{self, Control, Driver};
-use vipfleet_agent::peers::Transport;
+use vipfleet_agent::peers::seal::MIN_KEY_BYTES;
+use vipfleet_agent::peers::{KeyRing, PeerAuth, PeerKey, Transport};
+use vipfleet_agent::secret::Secret;
 use vipfleet_agent::status::{Status, StatusBoard};
 use vipfleet_core::fake::{FakeLeaseStore, FakeRouteTable};
 use vipfleet_core::machine::{ExitReason, Health, Machine, NodeSetup, Pacing};
@@ -35,6 +37,15 @@ const SETTLE_WITHIN: Duration = Duration::from_secs(20);
 /// Probes find a crash in about 400 ms; the lease would take 3 s.
 const EVICTED_WITHIN: Duration = Duration::from_millis(2000);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Every node's datagrams sealed with one fleet key, as in production.
+fn fleet_auth() -> PeerAuth {
+    let secret = Secret::parse("driver-peers-fleet-key-0123456789abcdef0123", MIN_KEY_BYTES).unwrap();
+    PeerAuth::sealed(KeyRing {
+        current: PeerKey::new(&secret).unwrap(),
+        previous: None,
+    })
+}
 
 fn tables() -> Vec<RouteTableId> {
     vec![RouteTableId("rtb-a".into())]
@@ -100,7 +111,7 @@ fn make_driver(
 /// Starts node `name`; a `restartable` one starts over as incarnation
 /// `inc + 1`, `inc + 2`, … when evicted, as the agent does.
 async fn start(name: &str, inc: u64, store: &FakeLeaseStore, routes: &FakeRouteTable, restartable: bool) -> Node {
-    let transport = Transport::bind("127.0.0.1:0".parse().unwrap(), Arc::new(Metrics::new()))
+    let transport = Transport::bind("127.0.0.1:0".parse().unwrap(), fleet_auth(), Arc::new(Metrics::new()))
         .await
         .unwrap();
     let (board, status) = StatusBoard::new();
@@ -191,6 +202,17 @@ async fn a_crashed_node_is_evicted_by_its_peers_before_its_lease_runs_out() {
         "{:?}",
         view.peers
     );
+    // The page shows the same peers, each alive with its haproxy healthy.
+    let page = vipfleet_agent::dashboard::html::render(&view);
+    for peer in ["a", "c"] {
+        let row = format!("data-peer=\"{peer}\" data-status=\"alive\">");
+        let at = page.find(&row).unwrap_or_else(|| panic!("no row for {peer}: {page}"));
+        let row_end = page[at..].find("</tr>").map_or(page.len(), |end| at + end);
+        assert!(
+            page[at..row_end].contains(" ago</td><td><span class=\"ok\">healthy</span>"),
+            "{page}"
+        );
+    }
 
     let crashed_at = TokioInstant::now();
     a.task.abort();

@@ -12,7 +12,13 @@ use std::path::PathBuf;
 use vipfleet_agent::config;
 
 /// Keys that have no default; the example sets them to sample values.
-const REQUIRED: [&str; 4] = ["aws.table", "fleet.vips", "fleet.route_tables", "health.url"];
+const REQUIRED: [&str; 5] = [
+    "aws.table",
+    "fleet.vips",
+    "fleet.route_tables",
+    "health.url",
+    "peers.key_file",
+];
 /// Commented keys that take the place of a set one (the two cannot be set
 /// together): `(commented, replaced)`.
 const REPLACES: [(&str, &str); 1] = [("health.stats_socket", "health.url")];

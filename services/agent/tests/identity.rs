@@ -302,6 +302,8 @@ vips = ["10.200.0.1/32"]
 route_tables = ["rtb-1"]
 [health]
 disabled = true
+[peers]
+enabled = false
 "#;
 
 #[test]

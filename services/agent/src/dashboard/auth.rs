@@ -6,36 +6,27 @@
 //! `Debug` output or logs, and a presented token is compared in constant
 //! time: how long the check takes does not tell how much of it was right.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 
+pub use crate::secret::ParseError;
+use crate::secret::{FileError, Secret};
+
 /// Shorter tokens are refused at start-up: they could be guessed online.
 pub const MIN_TOKEN_BYTES: usize = 16;
 
+/// The token file could not be used (its content is never named).
 #[derive(Debug, Error)]
-pub enum TokenError {
-    #[error("cannot read the dashboard token file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("the dashboard token in {path} is {len} bytes; at least {MIN_TOKEN_BYTES} are needed")]
-    TooShort { path: PathBuf, len: usize },
-    #[error("the dashboard token in {path} contains whitespace or control characters")]
-    Malformed { path: PathBuf },
-}
+#[error("the dashboard token: {0}")]
+pub struct TokenError(#[from] FileError);
 
 /// A secret bearer token.
-#[derive(Clone)]
-pub struct Token(Vec<u8>);
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
+#[derive(Clone, Debug)]
+pub struct Token(Secret);
 
 /// What a request's `Authorization` header amounts to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,31 +41,12 @@ pub enum Verdict {
 impl Token {
     /// The token in `path`, without the trailing newline editors add.
     pub fn from_file(path: &Path) -> Result<Self, TokenError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|e| match e {
-            ParseError::TooShort(len) => TokenError::TooShort {
-                path: path.to_path_buf(),
-                len,
-            },
-            ParseError::Malformed => TokenError::Malformed {
-                path: path.to_path_buf(),
-            },
-        })
+        Ok(Self(Secret::from_file(path, MIN_TOKEN_BYTES)?))
     }
 
     /// A token from its text (surrounding whitespace trimmed).
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let token = text.trim();
-        if token.len() < MIN_TOKEN_BYTES {
-            return Err(ParseError::TooShort(token.len()));
-        }
-        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(ParseError::Malformed);
-        }
-        Ok(Self(token.as_bytes().to_vec()))
+        Secret::parse(text, MIN_TOKEN_BYTES).map(Self)
     }
 
     /// Whether `presented` is this token, in time that depends only on the
@@ -83,11 +55,12 @@ impl Token {
         // Copy into a buffer of our length so the comparison never
         // short-circuits on a length mismatch; the mismatch itself is folded
         // in as one more constant-time bit.
-        let mut padded = vec![0u8; self.0.len()];
+        let token = self.0.expose();
+        let mut padded = vec![0u8; token.len()];
         let n = presented.len().min(padded.len());
         padded[..n].copy_from_slice(&presented[..n]);
-        let same_len = u8::from(presented.len() == self.0.len()).ct_eq(&1);
-        (padded.as_slice().ct_eq(&self.0) & same_len).into()
+        let same_len = u8::from(presented.len() == token.len()).ct_eq(&1);
+        (padded.as_slice().ct_eq(token) & same_len).into()
     }
 
     /// Judges a request's headers: `Authorization: Bearer <token>` (the
@@ -109,14 +82,6 @@ impl Token {
             Verdict::Wrong
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
-pub enum ParseError {
-    #[error("the token is {0} bytes; at least {MIN_TOKEN_BYTES} are needed")]
-    TooShort(usize),
-    #[error("the token contains whitespace or control characters")]
-    Malformed,
 }
 
 #[cfg(test)]
@@ -158,8 +123,12 @@ mod tests {
 
     #[test]
     fn short_or_malformed_tokens_are_refused_and_never_printed() {
-        assert_eq!(Token::parse("short\n").unwrap_err(), ParseError::TooShort(5));
-        assert_eq!(Token::parse("").unwrap_err(), ParseError::TooShort(0));
+        let too_short = |len| ParseError::TooShort {
+            len,
+            min: MIN_TOKEN_BYTES,
+        };
+        assert_eq!(Token::parse("short\n").unwrap_err(), too_short(5));
+        assert_eq!(Token::parse("").unwrap_err(), too_short(0));
         assert_eq!(
             Token::parse("0123456789 abcdef0123").unwrap_err(),
             ParseError::Malformed

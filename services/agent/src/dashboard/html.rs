@@ -9,7 +9,7 @@
 
 use std::fmt::Write;
 
-use super::view::{FleetView, NodeView, ShardView};
+use super::view::{FleetView, NodeView, PeerView, ShardView};
 
 /// How often the page reloads itself.
 pub const REFRESH_SECONDS: u32 = 5;
@@ -121,6 +121,7 @@ pub fn render(view: &FleetView) -> String {
     skipped(&mut out, view);
     table_problems(&mut out, view);
     nodes(&mut out, view);
+    peers(&mut out, &view.peers);
     shards(&mut out, view);
     events(&mut out, view);
     out.push_str(
@@ -256,6 +257,49 @@ fn nodes(out: &mut String, view: &FleetView) {
     out.push_str("</tbody></table>");
 }
 
+/// What this node's peer probes make of the others: the detector's state,
+/// its last ack, and the haproxy health that ack carried. Read-only, like
+/// the rest of the page.
+fn peers(out: &mut String, peers: &[PeerView]) {
+    out.push_str("<h2>Peers</h2>");
+    if peers.is_empty() {
+        out.push_str(
+            "<p id=\"peers\" class=\"muted\">No peer is probed: probes are off here, \
+             or no other node announces a peer port.</p>",
+        );
+        return;
+    }
+    out.push_str(
+        "<table id=\"peers\"><thead><tr><th>peer</th><th>state (our probes)</th>\
+         <th>last ack</th><th>haproxy (in that ack)</th></tr></thead><tbody>",
+    );
+    for p in peers {
+        let (class, state) = match p.status {
+            "alive" => ("peer", "<span class=\"ok\">alive</span>"),
+            "suspect" => ("peer trouble", "<span class=\"warn\">suspect</span>"),
+            "dead" => ("peer trouble dead", "<span class=\"bad\">dead</span>"),
+            _ => ("peer dead", "left"),
+        };
+        let haproxy = match p.healthy {
+            Some(true) => "<span class=\"ok\">healthy</span>",
+            Some(false) => "<span class=\"bad\">unhealthy</span>",
+            None => "<span class=\"muted\">—</span>",
+        };
+        let last_ack = p
+            .last_ack_ms_ago
+            .map_or_else(|| "never".to_string(), |ms| format!("{} ago", age(ms)));
+        let _ = write!(
+            out,
+            "<tr class=\"{class}\" data-peer=\"{}\" data-status=\"{}\"><td>{}</td><td>{state}</td>\
+             <td class=\"num\">{last_ack}</td><td>{haproxy}</td></tr>",
+            escape(&p.node),
+            escape(p.status),
+            escape(&p.node),
+        );
+    }
+    out.push_str("</tbody></table>");
+}
+
 fn shard_row(out: &mut String, s: &ShardView) {
     let class = if s.trouble.is_empty() { "shard" } else { "shard trouble" };
     let owner = s.owner.as_deref().unwrap_or("");
@@ -358,6 +402,54 @@ mod tests {
         assert_eq!(age(4_240), "4.2s");
         assert_eq!(age(185_000), "3m 05s");
         assert_eq!(age(7_800_000), "2h 10m");
+    }
+
+    fn peer(node: &str, status: &'static str, healthy: Option<bool>, last_ack_ms_ago: Option<u64>) -> PeerView {
+        PeerView {
+            node: node.into(),
+            status,
+            healthy,
+            last_ack_ms_ago,
+        }
+    }
+
+    #[test]
+    fn peers_show_their_state_last_ack_and_haproxy() {
+        let mut out = String::new();
+        peers(
+            &mut out,
+            &[
+                peer("i-a", "alive", Some(true), Some(120)),
+                peer("i-b", "suspect", Some(false), Some(4_200)),
+                peer("i-<c>", "dead", None, None),
+            ],
+        );
+        assert!(out.contains("<table id=\"peers\">"), "{out}");
+        assert!(
+            out.contains(
+                "data-peer=\"i-a\" data-status=\"alive\"><td>i-a</td><td><span class=\"ok\">alive</span></td>\
+                 <td class=\"num\">120ms ago</td><td><span class=\"ok\">healthy</span></td></tr>"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("<tr class=\"peer trouble\" data-peer=\"i-b\""), "{out}");
+        assert!(
+            out.contains("4.2s ago</td><td><span class=\"bad\">unhealthy</span>"),
+            "{out}"
+        );
+        assert!(out.contains("data-peer=\"i-&lt;c&gt;\" data-status=\"dead\""), "{out}");
+        assert!(out.contains("<td class=\"num\">never</td>"), "{out}");
+        assert!(!out.contains("i-<c>"), "peer names are escaped: {out}");
+    }
+
+    #[test]
+    fn without_peers_the_page_says_why() {
+        let mut out = String::new();
+        peers(&mut out, &[]);
+        assert!(
+            out.contains("<p id=\"peers\" class=\"muted\">No peer is probed"),
+            "{out}"
+        );
     }
 
     #[test]

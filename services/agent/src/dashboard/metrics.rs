@@ -66,6 +66,12 @@ struct DirectionLabel {
     direction: &'static str,
 }
 
+/// Why a peer datagram failed authentication (`Rejection::reason`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabel {
     verdict: &'static str,
@@ -131,6 +137,7 @@ pub struct Metrics {
     dashboard_rejected: Counter,
     dashboard_timed_out: Counter,
     peer_datagrams: Family<DirectionLabel, Counter>,
+    peer_rejected: Family<ReasonLabel, Counter>,
     peer_verdicts: Family<VerdictLabel, Counter>,
     /// Members of the peer detector by what it believes of them.
     peer_members: Family<StatusLabel, Gauge>,
@@ -190,6 +197,7 @@ impl Metrics {
             dashboard_rejected: Counter::default(),
             dashboard_timed_out: Counter::default(),
             peer_datagrams: Family::default(),
+            peer_rejected: Family::default(),
             peer_verdicts: Family::default(),
             peer_members: Family::default(),
             last_heartbeat_ok: Mutex::new(None),
@@ -349,6 +357,11 @@ impl Metrics {
             m.peer_datagrams.clone(),
         );
         r.register(
+            "peer_messages_rejected",
+            "Peer datagrams refused by authentication, by reason (unsealed, truncated, unknown_key, bad_tag, stale, replayed); also counted as dropped",
+            m.peer_rejected.clone(),
+        );
+        r.register(
             "peer_verdicts",
             "Verdicts of the peer detector about other nodes",
             m.peer_verdicts.clone(),
@@ -458,6 +471,11 @@ impl Metrics {
     /// One peer datagram went `direction` ([`DATAGRAM_SENT`], …).
     pub fn peer_datagram(&self, direction: &'static str) {
         self.peer_datagrams.get_or_create(&DirectionLabel { direction }).inc();
+    }
+
+    /// One peer datagram refused by authentication, for `reason`.
+    pub fn peer_message_rejected(&self, reason: &'static str) {
+        self.peer_rejected.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     pub fn observe_peer_verdict(&self, verdict: &Verdict) {
@@ -692,6 +710,7 @@ mod tests {
         m.peer_datagram(DATAGRAM_SENT);
         m.peer_datagram(DATAGRAM_DROPPED);
         m.peer_datagram(DATAGRAM_DROPPED);
+        m.peer_message_rejected("bad_tag");
         m.observe_peer_verdict(&Verdict::Dead {
             node: NodeId::new("i-b"),
             inc: vipfleet_core::Incarnation(7),
@@ -701,6 +720,10 @@ mod tests {
         assert_eq!(
             line(&text, "vipfleet_peer_datagrams_total{direction=\"dropped\"}"),
             "vipfleet_peer_datagrams_total{direction=\"dropped\"} 2"
+        );
+        assert!(
+            text.contains("vipfleet_peer_messages_rejected_total{reason=\"bad_tag\"} 1"),
+            "{text}"
         );
         assert!(
             text.contains("vipfleet_peer_verdicts_total{verdict=\"dead\"} 1"),

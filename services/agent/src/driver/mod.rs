@@ -76,16 +76,17 @@ impl Control {
     }
 }
 
-/// Logs a noisy kind of event at most every [`ERROR_LOG_INTERVAL`].
+/// Logs a noisy kind of event at most every [`ERROR_LOG_INTERVAL`] (also
+/// the peer transport's refused datagrams).
 #[derive(Default)]
-struct Throttled {
+pub(crate) struct Throttled {
     last: Option<TokioInstant>,
     suppressed: u64,
 }
 
 impl Throttled {
     /// `Some(suppressed since the last one)` when this one may be logged.
-    fn admit(&mut self) -> Option<u64> {
+    pub(crate) fn admit(&mut self) -> Option<u64> {
         let now = TokioInstant::now();
         if self.last.is_some_and(|t| now - t < ERROR_LOG_INTERVAL) {
             self.suppressed += 1;

@@ -1,6 +1,7 @@
 //! The wire format's checks, and detectors talking over real UDP sockets on
 //! loopback (no traffic leaves the host): they see each other, a crashed
-//! one is found dead, one that leaves is not.
+//! one is found dead, one that leaves is not, and nodes with different
+//! fleet keys never hear each other.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -14,10 +15,12 @@ use vipfleet_core::machine::Input;
 use vipfleet_core::peers::{Message, PeerConfig, PeerStatus};
 use vipfleet_core::{Incarnation, Instant, NodeId};
 
+use super::auth::unix_now_ms;
 use super::wire::{self, WireError, MAX_DATAGRAM_BYTES};
-use super::{AddressBook, Transport};
+use super::{AddressBook, KeyRing, PeerAuth, PeerKey, Transport};
 use crate::dashboard::metrics::Metrics;
 use crate::driver::peers::PeerLink;
+use crate::secret::Secret;
 
 /// Generous against a loaded CI machine: the default timings find a crash
 /// in 400 ms.
@@ -25,6 +28,17 @@ const VERDICT_WITHIN: Duration = Duration::from_secs(2);
 /// How long a node that left is watched for a wrong `Dead`: several
 /// detection bounds.
 const NO_DEAD_FOR: Duration = Duration::from_millis(1200);
+/// Fleet keys of the tests.
+const KEY: &str = "vipfleet-test-fleet-key-0123456789abcdef0123";
+const OTHER_KEY: &str = "vipfleet-other-fleet-key-0123456789abcdef01";
+
+fn sealed(key: &str) -> PeerAuth {
+    let secret = Secret::parse(key, super::seal::MIN_KEY_BYTES).unwrap();
+    PeerAuth::sealed(KeyRing {
+        current: PeerKey::new(&secret).unwrap(),
+        previous: None,
+    })
+}
 
 fn ping() -> Message {
     Message::Ping {
@@ -74,7 +88,7 @@ fn other_versions_garbage_and_oversized_datagrams_are_refused() {
 #[tokio::test]
 async fn bad_datagrams_are_counted_and_skipped() {
     let metrics = Arc::new(Metrics::new());
-    let mut transport = Transport::bind("127.0.0.1:0".parse().unwrap(), metrics.clone())
+    let mut transport = Transport::bind("127.0.0.1:0".parse().unwrap(), PeerAuth::Insecure, metrics.clone())
         .await
         .unwrap();
     let to = transport.local_addr().unwrap();
@@ -100,6 +114,70 @@ async fn bad_datagrams_are_counted_and_skipped() {
     );
 }
 
+/// A sealed transport refuses, counts by reason and skips what is not
+/// sealed with its key, what is tampered with, and what comes again; it
+/// hands on what is.
+#[tokio::test]
+async fn unauthenticated_datagrams_are_refused_by_reason() {
+    let metrics = Arc::new(Metrics::new());
+    let mut transport = Transport::bind("127.0.0.1:0".parse().unwrap(), sealed(KEY), metrics.clone())
+        .await
+        .unwrap();
+    let to = transport.local_addr().unwrap();
+    let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let message = wire::encode(&ping()).unwrap();
+    let now = unix_now_ms();
+    let good = sealed(KEY).wrap(message.clone(), now);
+    let mut flipped = good.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    let stale = sealed(KEY).wrap(message.clone(), now - 60_000);
+    for bad in [
+        message.clone(),                              // unsealed
+        sealed(OTHER_KEY).wrap(message.clone(), now), // another fleet's key
+        flipped,                                      // bad_tag
+        good[..20].to_vec(),                          // truncated
+        stale,                                        // stale
+    ] {
+        sender.send_to(&bad, to).await.unwrap();
+    }
+    sender.send_to(&good, to).await.unwrap();
+    let got = tokio::time::timeout(VERDICT_WITHIN, transport.recv()).await.unwrap();
+    assert_eq!(got, ping());
+    // The same datagram again is a replay; the next good one comes through.
+    sender.send_to(&good, to).await.unwrap();
+    let next = sealed(KEY).wrap(message, unix_now_ms());
+    sender.send_to(&next, to).await.unwrap();
+    let got = tokio::time::timeout(VERDICT_WITHIN, transport.recv()).await.unwrap();
+    assert_eq!(got, ping());
+    let text = metrics.render();
+    for reason in ["unsealed", "truncated", "stale", "replayed"] {
+        assert!(
+            text.contains(&format!(
+                "vipfleet_peer_messages_rejected_total{{reason=\"{reason}\"}} 1"
+            )),
+            "{reason}: {text}"
+        );
+    }
+    // Another key's id is unknown (or, one time in 256, the same: a bad tag).
+    let tags = ["unknown_key", "bad_tag"]
+        .iter()
+        .filter_map(|r| {
+            let prefix = format!("vipfleet_peer_messages_rejected_total{{reason=\"{r}\"}} ");
+            text.lines().find_map(|l| l.strip_prefix(&prefix)?.parse::<u32>().ok())
+        })
+        .sum::<u32>();
+    assert_eq!(tags, 2, "{text}");
+    assert!(
+        text.contains("vipfleet_peer_datagrams_total{direction=\"dropped\"} 6"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vipfleet_peer_datagrams_total{direction=\"received\"} 2"),
+        "{text}"
+    );
+}
+
 /// What one node's detector believes, published after every event.
 #[derive(Clone, Debug, Default)]
 struct Seen {
@@ -115,16 +193,23 @@ struct Node {
     seen: watch::Receiver<Seen>,
 }
 
-/// `n` nodes on loopback, each knowing the others, each running its link
-/// the way the driver does (receive, tick at `next_wake`).
+/// `n` nodes on loopback sharing the fleet key.
 async fn fleet(n: usize) -> Vec<Node> {
+    fleet_with_keys(&vec![KEY; n]).await
+}
+
+/// A node per key on loopback, each knowing the others, each running its
+/// link the way the driver does (receive, tick at `next_wake`).
+async fn fleet_with_keys(keys: &[&str]) -> Vec<Node> {
     let origin = TokioInstant::now();
     let mut transports = Vec::new();
     let mut book = AddressBook::default();
-    let ids: Vec<NodeId> = (0..n).map(|i| NodeId::new(format!("i-{i}"))).collect();
-    for id in &ids {
+    let ids: Vec<NodeId> = (0..keys.len()).map(|i| NodeId::new(format!("i-{i}"))).collect();
+    for (id, key) in ids.iter().zip(keys) {
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let transport = Transport::bind(addr, Arc::new(Metrics::new())).await.unwrap();
+        let transport = Transport::bind(addr, sealed(key), Arc::new(Metrics::new()))
+            .await
+            .unwrap();
         book.insert(id.clone(), transport.local_addr().unwrap());
         transports.push(transport);
     }
@@ -228,6 +313,28 @@ async fn three_nodes_on_loopback_see_each_other_alive() {
     for node in &nodes {
         assert!(node.seen.borrow().dead.is_empty());
     }
+}
+
+/// Two nodes with the same key see each other alive; a third with
+/// another key hears nobody and is heard by nobody (it is found dead: the
+/// other two cannot reach it, and each confirms the other's failure).
+#[tokio::test]
+async fn nodes_with_another_fleet_key_do_not_hear_each_other() {
+    let nodes = fleet_with_keys(&[KEY, KEY, OTHER_KEY]).await;
+    let (a, b, stranger) = (&nodes[0], &nodes[1], &nodes[2]);
+    until(a, VERDICT_WITHIN, "b acked", |s| s.acked.contains(&b.id)).await;
+    until(b, VERDICT_WITHIN, "a acked", |s| s.acked.contains(&a.id)).await;
+    for node in [a, b] {
+        until(node, VERDICT_WITHIN, "the stranger found dead", |s| {
+            s.dead.contains(&stranger.id)
+        })
+        .await;
+        let seen = node.seen.borrow().clone();
+        assert!(!seen.acked.contains(&stranger.id), "{}: {seen:?}", node.id);
+        assert_eq!(seen.status.get(&stranger.id), Some(&PeerStatus::Dead));
+    }
+    let seen = stranger.seen.borrow().clone();
+    assert!(seen.acked.is_empty(), "the stranger heard an ack: {seen:?}");
 }
 
 #[tokio::test]

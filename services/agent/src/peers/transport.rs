@@ -3,6 +3,9 @@
 //! `Leave` at exit, which is worth a short wait. Every datagram is counted
 //! by direction; failures are logged at debug only (a dead peer makes
 //! sends fail by design, and the detector is the one to judge it).
+//! Datagrams that fail authentication are counted by reason
+//! (`vipfleet_peer_messages_rejected_total`) and logged at warn, at most
+//! every few seconds: a forger must not be able to flood the journal.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,12 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tracing::debug;
+use tracing::{debug, warn};
 use vipfleet_core::peers::{Message, Outgoing};
 
+use super::auth::{unix_now_ms, PeerAuth};
 use super::book::AddressBook;
-use super::wire::{self, MAX_DATAGRAM_BYTES};
+use super::seal::Rejection;
+use super::wire::{self, WireError, MAX_DATAGRAM_BYTES};
 use crate::dashboard::metrics::{Metrics, DATAGRAM_DROPPED, DATAGRAM_RECEIVED, DATAGRAM_SENT};
+use crate::driver::Throttled;
 
 /// Receive buffer: room for one byte past the limit, so that an oversized
 /// datagram shows as such instead of being cut to size silently.
@@ -28,17 +34,21 @@ pub struct Transport {
     socket: UdpSocket,
     book: AddressBook,
     metrics: Arc<Metrics>,
+    auth: PeerAuth,
+    rejections: Throttled,
     buf: Box<[u8]>,
 }
 
 impl Transport {
     /// Binds `addr`; a port already taken fails start-up.
-    pub async fn bind(addr: SocketAddr, metrics: Arc<Metrics>) -> io::Result<Self> {
+    pub async fn bind(addr: SocketAddr, auth: PeerAuth, metrics: Arc<Metrics>) -> io::Result<Self> {
         let socket = UdpSocket::bind(addr).await?;
         Ok(Self {
             socket,
             book: AddressBook::default(),
             metrics,
+            auth,
+            rejections: Throttled::default(),
             buf: vec![0; RECEIVE_BUFFER_BYTES].into_boxed_slice(),
         })
     }
@@ -91,7 +101,7 @@ impl Transport {
             return None;
         };
         match wire::encode(&out.message) {
-            Ok(bytes) => Some((addr, bytes)),
+            Ok(bytes) => Some((addr, self.auth.wrap(bytes, unix_now_ms()))),
             Err(e) => {
                 self.dropped(out, &e.to_string());
                 None
@@ -104,8 +114,9 @@ impl Transport {
         debug!(to = %out.to, "peers: datagram not sent: {why}");
     }
 
-    /// The next message that decodes; others are counted and skipped.
-    /// Cancel-safe (a `select!` branch): nothing is lost but the wait.
+    /// The next message that passes authentication and decodes; others
+    /// are counted and skipped. Cancel-safe (a `select!` branch): nothing
+    /// is lost but the wait.
     pub async fn recv(&mut self) -> Message {
         loop {
             let (len, from) = match self.socket.recv_from(&mut self.buf).await {
@@ -119,7 +130,19 @@ impl Transport {
                     continue;
                 }
             };
-            match wire::decode(&self.buf[..len]) {
+            if len > MAX_DATAGRAM_BYTES {
+                self.metrics.peer_datagram(DATAGRAM_DROPPED);
+                debug!(%from, "peers: datagram dropped: {}", WireError::Oversized(len));
+                continue;
+            }
+            let message = match self.auth.unwrap(&self.buf[..len], unix_now_ms()) {
+                Ok(message) => message,
+                Err(rejection) => {
+                    self.rejected(rejection, from);
+                    continue;
+                }
+            };
+            match wire::decode(message) {
                 Ok(message) => {
                     self.metrics.peer_datagram(DATAGRAM_RECEIVED);
                     return message;
@@ -129,6 +152,19 @@ impl Transport {
                     debug!(%from, "peers: datagram dropped: {e}");
                 }
             }
+        }
+    }
+
+    fn rejected(&mut self, rejection: Rejection, from: SocketAddr) {
+        self.metrics.peer_datagram(DATAGRAM_DROPPED);
+        self.metrics.peer_message_rejected(rejection.reason());
+        if let Some(suppressed) = self.rejections.admit() {
+            warn!(
+                %from,
+                reason = rejection.reason(),
+                suppressed,
+                "peers: datagram refused: {rejection}"
+            );
         }
     }
 }

@@ -1,10 +1,13 @@
-//! The datagram format: one detector [`Message`] in a versioned envelope,
-//! `{"v": 1, "m": …}` as JSON. The version comes first so that a later
-//! format can be refused by name rather than misread.
+//! The message format: one detector [`Message`] in a versioned envelope,
+//! `{"v": 1, "m": …}` as JSON, which [`super::auth`] seals (or not) into a
+//! datagram. The version comes first so that a later format can be
+//! refused by name rather than misread.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use vipfleet_core::peers::Message;
+
+use super::seal::SEAL_OVERHEAD_BYTES;
 
 /// The only envelope version this agent speaks.
 pub const WIRE_VERSION: u32 = 1;
@@ -12,10 +15,12 @@ pub const WIRE_VERSION: u32 = 1;
 /// and UDP headers, so no datagram is ever fragmented. Messages are a
 /// fraction of it (node ids, a few integers).
 pub const MAX_DATAGRAM_BYTES: usize = 1400;
+/// Largest message: a sealed datagram of it stays within the limit.
+pub const MAX_MESSAGE_BYTES: usize = MAX_DATAGRAM_BYTES - SEAL_OVERHEAD_BYTES;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum WireError {
-    #[error("datagram of {0} bytes is above the {MAX_DATAGRAM_BYTES}-byte limit")]
+    #[error("message of {0} bytes is above the {MAX_MESSAGE_BYTES}-byte limit")]
     Oversized(usize),
     #[error("datagram is wire version {0}; this agent speaks {WIRE_VERSION}")]
     Version(u32),
@@ -49,14 +54,14 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, WireError> {
         m: message,
     })
     .map_err(|e| WireError::Garbled(e.to_string()))?;
-    if bytes.len() > MAX_DATAGRAM_BYTES {
+    if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(WireError::Oversized(bytes.len()));
     }
     Ok(bytes)
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
-    if bytes.len() > MAX_DATAGRAM_BYTES {
+    if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(WireError::Oversized(bytes.len()));
     }
     let head: Head = serde_json::from_slice(bytes).map_err(|e| WireError::Garbled(e.to_string()))?;
