@@ -142,7 +142,7 @@ check_inputs() {
   check_list VIPFLEET_FLEET_VIPS "$VIPFLEET_FLEET_VIPS" '^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$'
   check_list VIPFLEET_FLEET_ROUTE_TABLES "$VIPFLEET_FLEET_ROUTE_TABLES" '^rtb-[0-9a-f]+$'
   [[ "${VIPFLEET_FLEET_VPC_ID:-}" =~ ^(vpc-[0-9a-f]+)?$ ]] || die "bad VPC id '$VIPFLEET_FLEET_VPC_ID'"
-  [[ "${VIPFLEET_LEASE_PROFILE:=default}" =~ ^(default|fast)$ ]] || die "lease profile must be default or fast"
+  [[ "${VIPFLEET_LEASE_PROFILE:=default}" =~ ^(default|cheap|hot|fast)$ ]] || die "lease profile must be default, cheap, hot or fast"
   [[ "${VIPFLEET_LIFECYCLE_ASG_NAME:-}" =~ ^[A-Za-z0-9_.:/-]*$ ]] || die "bad ASG name"
   [[ "${VIPFLEET_LIFECYCLE_HOOK_NAME:=vipfleet-drain}" =~ ^[A-Za-z0-9_./-]+$ ]] || die "bad hook name"
   [[ "${VIPFLEET_DASHBOARD_LISTEN:=0.0.0.0:9180}" =~ ^[0-9.]+:[0-9]+$ ]] || die "bad dashboard address"

@@ -149,7 +149,7 @@ route_tables = {tables}
 vpc_id = {vpc:?}
 
 [lease]
-profile = "default"
+profile = "hot"
 heartbeat_interval_ms = {HEARTBEAT_INTERVAL_MS}
 lease_ttl_ms = {LEASE_TTL_MS}
 scan_interval_ms = {SCAN_INTERVAL_MS}

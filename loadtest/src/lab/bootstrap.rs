@@ -40,6 +40,11 @@ const BOOTSTRAP_SCRIPT: &str = include_str!("../../../infra/bootstrap/bootstrap.
 const AGENT_UNIT: &str = include_str!("../../../infra/systemd/vipfleet-agent.service");
 const NODE_CHROOT: &str = include_str!("../../lab/node-chroot.sh");
 const SYSTEMCTL_STANDIN: &str = include_str!("../../lab/systemctl-standin.py");
+/// Answers the bootstrap's read of the peer key from SSM (see the script).
+const AWS_STANDIN: &str = include_str!("../../lab/aws-standin.sh");
+/// The SSM parameter the bootstrap reads the peer key from: the template's
+/// default, which the stand-in knows.
+const PEER_KEY_PARAMETER: &str = "/vipfleet/peer-key";
 
 const AGENT_UNIT_NAME: &str = "vipfleet-agent.service";
 const HAPROXY_UNIT_NAME: &str = "haproxy.service";
@@ -71,16 +76,17 @@ fn lease_profile(lab: &LabState) -> Result<&'static str> {
         c.heartbeat_interval.as_millis() == u128::from(lab.lease.heartbeat_ms)
             && c.lease_ttl.as_millis() == u128::from(lab.lease.lease_ttl_ms)
     };
-    if lab.lease.profile == "cheap" && matches(&LeaseConfig::CHEAP) {
+    let hot = lab.lease.profile != "cheap";
+    if !hot && matches(&LeaseConfig::CHEAP) {
         Ok("cheap")
-    } else if lab.lease.profile == "default" && matches(&LeaseConfig::DEFAULT) {
-        Ok("default")
-    } else if lab.lease.profile == "default" && matches(&LeaseConfig::FAST) {
+    } else if hot && matches(&LeaseConfig::HOT) {
+        Ok("hot")
+    } else if hot && matches(&LeaseConfig::FAST) {
         Ok("fast")
     } else {
         bail!(
-            "a bootstrapped node runs a named lease profile (default: ttl 3000 ms, heartbeat 1000 ms; \
-             cheap: ttl 15000 ms, heartbeat 5000 ms; fast: ttl 1000 ms, heartbeat 200 ms), but this \
+            "a bootstrapped node runs a named lease profile (cheap: ttl 15000 ms, heartbeat 5000 ms; \
+             hot: ttl 3000 ms, heartbeat 1000 ms; fast: ttl 1000 ms, heartbeat 200 ms), but this \
              lab runs ttl {} ms, heartbeat {} ms",
             lab.lease.lease_ttl_ms,
             lab.lease.heartbeat_ms
@@ -104,6 +110,7 @@ fn inputs(lab: &LabState, ip: std::net::Ipv4Addr, artifact: &Artifact) -> Result
         ),
         ("VIPFLEET_FLEET_VPC_ID", lab.aws.vpc_id.clone()),
         ("VIPFLEET_LEASE_PROFILE", lease_profile(lab)?.to_string()),
+        ("VIPFLEET_PEERS_KEY_PARAMETER", PEER_KEY_PARAMETER.to_string()),
         ("VIPFLEET_LIFECYCLE_ASG_NAME", lab.aws.asg_name.clone()),
         ("VIPFLEET_DASHBOARD_LISTEN", format!("{ip}:{DASHBOARD_PORT}")),
         (
@@ -217,6 +224,11 @@ fn prepare(lab: &LabState, name: &str) -> Result<()> {
     make_release(&lab.programs.agent, &srv.join(RELEASE_DIR))?;
     let root = chroot_dir(lab, name);
     write_mode(&dir.join("root-usr-local/sbin/systemctl"), SYSTEMCTL_STANDIN, 0o755)?;
+    write_mode(&dir.join("root-usr-local/sbin/aws"), AWS_STANDIN, 0o755)?;
+    // The lab's SSM SecureString, for the stand-in above.
+    let key = fs::read_to_string(lab.dir.join("conf").join(super::node::PEER_KEY_FILE))
+        .context("reading the lab's peer key (lab up makes it)")?;
+    write_mode(&srv.join("peer-key"), &key, 0o600)?;
     drop_in(&root, AGENT_UNIT_NAME, &agent_env(lab))?;
     let marker = BTreeMap::from([(MARKER_VAR.to_string(), lab.prefix.clone())]);
     drop_in(&root, HAPROXY_UNIT_NAME, &marker)

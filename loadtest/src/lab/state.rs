@@ -119,12 +119,13 @@ pub struct Lease {
     pub lease_ttl_ms: u64,
     pub heartbeat_ms: u64,
     /// The agents' `lease.profile` (the timings above override its own).
-    #[serde(default = "default_profile")]
+    #[serde(default = "hot_profile")]
     pub profile: String,
 }
 
-fn default_profile() -> String {
-    "default".into()
+/// What labs made before the profile was recorded ran.
+fn hot_profile() -> String {
+    "hot".into()
 }
 
 impl Lease {
@@ -136,7 +137,7 @@ impl Lease {
         let base = match self.profile.as_str() {
             "cheap" => LeaseConfig::CHEAP,
             "fast" => LeaseConfig::FAST,
-            _ => LeaseConfig::DEFAULT,
+            _ => LeaseConfig::HOT,
         };
         let mut lease = LeaseConfig {
             heartbeat_interval: std::time::Duration::from_millis(self.heartbeat_ms),

@@ -40,18 +40,34 @@ const LOG_TAIL_LINES: usize = 15;
 /// The agents' `lease.profile`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LeaseProfile {
-    /// Hot reads (every node scans the table four times a second).
-    Default,
-    /// Cold reads once the fleet is settled.
+    /// Hot reads (every node scans the table four times a second): the
+    /// lab's default, since its scenarios wait out leases and a 3 s lease
+    /// keeps them short.
+    Hot,
+    /// Cold reads once the fleet is settled: the agent's default.
     Cheap,
 }
 
 impl LeaseProfile {
     pub fn name(&self) -> &'static str {
         match self {
-            LeaseProfile::Default => "default",
+            LeaseProfile::Hot => "hot",
             LeaseProfile::Cheap => "cheap",
         }
+    }
+
+    /// The lease TTL and heartbeat interval (ms) the agents run: the
+    /// profile's, unless given.
+    pub fn timings_ms(&self, lease_ttl: Option<u64>, heartbeat: Option<u64>) -> (u64, u64) {
+        let lease = match self {
+            LeaseProfile::Hot => vipfleet_core::LeaseConfig::HOT,
+            LeaseProfile::Cheap => vipfleet_core::LeaseConfig::CHEAP,
+        };
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        (
+            lease_ttl.unwrap_or(ms(lease.lease_ttl)),
+            heartbeat.unwrap_or(ms(lease.heartbeat_interval)),
+        )
     }
 }
 
@@ -66,15 +82,17 @@ pub struct UpArgs {
     /// Route tables, each with a router and a client namespace.
     #[arg(long, default_value_t = 2)]
     pub route_tables: usize,
-    /// The agents' lease TTL (ms).
-    #[arg(long, default_value_t = 3000)]
-    pub lease_ttl: u64,
-    /// The agents' heartbeat interval (ms).
-    #[arg(long, default_value_t = 1000)]
-    pub heartbeat: u64,
+    /// The agents' lease TTL (ms; default: the profile's, 3000 hot, 15000
+    /// cheap).
+    #[arg(long)]
+    pub lease_ttl: Option<u64>,
+    /// The agents' heartbeat interval (ms; default: the profile's, 1000
+    /// hot, 5000 cheap).
+    #[arg(long)]
+    pub heartbeat: Option<u64>,
     /// The agents' lease profile; `--lease-ttl` and `--heartbeat` override
     /// its timings.
-    #[arg(long, value_enum, default_value_t = LeaseProfile::Default)]
+    #[arg(long, value_enum, default_value_t = LeaseProfile::Hot)]
     pub profile: LeaseProfile,
     /// Delay before the mirror applies a route change seen in moto (ms).
     #[arg(long, default_value_t = 0)]
@@ -321,8 +339,8 @@ pub async fn bring_up(layout: Layout, tools: Tools, args: UpArgs) -> Result<LabS
             launch_template: fabric.launch_template.clone(),
         },
         lease: state::Lease {
-            lease_ttl_ms: a.lease_ttl,
-            heartbeat_ms: a.heartbeat,
+            lease_ttl_ms: a.profile.timings_ms(a.lease_ttl, a.heartbeat).0,
+            heartbeat_ms: a.profile.timings_ms(a.lease_ttl, a.heartbeat).1,
             profile: a.profile.name().into(),
         },
         agent_sets: a.agent_sets.clone(),

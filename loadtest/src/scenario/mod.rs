@@ -63,10 +63,12 @@ pub struct RunArgs {
     /// longer if their faults need it).
     #[arg(long, default_value_t = 20.0)]
     pub duration: f64,
-    #[arg(long, default_value_t = 3000)]
-    pub lease_ttl: u64,
-    #[arg(long, default_value_t = 1000)]
-    pub heartbeat: u64,
+    /// The agents' lease TTL (ms; default: the profile's).
+    #[arg(long)]
+    pub lease_ttl: Option<u64>,
+    /// The agents' heartbeat interval (ms; default: the profile's).
+    #[arg(long)]
+    pub heartbeat: Option<u64>,
     /// Requests per second to each VIP from each client.
     #[arg(long, default_value_t = load::DEFAULT_RATE_PER_VIP)]
     pub rate: f64,
@@ -88,7 +90,7 @@ pub struct RunArgs {
     pub no_peers: bool,
     /// The agents' lease profile (`--lease-ttl` and `--heartbeat` override
     /// its timings).
-    #[arg(long, value_enum, default_value_t = LeaseProfile::Default)]
+    #[arg(long, value_enum, default_value_t = LeaseProfile::Hot)]
     pub profile: LeaseProfile,
 }
 
@@ -102,15 +104,15 @@ impl RunArgs {
             vips: 32,
             route_tables: 2,
             duration: 20.0,
-            lease_ttl,
-            heartbeat,
+            lease_ttl: Some(lease_ttl),
+            heartbeat: Some(heartbeat),
             rate: load::DEFAULT_RATE_PER_VIP,
             store_outage: 30.0,
             prefix: "vfdemo".into(),
             keep_lab: false,
             seed: 1,
             no_peers: false,
-            profile: LeaseProfile::Default,
+            profile: LeaseProfile::Hot,
         }
     }
 }
@@ -153,14 +155,15 @@ fn lab_up(args: &RunArgs) -> Result<LabState> {
         eprintln!("==> taking down the old lab {}", args.prefix);
         lab_command(&["down".into(), "--prefix".into(), args.prefix.clone()])?;
     }
+    let (lease_ttl, heartbeat) = args.profile.timings_ms(args.lease_ttl, args.heartbeat);
     eprintln!(
         "==> lab up: {} nodes, {} VIPs, {} route tables, {} profile, lease {} ms / heartbeat {} ms, peer probes {}",
         args.nodes,
         args.vips,
         args.route_tables,
         args.profile.name(),
-        args.lease_ttl,
-        args.heartbeat,
+        lease_ttl,
+        heartbeat,
         if args.no_peers { "off" } else { "on" }
     );
     let mut up: Vec<String> = vec![
@@ -174,9 +177,9 @@ fn lab_up(args: &RunArgs) -> Result<LabState> {
         "--route-tables".into(),
         args.route_tables.to_string(),
         "--lease-ttl".into(),
-        args.lease_ttl.to_string(),
+        lease_ttl.to_string(),
         "--heartbeat".into(),
-        args.heartbeat.to_string(),
+        heartbeat.to_string(),
         "--profile".into(),
         args.profile.name().into(),
     ];
@@ -328,7 +331,7 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         Scenario::LostItems => {
             checks::crash_outage_bound(state, victim_vips.len())
                 + heartbeat
-                + vipfleet_core::LeaseConfig::DEFAULT.scan_interval
+                + vipfleet_core::LeaseConfig::HOT.scan_interval
         }
         _ => checks::crash_outage_bound(state, victim_vips.len()),
     };

@@ -216,7 +216,7 @@ const CRASH_MARGIN: Duration = Duration::from_millis(1500);
 /// agents' default in the lab) finds them all missing, they are claimed a
 /// lease later, and 2 s for the route read-back and the claims.
 fn table_reform_time(lease_ttl: Duration) -> Duration {
-    LeaseConfig::DEFAULT.shard_refresh_interval + lease_ttl + Duration::from_secs(2)
+    LeaseConfig::HOT.shard_refresh_interval + lease_ttl + Duration::from_secs(2)
 }
 
 /// Time to re-form and to fail a crash over afterwards.

@@ -467,10 +467,11 @@ fn validate(file: File) -> Result<AgentConfig, ConfigError> {
     let mut lease = match file.lease.profile.as_deref().unwrap_or("default") {
         "default" => LeaseConfig::DEFAULT,
         "cheap" => LeaseConfig::CHEAP,
+        "hot" => LeaseConfig::HOT,
         "fast" => LeaseConfig::FAST,
         other => {
             return Err(invalid(format!(
-                "lease.profile {other:?} is not \"default\", \"cheap\" or \"fast\""
+                "lease.profile {other:?} is not \"cheap\" (the default), \"hot\" or \"fast\""
             )))
         }
     };
@@ -722,7 +723,7 @@ mod tests {
         let c = load(GOOD, &BTreeMap::new(), &[]).unwrap();
         assert_eq!(c.table, "leases");
         assert_eq!(c.layout.len(), 2);
-        assert_eq!(c.lease, LeaseConfig::DEFAULT);
+        assert_eq!(c.lease, LeaseConfig::CHEAP);
         assert_eq!(c.vip_interface.as_deref(), Some(DEFAULT_VIP_INTERFACE));
         assert_eq!(
             c.dashboard_listen,
@@ -861,6 +862,11 @@ mod tests {
         let c = load(GOOD, &BTreeMap::new(), &["lease.profile=cheap".into()]).unwrap();
         assert_eq!(c.lease, LeaseConfig::CHEAP);
         assert!(c.lease.cold_reads);
+        let c = load(GOOD, &BTreeMap::new(), &["lease.profile=hot".into()]).unwrap();
+        assert_eq!(c.lease, LeaseConfig::HOT);
+        assert!(!c.lease.cold_reads);
+        let c = load(GOOD, &BTreeMap::new(), &["lease.profile=default".into()]).unwrap();
+        assert_eq!(c.lease, LeaseConfig::DEFAULT);
     }
 
     #[test]

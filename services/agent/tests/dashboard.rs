@@ -47,7 +47,7 @@ const POLL: Duration = Duration::from_millis(250);
 const LEASE: LeaseConfig = LeaseConfig {
     cold_reads: true,
     watch_interval: Duration::from_millis(250),
-    ..LeaseConfig::DEFAULT
+    ..LeaseConfig::HOT
 };
 /// How long each failing store call takes during an injected outage.
 const OUTAGE_CALL_LATENCY: Duration = Duration::from_millis(50);

@@ -26,7 +26,7 @@ const SHARDS: usize = 24;
 const LEASE: LeaseConfig = LeaseConfig {
     cold_reads: true,
     watch_interval: Duration::from_millis(250),
-    ..LeaseConfig::DEFAULT
+    ..LeaseConfig::HOT
 };
 
 fn tables() -> Vec<RouteTableId> {

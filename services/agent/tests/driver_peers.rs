@@ -86,7 +86,7 @@ fn make_driver(
             version: "test".into(),
         },
         inc: Incarnation(inc),
-        lease: LeaseConfig::DEFAULT,
+        lease: LeaseConfig::HOT,
         layout: Arc::new(layout()),
         route_tables: tables(),
         drain_timeout: Duration::from_secs(30),
@@ -218,7 +218,7 @@ async fn a_crashed_node_is_evicted_by_its_peers_before_its_lease_runs_out() {
     a.task.abort();
     let found = eventually(EVICTED_WITHIN, || evicted(&store, &a.id)).await;
     assert!(found, "a not evicted within {EVICTED_WITHIN:?} of its crash");
-    let moved = eventually(LeaseConfig::DEFAULT.lease_ttl, || {
+    let moved = eventually(LeaseConfig::HOT.lease_ttl, || {
         owners(&store).values().all(|o| *o != a.id)
     })
     .await;

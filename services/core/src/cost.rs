@@ -213,7 +213,7 @@ mod tests {
             vips: 64,
             route_tables: 2,
         };
-        let rate = at_rest(&fleet, &ItemSizes::on_aws(&fleet), &LeaseConfig::DEFAULT);
+        let rate = at_rest(&fleet, &ItemSizes::on_aws(&fleet), &LeaseConfig::HOT);
         // 3 blocks of 4 KB: 10 × 3 × (0.5 × 4 + 1 / 5) = 66 reads/s.
         assert!((rate.read - 66.0).abs() < 0.01, "{rate:?}");
         assert!((rate.write - 10.0).abs() < 0.1, "{rate:?}");
@@ -263,7 +263,7 @@ mod tests {
                 vips: 64,
                 route_tables: 2,
             };
-            at_rest(&fleet, &ItemSizes::on_aws(&fleet), &LeaseConfig::DEFAULT).read
+            at_rest(&fleet, &ItemSizes::on_aws(&fleet), &LeaseConfig::HOT).read
         };
         assert!(rate(100) > 10.0 * rate(10) * 2.0);
     }

@@ -44,7 +44,7 @@ fn run_with(nodes: usize, lease: &LeaseConfig, cooldown: Duration) -> sim::Repor
 }
 
 fn run(cooldown: Duration) -> sim::Report {
-    run_with(NODES, &LeaseConfig::DEFAULT, cooldown)
+    run_with(NODES, &LeaseConfig::HOT, cooldown)
 }
 
 /// Units per second between the ends of two runs of one seed.
@@ -109,7 +109,7 @@ fn the_simulation_at_rest_bills_what_the_cost_model_says() {
         vips: SHARDS as u64,
         route_tables: ROUTE_TABLES as u64,
     };
-    let sizes = sim_sizes(&LeaseConfig::DEFAULT);
+    let sizes = sim_sizes(&LeaseConfig::HOT);
     // The sample items stand for the simulation's table.
     let modelled_table = cost::table_bytes(&fleet, &sizes) as f64;
     assert!(
@@ -117,7 +117,7 @@ fn the_simulation_at_rest_bills_what_the_cost_model_says() {
         "table: {} bytes in the simulation, {modelled_table} modelled",
         long.table_bytes
     );
-    let model = cost::at_rest(&fleet, &sizes, &LeaseConfig::DEFAULT);
+    let model = cost::at_rest(&fleet, &sizes, &LeaseConfig::HOT);
     eprintln!(
         "at rest over {seconds:.0} s: {reads:.2} read and {writes:.2} write units/s counted, \
          {:.2} and {:.2} modelled; table {} bytes",

@@ -201,7 +201,7 @@ fn a_junk_item_never_blinds_the_fleet() {
     let took = report.crash_recoveries[0]
         .took
         .expect("the crashed node's shards came back");
-    assert!(took <= crash_bound(&LeaseConfig::DEFAULT), "{took:?}");
+    assert!(took <= crash_bound(&LeaseConfig::HOT), "{took:?}");
 }
 
 #[test]
@@ -209,7 +209,7 @@ fn the_checks_catch_reads_that_fail_on_one_bad_item() {
     let report = crash_during_junk(Some(Sabotage::StrictReads));
     let took = report.crash_recoveries[0].took;
     assert!(
-        took.is_none_or(|t| t > crash_bound(&LeaseConfig::DEFAULT)),
+        took.is_none_or(|t| t > crash_bound(&LeaseConfig::HOT)),
         "strict reads should blind the fleet until the junk is gone: {took:?}"
     );
 }
@@ -286,7 +286,7 @@ fn lease_skew(sabotage: Option<Sabotage>) -> Report {
         heartbeat_interval: Duration::from_secs(4),
         lease_ttl: Duration::from_secs(12),
         scan_interval: Duration::from_millis(500),
-        ..LeaseConfig::DEFAULT
+        ..LeaseConfig::HOT
     };
     assert_eq!(slow.validate(), Ok(()));
     config.variants = BTreeMap::from([(

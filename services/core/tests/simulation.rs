@@ -49,7 +49,7 @@ fn crash_failover(config: &mut SimConfig) -> Duration {
 
 #[test]
 fn a_crash_moves_exactly_the_dead_nodes_shards() {
-    for lease in [LeaseConfig::DEFAULT, LeaseConfig::CHEAP, LeaseConfig::FAST] {
+    for lease in [LeaseConfig::HOT, LeaseConfig::CHEAP, LeaseConfig::FAST] {
         let mut config = SimConfig::small(7);
         config.lease = lease;
         let took = crash_failover(&mut config);
@@ -67,7 +67,7 @@ fn a_crash_moves_exactly_the_dead_nodes_shards() {
 
 #[test]
 fn without_peer_probes_a_crash_is_failed_over_when_its_lease_runs_out() {
-    for lease in [LeaseConfig::DEFAULT, LeaseConfig::FAST] {
+    for lease in [LeaseConfig::HOT, LeaseConfig::FAST] {
         let mut config = SimConfig::small(7);
         config.lease = lease.clone();
         config.peers = None;

@@ -48,7 +48,7 @@ fn a_crash_under_a_slow_store_is_still_failed_over_in_time() {
     let latency = Duration::from_millis(600);
     // A lease, a slow round trip to see the counter stand still and one to
     // take over, a second for the rest.
-    let bound = LeaseConfig::DEFAULT.lease_ttl + latency * 2 + Duration::from_secs(1);
+    let bound = LeaseConfig::HOT.lease_ttl + latency * 2 + Duration::from_secs(1);
     for seed in 0..10 {
         let report = sim::run(&crash_under_slow_store(seed, latency));
         assert!(report.violations.is_empty(), "seed {seed}: {:?}", report.violations);

@@ -132,7 +132,7 @@ impl SimConfig {
             nodes: 5,
             shards: 64,
             route_tables: 2,
-            lease: LeaseConfig::DEFAULT,
+            lease: LeaseConfig::HOT,
             variants: BTreeMap::new(),
             latency_min: Duration::from_millis(4),
             latency_max: Duration::from_millis(60),

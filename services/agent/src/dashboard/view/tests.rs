@@ -68,7 +68,7 @@ fn troubled() -> (Status, TokioInstant) {
         lease: LeaseConfig {
             heartbeat_interval: Duration::from_secs(1),
             lease_ttl: Duration::from_secs(3),
-            ..LeaseConfig::DEFAULT
+            ..LeaseConfig::HOT
         },
         layout: Arc::new(ShardLayout::from_vips(&vips).unwrap()),
         route_tables: vec![RouteTableId("rtb-1".into()), RouteTableId("rtb-2".into())],
