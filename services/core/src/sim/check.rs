@@ -85,9 +85,9 @@ pub struct CrashRecovery {
     pub node: String,
     pub shards: usize,
     pub took: Option<Duration>,
-    /// How long each of its shards took to be owned and routed again, in
-    /// the order they were (shards no live node serves any more count as
-    /// restored when that is seen).
+    /// How long each of its shards took until first seen owned and routed
+    /// again, in that order (a shard no live node serves any more counts
+    /// once that is seen).
     pub per_shard: Vec<Duration>,
 }
 
@@ -95,7 +95,8 @@ pub struct CrashRecovery {
 struct Recovery {
     node: NodeId,
     at: Instant,
-    shards: usize,
+    shards: BTreeSet<ShardId>,
+    /// Shards not seen owned and routed again yet.
     pending: BTreeSet<ShardId>,
     per_shard: Vec<Duration>,
     took: Option<Duration>,
@@ -253,7 +254,7 @@ impl Checker {
         for recovery in std::mem::take(&mut self.recoveries) {
             self.crash_recoveries.push(CrashRecovery {
                 node: recovery.node.to_string(),
-                shards: recovery.shards,
+                shards: recovery.shards.len(),
                 took: recovery.took,
                 per_shard: recovery.per_shard,
             });
@@ -521,7 +522,7 @@ impl Checker {
             self.recoveries.push(Recovery {
                 node: id.clone(),
                 at: now,
-                shards: owned.len(),
+                shards: owned.clone(),
                 pending: owned.clone(),
                 per_shard: Vec::new(),
                 took: None,
@@ -621,7 +622,15 @@ impl Checker {
                 recovery.pending.remove(&shard);
                 recovery.per_shard.push(now.saturating_since(recovery.at));
             }
-            if recovery.pending.is_empty() {
+            // Restored when every shard is at once (one may have been, and
+            // moved on again since).
+            let all = || {
+                recovery
+                    .shards
+                    .iter()
+                    .all(|s| !live.serves(*s) || live.served_by_owner(world, *s))
+            };
+            if recovery.pending.is_empty() && all() {
                 recovery.took = Some(now.saturating_since(recovery.at));
             }
         }
