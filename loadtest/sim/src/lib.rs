@@ -182,7 +182,7 @@ fn run_seeds(name: &str, args: &SimArgs, threads: usize) -> Vec<Report> {
                 let report = sim::run(&scenario(name, seed, args));
                 reports.lock().unwrap_or_else(|p| p.into_inner()).push(report);
                 let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if finished % 10 == 0 || finished == args.seeds {
+                if finished.is_multiple_of(10) || finished == args.seeds {
                     eprint!("\r  {name}: {finished}/{} seeds   ", args.seeds);
                 }
             });

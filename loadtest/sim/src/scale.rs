@@ -291,9 +291,9 @@ impl ScaleRun {
         // The event lasts until the last mutating route call it caused.
         let last_call = probes
             .windows(2)
-            .filter(|w| w[0].at >= event_at && w[1].routes.mutating_calls > w[0].routes.mutating_calls)
-            .map(|w| w[1].at)
-            .last();
+            .rev()
+            .find(|w| w[0].at >= event_at && w[1].routes.mutating_calls > w[0].routes.mutating_calls)
+            .map(|w| w[1].at);
         let event_end = last_call.unwrap_or(event_at + PROBE_EVERY);
         let during_event = (self.scenario != "steady").then(|| units(rest_end, at_or_after(event_end)));
         let fleet = Fleet {
