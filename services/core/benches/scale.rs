@@ -165,33 +165,35 @@ fn bench_step(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
-    c.bench_function("step: a read of 1k node items", |b| {
-        b.iter_batched(
-            || (machine.clone(), nodes.clone()),
-            |(mut m, scan)| {
-                let step = m.step(
-                    Input::Nodes {
-                        sent_at: now,
-                        result: Ok(scan),
-                    },
-                    now + Duration::from_millis(1),
-                );
-                (m, step)
-            },
-            BatchSize::LargeInput,
-        )
+    let at = now + Duration::from_millis(1);
+    bench_read(c, "step: a read of 1k node items", (&machine, at), nodes, |scan| {
+        Input::Nodes {
+            sent_at: now,
+            result: Ok(scan),
+        }
     });
-    c.bench_function("step: a read of 10k shard items", |b| {
+    bench_read(c, "step: a read of 10k shard items", (&machine, at), shards, |scan| {
+        Input::Shards {
+            sent_at: now,
+            result: Ok(scan),
+        }
+    });
+}
+
+/// One step, at `at`, of a copy of `machine` on the read `input` makes of
+/// `scan`.
+fn bench_read<T: Clone>(
+    c: &mut Criterion,
+    name: &str,
+    (machine, at): (&Machine, Instant),
+    scan: T,
+    input: impl Fn(T) -> Input,
+) {
+    c.bench_function(name, |b| {
         b.iter_batched(
-            || (machine.clone(), shards.clone()),
+            || (machine.clone(), scan.clone()),
             |(mut m, scan)| {
-                let step = m.step(
-                    Input::Shards {
-                        sent_at: now,
-                        result: Ok(scan),
-                    },
-                    now + Duration::from_millis(1),
-                );
+                let step = m.step(input(scan), at);
                 (m, step)
             },
             BatchSize::LargeInput,
