@@ -365,13 +365,15 @@ fn run_scale(args: &SimArgs, path: &std::path::Path) -> Result<ExitCode, SimErro
         "vipfleet scale run: {} on {} nodes, {} shards, {} route tables, {} lease profile, seed {}",
         run.scenario, run.nodes, run.shards, run.route_tables, run.profile, run.seed
     );
-    let report = run.run();
     let report_error = |source| SimError::Report {
         path: path.to_path_buf(),
         source,
     };
-    let json = serde_json::to_string_pretty(&report).map_err(|e| report_error(e.into()))?;
-    std::fs::write(path, json + "\n").map_err(report_error)?;
+    // Created first: a path that cannot be written fails before the run.
+    let mut file = std::fs::File::create(path).map_err(report_error)?;
+    let report = run.run();
+    serde_json::to_writer_pretty(&mut file, &report).map_err(|e| report_error(e.into()))?;
+    std::io::Write::write_all(&mut file, b"\n").map_err(report_error)?;
     if let Some(r) = &report.restoration {
         println!(
             "restoration of {} shards: p50 {} ms, p99 {} ms, max {} ms (bound {} ms)",
