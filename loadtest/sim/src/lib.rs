@@ -8,6 +8,11 @@
 //! A crate of its own, on the pure core alone, so that the no-root way to
 //! see the protocol work (`cargo run -p vipfleet-sim`) builds in seconds
 //! instead of compiling the AWS SDK; `vipfleet-loadtest sim` calls [`run`].
+//!
+//! With `--report FILE`, one seed of a scale scenario runs instead and its
+//! measurements go to FILE as JSON (see [`scale`]).
+
+pub mod scale;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,10 +24,21 @@ use thiserror::Error;
 use vipfleet_core::sim::{self, Fault, Mix, Report, ScheduledFault, SimConfig};
 use vipfleet_core::LeaseConfig;
 
+use scale::{ScaleRun, SCALE_SCENARIOS};
+
 #[derive(Debug, Error)]
 pub enum SimError {
-    #[error("need at least 2 nodes, 1 shard and 1 seed")]
+    #[error("need at least 2 nodes, 1 shard, 1 route table and 1 seed")]
     TooSmall,
+    #[error("at most {MAX_SHARDS} shards (the simulation's VIPs are 10.200.0.0/16)")]
+    TooManyShards,
+    #[error("no scale scenario {0:?}; there are {SCALE_SCENARIOS:?}")]
+    UnknownScaleScenario(String),
+    #[error("writing the report {path}: {source}")]
+    Report {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("no scenario {0:?}; there are {SCENARIOS:?} and chaos")]
     UnknownScenario(String),
     #[error("writing the JSON report {path}: {source}")]
@@ -40,6 +56,9 @@ pub struct SimArgs {
     /// Shards (one VIP each).
     #[arg(long, default_value_t = 64)]
     shards: usize,
+    /// Route tables every node maintains.
+    #[arg(long, default_value_t = 2)]
+    route_tables: usize,
     /// One scenario (default: all but chaos).
     #[arg(long)]
     scenario: Option<String>,
@@ -58,7 +77,20 @@ pub struct SimArgs {
     /// Write every report as JSON lines to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Run one seed of a scale scenario (steady, crash, az-loss, scale-out,
+    /// rolling) and write its measurements to this file as JSON.
+    #[arg(long)]
+    report: Option<std::path::PathBuf>,
+    /// The seed of a scale scenario (with --report).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Seconds a scale scenario watches the fleet at rest before the event.
+    #[arg(long, default_value_t = 60)]
+    rest_window: u64,
 }
+
+/// The simulation's VIPs are the addresses of 10.200.0.0/16.
+const MAX_SHARDS: usize = 1 << 16;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Profile {
@@ -85,11 +117,8 @@ fn scenario(name: &str, seed: u64, args: &SimArgs) -> SimConfig {
     let mut config = SimConfig::small(seed);
     config.nodes = args.nodes;
     config.shards = args.shards;
-    config.lease = match args.profile {
-        Profile::Cheap => LeaseConfig::CHEAP,
-        Profile::Hot => LeaseConfig::HOT,
-        Profile::Fast => LeaseConfig::FAST,
-    };
+    config.route_tables = args.route_tables;
+    config.lease = args.profile.lease();
     let victim = (seed as usize) % args.nodes;
     // Spread the fault over the heartbeat cycle: failover time depends on
     // how long before the fault the victim last heartbeated.
@@ -113,7 +142,25 @@ fn scenario(name: &str, seed: u64, args: &SimArgs) -> SimConfig {
     config
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+impl Profile {
+    fn lease(self) -> LeaseConfig {
+        match self {
+            Profile::Cheap => LeaseConfig::CHEAP,
+            Profile::Hot => LeaseConfig::HOT,
+            Profile::Fast => LeaseConfig::FAST,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Profile::Cheap => "cheap",
+            Profile::Hot => "hot",
+            Profile::Fast => "fast",
+        }
+    }
+}
+
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -138,7 +185,7 @@ fn run_seeds(name: &str, args: &SimArgs, threads: usize) -> Vec<Report> {
                 let report = sim::run(&scenario(name, seed, args));
                 reports.lock().unwrap_or_else(|p| p.into_inner()).push(report);
                 let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if finished % 10 == 0 || finished == args.seeds {
+                if finished.is_multiple_of(10) || finished == args.seeds {
                     eprint!("\r  {name}: {finished}/{} seeds   ", args.seeds);
                 }
             });
@@ -152,20 +199,24 @@ fn run_seeds(name: &str, args: &SimArgs, threads: usize) -> Vec<Report> {
 
 /// The command that runs one seed again.
 fn replay(name: &str, seed: u64, args: &SimArgs) -> String {
-    let profile = match args.profile {
-        Profile::Cheap => "cheap",
-        Profile::Hot => "hot",
-        Profile::Fast => "fast",
-    };
     format!(
-        "cargo run -p vipfleet-sim -- --scenario {name} --seeds 1 --first-seed {seed} --nodes {} --shards {} --profile {profile}",
-        args.nodes, args.shards
+        "cargo run -p vipfleet-sim -- --scenario {name} --seeds 1 --first-seed {seed} --nodes {} --shards {} --route-tables {} --profile {}",
+        args.nodes,
+        args.shards,
+        args.route_tables,
+        args.profile.name()
     )
 }
 
 pub fn run(args: &SimArgs) -> Result<ExitCode, SimError> {
-    if args.nodes < 2 || args.shards == 0 || args.seeds == 0 {
+    if args.nodes < 2 || args.shards == 0 || args.route_tables == 0 || args.seeds == 0 {
         return Err(SimError::TooSmall);
+    }
+    if args.shards > MAX_SHARDS {
+        return Err(SimError::TooManyShards);
+    }
+    if let Some(path) = &args.report {
+        return run_scale(args, path);
     }
     let scenarios: Vec<&str> = match args.scenario.as_deref() {
         None => SCENARIOS.to_vec(),
@@ -294,4 +345,82 @@ pub fn run(args: &SimArgs) -> Result<ExitCode, SimError> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One seed of a scale scenario, its report written to `path` and
+/// summarized on stdout; fails when a promise is broken.
+fn run_scale(args: &SimArgs, path: &std::path::Path) -> Result<ExitCode, SimError> {
+    let scenario = args.scenario.clone().unwrap_or_else(|| "crash".to_string());
+    if !SCALE_SCENARIOS.contains(&scenario.as_str()) {
+        return Err(SimError::UnknownScaleScenario(scenario));
+    }
+    let run = ScaleRun {
+        scenario,
+        seed: args.seed,
+        nodes: args.nodes,
+        shards: args.shards,
+        route_tables: args.route_tables,
+        profile: args.profile.name(),
+        lease: args.profile.lease(),
+        rest_window: Duration::from_secs(args.rest_window),
+    };
+    println!(
+        "vipfleet scale run: {} on {} nodes, {} shards, {} route tables, {} lease profile, seed {}",
+        run.scenario, run.nodes, run.shards, run.route_tables, run.profile, run.seed
+    );
+    let report_error = |source| SimError::Report {
+        path: path.to_path_buf(),
+        source,
+    };
+    // Created first: a path that cannot be written fails before the run.
+    let mut file = std::fs::File::create(path).map_err(report_error)?;
+    let report = run.run();
+    serde_json::to_writer_pretty(&mut file, &report).map_err(|e| report_error(e.into()))?;
+    std::io::Write::write_all(&mut file, b"\n").map_err(report_error)?;
+    if let Some(r) = &report.restoration {
+        println!(
+            "restoration of {} shards: p50 {} ms, p99 {} ms, max {} ms (bound {} ms)",
+            r.shards, r.p50_ms, r.p99_ms, r.max_ms, r.bound_ms
+        );
+    }
+    let m = &report.moves;
+    println!(
+        "moves: {} during the event, minimum {} ({}); {} at rest",
+        m.during_event, m.minimum, m.rule, m.at_rest
+    );
+    let d = &report.dynamodb;
+    println!(
+        "DynamoDB at rest: {:.2} RCU/s, {:.2} WCU/s, ${:.2}/month on demand (model: {:.2} RCU/s, {:.2} WCU/s)",
+        d.at_rest.read_units_per_s,
+        d.at_rest.write_units_per_s,
+        d.at_rest.usd_per_month_on_demand,
+        d.at_rest_model.read_units_per_s,
+        d.at_rest_model.write_units_per_s
+    );
+    if let Some(e) = &d.during_event {
+        println!(
+            "DynamoDB during the event ({:.0} s): {:.2} RCU/s, {:.2} WCU/s",
+            e.window_s, e.read_units_per_s, e.write_units_per_s
+        );
+    }
+    let e = &report.ec2;
+    println!(
+        "EC2: {} mutating calls for the event ({} throttled attempts, bucket delay {:.1} s, last call {:.1} s after it)",
+        e.mutating_calls_event, e.throttled_attempts_event, e.bucket_delay_s, e.calls_span_s
+    );
+    let s = &report.speed;
+    println!(
+        "simulated {:.0} s in {:.1} s: {:.1}x real time, {} events",
+        s.simulated_s, s.wall_s, s.times_real_time, s.events
+    );
+    println!("report: {}", path.display());
+    let broken = report.broken_promises();
+    for promise in &broken {
+        println!("  broken: {promise}");
+    }
+    Ok(if broken.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

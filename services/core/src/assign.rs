@@ -115,28 +115,45 @@ pub fn assign(shards: &[ShardId], members: &[Member], owners: &BTreeMap<ShardId,
     }
     let quota = quotas(pool.len(), &takers, &held);
 
-    let mut count: BTreeMap<&NodeId, usize> = BTreeMap::new();
-    for member in &takers {
+    // Members by index from here on: the loops below run per shard, and
+    // looking ids up in maps there cost more than the hashing.
+    let taker_quota: Vec<usize> = takers.iter().map(|m| quota[&m.id]).collect();
+    let mut count = vec![0usize; takers.len()];
+    for (i, member) in takers.iter().enumerate() {
         let Some(mine) = held.get(&member.id) else { continue };
         let mut mine = mine.clone();
         mine.sort_by_key(|s| std::cmp::Reverse(shard_rank(*s, &member.id)));
-        mine.truncate(quota[&member.id]);
-        count.insert(&member.id, mine.len());
+        mine.truncate(taker_quota[i]);
+        count[i] = mine.len();
         for shard in mine {
             target.insert(shard, member.id.clone());
         }
     }
+    // Members with spare quota, in id order; one leaves when it fills up.
+    let mut spare: Vec<usize> = (0..takers.len()).filter(|i| count[*i] < taker_quota[*i]).collect();
     for shard in &pool {
+        if spare.is_empty() {
+            break;
+        }
         if target.contains_key(shard) {
             continue;
         }
-        let best = takers
-            .iter()
-            .filter(|m| count.get(&m.id).copied().unwrap_or(0) < quota[&m.id])
-            .max_by_key(|m| (shard_rank(*shard, &m.id), &m.id));
-        if let Some(best) = best {
-            *count.entry(&best.id).or_default() += 1;
-            target.insert(*shard, best.id.clone());
+        // The highest rank wins; ids break ties, as `max_by_key` on
+        // `(rank, id)` over members in id order would.
+        let mut best = 0;
+        let mut best_rank = shard_rank(*shard, &takers[spare[0]].id);
+        for (at, &i) in spare.iter().enumerate().skip(1) {
+            let rank = shard_rank(*shard, &takers[i].id);
+            if rank >= best_rank {
+                best = at;
+                best_rank = rank;
+            }
+        }
+        let winner = spare[best];
+        count[winner] += 1;
+        target.insert(*shard, takers[winner].id.clone());
+        if count[winner] == taker_quota[winner] {
+            spare.remove(best);
         }
     }
     Assignment { target, quota }
@@ -280,6 +297,77 @@ mod tests {
         assert_eq!(moved, owned_by_0);
     }
 
+    /// The assignment as it was written before members were indexed: the
+    /// faster one must give the same answer (nodes of both versions agree).
+    fn assign_before_indexing(
+        shards: &[ShardId],
+        members: &[Member],
+        owners: &BTreeMap<ShardId, NodeId>,
+    ) -> Assignment {
+        let mut shards = shards.to_vec();
+        shards.sort();
+        shards.dedup();
+        let mut members: Vec<&Member> = members
+            .iter()
+            .filter(|m| m.weight > 0 || m.role == Role::Keeps)
+            .collect();
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        members.dedup_by(|a, b| a.id == b.id);
+        let role: BTreeMap<&NodeId, Role> = members.iter().map(|m| (&m.id, m.role)).collect();
+
+        let mut target = BTreeMap::new();
+        let mut pool = Vec::with_capacity(shards.len());
+        for shard in shards {
+            match owners.get(&shard) {
+                Some(owner) if role.get(owner) == Some(&Role::Keeps) => {
+                    target.insert(shard, owner.clone());
+                }
+                _ => pool.push(shard),
+            }
+        }
+        let takers: Vec<&Member> = members.into_iter().filter(|m| m.role == Role::Takes).collect();
+        if takers.is_empty() {
+            return Assignment {
+                target,
+                quota: BTreeMap::new(),
+            };
+        }
+
+        let mut held: BTreeMap<&NodeId, Vec<ShardId>> = BTreeMap::new();
+        for shard in &pool {
+            if let Some(owner) = owners.get(shard) {
+                held.entry(owner).or_default().push(*shard);
+            }
+        }
+        let quota = quotas(pool.len(), &takers, &held);
+
+        let mut count: BTreeMap<&NodeId, usize> = BTreeMap::new();
+        for member in &takers {
+            let Some(mine) = held.get(&member.id) else { continue };
+            let mut mine = mine.clone();
+            mine.sort_by_key(|s| std::cmp::Reverse(shard_rank(*s, &member.id)));
+            mine.truncate(quota[&member.id]);
+            count.insert(&member.id, mine.len());
+            for shard in mine {
+                target.insert(shard, member.id.clone());
+            }
+        }
+        for shard in &pool {
+            if target.contains_key(shard) {
+                continue;
+            }
+            let best = takers
+                .iter()
+                .filter(|m| count.get(&m.id).copied().unwrap_or(0) < quota[&m.id])
+                .max_by_key(|m| (shard_rank(*shard, &m.id), &m.id));
+            if let Some(best) = best {
+                *count.entry(&best.id).or_default() += 1;
+                target.insert(*shard, best.id.clone());
+            }
+        }
+        Assignment { target, quota }
+    }
+
     fn scenario() -> impl Strategy<Value = (usize, usize, Vec<u32>)> {
         (1usize..12, 0usize..200).prop_flat_map(|(n, s)| (Just(n), Just(s), prop::collection::vec(1u32..5, n)))
     }
@@ -325,6 +413,20 @@ mod tests {
             let moved = moved(&before, &after);
             prop_assert!(moved.len() <= limit, "moved {} > {}", moved.len(), limit);
             prop_assert!(moved.iter().all(|s| after.target[s] == m[n].id), "only the new node gains");
+        }
+
+        #[test]
+        fn same_answer_as_before_indexing(
+            (n, s, weights) in scenario(),
+            owned in prop::collection::vec((0u32..200, 0usize..12, 0u8..3), 0..120),
+        ) {
+            let mut m = members(n);
+            for (member, w) in m.iter_mut().zip(&weights) { member.weight = *w; }
+            let roles = [Role::Takes, Role::Keeps, Role::Leaves];
+            let owners: BTreeMap<ShardId, NodeId> =
+                owned.iter().map(|(sh, o, _)| (shard(*sh), m[o % n].id.clone())).collect();
+            for (_, o, r) in owned.iter().take(n / 3) { m[o % n].role = roles[usize::from(*r)]; }
+            prop_assert_eq!(assign(&ids(s), &m, &owners), assign_before_indexing(&ids(s), &m, &owners));
         }
 
         #[test]

@@ -40,6 +40,10 @@ pub(crate) struct ShardBook {
     read_at: Option<Instant>,
     /// Bumped whenever a shard's owner or existence changes.
     version: u64,
+    /// How many shards each owner holds, kept as entries change: every read
+    /// of the node items asks for the owners, and the shards far outnumber
+    /// them.
+    owner_counts: BTreeMap<NodeId, usize>,
 }
 
 /// What learning a record meant for its shard.
@@ -75,6 +79,15 @@ impl ShardBook {
             let highest = self.highest_epoch.entry(shard).or_default();
             *highest = (*highest).max(r.epoch);
             self.floor = self.floor.max(r.epoch);
+        }
+        let old_owner = before.and_then(|e| e.record.as_ref()).and_then(|r| r.owner.as_ref());
+        let new_owner = record.as_ref().and_then(|r| r.owner.as_ref());
+        if old_owner != new_owner {
+            let (old_owner, new_owner) = (old_owner.cloned(), new_owner.cloned());
+            self.owner_left(old_owner);
+            if let Some(owner) = new_owner {
+                *self.owner_counts.entry(owner).or_default() += 1;
+            }
         }
         self.entries.insert(
             shard,
@@ -152,9 +165,25 @@ impl ShardBook {
     }
 
     pub(crate) fn forget(&mut self, shard: ShardId) {
-        if self.entries.remove(&shard).is_some() {
+        if let Some(entry) = self.entries.remove(&shard) {
             self.version += 1;
+            self.owner_left(entry.record.and_then(|r| r.owner));
         }
+    }
+
+    fn owner_left(&mut self, owner: Option<NodeId>) {
+        let Some(owner) = owner else { return };
+        if let Some(count) = self.owner_counts.get_mut(&owner) {
+            *count -= 1;
+            if *count == 0 {
+                self.owner_counts.remove(&owner);
+            }
+        }
+    }
+
+    /// Every node that owns some shard, each once.
+    pub(crate) fn owners(&self) -> impl Iterator<Item = &NodeId> {
+        self.owner_counts.keys()
     }
 
     pub(crate) fn version(&self) -> u64 {

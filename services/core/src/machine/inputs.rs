@@ -292,7 +292,7 @@ impl Machine {
         if !self.observer.observe(
             &scan.records,
             &unreadable,
-            self.book.records().filter_map(|r| r.owner.as_ref()),
+            self.book.owners(),
             sent_at,
             now,
             self.cfg().lease_ttl,

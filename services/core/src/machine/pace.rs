@@ -82,6 +82,12 @@ pub(super) struct Pace {
     /// Bytes of the node and shard items as last read.
     node_bytes: u64,
     shard_bytes: u64,
+    /// Bumped whenever the targets are computed again.
+    targets_generation: u64,
+    /// Whether every target owned its shard, for (targets generation, shard
+    /// book version): it changes with neither alone, and checking costs a
+    /// look-up per shard on every step.
+    targets_owned: Option<(u64, u64, bool)>,
 }
 
 impl Pace {
@@ -99,7 +105,14 @@ impl Pace {
             announced_state: None,
             node_bytes: 0,
             shard_bytes: 0,
+            targets_generation: 0,
+            targets_owned: None,
         }
+    }
+
+    /// The targets were just computed again.
+    pub(super) fn targets_replaced(&mut self) {
+        self.targets_generation += 1;
     }
 
     pub(super) fn is_cold(&self) -> bool {
@@ -176,7 +189,7 @@ impl Machine {
     }
 
     /// Nothing under way, here or (as far as we know) anywhere.
-    fn settled(&self, now: Instant) -> bool {
+    fn settled(&mut self, now: Instant) -> bool {
         self.nodes_seen
             && self.shards_seen
             && !self.shards_stale
@@ -194,10 +207,22 @@ impl Machine {
             && self.layout_retry_at.is_empty()
             && !self.pace.announce_pending
             && !self.target.is_empty()
-            && self
-                .target
-                .iter()
-                .all(|(shard, node)| self.book.owner(*shard) == Some(node))
+            && self.targets_owned()
+    }
+
+    fn targets_owned(&mut self) -> bool {
+        let key = (self.pace.targets_generation, self.book.version());
+        if let Some((generation, version, owned)) = self.pace.targets_owned {
+            if (generation, version) == key {
+                return owned;
+            }
+        }
+        let owned = self
+            .target
+            .iter()
+            .all(|(shard, node)| self.book.owner(*shard) == Some(node));
+        self.pace.targets_owned = Some((key.0, key.1, owned));
+        owned
     }
 
     /// While hot, a member whose counter has not moved for two of its

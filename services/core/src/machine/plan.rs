@@ -378,6 +378,7 @@ impl Machine {
             target.remove(shard);
         }
         self.target = target;
+        self.pace.targets_replaced();
         self.quota = assignment.quota;
         self.plan_work_lists();
         agreed

@@ -85,7 +85,27 @@ pub struct CrashRecovery {
     pub node: String,
     pub shards: usize,
     pub took: Option<Duration>,
+    /// How long each of its shards took until first seen owned and routed
+    /// again, in that order (a shard no live node serves any more counts
+    /// once that is seen).
+    pub per_shard: Vec<Duration>,
 }
+
+/// A crash whose shards are not all owned and routed again yet.
+struct Recovery {
+    node: NodeId,
+    at: Instant,
+    shards: BTreeSet<ShardId>,
+    /// Shards not seen owned and routed again yet.
+    pending: BTreeSet<ShardId>,
+    per_shard: Vec<Duration>,
+    took: Option<Duration>,
+}
+
+/// What `LiveView::served_by_owner` depends on, summed up: when none of it moved
+/// since the last look, neither has the answer. Shard owners, route
+/// targets, and which nodes run.
+type ServedInputs = (u64, u64, usize, usize);
 
 struct Window {
     kind: &'static str,
@@ -120,7 +140,14 @@ pub struct Checker {
     last_fault_end: Option<Instant>,
     windows: Vec<Window>,
     pub event_moves: Vec<EventMoves>,
-    recoveries: Vec<(NodeId, Instant, BTreeSet<ShardId>, Option<Duration>)>,
+    recoveries: Vec<Recovery>,
+    /// What the open recoveries were last checked against.
+    recoveries_checked: Option<ServedInputs>,
+    /// Whether the fleet was settled at this instant (many faults may
+    /// strike at once, as when an AZ is lost).
+    settled_at: Option<(Instant, bool)>,
+    /// When each change of owner happened, over the whole run.
+    pub move_times: Vec<Instant>,
     pub crash_recoveries: Vec<CrashRecovery>,
     converged_checked: bool,
     shards_version_seen: u64,
@@ -171,6 +198,9 @@ impl Checker {
             windows: Vec::new(),
             event_moves: Vec::new(),
             recoveries: Vec::new(),
+            recoveries_checked: None,
+            settled_at: None,
+            move_times: Vec::new(),
             crash_recoveries: Vec::new(),
             converged_checked: false,
             shards_version_seen: u64::MAX,
@@ -221,11 +251,12 @@ impl Checker {
                 self.last_move_at.unwrap_or(now)
             ));
         }
-        for (node, _, shards, took) in std::mem::take(&mut self.recoveries) {
+        for recovery in std::mem::take(&mut self.recoveries) {
             self.crash_recoveries.push(CrashRecovery {
-                node: node.to_string(),
-                shards: shards.len(),
-                took,
+                node: recovery.node.to_string(),
+                shards: recovery.shards.len(),
+                took: recovery.took,
+                per_shard: recovery.per_shard,
             });
         }
         if self.violation_count > self.violations.len() {
@@ -430,6 +461,7 @@ impl Checker {
             match before {
                 Some((Some(old), _)) if now_owner.0.as_ref() != Some(&old) => {
                     self.moves += 1;
+                    self.move_times.push(world.now);
                     self.last_move_at = Some(world.now);
                     self.changed_at.insert(shard, world.now);
                     for window in &mut self.windows {
@@ -454,7 +486,7 @@ impl Checker {
             && self
                 .last_move_at
                 .is_none_or(|t| now.saturating_since(t) >= QUIET_BEFORE)
-            && settled(world);
+            && self.settled_now(world);
         let end = now + fault.length();
         self.last_fault_end = Some(self.last_fault_end.map_or(end, |t| t.max(end)));
         for window in &mut self.windows {
@@ -495,7 +527,15 @@ impl Checker {
             _ => BTreeSet::new(),
         };
         if kind == "crash" {
-            self.recoveries.push((id.clone(), now, owned.clone(), None));
+            self.recoveries.push(Recovery {
+                node: id.clone(),
+                at: now,
+                shards: owned.clone(),
+                pending: owned.clone(),
+                per_shard: Vec::new(),
+                took: None,
+            });
+            self.recoveries_checked = None;
         }
         let length = self.window_length + fault.length();
         self.windows.push(Window {
@@ -566,25 +606,61 @@ impl Checker {
         });
     }
 
+    /// Only looks again when an owner, a route or the set of running nodes
+    /// changed: the answer cannot have changed otherwise.
     fn track_recoveries(&mut self, world: &World) {
+        if self.recoveries.iter().all(|r| r.took.is_some()) {
+            return;
+        }
+        let inputs = served_inputs(world);
+        if self.recoveries_checked == Some(inputs) {
+            return;
+        }
+        self.recoveries_checked = Some(inputs);
         let now = world.now;
-        let mut recoveries = std::mem::take(&mut self.recoveries);
-        for (_, at, shards, took) in recoveries.iter_mut().filter(|r| r.3.is_none()) {
-            if shards
+        let live = LiveView::of(world);
+        for recovery in self.recoveries.iter_mut().filter(|r| r.took.is_none()) {
+            let restored: Vec<ShardId> = recovery
+                .pending
                 .iter()
-                .all(|s| !served_by_some_live_node(world, *s) || served_by_owner(world, *s))
-            {
-                *took = Some(now.saturating_since(*at));
+                .filter(|s| !live.serves(**s) || live.served_by_owner(world, **s))
+                .copied()
+                .collect();
+            for shard in restored {
+                recovery.pending.remove(&shard);
+                recovery.per_shard.push(now.saturating_since(recovery.at));
+            }
+            // Restored when every shard is at once (one may have been, and
+            // moved on again since).
+            let all = || {
+                recovery
+                    .shards
+                    .iter()
+                    .all(|s| !live.serves(*s) || live.served_by_owner(world, *s))
+            };
+            if recovery.pending.is_empty() && all() {
+                recovery.took = Some(now.saturating_since(recovery.at));
             }
         }
-        self.recoveries = recoveries;
+    }
+
+    fn settled_now(&mut self, world: &World) -> bool {
+        match self.settled_at {
+            Some((at, settled)) if at == world.now => settled,
+            _ => {
+                let answer = settled(world);
+                self.settled_at = Some((world.now, answer));
+                answer
+            }
+        }
     }
 
     fn check_converged(&mut self, world: &World, when: &str, grace: Duration) {
         let now = world.now;
+        let live = LiveView::of(world);
         for &shard in &world.all_shards {
             let owner = world.table.peek_shard(shard).and_then(|r| r.owner.clone());
-            if !served_by_some_live_node(world, shard) {
+            if !live.serves(shard) {
                 let routes = world.routes.all().filter(|(_, v, _)| **v == shard.vip()).count();
                 if world.table.peek_shard(shard).is_some() || routes > 0 {
                     self.violation(format!(
@@ -606,7 +682,7 @@ impl Checker {
                 ));
                 continue;
             }
-            if served_by_owner(world, shard) {
+            if live.served_by_owner(world, shard) {
                 continue;
             }
             let fresh = self
@@ -629,10 +705,11 @@ impl Checker {
 /// left, and every route points at its shard's owner: the last change has
 /// played out in full.
 fn settled(world: &World) -> bool {
+    let live = LiveView::of(world);
     let routed = world
         .all_shards
         .iter()
-        .all(|s| !served_by_some_live_node(world, *s) || served_by_owner(world, *s));
+        .all(|s| !live.serves(*s) || live.served_by_owner(world, *s));
     routed
         && world.nodes.iter().filter(|n| n.is_live()).all(|n| {
             n.machine.route_work_pending() == 0
@@ -643,31 +720,60 @@ fn settled(world: &World) -> bool {
         })
 }
 
+fn served_inputs(world: &World) -> ServedInputs {
+    (
+        world.table.shards_version(),
+        world.routes.counters().target_changes,
+        world.nodes.len(),
+        world.nodes.iter().filter(|n| n.is_live()).count(),
+    )
+}
+
+/// The running nodes, looked up once for many shards: whether some running
+/// node serves a shard, and whether the shard is served by its owner.
+struct LiveView<'w> {
+    eni_of: BTreeMap<&'w NodeId, &'w crate::types::EniId>,
+    tables: BTreeSet<&'w crate::types::RouteTableId>,
+    /// The layouts the running nodes serve (nodes share few of them).
+    layouts: Vec<&'w crate::layout::ShardLayout>,
+}
+
+impl<'w> LiveView<'w> {
+    fn of(world: &'w World) -> Self {
+        let live = || world.nodes.iter().filter(|n| n.is_live());
+        let mut layouts: Vec<&crate::layout::ShardLayout> = Vec::new();
+        for node in live() {
+            let layout = &*node.machine.setup().layout;
+            if !layouts.iter().any(|l| std::ptr::eq(*l, layout) || *l == layout) {
+                layouts.push(layout);
+            }
+        }
+        Self {
+            eni_of: live().map(|n| (n.id(), n.eni())).collect(),
+            tables: live().flat_map(|n| n.machine.setup().route_tables.iter()).collect(),
+            layouts,
+        }
+    }
+
+    fn serves(&self, shard: ShardId) -> bool {
+        self.layouts.iter().any(|l| l.contains(shard))
+    }
+
+    /// The shard has a running owner and its route, in every table some
+    /// running node maintains, points at that owner.
+    fn served_by_owner(&self, world: &World, shard: ShardId) -> bool {
+        let Some(owner) = world.table.peek_shard(shard).and_then(|r| r.owner.as_ref()) else {
+            return false;
+        };
+        let Some(eni) = self.eni_of.get(owner) else {
+            return false;
+        };
+        self.tables
+            .iter()
+            .all(|table| world.routes.target(table, shard.vip()) == Some(*eni))
+    }
+}
+
 fn live_node(world: &World, id: &NodeId) -> Option<usize> {
     world.nodes.iter().position(|n| n.id() == id && n.is_live())
-}
-
-fn served_by_some_live_node(world: &World, shard: ShardId) -> bool {
-    world.nodes.iter().any(|n| n.is_live() && n.serves(shard))
-}
-
-/// The shard has a live owner and its route, in every table some live node
-/// maintains, points at that owner.
-fn served_by_owner(world: &World, shard: ShardId) -> bool {
-    let Some(owner) = world.table.peek_shard(shard).and_then(|r| r.owner.clone()) else {
-        return false;
-    };
-    let Some(index) = live_node(world, &owner) else {
-        return false;
-    };
-    let eni = world.nodes[index].eni();
-    let tables: BTreeSet<_> = world
-        .nodes
-        .iter()
-        .filter(|n| n.is_live())
-        .flat_map(|n| n.machine.setup().route_tables.iter())
-        .collect();
-    tables
-        .into_iter()
-        .all(|table| world.routes.target(table, shard.vip()) == Some(eni))
 }

@@ -60,6 +60,8 @@ pub(crate) struct Ec2 {
     pub(crate) landed: Vec<Landed>,
     /// Mutating attempts that reached a failing table: when, and whose.
     pub(crate) refused_by_failing_table: Vec<(Instant, usize)>,
+    /// Attempts refused because the account's bucket was empty.
+    pub(crate) throttled: u64,
 }
 
 impl Default for Ec2 {
@@ -71,6 +73,7 @@ impl Default for Ec2 {
             failing: BTreeMap::new(),
             landed: Vec::new(),
             refused_by_failing_table: Vec::new(),
+            throttled: 0,
         }
     }
 }
@@ -217,6 +220,7 @@ impl World {
             }
             Outcome::Refused(RouteError::UnknownTable(table.clone()))
         } else if !self.ec2.take_token(now) {
+            self.ec2.throttled += 1;
             Outcome::Refused(RouteError::Throttled {
                 op,
                 detail: "simulated: RequestLimitExceeded".into(),

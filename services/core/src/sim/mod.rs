@@ -26,6 +26,7 @@ mod ec2;
 pub mod faults;
 mod inject;
 mod peers;
+mod probe;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -46,6 +47,7 @@ use crate::types::{EniId, Incarnation, NodeId, NodeInfo, RouteTableId, ShardId, 
 pub use check::{Checker, CrashRecovery, EventMoves};
 pub use ec2::Landed;
 pub use faults::{random_schedule, rollout, Fault, Mix, ScheduledFault, Variant};
+pub use probe::Probe;
 
 /// Ways to break the protocol on purpose, to prove the checks catch it.
 /// Each undoes one rule, the way the code behaved before the rule existed.
@@ -122,6 +124,12 @@ pub struct SimConfig {
     pub peers: Option<PeerConfig>,
     /// Record every machine event and fault in [`Report::trace`].
     pub trace: bool,
+    /// Read the world's counters this often into [`Report::probes`].
+    pub probe_every: Option<Duration>,
+    /// Added to the convergence bound: the time the account's EC2 bucket
+    /// takes to let through the route writes a large event needs (the
+    /// bound's own term counts each node's pacing only).
+    pub bucket_allowance: Duration,
 }
 
 impl SimConfig {
@@ -144,6 +152,8 @@ impl SimConfig {
             pacing: Pacing::default(),
             peers: Some(PeerConfig::default()),
             trace: false,
+            probe_every: None,
+            bucket_allowance: Duration::ZERO,
         }
     }
 
@@ -238,7 +248,12 @@ impl SimConfig {
         } else {
             Duration::ZERO
         };
-        lease.lease_ttl + lease.scan_interval * 2 + lease.reconcile_interval + writes + table_backoff
+        lease.lease_ttl
+            + lease.scan_interval * 2
+            + lease.reconcile_interval
+            + writes
+            + table_backoff
+            + self.bucket_allowance
     }
 }
 
@@ -268,6 +283,13 @@ pub struct Report {
     pub refused_by_failing_table: Vec<(Duration, usize)>,
     /// With [`SimConfig::trace`]: one line per machine event and fault.
     pub trace: Vec<String>,
+    /// When each change of owner happened.
+    pub move_times: Vec<Duration>,
+    /// Shards each running node owns in the table at the end, by node id.
+    pub owned_at_end: BTreeMap<String, usize>,
+    /// With [`SimConfig::probe_every`]: the counters at each probe, and at
+    /// the end.
+    pub probes: Vec<Probe>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -368,6 +390,8 @@ enum What {
     },
     RemoveJunk(String),
     Fault(usize),
+    /// Read the counters into the report.
+    Probe,
     /// A peer probe datagram reaches node `to`.
     Datagram {
         to: usize,
@@ -433,6 +457,14 @@ pub fn run(config: &SimConfig) -> Report {
         world.schedule(Instant::ZERO + fault.at, What::Fault(i));
     }
     let end = Instant::ZERO + config.faults_end() + config.convergence_bound() + config.cooldown;
+    if let Some(every) = config.probe_every.filter(|e| !e.is_zero()) {
+        let mut at = Instant::ZERO;
+        while at <= end {
+            world.schedule(at, What::Probe);
+            at = at + every;
+        }
+    }
+    let mut probes = Vec::new();
     let mut events = 0u64;
     while let Some(Reverse((at, seq))) = world.queue.pop() {
         if at > end {
@@ -442,6 +474,10 @@ pub fn run(config: &SimConfig) -> Report {
         let Some(what) = world.pending.remove(&seq) else {
             continue;
         };
+        if let What::Probe = what {
+            probes.push(world.probe());
+            continue;
+        }
         world.stepped.clear();
         world.changed = matches!(what, What::Apply { .. } | What::Fault(_) | What::RemoveJunk(_));
         if let What::Fault(i) = &what {
@@ -453,6 +489,20 @@ pub fn run(config: &SimConfig) -> Report {
     }
     world.now = end;
     checker.at_end(&world);
+    if config.probe_every.is_some() {
+        probes.push(world.probe());
+    }
+    let mut owned_at_end = BTreeMap::new();
+    for node in world.nodes.iter().filter(|n| n.is_live()) {
+        owned_at_end.insert(node.id().to_string(), 0);
+    }
+    for &shard in &world.all_shards {
+        if let Some(owner) = world.table.peek_shard(shard).and_then(|r| r.owner.as_ref()) {
+            if let Some(count) = owned_at_end.get_mut(owner.as_str()) {
+                *count += 1;
+            }
+        }
+    }
     Report {
         seed: config.seed,
         violations: checker.violations,
@@ -473,6 +523,9 @@ pub fn run(config: &SimConfig) -> Report {
             .map(|(at, node)| (at.as_offset(), *node))
             .collect(),
         trace: world.trace.take().unwrap_or_default(),
+        move_times: checker.move_times.iter().map(|t| t.as_offset()).collect(),
+        owned_at_end,
+        probes,
     }
 }
 
@@ -749,6 +802,7 @@ impl World {
             }
             What::RemoveJunk(key) => self.table.delete_junk(&key),
             What::Fault(i) => self.inject(config, &config.faults[i].fault),
+            What::Probe => {}
         }
     }
 

@@ -79,14 +79,30 @@ impl PeerNet {
         members: impl Iterator<Item = (&'a NodeId, Incarnation)>,
         now: Instant,
     ) {
-        let members: Vec<(NodeId, Incarnation)> = members.map(|(id, inc)| (id.clone(), inc)).collect();
         let Some(Some(detector)) = self.detectors.get_mut(index) else {
             return;
         };
-        if self.members[index] != members {
-            detector.set_members(members.iter().cloned(), now);
-            self.members[index] = members;
+        // Called after every step of every node: compare before copying.
+        let mut members = members.peekable();
+        let known = &self.members[index];
+        let mut seen = 0;
+        while seen < known.len()
+            && members
+                .next_if(|(id, inc)| (*id, *inc) == (&known[seen].0, known[seen].1))
+                .is_some()
+        {
+            seen += 1;
         }
+        if seen == known.len() && members.peek().is_none() {
+            return;
+        }
+        let members: Vec<(NodeId, Incarnation)> = known[..seen]
+            .iter()
+            .cloned()
+            .chain(members.map(|(id, inc)| (id.clone(), inc)))
+            .collect();
+        detector.set_members(members.iter().cloned(), now);
+        self.members[index] = members;
     }
 
     pub(crate) fn cut(&mut self, a: usize, b: usize, until: Instant) {

@@ -1,0 +1,88 @@
+//! The scale scenarios, CI-sized: every promise that does not depend on the
+//! machine's speed (moves against the minimum, nothing moving at rest or in
+//! steady state, write units at rest equal to heartbeats, restoration
+//! within its bound in simulated time, the checker's invariants). The
+//! 1,000-node runs are the same code with bigger numbers.
+
+use std::time::Duration;
+
+use vipfleet_core::LeaseConfig;
+use vipfleet_sim::scale::{ScaleReport, ScaleRun};
+
+fn run(scenario: &str, nodes: usize, shards: usize, lease: LeaseConfig, profile: &'static str) -> ScaleReport {
+    ScaleRun {
+        scenario: scenario.into(),
+        seed: 7,
+        nodes,
+        shards,
+        route_tables: 1,
+        profile,
+        lease,
+        rest_window: Duration::from_secs(60),
+    }
+    .run()
+}
+
+fn cheap(scenario: &str, nodes: usize, shards: usize) -> ScaleReport {
+    run(scenario, nodes, shards, LeaseConfig::CHEAP, "cheap")
+}
+
+fn assert_kept(report: &ScaleReport) {
+    let broken = report.broken_promises();
+    assert!(
+        broken.is_empty(),
+        "{} on {} nodes: {broken:#?}\n{}",
+        report.scenario,
+        report.nodes,
+        serde_json::to_string_pretty(report).unwrap_or_default()
+    );
+}
+
+#[test]
+fn steady_moves_nothing_and_writes_one_heartbeat_per_node_per_interval() {
+    let report = cheap("steady", 30, 300);
+    assert_kept(&report);
+    assert_eq!(report.moves.during_event + report.moves.at_rest, 0);
+    assert!(report.timeline.end_s - report.timeline.event_at_s >= 600.0);
+}
+
+#[test]
+fn a_crash_moves_exactly_the_dead_nodes_shards() {
+    let report = cheap("crash", 30, 300);
+    assert_kept(&report);
+    let restoration = report.restoration.as_ref().expect("a crash is restored");
+    assert_eq!(restoration.shards, report.moves.minimum);
+    assert!(restoration.shards > 0);
+}
+
+#[test]
+fn losing_an_az_moves_exactly_its_shards_within_the_bucket_bound() {
+    let report = cheap("az-loss", 30, 300);
+    assert_kept(&report);
+    assert_eq!(report.moves.minimum, 100, "a third of 300 shards");
+    assert!(
+        report.ec2.throttled_attempts_event > 0,
+        "100 route writes overflow the bucket of 50"
+    );
+}
+
+#[test]
+fn scaling_out_moves_only_the_new_nodes_share() {
+    let report = cheap("scale-out", 30, 300);
+    assert_kept(&report);
+    // 3 new nodes of 33 take about 300 * 3 / 33 shards.
+    assert!((27..=28).contains(&report.moves.minimum), "{}", report.moves.minimum);
+}
+
+#[test]
+fn a_rolling_replacement_moves_each_shard_at_most_twice() {
+    let report = cheap("rolling", 9, 90);
+    assert_kept(&report);
+    assert!(report.moves.minimum >= 80, "every node held its share when replaced");
+}
+
+#[test]
+fn the_hot_profile_keeps_the_same_promises() {
+    let report = run("crash", 12, 120, LeaseConfig::HOT, "hot");
+    assert_kept(&report);
+}
