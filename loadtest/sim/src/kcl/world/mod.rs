@@ -1,4 +1,6 @@
-//! The KCL baseline's discrete-event loop (the model: [`super`]).
+//! The KCL baseline's discrete-event loop (the model: [`super`]): the
+//! world, its events and faults, and the report; the lease calls are in
+//! `leases`, the route calls in `routes`.
 //!
 //! Every store call is three events, as in the core simulation: sent,
 //! applied at the store after a request leg, answered after a response
@@ -10,21 +12,15 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
+mod leases;
+mod routes;
+
 use rand::rngs::SmallRng;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use vipfleet_core::fake::{RouteCounters, TableCounters};
-use vipfleet_core::sim::{
-    self, CrashRecovery, EventMoves, Fault, Probe, Report, SimConfig, ACCOUNT_BURST, ACCOUNT_REFILL_PER_SECOND,
-    EC2_REQUEST_LEG_MICROS, SDK_BACKOFF_BASE, SDK_MAX_ATTEMPTS,
-};
-use vipfleet_core::units;
+use vipfleet_core::sim::{self, CrashRecovery, EventMoves, Fault, Probe, Report, SimConfig, ACCOUNT_BURST};
 
-use super::taker::{self, Plan};
-use super::{
-    lease_item_bytes, scan_half_units, settle_bound, DISPATCH_POLL_INTERVAL, MAX_LEASES_TO_STEAL_AT_ONE_TIME,
-    RENEW_INTERVAL, ROUTE_RETRY_PAUSE, TAKER_INTERVAL,
-};
+use super::{lease_item_bytes, settle_bound, DISPATCH_POLL_INTERVAL, RENEW_INTERVAL, TAKER_INTERVAL};
 
 /// Lease counters start this high, as in a table that has run for days
 /// (their digits count in the item's size).
@@ -102,27 +98,24 @@ enum Ev {
         w: usize,
         lease: usize,
     },
-    RouteAttempt {
-        w: usize,
-        lease: usize,
-        table: usize,
-        attempt: u32,
-    },
-    RouteArrives {
-        w: usize,
-        lease: usize,
-        table: usize,
-        attempt: u32,
-    },
+    RouteAttempt(Route),
+    RouteArrives(Route),
     RouteAnswer {
-        w: usize,
-        lease: usize,
-        table: usize,
-        attempt: u32,
+        route: Route,
         landed: bool,
     },
     Fault(usize),
     Probe,
+}
+
+/// One attempt of a route call: worker `w` points `lease`'s VIP at its ENI
+/// in route table `table`.
+#[derive(Clone, Copy, Debug)]
+struct Route {
+    w: usize,
+    lease: usize,
+    table: usize,
+    attempt: u32,
 }
 
 struct Scheduled {
@@ -342,21 +335,7 @@ impl<'a> World<'a> {
         match ev {
             Ev::Renew { w } => self.renew(w),
             Ev::RenewArrives { w, lease, expected } => self.renew_arrives(w, lease, expected),
-            Ev::RenewAnswer { w, lease, counter } => {
-                if let Some(worker) = self.workers.get_mut(w).filter(|x| x.alive) {
-                    match counter {
-                        Some(c) => {
-                            if let Some(held) = worker.held.get_mut(&lease) {
-                                *held = c;
-                            }
-                        }
-                        // Someone took it: KCL drops the lease.
-                        None => {
-                            worker.held.remove(&lease);
-                        }
-                    }
-                }
-            }
+            Ev::RenewAnswer { w, lease, counter } => self.renew_answered(w, lease, counter),
             Ev::Taker { w } => {
                 if self.alive(w) {
                     let at = self.now + self.leg();
@@ -367,75 +346,10 @@ impl<'a> World<'a> {
             Ev::ScanDone { w } => self.next_take(w),
             Ev::TakeArrives { w, take } => self.take_arrives(w, take),
             Ev::TakeAnswer { w, lease, counter } => self.take_answered(w, lease, counter),
-            Ev::StartConsumer { w, lease } => {
-                if self.holds(w, lease) {
-                    for table in 0..self.routes.len() {
-                        self.schedule(
-                            self.now,
-                            Ev::RouteAttempt {
-                                w,
-                                lease,
-                                table,
-                                attempt: 1,
-                            },
-                        );
-                    }
-                }
-            }
-            Ev::RouteAttempt {
-                w,
-                lease,
-                table,
-                attempt,
-            } => {
-                // The application writes a route only for a lease it holds.
-                if self.holds(w, lease) {
-                    let at = self.now + Duration::from_micros(self.rng.random_range(EC2_REQUEST_LEG_MICROS));
-                    self.schedule(
-                        at,
-                        Ev::RouteArrives {
-                            w,
-                            lease,
-                            table,
-                            attempt,
-                        },
-                    );
-                }
-            }
-            Ev::RouteArrives {
-                w,
-                lease,
-                table,
-                attempt,
-            } => self.route_arrives(w, lease, table, attempt),
-            Ev::RouteAnswer {
-                w,
-                lease,
-                table,
-                attempt,
-                landed,
-            } => {
-                if !landed {
-                    // Throttled: the SDK's next attempt after a jittered
-                    // backoff, or the application's own retry.
-                    let (at, attempt) = if attempt < SDK_MAX_ATTEMPTS {
-                        let ceiling = SDK_BACKOFF_BASE * 2u32.pow(attempt - 1);
-                        let backoff = Duration::from_micros(self.rng.random_range(0..=ceiling.as_micros() as u64));
-                        (self.now + backoff, attempt + 1)
-                    } else {
-                        (self.now + ROUTE_RETRY_PAUSE, 1)
-                    };
-                    self.schedule(
-                        at,
-                        Ev::RouteAttempt {
-                            w,
-                            lease,
-                            table,
-                            attempt,
-                        },
-                    );
-                }
-            }
+            Ev::StartConsumer { w, lease } => self.start_consumer(w, lease),
+            Ev::RouteAttempt(route) => self.route_attempt(route),
+            Ev::RouteArrives(route) => self.route_arrives(route),
+            Ev::RouteAnswer { route, landed } => self.route_answered(route, landed),
             Ev::Fault(i) => self.fault(i),
             Ev::Probe => self.probe(),
         }
@@ -445,249 +359,6 @@ impl<'a> World<'a> {
         self.workers
             .get(w)
             .is_some_and(|x| x.alive && x.held.contains_key(&lease))
-    }
-
-    /// The renewer's run (at a fixed rate): every held lease, in parallel.
-    fn renew(&mut self, w: usize) {
-        if !self.alive(w) {
-            return;
-        }
-        let held: Vec<(usize, u64)> = self.workers[w].held.iter().map(|(&l, &c)| (l, c)).collect();
-        for (lease, expected) in held {
-            let at = self.now + self.leg();
-            self.schedule(at, Ev::RenewArrives { w, lease, expected });
-        }
-        self.schedule(self.now + RENEW_INTERVAL, Ev::Renew { w });
-    }
-
-    fn renew_arrives(&mut self, w: usize, lease: usize, expected: u64) {
-        let l = &self.leases[lease];
-        let ok = l.owner == Some(w) && l.counter == expected;
-        let counter = if ok {
-            self.write(lease, w);
-            Some(self.leases[lease].counter)
-        } else {
-            self.bill_failed_write(lease);
-            None
-        };
-        let at = self.now + self.leg();
-        self.schedule(at, Ev::RenewAnswer { w, lease, counter });
-    }
-
-    /// The taker's Scan reaches the table: read every item, decide.
-    fn scan(&mut self, w: usize) {
-        if !self.alive(w) {
-            return;
-        }
-        let (pages, half) = scan_half_units(self.table_bytes);
-        self.store.read_calls += pages;
-        self.store.read_half_units += half;
-        self.store.items_read += self.leases.len() as u64;
-        let prev = self.workers[w].prev_scan.replace(self.now);
-        // Unchanged since the previous Scan: unchanged for a taker
-        // interval, longer than the failover time.
-        let expired: Vec<usize> = match prev {
-            Some(p) => self.by_change.range(..=(p, usize::MAX)).map(|&(_, l)| l).collect(),
-            None => Vec::new(),
-        };
-        let mut expired_by_owner: BTreeMap<usize, usize> = BTreeMap::new();
-        for &l in &expired {
-            if let Some(o) = self.leases[l].owner {
-                *expired_by_owner.entry(o).or_default() += 1;
-            }
-        }
-        let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
-        for (o, set) in self.owned.iter().enumerate() {
-            let live = set.len() - expired_by_owner.get(&o).copied().unwrap_or(0);
-            if live > 0 {
-                counts.insert(o, live);
-            }
-        }
-        counts.entry(w).or_insert(0);
-        let chosen: Vec<usize> = match taker::plan(
-            w,
-            self.leases.len(),
-            &counts,
-            expired.len(),
-            MAX_LEASES_TO_STEAL_AT_ONE_TIME,
-        ) {
-            Plan::Nothing => Vec::new(),
-            Plan::TakeExpired(n) => {
-                let mut expired = expired;
-                expired.shuffle(&mut self.rng);
-                expired.truncate(n);
-                expired
-            }
-            Plan::Steal { from, count } => {
-                let mut candidates: Vec<usize> = self.owned[from].iter().copied().collect();
-                candidates.shuffle(&mut self.rng);
-                candidates.truncate(count);
-                candidates
-            }
-        };
-        let takes = chosen
-            .into_iter()
-            .map(|lease| Take {
-                lease,
-                counter: self.leases[lease].counter,
-                owner: self.leases[lease].owner,
-            })
-            .collect();
-        self.workers[w].takes = takes;
-        // The Scan's other pages, one after another, then its answer.
-        let mut done = self.now + self.leg();
-        for _ in 1..pages {
-            done += self.leg() + self.leg();
-        }
-        self.schedule(done, Ev::ScanDone { w });
-    }
-
-    /// The taker's next take, or its next run a taker interval after this
-    /// one ended (KCL schedules it with a fixed delay).
-    fn next_take(&mut self, w: usize) {
-        if !self.alive(w) {
-            return;
-        }
-        match self.workers[w].takes.pop_front() {
-            Some(take) => {
-                let at = self.now + self.leg();
-                self.schedule(at, Ev::TakeArrives { w, take });
-            }
-            None => self.schedule(self.now + TAKER_INTERVAL, Ev::Taker { w }),
-        }
-    }
-
-    fn take_arrives(&mut self, w: usize, take: Take) {
-        let l = &self.leases[take.lease];
-        let ok = l.counter == take.counter && l.owner == take.owner;
-        let counter = if ok {
-            let before = l.owner;
-            self.write(take.lease, w);
-            if before.is_some_and(|b| b != w) {
-                self.moved(before);
-            }
-            self.check_restored(take.lease);
-            Some(self.leases[take.lease].counter)
-        } else {
-            self.bill_failed_write(take.lease);
-            None
-        };
-        let at = self.now + self.leg();
-        self.schedule(
-            at,
-            Ev::TakeAnswer {
-                w,
-                lease: take.lease,
-                counter,
-            },
-        );
-    }
-
-    fn take_answered(&mut self, w: usize, lease: usize, counter: Option<u64>) {
-        if !self.alive(w) {
-            return;
-        }
-        if let Some(c) = counter {
-            let worker = &mut self.workers[w];
-            worker.held.insert(lease, c);
-            // The consumer starts at the scheduler's next poll.
-            let since = self.now.saturating_sub(worker.dispatch_phase).as_micros();
-            let every = DISPATCH_POLL_INTERVAL.as_micros();
-            let polls = since.div_ceil(every).max(1) as u32;
-            let at = worker.dispatch_phase + DISPATCH_POLL_INTERVAL * polls;
-            self.schedule(at.max(self.now), Ev::StartConsumer { w, lease });
-        }
-        self.next_take(w);
-    }
-
-    fn route_arrives(&mut self, w: usize, lease: usize, table: usize, attempt: u32) {
-        let elapsed = self.now.saturating_sub(self.refilled_at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * ACCOUNT_REFILL_PER_SECOND).min(ACCOUNT_BURST);
-        self.refilled_at = self.now;
-        let landed = self.tokens >= 1.0;
-        if landed {
-            self.tokens -= 1.0;
-            self.route_counters.mutating_calls += 1;
-            let target = &mut self.routes[table][lease];
-            if *target != Some(w) {
-                *target = Some(w);
-                self.route_counters.target_changes += 1;
-            }
-            self.check_restored(lease);
-        } else {
-            self.throttled += 1;
-        }
-        let at = self.now + self.leg();
-        self.schedule(
-            at,
-            Ev::RouteAnswer {
-                w,
-                lease,
-                table,
-                attempt,
-                landed,
-            },
-        );
-    }
-
-    /// A successful conditional write: the counter goes up; a new owner
-    /// counts an owner switch.
-    fn write(&mut self, lease: usize, owner: usize) {
-        let now = self.now;
-        let l = &mut self.leases[lease];
-        let before = l.bytes;
-        self.by_change.remove(&(l.changed_at, lease));
-        if l.owner != Some(owner) {
-            if let Some(old) = l.owner {
-                self.owned[old].remove(&lease);
-            }
-            self.owned[owner].insert(lease);
-            l.owner = Some(owner);
-            l.switches += 1;
-        }
-        l.counter += 1;
-        l.changed_at = now;
-        l.bytes = lease_item_bytes(&l.vip, l.counter, l.switches);
-        let after = l.bytes;
-        self.by_change.insert((now, lease));
-        self.table_bytes = self.table_bytes - before + after;
-        self.store.write_calls += 1;
-        self.store.items_written += 1;
-        self.store.write_units += units::write_units(before.max(after), false);
-    }
-
-    /// A failed condition costs what the write would have.
-    fn bill_failed_write(&mut self, lease: usize) {
-        self.store.write_calls += 1;
-        self.store.write_units += units::write_units(self.leases[lease].bytes, false);
-    }
-
-    fn moved(&mut self, from: Option<usize>) {
-        self.moves += 1;
-        self.move_times.push(self.now);
-        if let Some(&i) = from.and_then(|f| self.drained.get(&f)) {
-            self.event_moves[i].actual += 1;
-        }
-    }
-
-    /// A crashed worker's lease is back when a live worker owns it and
-    /// every table routes it there.
-    fn check_restored(&mut self, lease: usize) {
-        let Some(&i) = self.restoring.get(&lease) else {
-            return;
-        };
-        let Some(owner) = self.leases[lease].owner.filter(|&o| self.alive(o)) else {
-            return;
-        };
-        if self.routes.iter().any(|t| t[lease] != Some(owner)) {
-            return;
-        }
-        self.restoring.remove(&lease);
-        let r = &mut self.recoveries[i];
-        r.per_shard.push(self.now.saturating_sub(r.at));
-        if r.per_shard.len() == r.shards {
-            r.took = Some(self.now.saturating_sub(r.at));
-        }
     }
 
     fn fault(&mut self, i: usize) {
@@ -734,7 +405,7 @@ impl<'a> World<'a> {
         let live_nodes = self.workers.iter().filter(|w| w.alive).count();
         self.probes.push(Probe {
             at: self.now,
-            store: self.store.clone(),
+            store: self.store,
             routes: self.route_counters,
             ec2_throttled: self.throttled,
             live_nodes,
