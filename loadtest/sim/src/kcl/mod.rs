@@ -107,7 +107,8 @@ pub fn lease_item_bytes(vip: &str, counter: u64, owner_switches: u64) -> u64 {
         + units::number_bytes("checkpointSubSequenceNumber", 0)
 }
 
-/// Read half-units of one Scan of a table of `bytes`, billed page by page.
+/// One Scan of a table of `bytes`: its pages (calls) and its read
+/// half-units, billed page by page (eventually consistent, as KCL scans).
 pub fn scan_half_units(bytes: u64) -> (u64, u64) {
     let pages = bytes.div_ceil(SCAN_PAGE_BYTES).max(1);
     let full = bytes / SCAN_PAGE_BYTES;
@@ -140,10 +141,12 @@ pub fn at_rest(nodes: usize, shards: usize) -> UnitsPerSecond {
     }
 }
 
-/// From a crash until a taker may take its leases, at the latest: the first
-/// Scan after the last renewal shows the new counter, the next one (a taker
-/// interval later, and a Scan and the takes before it) finds it unchanged.
-/// Then the consumer starts at the next poll.
+/// From a crash until a taker takes its leases, when no take of them is
+/// lost to a race (a loser tries again a taker run later): the first Scan
+/// after the last renewal shows the new counter, the next one (a taker
+/// interval later, plus a Scan and the takes before it) finds it unchanged.
+/// Then the consumer starts at the next poll. Not a promise: the report
+/// shows it beside the measured times.
 pub fn detection_bound() -> Duration {
     TAKER_INTERVAL * 2 + RENEW_INTERVAL + DISPATCH_POLL_INTERVAL
 }
