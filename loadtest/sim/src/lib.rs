@@ -10,8 +10,10 @@
 //! instead of compiling the AWS SDK; `vipfleet-loadtest sim` calls [`run`].
 //!
 //! With `--report FILE`, one seed of a scale scenario runs instead and its
-//! measurements go to FILE as JSON (see [`scale`]).
+//! measurements go to FILE as JSON (see [`scale`]); `--system kcl` runs it
+//! as the KCL-style baseline instead ([`kcl`]).
 
+pub mod kcl;
 pub mod scale;
 
 use std::process::ExitCode;
@@ -24,7 +26,7 @@ use thiserror::Error;
 use vipfleet_core::sim::{self, Fault, Mix, Report, ScheduledFault, SimConfig};
 use vipfleet_core::LeaseConfig;
 
-use scale::{ScaleRun, SCALE_SCENARIOS};
+use scale::{ScaleRun, System, SCALE_SCENARIOS};
 
 #[derive(Debug, Error)]
 pub enum SimError {
@@ -34,6 +36,8 @@ pub enum SimError {
     TooManyShards,
     #[error("no scale scenario {0:?}; there are {SCALE_SCENARIOS:?}")]
     UnknownScaleScenario(String),
+    #[error("--system kcl runs the scale scenarios only: give --report FILE.json (and --scenario, --seed)")]
+    BaselineNeedsReport,
     #[error("writing the report {path}: {source}")]
     Report {
         path: std::path::PathBuf,
@@ -87,6 +91,11 @@ pub struct SimArgs {
     /// Seconds a scale scenario watches the fleet at rest before the event.
     #[arg(long, default_value_t = 60)]
     rest_window: u64,
+    /// The system that runs a scale scenario: vipfleet, or the KCL-style
+    /// baseline of per-shard leases (with --report; --profile does not
+    /// apply to it).
+    #[arg(long, value_enum, default_value_t = System::Vipfleet)]
+    system: System,
 }
 
 /// The simulation's VIPs are the addresses of 10.200.0.0/16.
@@ -217,6 +226,9 @@ pub fn run(args: &SimArgs) -> Result<ExitCode, SimError> {
     }
     if let Some(path) = &args.report {
         return run_scale(args, path);
+    }
+    if args.system != System::Vipfleet {
+        return Err(SimError::BaselineNeedsReport);
     }
     let scenarios: Vec<&str> = match args.scenario.as_deref() {
         None => SCENARIOS.to_vec(),
@@ -354,19 +366,30 @@ fn run_scale(args: &SimArgs, path: &std::path::Path) -> Result<ExitCode, SimErro
     if !SCALE_SCENARIOS.contains(&scenario.as_str()) {
         return Err(SimError::UnknownScaleScenario(scenario));
     }
+    let profile = match args.system {
+        System::Vipfleet => args.profile.name(),
+        System::Kcl => kcl::PROFILE,
+    };
     let run = ScaleRun {
+        system: args.system,
         scenario,
         seed: args.seed,
         nodes: args.nodes,
         shards: args.shards,
         route_tables: args.route_tables,
-        profile: args.profile.name(),
+        profile,
         lease: args.profile.lease(),
         rest_window: Duration::from_secs(args.rest_window),
     };
     println!(
-        "vipfleet scale run: {} on {} nodes, {} shards, {} route tables, {} lease profile, seed {}",
-        run.scenario, run.nodes, run.shards, run.route_tables, run.profile, run.seed
+        "{} scale run: {} on {} nodes, {} shards, {} route tables, {} lease profile, seed {}",
+        run.system.name(),
+        run.scenario,
+        run.nodes,
+        run.shards,
+        run.route_tables,
+        run.profile,
+        run.seed
     );
     let report_error = |source| SimError::Report {
         path: path.to_path_buf(),

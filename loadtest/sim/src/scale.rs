@@ -18,6 +18,11 @@
 //! EC2's mutating calls and bucket refusals, and how much faster than real
 //! time the simulation ran. [`ScaleReport::broken_promises`] lists what
 //! falls short of the promises, for CI to assert.
+//!
+//! `--system kcl` runs the same scenario, on the same fault schedule,
+//! latencies and EC2 bucket, as a KCL-style fleet of per-shard leases
+//! ([`crate::kcl`]) and measures it with the same code, into the same
+//! report: the two can be tabulated side by side.
 
 use std::time::{Duration, Instant};
 
@@ -26,9 +31,11 @@ use vipfleet_core::cost::{self, Fleet, ItemSizes, UnitsPerSecond};
 use vipfleet_core::sim::{self, Fault, Probe, Report, ScheduledFault, SimConfig};
 use vipfleet_core::LeaseConfig;
 
+use crate::kcl;
+
 /// The account's EC2 bucket for mutating calls (as `sim/ec2.rs` models it).
-const BUCKET_BURST: f64 = 50.0;
-const BUCKET_REFILL_PER_SECOND: f64 = 5.0;
+const BUCKET_BURST: f64 = sim::ACCOUNT_BURST;
+const BUCKET_REFILL_PER_SECOND: f64 = sim::ACCOUNT_REFILL_PER_SECOND;
 /// Start-up is done this long after its route writes could have gone
 /// through the bucket: claims, read-backs, cold reads settling.
 const STARTUP_SLACK: Duration = Duration::from_secs(60);
@@ -49,9 +56,30 @@ const ROLLING_MOVES_PER_SHARD: usize = 2;
 
 pub const SCALE_SCENARIOS: [&str; 5] = ["steady", "crash", "az-loss", "scale-out", "rolling"];
 
+/// Which system runs the fleet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum System {
+    /// vipfleet's agents: node heartbeats, the assignment, hand-offs.
+    #[default]
+    Vipfleet,
+    /// The baseline: per-shard leases as the Kinesis Client Library keeps
+    /// them, at its defaults ([`crate::kcl`]).
+    Kcl,
+}
+
+impl System {
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Vipfleet => "vipfleet",
+            System::Kcl => "kcl",
+        }
+    }
+}
+
 /// One scale run's shape.
 #[derive(Clone, Debug)]
 pub struct ScaleRun {
+    pub system: System,
     pub scenario: String,
     pub seed: u64,
     pub nodes: usize,
@@ -82,6 +110,9 @@ pub struct Restoration {
     /// Shards not owned and routed again by the end.
     pub unrestored: usize,
     /// `lease detection + (route calls needed - burst) / refill + 2 s`.
+    /// KCL promises no bound: its figure is the same sum with detection
+    /// as two taker runs ([`kcl::detection_bound`]), what a lease takes
+    /// when no take of it is lost to a race; not checked.
     pub bound_ms: u64,
 }
 
@@ -114,7 +145,8 @@ pub struct DynamoDb {
     pub at_rest: Units,
     /// What `cost.rs` predicts at rest for this fleet.
     pub at_rest_model: Units,
-    /// The heartbeat writes alone: nodes / heartbeat interval.
+    /// The heartbeat writes alone: nodes / heartbeat interval (KCL: the
+    /// lease renewals, shards / renew interval).
     pub heartbeat_write_units_per_s: f64,
     pub during_event: Option<Units>,
 }
@@ -143,13 +175,17 @@ pub struct Speed {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ScaleReport {
+    /// `vipfleet`, or `kcl` for the baseline.
+    pub system: &'static str,
     pub scenario: String,
     pub seed: u64,
     pub nodes: usize,
     pub shards: usize,
     pub route_tables: usize,
     pub profile: &'static str,
+    /// KCL: the renew interval.
     pub heartbeat_interval_ms: u64,
+    /// KCL: the failover time.
     pub lease_ttl_ms: u64,
     pub timeline: Timeline,
     pub violations: Vec<String>,
@@ -166,6 +202,9 @@ fn bucket_time(calls: usize) -> Duration {
 
 impl ScaleRun {
     fn startup(&self) -> Duration {
+        if self.system == System::Kcl {
+            return kcl::STARTUP;
+        }
         // Cold reads start a few leases after the last change.
         self.lease.lease_ttl * 4
             + self.lease.watch_interval * 2
@@ -192,7 +231,23 @@ impl ScaleRun {
     /// see it draining), and the routes go through the bucket.
     fn rolling_gap(&self) -> Duration {
         let share = self.shards.div_ceil(self.nodes) * self.route_tables * ROLLING_MOVES_PER_SHARD;
-        self.lease.lease_ttl * 4 + self.lease.watch_interval * 2 + bucket_time(share) + Duration::from_secs(20)
+        match self.system {
+            System::Vipfleet => {
+                self.lease.lease_ttl * 4 + self.lease.watch_interval * 2 + bucket_time(share) + Duration::from_secs(20)
+            }
+            // The newcomer steals one lease per taker run, then the old
+            // worker's leases expire and are taken.
+            System::Kcl => self.rolling_join_first() + kcl::settle_bound(1) + bucket_time(share),
+        }
+    }
+
+    /// From a new node's join until the old one drains, in a rolling
+    /// replacement.
+    fn rolling_join_first(&self) -> Duration {
+        match self.system {
+            System::Vipfleet => self.rolling_gap() / 3,
+            System::Kcl => kcl::settle_bound(self.shards.div_ceil(self.nodes + 1)),
+        }
     }
 
     /// Route calls the event needs, at least.
@@ -232,7 +287,7 @@ impl ScaleRun {
             "scale-out" => (0..self.joining()).map(|_| fault(at, Fault::Join)).collect(),
             "rolling" => {
                 let gap = self.rolling_gap();
-                let join_first = gap / 3;
+                let join_first = self.rolling_join_first();
                 (0..self.nodes)
                     .flat_map(|node| {
                         let start = at + gap * node as u32;
@@ -258,7 +313,10 @@ impl ScaleRun {
     pub fn run(&self) -> ScaleReport {
         let config = self.config();
         let started = Instant::now();
-        let report = sim::run(&config);
+        let report = match self.system {
+            System::Vipfleet => sim::run(&config),
+            System::Kcl => kcl::run(&config),
+        };
         let wall = started.elapsed();
         self.measure(&report, wall)
     }
@@ -301,7 +359,10 @@ impl ScaleRun {
             vips: self.shards as u64,
             route_tables: self.route_tables as u64,
         };
-        let model = cost::at_rest(&fleet, &ItemSizes::on_aws(&fleet), &self.lease);
+        let model = match self.system {
+            System::Vipfleet => cost::at_rest(&fleet, &ItemSizes::on_aws(&fleet), &self.lease),
+            System::Kcl => kcl::at_rest(self.nodes, self.shards),
+        };
         let calls_event = match (rest_end, probes.last()) {
             (Some(a), Some(b)) => b.routes.mutating_calls - a.routes.mutating_calls,
             _ => 0,
@@ -344,7 +405,10 @@ impl ScaleRun {
             times.sort();
             let shards = report.crash_recoveries.iter().map(|c| c.shards).sum::<usize>();
             let lease = &self.lease;
-            let detection = lease.lease_ttl + lease.scan_interval * 2;
+            let detection = match self.system {
+                System::Vipfleet => lease.lease_ttl + lease.scan_interval * 2,
+                System::Kcl => kcl::detection_bound(),
+            };
             let bound = detection + bucket_time(shards * self.route_tables) + RESTORATION_SLACK;
             Restoration {
                 shards,
@@ -355,15 +419,28 @@ impl ScaleRun {
                 bound_ms: millis(bound),
             }
         });
+        let (heartbeat, ttl, heartbeat_writes) = match self.system {
+            System::Vipfleet => (
+                self.lease.heartbeat_interval,
+                self.lease.lease_ttl,
+                self.nodes as f64 / self.lease.heartbeat_interval.as_secs_f64(),
+            ),
+            System::Kcl => (
+                kcl::RENEW_INTERVAL,
+                kcl::FAILOVER_TIME,
+                kcl::renew_write_units_per_s(self.shards),
+            ),
+        };
         ScaleReport {
+            system: self.system.name(),
             scenario: self.scenario.clone(),
             seed: self.seed,
             nodes: self.nodes,
             shards: self.shards,
             route_tables: self.route_tables,
             profile: self.profile,
-            heartbeat_interval_ms: millis(self.lease.heartbeat_interval),
-            lease_ttl_ms: millis(self.lease.lease_ttl),
+            heartbeat_interval_ms: millis(heartbeat),
+            lease_ttl_ms: millis(ttl),
             timeline: Timeline {
                 rest_from_s: rest_from.as_secs_f64(),
                 event_at_s: event_at.as_secs_f64(),
@@ -380,7 +457,7 @@ impl ScaleRun {
             dynamodb: DynamoDb {
                 at_rest,
                 at_rest_model: Units::of(0.0, &model),
-                heartbeat_write_units_per_s: self.nodes as f64 / self.lease.heartbeat_interval.as_secs_f64(),
+                heartbeat_write_units_per_s: heartbeat_writes,
                 during_event,
             },
             ec2: Ec2 {
@@ -450,7 +527,7 @@ impl ScaleReport {
             if r.unrestored > 0 {
                 broken.push(format!("{} of {} lost shards never restored", r.unrestored, r.shards));
             }
-            if r.max_ms > r.bound_ms {
+            if r.max_ms > r.bound_ms && self.system == System::Vipfleet.name() {
                 broken.push(format!(
                     "restoration took {} ms, above the bound {} ms",
                     r.max_ms, r.bound_ms
@@ -461,7 +538,11 @@ impl ScaleReport {
         let expected = self.dynamodb.heartbeat_write_units_per_s;
         if (writes - expected).abs() > expected * AT_REST_WRITES_TOLERANCE {
             broken.push(format!(
-                "{writes:.3} write units/s at rest, not {expected:.3} (nodes / heartbeat interval) within 5 %"
+                "{writes:.3} write units/s at rest, not {expected:.3} ({}) within 5 %",
+                match self.system {
+                    "kcl" => "shards / renew interval",
+                    _ => "nodes / heartbeat interval",
+                }
             ));
         }
         broken

@@ -7,10 +7,11 @@
 use std::time::Duration;
 
 use vipfleet_core::LeaseConfig;
-use vipfleet_sim::scale::{ScaleReport, ScaleRun};
+use vipfleet_sim::scale::{ScaleReport, ScaleRun, System};
 
 fn run(scenario: &str, nodes: usize, shards: usize, lease: LeaseConfig, profile: &'static str) -> ScaleReport {
     ScaleRun {
+        system: System::Vipfleet,
         scenario: scenario.into(),
         seed: 7,
         nodes,

@@ -27,12 +27,14 @@ use crate::types::{EniId, Epoch, Incarnation, RouteTableId, ShardId};
 
 /// EC2's bucket for mutating calls, shared by the whole account: 50
 /// tokens, refilled at 5 per second (as documented).
-const ACCOUNT_BURST: f64 = 50.0;
-const ACCOUNT_REFILL_PER_SECOND: f64 = 5.0;
+pub const ACCOUNT_BURST: f64 = 50.0;
+pub const ACCOUNT_REFILL_PER_SECOND: f64 = 5.0;
 /// The SDK's standard retry strategy: three attempts, a backoff drawn up to
 /// one second, doubling.
-const SDK_MAX_ATTEMPTS: u32 = 3;
-const SDK_BACKOFF_BASE: Duration = Duration::from_secs(1);
+pub const SDK_MAX_ATTEMPTS: u32 = 3;
+pub const SDK_BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// From transmit until EC2 applies a call, in microseconds (uniform).
+pub const EC2_REQUEST_LEG_MICROS: std::ops::Range<u64> = 2_000..30_000;
 
 /// A route change EC2 applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -332,6 +334,6 @@ impl World {
             .map(|(_, latency, _)| *latency)
             .max()
             .unwrap_or_default();
-        slow + Duration::from_micros(self.rng.random_range(2_000..30_000))
+        slow + Duration::from_micros(self.rng.random_range(EC2_REQUEST_LEG_MICROS))
     }
 }

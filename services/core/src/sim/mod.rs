@@ -45,7 +45,9 @@ use crate::time::Instant;
 use crate::types::{EniId, Incarnation, NodeId, NodeInfo, RouteTableId, ShardId, Vip};
 
 pub use check::{Checker, CrashRecovery, EventMoves};
-pub use ec2::Landed;
+pub use ec2::{
+    Landed, ACCOUNT_BURST, ACCOUNT_REFILL_PER_SECOND, EC2_REQUEST_LEG_MICROS, SDK_BACKOFF_BASE, SDK_MAX_ATTEMPTS,
+};
 pub use faults::{random_schedule, rollout, Fault, Mix, ScheduledFault, Variant};
 pub use probe::Probe;
 
@@ -529,6 +531,21 @@ pub fn run(config: &SimConfig) -> Report {
     }
 }
 
+/// One leg (request or response) of a store call: a uniform share of
+/// `[latency_min, latency_max] / 2`, or now and then the tail. Public so
+/// that other models on this clock (the KCL baseline in `vipfleet-sim`)
+/// draw their latencies the same way.
+pub fn leg(rng: &mut SmallRng, config: &SimConfig) -> Duration {
+    if let Some((probability, max)) = config.latency_tail {
+        if rng.random_bool(probability) {
+            return Duration::from_micros(rng.random_range(0..max.as_micros().max(1) as u64));
+        }
+    }
+    let lo = config.latency_min.as_micros() as u64 / 2;
+    let hi = (config.latency_max.as_micros() as u64 / 2).max(lo + 1);
+    Duration::from_micros(rng.random_range(lo..hi))
+}
+
 /// The VIP of shard number `n` (10.200.0.0/16 holds 65k: plenty).
 pub fn vip_of(n: usize) -> Vip {
     let n = n as u32;
@@ -596,14 +613,7 @@ impl World {
     }
 
     fn leg(&mut self, config: &SimConfig) -> Duration {
-        if let Some((probability, max)) = config.latency_tail {
-            if self.rng.random_bool(probability) {
-                return Duration::from_micros(self.rng.random_range(0..max.as_micros().max(1) as u64));
-            }
-        }
-        let lo = config.latency_min.as_micros() as u64 / 2;
-        let hi = (config.latency_max.as_micros() as u64 / 2).max(lo + 1);
-        Duration::from_micros(self.rng.random_range(lo..hi))
+        leg(&mut self.rng, config)
     }
 
     /// Latency a slow store adds to the request of a store call of
