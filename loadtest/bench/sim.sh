@@ -46,8 +46,11 @@ for size in $sizes; do
         continue
       fi
       echo "bench: $system $scenario on $nodes nodes, $shards shards" >&2
+      # A broken promise exits 1 with the report written: the tables show
+      # it (the baseline does not keep vipfleet's promises, by design).
       "$sim" --system "$system" --scenario "$scenario" --nodes "$nodes" --shards "$shards" \
-        --route-tables 1 --seed "$seed" --report "$report.partial" >&2
+        --route-tables 1 --seed "$seed" --report "$report.partial" >&2 ||
+        [[ -s "$report.partial" ]] || { echo "bench: $system $scenario failed without a report" >&2; exit 1; }
       mv "$report.partial" "$report"
     done
   done

@@ -94,14 +94,16 @@ fn held_by(snap: &Snapshot, owners: &[&Node]) -> BTreeMap<String, (String, u64)>
         .collect()
 }
 
-/// Panics if any shard in `kept` changed owner or epoch.
+/// Panics if any shard in `kept` changed owner or went back in epoch. The
+/// epoch may step with the owner unchanged: an owner that re-registered
+/// (a heartbeat lost on a slow store) claims its shards again.
 fn assert_unmoved(snap: &Snapshot, kept: &BTreeMap<String, (String, u64)>, when: &str) {
     for (id, (owner, epoch)) in kept {
         let now = snap.shards.get(id).map(|s| (s.owner.clone(), s.epoch));
-        assert_eq!(
-            now,
-            Some((Some(owner.clone()), *epoch)),
-            "{when}: shard {id} of surviving {owner} (epoch {epoch}) moved; it must stay put"
+        assert!(
+            now.as_ref()
+                .is_some_and(|(o, e)| o.as_deref() == Some(owner.as_str()) && e >= epoch),
+            "{when}: shard {id} of surviving {owner} (epoch {epoch}) moved ({now:?}); it must stay put"
         );
     }
 }

@@ -37,7 +37,8 @@ pub async fn ownership(state: &LabState, sdk: &SdkConfig) -> Result<Ownership> {
 /// for the VIPs in both. An epoch counts every change, even one that went
 /// there and back; but a shard item deleted in between (`recreated`) starts
 /// again from whatever epoch its claimant chose, so for those only a change
-/// of owner counts (once).
+/// of owner counts (once). An owner's re-claim also steps the epoch: the
+/// totals subtract the agents' count of those ([`reclaims_over`]).
 pub fn moved(before: &Ownership, after: &Ownership, recreated: &BTreeSet<Vip>) -> BTreeMap<Vip, u64> {
     after
         .iter()
@@ -143,6 +144,9 @@ pub struct Metrics {
     pub reregistrations: u64,
     /// Nodes this agent evicted on the peer probes' word.
     pub evictions: u64,
+    /// Shards this agent claimed again as their owner (after a restart or a
+    /// re-registration): an epoch step that moves nothing.
+    pub reclaims: u64,
 }
 
 /// One reading of every agent that answers.
@@ -190,6 +194,20 @@ pub fn calls_over(readings: &[&Scrape]) -> Calls {
         .fold(Calls::default(), |total, pair| total + calls_between(pair[0], pair[1]))
 }
 
+/// Re-claims over a series of readings, counted as [`calls_between`]
+/// counts calls.
+pub fn reclaims_over(readings: &[&Scrape]) -> u64 {
+    readings
+        .windows(2)
+        .flat_map(|pair| {
+            pair[1].iter().map(|(agent, now)| {
+                now.reclaims
+                    .saturating_sub(pair[0].get(agent).map_or(0, |m| m.reclaims))
+            })
+        })
+        .sum()
+}
+
 /// `name{op="…",…} value` → (name, the `op` label or "", value).
 fn sample(line: &str) -> Option<(&str, &str, u64)> {
     let (series, value) = line.rsplit_once(' ')?;
@@ -223,6 +241,7 @@ pub fn parse_metrics(text: &str) -> Metrics {
             "vipfleet_store_table_missing" => m.table_missing = value > 0,
             "vipfleet_reregistrations_total" => m.reregistrations += value,
             "vipfleet_nodes_evicted_total" => m.evictions += value,
+            "vipfleet_reclaims_total" => m.reclaims += value,
             _ => {}
         }
     }
@@ -299,6 +318,21 @@ mod tests {
         assert_eq!(calls_over(&[&before, &before_restart, &after]).ddb_writes, 30 + 20 + 4);
     }
 
+    fn reclaimed(n: u64) -> Metrics {
+        Metrics {
+            reclaims: n,
+            ..Metrics::default()
+        }
+    }
+
+    #[test]
+    fn a_restarted_agents_reclaims_count_from_zero() {
+        let before = Scrape::from([(agent("a", 1), reclaimed(2)), (agent("b", 2), reclaimed(5))]);
+        let before_restart = Scrape::from([(agent("a", 1), reclaimed(2)), (agent("b", 2), reclaimed(6))]);
+        let after = Scrape::from([(agent("a", 1), reclaimed(3)), (agent("b", 9), reclaimed(4))]);
+        assert_eq!(reclaims_over(&[&before, &before_restart, &after]), 1 + 1 + 4);
+    }
+
     #[test]
     fn metrics_are_classified_by_the_cores_operation_lists() {
         let text = "# HELP x\n\
@@ -315,6 +349,7 @@ mod tests {
             vipfleet_store_table_missing 1\n\
             vipfleet_reregistrations_total 1\n\
             vipfleet_nodes_evicted_total 2\n\
+            vipfleet_reclaims_total 4\n\
             other_total{op=\"heartbeat\"} 99\n";
         assert_eq!(
             parse_metrics(text),
@@ -329,6 +364,7 @@ mod tests {
                 table_missing: true,
                 reregistrations: 1,
                 evictions: 2,
+                reclaims: 4,
             }
         );
     }

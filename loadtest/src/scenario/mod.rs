@@ -426,7 +426,8 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         duration_s: (end_ms - started_ms) as f64 / 1000.0,
         events: trace.events.clone(),
         moves: trace.series_moves.clone().unwrap_or(Moves {
-            actual: fleet::moves(&before, &after, &trace.recreated),
+            // An owner's re-claim steps the epoch and moves nothing.
+            actual: fleet::moves(&before, &after, &trace.recreated).saturating_sub(fleet::reclaims_over(&readings)),
             minimum: match scenario {
                 Scenario::DrainStorm => drain_storm::minimum_moves(state, &before),
                 _ => minimum_moves(scenario, victim_vips.len(), state.vips.len(), state.nodes.len()),
