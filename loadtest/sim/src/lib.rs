@@ -397,7 +397,7 @@ fn run_scale(args: &SimArgs, path: &std::path::Path) -> Result<ExitCode, SimErro
     };
     // Created first: a path that cannot be written fails before the run.
     let mut file = std::fs::File::create(path).map_err(report_error)?;
-    let report = run.run();
+    let report = run.run_reporting(|line| eprintln!("{line}"));
     serde_json::to_writer_pretty(&mut file, &report).map_err(|e| report_error(e.into()))?;
     std::io::Write::write_all(&mut file, b"\n").map_err(report_error)?;
     if let Some(r) = &report.restoration {

@@ -43,6 +43,8 @@ const STARTUP_SLACK: Duration = Duration::from_secs(60);
 pub const STEADY_WATCH: Duration = Duration::from_secs(600);
 /// Quiet time after the event's bound before the run ends.
 const COOLDOWN: Duration = Duration::from_secs(30);
+/// How often a long run says how far it has got (real time).
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// How often the world's counters are read.
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 /// Extra time for the last detail of a restoration, in the acceptance
@@ -311,10 +313,25 @@ impl ScaleRun {
 
     /// Runs the scenario and measures it.
     pub fn run(&self) -> ScaleReport {
+        self.run_reporting(|_| {})
+    }
+
+    /// [`Self::run`], passing a line about how far it has got to `say`
+    /// every [`PROGRESS_EVERY`] of real time: a large fleet runs for
+    /// minutes.
+    pub fn run_reporting(&self, mut say: impl FnMut(&str)) -> ScaleReport {
         let config = self.config();
         let started = Instant::now();
+        let mut next_line = started + PROGRESS_EVERY;
         let report = match self.system {
-            System::Vipfleet => sim::run(&config),
+            System::Vipfleet => sim::run_observed(&config, |p| {
+                let now = Instant::now();
+                if now >= next_line {
+                    next_line = now + PROGRESS_EVERY;
+                    say(&progress_line(&p, now.duration_since(started)));
+                }
+            }),
+            // The baseline runs in seconds at every size.
             System::Kcl => kcl::run(&config),
         };
         let wall = started.elapsed();
@@ -475,6 +492,16 @@ impl ScaleRun {
             },
         }
     }
+}
+
+fn progress_line(p: &sim::Progress, wall: Duration) -> String {
+    format!(
+        "  {:.0}/{:.0} s simulated, {} events, {:.0} s real",
+        p.virtual_time.as_secs_f64(),
+        p.end.as_secs_f64(),
+        p.events,
+        wall.as_secs_f64()
+    )
 }
 
 fn millis(d: Duration) -> u64 {

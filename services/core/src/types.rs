@@ -1,8 +1,11 @@
 //! Domain types: who the nodes are, what they announce, and the records the
 //! lease store returns.
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -11,23 +14,87 @@ use crate::layout::LayoutId;
 pub use crate::vip::{Vip, VipError};
 
 /// A node's identity: its EC2 instance id (`i-0abc…`), or any stable name in
-/// the lab and the simulation.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct NodeId(pub String);
+/// the lab and the simulation. Ordered, compared and hashed as its text.
+///
+/// Node ids are map keys everywhere (every node tracks every other) and are
+/// copied into every record that names a node: so the text is shared, not
+/// copied, and its first bytes are kept as a number that decides most
+/// comparisons without reading the text.
+#[derive(Clone)]
+pub struct NodeId {
+    /// The first 8 bytes of the text, big-endian, zero-padded: when two
+    /// differ, they order as the texts do.
+    prefix: u64,
+    text: Arc<str>,
+}
 
 impl NodeId {
     pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
+        let text: Arc<str> = Arc::from(id.into());
+        let mut head = [0u8; 8];
+        let n = text.len().min(8);
+        head[..n].copy_from_slice(&text.as_bytes()[..n]);
+        Self {
+            prefix: u64::from_be_bytes(head),
+            text,
+        }
     }
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+}
+
+impl PartialEq for NodeId {
+    fn eq(&self, other: &Self) -> bool {
+        self.prefix == other.prefix && (Arc::ptr_eq(&self.text, &other.text) || self.text == other.text)
+    }
+}
+
+impl Eq for NodeId {}
+
+impl Ord for NodeId {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Zero padding orders a text before any longer one it starts, as
+        // the texts do; equal prefixes leave it to the texts.
+        self.prefix
+            .cmp(&other.prefix)
+            .then_with(|| self.text.as_ref().cmp(other.text.as_ref()))
+    }
+}
+
+impl PartialOrd for NodeId {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Hash for NodeId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("NodeId").field(&self.as_str()).finish()
     }
 }
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(NodeId::new)
     }
 }
 
@@ -232,6 +299,38 @@ mod tests {
         assert_eq!(shard.vip().prefix(), 24);
         let host: ShardId = "10.200.1.0/32".parse().unwrap();
         assert_ne!(shard.key(), host.key(), "the prefix is part of the key");
+    }
+
+    #[test]
+    fn node_ids_order_compare_and_serialize_as_their_text() {
+        let texts = [
+            "",
+            "a",
+            "a\0",
+            "a\0b",
+            "ab",
+            "n01",
+            "n02",
+            "n10",
+            "n100",
+            "i-0abcdef",
+            "i-0abcdef0",
+            "i-0abcdef01",
+            "i-0abcdeg",
+            "i-0abcdef\u{e9}",
+            "zz",
+        ];
+        for a in texts {
+            for b in texts {
+                let (x, y) = (NodeId::new(a), NodeId::new(b));
+                assert_eq!(x.cmp(&y), a.cmp(b), "{a:?} vs {b:?}");
+                assert_eq!(x == y, a == b, "{a:?} vs {b:?}");
+            }
+        }
+        let id = NodeId::new("i-0abc");
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"i-0abc\"");
+        assert_eq!(serde_json::from_str::<NodeId>("\"i-0abc\"").unwrap(), id);
+        assert_eq!(format!("{id:?}"), "NodeId(\"i-0abc\")");
     }
 
     #[test]

@@ -22,7 +22,7 @@
 use std::fmt::{self, Display, Write as _};
 
 use crate::layout::ShardLayout;
-use crate::types::{NodeRecord, NodeState, ShardRecord};
+use crate::types::{NodeRecord, NodeState, ShardId, ShardRecord};
 
 /// Bytes per write request unit.
 pub const WRITE_UNIT_BYTES: u64 = 1024;
@@ -96,6 +96,29 @@ pub fn string_bytes(name: &str, value: &impl Display) -> u64 {
     name.len() as u64 + display_len(value)
 }
 
+/// A string attribute whose text is at hand: the table sizes every item it
+/// writes and scans, and formatting just to count would dominate that.
+fn str_bytes(name: &str, value: &str) -> u64 {
+    name.len() as u64 + value.len() as u64
+}
+
+/// Digits of `value` in decimal (0 has one).
+fn decimal_digits(value: u64) -> u64 {
+    value.checked_ilog10().map_or(1, |d| u64::from(d) + 1)
+}
+
+/// An incarnation is written as 16 hex digits (zero-padded; a `u64` never
+/// needs more).
+const INCARNATION_DIGITS: u64 = 16;
+
+/// Length of a shard's text, `a.b.c.d/p`, counted rather than formatted.
+fn shard_text_len(shard: ShardId) -> u64 {
+    let vip = shard.vip();
+    let octets: u64 = vip.addr().octets().iter().map(|o| decimal_digits(u64::from(*o))).sum();
+    // Three dots and the slash.
+    octets + 4 + decimal_digits(u64::from(vip.prefix()))
+}
+
 /// The value part of a number: 1 byte per two significant digits (leading
 /// and trailing zeros trimmed) plus 1.
 fn number_value_bytes(value: u64) -> u64 {
@@ -103,8 +126,7 @@ fn number_value_bytes(value: u64) -> u64 {
     while v != 0 && v.is_multiple_of(10) {
         v /= 10;
     }
-    let digits = display_len(&v).max(1);
-    digits.div_ceil(2) + 1
+    decimal_digits(v).div_ceil(2) + 1
 }
 
 /// A number attribute.
@@ -135,20 +157,23 @@ pub fn node_item_bytes(node: &NodeRecord) -> u64 {
     let info = &node.info;
     let mut bytes = "pk".len() as u64
         + "node#".len() as u64
-        + display_len(&info.id)
+        + info.id.as_str().len() as u64
         + number_bytes("hb", node.hb)
-        + string_bytes("inc", &node.inc)
-        + string_bytes("state", &node.state.as_str())
-        + string_bytes("eni", &info.eni)
-        + string_bytes("az", &info.az)
-        + string_bytes("addr", &info.addr)
+        + "inc".len() as u64
+        + INCARNATION_DIGITS
+        + str_bytes("state", node.state.as_str())
+        + str_bytes("eni", &info.eni.0)
+        + str_bytes("az", &info.az)
+        + str_bytes("addr", &info.addr)
         + number_bytes("weight", u64::from(info.weight))
-        + string_bytes("version", &info.version)
+        + str_bytes("version", &info.version)
         + number_bytes("epoch_floor", node.epoch_floor)
         + clock_bytes("updated_at");
     if let Some(config) = &node.config {
-        bytes += string_bytes("layout", &config.layout)
-            + string_list_bytes("tables", &config.route_tables)
+        bytes += str_bytes("layout", &config.layout.0)
+            + "tables".len() as u64
+            + 3
+            + config.route_tables.iter().map(|t| t.0.len() as u64 + 1).sum::<u64>()
             + number_bytes("ttl_ms", millis(config.lease_ttl))
             + number_bytes("hb_ms", millis(config.heartbeat_interval))
             // Written as 0 when the node does not answer probes.
@@ -158,7 +183,7 @@ pub fn node_item_bytes(node: &NodeRecord) -> u64 {
         bytes += clock_bytes("expires_at");
     }
     if let Some(by) = &node.evicted_by {
-        bytes += string_bytes("evicted_by", by) + number_bytes("evicted_hb", node.hb);
+        bytes += str_bytes("evicted_by", by.as_str()) + number_bytes("evicted_hb", node.hb);
     }
     bytes
 }
@@ -167,12 +192,12 @@ pub fn node_item_bytes(node: &NodeRecord) -> u64 {
 /// `epoch`, `moves`, `moved_at`. Every write of a shard (claim, takeover,
 /// hand-off) sets all of them, so an item has either all or only its key.
 pub fn shard_item_bytes(shard: &ShardRecord) -> u64 {
-    let mut bytes = "pk".len() as u64 + "shard#".len() as u64 + display_len(&shard.id);
+    let mut bytes = "pk".len() as u64 + "shard#".len() as u64 + shard_text_len(shard.id);
     if let Some(owner) = &shard.owner {
-        bytes += string_bytes("owner", owner);
+        bytes += str_bytes("owner", owner.as_str());
     }
-    if let Some(inc) = &shard.owner_inc {
-        bytes += string_bytes("owner_inc", inc);
+    if shard.owner_inc.is_some() {
+        bytes += "owner_inc".len() as u64 + INCARNATION_DIGITS;
     }
     bytes + number_bytes("epoch", shard.epoch) + number_bytes("moves", shard.moves) + clock_bytes("moved_at")
 }
@@ -199,6 +224,33 @@ mod tests {
         assert_eq!(number_bytes("hb", 123), 2 + 3);
         // Trailing zeros are trimmed: 3000 is one significant digit.
         assert_eq!(number_bytes("ttl_ms", 3000), 6 + 2);
+    }
+
+    #[test]
+    fn counted_lengths_are_the_formatted_ones() {
+        for v in [0, 1, 9, 10, 99, 100, 12_345, 1 << 40, u64::MAX] {
+            assert_eq!(decimal_digits(v), v.to_string().len() as u64, "{v}");
+            assert_eq!(number_value_bytes(v), {
+                let trimmed = v.to_string().trim_end_matches('0').len().max(1) as u64;
+                trimmed.div_ceil(2) + 1
+            });
+        }
+        for inc in [0, 1, 0xabc, u64::MAX] {
+            assert_eq!(
+                crate::types::Incarnation(inc).to_string().len() as u64,
+                INCARNATION_DIGITS
+            );
+        }
+        for text in [
+            "10.200.0.1/32",
+            "0.0.0.0/0",
+            "255.255.255.255/32",
+            "10.20.0.0/16",
+            "192.168.100.0/24",
+        ] {
+            let shard: ShardId = text.parse().expect("a shard");
+            assert_eq!(shard_text_len(shard), display_len(&shard), "{text}");
+        }
     }
 
     #[test]

@@ -369,12 +369,12 @@ impl FleetView {
             totals.shards_in_trouble += usize::from(!trouble.is_empty());
             shards.push(ShardView {
                 id: id.to_string(),
-                owner: owner.map(|o| o.0),
+                owner: owner.map(|o| o.to_string()),
                 owner_status,
                 epoch: record.map_or(0, |r| r.epoch),
                 moves: record.map_or(0, |r| r.moves),
                 moved_ago_ms: status.shard_changed_at.get(id).map(|t| ago(*t)),
-                target: target.map(|t| t.0),
+                target: target.map(|t| t.to_string()),
                 held_here,
                 served_here: setup.layout.contains(*id),
                 disputed,
@@ -434,7 +434,7 @@ impl FleetView {
                 }
                 totals.nodes_in_trouble += usize::from(!trouble.is_empty());
                 NodeView {
-                    id: id.0.clone(),
+                    id: id.to_string(),
                     is_self: id == me,
                     az: n.info.az.clone(),
                     eni: n.info.eni.0.clone(),
@@ -462,7 +462,7 @@ impl FleetView {
             totals.nodes_in_trouble += 1;
             totals.nodes_config_mismatch += 1;
             node_views.push(NodeView {
-                id: id.0.clone(),
+                id: id.to_string(),
                 is_self: id == me,
                 az: String::new(),
                 eni: String::new(),
@@ -505,7 +505,7 @@ impl FleetView {
             generated_at_ms: ms(now.as_offset()),
             snapshot_age_ms: ms(snapshot_age),
             observer: ObserverView {
-                node_id: me.0.clone(),
+                node_id: me.to_string(),
                 az: setup.info.az.clone(),
                 eni: setup.info.eni.0.clone(),
                 addr: setup.info.addr.clone(),
@@ -692,7 +692,7 @@ fn event_view(what: &Happening, at: Instant, ago_ms: u64) -> EventView {
     };
     view.kind = kind;
     view.shard = shard.map(ToString::to_string);
-    view.node = node.map(|n| n.0.clone());
+    view.node = node.map(|n| n.to_string());
     view.detail = detail;
     view
 }

@@ -66,10 +66,15 @@ pub struct LeaseTable {
     /// Bumped whenever a shard item changes (for checks that only need to
     /// look again then).
     shards_version: u64,
-    /// [`Self::table_bytes`] since the last change of any item: every node
-    /// scans several times per heartbeat, and sizing every item each time
-    /// would halve the simulation's speed.
-    bytes_cache: Cell<Option<u64>>,
+    /// The sizes of all node items and of all shard items, kept up to date
+    /// with every change: every node scans several times per heartbeat,
+    /// and every heartbeat changes an item, so sizing the whole table again
+    /// after each change would cost more than the rest of the simulation.
+    node_bytes_total: u64,
+    shard_bytes_total: u64,
+    /// The size of the layout and junk items (which change rarely) since
+    /// the last change of one.
+    rare_bytes_cache: Cell<Option<u64>>,
 }
 
 impl LeaseTable {
@@ -79,7 +84,6 @@ impl LeaseTable {
 
     /// One write call of `items` items, billed `write_units`.
     fn wrote(&mut self, items: u64, write_units: u64) {
-        self.bytes_cache.set(None);
         self.counters.write_calls += 1;
         self.counters.items_written += items;
         self.counters.write_units += write_units;
@@ -100,23 +104,43 @@ impl LeaseTable {
         self.shards.get(&id).map_or(0, units::shard_item_bytes)
     }
 
+    /// A node item changed from `before` bytes (0: it did not exist).
+    fn node_resized(&mut self, id: &NodeId, before: u64) {
+        self.node_bytes_total = self.node_bytes_total + self.node_bytes(id) - before;
+    }
+
+    fn shard_resized(&mut self, id: ShardId, before: u64) {
+        self.shard_bytes_total = self.shard_bytes_total + self.shard_bytes(id) - before;
+    }
+
     /// What a Scan reads: every item, whatever its filter keeps.
     pub fn table_bytes(&self) -> u64 {
-        if let Some(bytes) = self.bytes_cache.get() {
+        let fleet = self.fleet_version.map_or(0, units::fleet_item_bytes);
+        self.node_bytes_total + self.shard_bytes_total + fleet + self.rare_bytes()
+    }
+
+    fn rare_bytes(&self) -> u64 {
+        if let Some(bytes) = self.rare_bytes_cache.get() {
             return bytes;
         }
-        let nodes: u64 = self.nodes.values().map(units::node_item_bytes).sum();
-        let shards: u64 = self.shards.values().map(units::shard_item_bytes).sum();
         let layouts: u64 = self.layouts.values().map(units::layout_item_bytes).sum();
         let junk: u64 = self
             .junk
             .keys()
             .map(|key| "pk".len() as u64 + key.len() as u64 + JUNK_VALUE_BYTES)
             .sum();
+        self.rare_bytes_cache.set(Some(layouts + junk));
+        layouts + junk
+    }
+
+    /// [`Self::table_bytes`] sized item by item, for tests of the running
+    /// totals.
+    #[cfg(test)]
+    fn table_bytes_recounted(&self) -> u64 {
+        let nodes: u64 = self.nodes.values().map(units::node_item_bytes).sum();
+        let shards: u64 = self.shards.values().map(units::shard_item_bytes).sum();
         let fleet = self.fleet_version.map_or(0, units::fleet_item_bytes);
-        let bytes = nodes + shards + layouts + junk + fleet;
-        self.bytes_cache.set(Some(bytes));
-        bytes
+        nodes + shards + fleet + self.rare_bytes()
     }
 
     fn junk_node(&self, id: &NodeId) -> bool {
@@ -144,6 +168,7 @@ impl LeaseTable {
         let before = self.node_bytes(&req.info.id);
         let outcome = self.beat(req);
         let after = self.node_bytes(&req.info.id);
+        self.node_resized(&req.info.id, before);
         self.wrote(1, units::write_units(before.max(after), false));
         outcome
     }
@@ -164,14 +189,14 @@ impl LeaseTable {
         match req.kind {
             // A put: whatever the item held, junk included.
             BeatKind::Register => {
-                self.junk.retain(|_, j| j.node.as_ref() != Some(id));
+                self.drop_junk_node(id);
                 self.nodes.insert(id.clone(), fresh());
                 HeartbeatOutcome::Beat(req.register_hb)
             }
             BeatKind::Reregister => match current_inc {
                 Some(inc) if inc != req.inc => HeartbeatOutcome::NotMine,
                 _ => {
-                    self.junk.retain(|_, j| j.node.as_ref() != Some(id));
+                    self.drop_junk_node(id);
                     self.nodes.insert(id.clone(), fresh());
                     HeartbeatOutcome::Beat(req.register_hb)
                 }
@@ -192,6 +217,14 @@ impl LeaseTable {
                 Some(_) => HeartbeatOutcome::NotMine,
                 None => HeartbeatOutcome::Missing,
             },
+        }
+    }
+
+    /// A put of a node item replaces any junk item under its key.
+    fn drop_junk_node(&mut self, id: &NodeId) {
+        if self.junk_node(id) {
+            self.junk.retain(|_, j| j.node.as_ref() != Some(id));
+            self.rare_bytes_cache.set(None);
         }
     }
 
@@ -246,7 +279,6 @@ impl LeaseTable {
     pub fn announce_change(&mut self) -> u64 {
         let version = self.fleet_version.unwrap_or(0) + 1;
         self.fleet_version = Some(version);
-        self.bytes_cache.set(None);
         self.wrote(1, units::write_units(units::fleet_item_bytes(version), false));
         version
     }
@@ -259,7 +291,10 @@ impl LeaseTable {
     pub fn publish_layout(&mut self, layout: &ShardLayout) {
         // A conditional put bills the item's size whether it lands or not.
         self.wrote(1, units::write_units(units::layout_item_bytes(layout), false));
-        self.layouts.entry(layout.id()).or_insert_with(|| layout.clone());
+        if !self.layouts.contains_key(&layout.id()) {
+            self.layouts.insert(layout.id(), layout.clone());
+            self.rare_bytes_cache.set(None);
+        }
     }
 
     pub fn read_layout(&mut self, id: &LayoutId) -> Option<ShardLayout> {
@@ -290,6 +325,7 @@ impl LeaseTable {
             Expect::Held { .. } => 0,
         };
         let outcome = self.acquire_unbilled(req, check_node);
+        self.shard_resized(req.shard, before);
         let shard_bytes = before.max(self.shard_bytes(req.shard));
         let shard_units = units::write_units(shard_bytes, node_check_units > 0);
         let items = if node_check_units > 0 { 2 } else { 1 };
@@ -353,6 +389,7 @@ impl LeaseTable {
     pub fn hand_off(&mut self, req: &HandoffRequest) -> HandoffOutcome {
         let before = self.shard_bytes(req.shard);
         let outcome = self.hand_off_unbilled(req);
+        self.shard_resized(req.shard, before);
         let bytes = before.max(self.shard_bytes(req.shard));
         self.wrote(1, units::write_units(bytes, false));
         outcome
@@ -376,6 +413,7 @@ impl LeaseTable {
     pub fn mark_dead(&mut self, req: &MarkDeadRequest) -> MarkDeadOutcome {
         let before = self.node_bytes(&req.node);
         let outcome = self.mark_dead_unbilled(req);
+        self.node_resized(&req.node, before);
         let bytes = before.max(self.node_bytes(&req.node));
         self.wrote(1, units::write_units(bytes, false));
         outcome
@@ -400,6 +438,7 @@ impl LeaseTable {
             }
             _ => EvictOutcome::NotThere,
         };
+        self.node_resized(&req.node, before);
         let bytes = before.max(self.node_bytes(&req.node));
         self.wrote(1, units::write_units(bytes, false));
         outcome
@@ -412,6 +451,7 @@ impl LeaseTable {
         match self.shards.get(&req.shard) {
             Some(s) if s.epoch == req.epoch => {
                 self.shards.remove(&req.shard);
+                self.shard_bytes_total -= bytes;
                 self.shards_version += 1;
                 RetireOutcome::Retired
             }
@@ -424,36 +464,38 @@ impl LeaseTable {
 
     /// `delete-item` of a shard item.
     pub fn delete_shard(&mut self, shard: ShardId) {
-        self.bytes_cache.set(None);
+        self.shard_bytes_total -= self.shard_bytes(shard);
         self.shards.remove(&shard);
         self.shards_version += 1;
     }
 
     /// `delete-item` of a node item.
     pub fn delete_node(&mut self, node: &NodeId) {
-        self.bytes_cache.set(None);
+        self.node_bytes_total -= self.node_bytes(node);
         self.nodes.remove(node);
     }
 
     /// `update-item … SET state = dead` on any node.
     pub fn set_state_by_hand(&mut self, node: &NodeId, state: NodeState) {
-        self.bytes_cache.set(None);
+        let before = self.node_bytes(node);
         if let Some(n) = self.nodes.get_mut(node) {
             n.state = state;
         }
+        self.node_resized(node, before);
     }
 
     /// A `put-item` of something the agent cannot read. A key that names a
     /// node or shard (`node#x`, `shard#10.200.0.1/32`) replaces that item.
     pub fn put_junk(&mut self, key: &str, reason: &str) {
-        self.bytes_cache.set(None);
+        self.rare_bytes_cache.set(None);
         let node = key.strip_prefix("node#").map(NodeId::new);
         let shard = key.strip_prefix("shard#").and_then(|s| s.parse().ok());
         if let Some(node) = &node {
-            self.nodes.remove(node);
+            self.delete_node(node);
         }
-        if let Some(shard) = &shard {
-            self.shards.remove(shard);
+        if let Some(shard) = shard {
+            self.shard_bytes_total -= self.shard_bytes(shard);
+            self.shards.remove(&shard);
             self.shards_version += 1;
         }
         self.junk.insert(
@@ -467,7 +509,7 @@ impl LeaseTable {
     }
 
     pub fn delete_junk(&mut self, key: &str) {
-        self.bytes_cache.set(None);
+        self.rare_bytes_cache.set(None);
         self.junk.remove(key);
     }
 
@@ -523,5 +565,121 @@ mod tests {
         assert_eq!(table.counters().write_units, 1);
         table.recreate();
         assert_eq!(table.table_bytes(), 0);
+    }
+
+    /// Every change of an item keeps the running size what sizing each item
+    /// says.
+    #[test]
+    fn the_running_size_is_the_sum_of_the_items() {
+        use crate::layout::LayoutId;
+        use crate::types::{EniId, Incarnation, NodeConfig, NodeInfo};
+        let mut table = LeaseTable::default();
+        let check = |table: &LeaseTable, what: &str| {
+            assert_eq!(table.table_bytes(), table.table_bytes_recounted(), "after {what}")
+        };
+        let shard = |n: u8| -> ShardId { format!("10.200.0.{n}/32").parse().expect("a shard") };
+        let beat = |id: &str, inc: u64, kind: BeatKind, hb: u64| HeartbeatRequest {
+            info: NodeInfo {
+                id: NodeId::new(id),
+                eni: EniId(format!("eni-{id}")),
+                az: "az-0".into(),
+                addr: "10.0.0.1".into(),
+                weight: 1,
+                version: "v".into(),
+            },
+            config: NodeConfig {
+                layout: LayoutId("l".into()),
+                route_tables: Vec::new(),
+                lease_ttl: std::time::Duration::from_secs(15),
+                heartbeat_interval: std::time::Duration::from_secs(5),
+                peer_port: None,
+            },
+            inc: Incarnation(inc),
+            state: NodeState::Active,
+            kind,
+            epoch_floor: hb * 1000,
+            register_hb: hb,
+        };
+        for (id, inc) in [("a", 1), ("b", 2), ("c", 3)] {
+            table.heartbeat(&beat(id, inc, BeatKind::Register, 1));
+            check(&table, "a registration");
+        }
+        for hb in 0..120 {
+            table.heartbeat(&beat("a", 1, BeatKind::Renew, hb));
+        }
+        check(&table, "renewals");
+        table.heartbeat(&beat("b", 9, BeatKind::Renew, 1));
+        check(&table, "a renewal of another incarnation");
+        let acquire = |n: u8, me: &str, inc: u64, expect: Expect| AcquireRequest {
+            shard: shard(n),
+            me: NodeId::new(me),
+            inc: Incarnation(inc),
+            expect,
+        };
+        for n in 1..=20 {
+            table.acquire(&acquire(
+                n,
+                "a",
+                1,
+                Expect::Free {
+                    next_epoch: u64::from(n) * 7,
+                },
+            ));
+        }
+        check(&table, "claims");
+        table.hand_off(&HandoffRequest {
+            shard: shard(1),
+            me: NodeId::new("a"),
+            epoch: 7,
+            to: NodeId::new("bb"),
+            to_inc: Incarnation(2),
+        });
+        check(&table, "a hand-off");
+        table.evict(&EvictRequest {
+            node: NodeId::new("c"),
+            inc: Incarnation(3),
+            by: NodeId::new("a"),
+        });
+        check(&table, "an eviction");
+        table.acquire(&acquire(
+            2,
+            "b",
+            2,
+            Expect::GoneOwner {
+                owner: NodeId::new("a"),
+                epoch: 14,
+                check: NodeCheck::Unchanged {
+                    hb: 119,
+                    inc: Incarnation(1),
+                },
+            },
+        ));
+        check(&table, "a takeover");
+        table.mark_dead(&MarkDeadRequest {
+            node: NodeId::new("b"),
+            inc: Incarnation(2),
+            observed_hb: 1,
+        });
+        check(&table, "marking dead");
+        table.retire(&RetireRequest {
+            shard: shard(3),
+            epoch: 21,
+        });
+        check(&table, "a retirement");
+        table.delete_shard(shard(4));
+        table.delete_node(&NodeId::new("c"));
+        table.set_state_by_hand(&NodeId::new("a"), NodeState::Draining);
+        check(&table, "edits by hand");
+        table.put_junk("shard#10.200.0.5/32", "by hand");
+        table.put_junk("node#a", "by hand");
+        check(&table, "junk");
+        table.heartbeat(&beat("a", 1, BeatKind::Register, 2));
+        table.delete_junk("shard#10.200.0.5/32");
+        check(&table, "junk replaced and deleted");
+        table.announce_change();
+        table.publish_layout(&ShardLayout::from_shards([shard(1), shard(2)]));
+        check(&table, "the fleet and layout items");
+        table.recreate();
+        check(&table, "a re-created table");
     }
 }

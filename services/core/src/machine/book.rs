@@ -68,6 +68,16 @@ impl ShardBook {
     }
 
     fn put(&mut self, shard: ShardId, record: Option<ShardRecord>, as_of: Instant, now: Instant) {
+        // Most reads show a shard as it was: only the instant moves (every
+        // node reads every shard, so this is most of the book's work).
+        // Owner, epoch and freedom are unchanged, so are the counts, the
+        // version, the highest epoch and `free_since`.
+        if let Some(entry) = self.entries.get_mut(&shard) {
+            if entry.record == record {
+                entry.as_of = as_of;
+                return;
+            }
+        }
         let free = record.as_ref().is_none_or(|r| r.owner.is_none());
         let before = self.entries.get(&shard);
         let was_free_since = before.and_then(|e| e.free_since);
@@ -107,6 +117,22 @@ impl ShardBook {
         }
         self.put(shard, Some(record), sent_at, now);
         Learned::Accepted
+    }
+
+    /// [`Self::learn`] of a record that shows the shard as the book knows
+    /// it (what most reads show of most shards), without taking it apart:
+    /// only the instant may move. `None` when the book knows it otherwise.
+    pub(crate) fn refresh(&mut self, record: &ShardRecord, sent_at: Instant) -> Option<Learned> {
+        let entry = self.entries.get_mut(&record.id)?;
+        if entry.record.as_ref() != Some(record) {
+            return None;
+        }
+        // Same epoch: accepted only from a read sent at or after the entry.
+        if sent_at < entry.as_of {
+            return Some(Learned::Stale);
+        }
+        entry.as_of = sent_at;
+        Some(Learned::Accepted)
     }
 
     /// A full read sent at `sent_at` did not return `shard`'s item.

@@ -325,12 +325,15 @@ impl Machine {
 
     fn learn_shards(&mut self, scan: Scan<ShardRecord>, sent_at: Instant, now: Instant, out: &mut Step) {
         let unreadable: BTreeSet<ShardId> = scan.skipped.iter().filter_map(|s| s.shard).collect();
-        let present: BTreeSet<ShardId> = scan
+        // Sorted once and searched: a read returns every shard, and a set
+        // built of them all would cost more than learning them.
+        let mut present: Vec<ShardId> = scan
             .records
             .iter()
             .map(|r| r.id)
             .chain(unreadable.iter().copied())
             .collect();
+        present.sort_unstable();
         self.pace.shards_read(scan.records.iter());
         for record in scan.records {
             self.learn_shard(record, sent_at, now, out);
@@ -343,7 +346,7 @@ impl Machine {
             .layout
             .ids()
             .chain(self.book.known().collect::<Vec<_>>())
-            .filter(|s| !present.contains(s))
+            .filter(|s| present.binary_search(s).is_err())
             .collect();
         for shard in absent {
             if self.book.learn_absent(shard, sent_at, now) == Learned::Accepted {
@@ -386,19 +389,27 @@ impl Machine {
     pub(super) fn learn_shard(&mut self, record: ShardRecord, sent_at: Instant, now: Instant, out: &mut Step) {
         let shard = record.id;
         let mine = record.owner.as_ref() == Some(self.me());
-        let owner = record.owner.clone();
         let record_inc = record.owner_inc;
         let epoch = record.epoch;
-        let claim_moved = self
-            .book
-            .record(shard)
-            .is_none_or(|r| r.owner != owner || r.epoch != epoch);
-        if self.book.learn(record, sent_at, now) == Learned::Stale {
-            return;
-        }
-        if let Some(claimant) = owner.as_ref().filter(|o| claim_moved && !mine && *o != self.me()) {
-            self.observer.saw_claim(claimant, now);
-        }
+        let owner = match self.book.refresh(&record, sent_at) {
+            Some(Learned::Stale) => return,
+            // As we knew it: no claim moved.
+            Some(Learned::Accepted) => record.owner,
+            None => {
+                let owner = record.owner.clone();
+                let claim_moved = self
+                    .book
+                    .record(shard)
+                    .is_none_or(|r| r.owner != owner || r.epoch != epoch);
+                if self.book.learn(record, sent_at, now) == Learned::Stale {
+                    return;
+                }
+                if let Some(claimant) = owner.as_ref().filter(|o| claim_moved && !mine && *o != self.me()) {
+                    self.observer.saw_claim(claimant, now);
+                }
+                owner
+            }
+        };
         let serves = self.setup.layout.contains(shard);
         // Held by a previous process of this node; or handed to this one
         // since our previous read, which was sent before we registered

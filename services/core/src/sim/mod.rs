@@ -443,8 +443,26 @@ pub(crate) struct World {
     rng: SmallRng,
 }
 
+/// How far a run has got: for a caller that shows progress on a long run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub virtual_time: Duration,
+    /// When the run will end (simulated).
+    pub end: Duration,
+    pub events: u64,
+}
+
+/// [`run_observed`] calls its observer once per this many events: often
+/// enough for a line every few seconds, rarely enough to cost nothing.
+const PROGRESS_EVERY_EVENTS: u64 = 1 << 12;
+
 /// Runs one simulation to its end and reports what it saw.
 pub fn run(config: &SimConfig) -> Report {
+    run_observed(config, |_| {})
+}
+
+/// [`run`], telling `progress` how far it has got every so many events.
+pub fn run_observed(config: &SimConfig, mut progress: impl FnMut(Progress)) -> Report {
     let mut world = World::new(config);
     let mut checker = Checker::new(config);
     for i in 0..config.nodes {
@@ -488,6 +506,13 @@ pub fn run(config: &SimConfig) -> Report {
         world.handle(config, what);
         events += 1;
         checker.after_event(&world);
+        if events.is_multiple_of(PROGRESS_EVERY_EVENTS) {
+            progress(Progress {
+                virtual_time: at.as_offset(),
+                end: end.as_offset(),
+                events,
+            });
+        }
     }
     world.now = end;
     checker.at_end(&world);
