@@ -46,7 +46,7 @@ def usd(value):
 def units(window):
     if not window:
         return "—"
-    return f"{window['read_units_per_s']:.1f} / {window['write_units_per_s']:.1f}"
+    return f"{window['read_units_per_s']:,.1f} / {window['write_units_per_s']:,.1f}"
 
 
 def row(report):
@@ -60,12 +60,12 @@ def row(report):
         f"{report['nodes']:,} / {report['shards']:,}",
         "/".join(seconds(restored.get(k)) for k in ("p50_ms", "p99_ms", "max_ms")) if restored else "—",
         seconds(restored.get("bound_ms")) if restored else "—",
-        f"{moves['during_event'] + moves['at_rest']} / {moves['minimum']}",
+        f"{moves['during_event'] + moves['at_rest']:,} / {moves['minimum']:,}",
         units(dynamo.get("at_rest")),
         usd((dynamo.get("at_rest") or {}).get("usd_per_month_on_demand")),
         units(dynamo.get("during_event")),
-        f"{ec2['mutating_calls_event']} ({ec2['bucket_delay_s']:.1f} s)",
-        f"{speed['times_real_time']:.1f}x ({speed['wall_s']:.0f} s)",
+        f"{ec2['mutating_calls_event']:,} ({ec2['bucket_delay_s']:.1f} s)",
+        f"{speed['times_real_time']:,.0f}x ({speed['wall_s']:.1f} s)",
         f"`{report['_file']}`",
     ]
 
