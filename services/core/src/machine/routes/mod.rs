@@ -567,11 +567,7 @@ impl Machine {
             self.routes.throttled_until = now + self.routes.throttle.delay(seed);
         }
         if let Some(w) = self.routes.work.get_mut(key).filter(|_| ours) {
-            // Throttling is the account's, not the call's: a failover
-            // throttled keeps its place ahead of the work behind it.
-            if class != RouteErrorClass::Throttled {
-                w.priority = Priority::Repair;
-            }
+            w.priority = Priority::Repair;
             if class == RouteErrorClass::Transient {
                 w.backoff.failed();
                 w.not_before = now + w.backoff.delay(seed ^ key.0.vip().addr().to_bits() as u64);
