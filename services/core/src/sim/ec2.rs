@@ -27,8 +27,8 @@ use crate::types::{EniId, Epoch, Incarnation, RouteTableId, ShardId};
 
 /// EC2's bucket for mutating calls, shared by the whole account: 50
 /// tokens, refilled at 5 per second (as documented).
-const ACCOUNT_BURST: f64 = 50.0;
-const ACCOUNT_REFILL_PER_SECOND: f64 = 5.0;
+pub const ACCOUNT_BURST: f64 = 50.0;
+pub const ACCOUNT_REFILL_PER_SECOND: f64 = 5.0;
 /// The SDK's standard retry strategy: three attempts, a backoff drawn up to
 /// one second, doubling.
 const SDK_MAX_ATTEMPTS: u32 = 3;

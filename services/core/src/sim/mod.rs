@@ -45,7 +45,7 @@ use crate::time::Instant;
 use crate::types::{EniId, Incarnation, NodeId, NodeInfo, RouteTableId, ShardId, Vip};
 
 pub use check::{Checker, CrashRecovery, EventMoves};
-pub use ec2::Landed;
+pub use ec2::{Landed, ACCOUNT_BURST, ACCOUNT_REFILL_PER_SECOND};
 pub use faults::{random_schedule, rollout, Fault, Mix, ScheduledFault, Variant};
 pub use probe::Probe;
 
