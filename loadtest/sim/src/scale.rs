@@ -33,9 +33,6 @@ use vipfleet_core::LeaseConfig;
 
 use crate::kcl;
 
-/// The account's EC2 bucket for mutating calls (as `sim/ec2.rs` models it).
-const BUCKET_BURST: f64 = sim::ACCOUNT_BURST;
-const BUCKET_REFILL_PER_SECOND: f64 = sim::ACCOUNT_REFILL_PER_SECOND;
 /// Start-up is done this long after its route writes could have gone
 /// through the bucket: claims, read-backs, cold reads settling.
 const STARTUP_SLACK: Duration = Duration::from_secs(60);
@@ -199,7 +196,7 @@ pub struct ScaleReport {
 }
 
 fn bucket_time(calls: usize) -> Duration {
-    Duration::from_secs_f64((calls as f64 - BUCKET_BURST).max(0.0) / BUCKET_REFILL_PER_SECOND)
+    Duration::from_secs_f64((calls as f64 - sim::ACCOUNT_BURST).max(0.0) / sim::ACCOUNT_REFILL_PER_SECOND)
 }
 
 impl ScaleRun {
@@ -380,14 +377,13 @@ impl ScaleRun {
             System::Vipfleet => cost::at_rest(&fleet, &ItemSizes::on_aws(&fleet), &self.lease),
             System::Kcl => kcl::at_rest(self.nodes, self.shards),
         };
-        let calls_event = match (rest_end, probes.last()) {
-            (Some(a), Some(b)) => b.routes.mutating_calls - a.routes.mutating_calls,
+        // A counter's growth from the end of the rest window to the end.
+        let since_rest = |count: fn(&Probe) -> u64| match (rest_end, probes.last()) {
+            (Some(a), Some(b)) => count(b) - count(a),
             _ => 0,
         };
-        let throttled_event = match (rest_end, probes.last()) {
-            (Some(a), Some(b)) => b.ec2_throttled - a.ec2_throttled,
-            _ => 0,
-        };
+        let calls_event = since_rest(|p| p.routes.mutating_calls);
+        let throttled_event = since_rest(|p| p.ec2_throttled);
         let moves_in =
             |from: Duration, to: Duration| report.move_times.iter().filter(|t| **t >= from && **t < to).count();
         let end = report.virtual_time;

@@ -83,24 +83,12 @@ impl PeerNet {
             return;
         };
         // Called after every step of every node: compare before copying.
-        let mut members = members.peekable();
-        let known = &self.members[index];
-        let mut seen = 0;
-        while seen < known.len()
-            && members
-                .next_if(|(id, inc)| (*id, *inc) == (&known[seen].0, known[seen].1))
-                .is_some()
-        {
-            seen += 1;
-        }
-        if seen == known.len() && members.peek().is_none() {
+        let members: Vec<(&NodeId, Incarnation)> = members.collect();
+        let known = self.members[index].iter().map(|(id, inc)| (id, *inc));
+        if members.iter().copied().eq(known) {
             return;
         }
-        let members: Vec<(NodeId, Incarnation)> = known[..seen]
-            .iter()
-            .cloned()
-            .chain(members.map(|(id, inc)| (id.clone(), inc)))
-            .collect();
+        let members: Vec<(NodeId, Incarnation)> = members.into_iter().map(|(id, inc)| (id.clone(), inc)).collect();
         detector.set_members(members.iter().cloned(), now);
         self.members[index] = members;
     }
