@@ -96,6 +96,11 @@ pub struct SimArgs {
     /// apply to it).
     #[arg(long, value_enum, default_value_t = System::Vipfleet)]
     system: System,
+    /// Print each seed's trace (machine events, their calls and the
+    /// faults), only the lines that contain this text ("" for all): to
+    /// follow one shard or node through a failing seed.
+    #[arg(long)]
+    trace: Option<String>,
 }
 
 /// The simulation's VIPs are the addresses of 10.200.0.0/16.
@@ -191,7 +196,14 @@ fn run_seeds(name: &str, args: &SimArgs, threads: usize) -> Vec<Report> {
                 if seed >= end {
                     break;
                 }
-                let report = sim::run(&scenario(name, seed, args));
+                let mut config = scenario(name, seed, args);
+                config.trace = args.trace.is_some();
+                let report = sim::run(&config);
+                if let Some(filter) = &args.trace {
+                    let lines = report.trace.iter().filter(|l| l.contains(filter.as_str()));
+                    let text: String = lines.map(|l| format!("seed {seed}: {l}\n")).collect();
+                    print!("{text}");
+                }
                 reports.lock().unwrap_or_else(|p| p.into_inner()).push(report);
                 let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if finished.is_multiple_of(10) || finished == args.seeds {

@@ -252,6 +252,11 @@ pub struct Machine {
     /// Agreed shards with no member as owner, as of the last plan: failover
     /// work, which rebalancing waits for.
     orphans: usize,
+    /// Free shards whose target, as of the last plan, came from where their
+    /// routes point (or waits for a read-back): the tables must then be
+    /// read back on schedule even when we hold nothing, or a view taken
+    /// while a table was failing would decide for ever.
+    free_shards_follow_routes: bool,
     gone_reported: BTreeSet<NodeId>,
     /// When the live set last changed. A shard map read before it may miss
     /// hand-offs we received since, so claims and hand-offs wait for a newer
@@ -325,6 +330,7 @@ impl Machine {
             quota: BTreeMap::new(),
             work_lists: WorkLists::default(),
             orphans: 0,
+            free_shards_follow_routes: false,
             gone_reported: BTreeSet::new(),
             evicting: BTreeSet::new(),
             unheld_dead: BTreeMap::new(),

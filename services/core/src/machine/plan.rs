@@ -179,8 +179,9 @@ impl Machine {
             self.timers.reconcile = now + self.cfg().reconcile_interval;
             self.rechecks.retain(|t| *t > now);
             // A draining node reads back what it no longer holds too: it
-            // leaves only once no route points at it.
-            if !self.held.is_empty() || self.drain_quiet_since.is_some() {
+            // leaves only once no route points at it. So does a node whose
+            // free shards wait on where their routes point.
+            if !self.held.is_empty() || self.drain_quiet_since.is_some() || self.free_shards_follow_routes {
                 self.describe_tables(now, out);
             }
         }
@@ -377,6 +378,7 @@ impl Machine {
         for shard in &waiting {
             target.remove(shard);
         }
+        self.free_shards_follow_routes = !pinned.is_empty() || !waiting.is_empty();
         self.target = target;
         self.pace.targets_replaced();
         self.quota = assignment.quota;
