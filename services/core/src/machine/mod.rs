@@ -253,9 +253,10 @@ pub struct Machine {
     /// work, which rebalancing waits for.
     orphans: usize,
     /// Free shards whose target, as of the last plan, came from where their
-    /// routes point (or waits for a read-back): the tables must then be
-    /// read back on schedule even when we hold nothing, or a view taken
-    /// while a table was failing would decide for ever.
+    /// routes point (or waits for a read-back) while a table was down for
+    /// us: the tables must then be read back on schedule even when we hold
+    /// nothing, or a view that leaves the failing table out would decide
+    /// for ever, against the other nodes' views.
     free_shards_follow_routes: bool,
     gone_reported: BTreeSet<NodeId>,
     /// When the live set last changed. A shard map read before it may miss

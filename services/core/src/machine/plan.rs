@@ -180,7 +180,8 @@ impl Machine {
             self.rechecks.retain(|t| *t > now);
             // A draining node reads back what it no longer holds too: it
             // leaves only once no route points at it. So does a node whose
-            // free shards wait on where their routes point.
+            // free shards wait on where their routes point while a table is
+            // down for it: the read-back is also that table's probe.
             if !self.held.is_empty() || self.drain_quiet_since.is_some() || self.free_shards_follow_routes {
                 self.describe_tables(now, out);
             }
@@ -378,7 +379,8 @@ impl Machine {
         for shard in &waiting {
             target.remove(shard);
         }
-        self.free_shards_follow_routes = !pinned.is_empty() || !waiting.is_empty();
+        self.free_shards_follow_routes =
+            (!pinned.is_empty() || !waiting.is_empty()) && self.routes.any_down(self.route_tables());
         self.target = target;
         self.pace.targets_replaced();
         self.quota = assignment.quota;

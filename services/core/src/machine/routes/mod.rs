@@ -108,6 +108,14 @@ impl RouteBook {
         }
     }
 
+    /// Whether any of `tables` is down for us: our view of it is as old as
+    /// its last read-back, and [`Self::pointing`] leaves it out.
+    pub(super) fn any_down(&self, tables: &[RouteTableId]) -> bool {
+        tables
+            .iter()
+            .any(|t| self.tables.get(t).is_some_and(TableHealth::is_down))
+    }
+
     /// When every table that answers was last read back (send time): the
     /// oldest of them. Tables that keep refusing do not hold it back.
     pub(super) fn seen_at(&self, tables: &[RouteTableId]) -> Option<Instant> {
@@ -562,7 +570,10 @@ impl Machine {
             .entry(key.1.clone())
             .or_default()
             .failed(class, detail, now, seed);
-        if class == RouteErrorClass::Throttled {
+        // Calls already under way when the throttling began come back
+        // throttled too: one round of them is one refusal, or a burst of
+        // calls would back every write off for the cap at once.
+        if class == RouteErrorClass::Throttled && now >= self.routes.throttled_until {
             self.routes.throttle.failed();
             self.routes.throttled_until = now + self.routes.throttle.delay(seed);
         }
