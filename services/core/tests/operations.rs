@@ -674,8 +674,8 @@ fn a_lost_table_frees_no_shard_before_its_holders_leases_end() {
 /// claims its shards again after re-registering, before it writes their
 /// routes, and an observer that sees a missing node's claim move starts its
 /// missing clock over.
-fn item_deleted_twice(sabotage: Option<Sabotage>) -> Report {
-    let mut config = SimConfig::small(137);
+fn item_deleted_twice(seed: u64, sabotage: Option<Sabotage>) -> Report {
+    let mut config = SimConfig::small(seed);
     config.lease = LeaseConfig::CHEAP;
     config.sabotage = sabotage;
     let secs = Duration::from_millis;
@@ -704,17 +704,26 @@ fn item_deleted_twice(sabotage: Option<Sabotage>) -> Report {
 
 #[test]
 fn a_node_item_deleted_twice_around_a_re_registration_has_one_writer() {
-    assert_clean(&item_deleted_twice(None));
+    for seed in SEEDS_AROUND_137 {
+        assert_clean(&item_deleted_twice(seed, None));
+    }
 }
+
+/// Seed 137 and the schedules of its neighbours: how calls interleave
+/// decides whether the missing re-claim shows (in about one seed in 15).
+const SEEDS_AROUND_137: std::ops::Range<u64> = 137..187;
 
 #[test]
 fn the_checks_catch_writing_routes_after_a_re_registration_without_a_re_claim() {
-    let report = item_deleted_twice(Some(Sabotage::NoReclaim));
-    assert!(
-        report.violations.iter().any(|v| v.starts_with("(a)")),
-        "expected two writers: {:?}",
-        report.violations
-    );
+    let caught = SEEDS_AROUND_137
+        .filter(|seed| {
+            item_deleted_twice(*seed, Some(Sabotage::NoReclaim))
+                .violations
+                .iter()
+                .any(|v| v.starts_with("(a)"))
+        })
+        .count();
+    assert!(caught > 0, "no seed showed two writers: the checks are blind");
 }
 
 /// Chaos seed 251 (cheap profile): a node cut off from the store and its
