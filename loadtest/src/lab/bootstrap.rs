@@ -293,6 +293,7 @@ fn record(lab: &LabState, name: &str, ns: &str, unit: &str, program: PathBuf, ar
         args,
         env,
         log: root.join(format!("var/log/{}.log", unit.trim_end_matches(".service"))),
+        priority: super::procs::Priority::Normal,
         alive: None,
     })
 }

@@ -17,7 +17,7 @@ use vipfleet_agent::identity::emulator::EmulatedNode;
 
 use super::aws::{self, Fabric, Instance};
 use super::layout::{Layout, DASHBOARD_PORT, HAPROXY_HEALTH_PORT};
-use super::procs::{self, ProcSpec};
+use super::procs::{self, Priority, ProcSpec};
 use super::state::{self, LabState};
 use super::{bootstrap, imds, netns};
 
@@ -276,6 +276,7 @@ pub fn start_node(lab: &LabState, index: usize, instance: &Instance) -> Result<s
             program: lab.programs.haproxy.clone(),
             args: vec!["-f".into(), haproxy_config_path.display().to_string()],
             env: BTreeMap::new(),
+            priority: Priority::Normal,
         },
     )?;
     let agent = procs::spawn(
@@ -287,6 +288,7 @@ pub fn start_node(lab: &LabState, index: usize, instance: &Instance) -> Result<s
             program: lab.programs.agent.clone(),
             args: agent_args(lab, &agent_config_path),
             env: aws_env(&lab.moto.endpoint, Some(&lab.imds.endpoint)),
+            priority: Priority::Normal,
         },
     )?;
     let files = NodeFiles {

@@ -9,6 +9,12 @@
 //! with `ip netns exec`, which execs the program, so the pid recorded is the
 //! program's own.
 //!
+//! The stand-ins of AWS (moto, the IMDS emulator and the route mirror) run at a higher
+//! scheduling priority ([`Priority::AwsStandIn`], through `nice`, which
+//! execs the program too): in a deployment AWS runs on machines of its own,
+//! and in the lab on a busy CPU the load generator and the backends would
+//! otherwise show as a slow AWS in every failover measured.
+//!
 //! The marker is what makes clean-up reliable after a harness crash:
 //! `lab down` kills every process whose environment carries the lab's
 //! marker, whether or not a pidfile survived, and it never kills a process
@@ -31,6 +37,19 @@ pub const MARKER_VAR: &str = "VIPFLEET_LAB_MEMBER";
 /// rest (AWS profiles, credentials) must not leak into the lab.
 const PASSED_VARS: &[&str] = &["PATH", "HOME", "LANG", "TERM", "VIPFLEET_LOG"];
 const POLL_GONE: Duration = Duration::from_millis(20);
+/// The `nice` increment of [`Priority::AwsStandIn`] (root may lower it).
+const AWS_STAND_IN_NICE: &str = "-10";
+
+/// How the kernel schedules a process against the rest of the lab.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Priority {
+    #[default]
+    Normal,
+    /// moto, the IMDS emulator and the mirror: AWS, which is not on the lab's CPU in a
+    /// deployment.
+    AwsStandIn,
+}
 
 /// One started process, as the state file records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +64,8 @@ pub struct ProcRecord {
     /// Variables set on top of the passed-through ones (PATH, HOME).
     pub env: BTreeMap<String, String>,
     pub log: PathBuf,
+    #[serde(default)]
+    pub priority: Priority,
     /// Filled in by `lab status` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alive: Option<bool>,
@@ -58,6 +79,7 @@ pub struct ProcSpec {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
+    pub priority: Priority,
 }
 
 pub fn pid_dir(dir: &Path) -> PathBuf {
@@ -83,15 +105,17 @@ pub fn spawn(dir: &Path, prefix: &str, spec: &ProcSpec) -> Result<ProcRecord> {
         .open(&log)
         .with_context(|| format!("opening {}", log.display()))?;
     let err = out.try_clone()?;
-    let mut cmd = match &spec.netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns]).arg(&spec.program);
-            c
-        }
-        None => Command::new(&spec.program),
-    };
-    cmd.args(&spec.args)
+    let mut launcher: Vec<&std::ffi::OsStr> = Vec::new();
+    if let Some(ns) = &spec.netns {
+        launcher.extend(["ip", "netns", "exec", ns.as_str()].map(std::ffi::OsStr::new));
+    }
+    if spec.priority == Priority::AwsStandIn {
+        launcher.extend(["nice", "-n", AWS_STAND_IN_NICE].map(std::ffi::OsStr::new));
+    }
+    launcher.push(spec.program.as_os_str());
+    let mut cmd = Command::new(launcher[0]);
+    cmd.args(&launcher[1..])
+        .args(&spec.args)
         .env_clear()
         .envs(
             PASSED_VARS
@@ -122,6 +146,7 @@ pub fn spawn(dir: &Path, prefix: &str, spec: &ProcSpec) -> Result<ProcRecord> {
         args: spec.args.clone(),
         env: spec.env.clone(),
         log,
+        priority: spec.priority,
         alive: None,
     })
 }
@@ -138,6 +163,7 @@ pub fn respawn(dir: &Path, prefix: &str, record: &ProcRecord) -> Result<ProcReco
             program: record.program.clone(),
             args: record.args.clone(),
             env: record.env.clone(),
+            priority: record.priority,
         },
     )
 }
@@ -310,6 +336,7 @@ mod tests {
                 program: "sh".into(),
                 args: vec!["-c".into(), "echo started; exec sleep 30".into()],
                 env: BTreeMap::from([("EXTRA".to_string(), "1".to_string())]),
+                priority: Priority::Normal,
             },
         )
         .unwrap();

@@ -23,7 +23,7 @@ use clap::Args;
 
 use super::aws::{self, Fabric, Instance};
 use super::layout::{self, Layout, BACKEND_BASE_PORT};
-use super::procs::{self, ProcRecord, ProcSpec};
+use super::procs::{self, Priority, ProcRecord, ProcSpec};
 use super::state::{self, LabState, Phase};
 use super::tools::Tools;
 use super::{check, http, imds, mirror, netns, node};
@@ -147,6 +147,7 @@ impl Ctx {
         program: &Path,
         args: Vec<String>,
         env: BTreeMap<String, String>,
+        priority: Priority,
     ) -> Result<ProcRecord> {
         procs::spawn(
             &self.dir,
@@ -157,6 +158,7 @@ impl Ctx {
                 program: program.to_path_buf(),
                 args,
                 env,
+                priority,
             },
         )
     }
@@ -253,6 +255,7 @@ pub async fn bring_up(layout: Layout, tools: Tools, args: UpArgs) -> Result<LabS
             moto_port.to_string(),
         ],
         BTreeMap::new(),
+        Priority::AwsStandIn,
     )?;
     ctx.progress(&format!("moto starting at {moto_endpoint} (pid {})", moto.pid));
 
@@ -279,6 +282,7 @@ pub async fn bring_up(layout: Layout, tools: Tools, args: UpArgs) -> Result<LabS
                 name.clone(),
             ],
             BTreeMap::new(),
+            Priority::Normal,
         )?;
         backends.push(state::Backend {
             name,
@@ -472,6 +476,7 @@ async fn start_imds(ctx: &Ctx, fabric: &Fabric, instances: &[Instance]) -> Resul
             nodes_file.display().to_string(),
         ],
         BTreeMap::new(),
+        Priority::AwsStandIn,
     )?;
     // Ready when the control API answers with the node table.
     let auth = format!("Bearer {token}");
@@ -526,7 +531,14 @@ fn start_mirror(ctx: &Ctx, moto_endpoint: &str, fabric: &Fabric) -> Result<state
         args.push("--route-table".into());
         args.push(format!("{id}={}", ctx.layout.router_ns(j)));
     }
-    let proc = ctx.spawn("mirror", None, &ctx.tools.loadtest, args, BTreeMap::new())?;
+    let proc = ctx.spawn(
+        "mirror",
+        None,
+        &ctx.tools.loadtest,
+        args,
+        BTreeMap::new(),
+        Priority::AwsStandIn,
+    )?;
     ctx.progress(&format!(
         "route mirror (pid {}), propagation {} ms",
         proc.pid, ctx.args.propagation_ms
