@@ -125,6 +125,7 @@ mod tests {
             ],
             env: Default::default(),
             log: "/x/n0.log".into(),
+            priority: Default::default(),
             alive: None,
         };
         assert_eq!(config_of(&record), "/x/n0.toml");
