@@ -322,6 +322,7 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     let victim_vips = fleet::vips_of(&before, &state.nodes[victim].instance_id);
     let lease_ttl = Duration::from_millis(state.lease.lease_ttl_ms);
     let heartbeat = Duration::from_millis(state.lease.heartbeat_ms);
+    let stand_in_call = fleet::stand_in_call_time(state, &sdk).await?;
     let crash_bound = match scenario {
         Scenario::SlowStore => aws_faults::slow_store_bound(lease_ttl),
         // A third node's item is deleted with the crash: until it writes
@@ -329,11 +330,11 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         // like a node restarting, and the dead node's shards wait for the
         // assignment to know it.
         Scenario::LostItems => {
-            checks::crash_outage_bound(state, victim_vips.len())
+            checks::crash_outage_bound(state, victim_vips.len(), stand_in_call)
                 + heartbeat
                 + vipfleet_core::LeaseConfig::HOT.scan_interval
         }
-        _ => checks::crash_outage_bound(state, victim_vips.len()),
+        _ => checks::crash_outage_bound(state, victim_vips.len(), stand_in_call),
     };
     let store_outage = Duration::from_secs_f64(args.store_outage);
     let duration = args.duration.max(
@@ -448,6 +449,7 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         // With peer probes a paused node is evicted as fast as a crashed one.
         outage_bound_ms: (scenario.crashes() || (scenario == Scenario::Zombie && state.peer_port.is_some()))
             .then_some(crash_bound.as_millis() as u64),
+        stand_in_call_ms: stand_in_call.as_millis() as u64,
         agent_footprint,
         violations: std::mem::take(&mut trace.violations),
         at_rest: trace.at_rest.take(),
@@ -468,7 +470,7 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     };
     checks::general(scenario, state, &seen, &mut report);
     match scenario {
-        Scenario::Crash => crashes::check_crash(&mut report, state.peer_port.is_some()),
+        Scenario::Crash => crashes::check_crash(&mut report, state.peer_port.is_some(), stand_in_call),
         Scenario::PeerPartition => {
             let moved = fleet::moved(&before, &after, &trace.recreated);
             peer_faults::check_peer_partition(&mut report, &trace, &moved);
