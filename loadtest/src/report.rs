@@ -122,10 +122,6 @@ pub struct Report {
     /// The longest a crashed node's VIP may stay dark, where a node crashed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outage_bound_ms: Option<u64>,
-    /// How long the stand-in AWS took to answer a read of the shards before
-    /// the fault (median of a few): the crash bound grows past it.
-    #[serde(default)]
-    pub stand_in_call_ms: u64,
     /// Memory and CPU of the agents that ran through the load.
     #[serde(default)]
     pub agent_footprint: crate::footprint::Footprint,

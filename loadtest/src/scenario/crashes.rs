@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::checks::{MIN_CRASH_SAMPLES, PEER_CRASH_P99_MS, PROMISE_CALL_MS};
+use super::checks::{MIN_CRASH_SAMPLES, PEER_CRASH_P99_MS};
 use super::faults::Fault;
 use super::fleet;
 use crate::lab::procs;
@@ -124,29 +124,15 @@ fn restart_victim(f: &mut Fault<'_>) -> Result<()> {
 
 /// The series' own promises: enough samples, and with peer probes the
 /// acceptance percentile (every sample is also held to the crash bound by
-/// the general checks). The percentile is the promise only while the
-/// stand-in AWS answers as fast as the promise assumes
-/// ([`PROMISE_CALL_MS`]); slower, the run says so and holds the samples to
-/// the bound grown for what it measured.
-pub fn check_crash(report: &mut Report, peers: bool, stand_in_call: Duration) {
+/// the general checks).
+pub fn check_crash(report: &mut Report, peers: bool) {
     if report.vips_affected < MIN_CRASH_SAMPLES {
         report.violations.push(format!(
             "{} outage samples, fewer than the {MIN_CRASH_SAMPLES} the crash acceptance needs",
             report.vips_affected
         ));
     }
-    if !peers {
-        return;
-    }
-    if stand_in_call > Duration::from_millis(PROMISE_CALL_MS) {
-        eprintln!(
-            "*** crash: the stand-in AWS answered a read of the shards in {} ms, slower than the {PROMISE_CALL_MS} ms \
-             the {PEER_CRASH_P99_MS} ms promise assumes: outage p99 {} ms is held to the bound of {} ms instead ***",
-            stand_in_call.as_millis(),
-            report.outage_ms.p99,
-            report.outage_bound_ms.unwrap_or_default()
-        );
-    } else if report.outage_ms.p99 > PEER_CRASH_P99_MS {
+    if peers && report.outage_ms.p99 > PEER_CRASH_P99_MS {
         report.violations.push(format!(
             "crash outage p99 {} ms, above the {PEER_CRASH_P99_MS} ms peer probes promise",
             report.outage_ms.p99

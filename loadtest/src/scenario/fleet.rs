@@ -220,23 +220,6 @@ fn sample(line: &str) -> Option<(&str, &str, u64)> {
     Some((name, op, value))
 }
 
-/// Reads of the shards timed to measure the stand-in AWS.
-const STAND_IN_SAMPLES: usize = 5;
-
-/// The median time the lab's stand-in AWS takes to answer a read of the
-/// shards (a Query of every shard item, the slowest call of a takeover),
-/// over a few in a row: how fast moto is on this machine right now.
-pub async fn stand_in_call_time(state: &LabState, sdk: &SdkConfig) -> Result<Duration> {
-    let mut took = Vec::with_capacity(STAND_IN_SAMPLES);
-    for _ in 0..STAND_IN_SAMPLES {
-        let started = std::time::Instant::now();
-        ownership(state, sdk).await?;
-        took.push(started.elapsed());
-    }
-    took.sort();
-    Ok(took[took.len() / 2])
-}
-
 /// Reads the call counters (`vipfleet_store_calls_total`,
 /// `vipfleet_ec2_calls_total`, classified by the core's own operation
 /// lists) and the store's health out of a `/metrics` text.

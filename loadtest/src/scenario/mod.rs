@@ -285,6 +285,26 @@ pub(super) async fn wait_converged(state: &LabState, sdk: &aws_config::SdkConfig
     }
 }
 
+/// Waits until the shards' owners and epochs stay put for a heartbeat: a
+/// restarted agent claims its shards again just after it is ready (an
+/// epoch step that moves nothing), and the ownership read before the fault
+/// must come after those steps.
+async fn wait_reclaimed(state: &LabState, sdk: &aws_config::SdkConfig) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + HEAL_TIMEOUT;
+    let mut last = fleet::ownership(state, sdk).await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(state.lease.heartbeat_ms)).await;
+        let now = fleet::ownership(state, sdk).await?;
+        if now == last {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the shards' epochs still moved {HEAL_TIMEOUT:?} after the agents restarted");
+        }
+        last = now;
+    }
+}
+
 /// Starts the fault proxy where the scenario needs it, and restarts every
 /// agent through it or with the scenario's own settings; whether it did.
 async fn rewire_agents(scenario: Scenario, state: &mut LabState) -> Result<(Option<aws_proxy::AwsProxy>, bool)> {
@@ -314,6 +334,9 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     let sdk = vipfleet_agent::aws::local_endpoint_config(&state.aws.endpoint).await;
     let victim = 1 % state.nodes.len();
     let (proxy, rewired) = rewire_agents(scenario, state).await?;
+    if rewired {
+        wait_reclaimed(state, &sdk).await?;
+    }
     faults::prepare(scenario, state, victim).await?;
     if scenario == Scenario::ScaleOut {
         wait_converged(state, &sdk, state.nodes.len() - 1).await?;
@@ -322,7 +345,6 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     let victim_vips = fleet::vips_of(&before, &state.nodes[victim].instance_id);
     let lease_ttl = Duration::from_millis(state.lease.lease_ttl_ms);
     let heartbeat = Duration::from_millis(state.lease.heartbeat_ms);
-    let stand_in_call = fleet::stand_in_call_time(state, &sdk).await?;
     let crash_bound = match scenario {
         Scenario::SlowStore => aws_faults::slow_store_bound(lease_ttl),
         // A third node's item is deleted with the crash: until it writes
@@ -330,11 +352,11 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         // like a node restarting, and the dead node's shards wait for the
         // assignment to know it.
         Scenario::LostItems => {
-            checks::crash_outage_bound(state, victim_vips.len(), stand_in_call)
+            checks::crash_outage_bound(state, victim_vips.len())
                 + heartbeat
                 + vipfleet_core::LeaseConfig::HOT.scan_interval
         }
-        _ => checks::crash_outage_bound(state, victim_vips.len(), stand_in_call),
+        _ => checks::crash_outage_bound(state, victim_vips.len()),
     };
     let store_outage = Duration::from_secs_f64(args.store_outage);
     let duration = args.duration.max(
@@ -449,7 +471,6 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         // With peer probes a paused node is evicted as fast as a crashed one.
         outage_bound_ms: (scenario.crashes() || (scenario == Scenario::Zombie && state.peer_port.is_some()))
             .then_some(crash_bound.as_millis() as u64),
-        stand_in_call_ms: stand_in_call.as_millis() as u64,
         agent_footprint,
         violations: std::mem::take(&mut trace.violations),
         at_rest: trace.at_rest.take(),
@@ -470,7 +491,7 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     };
     checks::general(scenario, state, &seen, &mut report);
     match scenario {
-        Scenario::Crash => crashes::check_crash(&mut report, state.peer_port.is_some(), stand_in_call),
+        Scenario::Crash => crashes::check_crash(&mut report, state.peer_port.is_some()),
         Scenario::PeerPartition => {
             let moved = fleet::moved(&before, &after, &trace.recreated);
             peer_faults::check_peer_partition(&mut report, &trace, &moved);
