@@ -285,11 +285,13 @@ pub(super) async fn wait_converged(state: &LabState, sdk: &aws_config::SdkConfig
     }
 }
 
-/// Waits until the shards' owners and epochs stay put for a heartbeat: a
-/// restarted agent claims its shards again just after it is ready (an
-/// epoch step that moves nothing), and the ownership read before the fault
-/// must come after those steps.
+/// Waits until the fleet is converged and balanced again and the shards'
+/// owners and epochs stay put for a heartbeat: a restarted agent claims
+/// its shards again just after it is ready (an epoch step that moves
+/// nothing), and the ownership read before the fault must come after
+/// those steps and any re-balancing.
 async fn wait_reclaimed(state: &LabState, sdk: &aws_config::SdkConfig) -> Result<()> {
+    wait_converged(state, sdk, state.nodes.len()).await?;
     let deadline = tokio::time::Instant::now() + HEAL_TIMEOUT;
     let mut last = fleet::ownership(state, sdk).await?;
     loop {
