@@ -142,10 +142,17 @@ pub async fn ec2_partial(f: &mut Fault<'_>) -> Result<()> {
     f.trace.event("table-failing", &failing);
     sleep(f.heartbeat() * FAILING_HEARTBEATS_BEFORE_CRASH).await;
 
-    // Through the failing table, the victim's VIPs stay routed to it.
+    // Through the failing table, the VIPs routed to the victim stay so:
+    // read where that table points just before the crash (the shards may
+    // have moved since the run's first read, re-balancing after the
+    // agents' restart).
     let victim = f.victim_id();
-    for vip in fleet::vips_of(f.before, &victim) {
-        f.trace.unreachable.insert((failing_client.clone(), vip.addr()));
+    let victim_eni = f.state.nodes[f.victim].eni.clone();
+    let routes = fleet::routes(f.state, f.sdk).await?;
+    for ((table, vip), eni) in &routes {
+        if *table == failing && *eni == victim_eni {
+            f.trace.unreachable.insert((failing_client.clone(), vip.addr()));
+        }
     }
     f.crash().await;
     let crashed_ms = crate::load::unix_ms();
