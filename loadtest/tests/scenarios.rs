@@ -126,11 +126,15 @@ fn every_fault_scenario_keeps_the_promises() {
             }
             "vip-change" => {
                 assert_eq!(num(r, &["flips"]), 0, "no route sent back and forth");
-                assert_eq!(num(r, &["moves", "actual"]), 0, "retained VIPs stay put");
-                // The removed VIP handed on at most twice and removed, the new one added.
+                // Retained VIPs stay put, but for one re-balancing move when
+                // the new VIP lands on another node than the removed one's.
+                let moves = num(r, &["moves", "actual"]);
+                assert!(moves <= 1, "{name}: {moves} moves");
+                // The removed VIP handed on at most twice and removed, the
+                // new one added, and the re-balancing move.
                 let tables = num(r, &["route_tables"]);
                 assert!(
-                    (2 * tables..=4 * tables).contains(&num(r, &["route_changes"])),
+                    (2 * tables..=(4 + moves) * tables).contains(&num(r, &["route_changes"])),
                     "{name}: {} route changes",
                     r["route_changes"]
                 );

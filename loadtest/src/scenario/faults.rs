@@ -134,6 +134,8 @@ impl Scenario {
                 // Nothing should move, but a shard moved once is tolerated
                 // ([`super::peer_faults::check_peer_partition`]).
                 | Scenario::PeerPartition
+                // One re-balancing move is ([`super::rollout::check_vip_change`]).
+                | Scenario::VipChange
         )
     }
 

@@ -494,6 +494,7 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     checks::general(scenario, state, &seen, &mut report);
     match scenario {
         Scenario::Crash => crashes::check_crash(&mut report, state.peer_port.is_some()),
+        Scenario::VipChange => rollout::check_vip_change(&mut report),
         Scenario::PeerPartition => {
             let moved = fleet::moved(&before, &after, &trace.recreated);
             peer_faults::check_peer_partition(&mut report, &trace, &moved);

@@ -15,6 +15,7 @@ use super::trace::EXIT_STOPPED;
 use crate::lab::state::LabState;
 use crate::lab::{http, layout, netns, node, procs};
 use crate::load;
+use crate::report::Report;
 
 /// A stopped agent exits within this long (it does not drain).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -127,6 +128,18 @@ pub async fn vip_change(f: &mut Fault<'_>) -> Result<()> {
     f.state.save()?;
     wait_rolled_out(f, removed, added).await;
     Ok(())
+}
+
+/// A swap of one VIP moves no shard, but one re-balancing move: the new
+/// VIP may be claimed by another node than the one whose VIP was removed
+/// (before that node has retired it), which then hands one on.
+pub fn check_vip_change(report: &mut Report) {
+    if report.moves.actual > 1 {
+        report.violations.push(format!(
+            "{} shards moved on a swap of one VIP, more than one re-balancing move",
+            report.moves.actual
+        ));
+    }
 }
 
 /// Waits for what the new list promises: the removed VIP's routes gone
