@@ -38,15 +38,15 @@ pub struct Seen<'a> {
 /// of the shards, the claims and the first route writes, four calls in a
 /// row to moto. moto serves one request at a time, and on the CI's shared
 /// 2-core machines, busy with the hot fleet's reads and the mirror's polls,
-/// it answers in 100 to 300 ms: the lab allows 1.2 s where AWS would need
-/// about 500 ms.
-pub const PEER_TAKEOVER_MS: u64 = 1200;
+/// it answers in 100 to 300 ms, with a long tail: the lab allows 1.5 s
+/// where AWS would need about 500 ms.
+pub const PEER_TAKEOVER_MS: u64 = 1500;
 /// The lab's crash acceptance with peer probes: a crashed node's VIPs
 /// answer again within this long, at the 99th percentile (the crash bound
 /// of [`crash_outage_bound`] without paced writes). It is not issue 12's
 /// 1 s, which needs a faster stand-in for AWS than moto on these machines
 /// (README, "The lab's crash bound")...
-pub const PEER_CRASH_P99_MS: u64 = 1700;
+pub const PEER_CRASH_P99_MS: u64 = 2000;
 /// ...over at least this many affected VIPs in one run.
 pub const MIN_CRASH_SAMPLES: usize = 20;
 
