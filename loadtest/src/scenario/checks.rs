@@ -42,10 +42,10 @@ pub struct Seen<'a> {
 /// where AWS would need about 500 ms.
 pub const PEER_TAKEOVER_MS: u64 = 1500;
 /// The lab's crash acceptance with peer probes: a crashed node's VIPs
-/// answer again within this long, at the 99th percentile (the crash bound
-/// of [`crash_outage_bound`] without paced writes). It is not issue 12's
+/// answer again within this long, at the 99th percentile: the detection
+/// bound, [`PEER_TAKEOVER_MS`] and the mirror's poll. It is not issue 12's
 /// 1 s, which needs a faster stand-in for AWS than moto on these machines
-/// (README, "The lab's crash bound")...
+/// (`docs/design.md`, "Known gaps")...
 pub const PEER_CRASH_P99_MS: u64 = 2000;
 /// ...over at least this many affected VIPs in one run.
 pub const MIN_CRASH_SAMPLES: usize = 20;
