@@ -41,10 +41,35 @@ impl Convergence {
         self.owned == self.vips && self.moto_ok == self.routes && self.kernel_ok == self.routes
     }
 
+    /// Whether `nodes` nodes each own a fair share of the owned VIPs (the
+    /// floor or one more): a fleet that is still handing shards over to a
+    /// late joiner is routed but not settled.
+    pub fn balanced(&self, nodes: usize) -> bool {
+        let counts = self.shares();
+        let floor = self.owners.len() / nodes.max(1);
+        counts.len() == nodes && counts.values().all(|n| *n == floor || *n == floor + 1)
+    }
+
+    /// How many VIPs each owner holds.
+    fn shares(&self) -> BTreeMap<&str, usize> {
+        let mut counts = BTreeMap::new();
+        for owner in self.owners.values() {
+            *counts.entry(owner.as_str()).or_default() += 1;
+        }
+        counts
+    }
+
     pub fn summary(&self) -> String {
+        let shares: Vec<String> = self.shares().values().map(ToString::to_string).collect();
         format!(
-            "{}/{} VIPs owned, {}/{} routes in moto, {}/{} kernel routes",
-            self.owned, self.vips, self.moto_ok, self.routes, self.kernel_ok, self.routes
+            "{}/{} VIPs owned (shares {}), {}/{} routes in moto, {}/{} kernel routes",
+            self.owned,
+            self.vips,
+            shares.join("/"),
+            self.moto_ok,
+            self.routes,
+            self.kernel_ok,
+            self.routes
         )
     }
 
@@ -122,4 +147,43 @@ pub async fn check(state: &LabState, sdk: &SdkConfig) -> Result<Convergence> {
         }
     }
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owned_by(owners: &[&str]) -> Convergence {
+        let owners: BTreeMap<Vip, String> = owners
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                (
+                    Vip::new([10, 200, 0, i as u8 + 1].into(), 32).expect("a /32"),
+                    o.to_string(),
+                )
+            })
+            .collect();
+        Convergence {
+            vips: owners.len(),
+            owned: owners.len(),
+            owners,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_fleet_is_balanced_when_every_node_holds_its_fair_share() {
+        assert!(owned_by(&["a", "a", "b", "b", "c", "c"]).balanced(3));
+        assert!(owned_by(&["a", "a", "b", "b", "c"]).balanced(3));
+        // A hand-off to the late joiner c is still to come.
+        assert!(!owned_by(&["a", "a", "a", "b", "b", "c"]).balanced(3));
+        // A node that holds nothing is not its share.
+        assert!(!owned_by(&["a", "a", "a", "b", "b", "b"]).balanced(3));
+        assert!(owned_by(&["a", "a", "a", "b", "b", "b"]).balanced(2));
+        assert_eq!(
+            owned_by(&["a", "b", "b"]).summary(),
+            "3/3 VIPs owned (shares 1/2), 0/0 routes in moto, 0/0 kernel routes"
+        );
+    }
 }

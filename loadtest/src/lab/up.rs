@@ -559,7 +559,13 @@ async fn wait_converged(ctx: &Ctx, lab: &LabState, sdk: &aws_config::SdkConfig) 
             ensure_alive(proc)?;
         }
         let (summary, problems, done) = match check::check(lab, sdk).await {
-            Ok(c) => (c.summary(), c.problems.clone(), c.converged()),
+            // Settled, not only routed: a scenario's counts start here, and
+            // a hand-off still under way would be counted as its own.
+            Ok(c) => (
+                c.summary(),
+                c.problems.clone(),
+                c.converged() && c.balanced(lab.nodes.len()),
+            ),
             Err(e) => (format!("not readable yet: {e:#}"), Vec::new(), false),
         };
         if done {
