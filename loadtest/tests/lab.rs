@@ -200,7 +200,16 @@ fn lab_serves_every_vip_and_down_leaves_nothing() {
         assert_eq!(node["agent"]["alive"], true, "{}", node["name"]);
         assert_eq!(node["haproxy"]["alive"], true, "{}", node["name"]);
     }
-    for proc in [&state["moto"]["proc"], &state["imds"]["proc"], &state["mirror"]["proc"]] {
+    assert_ne!(
+        state["moto"]["endpoint"], state["moto_dynamodb"]["endpoint"],
+        "DynamoDB has a moto of its own"
+    );
+    for proc in [
+        &state["moto"]["proc"],
+        &state["moto_dynamodb"]["proc"],
+        &state["imds"]["proc"],
+        &state["mirror"]["proc"],
+    ] {
         assert_eq!(proc["alive"], true, "{}", proc["name"]);
     }
     assert!(state["imds"]["control_token"].as_str().is_some_and(|t| t.len() >= 32));

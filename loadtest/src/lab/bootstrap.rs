@@ -31,7 +31,7 @@ use vipfleet_core::LeaseConfig;
 
 use super::aws::Instance;
 use super::layout::{Layout, DASHBOARD_PORT};
-use super::node::{aws_env, node_name, node_record, NodeFiles};
+use super::node::{aws_env, node_name, node_record, Endpoints, NodeFiles};
 use super::procs::{ProcRecord, MARKER_VAR};
 use super::state::{self, LabState};
 use super::tools;
@@ -207,7 +207,7 @@ fn drop_in(root: &Path, unit: &str, env: &BTreeMap<String, String>) -> Result<()
 
 /// The lab's environment for the agent, as its drop-in sets it.
 fn agent_env(lab: &LabState) -> BTreeMap<String, String> {
-    let mut env = aws_env(&lab.moto.endpoint, Some(&lab.imds.endpoint));
+    let mut env = aws_env(Endpoints::of(lab), Some(&lab.imds.endpoint));
     env.insert(MARKER_VAR.to_string(), lab.prefix.clone());
     // Logs are files that tools read: no colour codes.
     env.insert("NO_COLOR".to_string(), "1".to_string());

@@ -333,6 +333,14 @@ fn status_text(s: &LabState) -> String {
         s.moto.endpoint,
         liveness(&s.moto.proc, &s.prefix)
     );
+    if let Some(dynamodb) = &s.moto_dynamodb {
+        let _ = writeln!(
+            out,
+            "  moto    {}  DynamoDB  ({})",
+            dynamodb.endpoint,
+            liveness(&dynamodb.proc, &s.prefix)
+        );
+    }
     let _ = writeln!(
         out,
         "  imds    {}  control token {}  ({})",

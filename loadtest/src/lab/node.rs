@@ -45,12 +45,37 @@ pub const DASHBOARD_TOKEN_FILE: &str = "dashboard.token";
 /// share theirs.
 pub const PEER_KEY_FILE: &str = "peer.key";
 
-/// The environment of every agent (and of `init-table`): moto as the AWS
-/// endpoint, fixed fake credentials, the emulator as IMDS, and no shared
-/// AWS config files that could point anywhere else.
-pub fn aws_env(moto_endpoint: &str, imds_endpoint: Option<&str>) -> BTreeMap<String, String> {
+/// The SDK's variables naming the AWS endpoint of every service, and
+/// DynamoDB's own.
+pub const ENDPOINT_VAR: &str = "AWS_ENDPOINT_URL";
+pub const DYNAMODB_ENDPOINT_VAR: &str = "AWS_ENDPOINT_URL_DYNAMODB";
+
+/// The AWS endpoints a process of the lab is given.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoints<'a> {
+    /// Every service but DynamoDB (`AWS_ENDPOINT_URL`).
+    pub aws: &'a str,
+    /// DynamoDB (`AWS_ENDPOINT_URL_DYNAMODB`).
+    pub dynamodb: &'a str,
+}
+
+impl<'a> Endpoints<'a> {
+    /// The lab's own: its two motos.
+    pub fn of(lab: &'a LabState) -> Self {
+        Self {
+            aws: &lab.aws.endpoint,
+            dynamodb: lab.dynamodb_endpoint(),
+        }
+    }
+}
+
+/// The environment of every agent (and of `init-table`): the lab's motos
+/// as the AWS endpoints, fixed fake credentials, the emulator as IMDS, and
+/// no shared AWS config files that could point anywhere else.
+pub fn aws_env(endpoints: Endpoints<'_>, imds_endpoint: Option<&str>) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = [
-        ("AWS_ENDPOINT_URL", moto_endpoint),
+        (ENDPOINT_VAR, endpoints.aws),
+        (DYNAMODB_ENDPOINT_VAR, endpoints.dynamodb),
         ("AWS_ACCESS_KEY_ID", LAB_ACCESS_KEY_ID),
         ("AWS_SECRET_ACCESS_KEY", LAB_SECRET_ACCESS_KEY),
         ("AWS_SESSION_TOKEN", LAB_SESSION_TOKEN),
@@ -231,7 +256,7 @@ pub fn check_agent_config(lab: &LabState, config: &Path) -> Result<()> {
     let out = Command::new(&lab.programs.agent)
         .args(&args)
         .env_clear()
-        .envs(aws_env(&lab.moto.endpoint, Some(&lab.imds.endpoint)))
+        .envs(aws_env(Endpoints::of(lab), Some(&lab.imds.endpoint)))
         .output()
         .with_context(|| format!("running {} check-config", lab.programs.agent.display()))?;
     if !out.status.success() {
@@ -287,7 +312,7 @@ pub fn start_node(lab: &LabState, index: usize, instance: &Instance) -> Result<s
             netns: Some(ns.clone()),
             program: lab.programs.agent.clone(),
             args: agent_args(lab, &agent_config_path),
-            env: aws_env(&lab.moto.endpoint, Some(&lab.imds.endpoint)),
+            env: aws_env(Endpoints::of(lab), Some(&lab.imds.endpoint)),
             priority: Priority::Normal,
         },
     )?;
@@ -353,7 +378,7 @@ pub async fn add_node(lab: &mut LabState, how: Provisioning) -> Result<(usize, S
     if how == Provisioning::Bootstrap {
         bootstrap::check_lab(lab)?;
     }
-    let sdk = vipfleet_agent::aws::local_endpoint_config(&lab.aws.endpoint).await;
+    let sdk = lab.sdk().await;
     let instance = aws::launch_node(&sdk, &fabric_of(lab), &layout, index).await?;
     netns::create_node(&layout, index, &instance.mac, lab.route_tables.len())?;
     let entry = imds_entry(&lab.aws.vpc_id, &instance);

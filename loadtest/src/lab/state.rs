@@ -17,7 +17,8 @@
 //!   "lease": { "lease_ttl_ms", "heartbeat_ms", "profile" },
 //!   "agent_sets": [ "section.key=value", … ],   // extra `--set`s of every agent
 //!   "programs": { "loadtest", "agent", "haproxy" },   // paths of the binaries the lab runs
-//!   "moto": { "endpoint", "proc": PROC },
+//!   "moto": { "endpoint", "proc": PROC },           // EC2, Auto Scaling, SSM
+//!   "moto_dynamodb": { "endpoint", "proc": PROC },  // the lease table; absent in older labs
 //!   "imds": { "endpoint", "control_token", "nodes_file", "proc": PROC },
 //!   "mirror": { "changes_log", "poll_ms", "propagation_ms", "proc": PROC },
 //!   "backends": [ { "name", "ns", "addr": "10.77.0.250:8080", "proc": PROC } ],
@@ -77,7 +78,13 @@ pub struct LabState {
     #[serde(default)]
     pub peer_port: Option<u16>,
     pub programs: Programs,
+    /// moto for EC2, Auto Scaling and SSM.
     pub moto: Moto,
+    /// moto for DynamoDB alone: moto answers one request at a time, and
+    /// the route mirror's polls must not queue the lease calls. `None` in
+    /// labs made before it: DynamoDB was the one moto.
+    #[serde(default)]
+    pub moto_dynamodb: Option<Moto>,
     pub imds: Imds,
     pub mirror: Mirror,
     pub backends: Vec<Backend>,
@@ -101,7 +108,8 @@ pub struct Network {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Aws {
-    /// moto; what the agents get as `AWS_ENDPOINT_URL`.
+    /// moto for every service but DynamoDB; what the agents get as
+    /// `AWS_ENDPOINT_URL` ([`LabState::dynamodb_endpoint`] for DynamoDB).
     pub endpoint: String,
     pub region: String,
     pub az: String,
@@ -255,9 +263,23 @@ impl LabState {
         Ok(())
     }
 
+    /// Where the lease table is served.
+    pub fn dynamodb_endpoint(&self) -> &str {
+        self.moto_dynamodb
+            .as_ref()
+            .map_or(self.aws.endpoint.as_str(), |m| m.endpoint.as_str())
+    }
+
+    /// The SDK configuration the harness calls the lab's AWS with.
+    pub async fn sdk(&self) -> aws_config::SdkConfig {
+        vipfleet_agent::aws::local_endpoints_config(&self.aws.endpoint, self.dynamodb_endpoint()).await
+    }
+
     /// Every process record of the lab, hosts' first.
     pub fn procs(&self) -> Vec<&ProcRecord> {
-        let mut all = vec![&self.moto.proc, &self.imds.proc, &self.mirror.proc];
+        let mut all = vec![&self.moto.proc];
+        all.extend(self.moto_dynamodb.as_ref().map(|m| &m.proc));
+        all.extend([&self.imds.proc, &self.mirror.proc]);
         all.extend(self.backends.iter().map(|b| &b.proc));
         for node in &self.nodes {
             all.push(&node.agent);
@@ -267,7 +289,9 @@ impl LabState {
     }
 
     pub fn procs_mut(&mut self) -> Vec<&mut ProcRecord> {
-        let mut all = vec![&mut self.moto.proc, &mut self.imds.proc, &mut self.mirror.proc];
+        let mut all = vec![&mut self.moto.proc];
+        all.extend(self.moto_dynamodb.as_mut().map(|m| &mut m.proc));
+        all.extend([&mut self.imds.proc, &mut self.mirror.proc]);
         all.extend(self.backends.iter_mut().map(|b| &mut b.proc));
         for node in &mut self.nodes {
             all.push(&mut node.agent);

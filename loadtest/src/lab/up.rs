@@ -241,23 +241,8 @@ pub async fn bring_up(layout: Layout, tools: Tools, args: UpArgs) -> Result<LabS
     ));
     netns::create_vpc(l)?;
     let host_ip = l.host_ip();
-    let moto_port = free_port(host_ip)?;
-    let moto_endpoint = format!("http://{host_ip}:{moto_port}");
-    let moto = ctx.spawn(
-        "moto",
-        None,
-        &ctx.tools.python,
-        vec![
-            ctx.tools.moto_launcher.display().to_string(),
-            "-H".into(),
-            host_ip.to_string(),
-            "-p".into(),
-            moto_port.to_string(),
-        ],
-        BTreeMap::new(),
-        Priority::AwsStandIn,
-    )?;
-    ctx.progress(&format!("moto starting at {moto_endpoint} (pid {})", moto.pid));
+    let moto = start_moto(&ctx, "moto", host_ip)?;
+    let moto_dynamodb = start_moto(&ctx, "moto-dynamodb", host_ip)?;
 
     ctx.progress(&format!("{} routers with their clients, backends", a.route_tables));
     for j in 0..a.route_tables {
@@ -292,8 +277,13 @@ pub async fn bring_up(layout: Layout, tools: Tools, args: UpArgs) -> Result<LabS
         });
     }
 
-    wait_for_moto(&ctx, &moto, &moto_endpoint).await?;
-    let sdk = vipfleet_agent::aws::local_endpoint_config(&moto_endpoint).await;
+    wait_for_moto(&ctx, &moto).await?;
+    wait_for_moto(&ctx, &moto_dynamodb).await?;
+    let endpoints = node::Endpoints {
+        aws: &moto.endpoint,
+        dynamodb: &moto_dynamodb.endpoint,
+    };
+    let sdk = vipfleet_agent::aws::local_endpoints_config(endpoints.aws, endpoints.dynamodb).await;
     let fabric = aws::build_fabric(&sdk, l, a.route_tables).await?;
     ctx.progress(&format!(
         "moto: {} with subnet {}, route tables {}, group {}",
@@ -302,7 +292,7 @@ pub async fn bring_up(layout: Layout, tools: Tools, args: UpArgs) -> Result<LabS
         fabric.route_tables.join(" "),
         fabric.asg_name
     ));
-    init_table(&ctx, &moto_endpoint)?;
+    init_table(&ctx, endpoints)?;
 
     let mut instances = Vec::new();
     for i in 0..a.nodes {
@@ -313,7 +303,7 @@ pub async fn bring_up(layout: Layout, tools: Tools, args: UpArgs) -> Result<LabS
     ctx.progress(&format!("{} node instances and namespaces", instances.len()));
 
     let imds_state = start_imds(&ctx, &fabric, &instances).await?;
-    let mirror_state = start_mirror(&ctx, &moto_endpoint, &fabric)?;
+    let mirror_state = start_mirror(&ctx, &moto.endpoint, &fabric)?;
 
     let vips: Vec<_> = (0..a.vips).map(layout::vip).collect();
     let mut lab = LabState {
@@ -333,7 +323,7 @@ pub async fn bring_up(layout: Layout, tools: Tools, args: UpArgs) -> Result<LabS
             subnet_cidr: l.subnet_cidr(),
         },
         aws: state::Aws {
-            endpoint: moto_endpoint.clone(),
+            endpoint: moto.endpoint.clone(),
             region: aws::REGION.to_string(),
             az: aws::AZ.to_string(),
             vpc_id: fabric.vpc_id.clone(),
@@ -354,10 +344,8 @@ pub async fn bring_up(layout: Layout, tools: Tools, args: UpArgs) -> Result<LabS
             agent: ctx.tools.agent.clone(),
             haproxy: ctx.tools.haproxy.clone(),
         },
-        moto: state::Moto {
-            endpoint: moto_endpoint,
-            proc: moto,
-        },
+        moto,
+        moto_dynamodb: Some(moto_dynamodb),
         imds: imds_state,
         mirror: mirror_state,
         backends,
@@ -393,21 +381,44 @@ pub async fn bring_up(layout: Layout, tools: Tools, args: UpArgs) -> Result<LabS
     Ok(lab)
 }
 
-async fn wait_for_moto(ctx: &Ctx, moto: &ProcRecord, endpoint: &str) -> Result<()> {
+/// Starts one moto on a free port of the host's bridge address.
+fn start_moto(ctx: &Ctx, name: &str, host_ip: Ipv4Addr) -> Result<state::Moto> {
+    let port = free_port(host_ip)?;
+    let endpoint = format!("http://{host_ip}:{port}");
+    let proc = ctx.spawn(
+        name,
+        None,
+        &ctx.tools.python,
+        vec![
+            ctx.tools.moto_launcher.display().to_string(),
+            "-H".into(),
+            host_ip.to_string(),
+            "-p".into(),
+            port.to_string(),
+        ],
+        BTreeMap::new(),
+        Priority::AwsStandIn,
+    )?;
+    ctx.progress(&format!("{name} starting at {endpoint} (pid {})", proc.pid));
+    Ok(state::Moto { endpoint, proc })
+}
+
+async fn wait_for_moto(ctx: &Ctx, moto: &state::Moto) -> Result<()> {
+    let (endpoint, name) = (&moto.endpoint, &moto.proc.name);
     let addr = http::endpoint_addr(endpoint)?;
     let deadline = Instant::now() + MOTO_START_TIMEOUT;
     loop {
         if let Ok(r) = http::request(addr, "GET", "/moto-api/", &[], "", PROBE_TIMEOUT).await {
             if r.status == 200 {
-                ctx.progress("moto answers");
+                ctx.progress(&format!("{name} answers"));
                 return Ok(());
             }
         }
-        ensure_alive(moto)?;
+        ensure_alive(&moto.proc)?;
         if Instant::now() >= deadline {
             bail!(
-                "moto did not answer at {endpoint} within {MOTO_START_TIMEOUT:?}; see {}",
-                moto.log.display()
+                "{name} did not answer at {endpoint} within {MOTO_START_TIMEOUT:?}; see {}",
+                moto.proc.log.display()
             );
         }
         tokio::time::sleep(START_POLL).await;
@@ -429,13 +440,13 @@ fn ensure_alive(proc: &ProcRecord) -> Result<()> {
     )
 }
 
-fn init_table(ctx: &Ctx, moto_endpoint: &str) -> Result<()> {
+fn init_table(ctx: &Ctx, endpoints: node::Endpoints<'_>) -> Result<()> {
     let table = ctx.layout.table_name();
     let out = Command::new(&ctx.tools.agent)
         .args(["init-table", "--table", &table])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(node::aws_env(moto_endpoint, None))
+        .envs(node::aws_env(endpoints, None))
         .output()
         .with_context(|| format!("running {} init-table", ctx.tools.agent.display()))?;
     if !out.status.success() {

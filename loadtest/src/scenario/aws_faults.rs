@@ -281,9 +281,12 @@ mod tests {
 
     #[tokio::test]
     async fn calls_close_together_are_one_round() {
-        let proxy = AwsProxy::start("127.0.0.1".parse().unwrap(), "127.0.0.1:9".parse().unwrap())
-            .await
-            .unwrap();
+        let nowhere = "127.0.0.1:9".parse().unwrap();
+        let upstreams = crate::scenario::aws_proxy::Upstreams {
+            aws: nowhere,
+            dynamodb: nowhere,
+        };
+        let proxy = AwsProxy::start("127.0.0.1".parse().unwrap(), upstreams).await.unwrap();
         let ip: IpAddr = "10.77.0.10".parse().unwrap();
         for (t_ms, table) in [
             (1000, "rtb-a"),

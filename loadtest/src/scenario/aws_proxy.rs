@@ -6,8 +6,9 @@
 //!
 //! Why not `tc netem`: the lab's kernel has no netem qdisc. Why HTTP and
 //! not bytes: a refused EC2 call must be answered as EC2 would, and a
-//! delay must apply to DynamoDB's calls only (the agents send DynamoDB, EC2
-//! and Auto Scaling calls to one endpoint in the lab). Each request is read
+//! delay must apply to DynamoDB's calls only (rewired, the agents send
+//! DynamoDB, EC2 and Auto Scaling calls here, and the proxy forwards each
+//! to its service's moto). Each request is read
 //! whole (the SDK sends a `Content-Length`), forwarded to moto on a
 //! connection of its own, and answered with `Connection: close`, so the
 //! proxy never has to track a kept-alive connection's framing.
@@ -88,9 +89,26 @@ impl Drop for AwsProxy {
     }
 }
 
+/// Where the proxy forwards: DynamoDB's calls and every other service's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Upstreams {
+    pub aws: SocketAddr,
+    pub dynamodb: SocketAddr,
+}
+
+impl Upstreams {
+    fn of(&self, request: &Request) -> SocketAddr {
+        if request.is_dynamodb() {
+            self.dynamodb
+        } else {
+            self.aws
+        }
+    }
+}
+
 impl AwsProxy {
-    /// Listens on `listen_ip` (a port of its choosing) and forwards to `upstream`.
-    pub async fn start(listen_ip: IpAddr, upstream: SocketAddr) -> Result<Self> {
+    /// Listens on `listen_ip` (a port of its choosing) and forwards to `upstreams`.
+    pub async fn start(listen_ip: IpAddr, upstreams: Upstreams) -> Result<Self> {
         let listener = TcpListener::bind((listen_ip, 0))
             .await
             .with_context(|| format!("binding the fault proxy on {listen_ip}"))?;
@@ -104,7 +122,7 @@ impl AwsProxy {
                 tokio::spawn(async move {
                     // A failed exchange is the agent's to see (a reset
                     // connection); nothing for the proxy to report.
-                    let _ = serve(stream, peer.ip(), upstream, rules, log).await;
+                    let _ = serve(stream, peer.ip(), upstreams, rules, log).await;
                 });
             }
         });
@@ -335,7 +353,7 @@ async fn pass_blackout(rules: &mut watch::Receiver<Rules>, node: IpAddr) {
 async fn serve(
     mut client: TcpStream,
     node: IpAddr,
-    upstream: SocketAddr,
+    upstreams: Upstreams,
     mut rules: watch::Receiver<Rules>,
     log: Arc<Mutex<Vec<Ec2Call>>>,
 ) -> Result<()> {
@@ -370,7 +388,7 @@ async fn serve(
         }
     }
     let answer = tokio::time::timeout(UPSTREAM_TIMEOUT, async {
-        let mut moto = TcpStream::connect(upstream).await?;
+        let mut moto = TcpStream::connect(upstreams.of(&request)).await?;
         moto.write_all(request.head_closing().as_bytes()).await?;
         moto.write_all(&request.body).await?;
         read_message(&mut moto, true).await
@@ -433,8 +451,9 @@ mod tests {
         assert_eq!(content_length(head), Some(body.len()));
     }
 
-    /// moto's stand-in: answers every request with its own body, then closes.
-    async fn echo_upstream() -> SocketAddr {
+    /// A moto's stand-in: answers every request with its own body and its
+    /// `name` in `X-Upstream`, then closes.
+    async fn echo_upstream(name: &'static str) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -442,7 +461,10 @@ mod tests {
                 tokio::spawn(async move {
                     let req = read_message(&mut s, false).await.unwrap().unwrap();
                     assert!(req.head.contains("Connection: close\r\n"), "{}", req.head);
-                    let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", req.body.len());
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nX-Upstream: {name}\r\nContent-Length: {}\r\n\r\n",
+                        req.body.len()
+                    );
                     s.write_all(answer.as_bytes()).await.unwrap();
                     s.write_all(&req.body).await.unwrap();
                 });
@@ -465,13 +487,15 @@ mod tests {
 
     #[tokio::test]
     async fn calls_are_forwarded_held_and_refused_as_told() {
-        let proxy = AwsProxy::start("127.0.0.1".parse().unwrap(), echo_upstream().await)
-            .await
-            .unwrap();
+        let upstreams = Upstreams {
+            aws: echo_upstream("aws").await,
+            dynamodb: echo_upstream("dynamodb").await,
+        };
+        let proxy = AwsProxy::start("127.0.0.1".parse().unwrap(), upstreams).await.unwrap();
         let route = "Action=ReplaceRoute&RouteTableId=rtb-bad&DestinationCidrBlock=10.200.0.1%2F32";
         let answer = call(&proxy, "", route).await;
         assert!(
-            answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with(route),
+            answer.starts_with("HTTP/1.1 200 OK") && answer.contains("X-Upstream: aws\r\n") && answer.ends_with(route),
             "{answer}"
         );
 
@@ -498,7 +522,9 @@ mod tests {
         proxy.set_blackout(me, false);
         let answer = held.await.unwrap();
         assert!(
-            answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("{}"),
+            answer.starts_with("HTTP/1.1 200 OK")
+                && answer.contains("X-Upstream: dynamodb\r\n")
+                && answer.ends_with("{}"),
             "{answer}"
         );
         assert_eq!(proxy.ec2_calls().len(), 3, "store calls are not EC2's");

@@ -321,11 +321,14 @@ pub async fn inject(scenario: Scenario, f: &mut Fault<'_>) -> Result<()> {
             f.trace.event("heal", id);
         }
         Scenario::StoreOutage => {
-            procs::signal(&[f.state.moto.proc.pid], "STOP");
-            f.trace.event("store-down", "moto");
+            // DynamoDB's moto alone (the one moto of an older lab): EC2
+            // answers on, as it would in AWS.
+            let store = f.state.moto_dynamodb.as_ref().unwrap_or(&f.state.moto);
+            procs::signal(&[store.proc.pid], "STOP");
+            f.trace.event("store-down", &store.proc.name);
             sleep(f.store_outage).await;
-            procs::signal(&[f.state.moto.proc.pid], "CONT");
-            f.trace.event("store-up", "moto");
+            procs::signal(&[store.proc.pid], "CONT");
+            f.trace.event("store-up", &store.proc.name);
         }
         Scenario::ScaleIn => {
             f.trace.ending(&victim.name, &victim.agent, "drained");

@@ -311,8 +311,11 @@ async fn wait_reclaimed(state: &LabState, sdk: &aws_config::SdkConfig) -> Result
 /// agent through it or with the scenario's own settings; whether it did.
 async fn rewire_agents(scenario: Scenario, state: &mut LabState) -> Result<(Option<aws_proxy::AwsProxy>, bool)> {
     let proxy = if scenario.needs_proxy() {
-        let moto = crate::lab::http::endpoint_addr(&state.moto.endpoint)?;
-        let proxy = aws_proxy::AwsProxy::start(std::net::IpAddr::V4(state.network.host_ip), moto).await?;
+        let upstreams = aws_proxy::Upstreams {
+            aws: crate::lab::http::endpoint_addr(&state.aws.endpoint)?,
+            dynamodb: crate::lab::http::endpoint_addr(state.dynamodb_endpoint())?,
+        };
+        let proxy = aws_proxy::AwsProxy::start(std::net::IpAddr::V4(state.network.host_ip), upstreams).await?;
         eprintln!(
             "==> the agents call AWS through the fault proxy at {}",
             proxy.endpoint()
@@ -333,7 +336,7 @@ async fn rewire_agents(scenario: Scenario, state: &mut LabState) -> Result<(Opti
 }
 
 async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_path: &Path) -> Result<Report> {
-    let sdk = vipfleet_agent::aws::local_endpoint_config(&state.aws.endpoint).await;
+    let sdk = state.sdk().await;
     let victim = 1 % state.nodes.len();
     let (proxy, rewired) = rewire_agents(scenario, state).await?;
     // Whether the agents were restarted or the lab has just come up, its

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use super::rollout::wait_ready;
+use crate::lab::node::{Endpoints, DYNAMODB_ENDPOINT_VAR, ENDPOINT_VAR};
 use crate::lab::procs::{self, ProcRecord};
 use crate::lab::state::LabState;
 
@@ -20,13 +21,11 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// systemd's `Restart=on-failure` would.
 const START_ATTEMPTS: u32 = 3;
 
-/// The agent's variable naming its AWS endpoint (every service).
-const ENDPOINT_VAR: &str = "AWS_ENDPOINT_URL";
-
 /// How an agent is started.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Wiring {
-    /// `None`: moto itself.
+    /// The one endpoint of every service, DynamoDB's included; `None`:
+    /// the lab's motos.
     pub endpoint: Option<String>,
     /// `--set`s on top of the lab's own.
     pub sets: Vec<String>,
@@ -35,8 +34,18 @@ pub struct Wiring {
 /// Node `index`'s agent record as the lab made it, rewired.
 fn rewired(state: &LabState, index: usize, wiring: &Wiring) -> ProcRecord {
     let mut record = state.nodes[index].agent.clone();
-    let endpoint = wiring.endpoint.clone().unwrap_or_else(|| state.moto.endpoint.clone());
-    record.env.insert(ENDPOINT_VAR.into(), endpoint);
+    let lab = Endpoints::of(state);
+    let endpoints = match &wiring.endpoint {
+        Some(one) => Endpoints {
+            aws: one,
+            dynamodb: one,
+        },
+        None => lab,
+    };
+    record.env.insert(ENDPOINT_VAR.into(), endpoints.aws.into());
+    record
+        .env
+        .insert(DYNAMODB_ENDPOINT_VAR.into(), endpoints.dynamodb.into());
     // The lab's own arguments, then the wiring's.
     let mut args = crate::lab::node::agent_args(state, std::path::Path::new(&config_of(&record)));
     for set in &wiring.sets {

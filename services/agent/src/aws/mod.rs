@@ -11,7 +11,8 @@
 //!   attempt gated) and the start-up calls (source/destination check, VPC
 //!   CIDRs, route tables exist). Pacing and retries of route changes are
 //!   the lease machine's.
-//! - this module — [`sdk_config`] and [`local_endpoint_config`], the one
+//! - this module — [`sdk_config`] and [`local_endpoint_config`] (or
+//!   [`local_endpoints_config`], DynamoDB apart), the one
 //!   place SDK clients get their retry and timeout policy; the error
 //!   classification both adapters share.
 //! - `dynamo_mock_tests`, `ec2_mock_tests` — the error mapping against
@@ -43,6 +44,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
 
 /// A TCP/TLS connect to a regional endpoint takes milliseconds; longer means
 /// the endpoint is unreachable, and the heartbeat must learn that within one
@@ -89,16 +91,53 @@ pub async fn sdk_config(region: Option<String>) -> SdkConfig {
 /// [`sdk_config`]. For tests and the lab; it never reads the environment's
 /// credentials, so a test cannot reach a real account by accident.
 pub async fn local_endpoint_config(endpoint_url: &str) -> SdkConfig {
+    local_endpoints_config(endpoint_url, endpoint_url).await
+}
+
+/// As [`local_endpoint_config`], with DynamoDB at an endpoint of its own:
+/// the lab runs one moto per service, as AWS runs its services apart.
+pub async fn local_endpoints_config(endpoint_url: &str, dynamodb_url: &str) -> SdkConfig {
     let (retry, timeout) = policy();
     let credentials = Credentials::new("testing", "testing", None, None, "vipfleet-local-endpoint");
+    let endpoints = LocalEndpoints {
+        default: endpoint_url.to_string(),
+        dynamodb: dynamodb_url.to_string(),
+    };
+    // No endpoint set in code: a client takes its service's from the
+    // service config, as it would take `AWS_ENDPOINT_URL_DYNAMODB`.
     aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint_url)
         .region(Region::new(LOCAL_REGION))
         .credentials_provider(SharedCredentialsProvider::new(credentials))
         .retry_config(retry)
         .timeout_config(timeout)
         .load()
         .await
+        .into_builder()
+        .service_config(endpoints)
+        .build()
+}
+
+/// The service config of [`local_endpoints_config`]: it answers endpoint
+/// URLs only, so no other setting can come from the environment.
+#[derive(Debug)]
+struct LocalEndpoints {
+    default: String,
+    dynamodb: String,
+}
+
+/// The SDK's service id for DynamoDB (`ServiceConfigKey::service_id`).
+const DYNAMODB_SERVICE_ID: &str = "DynamoDB";
+
+impl LoadServiceConfig for LocalEndpoints {
+    fn load_config(&self, key: ServiceConfigKey<'_>) -> Option<String> {
+        (key.profile() == "endpoint_url").then(|| {
+            if key.service_id() == DYNAMODB_SERVICE_ID {
+                self.dynamodb.clone()
+            } else {
+                self.default.clone()
+            }
+        })
+    }
 }
 
 /// Error codes by which DynamoDB and EC2 ask a caller to slow down.
@@ -173,3 +212,47 @@ macro_rules! mocked_client {
 }
 #[cfg(test)]
 pub(crate) use mocked_client;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// Who is asked: the first request line a listener receives, if any.
+    async fn first_request(listener: &TcpListener) -> Option<String> {
+        let (mut stream, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .ok()?
+            .ok()?;
+        let mut buf = vec![0u8; 4096];
+        let n = stream.read(&mut buf).await.ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    #[tokio::test]
+    async fn dynamodb_goes_to_its_own_endpoint_and_every_other_service_to_the_default() {
+        let default = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dynamodb = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = |l: &TcpListener| format!("http://{}", l.local_addr().unwrap());
+        let sdk = super::local_endpoints_config(&url(&default), &url(&dynamodb)).await;
+
+        // The calls fail (nobody answers); only where they went matters.
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        let ddb_call = tokio::spawn(async move { ddb.list_tables().send().await.is_err() });
+        let seen = first_request(&dynamodb)
+            .await
+            .expect("the DynamoDB call reaches its endpoint");
+        assert!(seen.to_ascii_lowercase().contains("x-amz-target: dynamodb_"), "{seen}");
+        ddb_call.abort();
+
+        let ec2 = aws_sdk_ec2::Client::new(&sdk);
+        let ec2_call = tokio::spawn(async move { ec2.describe_route_tables().send().await.is_err() });
+        let seen = first_request(&default)
+            .await
+            .expect("the EC2 call reaches the default endpoint");
+        assert!(seen.contains("Action=DescribeRouteTables"), "{seen}");
+        ec2_call.abort();
+    }
+}

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as TokioInstant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 use vipfleet_core::machine::{Effect, Event, ExitReason, Fence, Health, Input, Machine, RouteCall};
 use vipfleet_core::routes::{Gate, RouteError, RouteOp, RouteTable, ROUTE_CALL_TIMEOUT};
 use vipfleet_core::store::{LeaseStore, StoreError, StoreErrorKind, StoreOp};
@@ -313,6 +313,7 @@ where
 
     fn step(&mut self, input: Input, results: &mpsc::UnboundedSender<Input>) -> Option<Instant> {
         let now = self.now();
+        trace!(input = %Abridged(&input), "input");
         let step = self.machine.step(input, now);
         for event in &step.events {
             self.log(event);
@@ -328,6 +329,7 @@ where
         }
         self.publish_fence();
         for effect in step.effects {
+            trace!(effect = %Abridged(&effect), "effect");
             self.perform(effect, now, results.clone());
         }
         step.wake_at
@@ -569,4 +571,20 @@ pub fn controls() -> (mpsc::Sender<Control>, mpsc::Receiver<Control>) {
 /// The latest status, for readiness and the dashboard.
 pub fn status_channel() -> (StatusBoard, watch::Receiver<Status>) {
     StatusBoard::new()
+}
+
+/// A value's `Debug` form cut to [`ABRIDGED_CHARS`], for trace lines: a
+/// read's result lists every item of the table.
+struct Abridged<'a, T>(&'a T);
+
+const ABRIDGED_CHARS: usize = 160;
+
+impl<T: std::fmt::Debug> std::fmt::Display for Abridged<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let full = format!("{:?}", self.0);
+        match full.char_indices().nth(ABRIDGED_CHARS) {
+            Some((cut, _)) => write!(f, "{}…", &full[..cut]),
+            None => f.write_str(&full),
+        }
+    }
 }
