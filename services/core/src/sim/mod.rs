@@ -15,7 +15,8 @@
 //! Modules: `calls` (store calls and their timeouts), `ec2` (the driver's
 //! route calls and EC2's token bucket), `peers` (the network between nodes
 //! and their detectors), `inject` (what each fault does), [`faults`] (the
-//! faults and random schedules), [`check`] (the invariants).
+//! faults and random schedules), [`check`] (the invariants), `writers` (who
+//! may write each shard, for the checks), `queue` (the events by due time).
 //!
 //! Same seed, same run: the only randomness is a seeded `SmallRng`, and all
 //! maps iterate in key order.
