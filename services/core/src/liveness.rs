@@ -83,9 +83,17 @@ pub struct Observer {
     /// for the simulation's sabotage: a slow store then restarts every
     /// clock, and nobody is ever expired).
     blind_by_return_times: bool,
+    /// Bumped by every call that may change what this observer says: a
+    /// caller holding on to an earlier answer knows when to ask again.
+    changes: u64,
 }
 
 impl Observer {
+    /// Grows whenever what the observer says may have changed.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
     /// Records a read of the node items sent at `sent_at` that returned at
     /// `now`; returns false (and learns nothing) if a read sent later has
     /// already been recorded: reads overlap when the store is slow, and
@@ -109,6 +117,7 @@ impl Observer {
         now: Instant,
         lease_ttl: Duration,
     ) -> bool {
+        self.changes += 1;
         if self.last_read_sent_at.is_some_and(|last| sent_at < last) {
             return false;
         }
@@ -205,6 +214,7 @@ impl Observer {
     /// last renewal was sent before that, so its own lease ends before
     /// `now` plus its TTL.
     pub fn evicted(&mut self, node: &NodeId, inc: Incarnation, hb: Heartbeat, now: Instant, my_ttl: Duration) {
+        self.changes += 1;
         if self.evicted.get(node).is_some_and(|e| e.inc == inc) {
             return;
         }
@@ -216,6 +226,7 @@ impl Observer {
     /// shard anew (a claim or a re-claim we had not seen): whatever we
     /// counted it missing from, it was alive after that.
     pub fn saw_claim(&mut self, node: &NodeId, now: Instant) {
+        self.changes += 1;
         self.claimed_at.insert(node.clone(), now);
     }
 

@@ -135,6 +135,7 @@ impl Machine {
                     self.pace.announce();
                     if let Some(n) = self.nodes.get_mut(&node) {
                         n.state = NodeState::Dead;
+                        self.versions.nodes += 1;
                     }
                     out.events.push(Event::NodeMarkedDead { node });
                 }
@@ -300,6 +301,7 @@ impl Machine {
             return; // a later read has already been learned
         }
         self.unreadable_nodes = unreadable;
+        self.versions.nodes += 1;
         self.pace.nodes_read(scan.records.iter());
         let mut nodes: std::collections::BTreeMap<NodeId, NodeRecord> =
             scan.records.into_iter().map(|n| (n.info.id.clone(), n)).collect();

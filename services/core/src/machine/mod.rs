@@ -154,6 +154,8 @@ struct WorkLists {
 struct Versions {
     membership: u64,
     held: u64,
+    /// The node items as we know them (`Machine::nodes`, unreadable ones).
+    nodes: u64,
 }
 
 /// Calls of which one at a time is enough (reads of the node items: a few,
@@ -569,6 +571,14 @@ impl Machine {
                     && !self.observer.is_gone(id, ttl)
             })
             .map(|n| (&n.info.id, n.inc))
+    }
+
+    /// Grows whenever [`Self::peer_members`] may have changed: a driver
+    /// that hands the members to a peer detector after every step compares
+    /// this rather than the whole list (thousands of nodes in a large
+    /// fleet).
+    pub fn peer_members_version(&self) -> u64 {
+        self.versions.nodes + self.observer.changes()
     }
 
     pub fn is_gone(&self, node: &NodeId) -> bool {

@@ -212,10 +212,9 @@ impl Detector {
 
     /// The earliest time `tick` has something to do.
     pub fn next_wake(&self) -> Option<Instant> {
-        let rounds = self
-            .members
-            .values()
-            .filter_map(|m| m.round.as_ref().map(|r| r.deadline));
+        // Through the open rounds, not every member: a large fleet's
+        // detector has thousands of members and a few rounds open.
+        let rounds = self.open_rounds().map(|(_, r)| r.deadline);
         let relays = self.relays.values().map(Relay::next_wake);
         self.next_probe_at.into_iter().chain(rounds).chain(relays).min()
     }
@@ -399,12 +398,13 @@ impl Detector {
     }
 
     fn tick_rounds(&mut self, now: Instant, out: &mut Output) {
-        let due: Vec<NodeId> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.round.as_ref().is_some_and(|r| r.deadline <= now))
+        let mut due: Vec<NodeId> = self
+            .open_rounds()
+            .filter(|(_, r)| r.deadline <= now)
             .map(|(id, _)| id.clone())
             .collect();
+        // In member order, as they always were handled.
+        due.sort();
         for target in due {
             let Some(member) = self.members.get_mut(&target) else {
                 continue;
@@ -427,6 +427,16 @@ impl Detector {
                 }
             }
         }
+    }
+
+    /// Every member with a round open, and the round: `rounds` names
+    /// exactly those members (a member's round is set and cleared with its
+    /// entry there).
+    fn open_rounds(&self) -> impl Iterator<Item = (&NodeId, &Round)> {
+        self.rounds.iter().filter_map(|(seq, id)| {
+            let (id, member) = self.members.get_key_value(id)?;
+            member.round.as_ref().filter(|r| r.seq == *seq).map(|r| (id, r))
+        })
     }
 
     /// The indirect phase: others ping the target for us, and we ping it

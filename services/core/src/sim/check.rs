@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::faults::Fault;
+use super::writers::Writers;
 use super::{Landed, SimConfig, Status, World};
 use crate::machine::EVICTION_RECHECK_SLACK;
 use crate::time::Instant;
@@ -121,6 +122,8 @@ struct Window {
 }
 
 pub struct Checker {
+    /// Who may write each shard, for the one-writer check.
+    writers: Writers,
     bound: Duration,
     /// How long after a fault the fleet has noticed it (its route writes
     /// may still be under way: [`settled`] looks at those).
@@ -182,6 +185,7 @@ impl Checker {
         let share = (config.shards * config.route_tables).div_ceil(config.nodes.max(1)) * 2;
         let share_writes = Duration::from_secs_f64(share as f64 / config.pacing.calls_per_second);
         Self {
+            writers: Writers::default(),
             bound,
             settle: lease.lease_ttl + lease.scan_interval * 2 + lease.reconcile_interval,
             faults_end,
@@ -289,17 +293,20 @@ impl Checker {
                 && !evicted(n)
         };
         for &stepped in &world.stepped {
+            self.writers.update(stepped, &world.nodes[stepped].machine);
+        }
+        for &stepped in &world.stepped {
             let node = &world.nodes[stepped];
             for (shard, _) in node.machine.held() {
                 if !writing(node, shard) {
                     continue;
                 }
-                let others: Vec<&NodeId> = world
-                    .nodes
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, n)| *i != stepped && writing(n, shard))
-                    .map(|(_, n)| n.id())
+                let others: Vec<&NodeId> = self
+                    .writers
+                    .of(shard, now)
+                    .into_iter()
+                    .filter(|i| *i != stepped && writing(&world.nodes[*i], shard))
+                    .map(|i| world.nodes[i].id())
                     .collect();
                 if !others.is_empty() {
                     self.violation(format!(

@@ -15,7 +15,8 @@
 //! Modules: `calls` (store calls and their timeouts), `ec2` (the driver's
 //! route calls and EC2's token bucket), `peers` (the network between nodes
 //! and their detectors), `inject` (what each fault does), [`faults`] (the
-//! faults and random schedules), [`check`] (the invariants).
+//! faults and random schedules), [`check`] (the invariants), `writers` (who
+//! may write each shard, for the checks), `queue` (the events by due time).
 //!
 //! Same seed, same run: the only randomness is a seeded `SmallRng`, and all
 //! maps iterate in key order.
@@ -27,9 +28,10 @@ pub mod faults;
 mod inject;
 mod peers;
 mod probe;
+mod queue;
+mod writers;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -437,8 +439,7 @@ pub(crate) struct World {
     /// The lease table or the routes changed during the current event.
     pub(crate) changed: bool,
     trace: Option<Vec<String>>,
-    queue: BinaryHeap<Reverse<(Instant, u64)>>,
-    pending: BTreeMap<u64, What>,
+    queue: queue::Agenda<What>,
     seq: u64,
     rng: SmallRng,
 }
@@ -486,14 +487,11 @@ pub fn run_observed(config: &SimConfig, mut progress: impl FnMut(Progress)) -> R
     }
     let mut probes = Vec::new();
     let mut events = 0u64;
-    while let Some(Reverse((at, seq))) = world.queue.pop() {
+    while let Some((at, what)) = world.queue.pop() {
         if at > end {
             break;
         }
         world.now = at;
-        let Some(what) = world.pending.remove(&seq) else {
-            continue;
-        };
         if let What::Probe = what {
             probes.push(world.probe());
             continue;
@@ -610,8 +608,7 @@ impl World {
             stepped: BTreeSet::new(),
             changed: true,
             trace: config.trace.then(Vec::new),
-            queue: BinaryHeap::new(),
-            pending: BTreeMap::new(),
+            queue: queue::Agenda::default(),
             seq: 0,
             rng: SmallRng::seed_from_u64(config.seed),
         }
@@ -633,8 +630,7 @@ impl World {
 
     fn schedule(&mut self, at: Instant, what: What) {
         self.seq += 1;
-        self.queue.push(Reverse((at, self.seq)));
-        self.pending.insert(self.seq, what);
+        self.queue.push(at, self.seq, what);
     }
 
     fn leg(&mut self, config: &SimConfig) -> Duration {
@@ -931,7 +927,7 @@ impl World {
         }
         if self.peers.enabled() && self.nodes[node].is_live() {
             let machine = &self.nodes[node].machine;
-            self.peers.set_members(node, machine.peer_members(), now);
+            self.peers.set_members(node, machine, now);
             self.schedule_peer_wake(node);
         }
     }

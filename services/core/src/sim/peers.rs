@@ -13,7 +13,7 @@ use rand::rngs::SmallRng;
 use rand::Rng;
 
 use super::{SimConfig, What, World};
-use crate::machine::Input;
+use crate::machine::{Input, Machine};
 use crate::peers::{Detector, Message, Output, PeerConfig, Verdict};
 use crate::time::Instant;
 use crate::types::{Incarnation, NodeId};
@@ -28,8 +28,10 @@ pub(crate) struct PeerNet {
     /// By node index; `None` while the node's agent is not running.
     detectors: Vec<Option<Detector>>,
     index: BTreeMap<NodeId, usize>,
-    /// The member list each detector was last given.
+    /// The member list each detector was last given...
     members: Vec<Vec<(NodeId, Incarnation)>>,
+    /// ...and the version of its machine's list it came from.
+    members_version: Vec<Option<u64>>,
     /// Links cut (both ways), until when.
     cuts: Vec<(usize, usize, Instant)>,
     /// Nodes cut off from every peer, until when.
@@ -61,10 +63,12 @@ impl PeerNet {
         if self.detectors.len() <= index {
             self.detectors.resize_with(index + 1, || None);
             self.members.resize_with(index + 1, Vec::new);
+            self.members_version.resize(index + 1, None);
         }
         self.index.insert(id.clone(), index);
         self.detectors[index] = Some(Detector::new(id.clone(), inc, config, seed));
         self.members[index].clear();
+        self.members_version[index] = None;
     }
 
     pub(crate) fn detector(&mut self, index: usize) -> Option<&mut Detector> {
@@ -73,17 +77,19 @@ impl PeerNet {
 
     /// Gives node `index`'s detector the members its machine knows, if they
     /// changed.
-    pub(crate) fn set_members<'a>(
-        &mut self,
-        index: usize,
-        members: impl Iterator<Item = (&'a NodeId, Incarnation)>,
-        now: Instant,
-    ) {
+    pub(crate) fn set_members(&mut self, index: usize, machine: &Machine, now: Instant) {
         let Some(Some(detector)) = self.detectors.get_mut(index) else {
             return;
         };
-        // Called after every step of every node: compare before copying.
-        let members: Vec<(&NodeId, Incarnation)> = members.collect();
+        // Called after every step of every node: the list is looked at only
+        // when the machine says it may have changed, and compared before it
+        // is copied.
+        let version = machine.peer_members_version();
+        if self.members_version[index] == Some(version) {
+            return;
+        }
+        self.members_version[index] = Some(version);
+        let members: Vec<(&NodeId, Incarnation)> = machine.peer_members().collect();
         let known = self.members[index].iter().map(|(id, inc)| (id, *inc));
         if members.iter().copied().eq(known) {
             return;

@@ -14,6 +14,7 @@
 //!   so a shard whose item vanished goes back to the node that serves it.
 
 mod bucket;
+mod seen;
 mod work;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +24,7 @@ pub use bucket::{Pacing, PacingError, DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND, M
 pub use work::{TableHealth, PERMANENT_CAP as TABLE_BACKOFF_CAP};
 
 use self::bucket::Bucket;
+use self::seen::SeenRoutes;
 use self::work::{Purpose, Work};
 use super::{Effect, Event, Machine, Mode, Priority, RouteCall, Step};
 use crate::backoff::Backoff;
@@ -81,9 +83,8 @@ pub(super) enum Pointing {
 #[derive(Clone, Debug)]
 pub(super) struct RouteBook {
     pub(super) checks: BTreeMap<(ShardId, RouteTableId), (RouteCheck, Instant)>,
-    /// Every route the read-backs returned: its ENI target, `None` for a
-    /// blackhole or a target that is not an ENI.
-    seen: BTreeMap<(RouteTableId, Vip), Option<EniId>>,
+    /// Every route the read-backs returned.
+    seen: SeenRoutes,
     pub(super) tables: BTreeMap<RouteTableId, TableHealth>,
     work: BTreeMap<(ShardId, RouteTableId), Work>,
     bucket: Bucket,
@@ -98,7 +99,7 @@ impl RouteBook {
     pub(super) fn new(pacing: Pacing, now: Instant) -> Self {
         Self {
             checks: BTreeMap::new(),
-            seen: BTreeMap::new(),
+            seen: SeenRoutes::default(),
             tables: BTreeMap::new(),
             work: BTreeMap::new(),
             bucket: Bucket::new(pacing, now),
@@ -148,7 +149,7 @@ impl RouteBook {
             if self.tables.get(table).is_some_and(TableHealth::is_down) {
                 continue;
             }
-            if let Some(Some(eni)) = self.seen.get(&(table.clone(), shard.vip())) {
+            if let Some(Some(eni)) = self.seen.get(table, shard.vip()) {
                 targets.insert(eni.clone());
             }
         }
@@ -164,7 +165,7 @@ impl RouteBook {
     pub(super) fn any_points_at(&self, eni: &EniId, vips: &BTreeSet<Vip>) -> bool {
         self.seen
             .iter()
-            .any(|((_, vip), target)| target.as_ref() == Some(eni) && vips.contains(vip))
+            .any(|(vip, target)| target.as_ref() == Some(eni) && vips.contains(vip))
     }
 
     /// Whether the read-backs showed the shard's route in every table
@@ -173,7 +174,7 @@ impl RouteBook {
         self.seen_at(tables).is_some()
             && tables
                 .iter()
-                .all(|t| self.seen.get(&(t.clone(), shard.vip())) == Some(&Some(eni.clone())))
+                .all(|t| self.seen.get(t, shard.vip()) == Some(&Some(eni.clone())))
     }
 
     pub(super) fn mark_checked(&mut self, shard: ShardId, tables: &[RouteTableId], now: Instant) {
@@ -250,7 +251,7 @@ impl Machine {
     /// showed; `unread` if it was never read back.
     fn route_exists(&self, table: &RouteTableId, vip: Vip, unread: bool) -> bool {
         match self.routes.tables.get(table).and_then(|h| h.described_at) {
-            Some(_) => self.routes.seen.contains_key(&(table.clone(), vip)),
+            Some(_) => self.routes.seen.contains(table, vip),
             None => unread,
         }
     }
@@ -526,12 +527,9 @@ impl Machine {
             self.routes.throttle.succeeded();
             self.routes.tables.entry(table.clone()).or_default().succeeded();
             match call.change.eni() {
-                Some(eni) => self
-                    .routes
-                    .seen
-                    .insert((table.clone(), call.shard.vip()), Some(eni.clone())),
-                None => self.routes.seen.remove(&(table.clone(), call.shard.vip())),
-            };
+                Some(eni) => self.routes.seen.set(&table, call.shard.vip(), Some(eni.clone())),
+                None => self.routes.seen.remove(&table, call.shard.vip()),
+            }
         }
         if !done || !ours {
             return;
@@ -617,17 +615,7 @@ impl Machine {
             Ok(entries) => {
                 health.succeeded();
                 health.described_at = Some(health.described_at.map_or(sent_at, |t| t.max(sent_at)));
-                let seen: BTreeMap<(RouteTableId, Vip), Option<EniId>> = entries
-                    .iter()
-                    .map(|e| {
-                        (
-                            (e.table.clone(), e.destination),
-                            e.target.clone().filter(|_| !e.blackhole),
-                        )
-                    })
-                    .collect();
-                self.routes.seen.retain(|(t, _), _| *t != table);
-                self.routes.seen.extend(seen);
+                self.routes.seen.replace(&table, &entries);
                 // A new read-back may end a free shard's wait for it.
                 self.routes.version += 1;
                 self.check_routes(&table, &entries, now, out);
@@ -644,7 +632,13 @@ impl Machine {
     }
 
     fn check_routes(&mut self, table: &RouteTableId, entries: &[RouteEntry], now: Instant, out: &mut Step) {
-        let index: BTreeMap<Vip, &RouteEntry> = entries.iter().map(|e| (e.destination, e)).collect();
+        // Only our shards' routes are looked up: index those alone (the
+        // last entry for a destination wins), not the whole table.
+        let mut index: BTreeMap<Vip, &RouteEntry> = BTreeMap::new();
+        let held_vips: BTreeSet<Vip> = self.held.keys().map(|s| s.vip()).collect();
+        for e in entries.iter().filter(|e| held_vips.contains(&e.destination)) {
+            index.insert(e.destination, e);
+        }
         let my_eni = self.setup.info.eni.clone();
         let held: Vec<ShardId> = self.held.keys().copied().collect();
         for shard in held {
