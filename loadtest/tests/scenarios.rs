@@ -166,8 +166,8 @@ fn every_fault_scenario_keeps_the_promises() {
         if name == "crash" {
             // The lab's crash acceptance with peer probes: p99 within its
             // bound over at least 20 samples (one per VIP per crash). The
-            // bound is 2 s, not issue 12's 1 s: moto on these machines
-            // (see PEER_TAKEOVER_MS).
+            // bound is 1.5 s, not issue 12's 1 s: a loaded CI machine's
+            // tail (see PEER_TAKEOVER_MS).
             assert!(
                 num(r, &["vips_affected"]) >= 20,
                 "{name}: {} samples",
