@@ -42,12 +42,14 @@ impl Convergence {
     }
 
     /// Whether `nodes` nodes each own a fair share of the owned VIPs (the
-    /// floor or one more): a fleet that is still handing shards over to a
-    /// late joiner is routed but not settled.
+    /// floor or one more; a node that owns none holds a share of 0): a
+    /// fleet that is still handing shards over to a late joiner is routed
+    /// but not settled.
     pub fn balanced(&self, nodes: usize) -> bool {
         let counts = self.shares();
         let floor = self.owners.len() / nodes.max(1);
-        counts.len() == nodes && counts.values().all(|n| *n == floor || *n == floor + 1)
+        let idle_nodes_fair = counts.len() == nodes || (counts.len() < nodes && floor == 0);
+        idle_nodes_fair && counts.values().all(|n| *n == floor || *n == floor + 1)
     }
 
     /// How many VIPs each owner holds.
@@ -61,15 +63,14 @@ impl Convergence {
 
     pub fn summary(&self) -> String {
         let shares: Vec<String> = self.shares().values().map(ToString::to_string).collect();
+        let shares = if shares.is_empty() {
+            "none".to_string()
+        } else {
+            shares.join("/")
+        };
         format!(
             "{}/{} VIPs owned (shares {}), {}/{} routes in moto, {}/{} kernel routes",
-            self.owned,
-            self.vips,
-            shares.join("/"),
-            self.moto_ok,
-            self.routes,
-            self.kernel_ok,
-            self.routes
+            self.owned, self.vips, shares, self.moto_ok, self.routes, self.kernel_ok, self.routes
         )
     }
 
@@ -181,6 +182,9 @@ mod tests {
         // A node that holds nothing is not its share.
         assert!(!owned_by(&["a", "a", "a", "b", "b", "b"]).balanced(3));
         assert!(owned_by(&["a", "a", "a", "b", "b", "b"]).balanced(2));
+        // Fewer VIPs than nodes: a node with none has its share.
+        assert!(owned_by(&["a", "b"]).balanced(3));
+        assert!(!owned_by(&["a", "a"]).balanced(3));
         assert_eq!(
             owned_by(&["a", "b", "b"]).summary(),
             "3/3 VIPs owned (shares 1/2), 0/0 routes in moto, 0/0 kernel routes"
