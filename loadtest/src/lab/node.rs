@@ -67,6 +67,11 @@ impl<'a> Endpoints<'a> {
             dynamodb: lab.dynamodb_endpoint(),
         }
     }
+
+    /// The SDK configuration for these endpoints (the harness's own calls).
+    pub async fn sdk(&self) -> aws_config::SdkConfig {
+        vipfleet_agent::aws::local_endpoints_config(self.aws, self.dynamodb).await
+    }
 }
 
 /// The environment of every agent (and of `init-table`): the lab's motos

@@ -263,16 +263,19 @@ impl LabState {
         Ok(())
     }
 
+    /// The moto that serves the lease table (the one moto of an older lab).
+    pub fn dynamodb_moto(&self) -> &Moto {
+        self.moto_dynamodb.as_ref().unwrap_or(&self.moto)
+    }
+
     /// Where the lease table is served.
     pub fn dynamodb_endpoint(&self) -> &str {
-        self.moto_dynamodb
-            .as_ref()
-            .map_or(self.aws.endpoint.as_str(), |m| m.endpoint.as_str())
+        &self.dynamodb_moto().endpoint
     }
 
     /// The SDK configuration the harness calls the lab's AWS with.
     pub async fn sdk(&self) -> aws_config::SdkConfig {
-        vipfleet_agent::aws::local_endpoints_config(&self.aws.endpoint, self.dynamodb_endpoint()).await
+        super::node::Endpoints::of(self).sdk().await
     }
 
     /// Every process record of the lab, hosts' first.

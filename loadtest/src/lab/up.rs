@@ -283,7 +283,7 @@ pub async fn bring_up(layout: Layout, tools: Tools, args: UpArgs) -> Result<LabS
         aws: &moto.endpoint,
         dynamodb: &moto_dynamodb.endpoint,
     };
-    let sdk = vipfleet_agent::aws::local_endpoints_config(endpoints.aws, endpoints.dynamodb).await;
+    let sdk = endpoints.sdk().await;
     let fabric = aws::build_fabric(&sdk, l, a.route_tables).await?;
     ctx.progress(&format!(
         "moto: {} with subnet {}, route tables {}, group {}",

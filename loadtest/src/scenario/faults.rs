@@ -321,9 +321,8 @@ pub async fn inject(scenario: Scenario, f: &mut Fault<'_>) -> Result<()> {
             f.trace.event("heal", id);
         }
         Scenario::StoreOutage => {
-            // DynamoDB's moto alone (the one moto of an older lab): EC2
-            // answers on, as it would in AWS.
-            let store = f.state.moto_dynamodb.as_ref().unwrap_or(&f.state.moto);
+            // DynamoDB's moto alone: EC2 answers on, as it would in AWS.
+            let store = f.state.dynamodb_moto();
             procs::signal(&[store.proc.pid], "STOP");
             f.trace.event("store-down", &store.proc.name);
             sleep(f.store_outage).await;
