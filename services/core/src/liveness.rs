@@ -9,7 +9,14 @@
 //!   in the store (`evicted_by`) is gone at once. It can never heartbeat
 //!   again, so its own lease ends at most a lease after the eviction: the
 //!   observer keeps that bound ([`Observer::eviction_lease_end`]), after
-//!   which whoever took its shards reads their routes back once more.
+//!   which whoever took its shards reads their routes back once more. One
+//!   way back: someone deletes the evicted item, and the node, finding its
+//!   item gone, registers again. Its new item carries no mark, so from a
+//!   read sent after we learned of the eviction that shows it, the node is
+//!   judged by its counter like any other. While the evicted item is
+//!   missing, it is judged as any missing item (gone after a TTL of
+//!   absence): a takeover that checked the evicted counter would fail
+//!   against an absent item for good.
 //! - [`OwnLease`]: this node's own right to write routes, which ends
 //!   `lease_ttl - safety_margin` after the *send* time of its last successful
 //!   heartbeat.
@@ -60,6 +67,11 @@ struct Eviction {
     inc: Incarnation,
     hb: Heartbeat,
     lease_end: Instant,
+    /// When we learned of it: only reads sent after this show the item as
+    /// the eviction left it.
+    learned_at: Instant,
+    /// The last such read found no item at all.
+    item_missing: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -200,6 +212,7 @@ impl Observer {
         // lease.
         self.seen = next;
         self.missing_since = missing;
+        self.revisit_evictions(nodes, present, sent_at, now);
         let missing = &self.missing_since;
         self.claimed_at.retain(|id, _| missing.contains_key(id));
         let seen = &self.seen;
@@ -219,7 +232,49 @@ impl Observer {
             return;
         }
         let lease_end = now + self.ttl_for(node, my_ttl);
-        self.evicted.insert(node.clone(), Eviction { inc, hb, lease_end });
+        self.evicted.insert(
+            node.clone(),
+            Eviction {
+                inc,
+                hb,
+                lease_end,
+                learned_at: now,
+                item_missing: false,
+            },
+        );
+    }
+
+    /// What a read sent at `sent_at` shows of the evicted incarnations: an
+    /// item of that incarnation without the mark was deleted and written
+    /// again by the node registering anew (an evicted item takes no
+    /// heartbeat), so the node is alive and the eviction over; no item at
+    /// all hands the judgement to the missing clock.
+    fn revisit_evictions(&mut self, nodes: &[NodeRecord], present: &BTreeSet<NodeId>, sent_at: Instant, now: Instant) {
+        let read: BTreeMap<&NodeId, &NodeRecord> = nodes.iter().map(|n| (&n.info.id, n)).collect();
+        let seen = &mut self.seen;
+        self.evicted.retain(|id, e| {
+            if sent_at < e.learned_at {
+                return true;
+            }
+            match read.get(id) {
+                Some(n) if n.inc == e.inc && n.evicted_by.is_none() => {
+                    // Registered again: its lease runs from now, as far as
+                    // we can tell.
+                    if let Some(s) = seen.get_mut(id) {
+                        s.changed_at = now;
+                    }
+                    false
+                }
+                Some(_) => {
+                    e.item_missing = false;
+                    true
+                }
+                None => {
+                    e.item_missing = !present.contains(id);
+                    true
+                }
+            }
+        });
     }
 
     /// A read of the shards that returned at `now` showed `node` claiming a
@@ -257,7 +312,10 @@ impl Observer {
     /// while the node is not gone.
     pub fn gone_check(&self, node: &NodeId, my_ttl: Duration) -> Option<NodeCheck> {
         if let Some(e) = self.evicted.get(node) {
-            if self.seen.get(node).is_none_or(|s| s.inc == e.inc) {
+            // An evicted item gone missing is judged as any missing item:
+            // we may have missed a new incarnation registering in between,
+            // whose lease only a TTL of absence ends.
+            if !e.item_missing && self.seen.get(node).is_none_or(|s| s.inc == e.inc) {
                 return Some(NodeCheck::Unchanged { hb: e.hb, inc: e.inc });
             }
         }
@@ -529,6 +587,55 @@ mod tests {
         observe_until(&mut o, &[], &["a"], &["b"], 3250, 3250);
         assert!(!o.is_gone(&a, TTL));
         assert_eq!(o.gone_check(&b, TTL), Some(NodeCheck::Missing));
+    }
+
+    #[test]
+    fn an_evicted_node_whose_item_was_deleted_is_alive_again_once_it_registers() {
+        let mut o = Observer::default();
+        let a = NodeId::new("a");
+        let inc = Incarnation(1);
+        let none = BTreeSet::new();
+        let read = |o: &mut Observer, nodes: &[NodeRecord], sent: u64, at: u64| {
+            o.observe(nodes, &none, [&a], ms(sent), ms(at), TTL);
+        };
+        read(&mut o, &[record("a", 5)], 0, 10);
+        o.evicted(&a, inc, 5, ms(100), TTL);
+        assert_eq!(o.gone_check(&a, TTL), Some(NodeCheck::Unchanged { hb: 5, inc }));
+        // Sent before we learned of the eviction: it shows the old item.
+        read(&mut o, &[record("a", 5)], 90, 120);
+        assert_eq!(o.gone_check(&a, TTL), Some(NodeCheck::Unchanged { hb: 5, inc }));
+        // Deleted by hand: gone once missing for a TTL (a new incarnation
+        // we did not see may have registered, and been deleted, meanwhile).
+        read(&mut o, &[], 200, 210);
+        assert_eq!(o.gone_check(&a, TTL), None);
+        for sent in [1200, 2200, 3210] {
+            read(&mut o, &[], sent, sent + 10);
+        }
+        assert_eq!(o.gone_check(&a, TTL), Some(NodeCheck::Missing));
+        // The node found its item gone and registered again, same
+        // incarnation, no mark: alive, judged by its counter from now on.
+        read(&mut o, &[record("a", 1)], 3400, 3410);
+        assert!(!o.is_evicted(&a, inc));
+        assert_eq!(o.gone_check(&a, TTL), None);
+        read(&mut o, &[record("a", 2)], 4400, 4410);
+        assert_eq!(o.gone_check(&a, TTL), None);
+        // And expires as anyone does once its counter stops.
+        for sent in [5400, 6400, 7410] {
+            read(&mut o, &[record("a", 2)], sent, sent + 10);
+        }
+        assert_eq!(o.gone_check(&a, TTL), Some(NodeCheck::Unchanged { hb: 2, inc }));
+    }
+
+    #[test]
+    fn an_evicted_item_that_is_unreadable_is_not_missing() {
+        let mut o = Observer::default();
+        let a = NodeId::new("a");
+        let inc = Incarnation(1);
+        o.observe(&[record("a", 5)], &BTreeSet::new(), [&a], ms(0), ms(10), TTL);
+        o.evicted(&a, inc, 5, ms(100), TTL);
+        let present: BTreeSet<NodeId> = [a.clone()].into();
+        o.observe(&[], &present, [&a], ms(200), ms(210), TTL);
+        assert_eq!(o.gone_check(&a, TTL), Some(NodeCheck::Unchanged { hb: 5, inc }));
     }
 
     #[test]
