@@ -28,11 +28,15 @@ pub struct Outage {
     pub vip: Ipv4Addr,
     pub fault: usize,
     pub failed: u64,
-    /// `None`: never answered again before the next fault or the end.
+    /// `None`: never answered again.
     pub outage_ms: Option<u64>,
 }
 
 /// Outages of every VIP after every fault, over records from all clients.
+/// An outage belongs to the fault before its first failure, and runs until
+/// the first good answer, even past the next fault: a VIP still dark when
+/// the next fault comes is that fault's only if it fails again after it
+/// answered.
 pub fn outages(records: &[Record], faults: &[FaultEvent], end_ms: u64) -> Vec<Outage> {
     let mut by_vip: BTreeMap<Ipv4Addr, Vec<&Record>> = BTreeMap::new();
     for r in records {
@@ -41,19 +45,23 @@ pub fn outages(records: &[Record], faults: &[FaultEvent], end_ms: u64) -> Vec<Ou
     for list in by_vip.values_mut() {
         list.sort_by_key(|r| r.done_ms());
     }
+    // When each VIP's last outage ended (`u64::MAX`: it never did).
+    let mut dark_until: BTreeMap<Ipv4Addr, u64> = BTreeMap::new();
     let mut out = Vec::new();
     for (i, fault) in faults.iter().enumerate() {
         let until = faults.get(i + 1).map_or(end_ms, |f| f.t_ms);
         for (vip, list) in &by_vip {
-            let window: Vec<&&Record> = list
-                .iter()
-                .filter(|r| r.done_ms() >= fault.t_ms && r.done_ms() < until)
-                .collect();
-            let Some(first_failure) = window.iter().position(|r| !r.ok) else {
+            let from = fault.t_ms.max(dark_until.get(vip).copied().unwrap_or(0));
+            let in_window = |r: &&Record| r.done_ms() >= from && r.done_ms() < until;
+            let Some(first_failure) = list.iter().position(|r| in_window(&r) && !r.ok) else {
                 continue;
             };
-            let failed = window.iter().filter(|r| !r.ok).count() as u64;
-            let restored = window[first_failure..].iter().find(|r| r.ok);
+            let failed = list[first_failure..]
+                .iter()
+                .filter(|r| in_window(r) && !r.ok)
+                .count() as u64;
+            let restored = list[first_failure..].iter().find(|r| r.ok);
+            dark_until.insert(*vip, restored.map_or(u64::MAX, |r| r.done_ms()));
             out.push(Outage {
                 vip: *vip,
                 fault: i,
@@ -130,6 +138,43 @@ mod tests {
         assert_eq!(got[1].vip, Ipv4Addr::new(10, 200, 0, 3));
         assert_eq!(got[1].outage_ms, None, "VIP 3 never came back");
         assert_eq!(got[1].failed, 2, "the request in flight at the fault counts");
+    }
+
+    #[test]
+    fn an_outage_past_the_next_fault_is_the_first_faults() {
+        let faults = [
+            FaultEvent {
+                t_ms: 1000,
+                kind: "crash".into(),
+                node: "n1".into(),
+            },
+            FaultEvent {
+                t_ms: 2500,
+                kind: "route-drift".into(),
+                node: "r".into(),
+            },
+        ];
+        let records = vec![
+            rec(1, 1100, false),
+            rec(1, 2400, false),
+            rec(1, 2520, false),
+            rec(1, 2566, true),
+            rec(1, 2700, true),
+            // Dark again after it answered: the drift's.
+            rec(2, 1200, false),
+            rec(2, 1300, true),
+            rec(2, 2600, false),
+            rec(2, 2900, true),
+        ];
+        let got = outages(&records, &faults, 5000);
+        let of = |vip: u8| -> Vec<(usize, Option<u64>)> {
+            got.iter()
+                .filter(|o| o.vip == Ipv4Addr::new(10, 200, 0, vip))
+                .map(|o| (o.fault, o.outage_ms))
+                .collect()
+        };
+        assert_eq!(of(1), vec![(0, Some(1566))], "one outage, measured to its end");
+        assert_eq!(of(2), vec![(0, Some(300)), (1, Some(400))]);
     }
 
     #[test]

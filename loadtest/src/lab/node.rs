@@ -274,6 +274,20 @@ pub fn check_agent_config(lab: &LabState, config: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What the lab's agents log unless `VIPFLEET_LOG` says otherwise: every
+/// input and effect of the lease machine too, so that a scenario that fails
+/// once in CI can be explained from its logs (a few MB per agent over the
+/// whole suite).
+pub const AGENT_LOG_DEFAULT: &str = "info,vipfleet_agent::driver=trace";
+
+fn agent_env(lab: &LabState) -> BTreeMap<String, String> {
+    let mut env = aws_env(Endpoints::of(lab), Some(&lab.imds.endpoint));
+    if std::env::var_os("VIPFLEET_LOG").is_none() {
+        env.insert("VIPFLEET_LOG".into(), AGENT_LOG_DEFAULT.into());
+    }
+    env
+}
+
 /// The name of node `index`, used for files and process records.
 pub fn node_name(index: usize) -> String {
     format!("n{index}")
@@ -317,7 +331,7 @@ pub fn start_node(lab: &LabState, index: usize, instance: &Instance) -> Result<s
             netns: Some(ns.clone()),
             program: lab.programs.agent.clone(),
             args: agent_args(lab, &agent_config_path),
-            env: aws_env(Endpoints::of(lab), Some(&lab.imds.endpoint)),
+            env: agent_env(lab),
             priority: Priority::Normal,
         },
     )?;
