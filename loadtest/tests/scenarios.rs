@@ -1,4 +1,4 @@
-//! Issue 4's, issue 10's and issue 11's acceptance: every fault scenario on a small lab
+//! Issue 4's, issue 10's and issue 11's acceptance (and zombie-deleted's): every fault scenario on a small lab
 //! (3 nodes, 12 VIPs, 2 route tables, 20-second runs, longer where a
 //! scenario needs it: ec2-partial about 60 s, crash a series of crashes
 //! until 20 outage samples, about 64 s), asserted on the
@@ -62,6 +62,7 @@ fn every_fault_scenario_keeps_the_promises() {
     for wanted in [
         "crash",
         "zombie",
+        "zombie-deleted",
         "partition",
         "store-outage",
         "scale-in",
@@ -178,6 +179,12 @@ fn every_fault_scenario_keeps_the_promises() {
                 "{}",
                 r["outage_ms"]
             );
+        }
+        if name == "zombie-deleted" {
+            // Its shards away and a share back; the agent itself stays up.
+            assert!(num(r, &["moves", "actual"]) >= num(r, &["moves", "minimum"]), "{name}");
+            assert_eq!(exits(r), vec![], "{name}: {}", r["agent_exits"]);
+            assert!(events(r).contains(&"item-deleted"), "{}", r["events"]);
         }
         if name == "peer-partition" {
             assert_eq!(num(r, &["requests", "failed"]), 0, "a cut between peers fails nothing");

@@ -29,6 +29,9 @@ pub enum Scenario {
     AtRest,
     Crash,
     Zombie,
+    /// A zombie whose evicted item is deleted while it sleeps
+    /// ([`store_faults::zombie_deleted`]).
+    ZombieDeleted,
     Partition,
     StoreOutage,
     ScaleIn,
@@ -54,11 +57,12 @@ pub enum Scenario {
 impl Scenario {
     /// `all`, in order. The VIP change goes last: it leaves the lab with
     /// another VIP list.
-    pub const EACH: [Scenario; 18] = [
+    pub const EACH: [Scenario; 19] = [
         Scenario::Steady,
         Scenario::AtRest,
         Scenario::Crash,
         Scenario::Zombie,
+        Scenario::ZombieDeleted,
         Scenario::Partition,
         Scenario::StoreOutage,
         Scenario::ScaleIn,
@@ -81,6 +85,7 @@ impl Scenario {
             Scenario::AtRest => "at-rest",
             Scenario::Crash => "crash",
             Scenario::Zombie => "zombie",
+            Scenario::ZombieDeleted => "zombie-deleted",
             Scenario::Partition => "partition",
             Scenario::StoreOutage => "store-outage",
             Scenario::ScaleIn => "scale-in",
@@ -127,6 +132,7 @@ impl Scenario {
         !matches!(
             self,
             Scenario::Zombie
+                | Scenario::ZombieDeleted
                 | Scenario::Partition
                 | Scenario::ScaleOut
                 | Scenario::DrainStorm
@@ -146,7 +152,12 @@ impl Scenario {
     pub fn forbids_flips(self) -> bool {
         !matches!(
             self,
-            Scenario::Zombie | Scenario::Partition | Scenario::RouteDrift | Scenario::Ec2Partial | Scenario::Soak
+            Scenario::Zombie
+                | Scenario::ZombieDeleted
+                | Scenario::Partition
+                | Scenario::RouteDrift
+                | Scenario::Ec2Partial
+                | Scenario::Soak
         )
     }
 
@@ -241,7 +252,7 @@ impl Fault<'_> {
     }
 
     /// From now on the victim's VIPs (as the run began) may fail.
-    fn victim_goes_dark(&mut self) {
+    pub fn victim_goes_dark(&mut self) {
         let vips = fleet::vips_of(self.before, &self.victim_id());
         self.may_fail_from_now(&vips);
     }
@@ -311,6 +322,7 @@ pub async fn inject(scenario: Scenario, f: &mut Fault<'_>) -> Result<()> {
             procs::signal(&[victim.agent.pid], "CONT");
             f.trace.event("resume", id);
         }
+        Scenario::ZombieDeleted => store_faults::zombie_deleted(f).await?,
         Scenario::Partition => {
             f.victim_goes_dark();
             let host = format!("{}/32", f.state.network.host_ip);

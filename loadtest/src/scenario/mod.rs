@@ -506,6 +506,11 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
             let moved = fleet::moved(&before, &after, &trace.recreated);
             checks::check_evicted_zombie(&mut report, &victim_vips, &moved);
         }
+        Scenario::ZombieDeleted => {
+            let moved = fleet::moved(&before, &after, &trace.recreated);
+            let victim = &state.nodes[victim].instance_id;
+            store_faults::check_zombie_deleted(&mut report, victim, &victim_vips, &moved, &after);
+        }
         Scenario::LostItems => store_faults::check_lost_items(&mut report, &trace, state, &after),
         Scenario::TableRecreate => store_faults::check_table_recreate(&mut report),
         Scenario::SlowStore => aws_faults::check_slow_store(&mut report),
@@ -545,7 +550,7 @@ fn minimum_moves(scenario: Scenario, victim_shards: usize, shards: usize, nodes:
         Scenario::DrainStorm => (shards - shards / nodes.max(1)) as u64,
         Scenario::PeerPartition => 0,
         // Away when the lease is lost, then a fair share back.
-        Scenario::Zombie | Scenario::Partition => victim_shards as u64 + fair_share,
+        Scenario::Zombie | Scenario::ZombieDeleted | Scenario::Partition => victim_shards as u64 + fair_share,
         Scenario::ScaleOut => fair_share,
         Scenario::Steady
         | Scenario::AtRest

@@ -2,9 +2,10 @@
 //! would: items the agents cannot use put into it, items deleted from it,
 //! the whole table deleted and created again. Each is followed by a crash
 //! where the fleet can still fail over (not while the table is gone: then
-//! nobody may take anything over, by design).
+//! nobody may take anything over, by design). And the item of a paused,
+//! evicted node deleted while it sleeps (`zombie-deleted`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
@@ -18,8 +19,8 @@ use super::faults::Fault;
 use super::fleet;
 use super::trace::Trace;
 use crate::lab::aws::display_error;
-use crate::lab::check;
 use crate::lab::state::LabState;
+use crate::lab::{check, procs};
 use crate::report::Report;
 
 type Item = HashMap<String, AttributeValue>;
@@ -306,4 +307,89 @@ pub fn check_table_recreate(report: &mut Report) {
         problems.push("the table phases were not both measured".to_string());
     }
     report.violations.extend(problems);
+}
+
+/// How long peers may take to evict a paused agent, with room.
+const EVICTION_TIMEOUT: Duration = Duration::from_secs(5);
+const EVICTION_POLL: Duration = Duration::from_millis(10);
+/// The node item's attribute an eviction sets (the agent's item format).
+const EVICTED_BY_ATTR: &str = "evicted_by";
+
+/// A zombie whose evicted item someone deletes while it sleeps: the agent
+/// is paused past the detection time, its peers evict it, the harness
+/// deletes its node item the moment the eviction shows (before the
+/// survivors' takeovers, mostly), and resumes it after two leases. The
+/// survivors take its shards once the item has been missing for a lease;
+/// awake, the agent finds its item gone rather than marked, registers again
+/// under the same incarnation and is given a share back. (Before, the
+/// survivors' takeovers checked the evicted counter against the missing
+/// item, and then against the new one: the victim kept its shards, and
+/// lost them a minute later, when its new counter reached the old value.)
+pub async fn zombie_deleted(f: &mut Fault<'_>) -> Result<()> {
+    anyhow::ensure!(
+        f.state.peer_port.is_some(),
+        "zombie-deleted needs peer probes (a lab without --no-peers): only peers evict a paused agent"
+    );
+    let victim = f.state.nodes[f.victim].clone();
+    let id = victim.instance_id.clone();
+    let table = f.state.aws.table.clone();
+    let pause = f.ttl() * 2;
+    let paused_at = tokio::time::Instant::now();
+    f.victim_goes_dark();
+    procs::signal(&[victim.agent.pid], "STOP");
+    f.trace.event("pause", &id);
+    let key = format!("node#{id}");
+    wait_evicted(f.sdk, &table, &key).await?;
+    delete_key(f.sdk, &table, &key).await?;
+    f.trace.event("item-deleted", &key);
+    sleep(pause.saturating_sub(paused_at.elapsed())).await;
+    procs::signal(&[victim.agent.pid], "CONT");
+    f.trace.event("resume", &id);
+    Ok(())
+}
+
+async fn wait_evicted(sdk: &SdkConfig, table: &str, key: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + EVICTION_TIMEOUT;
+    loop {
+        let item = ddb(sdk)
+            .get_item()
+            .table_name(table)
+            .key("pk", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| anyhow!("reading {key}: {}", display_error(&e)))?;
+        if item.item().is_some_and(|i| i.contains_key(EVICTED_BY_ATTR)) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("{key} was not evicted within {EVICTION_TIMEOUT:?} of the pause");
+        }
+        sleep(EVICTION_POLL).await;
+    }
+}
+
+/// Acceptance of zombie-deleted beyond the general checks (an agent that
+/// exits is one already): every shard of the paused node was taken over
+/// while it slept, and, back, it was given a share again (the survivors
+/// count it alive). How often a shard moved is not held: a takeover sent
+/// before the deletion goes through and one sent after waits a lease, so
+/// the survivors re-balance in between.
+pub fn check_zombie_deleted(
+    report: &mut Report,
+    victim: &str,
+    victim_vips: &[Vip],
+    moved: &BTreeMap<Vip, u64>,
+    after: &fleet::Ownership,
+) {
+    for vip in victim_vips.iter().filter(|v| !moved.contains_key(v)) {
+        report.violations.push(format!(
+            "{vip} stayed with the paused node: its takeover never went through once its item was deleted"
+        ));
+    }
+    if fleet::vips_of(after, victim).is_empty() {
+        report.violations.push(format!(
+            "{victim} registered again after its item was deleted, but was given no share: the others still count it evicted"
+        ));
+    }
 }
