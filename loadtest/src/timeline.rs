@@ -56,10 +56,7 @@ pub fn outages(records: &[Record], faults: &[FaultEvent], end_ms: u64) -> Vec<Ou
             let Some(first_failure) = list.iter().position(|r| in_window(&r) && !r.ok) else {
                 continue;
             };
-            let failed = list[first_failure..]
-                .iter()
-                .filter(|r| in_window(r) && !r.ok)
-                .count() as u64;
+            let failed = list[first_failure..].iter().filter(|r| in_window(r) && !r.ok).count() as u64;
             let restored = list[first_failure..].iter().find(|r| r.ok);
             dark_until.insert(*vip, restored.map_or(u64::MAX, |r| r.done_ms()));
             out.push(Outage {
