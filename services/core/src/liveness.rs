@@ -333,6 +333,11 @@ impl Observer {
         self.missing_since.contains_key(node)
     }
 
+    /// When the last read of the node items we learned from was sent.
+    pub fn read_sent_at(&self) -> Option<Instant> {
+        self.last_read_sent_at
+    }
+
     /// The counter value the expiry judgement is based on.
     pub fn observed_hb(&self, node: &NodeId) -> Option<Heartbeat> {
         self.seen.get(node).map(|s| s.hb)

@@ -38,12 +38,16 @@ pub(crate) struct ShardBook {
     unreadable: BTreeSet<ShardId>,
     /// Send time of the last successful full read.
     read_at: Option<Instant>,
-    /// Bumped whenever a shard's owner or existence changes.
+    /// Bumped whenever a shard's owner or existence changes, or free
+    /// shards' waits start over: the targets depend on all of them.
     version: u64,
     /// How many shards each owner holds, kept as entries change: every read
     /// of the node items asks for the owners, and the shards far outnumber
     /// them.
     owner_counts: BTreeMap<NodeId, usize>,
+    /// The simulation's sabotage: a wait that starts over plans nothing
+    /// again.
+    quiet_restarts: bool,
 }
 
 /// What learning a record meant for its shard.
@@ -181,13 +185,25 @@ impl ShardBook {
     /// We could not see for a while (our lease lapsed: paused, cut off from
     /// the store): a shard we saw free may have been claimed and lost again
     /// meanwhile, under an epoch we never saw. Its wait starts over, so a
-    /// claim waits for reads (and epoch floors) from after now.
+    /// claim waits for reads (and epoch floors) from after now. The
+    /// targets are planned again: ones planned before would claim the
+    /// shards at once.
     pub(crate) fn restart_free_clocks(&mut self, now: Instant) {
+        let mut restarted = false;
         for entry in self.entries.values_mut() {
-            if entry.free_since.is_some() {
+            if entry.free_since.is_some_and(|since| since < now) {
                 entry.free_since = Some(now);
+                restarted = true;
             }
         }
+        if restarted && !self.quiet_restarts {
+            self.version += 1;
+        }
+    }
+
+    #[cfg(feature = "fakes")]
+    pub(crate) fn sabotage_quiet_restarts(&mut self) {
+        self.quiet_restarts = true;
     }
 
     pub(crate) fn forget(&mut self, shard: ShardId) {
@@ -345,6 +361,19 @@ mod tests {
         assert_eq!(book.epoch(shard()), 1);
         assert_eq!(book.next_epoch(shard(), 0), 8);
         assert_eq!(book.free_since(shard()), None);
+    }
+
+    #[test]
+    fn a_wait_that_starts_over_plans_the_targets_again() {
+        let mut book = ShardBook::default();
+        book.learn_absent(shard(), ms(0), ms(5));
+        let before = book.version();
+        book.restart_free_clocks(ms(20_000));
+        assert_eq!(book.free_since(shard()), Some(ms(20_000)));
+        assert!(book.version() > before, "targets planned before would claim at once");
+        let after = book.version();
+        book.restart_free_clocks(ms(20_000));
+        assert_eq!(book.version(), after, "nothing started over");
     }
 
     #[test]

@@ -237,6 +237,10 @@ pub struct Machine {
     /// The simulation's sabotage: held and adopted shards are written to
     /// without claiming them again.
     no_reclaim: bool,
+    /// The simulation's sabotage: claims of free shards go by targets
+    /// planned before their wait started over, above whatever epoch floors
+    /// were read last.
+    claims_on_stale_view: bool,
     retiring: BTreeSet<ShardId>,
     /// An input that can change membership arrived since it was last
     /// computed.
@@ -340,6 +344,7 @@ impl Machine {
             rechecks: BTreeSet::new(),
             no_recheck_after_eviction: false,
             no_reclaim: false,
+            claims_on_stale_view: false,
             members_changed_at: None,
             routes: RouteBook::new(setup_pacing, now),
             timers: Timers {
@@ -545,6 +550,15 @@ impl Machine {
     #[doc(hidden)]
     pub fn sabotage_no_reclaim(&mut self) {
         self.no_reclaim = true;
+    }
+
+    /// Claims free shards on targets planned before their wait started
+    /// over, above epoch floors read whenever (the simulation's sabotage).
+    #[cfg(feature = "fakes")]
+    #[doc(hidden)]
+    pub fn sabotage_claims_on_stale_view(&mut self) {
+        self.claims_on_stale_view = true;
+        self.book.sabotage_quiet_restarts();
     }
 
     /// Ends drains without looking at the routes (the simulation's sabotage).

@@ -240,6 +240,16 @@ impl Machine {
         self.nodes.values().map(|n| n.epoch_floor).max().unwrap_or(0)
     }
 
+    /// Whether the epoch floors we know were read (a read of the node
+    /// items sent) after `shard`'s wait as a free shard ended.
+    fn floors_read_after_wait(&self, shard: ShardId) -> bool {
+        let Some(free_since) = self.book.free_since(shard).filter(|_| !self.claims_on_stale_view) else {
+            return true; // never read: nothing to wait for
+        };
+        let wait_end = free_since + self.longest_ttl();
+        self.observer.read_sent_at().is_some_and(|sent| sent >= wait_end)
+    }
+
     /// The longest lease any node we know runs with.
     pub(super) fn longest_ttl(&self) -> Duration {
         self.nodes
@@ -436,6 +446,13 @@ impl Machine {
             .collect();
         for shard in wanted {
             let (expect, from) = match self.book.owner(shard) {
+                // The claim goes above every epoch floor the nodes announce,
+                // so those floors must be read after the shard's wait ended:
+                // a node that remembers a higher epoch (its item lost with a
+                // table, say) has written its floor again by then. Floors
+                // read before (we were cut off from the store, and read the
+                // node items last long ago) may all be below it.
+                None if !self.floors_read_after_wait(shard) => continue,
                 None => (
                     Expect::Free {
                         next_epoch: self.book.next_epoch(shard, self.fleet_floor()),

@@ -92,6 +92,11 @@ pub enum Sabotage {
     /// node's item, or found ours in the table, has its routes written
     /// without being claimed again first.
     NoReclaim,
+    /// As claims of free shards once were: a wait that started over (a
+    /// lease back after a lapse, a table seen missing) planned nothing
+    /// again, so the claims planned before went out at once; and a claim
+    /// went above whatever epoch floors were read last, however long ago.
+    ClaimsOnStaleView,
 }
 
 /// The port simulated nodes announce for peer probes.
@@ -684,6 +689,7 @@ impl World {
             Some(Sabotage::DrainIgnoresRoutes) => machine.sabotage_drain_ignoring_routes(),
             Some(Sabotage::NoRecheckAfterEviction) => machine.sabotage_no_recheck_after_eviction(),
             Some(Sabotage::NoReclaim) => machine.sabotage_no_reclaim(),
+            Some(Sabotage::ClaimsOnStaleView) => machine.sabotage_claims_on_stale_view(),
             _ => {}
         }
         machine
