@@ -95,7 +95,15 @@ fn every_fault_scenario_keeps_the_promises() {
         );
         assert!(num(r, &["requests", "sent"]) > 1000, "{name}: the load did not run");
         match name {
-            "crash" | "scale-in" | "bad-items" | "lost-items" | "table-recreate" | "slow-store" | "ec2-partial" => {
+            "lost-items" => {
+                // One re-balancing move is allowed (store_faults::check_lost_items).
+                assert!(
+                    num(r, &["moves", "actual"]) <= num(r, &["moves", "minimum"]) + 1,
+                    "{name}"
+                );
+                assert!(num(r, &["moves", "minimum"]) > 0, "{name}: the victim held no shard");
+            }
+            "crash" | "scale-in" | "bad-items" | "table-recreate" | "slow-store" | "ec2-partial" => {
                 assert_eq!(num(r, &["moves", "actual"]), num(r, &["moves", "minimum"]), "{name}");
                 assert!(num(r, &["moves", "minimum"]) > 0, "{name}: the victim held no shard");
             }

@@ -142,6 +142,10 @@ impl Scenario {
                 | Scenario::PeerPartition
                 // One re-balancing move is ([`super::rollout::check_vip_change`]).
                 | Scenario::VipChange
+                // One re-balancing move is: the survivor whose item was
+                // deleted may not count as a taker yet when the crash's
+                // shards are shared ([`super::store_faults::check_lost_items`]).
+                | Scenario::LostItems
         )
     }
 

@@ -171,7 +171,20 @@ pub async fn lost_items(f: &mut Fault<'_>) -> Result<()> {
 /// Acceptance of lost-items beyond the general checks: the node whose item
 /// was deleted wrote it again (and did not exit), and the survivor's shard
 /// is its own again.
+///
+/// One move beyond the minimum is allowed, and no more: the node whose item
+/// was deleted re-registers about when the crash is found, and a survivor
+/// that shares the dead node's shards before it counts that node as a
+/// taker again takes one too many, and hands it on once the deleted shard
+/// items are claimed (seen once in a quiet full run; see the design's
+/// known gaps).
 pub fn check_lost_items(report: &mut Report, trace: &Trace, state: &LabState, after: &fleet::Ownership) {
+    if !(report.moves.minimum..=report.moves.minimum + 1).contains(&report.moves.actual) {
+        report.violations.push(format!(
+            "{} shards moved where {} had to (one re-balancing move is allowed)",
+            report.moves.actual, report.moves.minimum
+        ));
+    }
     let Some(end) = trace.readings.last() else { return };
     let victim = trace.events.iter().find(|e| e.kind == "crash").map(|e| e.node.clone());
     let survivors: Vec<&str> = state
