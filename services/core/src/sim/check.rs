@@ -243,8 +243,16 @@ impl Checker {
             // Each survivor acts on its first read after the eviction: a
             // scan apart at most, plus the calls' round trips. A shard left
             // for the periodic re-read of a node that still sees orphans
-            // comes back four scans later.
-            takeover_spread: lease.scan_interval * 2 + config.latency_max * 4,
+            // comes back four scans later. Without peer probes, a cold
+            // fleet hears of the expiry from the dead node's watcher, and
+            // the others at their next watch.
+            takeover_spread: lease.scan_interval * 2
+                + config.latency_max * 4
+                + if lease.cold_reads && config.peers.is_none() {
+                    lease.watch_interval * 2
+                } else {
+                    Duration::ZERO
+                },
         }
     }
 
