@@ -24,7 +24,13 @@
 //!   re-created table;
 //! - (f) **a drained node takes no traffic with it**: when a node reports
 //!   its drain done, no route in a table that answers points at it, and no
-//!   route write lands pointing at it afterwards.
+//!   route write lands pointing at it afterwards;
+//! - (g) **a crash's shards are taken over together**: when a node crashes
+//!   in a quiet fleet and nothing else strikes until its shards are owned
+//!   again, the last of them has a live owner at most
+//!   [`Checker::takeover_spread`] after the first. The survivors learn of
+//!   the death within a read of each other and decide on the same map: a
+//!   shard left for one survivor's next periodic re-read is a split view.
 //!
 //! It also measures: moves per event against the minimum, and the time from
 //! each crash until the dead node's shards are owned and routed again.
@@ -101,6 +107,13 @@ struct Recovery {
     pending: BTreeSet<ShardId>,
     per_shard: Vec<Duration>,
     took: Option<Duration>,
+    /// Shards not seen with a live owner again yet...
+    unowned: BTreeSet<ShardId>,
+    /// ...and when each of the others was, in that order.
+    owned_at: Vec<(ShardId, Instant)>,
+    /// Struck in a quiet fleet, and no other fault since until all were
+    /// owned again: (g) applies.
+    clean: bool,
 }
 
 /// What `LiveView::served_by_owner` depends on, summed up: when none of it moved
@@ -172,6 +185,8 @@ pub struct Checker {
     /// How much longer when the shard has moved on from the node that took
     /// it: a reconcile, and the repair through the pacing.
     late_write_extension: Duration,
+    /// (g): the most a clean crash's first and last takeovers may lie apart.
+    pub takeover_spread: Duration,
 }
 
 impl Checker {
@@ -225,6 +240,19 @@ impl Checker {
             late_writes_seen: 0,
             late_write_bound: lease.lease_ttl + EVICTION_RECHECK_SLACK + LATE_WRITE_REPAIR + share_writes,
             late_write_extension: lease.reconcile_interval + bound,
+            // Each survivor acts on its first read after the eviction: a
+            // scan apart at most, plus the calls' round trips. A shard left
+            // for the periodic re-read of a node that still sees orphans
+            // comes back four scans later. Without peer probes, a cold
+            // fleet hears of the expiry from the dead node's watcher, and
+            // the others at their next watch.
+            takeover_spread: lease.scan_interval * 2
+                + config.latency_max * 4
+                + if lease.cold_reads && config.peers.is_none() {
+                    lease.watch_interval * 2
+                } else {
+                    Duration::ZERO
+                },
         }
     }
 
@@ -265,6 +293,7 @@ impl Checker {
             ));
         }
         for recovery in std::mem::take(&mut self.recoveries) {
+            self.check_takeover_spread(&recovery);
             self.crash_recoveries.push(CrashRecovery {
                 node: recovery.node.to_string(),
                 shards: recovery.shards.len(),
@@ -508,6 +537,11 @@ impl Checker {
         for window in &mut self.windows {
             window.clean = false;
         }
+        for recovery in &mut self.recoveries {
+            if !recovery.unowned.is_empty() {
+                recovery.clean = false;
+            }
+        }
         let (kind, node) = match fault {
             Fault::Crash { node } => ("crash", Some(*node)),
             Fault::Drain { node } => ("drain", Some(*node)),
@@ -550,6 +584,9 @@ impl Checker {
                 pending: owned.clone(),
                 per_shard: Vec::new(),
                 took: None,
+                unowned: owned.clone(),
+                owned_at: Vec::new(),
+                clean: quiet,
             });
             self.recoveries_checked = None;
         }
@@ -646,6 +683,16 @@ impl Checker {
                 recovery.pending.remove(&shard);
                 recovery.per_shard.push(now.saturating_since(recovery.at));
             }
+            let owned: Vec<ShardId> = recovery
+                .unowned
+                .iter()
+                .filter(|s| !live.serves(**s) || live.owned(world, **s))
+                .copied()
+                .collect();
+            for shard in owned {
+                recovery.unowned.remove(&shard);
+                recovery.owned_at.push((shard, now));
+            }
             // Restored when every shard is at once (one may have been, and
             // moved on again since).
             let all = || {
@@ -657,6 +704,25 @@ impl Checker {
             if recovery.pending.is_empty() && all() {
                 recovery.took = Some(now.saturating_since(recovery.at));
             }
+        }
+    }
+
+    /// (g) for one crash, once the run is over.
+    fn check_takeover_spread(&mut self, recovery: &Recovery) {
+        if !recovery.clean || !recovery.unowned.is_empty() {
+            return;
+        }
+        let (Some((first, first_at)), Some((last, last_at))) = (recovery.owned_at.first(), recovery.owned_at.last())
+        else {
+            return;
+        };
+        let spread = last_at.saturating_since(*first_at);
+        if spread > self.takeover_spread {
+            self.violation(format!(
+                "(g) crash of {} at {}: shard {first:?} had a live owner again at {first_at}, shard {last:?} only at \
+                 {last_at}, {spread:?} later (at most {:?})",
+                recovery.node, recovery.at, self.takeover_spread
+            ));
         }
     }
 
@@ -773,6 +839,15 @@ impl<'w> LiveView<'w> {
 
     fn serves(&self, shard: ShardId) -> bool {
         self.layouts.iter().any(|l| l.contains(shard))
+    }
+
+    /// The shard has a running owner.
+    fn owned(&self, world: &World, shard: ShardId) -> bool {
+        world
+            .table
+            .peek_shard(shard)
+            .and_then(|r| r.owner.as_ref())
+            .is_some_and(|owner| self.eni_of.contains_key(owner))
     }
 
     /// The shard has a running owner and its route, in every table some
