@@ -40,9 +40,10 @@
 //! bucket for mutating calls (50, refilled at 5 a second), the SDK's three
 //! attempts with jittered backoff, the fault schedule ([`ScaleRun::config`]
 //! builds it) and the core's `Report`, so that [`crate::scale`] measures
-//! both systems with the same code. Neither system models route
-//! propagation in the VPC or per-partition throughput limits: a shard is
-//! restored when EC2 applied its routes.
+//! both systems with the same code, with the same route propagation
+//! ([`crate::scale::ROUTE_PROPAGATION`]). DynamoDB's throughput limits
+//! (`vipfleet_core::sim::StoreThroughput`) bind vipfleet's fleet only: the
+//! baseline's store takes whatever it is sent.
 //!
 //! Not modelled, as they play no part in these scenarios: checkpoints (no
 //! stream records), shard sync and lease creation (the leases exist),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::{Sabotage, World};
+use super::{throughput, Sabotage, World};
 use crate::config::LeaseConfig;
 use crate::machine::{Effect, Input};
 use crate::routes::{RouteError, RouteOp, ROUTE_CALL_TIMEOUT};
@@ -156,7 +156,16 @@ impl World {
         let Some(op) = store_op(&effect) else {
             return self.perform(node, effect, sent_at, sabotage);
         };
-        match self.flake() {
+        let now = self.now;
+        let draw = throughput::draw(&effect);
+        if let Some(limits) = &mut self.store_throughput {
+            if limits.refuses(draw, now) {
+                let error = StoreError::new(op, StoreErrorKind::Throttled, "simulated: throughput exceeded");
+                return failed(&effect, sent_at, error);
+            }
+        }
+        let before = self.table.counters();
+        let result = match self.flake() {
             Flake::Answers => self.perform(node, effect, sent_at, sabotage),
             Flake::Throttled => failed(
                 &effect,
@@ -168,7 +177,11 @@ impl World {
                 self.perform(node, effect, sent_at, sabotage);
                 None
             }
+        };
+        if let Some(limits) = &mut self.store_throughput {
+            limits.charge(draw, &before, &self.table.counters());
         }
+        result
     }
 
     fn store_error(&self, node: usize, op: StoreOp) -> Option<StoreError> {

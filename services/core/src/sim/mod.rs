@@ -29,6 +29,7 @@ mod inject;
 mod peers;
 mod probe;
 mod queue;
+mod throughput;
 mod writers;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,6 +53,7 @@ pub use ec2::{
 };
 pub use faults::{random_schedule, rollout, Fault, Mix, ScheduledFault, Variant};
 pub use probe::Probe;
+pub use throughput::{StoreThroughput, UnitsPerSecond};
 
 /// Ways to break the protocol on purpose, to prove the checks catch it.
 /// Each undoes one rule, the way the code behaved before the rule existed.
@@ -139,6 +141,9 @@ pub struct SimConfig {
     /// takes to let through the route writes a large event needs (the
     /// bound's own term counts each node's pacing only).
     pub bucket_allowance: Duration,
+    /// DynamoDB's throughput limits (`None`: the store takes whatever it
+    /// is sent, as a small fleet never comes near them).
+    pub store_throughput: Option<StoreThroughput>,
 }
 
 impl SimConfig {
@@ -163,6 +168,7 @@ impl SimConfig {
             trace: false,
             probe_every: None,
             bucket_allowance: Duration::ZERO,
+            store_throughput: None,
         }
     }
 
@@ -431,6 +437,7 @@ pub(crate) struct World {
     /// Calls whose answer the node still waits for.
     open_calls: BTreeSet<u64>,
     pub(crate) ec2: ec2::Ec2,
+    store_throughput: Option<throughput::Throughput>,
     peers: peers::PeerNet,
     /// When each incarnation was first evicted.
     pub(crate) evictions: BTreeMap<(NodeId, Incarnation), Instant>,
@@ -606,6 +613,7 @@ impl World {
             flaky_store: None,
             open_calls: BTreeSet::new(),
             ec2: ec2::Ec2::default(),
+            store_throughput: throughput::Throughput::new(config, Instant::ZERO),
             peers: peers::PeerNet::new(config.peers),
             evictions: BTreeMap::new(),
             exits: BTreeMap::new(),

@@ -15,6 +15,9 @@ pub struct Probe {
     pub routes: RouteCounters,
     /// Mutating EC2 attempts refused because the account's bucket was empty.
     pub ec2_throttled: u64,
+    /// Store calls refused for DynamoDB's throughput limits (with
+    /// [`super::SimConfig::store_throughput`]).
+    pub store_throttled: u64,
     /// Running nodes.
     pub live_nodes: usize,
 }
@@ -26,6 +29,7 @@ impl World {
             store: self.table.counters(),
             routes: self.routes.counters(),
             ec2_throttled: self.ec2.throttled,
+            store_throttled: self.store_throughput.as_ref().map_or(0, |t| t.throttled),
             live_nodes: self.nodes.iter().filter(|n| n.is_live()).count(),
         }
     }

@@ -408,6 +408,8 @@ impl<'a> World<'a> {
             store: self.store,
             routes: self.route_counters,
             ec2_throttled: self.throttled,
+            // The baseline's model draws from no DynamoDB limit.
+            store_throttled: 0,
             live_nodes,
         });
     }
