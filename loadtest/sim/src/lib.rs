@@ -409,7 +409,12 @@ fn run_scale(args: &SimArgs, path: &std::path::Path) -> Result<ExitCode, SimErro
     };
     // Created first: a path that cannot be written fails before the run.
     let mut file = std::fs::File::create(path).map_err(report_error)?;
-    let report = run.run_reporting(|line| eprintln!("{line}"));
+    let (report, trace) = run.run_reporting(args.trace.is_some(), |line| eprintln!("{line}"));
+    if let Some(filter) = &args.trace {
+        for line in trace.iter().filter(|l| l.contains(filter.as_str())) {
+            println!("{line}");
+        }
+    }
     serde_json::to_writer_pretty(&mut file, &report).map_err(|e| report_error(e.into()))?;
     std::io::Write::write_all(&mut file, b"\n").map_err(report_error)?;
     if let Some(r) = &report.restoration {

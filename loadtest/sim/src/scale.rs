@@ -323,14 +323,16 @@ impl ScaleRun {
 
     /// Runs the scenario and measures it.
     pub fn run(&self) -> ScaleReport {
-        self.run_reporting(|_| {})
+        self.run_reporting(false, |_| {}).0
     }
 
     /// [`Self::run`], passing a line about how far it has got to `say`
     /// every [`PROGRESS_EVERY`] of real time: a large fleet runs for
     /// minutes.
-    pub fn run_reporting(&self, mut say: impl FnMut(&str)) -> ScaleReport {
-        let config = self.config();
+    /// With `trace`, the simulation's trace comes back too (vipfleet only).
+    pub fn run_reporting(&self, trace: bool, mut say: impl FnMut(&str)) -> (ScaleReport, Vec<String>) {
+        let mut config = self.config();
+        config.trace = trace;
         let started = Instant::now();
         let mut next_line = started + PROGRESS_EVERY;
         let report = match self.system {
@@ -345,7 +347,7 @@ impl ScaleRun {
             System::Kcl => kcl::run(&config),
         };
         let wall = started.elapsed();
-        self.measure(&report, wall)
+        (self.measure(&report, wall), report.trace)
     }
 
     fn measure(&self, report: &Report, wall: Duration) -> ScaleReport {

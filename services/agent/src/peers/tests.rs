@@ -56,6 +56,14 @@ fn messages_round_trip_in_a_versioned_envelope() {
     let text = String::from_utf8(bytes.clone()).unwrap();
     assert!(text.starts_with("{\"v\":1,\"m\":"), "{text}");
     assert_eq!(wire::decode(&bytes), Ok(ping()));
+    // A hint an older agent drops as garbled (at debug level): it only
+    // makes its receivers probe sooner.
+    let hint = Message::Suspect {
+        from: NodeId::new("i-a"),
+        node: NodeId::new("i-c"),
+        inc: Incarnation(3),
+    };
+    assert_eq!(wire::decode(&wire::encode(&hint).unwrap()), Ok(hint));
 }
 
 #[test]

@@ -59,11 +59,16 @@ pub struct PeerState {
 struct Member {
     state: PeerState,
     round: Option<Round>,
+    /// Its rounds since it was last alive were started by another member's
+    /// `Suspect`: a suspicion they confirm is not passed on again, or one
+    /// death would cost every member a message to every other.
+    hinted: bool,
 }
 
 impl Member {
     fn new(inc: Incarnation) -> Self {
         Self {
+            hinted: false,
             state: PeerState {
                 status: PeerStatus::Alive,
                 inc,
@@ -323,6 +328,20 @@ impl Detector {
                     }
                 }
             }
+            Message::Suspect { from, node, inc } => {
+                if !self.members.contains_key(&from) {
+                    return out;
+                }
+                let Some(member) = self.members.get_mut(&node).filter(|m| m.state.inc == inc) else {
+                    return out;
+                };
+                // Everyone has been told: a round of ours already open
+                // need not tell them again.
+                member.hinted = true;
+                if member.state.status == PeerStatus::Alive && member.round.is_none() {
+                    self.start_round(&node, now, &mut out);
+                }
+            }
             Message::Nack { seq, from, target } => {
                 if !self.members.contains_key(&from) {
                     return out;
@@ -515,6 +534,7 @@ impl Detector {
             return;
         }
         let was_suspect = state.status == PeerStatus::Suspect;
+        member.hinted = false;
         state.status = PeerStatus::Alive;
         state.failed_rounds = 0;
         if inc != state.inc {
@@ -542,6 +562,7 @@ impl Detector {
         };
         let state = &mut member.state;
         let inc = state.inc;
+        let mut tell_others = false;
         if failure == Failure::Confirmed {
             state.failed_rounds += 1;
             if state.failed_rounds >= confirm_rounds {
@@ -558,12 +579,33 @@ impl Detector {
                     node: target.clone(),
                     inc,
                 });
+                if !member.hinted {
+                    tell_others = true;
+                }
             }
         }
         // A suspect is probed again at once, not when the schedule comes
         // round to it: confirmation should take rounds, not intervals.
         if state.status == PeerStatus::Suspect {
             self.start_round(target, now, out);
+        }
+        if tell_others {
+            self.tell_others(target, inc, out);
+        }
+    }
+
+    /// Passes a suspicion our own schedule found to every other member
+    /// (see [`Message::Suspect`]).
+    fn tell_others(&self, suspect: &NodeId, inc: Incarnation, out: &mut Output) {
+        let hint = Message::Suspect {
+            from: self.me.clone(),
+            node: suspect.clone(),
+            inc,
+        };
+        for (id, member) in &self.members {
+            if id != suspect && member.state.status.probed() {
+                out.send(id, hint.clone());
+            }
         }
     }
 

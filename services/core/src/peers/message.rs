@@ -49,6 +49,17 @@ pub enum Message {
     /// "This process is stopping (a restart, an upgrade): do not condemn
     /// it." Its lease, not the probes, decides whether it is gone.
     Leave { from: NodeId, from_inc: Incarnation },
+    /// "My round against `node` at `inc` failed, and someone else could not
+    /// reach it either: probe it yourself now." Sent to every member by a
+    /// detector whose own schedule found the suspect, so that in a large
+    /// fleet the members that will take its shards start their rounds
+    /// within a round trip, not when their schedules come round to it. A
+    /// hint, never evidence: the receiver condemns only on its own rounds.
+    Suspect {
+        from: NodeId,
+        node: NodeId,
+        inc: Incarnation,
+    },
 }
 
 impl Message {
@@ -60,7 +71,8 @@ impl Message {
             | Message::PingReq { from, .. }
             | Message::IndirectAck { from, .. }
             | Message::Nack { from, .. }
-            | Message::Leave { from, .. } => from,
+            | Message::Leave { from, .. }
+            | Message::Suspect { from, .. } => from,
         }
     }
 }

@@ -4,8 +4,8 @@
 //!
 //! Membership (who is in the fleet, at which incarnation) comes from the
 //! lease store, which is also the arbiter: this is SWIM's failure detector
-//! without its gossip. A confirmed death is a [`Verdict`] the lease machine
-//! then checks against the store.
+//! without its gossip, save one hint (below). A confirmed death is a
+//! [`Verdict`] the lease machine then checks against the store.
 //!
 //! ## Layout, in the order data flows
 //!
@@ -38,6 +38,11 @@
 //! the probed incarnation clears suspicion; an ack from another incarnation
 //! means the node restarted, never that it died.
 //!
+//! A suspicion found by a detector's own schedule is passed on: it sends
+//! [`Message::Suspect`] to every member, and each starts a round against
+//! the suspect at once. Receivers judge by their own rounds only, and do
+//! not pass it on again, so one crash costs a few broadcasts.
+//!
 //! ## What the bound promises
 //!
 //! [`PeerConfig::detection_bound`] holds when some live member probes the
@@ -47,7 +52,9 @@
 //! pass of `members / PROBES_PER_INTERVAL` intervals, at a place in its pass
 //! its own seed chose; with n − 1 probers, the chance that none does so in
 //! the first interval is about (1 − 3/(n − 1))^(n − 1), e.g. 3 % at ten
-//! nodes, and each later interval shrinks it again by as much.
+//! nodes, and each later interval shrinks it again by as much. Once one
+//! detector suspects it, the hint brings every other within two of its
+//! own rounds.
 
 pub mod config;
 pub mod detector;

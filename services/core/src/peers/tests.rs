@@ -36,6 +36,8 @@ struct Net {
     crashed: BTreeSet<usize>,
     /// (when, who concluded, what)
     verdicts: Vec<(Instant, usize, Verdict)>,
+    /// Who sent `Suspect` hints.
+    hinted_by: BTreeSet<usize>,
 }
 
 impl Net {
@@ -57,6 +59,7 @@ impl Net {
             blocked: BTreeSet::new(),
             crashed: BTreeSet::new(),
             verdicts: Vec::new(),
+            hinted_by: BTreeSet::new(),
         };
         let list = net.list();
         for node in &mut net.nodes {
@@ -84,6 +87,9 @@ impl Net {
             self.verdicts.push((self.now, from, v));
         }
         for Outgoing { to, message } in out.send {
+            if matches!(message, Message::Suspect { .. }) {
+                self.hinted_by.insert(from);
+            }
             let to = self.index(&to);
             let lost = self.rng.random_bool(self.loss);
             if lost || self.crashed.contains(&from) || self.blocked.contains(&(from, to)) {
@@ -239,6 +245,70 @@ fn a_crash_in_ten_nodes_is_dead_within_the_bound_nearly_always() {
     );
     let late = bound + config.probe_interval;
     assert!(times.iter().all(|t| *t <= late), "over {late:?}: {times:?}");
+}
+
+/// In a fleet too large for everyone to probe everyone each interval, the
+/// first detectors to suspect a crashed node tell the others, who probe it
+/// at once: every live node finds it dead within two of its own rounds of
+/// the first, not when its schedule comes round to it (a pass of 30 / 3
+/// intervals, a second). Those told do not tell again.
+#[test]
+fn a_crash_in_thirty_nodes_is_dead_everywhere_soon_after_the_first_finds_it() {
+    let n = 30;
+    let config = PeerConfig::default();
+    let round = config.ack_timeout + config.indirect_timeout + MAX_LATENCY * 4;
+    let spread_bound = round * config.confirm_rounds + MAX_LATENCY;
+    for trial in 0..40 {
+        let mut net = Net::new(n, trial);
+        let victim = (trial as usize) % n;
+        net.run_for(WARM_UP + Duration::from_millis(trial * 7 % 100));
+        net.crashed.insert(victim);
+        net.run_for(Duration::from_secs(2));
+        let dead: Vec<Instant> = net
+            .verdicts
+            .iter()
+            .filter(|(_, _, v)| matches!(v, Verdict::Dead { .. }))
+            .map(|(at, _, _)| *at)
+            .collect();
+        assert_eq!(dead.len(), n - 1, "trial {trial}: every live node, once");
+        let spread = dead[dead.len() - 1].saturating_since(dead[0]);
+        assert!(
+            spread <= spread_bound,
+            "trial {trial}: the last found it dead {spread:?} after the first (at most {spread_bound:?})"
+        );
+        assert!(
+            !net.hinted_by.is_empty() && net.hinted_by.len() <= n / 3,
+            "trial {trial}: {} nodes passed the suspicion on",
+            net.hinted_by.len()
+        );
+    }
+}
+
+#[test]
+fn a_suspect_hint_from_a_member_starts_a_round_at_once_and_from_a_stranger_nothing() {
+    let hint = |from: NodeId| Message::Suspect {
+        from,
+        node: id(1),
+        inc: Incarnation(10),
+    };
+    let mut d = detector();
+    assert!(d.receive(hint(NodeId::new("stranger")), Instant::ZERO).is_empty());
+    let wrong_inc = Message::Suspect {
+        from: id(2),
+        node: id(1),
+        inc: Incarnation(9),
+    };
+    assert!(d.receive(wrong_inc, Instant::ZERO).is_empty());
+    let out = d.receive(hint(id(2)), Instant::ZERO);
+    assert!(
+        matches!(&out.send[..], [Outgoing { to, message: Message::Ping { .. } }] if *to == id(1)),
+        "{out:?}"
+    );
+    assert!(out.verdicts.is_empty(), "a hint is not evidence");
+    assert!(
+        d.receive(hint(id(2)), Instant::ZERO).is_empty(),
+        "a round is already open"
+    );
 }
 
 #[test]
