@@ -678,8 +678,8 @@ fn a_lost_table_frees_no_shard_before_its_holders_leases_end() {
 /// remembered, and its routes at epoch 1 landed after theirs at epoch 2.
 /// A free shard's wait starting over now re-plans the targets, and a claim
 /// waits for a read of the node items sent after the wait ended.
-fn cut_off_through_a_lost_table(sabotage: Option<Sabotage>) -> Report {
-    let mut config = SimConfig::small(16);
+fn cut_off_through_a_lost_table(seed: u64, sabotage: Option<Sabotage>) -> Report {
+    let mut config = SimConfig::small(seed);
     config.lease = LeaseConfig::CHEAP;
     config.sabotage = sabotage;
     let secs = Duration::from_millis;
@@ -728,20 +728,28 @@ fn cut_off_through_a_lost_table(sabotage: Option<Sabotage>) -> Report {
 
 #[test]
 fn a_node_cut_off_through_a_lost_table_claims_above_the_epochs_others_remember() {
-    assert_clean(&cut_off_through_a_lost_table(None));
+    for seed in SEEDS_AROUND_16 {
+        assert_clean(&cut_off_through_a_lost_table(seed, None));
+    }
 }
 
 #[test]
 fn the_checks_catch_claims_on_targets_and_floors_from_before_a_lost_table() {
-    let report = cut_off_through_a_lost_table(Some(Sabotage::ClaimsOnStaleView));
     for invariant in ["(a)", "(e)"] {
-        assert!(
-            report.violations.iter().any(|v| v.starts_with(invariant)),
-            "no {invariant} violation: the checks are blind: {:?}",
-            report.violations
-        );
+        let caught = SEEDS_AROUND_16.into_iter().any(|seed| {
+            cut_off_through_a_lost_table(seed, Some(Sabotage::ClaimsOnStaleView))
+                .violations
+                .iter()
+                .any(|v| v.starts_with(invariant))
+        });
+        assert!(caught, "no seed showed an {invariant} violation: the checks are blind");
     }
 }
+
+/// Seed 16 and the schedules of its neighbours: seed 16 alone stopped
+/// showing the sabotage once peers passed suspicions on (which changes
+/// every call's timing).
+const SEEDS_AROUND_16: std::ops::Range<u64> = 16..66;
 
 /// Chaos seed 137 (cheap profile): node 2's item is deleted, node 2
 /// re-registers 13 s later (a flaky store, a pause), and its item is deleted
