@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use vipfleet_core::cost::{self, Fleet, ItemSizes, UnitsPerSecond};
+use vipfleet_core::machine::Pacing;
 use vipfleet_core::sim::{self, Fault, Probe, Report, ScheduledFault, SimConfig};
 use vipfleet_core::LeaseConfig;
 
@@ -36,6 +37,10 @@ use crate::kcl;
 /// Start-up is done this long after its route writes could have gone
 /// through the bucket: claims, read-backs, cold reads settling.
 const STARTUP_SLACK: Duration = Duration::from_secs(60);
+/// What a report's timeline says of the start.
+pub const FORMED_START: &str = "formed: the fleet starts as if it had formed long ago; \
+     its start-up route writes are not held back by the account's EC2 bucket, \
+     which limits from the rest window on, full";
 /// How long `steady` watches a fleet where nothing happens.
 pub const STEADY_WATCH: Duration = Duration::from_secs(600);
 /// Quiet time after the event's bound before the run ends.
@@ -92,7 +97,12 @@ pub struct ScaleRun {
 /// When things happen in a scale run.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Timeline {
-    /// Start-up done (routes written through the bucket), at rest from here.
+    /// How the fleet starts: [`FORMED_START`].
+    pub start: &'static str,
+    /// The account's EC2 bucket limits mutating calls from here on, full
+    /// (50 tokens, 5 a second); before it, it refused nothing.
+    pub bucket_from_s: f64,
+    /// Start-up done (routes written), at rest from here.
     pub rest_from_s: f64,
     /// The event strikes; the rest window ends.
     pub event_at_s: f64,
@@ -200,15 +210,25 @@ fn bucket_time(calls: usize) -> Duration {
 }
 
 impl ScaleRun {
+    /// Until the fleet has formed: the rest window starts here, and the
+    /// account's bucket limits from here on ([`SimConfig::bucket_from`]).
     fn startup(&self) -> Duration {
         if self.system == System::Kcl {
             return kcl::STARTUP;
         }
-        // Cold reads start a few leases after the last change.
-        self.lease.lease_ttl * 4
-            + self.lease.watch_interval * 2
-            + bucket_time(self.shards * self.route_tables)
-            + STARTUP_SLACK
+        // Cold reads start a few leases after the last change; each node
+        // then writes its share of the routes at its own pacing (the
+        // account's bucket does not hold them back: the fleet formed long
+        // ago).
+        self.lease.lease_ttl * 4 + self.lease.watch_interval * 2 + self.pacing_time() + STARTUP_SLACK
+    }
+
+    /// How long a node's own pacing takes to write its share of the routes.
+    fn pacing_time(&self) -> Duration {
+        let pacing = Pacing::default();
+        let share = self.shards.div_ceil(self.nodes) * self.route_tables;
+        let paced = share.saturating_sub(pacing.burst as usize);
+        Duration::from_secs_f64(paced as f64 / pacing.calls_per_second)
     }
 
     fn event_at(&self) -> Duration {
@@ -305,6 +325,8 @@ impl ScaleRun {
             at
         };
         config.bucket_allowance = bucket_time(self.event_route_calls() * 2);
+        config.bucket_from = self.startup();
+        config.prompt_datagrams = true;
         config
     }
 
@@ -455,6 +477,8 @@ impl ScaleRun {
             heartbeat_interval_ms: millis(heartbeat),
             lease_ttl_ms: millis(ttl),
             timeline: Timeline {
+                start: FORMED_START,
+                bucket_from_s: self.config().bucket_from.as_secs_f64(),
                 rest_from_s: rest_from.as_secs_f64(),
                 event_at_s: event_at.as_secs_f64(),
                 end_s: end.as_secs_f64(),
