@@ -53,8 +53,8 @@ use vipfleet_core::LeaseConfig;
 
 use crate::kcl;
 
-/// Start-up is done this long after its route writes could have gone
-/// through the bucket: claims, read-backs, cold reads settling.
+/// Start-up is done this long after each node could have written its
+/// share of the routes: claims, read-backs, cold reads settling.
 const STARTUP_SLACK: Duration = Duration::from_secs(60);
 /// What a report's timeline says of the start.
 pub const FORMED_START: &str = "formed: the fleet starts as if it had formed long ago; \

@@ -111,9 +111,9 @@ impl PeerNet {
         self.loss = Some((percent, until));
     }
 
-    /// Where a datagram from `from` to a node intact links reach at once
-    /// goes ([`SimConfig::prompt_datagrams`]): `None` if the link is cut, an
-    /// end isolated, or datagrams are being lost.
+    /// The node a datagram from `from` to `to` reaches at once
+    /// ([`SimConfig::prompt_datagrams`]): `None` if their link is cut, an
+    /// end is isolated, or datagrams are being lost.
     pub(crate) fn prompt_route(&self, from: usize, to: &NodeId, now: Instant) -> Option<usize> {
         let to = *self.index.get(to)?;
         let lossy = self.loss.is_some_and(|(_, until)| now < until);
