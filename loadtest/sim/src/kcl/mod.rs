@@ -48,8 +48,10 @@
 //! Not modelled, as they play no part in these scenarios: checkpoints (no
 //! stream records), shard sync and lease creation (the leases exist),
 //! graceful lease hand-off (KCL 3), store faults. The fleet starts as KCL
-//! settles: leases spread evenly, routes written; a drained worker simply
-//! stops, and its leases expire.
+//! settles: leases spread evenly, routes written, and the account's bucket
+//! limiting from `SimConfig::bucket_from` (the rest window), full, as for
+//! vipfleet's formed start; a drained worker simply stops, and its leases
+//! expire.
 //!
 //! [`ScaleRun::config`]: crate::scale::ScaleRun::config
 

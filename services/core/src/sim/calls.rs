@@ -179,7 +179,7 @@ impl World {
             }
         };
         if let Some(limits) = &mut self.store_throughput {
-            limits.charge(draw, &before, &self.table.counters());
+            limits.charge(draw, now, &before, &self.table.counters());
         }
         result
     }

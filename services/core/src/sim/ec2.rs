@@ -55,6 +55,9 @@ pub struct Landed {
 pub(crate) struct Ec2 {
     tokens: f64,
     refilled_at: Instant,
+    /// The bucket refuses nothing before this instant (a formed fleet's
+    /// start, [`SimConfig::bucket_from`]), and is full at it.
+    limits_from: Instant,
     /// A share of calls fails (percent), until when.
     pub(crate) flaky: Option<(u8, Instant)>,
     /// Tables whose calls fail as if they did not exist, until when.
@@ -71,6 +74,7 @@ impl Default for Ec2 {
         Self {
             tokens: ACCOUNT_BURST,
             refilled_at: Instant::ZERO,
+            limits_from: Instant::ZERO,
             flaky: None,
             failing: BTreeMap::new(),
             landed: Vec::new(),
@@ -81,7 +85,18 @@ impl Default for Ec2 {
 }
 
 impl Ec2 {
+    pub(crate) fn limiting_from(limits_from: Instant) -> Self {
+        Self {
+            limits_from,
+            refilled_at: limits_from,
+            ..Self::default()
+        }
+    }
+
     fn take_token(&mut self, now: Instant) -> bool {
+        if now < self.limits_from {
+            return true;
+        }
         let elapsed = now.saturating_since(self.refilled_at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * ACCOUNT_REFILL_PER_SECOND).min(ACCOUNT_BURST);
         self.refilled_at = now;

@@ -144,6 +144,20 @@ pub struct SimConfig {
     /// DynamoDB's throughput limits (`None`: the store takes whatever it
     /// is sent, as a small fleet never comes near them).
     pub store_throughput: Option<StoreThroughput>,
+    /// The account's EC2 bucket refuses nothing before this instant, and
+    /// starts full from it. A scale run's fleet formed long before the
+    /// event it measures: its start-up writes need not trickle through the
+    /// bucket at 5 a second for an hour of simulated time first.
+    /// `Duration::ZERO` (the default): the bucket limits from the start.
+    pub bucket_from: Duration,
+    /// Datagrams between peers on an intact link (not cut, neither end
+    /// isolated, no loss) to a running node are handled at once, within
+    /// the event that sends them, instead of as events of their own after
+    /// 0.2 to 2 ms. A probe of a healthy peer is then answered within its
+    /// round's own event; a datagram to a crashed or paused node, or on a
+    /// faulty link, goes as before. Large fleets spend most of their events
+    /// on such probes.
+    pub prompt_datagrams: bool,
 }
 
 impl SimConfig {
@@ -169,6 +183,8 @@ impl SimConfig {
             probe_every: None,
             bucket_allowance: Duration::ZERO,
             store_throughput: None,
+            bucket_from: Duration::ZERO,
+            prompt_datagrams: false,
         }
     }
 
@@ -612,8 +628,8 @@ impl World {
             slow_ec2: Vec::new(),
             flaky_store: None,
             open_calls: BTreeSet::new(),
-            ec2: ec2::Ec2::default(),
-            store_throughput: throughput::Throughput::new(config, Instant::ZERO),
+            ec2: ec2::Ec2::limiting_from(Instant::ZERO + config.bucket_from),
+            store_throughput: throughput::Throughput::new(config, Instant::ZERO + config.bucket_from),
             peers: peers::PeerNet::new(config.peers),
             evictions: BTreeMap::new(),
             exits: BTreeMap::new(),

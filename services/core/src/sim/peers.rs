@@ -111,6 +111,31 @@ impl PeerNet {
         self.loss = Some((percent, until));
     }
 
+    /// The node a datagram from `from` to `to` reaches at once
+    /// ([`SimConfig::prompt_datagrams`]): `None` if their link is cut, an
+    /// end is isolated, or datagrams are being lost.
+    pub(crate) fn prompt_route(&self, from: usize, to: &NodeId, now: Instant) -> Option<usize> {
+        let to = *self.index.get(to)?;
+        let lossy = self.loss.is_some_and(|(_, until)| now < until);
+        if lossy || self.severed(from, to, now) {
+            return None;
+        }
+        Some(to)
+    }
+
+    /// Whether the link between `from` and `to` is cut, or an end isolated.
+    fn severed(&self, from: usize, to: usize, now: Instant) -> bool {
+        let cut = self
+            .cuts
+            .iter()
+            .any(|&(a, b, until)| now < until && ((a, b) == (from, to) || (b, a) == (from, to)));
+        let isolated = self
+            .isolated
+            .iter()
+            .any(|&(n, until)| now < until && (n == from || n == to));
+        cut || isolated
+    }
+
     /// Where a datagram from `from` goes and when it arrives; `None` if it
     /// is lost on the way.
     pub(crate) fn route(
@@ -122,18 +147,11 @@ impl PeerNet {
     ) -> Option<(usize, Instant)> {
         let to = *self.index.get(to)?;
         self.sent += 1;
-        let cut = self
-            .cuts
-            .iter()
-            .any(|&(a, b, until)| now < until && ((a, b) == (from, to) || (b, a) == (from, to)));
-        let isolated = self
-            .isolated
-            .iter()
-            .any(|&(n, until)| now < until && (n == from || n == to));
+        let cut = self.severed(from, to, now);
         let lost = self
             .loss
             .is_some_and(|(percent, until)| now < until && rng.random_range(0..100) < percent);
-        if cut || isolated || lost {
+        if cut || lost {
             self.lost += 1;
             return None;
         }
@@ -165,6 +183,15 @@ impl World {
     pub(super) fn peer_output(&mut self, config: &SimConfig, node: usize, out: Output) {
         let now = self.now;
         for outgoing in out.send {
+            if config.prompt_datagrams {
+                let prompt = self.peers.prompt_route(node, &outgoing.to, now);
+                if let Some(to) = prompt.filter(|&to| self.nodes[to].is_live()) {
+                    self.peers.sent += 1;
+                    let out = self.peers.receive(to, outgoing.message, now);
+                    self.peer_output(config, to, out);
+                    continue;
+                }
+            }
             if let Some((to, at)) = self.peers.route(node, &outgoing.to, now, &mut self.rng) {
                 let message = outgoing.message;
                 self.schedule(at, What::Datagram { to, message });

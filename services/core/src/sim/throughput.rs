@@ -111,6 +111,9 @@ pub(super) fn draw(effect: &Effect) -> Draw {
 /// The table's buckets, read and write, and the fleet item's.
 #[derive(Clone, Debug)]
 pub(super) struct Throughput {
+    /// Nothing is limited before then: the start-up of a fleet that formed
+    /// long ago ([`SimConfig::bucket_from`]).
+    from: Instant,
     table_read: Bucket,
     table_write: Bucket,
     fleet_read: Bucket,
@@ -120,19 +123,23 @@ pub(super) struct Throughput {
 }
 
 impl Throughput {
-    pub(super) fn new(config: &SimConfig, now: Instant) -> Option<Self> {
+    pub(super) fn new(config: &SimConfig, from: Instant) -> Option<Self> {
         let limits = config.store_throughput?;
         Some(Self {
-            table_read: Bucket::new(limits.table.read, now),
-            table_write: Bucket::new(limits.table.write, now),
-            fleet_read: Bucket::new(limits.partition.read, now),
-            fleet_write: Bucket::new(limits.partition.write, now),
+            from,
+            table_read: Bucket::new(limits.table.read, from),
+            table_write: Bucket::new(limits.table.write, from),
+            fleet_read: Bucket::new(limits.partition.read, from),
+            fleet_write: Bucket::new(limits.partition.write, from),
             throttled: 0,
         })
     }
 
     /// Whether the call is refused, before it is performed.
     pub(super) fn refuses(&mut self, d: Draw, now: Instant) -> bool {
+        if now < self.from {
+            return false;
+        }
         let refused = (d.read && self.table_read.in_debt(now))
             || (d.write && self.table_write.in_debt(now))
             || (d.fleet_item && d.read && self.fleet_read.in_debt(now))
@@ -145,7 +152,10 @@ impl Throughput {
 
     /// Takes what a performed call was billed: the table's counters before
     /// and after it.
-    pub(super) fn charge(&mut self, d: Draw, before: &TableCounters, after: &TableCounters) {
+    pub(super) fn charge(&mut self, d: Draw, now: Instant, before: &TableCounters, after: &TableCounters) {
+        if now < self.from {
+            return;
+        }
         let read = (after.read_half_units - before.read_half_units) as f64 / 2.0;
         let write = (after.write_units - before.write_units) as f64;
         self.table_read.tokens -= read;
@@ -189,7 +199,7 @@ mod tests {
     fn a_read_that_overdraws_the_table_throttles_reads_until_refilled() {
         let mut t = limited(100.0, 10.0);
         assert!(!t.refuses(draw(&Effect::ReadNodes), at(0)));
-        t.charge(draw(&Effect::ReadNodes), &counters(0, 0), &counters(150, 0));
+        t.charge(draw(&Effect::ReadNodes), at(0), &counters(0, 0), &counters(150, 0));
         assert!(t.refuses(draw(&Effect::ReadShards), at(100)), "50 units in debt");
         assert!(
             !t.refuses(draw(&Effect::AnnounceChange), at(100)),
@@ -205,13 +215,34 @@ mod tests {
     #[test]
     fn the_fleet_item_is_limited_to_one_partition() {
         let mut t = limited(100.0, 100.0);
-        t.charge(draw(&Effect::AnnounceChange), &counters(0, 0), &counters(0, 30));
+        t.charge(draw(&Effect::AnnounceChange), at(0), &counters(0, 0), &counters(0, 30));
         assert!(
             t.refuses(draw(&Effect::AnnounceChange), at(0)),
             "25 write units a second for one item"
         );
         assert!(!t.refuses(draw(&Effect::ReadNodes), at(0)));
         assert!(!t.refuses(draw(&Effect::AnnounceChange), at(1_000)));
+    }
+
+    #[test]
+    fn a_formed_fleet_is_limited_from_its_rest_window_only() {
+        let mut config = SimConfig::small(0);
+        config.store_throughput = Some(StoreThroughput::NEW_ON_DEMAND_TABLE);
+        let mut t = Throughput::new(&config, at(10_000)).expect("limits configured");
+        t.charge(
+            draw(&Effect::ReadNodes),
+            at(0),
+            &counters(0, 0),
+            &counters(1_000_000, 0),
+        );
+        assert!(!t.refuses(draw(&Effect::ReadNodes), at(5_000)));
+        t.charge(
+            draw(&Effect::ReadNodes),
+            at(10_000),
+            &counters(0, 0),
+            &counters(20_000, 0),
+        );
+        assert!(t.refuses(draw(&Effect::ReadNodes), at(10_000)));
     }
 
     #[test]

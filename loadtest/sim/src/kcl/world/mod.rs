@@ -269,7 +269,7 @@ impl<'a> World<'a> {
             routes,
             route_counters: RouteCounters::default(),
             tokens: ACCOUNT_BURST,
-            refilled_at: Duration::ZERO,
+            refilled_at: config.bucket_from,
             throttled: 0,
             recoveries: Vec::new(),
             restoring: BTreeMap::new(),

@@ -35,15 +35,30 @@ impl World<'_> {
         }
     }
 
-    /// An attempt reaches EC2: applied if the account's bucket has a token.
-    pub(super) fn route_arrives(&mut self, route: Route) {
-        let Route { w, lease, table, .. } = route;
+    /// The account's bucket, as the core simulation models it: it refuses
+    /// nothing before [`SimConfig::bucket_from`] (the fleet formed long
+    /// ago), and is full then.
+    ///
+    /// [`SimConfig::bucket_from`]: vipfleet_core::sim::SimConfig::bucket_from
+    fn take_token(&mut self) -> bool {
+        if self.now < self.config.bucket_from {
+            return true;
+        }
         let elapsed = self.now.saturating_sub(self.refilled_at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * ACCOUNT_REFILL_PER_SECOND).min(ACCOUNT_BURST);
         self.refilled_at = self.now;
-        let landed = self.tokens >= 1.0;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+
+    /// An attempt reaches EC2: applied if the account's bucket has a token.
+    pub(super) fn route_arrives(&mut self, route: Route) {
+        let Route { w, lease, table, .. } = route;
+        let landed = self.take_token();
         if landed {
-            self.tokens -= 1.0;
             self.route_counters.mutating_calls += 1;
             let target = &mut self.routes[table][lease];
             if *target != Some(w) {
