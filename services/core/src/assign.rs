@@ -17,7 +17,11 @@
 //! Losing a node moves exactly its shards; adding one moves about
 //! `S / (N + 1)`. The property tests below hold the code to both.
 
+mod memo;
+
 use std::collections::BTreeMap;
+
+pub use memo::AssignMemo;
 
 use crate::types::{NodeId, ShardId};
 
