@@ -17,7 +17,11 @@
 //! Losing a node moves exactly its shards; adding one moves about
 //! `S / (N + 1)`. The property tests below hold the code to both.
 
+mod memo;
+
 use std::collections::BTreeMap;
+
+pub use memo::AssignMemo;
 
 use crate::types::{NodeId, ShardId};
 
@@ -51,9 +55,13 @@ pub struct Assignment {
 /// every build (std's hasher makes no such promise), so nodes of different
 /// versions agree during a rollout.
 pub fn rank(key: u64, node: &NodeId) -> u64 {
+    rank_bytes(key, node.as_str().as_bytes())
+}
+
+fn rank_bytes(key: u64, node: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    for byte in node.as_str().bytes() {
-        h ^= u64::from(byte);
+    for byte in node {
+        h ^= u64::from(*byte);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     splitmix64(h)
@@ -130,7 +138,18 @@ pub fn assign(shards: &[ShardId], members: &[Member], owners: &BTreeMap<ShardId,
         }
     }
     // Members with spare quota, in id order; one leaves when it fills up.
+    // Each orphan is ranked against every one of them (the bulk of the
+    // work in a large fleet): their ids are copied side by side, rather
+    // than reached one by one across the heap.
     let mut spare: Vec<usize> = (0..takers.len()).filter(|i| count[*i] < taker_quota[*i]).collect();
+    let mut id_bytes = Vec::new();
+    let mut id_spans = Vec::with_capacity(takers.len());
+    for member in &takers {
+        let start = id_bytes.len();
+        id_bytes.extend_from_slice(member.id.as_str().as_bytes());
+        id_spans.push(start..id_bytes.len());
+    }
+    let id_of = |i: usize| &id_bytes[id_spans[i].clone()];
     for shard in &pool {
         if spare.is_empty() {
             break;
@@ -140,10 +159,11 @@ pub fn assign(shards: &[ShardId], members: &[Member], owners: &BTreeMap<ShardId,
         }
         // The highest rank wins; ids break ties, as `max_by_key` on
         // `(rank, id)` over members in id order would.
+        let key = shard.key();
         let mut best = 0;
-        let mut best_rank = shard_rank(*shard, &takers[spare[0]].id);
+        let mut best_rank = rank_bytes(key, id_of(spare[0]));
         for (at, &i) in spare.iter().enumerate().skip(1) {
-            let rank = shard_rank(*shard, &takers[i].id);
+            let rank = rank_bytes(key, id_of(i));
             if rank >= best_rank {
                 best = at;
                 best_rank = rank;

@@ -173,11 +173,16 @@ impl Observer {
         }
         let referenced: BTreeSet<&NodeId> = referenced.into_iter().collect();
         let mut missing = BTreeMap::new();
-        let candidates: BTreeSet<NodeId> = self.seen.keys().chain(referenced.iter().copied()).cloned().collect();
+        // Nodes we knew, or that own shards, that this read did not show
+        // (a few, among the many it did).
+        let candidates: BTreeSet<NodeId> = self
+            .seen
+            .keys()
+            .chain(referenced.iter().copied())
+            .filter(|id| !next.contains_key(*id) && !present.contains(*id))
+            .cloned()
+            .collect();
         for id in candidates {
-            if next.contains_key(&id) || present.contains(&id) {
-                continue;
-            }
             let claimed_since_sent = self.claimed_at.get(&id).is_some_and(|t| *t > sent_at);
             let since = match self.missing_since.get(&id) {
                 Some(t) if !blind && !self.claimed_at.contains_key(&id) => *t,

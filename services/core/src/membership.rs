@@ -53,7 +53,7 @@ pub struct Peers<'a> {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Membership {
-    /// Sorted by id; this node included.
+    /// Sorted by id, each once; this node included.
     pub members: Vec<Member>,
     /// Nodes whose shards may be taken over, with the condition to check.
     pub gone: BTreeMap<NodeId, NodeCheck>,
@@ -73,7 +73,9 @@ pub struct Membership {
 
 impl Membership {
     pub fn role_of(&self, node: &NodeId) -> Option<Role> {
-        self.members.iter().find(|m| &m.id == node).map(|m| m.role)
+        // Searched, not scanned: the targets ask it of every owned shard.
+        let at = self.members.binary_search_by(|m| m.id.cmp(node)).ok()?;
+        Some(self.members[at].role)
     }
 
     /// The member that does the fleet's chores (marking nodes dead,

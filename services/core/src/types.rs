@@ -42,11 +42,23 @@ impl NodeId {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// Whether the prefix holds the whole text (an id of at most 8 bytes):
+    /// then two ids with equal prefixes differ at most in their lengths,
+    /// which are known without reading the texts.
+    fn fits_prefix(&self) -> bool {
+        self.text.len() <= 8
+    }
 }
 
 impl PartialEq for NodeId {
     fn eq(&self, other: &Self) -> bool {
-        self.prefix == other.prefix && (Arc::ptr_eq(&self.text, &other.text) || self.text == other.text)
+        self.prefix == other.prefix
+            && if self.fits_prefix() && other.fits_prefix() {
+                self.text.len() == other.text.len()
+            } else {
+                Arc::ptr_eq(&self.text, &other.text) || self.text == other.text
+            }
     }
 }
 
@@ -56,9 +68,15 @@ impl Ord for NodeId {
     fn cmp(&self, other: &Self) -> Ordering {
         // Zero padding orders a text before any longer one it starts, as
         // the texts do; equal prefixes leave it to the texts.
-        self.prefix
-            .cmp(&other.prefix)
-            .then_with(|| self.text.as_ref().cmp(other.text.as_ref()))
+        // Both within their prefixes: the shorter is the other with zeros
+        // cut off, and comes first.
+        self.prefix.cmp(&other.prefix).then_with(|| {
+            if self.fits_prefix() && other.fits_prefix() {
+                self.text.len().cmp(&other.text.len())
+            } else {
+                self.text.as_ref().cmp(other.text.as_ref())
+            }
+        })
     }
 }
 
@@ -308,7 +326,10 @@ mod tests {
             "a",
             "a\0",
             "a\0b",
+            "a\0\0\0\0\0\0\0",
+            "a\0\0\0\0\0\0\0\0",
             "ab",
+            "abcdefgh",
             "n01",
             "n02",
             "n10",

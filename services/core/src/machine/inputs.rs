@@ -314,6 +314,7 @@ impl Machine {
             }
         }
         self.nodes = nodes;
+        self.node_facts = super::NodeFacts::of(&self.nodes, self.cfg().lease_ttl);
         // Peers started with us register within a round trip or two of us:
         // a read sent a heartbeat interval after our registration sees them,
         // so a fleet started at once shares its shards without moving any.

@@ -50,6 +50,7 @@ pub use routes::{
 use self::book::ShardBook;
 use self::pace::Pace;
 use self::routes::RouteBook;
+use crate::assign::AssignMemo;
 use crate::backoff::Backoff;
 use crate::config::LeaseConfig;
 use crate::layout::{LayoutId, ShardLayout};
@@ -158,6 +159,29 @@ struct Versions {
     nodes: u64,
 }
 
+/// What planning asks of the node items as a whole, derived once per read
+/// of them: it is asked per free shard on every step, and the nodes are
+/// many.
+#[derive(Clone, Debug)]
+struct NodeFacts {
+    /// The longest lease any node we know runs with (ours at least).
+    longest_ttl: Duration,
+    /// The highest epoch floor any node announces.
+    fleet_floor: Epoch,
+}
+
+impl NodeFacts {
+    fn of(nodes: &BTreeMap<NodeId, NodeRecord>, own_ttl: Duration) -> Self {
+        Self {
+            longest_ttl: nodes
+                .values()
+                .filter_map(|n| n.config.as_ref().map(|c| c.lease_ttl.min(crate::config::MAX_LEASE_TTL)))
+                .fold(own_ttl, Duration::max),
+            fleet_floor: nodes.values().map(|n| n.epoch_floor).max().unwrap_or(0),
+        }
+    }
+}
+
 /// Calls of which one at a time is enough (reads of the node items: a few,
 /// so that a slow store delays what we see but leaves no gap in it).
 #[derive(Clone, Debug, Default)]
@@ -206,6 +230,8 @@ pub struct Machine {
     /// The node items as last read (ourselves included), plus the last
     /// record of nodes whose item has gone missing since.
     nodes: BTreeMap<NodeId, NodeRecord>,
+    /// Derived from `nodes`, kept with it.
+    node_facts: NodeFacts,
     /// Nodes whose item exists but could not be read.
     unreadable_nodes: BTreeSet<NodeId>,
     /// The items the last reads could not use, by key.
@@ -254,6 +280,8 @@ pub struct Machine {
     membership: Membership,
     target: BTreeMap<ShardId, NodeId>,
     quota: BTreeMap<NodeId, usize>,
+    /// The assignment behind them, reused while owners only move to it.
+    assign_memo: AssignMemo,
     work_lists: WorkLists,
     /// Agreed shards with no member as owner, as of the last plan: failover
     /// work, which rebalancing waits for.
@@ -314,6 +342,7 @@ impl Machine {
             lease_was_valid: false,
             observer: Observer::default(),
             nodes: BTreeMap::new(),
+            node_facts: NodeFacts::of(&BTreeMap::new(), setup_ttl),
             unreadable_nodes: BTreeSet::new(),
             skipped_nodes: Vec::new(),
             skipped_shards: Vec::new(),
@@ -335,6 +364,7 @@ impl Machine {
             membership: Membership::default(),
             target: BTreeMap::new(),
             quota: BTreeMap::new(),
+            assign_memo: AssignMemo::default(),
             work_lists: WorkLists::default(),
             orphans: 0,
             free_shards_follow_routes: false,

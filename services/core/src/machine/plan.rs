@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use super::routes::Pointing;
 use super::{Effect, Event, ExitReason, Machine, Mode, OwnershipOp, Step};
-use crate::assign::{assign, Role};
+use crate::assign::Role;
 use crate::liveness::NodeCheck;
 use crate::membership::{membership, Me, Peers};
 use crate::store::{AcquireRequest, BeatKind, Expect, HandoffRequest, HeartbeatRequest, MarkDeadRequest};
@@ -237,7 +237,7 @@ impl Machine {
 
     /// The highest epoch floor any node announces.
     fn fleet_floor(&self) -> crate::types::Epoch {
-        self.nodes.values().map(|n| n.epoch_floor).max().unwrap_or(0)
+        self.node_facts.fleet_floor
     }
 
     /// Whether the epoch floors we know were read (a read of the node
@@ -252,10 +252,7 @@ impl Machine {
 
     /// The longest lease any node we know runs with.
     pub(super) fn longest_ttl(&self) -> Duration {
-        self.nodes
-            .values()
-            .filter_map(|n| n.config.as_ref().map(|c| c.lease_ttl.min(crate::config::MAX_LEASE_TTL)))
-            .fold(self.cfg().lease_ttl, Duration::max)
+        self.node_facts.longest_ttl
     }
 
     /// Where a free shard goes, from where its routes point.
@@ -364,7 +361,9 @@ impl Machine {
             .filter(|(s, _)| self.membership.agreed.contains(s))
             .map(|(s, o)| (*s, o.clone()))
             .collect();
-        let assignment = assign(&agreed, &self.membership.members, &agreed_owners);
+        let assignment = self
+            .assign_memo
+            .assign(&agreed, &self.membership.members, agreed_owners);
         let mut target = assignment.target;
         for &shard in self.membership.disputed.iter() {
             let owner = owners.get(&shard).or(pinned.get(&shard));
