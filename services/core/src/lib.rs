@@ -22,7 +22,8 @@
 //!   the machine and the dashboard share.
 //! - [`assign`]: the target owner of every agreed shard (sticky, weighted
 //!   quotas, rendezvous hashing for orphans), a pure function of one
-//!   snapshot.
+//!   snapshot; `assign::memo` reuses the last one while owners only move
+//!   where it sent them.
 //! - [`machine`]: the step function `(state, input, now) -> effects`.
 //! - [`store`], [`routes`]: the `LeaseStore` and `RouteTable` traits the
 //!   effects are performed against.

@@ -12,8 +12,9 @@
 //! during a rollout. Restarted nodes keep their id and get a new
 //! incarnation.
 //!
-//! Modules: `calls` (store calls and their timeouts), `ec2` (the driver's
-//! route calls and EC2's token bucket), `peers` (the network between nodes
+//! Modules: `calls` (store calls and their timeouts), `throughput`
+//! (DynamoDB's limits, for runs that opt in), `ec2` (the driver's route
+//! calls and EC2's token bucket), `peers` (the network between nodes
 //! and their detectors), `inject` (what each fault does), [`faults`] (the
 //! faults and random schedules), [`check`] (the invariants), `writers` (who
 //! may write each shard, for the checks), `queue` (the events by due time).
