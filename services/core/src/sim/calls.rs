@@ -141,8 +141,8 @@ impl World {
         }
     }
 
-    /// Performs a call at `self.now`, through whatever the flaky store
-    /// does to it.
+    /// Performs a call at `self.now`, through DynamoDB's limits (when
+    /// modelled) and whatever the flaky store does to it.
     pub(super) fn apply(
         &mut self,
         node: usize,
