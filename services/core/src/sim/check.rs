@@ -679,26 +679,22 @@ impl Checker {
         let now = world.now;
         let live = LiveView::of(world);
         for recovery in self.recoveries.iter_mut().filter(|r| r.took.is_none()) {
-            let restored: Vec<ShardId> = recovery
-                .pending
-                .iter()
-                .filter(|s| !live.serves(**s) || live.served_by_owner(world, **s))
-                .copied()
-                .collect();
-            for shard in restored {
-                recovery.pending.remove(&shard);
-                recovery.per_shard.push(now.saturating_since(recovery.at));
-            }
-            let owned: Vec<ShardId> = recovery
-                .unowned
-                .iter()
-                .filter(|s| !live.serves(**s) || live.owned(world, **s))
-                .copied()
-                .collect();
-            for shard in owned {
-                recovery.unowned.remove(&shard);
-                recovery.owned_at.push((shard, now));
-            }
+            let since = now.saturating_since(recovery.at);
+            let (per_shard, owned_at) = (&mut recovery.per_shard, &mut recovery.owned_at);
+            recovery.pending.retain(|s| {
+                let restored = !live.serves(*s) || live.served_by_owner(world, *s);
+                if restored {
+                    per_shard.push(since);
+                }
+                !restored
+            });
+            recovery.unowned.retain(|s| {
+                let owned = !live.serves(*s) || live.owned(world, *s);
+                if owned {
+                    owned_at.push((*s, now));
+                }
+                !owned
+            });
             // Restored when every shard is at once (one may have been, and
             // moved on again since).
             let all = || {
