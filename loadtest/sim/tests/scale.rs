@@ -10,10 +10,21 @@ use vipfleet_core::LeaseConfig;
 use vipfleet_sim::scale::{ScaleReport, ScaleRun, System};
 
 fn run(scenario: &str, nodes: usize, shards: usize, lease: LeaseConfig, profile: &'static str) -> ScaleReport {
+    run_seed(scenario, 7, nodes, shards, lease, profile)
+}
+
+fn run_seed(
+    scenario: &str,
+    seed: u64,
+    nodes: usize,
+    shards: usize,
+    lease: LeaseConfig,
+    profile: &'static str,
+) -> ScaleReport {
     ScaleRun {
         system: System::Vipfleet,
         scenario: scenario.into(),
-        seed: 7,
+        seed,
         nodes,
         shards,
         route_tables: 1,
@@ -56,15 +67,20 @@ fn a_crash_moves_exactly_the_dead_nodes_shards() {
     assert!(restoration.shards > 0);
 }
 
+/// The ten deaths are found one by one over some 200 ms, so survivors plan
+/// again while their first claims are in flight. Seeds 2 and 3 took one
+/// shard too many when those claims did not count toward the quota.
 #[test]
 fn losing_an_az_moves_exactly_its_shards_within_the_bucket_bound() {
-    let report = cheap("az-loss", 30, 300);
-    assert_kept(&report);
-    assert_eq!(report.moves.minimum, 100, "a third of 300 shards");
-    assert!(
-        report.ec2.throttled_attempts_event > 0,
-        "100 route writes overflow the bucket of 50"
-    );
+    for seed in 1..=8 {
+        let report = run_seed("az-loss", seed, 30, 300, LeaseConfig::CHEAP, "cheap");
+        assert_kept(&report);
+        assert_eq!(report.moves.minimum, 100, "a third of 300 shards");
+        assert!(
+            report.ec2.throttled_attempts_event > 0,
+            "100 route writes overflow the bucket of 50"
+        );
+    }
 }
 
 #[test]

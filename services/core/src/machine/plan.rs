@@ -307,7 +307,11 @@ impl Machine {
         let mut waiting = BTreeSet::new();
         let served: Vec<ShardId> = self.membership.served().copied().collect();
         for &shard in &served {
-            if self.held.contains_key(&shard) {
+            // A claim in flight counts as held: planned again before it
+            // lands (another death found meanwhile), we would otherwise take
+            // our quota once more on top of it.
+            let claiming = matches!(self.ops.get(&shard), Some(OwnershipOp::Acquire { .. }));
+            if self.held.contains_key(&shard) || claiming {
                 owners.insert(shard, me.clone());
                 continue;
             }
