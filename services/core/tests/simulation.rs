@@ -65,6 +65,68 @@ fn a_crash_moves_exactly_the_dead_nodes_shards() {
     }
 }
 
+/// When a trace line's step ran.
+fn sent_at(line: &str) -> &str {
+    line.split_whitespace().next().unwrap_or("")
+}
+
+/// The evictor's claims wait for a read of the shards sent since the live
+/// set changed. Sent with the eviction, that read is back about when the
+/// eviction is, and no read follows the eviction before the claims: one
+/// round trip fewer on the takeover's path.
+#[test]
+fn a_takeover_claims_on_the_read_sent_with_its_eviction() {
+    for (profile, lease) in [("hot", LeaseConfig::HOT), ("cheap", LeaseConfig::CHEAP)] {
+        let mut config = SimConfig::small(7);
+        config.lease = lease;
+        config.trace = true;
+        config.faults = vec![ScheduledFault {
+            at: Duration::from_secs(45),
+            fault: Fault::Crash { node: 2 },
+        }];
+        let report = sim::run(&config);
+        assert_clean(&report);
+        let evict = report
+            .trace
+            .iter()
+            .find(|l| l.contains("-> Evict(") && l.contains("node: NodeId(\"n02\")"))
+            .expect("the crash was found by the peers and evicted");
+        let mut words = evict.split_whitespace();
+        let (evict_at, evictor) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let lines: Vec<&str> = report
+            .trace
+            .iter()
+            .map(String::as_str)
+            .filter(|l| l.split_whitespace().nth(1) == Some(evictor))
+            .skip_while(|l| !std::ptr::eq(*l, evict.as_str()))
+            .collect();
+        let claim_at = lines
+            .iter()
+            .find(|l| l.contains("-> Acquire("))
+            .and_then(|l| l.split_whitespace().next())
+            .expect("the evictor claimed some of the dead node's shards");
+        assert!(
+            lines
+                .iter()
+                .any(|l| sent_at(l) == evict_at && l.contains("-> ReadShards")),
+            "{profile}: no read of the shards went out with the eviction:\n{}",
+            lines.join("\n")
+        );
+        // Lines of one step share its time: a read sent with the claims is
+        // not one they waited for.
+        let waited_for: Vec<_> = lines
+            .iter()
+            .skip_while(|l| !l.contains("NodeEvicted"))
+            .take_while(|l| sent_at(l) != claim_at)
+            .filter(|l| l.contains("-> ReadShards"))
+            .collect();
+        assert!(
+            waited_for.is_empty(),
+            "{profile}: the claims waited for a read sent after the eviction landed: {waited_for:?}"
+        );
+    }
+}
+
 #[test]
 fn without_peer_probes_a_crash_is_failed_over_when_its_lease_runs_out() {
     for lease in [LeaseConfig::HOT, LeaseConfig::FAST] {

@@ -62,7 +62,7 @@ impl Machine {
                 }
             }
             Input::Shards { sent_at, result } => {
-                self.in_flight.shards = false;
+                self.in_flight.shards = None;
                 match result {
                     Ok(scan) => {
                         self.read_backoff.shards.succeeded();
@@ -145,9 +145,12 @@ impl Machine {
                 self.evict_dead(node, inc, now, out);
             }
             Input::Evicted { node, inc, result } => {
-                self.evicting.remove(&node);
+                let asked_at = self.evicting.remove(&node);
                 match result {
                     Ok(EvictOutcome::Evicted { hb }) => {
+                        if let Some(asked_at) = asked_at {
+                            self.evictions_landed.insert(node.clone(), asked_at);
+                        }
                         self.pace.announce();
                         self.observer.evicted(&node, inc, hb, now, self.cfg().lease_ttl);
                         self.replan = true;
@@ -494,11 +497,18 @@ impl Machine {
             self.shards_stale = true;
             return;
         }
-        if !self.evicting.insert(node.clone()) {
+        if self.evicting.contains_key(&node) {
             return;
         }
+        self.evicting.insert(node.clone(), now);
         let by = self.me().clone();
         out.effects.push(Effect::Evict(EvictRequest { node, inc, by }));
+        // Claims wait for a read of the shards sent since the live set
+        // changed (see `plan`). Sent with the eviction, it comes back with
+        // it, rather than a round trip after.
+        if self.in_flight.shards.is_none() && now >= self.timers.shards_not_before {
+            self.read_shards(now, out);
+        }
     }
 
     fn acquired(

@@ -187,7 +187,8 @@ impl NodeFacts {
 #[derive(Clone, Debug, Default)]
 struct InFlight {
     nodes: usize,
-    shards: bool,
+    /// When the read of the shards in flight was sent.
+    shards: Option<Instant>,
     publish: bool,
     layouts: BTreeSet<LayoutId>,
 }
@@ -251,8 +252,12 @@ pub struct Machine {
     retry_at: BTreeMap<ShardId, Instant>,
     /// Gone nodes we already asked the store to mark dead, by counter.
     marking: BTreeMap<NodeId, Heartbeat>,
-    /// Nodes we are evicting on the peers' word.
-    evicting: BTreeSet<NodeId>,
+    /// Nodes we are evicting on the peers' word, and when we asked.
+    evicting: BTreeMap<NodeId, Instant>,
+    /// Our evictions that landed since membership was last planned, and
+    /// when we asked for each: the live set changed for us then, and a read
+    /// of the shards went out with the request.
+    evictions_landed: BTreeMap<NodeId, Instant>,
     /// Nodes found dead that held nothing as far as we knew: the next read
     /// of the shards says whether they do.
     unheld_dead: BTreeMap<NodeId, Incarnation>,
@@ -369,7 +374,8 @@ impl Machine {
             orphans: 0,
             free_shards_follow_routes: false,
             gone_reported: BTreeSet::new(),
-            evicting: BTreeSet::new(),
+            evicting: BTreeMap::new(),
+            evictions_landed: BTreeMap::new(),
             unheld_dead: BTreeMap::new(),
             rechecks: BTreeSet::new(),
             no_recheck_after_eviction: false,

@@ -20,7 +20,7 @@ use super::routes::Pointing;
 use super::{Effect, Event, ExitReason, Machine, Mode, OwnershipOp, Step};
 use crate::assign::Role;
 use crate::liveness::NodeCheck;
-use crate::membership::{membership, Me, Peers};
+use crate::membership::{membership, Me, Membership, Peers};
 use crate::store::{AcquireRequest, BeatKind, Expect, HandoffRequest, HeartbeatRequest, MarkDeadRequest};
 use crate::time::Instant;
 use crate::types::{NodeId, ShardId, Vip};
@@ -86,7 +86,7 @@ impl Machine {
         let fresh = self
             .members_changed_at
             .is_none_or(|changed| self.book.read_at().is_some_and(|read| read >= changed));
-        if !fresh && self.shards_stale && !self.in_flight.shards && now >= self.timers.shards_not_before {
+        if !fresh && self.shards_stale && self.in_flight.shards.is_none() && now >= self.timers.shards_not_before {
             self.read_shards(now, out);
         }
         // Targets follow from membership, shard owners, what we hold and
@@ -130,8 +130,8 @@ impl Machine {
         self.plan_drain_exit(now, out);
     }
 
-    fn read_shards(&mut self, now: Instant, out: &mut Step) {
-        self.in_flight.shards = true;
+    pub(super) fn read_shards(&mut self, now: Instant, out: &mut Step) {
+        self.in_flight.shards = Some(now);
         self.shards_stale = false;
         self.timers.shard_refresh = now + self.shard_read_interval();
         out.effects.push(Effect::ReadShards);
@@ -168,7 +168,7 @@ impl Machine {
             out.effects.push(Effect::ReadNodes);
         }
         let stale_read_due = self.shards_stale && now >= self.timers.shards_not_before;
-        if !self.in_flight.shards && (stale_read_due || now >= self.timers.shard_refresh) {
+        if self.in_flight.shards.is_none() && (stale_read_due || now >= self.timers.shard_refresh) {
             self.read_shards(now, out);
         }
         // A read-back due while our lease has lapsed waits for it, rather
@@ -225,14 +225,43 @@ impl Machine {
         }
         self.gone_reported = membership.gone.keys().cloned().collect();
         let gone_changed = !membership.gone.keys().eq(self.membership.gone.keys());
+        let landed = std::mem::take(&mut self.evictions_landed);
         if membership.members != self.membership.members || gone_changed {
-            self.shards_stale = true;
-            self.members_changed_at = Some(now);
+            let changed_at = self.live_set_changed_at(&membership, &landed, now);
+            self.members_changed_at = Some(changed_at);
+            let read_since = |sent: Option<Instant>| sent.is_some_and(|t| t >= changed_at);
+            if !read_since(self.book.read_at()) && !read_since(self.in_flight.shards) {
+                self.shards_stale = true;
+            }
         }
         if membership != self.membership {
             self.versions.membership += 1;
             self.membership = membership;
         }
+    }
+
+    /// When the live set changed, as far as `new` shows: when we asked for
+    /// the last of our own evictions, if they explain the whole change (the
+    /// read of the shards sent with each then covers it), else now.
+    fn live_set_changed_at(&self, new: &Membership, landed: &BTreeMap<NodeId, Instant>, now: Instant) -> Instant {
+        let old = &self.membership;
+        let ours = |id: &NodeId| landed.contains_key(id);
+        let others_same_members = old.members.iter().filter(|m| !ours(&m.id)).eq(new.members.iter());
+        let others_same_gone = old
+            .gone
+            .iter()
+            .filter(|(id, _)| !ours(id))
+            .eq(new.gone.iter().filter(|(id, _)| !ours(id)));
+        if !others_same_members || !others_same_gone {
+            return now;
+        }
+        let was_member = |id: &NodeId| old.role_of(id).is_some();
+        landed
+            .iter()
+            .filter(|(id, _)| was_member(id) || (new.gone.contains_key(*id) && !old.gone.contains_key(*id)))
+            .map(|(_, asked_at)| *asked_at)
+            .max()
+            .map_or(now, |asked_at| asked_at.min(now))
     }
 
     /// The highest epoch floor any node announces.

@@ -886,7 +886,9 @@ impl World {
                 trace.push(format!("{now} {id} {event:?}"));
             }
             for effect in &out.effects {
-                if !matches!(effect, Effect::ReadNodes | Effect::ReadShards | Effect::Heartbeat(_)) {
+                // Node reads and heartbeats go out every scan and beat:
+                // traced, they would drown the rest.
+                if !matches!(effect, Effect::ReadNodes | Effect::Heartbeat(_)) {
                     trace.push(format!("{now} {id} -> {effect:?}"));
                 }
             }
