@@ -41,10 +41,12 @@ pub struct HeartbeatRequest {
     pub kind: BeatKind,
     /// The highest shard epoch this node has seen.
     pub epoch_floor: Epoch,
-    /// The counter a registration's put writes: one more with every put
-    /// this process sends, so that observers see each as a heartbeat (a
-    /// put that always wrote the same value would look like a node that
-    /// stopped, while its answers were lost and it kept registering).
+    /// The counter a registration's put writes: above every value this
+    /// process's item has held (its last put plus every renewal it sent),
+    /// so that observers see each put as a heartbeat (a put that always
+    /// wrote the same value would look like a node that stopped, while its
+    /// answers were lost and it kept registering), and an item written
+    /// anew never shows a counter an observer saw stand still before.
     pub register_hb: Heartbeat,
 }
 

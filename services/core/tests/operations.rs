@@ -746,9 +746,32 @@ fn the_checks_catch_claims_on_targets_and_floors_from_before_a_lost_table() {
 
 /// Seed 16 and the schedules of its neighbours: seed 16 alone stopped
 /// showing the sabotage once peers passed suspicions on (which changes
-/// every call's timing). Unsabotaged, seed 55 of this schedule shows two
-/// writers in some builds: a known gap (docs/design.md).
+/// every call's timing).
 const SEEDS_AROUND_16: std::ops::Range<u64> = 16..66;
+
+/// Seed 55 of the same schedule: node 3's reads of the node items all
+/// failed from before the table was lost until 48 s later, and what it had
+/// last seen of node 0 was its counter standing at 5 (node 0 was cut off).
+/// Node 0's item went with the table; it registered again putting 2 (one
+/// more than its last put), renewed up to 5 by t+92 s and claimed free
+/// shards. Node 3 then read them node 0's and took them over on its old
+/// sighting: the condition `Unchanged { hb: 5 }` held against a node that
+/// was alive and had just written their routes (two writers for nearly
+/// 5 s). A put now writes a counter above every value the item has held.
+#[test]
+fn an_item_written_anew_never_shows_a_counter_an_observer_saw_before() {
+    assert_clean(&cut_off_through_a_lost_table(55, None));
+}
+
+#[test]
+fn the_checks_catch_a_re_registration_that_restarts_the_counter() {
+    let report = cut_off_through_a_lost_table(55, Some(Sabotage::CountersRestart));
+    assert!(
+        report.violations.iter().any(|v| v.starts_with("(a)")),
+        "no (a) violation: the checks are blind; {:?}",
+        report.violations
+    );
+}
 
 /// Chaos seed 137 (cheap profile): node 2's item is deleted, node 2
 /// re-registers 13 s later (a flaky store, a pause), and its item is deleted

@@ -216,6 +216,9 @@ pub struct Machine {
     beat_kind: BeatKind,
     /// The counter our last registration put (see `HeartbeatRequest`).
     register_hb: Heartbeat,
+    /// Renewals this process has sent: each may add one to our item's
+    /// counter, whenever it lands.
+    renews_sent: Heartbeat,
     /// When our registration landed; until a read of the node items sent a
     /// heartbeat interval after it returns, we do not know who else is
     /// starting with us.
@@ -268,6 +271,8 @@ pub struct Machine {
     /// The simulation's sabotage: held and adopted shards are written to
     /// without claiming them again.
     no_reclaim: bool,
+    /// The simulation's sabotage of the counter a re-registration puts.
+    counters_restart: bool,
     /// The simulation's sabotage: claims of free shards go by targets
     /// planned before their wait started over, above whatever epoch floors
     /// were read last.
@@ -341,6 +346,7 @@ impl Machine {
             drain_started_at: None,
             beat_kind: BeatKind::Register,
             register_hb: 0,
+            renews_sent: 0,
             registered_at: None,
             reregistered_at: None,
             lease: OwnLease::default(),
@@ -380,6 +386,7 @@ impl Machine {
             rechecks: BTreeSet::new(),
             no_recheck_after_eviction: false,
             no_reclaim: false,
+            counters_restart: false,
             claims_on_stale_view: false,
             members_changed_at: None,
             routes: RouteBook::new(setup_pacing, now),
@@ -586,6 +593,14 @@ impl Machine {
     #[doc(hidden)]
     pub fn sabotage_no_reclaim(&mut self) {
         self.no_reclaim = true;
+    }
+
+    /// Puts one more than the last put when registering again, whatever
+    /// renewals raised the counter since (the simulation's sabotage).
+    #[cfg(feature = "fakes")]
+    #[doc(hidden)]
+    pub fn sabotage_counters_restart(&mut self) {
+        self.counters_restart = true;
     }
 
     /// Claims free shards on targets planned before their wait started

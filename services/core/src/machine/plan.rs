@@ -143,8 +143,17 @@ impl Machine {
         let may_beat = self.layout_published || self.beat_kind == BeatKind::Renew;
         if now >= self.timers.heartbeat && may_beat {
             self.heartbeats.insert(now, (self.mode, self.beat_kind));
-            if self.beat_kind != BeatKind::Renew {
-                self.register_hb += 1;
+            if self.beat_kind == BeatKind::Renew {
+                self.renews_sent += 1;
+            } else {
+                // Above every value our item has held: none exceeds our
+                // last put plus every renewal we sent. A put that restarted
+                // lower (our item vanished with a lost table, or was
+                // deleted) could climb back to a counter an observer saw
+                // stand still before, and its takeover's `Unchanged`
+                // condition would pass while we live and write.
+                let renewed = if self.counters_restart { 0 } else { self.renews_sent };
+                self.register_hb = self.register_hb.saturating_add(renewed).saturating_add(1);
             }
             self.timers.heartbeat = now + self.cfg().heartbeat_interval;
             out.effects.push(Effect::Heartbeat(HeartbeatRequest {

@@ -100,6 +100,11 @@ pub enum Sabotage {
     /// again, so the claims planned before went out at once; and a claim
     /// went above whatever epoch floors were read last, however long ago.
     ClaimsOnStaleView,
+    /// As re-registrations once were: the put writes one more than the
+    /// last put, so an item lost with its table and written anew climbs
+    /// back through counters observers saw before, and a takeover judged
+    /// on a sighting from before the loss passes its `Unchanged` check.
+    CountersRestart,
 }
 
 /// The port simulated nodes announce for peer probes.
@@ -715,6 +720,7 @@ impl World {
             Some(Sabotage::NoRecheckAfterEviction) => machine.sabotage_no_recheck_after_eviction(),
             Some(Sabotage::NoReclaim) => machine.sabotage_no_reclaim(),
             Some(Sabotage::ClaimsOnStaleView) => machine.sabotage_claims_on_stale_view(),
+            Some(Sabotage::CountersRestart) => machine.sabotage_counters_restart(),
             _ => {}
         }
         machine
