@@ -32,6 +32,7 @@ mod plan;
 mod routes;
 #[cfg(test)]
 mod tests;
+mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
