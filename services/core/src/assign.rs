@@ -130,7 +130,8 @@ pub fn assign(shards: &[ShardId], members: &[Member], owners: &BTreeMap<ShardId,
     for (i, member) in takers.iter().enumerate() {
         let Some(mine) = held.get(&member.id) else { continue };
         let mut mine = mine.clone();
-        mine.sort_by_key(|s| std::cmp::Reverse(shard_rank(*s, &member.id)));
+        // Each rank once, not once per comparison; stable, as before.
+        mine.sort_by_cached_key(|s| std::cmp::Reverse(shard_rank(*s, &member.id)));
         mine.truncate(taker_quota[i]);
         count[i] = mine.len();
         for shard in mine {
