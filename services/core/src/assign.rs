@@ -21,7 +21,7 @@ mod memo;
 
 use std::collections::BTreeMap;
 
-pub use memo::AssignMemo;
+pub use memo::{AssignMemo, SharedAssignment};
 
 use crate::types::{NodeId, ShardId};
 

@@ -387,16 +387,18 @@ impl Machine {
         let assignment = self
             .assign_memo
             .assign(&agreed, &self.membership.members, agreed_owners);
+        // Changed in place only where the plan differs from the assignment
+        // (disputes, pinned or waiting shards): else it stays shared.
         let mut target = assignment.target;
         for &shard in self.membership.disputed.iter() {
             let owner = disputed_owners.get(&shard).or(pinned.get(&shard));
             if let Some(to) = self.membership.disputed_target(shard, owner) {
-                target.insert(shard, to);
+                Arc::make_mut(&mut target).insert(shard, to);
             }
         }
         for (shard, node) in &pinned {
             if self.membership.agreed.contains(shard) {
-                target.insert(*shard, node.clone());
+                Arc::make_mut(&mut target).insert(*shard, node.clone());
             }
         }
         // Shards we hold outside our layout (we served them before a
@@ -404,12 +406,16 @@ impl Machine {
         for record in self.book.records() {
             if record.owner.as_ref() == Some(&me) && !self.setup.layout.contains(record.id) {
                 if let Some(to) = self.membership.disputed_target(record.id, None) {
-                    target.entry(record.id).or_insert(to);
+                    if !target.contains_key(&record.id) {
+                        Arc::make_mut(&mut target).insert(record.id, to);
+                    }
                 }
             }
         }
         for shard in &waiting {
-            target.remove(shard);
+            if target.contains_key(shard) {
+                Arc::make_mut(&mut target).remove(shard);
+            }
         }
         self.free_shards_follow_routes =
             (!pinned.is_empty() || !waiting.is_empty()) && self.routes.any_down(self.route_tables());
