@@ -21,7 +21,7 @@ mod memo;
 
 use std::collections::BTreeMap;
 
-pub use memo::AssignMemo;
+pub use memo::{AssignMemo, SharedAssignment};
 
 use crate::types::{NodeId, ShardId};
 
@@ -97,44 +97,61 @@ pub fn assign(shards: &[ShardId], members: &[Member], owners: &BTreeMap<ShardId,
     members.dedup_by(|a, b| a.id == b.id);
     let role: BTreeMap<&NodeId, Role> = members.iter().map(|m| (&m.id, m.role)).collect();
 
-    let mut target = BTreeMap::new();
+    // Shards and owners are both in shard order: the owners are walked
+    // beside the shards, not searched. Targets are gathered in a list and
+    // made a map once, at the end (every key once).
+    let mut assigned: Vec<(ShardId, NodeId)> = Vec::with_capacity(shards.len());
     let mut pool = Vec::with_capacity(shards.len());
+    let mut pool_owner: Vec<Option<&NodeId>> = Vec::with_capacity(shards.len());
+    let mut owned = owners.iter().peekable();
     for shard in shards {
-        match owners.get(&shard) {
+        while owned.next_if(|(s, _)| **s < shard).is_some() {}
+        let owner = owned.peek().filter(|(s, _)| **s == shard).map(|(_, o)| *o);
+        match owner {
             Some(owner) if role.get(owner) == Some(&Role::Keeps) => {
-                target.insert(shard, owner.clone());
+                assigned.push((shard, owner.clone()));
             }
-            _ => pool.push(shard),
+            _ => {
+                pool.push(shard);
+                pool_owner.push(owner);
+            }
         }
     }
     let takers: Vec<&Member> = members.into_iter().filter(|m| m.role == Role::Takes).collect();
     if takers.is_empty() {
         return Assignment {
-            target,
+            target: assigned.into_iter().collect(),
             quota: BTreeMap::new(),
         };
     }
 
-    let mut held: BTreeMap<&NodeId, Vec<ShardId>> = BTreeMap::new();
-    for shard in &pool {
-        if let Some(owner) = owners.get(shard) {
-            held.entry(owner).or_default().push(*shard);
+    // What each member that takes holds, by its index (takers are in id
+    // order, each once), as places in the pool; other owners' shards are
+    // orphans, and what they hold counts for nothing.
+    let mut held: Vec<Vec<usize>> = vec![Vec::new(); takers.len()];
+    for (at, owner) in pool_owner.iter().enumerate() {
+        if let Some(i) = owner.and_then(|o| takers.binary_search_by(|m| m.id.cmp(o)).ok()) {
+            held[i].push(at);
         }
     }
-    let quota = quotas(pool.len(), &takers, &held);
+    let held_count: Vec<usize> = held.iter().map(Vec::len).collect();
+    let quota = quotas(pool.len(), &takers, &held_count);
 
     // Members by index from here on: the loops below run per shard, and
     // looking ids up in maps there cost more than the hashing.
     let taker_quota: Vec<usize> = takers.iter().map(|m| quota[&m.id]).collect();
     let mut count = vec![0usize; takers.len()];
+    // Pool places already kept by their holder.
+    let mut sticky = vec![false; pool.len()];
     for (i, member) in takers.iter().enumerate() {
-        let Some(mine) = held.get(&member.id) else { continue };
-        let mut mine = mine.clone();
-        mine.sort_by_key(|s| std::cmp::Reverse(shard_rank(*s, &member.id)));
+        let mine = &mut held[i];
+        // Each rank once, not once per comparison; stable, as before.
+        mine.sort_by_cached_key(|at| std::cmp::Reverse(shard_rank(pool[*at], &member.id)));
         mine.truncate(taker_quota[i]);
         count[i] = mine.len();
-        for shard in mine {
-            target.insert(shard, member.id.clone());
+        for &at in mine.iter() {
+            sticky[at] = true;
+            assigned.push((pool[at], member.id.clone()));
         }
     }
     // Members with spare quota, in id order; one leaves when it fills up.
@@ -150,11 +167,11 @@ pub fn assign(shards: &[ShardId], members: &[Member], owners: &BTreeMap<ShardId,
         id_spans.push(start..id_bytes.len());
     }
     let id_of = |i: usize| &id_bytes[id_spans[i].clone()];
-    for shard in &pool {
+    for (at, shard) in pool.iter().enumerate() {
         if spare.is_empty() {
             break;
         }
-        if target.contains_key(shard) {
+        if sticky[at] {
             continue;
         }
         // The highest rank wins; ids break ties, as `max_by_key` on
@@ -171,38 +188,40 @@ pub fn assign(shards: &[ShardId], members: &[Member], owners: &BTreeMap<ShardId,
         }
         let winner = spare[best];
         count[winner] += 1;
-        target.insert(*shard, takers[winner].id.clone());
+        assigned.push((*shard, takers[winner].id.clone()));
         if count[winner] == taker_quota[winner] {
             spare.remove(best);
         }
     }
-    Assignment { target, quota }
+    Assignment {
+        target: assigned.into_iter().collect(),
+        quota,
+    }
 }
 
-fn quotas(total: usize, members: &[&Member], held: &BTreeMap<&NodeId, Vec<ShardId>>) -> BTreeMap<NodeId, usize> {
+/// The quota of each of `members` (those that take), given how many of
+/// the `total` shards each holds (`held`, by index).
+fn quotas(total: usize, members: &[&Member], held: &[usize]) -> BTreeMap<NodeId, usize> {
     let weight_sum: u128 = members.iter().map(|m| u128::from(m.weight)).sum();
     let share = |m: &Member| (total as u128) * u128::from(m.weight);
-    let mut quota: BTreeMap<NodeId, usize> = members
-        .iter()
-        .map(|m| (m.id.clone(), (share(m) / weight_sum) as usize))
-        .collect();
-    let mut left = total - quota.values().sum::<usize>();
-    let mut order: Vec<&&Member> = members.iter().collect();
-    order.sort_by_key(|m| {
-        let holds_more = held.get(&m.id).map_or(0, Vec::len) > quota[&m.id];
+    let mut quota: Vec<usize> = members.iter().map(|m| (share(m) / weight_sum) as usize).collect();
+    let mut left = total - quota.iter().sum::<usize>();
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    // Each key once (it hashes and copies an id); stable, as before.
+    order.sort_by_cached_key(|&i| {
+        let m = members[i];
+        let holds_more = held[i] > quota[i];
         let remainder = share(m) % weight_sum;
         std::cmp::Reverse((holds_more, remainder, rank(QUOTA_SALT, &m.id), m.id.clone()))
     });
-    for m in order {
+    for i in order {
         if left == 0 {
             break;
         }
-        if let Some(q) = quota.get_mut(&m.id) {
-            *q += 1;
-            left -= 1;
-        }
+        quota[i] += 1;
+        left -= 1;
     }
-    quota
+    members.iter().zip(quota).map(|(m, q)| (m.id.clone(), q)).collect()
 }
 
 #[cfg(test)]
@@ -359,7 +378,8 @@ mod tests {
                 held.entry(owner).or_default().push(*shard);
             }
         }
-        let quota = quotas(pool.len(), &takers, &held);
+        let held_count: Vec<usize> = takers.iter().map(|m| held.get(&m.id).map_or(0, Vec::len)).collect();
+        let quota = quotas(pool.len(), &takers, &held_count);
 
         let mut count: BTreeMap<&NodeId, usize> = BTreeMap::new();
         for member in &takers {

@@ -28,6 +28,7 @@
 //! not the target) the assignment is computed afresh.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::{assign, Assignment, Member};
 use crate::types::{NodeId, ShardId};
@@ -43,12 +44,35 @@ struct Computed {
     shards: Vec<ShardId>,
     members: Vec<Member>,
     owners: BTreeMap<ShardId, NodeId>,
-    assignment: Assignment,
+    assignment: SharedAssignment,
+}
+
+/// An [`Assignment`] shared, not copied, between the memo and whoever
+/// asked for it: a node plans its targets after every change it learns,
+/// and a copy of ten thousand targets cost more than finding them reused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SharedAssignment {
+    pub target: Arc<BTreeMap<ShardId, NodeId>>,
+    pub quota: Arc<BTreeMap<NodeId, usize>>,
+}
+
+impl From<Assignment> for SharedAssignment {
+    fn from(a: Assignment) -> Self {
+        Self {
+            target: Arc::new(a.target),
+            quota: Arc::new(a.quota),
+        }
+    }
 }
 
 impl AssignMemo {
     /// What [`assign`] returns for these inputs.
-    pub fn assign(&mut self, shards: &[ShardId], members: &[Member], owners: BTreeMap<ShardId, NodeId>) -> Assignment {
+    pub fn assign(
+        &mut self,
+        shards: &[ShardId],
+        members: &[Member],
+        owners: BTreeMap<ShardId, NodeId>,
+    ) -> SharedAssignment {
         if let Some(last) = &self.last {
             if last.shards == shards
                 && last.members == members
@@ -57,7 +81,7 @@ impl AssignMemo {
                 return last.assignment.clone();
             }
         }
-        let assignment = assign(shards, members, &owners);
+        let assignment = SharedAssignment::from(assign(shards, members, &owners));
         self.last = Some(Computed {
             shards: shards.to_vec(),
             members: members.to_vec(),
@@ -138,7 +162,7 @@ mod tests {
                 owned.iter().filter(|(sh, _)| *sh < s).map(|(sh, o)| (shard(*sh), m[o % n].id.clone())).collect();
             let mut memo = AssignMemo::default();
             let mut current = memo.assign(&shards, &m, owners.clone());
-            prop_assert_eq!(&current, &assign(&shards, &m, &owners));
+            prop_assert_eq!(&current, &assign(&shards, &m, &owners).into());
             for round in rounds {
                 for (sh, what) in round {
                     let sh = shard(sh % s.max(1));
@@ -159,7 +183,7 @@ mod tests {
                     }
                 }
                 current = memo.assign(&shards, &m, owners.clone());
-                prop_assert_eq!(&current, &assign(&shards, &m, &owners));
+                prop_assert_eq!(&current, &assign(&shards, &m, &owners).into());
             }
         }
     }
@@ -174,6 +198,8 @@ mod tests {
         let claimed = BTreeMap::from([(s, to)]);
         assert!(moved_to_targets(&BTreeMap::new(), &claimed, &first.target));
         assert!(!moved_to_targets(&claimed, &BTreeMap::new(), &first.target));
-        assert_eq!(memo.assign(&shards, &m, claimed), first);
+        let again = memo.assign(&shards, &m, claimed);
+        assert_eq!(again, first);
+        assert!(Arc::ptr_eq(&again.target, &first.target), "reused, not copied");
     }
 }

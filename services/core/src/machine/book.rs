@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::walk::MapWalk;
 use crate::time::Instant;
 use crate::types::{Epoch, Incarnation, NodeId, ShardId, ShardRecord};
 
@@ -257,6 +258,13 @@ impl ShardBook {
 
     pub(crate) fn owner(&self, shard: ShardId) -> Option<&NodeId> {
         self.record(shard)?.owner.as_ref()
+    }
+
+    /// [`Self::owner`] of shards asked in ascending order, walking the book
+    /// once (`super::walk`): planning asks it of every shard.
+    pub(crate) fn owner_walk<'a>(&'a self) -> impl FnMut(ShardId) -> Option<&'a NodeId> + 'a {
+        let mut walk = MapWalk::new(&self.entries);
+        move |shard| walk.get(shard)?.record.as_ref()?.owner.as_ref()
     }
 
     pub(crate) fn epoch(&self, shard: ShardId) -> Epoch {

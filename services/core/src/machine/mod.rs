@@ -32,6 +32,7 @@ mod plan;
 mod routes;
 #[cfg(test)]
 mod tests;
+mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -288,8 +289,10 @@ pub struct Machine {
     targets_from: (u64, u64, u64, u64),
     /// The membership and targets of the last plan.
     membership: Membership,
-    target: BTreeMap<ShardId, NodeId>,
-    quota: BTreeMap<NodeId, usize>,
+    /// Shared with the memo: a plan that reuses the assignment and changes
+    /// none of its targets copies nothing.
+    target: Arc<BTreeMap<ShardId, NodeId>>,
+    quota: Arc<BTreeMap<NodeId, usize>>,
     /// The assignment behind them, reused while owners only move to it.
     assign_memo: AssignMemo,
     work_lists: WorkLists,
@@ -373,8 +376,8 @@ impl Machine {
             versions: Versions::default(),
             targets_from: (u64::MAX, 0, 0, 0),
             membership: Membership::default(),
-            target: BTreeMap::new(),
-            quota: BTreeMap::new(),
+            target: Arc::default(),
+            quota: Arc::default(),
             assign_memo: AssignMemo::default(),
             work_lists: WorkLists::default(),
             orphans: 0,

@@ -217,10 +217,8 @@ impl Machine {
                 return owned;
             }
         }
-        let owned = self
-            .target
-            .iter()
-            .all(|(shard, node)| self.book.owner(*shard) == Some(node));
+        let mut owner_of = self.book.owner_walk();
+        let owned = self.target.iter().all(|(shard, node)| owner_of(*shard) == Some(node));
         self.pace.targets_owned = Some((key.0, key.1, owned));
         owned
     }

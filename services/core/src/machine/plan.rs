@@ -14,9 +14,11 @@
 //!    failover work), route writes, the end of a drain.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::routes::Pointing;
+use super::walk::SetWalk;
 use super::{Effect, Event, ExitReason, Machine, Mode, OwnershipOp, Step};
 use crate::assign::Role;
 use crate::liveness::NodeCheck;
@@ -338,44 +340,77 @@ impl Machine {
     /// shards have no member as owner (failover work).
     fn plan_targets(&mut self, now: Instant, out: &mut Step) -> usize {
         let me = self.me().clone();
-        let mut owners: BTreeMap<ShardId, NodeId> = BTreeMap::new();
+        // Owners that are members, of agreed shards (what the quotas share)
+        // and of disputed ones; the two sets are disjoint. Built in shard
+        // order, and the book walked beside them (`super::walk`): at ten
+        // thousand shards, a search per shard was most of a plan.
+        let mut agreed_owners: Vec<(ShardId, NodeId)> = Vec::new();
+        let mut disputed_owners: BTreeMap<ShardId, NodeId> = BTreeMap::new();
+        // Agreed shards that are not pinned, and how many of them have no
+        // member as owner and are not waiting (failover work).
+        let mut agreed: Vec<ShardId> = Vec::with_capacity(self.membership.agreed.len());
+        let mut orphans = 0;
         // Free shards that go back to the node their routes point at,
         // outside the quotas (rebalancing may move them later).
         let mut pinned: BTreeMap<ShardId, NodeId> = BTreeMap::new();
         let mut waiting = BTreeSet::new();
-        let served: Vec<ShardId> = self.membership.served().copied().collect();
-        for &shard in &served {
+        let agreed_set = Arc::clone(&self.membership.agreed);
+        let disputed_set = Arc::clone(&self.membership.disputed);
+        let served = agreed_set
+            .iter()
+            .map(|s| (*s, true))
+            .chain(disputed_set.iter().map(|s| (*s, false)));
+        let mut owner_of = self.book.owner_walk();
+        for (shard, is_agreed) in served {
             // A claim in flight counts as held: planned again before it
             // lands (another death found meanwhile), we would otherwise take
             // our quota once more on top of it.
             let claiming = matches!(self.ops.get(&shard), Some(OwnershipOp::Acquire { .. }));
-            if self.held.contains_key(&shard) || claiming {
-                owners.insert(shard, me.clone());
+            let owner = if self.held.contains_key(&shard) || claiming {
+                Some(me.clone())
+            } else {
+                match owner_of(shard) {
+                    Some(owner) => self.membership.role_of(owner).map(|_| owner.clone()),
+                    None if self.book.is_unreadable(shard) => {
+                        waiting.insert(shard);
+                        None
+                    }
+                    None => {
+                        match self.free_shard(shard, now) {
+                            FreeShard::BelongsTo(node) => {
+                                pinned.insert(shard, node);
+                            }
+                            FreeShard::Open => {}
+                            FreeShard::Wait(until) => {
+                                waiting.insert(shard);
+                                if let Some(until) = until {
+                                    self.replan_at = Some(self.replan_at.map_or(until, |r| r.min(until)));
+                                }
+                            }
+                        }
+                        None
+                    }
+                }
+            };
+            if !is_agreed {
+                if let Some(owner) = owner {
+                    disputed_owners.insert(shard, owner);
+                }
                 continue;
             }
-            match self.book.owner(shard) {
-                Some(owner) => {
-                    if self.membership.role_of(owner).is_some() {
-                        owners.insert(shard, owner.clone());
-                    }
-                }
-                None if self.book.is_unreadable(shard) => {
-                    waiting.insert(shard);
-                }
-                None => match self.free_shard(shard, now) {
-                    FreeShard::BelongsTo(node) => {
-                        pinned.insert(shard, node);
-                    }
-                    FreeShard::Open => {}
-                    FreeShard::Wait(until) => {
-                        waiting.insert(shard);
-                        if let Some(until) = until {
-                            self.replan_at = Some(self.replan_at.map_or(until, |r| r.min(until)));
-                        }
-                    }
-                },
+            if pinned.contains_key(&shard) {
+                continue;
+            }
+            agreed.push(shard);
+            match owner {
+                Some(owner) => agreed_owners.push((shard, owner)),
+                None if !waiting.contains(&shard) => orphans += 1,
+                None => {}
             }
         }
+        drop(owner_of);
+        // In shard order already: built in one pass, not key by key.
+        let agreed_owners: BTreeMap<ShardId, NodeId> = agreed_owners.into_iter().collect();
         let seen_at = self.routes.seen_at(self.route_tables());
         let waiting_for_routes = waiting.iter().any(|s| {
             self.book
@@ -391,31 +426,21 @@ impl Machine {
             let again = now + self.cfg().scan_interval;
             self.replan_at = Some(self.replan_at.map_or(again, |r| r.min(again)));
         }
-        let agreed: Vec<ShardId> = self
-            .membership
-            .agreed
-            .iter()
-            .filter(|s| !pinned.contains_key(s))
-            .copied()
-            .collect();
-        let agreed_owners: BTreeMap<ShardId, NodeId> = owners
-            .iter()
-            .filter(|(s, _)| self.membership.agreed.contains(s))
-            .map(|(s, o)| (*s, o.clone()))
-            .collect();
         let assignment = self
             .assign_memo
             .assign(&agreed, &self.membership.members, agreed_owners);
+        // Changed in place only where the plan differs from the assignment
+        // (disputes, pinned or waiting shards): else it stays shared.
         let mut target = assignment.target;
         for &shard in self.membership.disputed.iter() {
-            let owner = owners.get(&shard).or(pinned.get(&shard));
+            let owner = disputed_owners.get(&shard).or(pinned.get(&shard));
             if let Some(to) = self.membership.disputed_target(shard, owner) {
-                target.insert(shard, to);
+                Arc::make_mut(&mut target).insert(shard, to);
             }
         }
         for (shard, node) in &pinned {
             if self.membership.agreed.contains(shard) {
-                target.insert(*shard, node.clone());
+                Arc::make_mut(&mut target).insert(*shard, node.clone());
             }
         }
         // Shards we hold outside our layout (we served them before a
@@ -423,12 +448,16 @@ impl Machine {
         for record in self.book.records() {
             if record.owner.as_ref() == Some(&me) && !self.setup.layout.contains(record.id) {
                 if let Some(to) = self.membership.disputed_target(record.id, None) {
-                    target.entry(record.id).or_insert(to);
+                    if !target.contains_key(&record.id) {
+                        Arc::make_mut(&mut target).insert(record.id, to);
+                    }
                 }
             }
         }
         for shard in &waiting {
-            target.remove(shard);
+            if target.contains_key(shard) {
+                Arc::make_mut(&mut target).remove(shard);
+            }
         }
         self.free_shards_follow_routes =
             (!pinned.is_empty() || !waiting.is_empty()) && self.routes.any_down(self.route_tables());
@@ -436,11 +465,7 @@ impl Machine {
         self.pace.targets_replaced();
         self.quota = assignment.quota;
         self.plan_work_lists();
-        agreed
-            .iter()
-            .filter(|s| !owners.contains_key(s) && !waiting.contains(s))
-            .count()
-            + pinned.len()
+        orphans + pinned.len()
     }
 
     /// What the targets ask of us, derived once per new set of targets
@@ -454,17 +479,21 @@ impl Machine {
             .filter(|(s, owner)| **owner == me && self.setup.layout.contains(**s) && !self.held.contains_key(s))
             .map(|(s, _)| *s)
             .collect();
+        // Both walk what they ask of beside the shards, in shard order.
+        let mut owner_of = self.book.owner_walk();
         self.work_lists.give = self
             .target
             .iter()
-            .filter(|(s, to)| **to != me && (self.held.contains_key(s) || self.book.owner(**s) == Some(&me)))
+            .filter(|(s, to)| **to != me && (self.held.contains_key(s) || owner_of(**s) == Some(&me)))
             .map(|(s, to)| (*s, to.clone()))
             .collect();
+        let mut agreed = SetWalk::new(&self.membership.agreed);
+        let mut disputed = SetWalk::new(&self.membership.disputed);
         self.work_lists.retire = self
             .book
             .records()
             .map(|r| r.id)
-            .filter(|s| !self.membership.serves(*s))
+            .filter(|s| !(agreed.contains(*s) || disputed.contains(*s)))
             .collect();
     }
 
