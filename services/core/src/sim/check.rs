@@ -31,7 +31,12 @@
 //!   again, the last of them has a live owner at most
 //!   [`Checker::takeover_spread`] after the first. The survivors learn of
 //!   the death within a read of each other and decide on the same map: a
-//!   shard left for one survivor's next periodic re-read is a split view.
+//!   shard left for one survivor's next periodic re-read is a split view;
+//! - (h) **a put never restarts a counter**: a registration (an item
+//!   written anew after a loss included) puts a counter above every value
+//!   its incarnation's item showed before the put was sent, or a takeover
+//!   conditioned on a counter seen standing still could pass against a
+//!   live node.
 //!
 //! It also measures: moves per event against the minimum, and the time from
 //! each crash until the dead node's shards are owned and routed again.
@@ -170,6 +175,8 @@ pub struct Checker {
     shards_version_seen: u64,
     /// How many landed route writes have been checked.
     landed_checked: usize,
+    /// How many counters that came back have been reported.
+    counters_back_checked: usize,
     /// The newest epoch each node's writes for each shard landed with.
     landed_epochs: BTreeMap<ShardId, BTreeMap<usize, Epoch>>,
     /// How many drained exits have been checked.
@@ -234,6 +241,7 @@ impl Checker {
             converged_checked: false,
             shards_version_seen: u64::MAX,
             landed_checked: 0,
+            counters_back_checked: 0,
             landed_epochs: BTreeMap::new(),
             drained_checked: 0,
             peers: config.peers.is_some(),
@@ -269,6 +277,10 @@ impl Checker {
         self.check_one_writer(world);
         self.check_drained(world);
         self.check_landed_writes(world);
+        for text in world.counters_back.iter().skip(self.counters_back_checked) {
+            self.violation(format!("(h) {text}"));
+        }
+        self.counters_back_checked = world.counters_back.len();
         if world.changed && world.table.shards_version() != self.shards_version_seen {
             self.shards_version_seen = world.table.shards_version();
             self.track_moves(world);

@@ -463,6 +463,10 @@ pub(crate) struct World {
     peers: peers::PeerNet,
     /// When each incarnation was first evicted.
     pub(crate) evictions: BTreeMap<(NodeId, Incarnation), Instant>,
+    /// Each incarnation's item's counter as it rose: when, and to what.
+    counters: BTreeMap<(NodeId, Incarnation), Vec<(Instant, u64)>>,
+    /// Beats that showed a counter the item had shown before: (h).
+    pub(crate) counters_back: Vec<String>,
     exits: BTreeMap<&'static str, usize>,
     /// Nodes that exited drained, and when: their ENI must not be a route
     /// target any more.
@@ -638,6 +642,8 @@ impl World {
             store_throughput: throughput::Throughput::new(config, Instant::ZERO + config.bucket_from),
             peers: peers::PeerNet::new(config.peers),
             evictions: BTreeMap::new(),
+            counters: BTreeMap::new(),
+            counters_back: Vec::new(),
             exits: BTreeMap::new(),
             drained: Vec::new(),
             stepped: BTreeSet::new(),
