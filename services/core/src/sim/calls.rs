@@ -220,14 +220,17 @@ impl World {
                 };
                 if let Ok(HeartbeatOutcome::Beat(hb)) = result {
                     let shown = self.counters.entry((req.info.id.clone(), req.inc)).or_default();
-                    // A put sent before renewals landed may land after them:
-                    // only what the item showed before the put was sent counts.
-                    let before_sent = shown.iter().rev().find(|(t, _)| *t <= sent_at).map_or(0, |(_, c)| *c);
-                    if req.kind != BeatKind::Renew && req.register_hb <= before_sent {
-                        self.counters_back.push(format!(
-                            "{} {} put counter {} (sent {sent_at}), its item had shown {before_sent} before",
-                            self.now, req.info.id, req.register_hb
-                        ));
+                    if req.kind != BeatKind::Renew {
+                        // A put sent before renewals landed may land after
+                        // them: only what the item showed before it was sent
+                        // counts.
+                        let before_sent = shown.iter().rev().find(|(t, _)| *t <= sent_at).map_or(0, |(_, c)| *c);
+                        if req.register_hb <= before_sent {
+                            self.counters_back.push(format!(
+                                "{} {} put counter {} (sent {sent_at}), its item had shown {before_sent} before",
+                                self.now, req.info.id, req.register_hb
+                            ));
+                        }
                     }
                     if shown.last().is_none_or(|(_, c)| hb > *c) {
                         shown.push((self.now, hb));
