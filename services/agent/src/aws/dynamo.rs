@@ -4,7 +4,7 @@
 //! Every write is one conditional `UpdateItem` or `PutItem`, except the
 //! takeover of a gone node's shard, which is a `TransactWriteItems` of a
 //! `ConditionCheck` on the node's item (still as observed, or still
-//! missing) and the shard update. A failed
+//! missing) and the shard update (`dynamo_takeover`). A failed
 //! condition is an outcome (`LostRace`, `NotMine`, …), exactly as in the
 //! core's in-memory fake; the contract suite in `vipfleet_core::contract`
 //! holds both to the same behaviour.
@@ -40,16 +40,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    AttributeValue, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
 };
-use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use vipfleet_core::liveness::NodeCheck;
 use vipfleet_core::store::{
     AcquireOutcome, AcquireRequest, BeatKind, EvictOutcome, EvictRequest, Expect, HandoffOutcome, HandoffRequest,
     HeartbeatOutcome, HeartbeatRequest, LeaseStore, MarkDeadOutcome, MarkDeadRequest, RetireOutcome, RetireRequest,
@@ -74,11 +71,6 @@ pub use super::dynamo_table::{init_table, Billing, InitTableError, TableInit};
 /// enough for the dashboard and post-mortems to still show it.
 const DEAD_NODE_RETENTION_SECS: u64 = 24 * 60 * 60;
 
-/// The order of the items in the takeover transaction; cancellation reasons
-/// come back in the same order.
-const TAKEOVER_NODE_ITEM: usize = 0;
-const TAKEOVER_SHARD_ITEM: usize = 1;
-
 /// The answer of a table that does not exist.
 const TABLE_MISSING_CODE: &str = "ResourceNotFoundException";
 /// The answer to an update whose expression meets an attribute of the wrong
@@ -88,16 +80,16 @@ const VALIDATION_CODE: &str = "ValidationException";
 /// The lease table. Cheap to clone (the SDK client is an `Arc` inside).
 #[derive(Clone, Debug)]
 pub struct DynamoLeaseStore {
-    client: Client,
-    table: String,
+    pub(super) client: Client,
+    pub(super) table: String,
     /// Node reads are eventually consistent by default: half the cost, and a
     /// stale heartbeat only delays an observer; every takeover is fenced by
     /// a condition on the heartbeat it observed.
     consistent_node_reads: bool,
     /// Wall clock in unix seconds, only for the display and TTL attributes.
-    wall_clock: fn() -> u64,
+    pub(super) wall_clock: fn() -> u64,
     /// Where consumed request units are counted.
-    units: Sink,
+    pub(super) units: Sink,
 }
 
 fn system_unix_secs() -> u64 {
@@ -137,7 +129,7 @@ impl DynamoLeaseStore {
         &self.table
     }
 
-    fn error<E>(&self, op: StoreOp, context: &str, err: &SdkError<E, HttpResponse>) -> StoreError
+    pub(super) fn error<E>(&self, op: StoreOp, context: &str, err: &SdkError<E, HttpResponse>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
@@ -351,7 +343,9 @@ impl DynamoLeaseStore {
         })
     }
 
-    fn values(pairs: impl IntoIterator<Item = (&'static str, AttributeValue)>) -> HashMap<String, AttributeValue> {
+    pub(super) fn values(
+        pairs: impl IntoIterator<Item = (&'static str, AttributeValue)>,
+    ) -> HashMap<String, AttributeValue> {
         pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 
@@ -362,100 +356,6 @@ impl DynamoLeaseStore {
         let record = shard_record(item.as_ref()?).ok()?;
         let ours = record.owner.as_ref() == Some(&req.me) && record.owner_inc == Some(req.inc);
         (ours && record.epoch == epoch).then_some(record.epoch)
-    }
-
-    /// A takeover from a gone owner: a `ConditionCheck` on its node item
-    /// (still as we saw it, or still missing) beside the conditional update
-    /// of the shard.
-    async fn take_over(
-        &self,
-        req: &AcquireRequest,
-        prev: &NodeId,
-        epoch: Epoch,
-        check: NodeCheck,
-    ) -> StoreResult<AcquireOutcome> {
-        let op = StoreOp::Acquire;
-        let build_error = |e: aws_smithy_types::error::operation::BuildError| {
-            StoreError::new(
-                op,
-                StoreErrorKind::Other,
-                format!("building the takeover transaction: {e}"),
-            )
-        };
-        let node_check = ConditionCheck::builder()
-            .table_name(&self.table)
-            .key(attr::PK, node_key(prev));
-        let node_check = match check {
-            NodeCheck::Unchanged { hb, inc } => node_check
-                .condition_expression(expr::GONE_UNCHANGED_CONDITION)
-                .set_expression_attribute_names(Some(names(&[expr::GONE_UNCHANGED_CONDITION])))
-                .expression_attribute_values(":hb", n(hb))
-                .expression_attribute_values(":prev_inc", inc_value(inc)),
-            NodeCheck::Missing => node_check
-                .condition_expression(expr::GONE_MISSING_CONDITION)
-                .set_expression_attribute_names(Some(names(&[expr::GONE_MISSING_CONDITION]))),
-        }
-        .build()
-        .map_err(build_error)?;
-        let update = Update::builder()
-            .table_name(&self.table)
-            .key(attr::PK, shard_key(req.shard))
-            .update_expression(expr::TAKEOVER_UPDATE)
-            .condition_expression(expr::TAKEOVER_CONDITION)
-            .set_expression_attribute_names(Some(names(&[expr::TAKEOVER_UPDATE, expr::TAKEOVER_CONDITION])))
-            .set_expression_attribute_values(Some(Self::values([
-                (":me", s(req.me.as_str())),
-                (":inc", inc_value(req.inc)),
-                (":one", n(1)),
-                (":zero", n(0)),
-                (":now", n((self.wall_clock)())),
-                (":prev", s(prev.as_str())),
-                (":epoch", n(epoch)),
-            ])))
-            .build()
-            .map_err(build_error)?;
-        // In the order of TAKEOVER_NODE_ITEM, TAKEOVER_SHARD_ITEM.
-        let items = vec![
-            TransactWriteItem::builder().condition_check(node_check).build(),
-            TransactWriteItem::builder().update(update).build(),
-        ];
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        // Both items are lease-table items under 1 KB: twice a unit each.
-        let estimate = || {
-            let mut units = write_estimate(0, true);
-            units.write *= 2.0;
-            units
-        };
-        let err = match result {
-            Ok(out) => {
-                self.units
-                    .count(op, Units::reported(out.consumed_capacity(), false), estimate);
-                return Ok(AcquireOutcome::Acquired { epoch: epoch + 1 });
-            }
-            Err(err) => err,
-        };
-        let context = format!("take over shard#{} from {prev} ({check:?}, epoch {epoch})", req.shard);
-        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = err.as_service_error() {
-            let codes: Vec<&str> = cancelled
-                .cancellation_reasons()
-                .iter()
-                .map(|r| r.code().unwrap_or("None"))
-                .collect();
-            if let Some(outcome) = takeover_verdict(&codes) {
-                // A cancelled transaction is billed as if it had run.
-                if outcome.is_ok() {
-                    self.units.count(op, None, estimate);
-                }
-                return outcome.map_err(|kind| StoreError::new(op, kind, error_detail(&context, &err)));
-            }
-        }
-        Err(self.error(op, &context, &err))
     }
 }
 
@@ -475,27 +375,6 @@ fn is_strong(consistency: Consistency) -> bool {
 /// The size of the key attribute `pk` holding `key`.
 fn key_bytes(key: &AttributeValue) -> u64 {
     attr::PK.len() as u64 + value_bytes(key)
-}
-
-/// The outcome of a cancelled takeover from its per-item reasons, `None`
-/// when the reasons say nothing we understand. The shard's reason wins, as
-/// in the fake: a shard that moved is a lost race whatever the node did. A
-/// `TransactionConflict` is another writer on that item at that moment: on
-/// the shard a racing claim, on the node its own heartbeat.
-fn takeover_verdict(codes: &[&str]) -> Option<Result<AcquireOutcome, StoreErrorKind>> {
-    let code = |i: usize| codes.get(i).copied().unwrap_or("None");
-    let (node, shard) = (code(TAKEOVER_NODE_ITEM), code(TAKEOVER_SHARD_ITEM));
-    let failed = |c: &str| c == "ConditionalCheckFailed" || c == "TransactionConflict";
-    let throttled = |c: &str| c == "ThrottlingError" || c == "ProvisionedThroughputExceeded";
-    if throttled(node) || throttled(shard) {
-        Some(Err(StoreErrorKind::Throttled))
-    } else if failed(shard) {
-        Some(Ok(AcquireOutcome::LostRace))
-    } else if failed(node) {
-        Some(Ok(AcquireOutcome::OwnerAlive))
-    } else {
-        None
-    }
 }
 
 impl LeaseStore for DynamoLeaseStore {
@@ -792,37 +671,5 @@ impl LeaseStore for DynamoLeaseStore {
             }
             Err(err) => Err(self.error(op, &format!("delete shard#{}", req.shard), &err)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cancelled_takeover_reasons_map_shard_first() {
-        let verdict = |codes: &[&str]| takeover_verdict(codes);
-        assert_eq!(
-            verdict(&["ConditionalCheckFailed", "None"]),
-            Some(Ok(AcquireOutcome::OwnerAlive))
-        );
-        assert_eq!(
-            verdict(&["None", "ConditionalCheckFailed"]),
-            Some(Ok(AcquireOutcome::LostRace))
-        );
-        assert_eq!(
-            verdict(&["ConditionalCheckFailed", "ConditionalCheckFailed"]),
-            Some(Ok(AcquireOutcome::LostRace))
-        );
-        assert_eq!(
-            verdict(&["TransactionConflict", "None"]),
-            Some(Ok(AcquireOutcome::OwnerAlive))
-        );
-        assert_eq!(
-            verdict(&["None", "ThrottlingError"]),
-            Some(Err(StoreErrorKind::Throttled))
-        );
-        assert_eq!(verdict(&["None", "ValidationError"]), None);
-        assert_eq!(verdict(&[]), None);
     }
 }

@@ -5,8 +5,9 @@
 //!
 //! - [`dynamo`] — [`dynamo::DynamoLeaseStore`] (the lease table of
 //!   docs/design.md) and [`dynamo::init_table`] (`vipfleet-agent init-table`);
-//!   the item format is in `dynamo_items`, table creation in `dynamo_table`,
-//!   the request units it consumed in `dynamo_units`.
+//!   the item format is in `dynamo_items`, the takeover transaction in
+//!   `dynamo_takeover`, table creation in `dynamo_table`, the request units
+//!   it consumed in `dynamo_units`.
 //! - [`ec2`] — [`ec2::Ec2RouteTable`] (VIP routes, one change per call, each
 //!   attempt gated) and the start-up calls (source/destination check, VPC
 //!   CIDRs, route tables exist). Pacing and retries of route changes are
@@ -25,6 +26,7 @@
 pub mod dynamo;
 mod dynamo_items;
 mod dynamo_table;
+mod dynamo_takeover;
 mod dynamo_units;
 pub mod ec2;
 
