@@ -413,7 +413,7 @@ fn schemathesis_run(schemathesis: &Path, work: &Workdir, addr: SocketAddr, name:
         // /readyz answers 503 while the node's lease has lapsed (a slow
         // moto on a busy machine): an answer the spec documents, which the
         // server-error check would count as a crash. Its answers are
-        // tested in services/agent/tests/dashboard.rs.
+        // tested in services/agent/tests/dashboard/.
         .args(["--exclude-operation-id", "readyz"])
         .arg("--report=junit")
         .arg(format!(

@@ -4,7 +4,7 @@
 //! its lease; one that stops in order says so and is not evicted. The
 //! fleet JSON lists the peers, as `openapi.yaml` says, and so does the page.
 
-// Shared with dashboard.rs, which uses all of it; only validation here.
+// Shared with the dashboard tests, which use all of it; only validation here.
 #[allow(dead_code)]
 #[path = "support/openapi.rs"]
 mod openapi;
