@@ -427,6 +427,8 @@ impl OwnLease {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::layout::LayoutId;
     use crate::types::{EniId, NodeConfig, NodeInfo, NodeState};
@@ -435,23 +437,25 @@ mod tests {
 
     fn record_with_ttl(id: &str, hb: Heartbeat, ttl: Option<Duration>) -> NodeRecord {
         NodeRecord {
-            info: NodeInfo {
+            info: Arc::new(NodeInfo {
                 id: NodeId::new(id),
                 eni: EniId(format!("eni-{id}")),
                 az: "a".into(),
                 addr: String::new(),
                 weight: 1,
                 version: String::new(),
-            },
+            }),
             hb,
             inc: Incarnation(1),
             state: NodeState::Active,
-            config: ttl.map(|lease_ttl| NodeConfig {
-                layout: LayoutId("l".into()),
-                route_tables: vec![],
-                lease_ttl,
-                heartbeat_interval: lease_ttl / 3,
-                peer_port: None,
+            config: ttl.map(|lease_ttl| {
+                Arc::new(NodeConfig {
+                    layout: LayoutId("l".into()),
+                    route_tables: vec![],
+                    lease_ttl,
+                    heartbeat_interval: lease_ttl / 3,
+                    peer_port: None,
+                })
             }),
             epoch_floor: 0,
             evicted_by: None,

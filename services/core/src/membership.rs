@@ -244,23 +244,25 @@ mod tests {
 
     fn record(id: &str, state: NodeState, layout: Option<&ShardLayout>, tables: &[&str]) -> NodeRecord {
         NodeRecord {
-            info: NodeInfo {
+            info: Arc::new(NodeInfo {
                 id: NodeId::new(id),
                 eni: EniId(format!("eni-{id}")),
                 az: "a".into(),
                 addr: String::new(),
                 weight: 1,
                 version: String::new(),
-            },
+            }),
             hb: 1,
             inc: Incarnation(1),
             state,
-            config: layout.map(|l| NodeConfig {
-                layout: l.id(),
-                route_tables: tables.iter().map(|t| RouteTableId(t.to_string())).collect(),
-                lease_ttl: TTL,
-                heartbeat_interval: TTL / 3,
-                peer_port: None,
+            config: layout.map(|l| {
+                Arc::new(NodeConfig {
+                    layout: l.id(),
+                    route_tables: tables.iter().map(|t| RouteTableId(t.to_string())).collect(),
+                    lease_ttl: TTL,
+                    heartbeat_interval: TTL / 3,
+                    peer_port: None,
+                })
             }),
             epoch_floor: 0,
             evicted_by: None,
