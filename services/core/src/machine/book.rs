@@ -313,6 +313,13 @@ impl ShardBook {
         move |shard| walk.get(shard)?.record.as_ref()?.owner.as_ref()
     }
 
+    /// [`Self::free_since`] of shards asked in ascending order, walking the
+    /// book once.
+    pub(crate) fn free_since_walk(&self) -> impl FnMut(ShardId) -> Option<Instant> + '_ {
+        let mut walk = MapWalk::new(&self.entries);
+        move |shard| walk.get(shard)?.free_since
+    }
+
     pub(crate) fn epoch(&self, shard: ShardId) -> Epoch {
         self.record(shard).map_or(0, |r| r.epoch)
     }
