@@ -333,21 +333,23 @@ impl Observer {
     /// The condition a takeover of a gone node's shard must carry; `None`
     /// while the node is not gone.
     pub fn gone_check(&self, node: &NodeId, my_ttl: Duration) -> Option<NodeCheck> {
+        // Looked up once: this is asked of every node on every plan.
+        let seen = self.seen.get(node);
         if let Some(e) = self.evicted.get(node) {
             // An evicted item gone missing is judged as any missing item:
             // we may have missed a new incarnation registering in between,
             // whose lease only a TTL of absence ends.
-            if !e.item_missing && self.seen.get(node).is_none_or(|s| s.inc == e.inc) {
+            if !e.item_missing && seen.is_none_or(|s| s.inc == e.inc) {
                 return Some(NodeCheck::Unchanged { hb: e.hb, inc: e.inc });
             }
         }
         let read_at = self.last_read_at?;
-        let ttl = self.ttl_for(node, my_ttl);
+        let ttl = seen.map_or(my_ttl, |s| s.ttl.max(my_ttl));
         if let Some(since) = self.missing_since.get(node) {
             let counting = !self.claimed_at.contains_key(node);
             return (counting && read_at.saturating_since(*since) >= ttl).then_some(NodeCheck::Missing);
         }
-        let s = self.seen.get(node)?;
+        let s = seen?;
         (read_at.saturating_since(s.changed_at) >= ttl).then_some(NodeCheck::Unchanged { hb: s.hb, inc: s.inc })
     }
 
