@@ -484,8 +484,8 @@ async fn hand_edits_of_the_table_on_moto() {
     assert_eq!(nodes.records.len(), 1, "{nodes:?}");
     assert_eq!(nodes.records[0].info.id, info.id);
     assert_eq!(
-        nodes.records[0].config,
-        Some(config()),
+        nodes.records[0].config.as_deref(),
+        Some(&config()),
         "the item announces the configuration"
     );
     let mut skipped: Vec<(&str, Option<&str>)> = nodes

@@ -38,6 +38,7 @@
 //! first), an announced change 1 write, and a cold fleet turns hot for a
 //! lease after each change. At rest there are none.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::LeaseConfig;
@@ -93,18 +94,18 @@ impl ItemSizes {
     pub fn on_aws(fleet: &Fleet) -> Self {
         let id = NodeId::new("i-0123456789abcdef0");
         let node = NodeRecord {
-            info: NodeInfo {
+            info: Arc::new(NodeInfo {
                 id: id.clone(),
                 eni: EniId("eni-0123456789abcdef0".into()),
                 az: "us-east-1a".into(),
                 addr: "10.0.128.123".into(),
                 weight: 1,
                 version: "0.1.0".into(),
-            },
+            }),
             hb: 123_456,
             inc: Incarnation(u64::MAX),
             state: NodeState::Active,
-            config: Some(NodeConfig {
+            config: Some(Arc::new(NodeConfig {
                 layout: crate::layout::LayoutId("0123456789abcdef".into()),
                 route_tables: (0..fleet.route_tables)
                     .map(|_| RouteTableId("rtb-0123456789abcdef0".into()))
@@ -112,7 +113,7 @@ impl ItemSizes {
                 lease_ttl: LeaseConfig::DEFAULT.lease_ttl,
                 heartbeat_interval: LeaseConfig::DEFAULT.heartbeat_interval,
                 peer_port: None,
-            }),
+            })),
             epoch_floor: 1234,
             evicted_by: None,
         };

@@ -100,6 +100,12 @@ impl ShardLayout {
         self.id.clone()
     }
 
+    /// Whether `other` has the same fingerprint, compared in place: the
+    /// membership asks it of every member's layout.
+    pub fn same_as(&self, other: &ShardLayout) -> bool {
+        self.id == other.id
+    }
+
     pub fn contains(&self, shard: ShardId) -> bool {
         self.shards.contains(&shard)
     }

@@ -142,10 +142,23 @@ impl Observer {
         };
         self.last_read_sent_at = Some(sent_at);
         self.last_read_at = Some(now);
-        let mut next = BTreeMap::new();
+        // Every node reads every node item: the sightings are listed and
+        // made a map at once, and what we saw before is walked beside the
+        // read while it comes in id order (as the fake store returns it),
+        // not searched per node.
+        let mut sightings = Vec::with_capacity(nodes.len());
+        let mut seen_walk = self.seen.iter().peekable();
+        let mut walked_to: Option<&NodeId> = None;
         for node in nodes {
-            let reappeared = self.missing_since.contains_key(&node.info.id);
-            let before = self.seen.get(&node.info.id);
+            let id = &node.info.id;
+            let reappeared = self.missing_since.contains_key(id);
+            let before = if walked_to.is_none_or(|to| id > to) {
+                walked_to = Some(id);
+                while seen_walk.next_if(|(known, _)| *known < id).is_some() {}
+                seen_walk.peek().filter(|(known, _)| *known == id).map(|(_, s)| *s)
+            } else {
+                self.seen.get(id)
+            };
             let unchanged = before.is_some_and(|s| s.hb == node.hb && s.inc == node.inc);
             let changed_at = match before {
                 Some(s) if unchanged && !blind && !reappeared => s.changed_at,
@@ -160,8 +173,8 @@ impl Observer {
                 .config
                 .as_ref()
                 .map_or(Duration::ZERO, |c| c.lease_ttl.min(MAX_LEASE_TTL));
-            next.insert(
-                node.info.id.clone(),
+            sightings.push((
+                id.clone(),
                 Sighting {
                     hb: node.hb,
                     inc: node.inc,
@@ -169,8 +182,9 @@ impl Observer {
                     ttl,
                     heard_after,
                 },
-            );
+            ));
         }
+        let mut next: BTreeMap<NodeId, Sighting> = sightings.into_iter().collect();
         let referenced: BTreeSet<&NodeId> = referenced.into_iter().collect();
         let mut missing = BTreeMap::new();
         // Nodes we knew, or that own shards, that this read did not show
@@ -255,6 +269,9 @@ impl Observer {
     /// heartbeat), so the node is alive and the eviction over; no item at
     /// all hands the judgement to the missing clock.
     fn revisit_evictions(&mut self, nodes: &[NodeRecord], present: &BTreeSet<NodeId>, sent_at: Instant, now: Instant) {
+        if self.evicted.is_empty() {
+            return; // the usual case: no read to index
+        }
         let read: BTreeMap<&NodeId, &NodeRecord> = nodes.iter().map(|n| (&n.info.id, n)).collect();
         let seen = &mut self.seen;
         self.evicted.retain(|id, e| {
@@ -316,21 +333,23 @@ impl Observer {
     /// The condition a takeover of a gone node's shard must carry; `None`
     /// while the node is not gone.
     pub fn gone_check(&self, node: &NodeId, my_ttl: Duration) -> Option<NodeCheck> {
+        // Looked up once: this is asked of every node on every plan.
+        let seen = self.seen.get(node);
         if let Some(e) = self.evicted.get(node) {
             // An evicted item gone missing is judged as any missing item:
             // we may have missed a new incarnation registering in between,
             // whose lease only a TTL of absence ends.
-            if !e.item_missing && self.seen.get(node).is_none_or(|s| s.inc == e.inc) {
+            if !e.item_missing && seen.is_none_or(|s| s.inc == e.inc) {
                 return Some(NodeCheck::Unchanged { hb: e.hb, inc: e.inc });
             }
         }
         let read_at = self.last_read_at?;
-        let ttl = self.ttl_for(node, my_ttl);
+        let ttl = seen.map_or(my_ttl, |s| s.ttl.max(my_ttl));
         if let Some(since) = self.missing_since.get(node) {
             let counting = !self.claimed_at.contains_key(node);
             return (counting && read_at.saturating_since(*since) >= ttl).then_some(NodeCheck::Missing);
         }
-        let s = self.seen.get(node)?;
+        let s = seen?;
         (read_at.saturating_since(s.changed_at) >= ttl).then_some(NodeCheck::Unchanged { hb: s.hb, inc: s.inc })
     }
 
@@ -427,6 +446,8 @@ impl OwnLease {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::layout::LayoutId;
     use crate::types::{EniId, NodeConfig, NodeInfo, NodeState};
@@ -435,23 +456,25 @@ mod tests {
 
     fn record_with_ttl(id: &str, hb: Heartbeat, ttl: Option<Duration>) -> NodeRecord {
         NodeRecord {
-            info: NodeInfo {
+            info: Arc::new(NodeInfo {
                 id: NodeId::new(id),
                 eni: EniId(format!("eni-{id}")),
                 az: "a".into(),
                 addr: String::new(),
                 weight: 1,
                 version: String::new(),
-            },
+            }),
             hb,
             inc: Incarnation(1),
             state: NodeState::Active,
-            config: ttl.map(|lease_ttl| NodeConfig {
-                layout: LayoutId("l".into()),
-                route_tables: vec![],
-                lease_ttl,
-                heartbeat_interval: lease_ttl / 3,
-                peer_port: None,
+            config: ttl.map(|lease_ttl| {
+                Arc::new(NodeConfig {
+                    layout: LayoutId("l".into()),
+                    route_tables: vec![],
+                    lease_ttl,
+                    heartbeat_interval: lease_ttl / 3,
+                    peer_port: None,
+                })
             }),
             epoch_floor: 0,
             evicted_by: None,

@@ -168,7 +168,12 @@ pub fn membership(me: Me<'_>, peers: Peers<'_>) -> Membership {
         }
         match &record.config {
             Some(config) => {
-                tables.extend(config.route_tables.iter().cloned());
+                // Copied only when new: every member names the same few.
+                for table in &config.route_tables {
+                    if !tables.contains(table) {
+                        tables.insert(table.clone());
+                    }
+                }
                 match peers.layouts.get(&config.layout) {
                     Some(layout) => {
                         layouts.push(layout);
@@ -212,8 +217,7 @@ pub fn membership(me: Me<'_>, peers: Peers<'_>) -> Membership {
     out.members.sort_by(|a, b| a.id.cmp(&b.id));
 
     // The common case, every member on one layout, costs nothing per shard.
-    let ids: BTreeSet<LayoutId> = layouts.iter().map(|l| l.id()).collect();
-    if ids.len() == 1 {
+    if layouts.iter().all(|l| l.same_as(me.layout.as_ref())) {
         out.agreed = me.layout.shards().clone();
     } else {
         let mut agreed: BTreeSet<ShardId> = me.layout.shards().as_ref().clone();
@@ -244,23 +248,25 @@ mod tests {
 
     fn record(id: &str, state: NodeState, layout: Option<&ShardLayout>, tables: &[&str]) -> NodeRecord {
         NodeRecord {
-            info: NodeInfo {
+            info: Arc::new(NodeInfo {
                 id: NodeId::new(id),
                 eni: EniId(format!("eni-{id}")),
                 az: "a".into(),
                 addr: String::new(),
                 weight: 1,
                 version: String::new(),
-            },
+            }),
             hb: 1,
             inc: Incarnation(1),
             state,
-            config: layout.map(|l| NodeConfig {
-                layout: l.id(),
-                route_tables: tables.iter().map(|t| RouteTableId(t.to_string())).collect(),
-                lease_ttl: TTL,
-                heartbeat_interval: TTL / 3,
-                peer_port: None,
+            config: layout.map(|l| {
+                Arc::new(NodeConfig {
+                    layout: l.id(),
+                    route_tables: tables.iter().map(|t| RouteTableId(t.to_string())).collect(),
+                    lease_ttl: TTL,
+                    heartbeat_interval: TTL / 3,
+                    peer_port: None,
+                })
             }),
             epoch_floor: 0,
             evicted_by: None,

@@ -276,15 +276,21 @@ pub struct NodeConfig {
 }
 
 /// A node item as the store returns it.
+///
+/// Its static parts are shared, not copied: every node reads every node
+/// item every scan while the fleet is unsettled, and a copy of their texts
+/// per read was most of what a read cost at a thousand nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
-    pub info: NodeInfo,
+    #[serde(with = "shared")]
+    pub info: Arc<NodeInfo>,
     pub hb: Heartbeat,
     pub inc: Incarnation,
     pub state: NodeState,
     /// `None` when the item does not announce a configuration (an agent of
     /// an older version, or an item edited by hand).
-    pub config: Option<NodeConfig>,
+    #[serde(default, with = "shared_option")]
+    pub config: Option<Arc<NodeConfig>>,
     /// The highest shard epoch the node has seen: a claim of a shard whose
     /// item vanished starts above every floor it reads, so no node sees an
     /// epoch go back (0 when not announced).
@@ -294,6 +300,37 @@ pub struct NodeRecord {
     /// again, so its lease runs out at most a lease after the eviction,
     /// and its shards may be taken over at once.
     pub evicted_by: Option<NodeId>,
+}
+
+/// Serde for a shared value: written and read as the value itself (serde's
+/// own `Arc` support needs its `rc` feature, for every crate that uses it).
+mod shared {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(value: &Arc<T>, s: S) -> Result<S::Ok, S::Error> {
+        T::serialize(value, s)
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Arc<T>, D::Error> {
+        T::deserialize(d).map(Arc::new)
+    }
+}
+
+/// [`shared`] for an optional value.
+mod shared_option {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(value: &Option<Arc<T>>, s: S) -> Result<S::Ok, S::Error> {
+        value.as_deref().serialize(s)
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(|v| v.map(Arc::new))
+    }
 }
 
 /// A shard item as the store returns it.

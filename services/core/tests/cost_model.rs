@@ -9,6 +9,7 @@
 //! deterministic, so the shorter run is a prefix of the longer, and start-up
 //! (claims, route writes, their confirmations) cancels out.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use vipfleet_core::cost::{self, Fleet, ItemSizes};
@@ -61,24 +62,24 @@ fn rate_between(short: &sim::Report, long: &sim::Report) -> (f64, f64) {
 fn sim_sizes(lease: &LeaseConfig) -> ItemSizes {
     let id = NodeId::new("n03");
     let node = NodeRecord {
-        info: NodeInfo {
+        info: Arc::new(NodeInfo {
             id: id.clone(),
             eni: EniId("eni-n03".into()),
             az: "az-0".into(),
             addr: String::new(),
             weight: 1,
             version: "sim".into(),
-        },
+        }),
         hb: 123,
         inc: Incarnation(u64::MAX),
         state: NodeState::Active,
-        config: Some(NodeConfig {
+        config: Some(Arc::new(NodeConfig {
             layout: LayoutId("0123456789abcdef".into()),
             route_tables: (0..ROUTE_TABLES).map(|i| RouteTableId(format!("rtb-{i}"))).collect(),
             lease_ttl: lease.lease_ttl,
             heartbeat_interval: lease.heartbeat_interval,
             peer_port: None,
-        }),
+        })),
         epoch_floor: 1,
         evicted_by: None,
     };

@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -393,18 +394,18 @@ pub(crate) fn node_record(item: &Item) -> Result<NodeRecord, String> {
         return Err("attribute eni is empty".into());
     }
     Ok(NodeRecord {
-        info: NodeInfo {
+        info: Arc::new(NodeInfo {
             id: NodeId::new(id),
             eni: EniId(eni.to_string()),
             az: s_or(item, attr::AZ, "").to_string(),
             addr: s_or(item, attr::ADDR, "").to_string(),
             weight: n_or(item, attr::WEIGHT, 1)?,
             version: s_or(item, attr::VERSION, "").to_string(),
-        },
+        }),
         hb: get_n(item, attr::HB)?,
         inc: parse_inc(get_s(item, attr::INC)?)?,
         state: NodeState::parse_lenient(s_or(item, attr::STATE, "")),
-        config: node_config(item),
+        config: node_config(item).map(Arc::new),
         epoch_floor: n_or(item, attr::EPOCH_FLOOR, 0).unwrap_or(0),
         evicted_by: get_s(item, attr::EVICTED_BY).ok().map(NodeId::new),
     })
@@ -550,12 +551,12 @@ mod tests {
         let (info, config) = (info(), config());
         let item = node_item(&beat(&info, &config, 0xab, NodeState::Starting, 1700));
         let record = node_record(&item).unwrap();
-        assert_eq!(record.info, info);
+        assert_eq!(*record.info, info);
         assert_eq!(
             (record.hb, record.inc, record.state),
             (1, Incarnation(0xab), NodeState::Starting)
         );
-        assert_eq!(record.config, Some(config));
+        assert_eq!(record.config.as_deref(), Some(&config));
         assert_eq!(record.epoch_floor, 9);
         assert_eq!(
             item.get(attr::UPDATED_AT),

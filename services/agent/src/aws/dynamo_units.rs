@@ -153,6 +153,7 @@ pub(crate) fn write_estimate(bytes: u64, transactional: bool) -> Units {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use vipfleet_core::units::{layout_item_bytes, node_item_bytes, shard_item_bytes};
@@ -204,11 +205,11 @@ mod tests {
             now: NOW_UNIX_SECS,
         };
         let record = NodeRecord {
-            info: info.clone(),
+            info: Arc::new(info.clone()),
             hb: 123_456,
             inc: beat.inc,
             state: NodeState::Active,
-            config: Some(config.clone()),
+            config: Some(Arc::new(config.clone())),
             epoch_floor: 17,
             evicted_by: None,
         };

@@ -26,20 +26,33 @@
 //! Changes one at a time keep the assignment, so any number of them do. On
 //! anything else (other shards or members, an owner lost, or one that is
 //! not the target) the assignment is computed afresh.
+//!
+//! A simulation runs a thousand machines, each planning from its own view;
+//! views that agree ask for the same assignment, and the assignment is a
+//! pure function. So the memo remembers the last few assignments, and the
+//! machines of one simulation may share it ([`AssignMemo::shared`]): the
+//! rule above holds against any remembered one.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{assign, Assignment, Member};
 use crate::types::{NodeId, ShardId};
 
-/// The last assignment computed, with its inputs.
-#[derive(Clone, Debug, Default)]
+/// The last assignments computed, with their inputs; cloning it shares them.
+#[derive(Clone, Debug)]
 pub struct AssignMemo {
-    last: Option<Computed>,
+    recent: Arc<Mutex<Recent>>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
+struct Recent {
+    /// Newest first.
+    computed: VecDeque<Computed>,
+    capacity: usize,
+}
+
+#[derive(Debug)]
 struct Computed {
     shards: Vec<ShardId>,
     members: Vec<Member>,
@@ -65,24 +78,50 @@ impl From<Assignment> for SharedAssignment {
     }
 }
 
+impl Default for AssignMemo {
+    /// A node's own memo: its last assignment is all it can reuse.
+    fn default() -> Self {
+        Self::shared(1)
+    }
+}
+
 impl AssignMemo {
+    /// A memo remembering the last `capacity` assignments, for clones of it
+    /// handed to many machines.
+    pub fn shared(capacity: usize) -> Self {
+        Self {
+            recent: Arc::new(Mutex::new(Recent {
+                computed: VecDeque::with_capacity(capacity),
+                capacity: capacity.max(1),
+            })),
+        }
+    }
+
     /// What [`assign`] returns for these inputs.
     pub fn assign(
-        &mut self,
+        &self,
         shards: &[ShardId],
         members: &[Member],
         owners: BTreeMap<ShardId, NodeId>,
     ) -> SharedAssignment {
-        if let Some(last) = &self.last {
-            if last.shards == shards
-                && last.members == members
-                && moved_to_targets(&last.owners, &owners, &last.assignment.target)
-            {
-                return last.assignment.clone();
-            }
+        // A panic while the lock was held left nothing half written: an
+        // entry is pushed whole or not at all.
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        let reusable = recent.computed.iter().position(|c| {
+            c.shards == shards && c.members == members && moved_to_targets(&c.owners, &owners, &c.assignment.target)
+        });
+        if let Some(at) = reusable {
+            // Moved to the front: the views of a fleet drift together.
+            let hit = recent.computed.remove(at).expect("found above");
+            let assignment = hit.assignment.clone();
+            recent.computed.push_front(hit);
+            return assignment;
         }
         let assignment = SharedAssignment::from(assign(shards, members, &owners));
-        self.last = Some(Computed {
+        if recent.computed.len() == recent.capacity {
+            recent.computed.pop_back();
+        }
+        recent.computed.push_front(Computed {
             shards: shards.to_vec(),
             members: members.to_vec(),
             owners,
@@ -160,7 +199,7 @@ mod tests {
             let shards: Vec<ShardId> = (0..s).map(shard).collect();
             let mut owners: BTreeMap<ShardId, NodeId> =
                 owned.iter().filter(|(sh, _)| *sh < s).map(|(sh, o)| (shard(*sh), m[o % n].id.clone())).collect();
-            let mut memo = AssignMemo::default();
+            let memo = AssignMemo::default();
             let mut current = memo.assign(&shards, &m, owners.clone());
             prop_assert_eq!(&current, &assign(&shards, &m, &owners).into());
             for round in rounds {
@@ -188,11 +227,58 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Two views that drift apart, each moving shards mostly to the
+        /// targets it was given, ask one shared memo in turns: each gets
+        /// what a fresh assignment of its own view gives.
+        #[test]
+        fn views_sharing_a_memo_get_their_own_answers(
+            n in 1usize..8,
+            s in 1u32..100,
+            owned in prop::collection::vec((0u32..100, 0usize..8, any::<bool>()), 0..60),
+            rounds in prop::collection::vec(prop::collection::vec((0u32..100, 0u8..4, any::<bool>()), 0..20), 1..6),
+            capacity in 1usize..4,
+        ) {
+            let m = members(n, &[1; 8]);
+            let shards: Vec<ShardId> = (0..s).map(shard).collect();
+            let mut views: [BTreeMap<ShardId, NodeId>; 2] = Default::default();
+            for (sh, o, second) in owned {
+                views[usize::from(second)].insert(shard(sh % s), m[o % n].id.clone());
+            }
+            let memo = AssignMemo::shared(capacity);
+            let mut current: Vec<SharedAssignment> =
+                views.iter().map(|v| memo.assign(&shards, &m, v.clone())).collect();
+            for round in rounds {
+                for (sh, what, second) in round {
+                    let view = usize::from(second);
+                    let sh = shard(sh % s);
+                    match what {
+                        0 | 1 => {
+                            if let Some(to) = current[view].target.get(&sh) {
+                                views[view].insert(sh, to.clone());
+                            }
+                        }
+                        2 => {
+                            views[view].remove(&sh);
+                        }
+                        _ => {
+                            views[view].insert(sh, m[sh.key() as usize % n].id.clone());
+                        }
+                    }
+                }
+                for view in 0..2 {
+                    current[view] = memo.assign(&shards, &m, views[view].clone());
+                    prop_assert_eq!(&current[view], &assign(&shards, &m, &views[view]).into());
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_claim_of_a_target_reuses_the_assignment_and_a_loss_does_not() {
         let m = members(3, &[1, 1, 1]);
         let shards: Vec<ShardId> = (0..30).map(shard).collect();
-        let mut memo = AssignMemo::default();
+        let memo = AssignMemo::default();
         let first = memo.assign(&shards, &m, BTreeMap::new());
         let (s, to) = first.target.iter().next().map(|(s, o)| (*s, o.clone())).unwrap();
         let claimed = BTreeMap::from([(s, to)]);

@@ -1,6 +1,8 @@
 //! The [`LeaseStore`] suite: every outcome of every conditional write, on
 //! ids derived from a prefix so that runs can share a table.
 
+use std::sync::Arc;
+
 use crate::layout::ShardLayout;
 use crate::liveness::NodeCheck;
 use crate::store::{
@@ -248,11 +250,11 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
     assert_eq!(
         record,
         NodeRecord {
-            info: info_a.clone(),
+            info: Arc::new(info_a.clone()),
             hb: 2,
             inc: inc_a,
             state: active,
-            config: Some(ids.config()),
+            config: Some(Arc::new(ids.config())),
             epoch_floor: 7,
             evicted_by: None,
         },
@@ -279,7 +281,7 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
     );
     let record = node(store, &a).await.expect("node a after takeover");
     assert_eq!((record.hb, record.inc, record.state), (1, inc_a2, NodeState::Draining));
-    assert_eq!(record.info, info_a2, "a beat rewrites the node's facts");
+    assert_eq!(*record.info, info_a2, "a beat rewrites the node's facts");
     // Re-registration of our own item, or of one that vanished, works.
     assert_eq!(
         beat(store, &ids, &info_a2, inc_a2, NodeState::Draining, Reregister).await,
@@ -540,7 +542,7 @@ pub async fn lease_store_contract<S: LeaseStore>(store: &S, prefix: &str) {
         .unwrap_or_else(|e| panic!("read_nodes: {e}"))
         .records
         .into_iter()
-        .map(|n| n.info.id)
+        .map(|n| n.info.id.clone())
         .filter(|id| id.as_str().starts_with(&format!("{prefix}-")))
         .collect();
     nodes.sort();

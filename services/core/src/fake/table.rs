@@ -8,6 +8,7 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::layout::{LayoutId, ShardLayout};
 use crate::liveness::NodeCheck;
@@ -176,11 +177,11 @@ impl LeaseTable {
     fn beat(&mut self, req: &HeartbeatRequest) -> HeartbeatOutcome {
         let id = &req.info.id;
         let fresh = || NodeRecord {
-            info: req.info.clone(),
+            info: Arc::new(req.info.clone()),
             hb: req.register_hb,
             inc: req.inc,
             state: req.state,
-            config: Some(req.config.clone()),
+            config: Some(Arc::new(req.config.clone())),
             epoch_floor: req.epoch_floor,
             evicted_by: None,
         };
@@ -209,8 +210,14 @@ impl LeaseTable {
                 Some(node) if node.inc == req.inc => {
                     node.hb += 1;
                     node.state = req.state;
-                    node.info = req.info.clone();
-                    node.config = Some(req.config.clone());
+                    // Shared with every read that returned them: replaced
+                    // only when they change, as they rarely do.
+                    if *node.info != req.info {
+                        node.info = Arc::new(req.info.clone());
+                    }
+                    if node.config.as_deref() != Some(&req.config) {
+                        node.config = Some(Arc::new(req.config.clone()));
+                    }
                     node.epoch_floor = req.epoch_floor;
                     HeartbeatOutcome::Beat(node.hb)
                 }

@@ -128,16 +128,32 @@ impl ShardBook {
     /// it (what most reads show of most shards), without taking it apart:
     /// only the instant may move. `None` when the book knows it otherwise.
     pub(crate) fn refresh(&mut self, record: &ShardRecord, sent_at: Instant) -> Option<Learned> {
-        let entry = self.entries.get_mut(&record.id)?;
-        if entry.record.as_ref() != Some(record) {
+        refresh_entry(self.entries.get_mut(&record.id)?, record, sent_at)
+    }
+
+    /// [`Self::refresh`] of each of a read's records, walking the book once
+    /// beside them rather than searching it per record (a read returns
+    /// every shard, and every node reads them all). `None` unless the
+    /// records come in shard order, each once, as the fake store returns
+    /// them.
+    pub(crate) fn refresh_in_order(
+        &mut self,
+        records: &[ShardRecord],
+        sent_at: Instant,
+    ) -> Option<Vec<Option<Learned>>> {
+        if !records.windows(2).all(|pair| pair[0].id < pair[1].id) {
             return None;
         }
-        // Same epoch: accepted only from a read sent at or after the entry.
-        if sent_at < entry.as_of {
-            return Some(Learned::Stale);
-        }
-        entry.as_of = sent_at;
-        Some(Learned::Accepted)
+        let mut entries = self.entries.range_mut(..).peekable();
+        let refreshed = records
+            .iter()
+            .map(|record| {
+                while entries.next_if(|(shard, _)| **shard < record.id).is_some() {}
+                let (_, entry) = entries.peek_mut().filter(|(shard, _)| **shard == record.id)?;
+                refresh_entry(entry, record, sent_at)
+            })
+            .collect();
+        Some(refreshed)
     }
 
     /// A full read sent at `sent_at` did not return `shard`'s item.
@@ -147,6 +163,36 @@ impl ShardBook {
         }
         self.put(shard, None, sent_at, now);
         Learned::Accepted
+    }
+
+    /// [`Self::learn_absent`] of `shards` (in shard order, each once), the
+    /// shards a full read did not return; the accepted ones, in order. The
+    /// book is walked once for the shards it already knows free, the
+    /// common case: only the instant moves.
+    pub(crate) fn learn_all_absent(&mut self, shards: &[ShardId], sent_at: Instant, now: Instant) -> Vec<ShardId> {
+        let mut accepted = vec![false; shards.len()];
+        let mut changed = Vec::new();
+        let mut entries = self.entries.range_mut(..).peekable();
+        for (at, shard) in shards.iter().enumerate() {
+            while entries.next_if(|(known, _)| *known < shard).is_some() {}
+            match entries.peek_mut().filter(|(known, _)| *known == shard) {
+                Some((_, entry)) if sent_at < entry.as_of => {}
+                Some((_, entry)) if entry.record.is_none() => {
+                    entry.as_of = sent_at;
+                    accepted[at] = true;
+                }
+                _ => changed.push(at),
+            }
+        }
+        for at in changed {
+            accepted[at] = self.learn_absent(shards[at], sent_at, now) == Learned::Accepted;
+        }
+        shards
+            .iter()
+            .zip(accepted)
+            .filter(|(_, ok)| *ok)
+            .map(|(s, _)| *s)
+            .collect()
     }
 
     /// Our own conditional write made `owner` the owner at `epoch`; we
@@ -267,6 +313,13 @@ impl ShardBook {
         move |shard| walk.get(shard)?.record.as_ref()?.owner.as_ref()
     }
 
+    /// [`Self::free_since`] of shards asked in ascending order, walking the
+    /// book once.
+    pub(crate) fn free_since_walk(&self) -> impl FnMut(ShardId) -> Option<Instant> + '_ {
+        let mut walk = MapWalk::new(&self.entries);
+        move |shard| walk.get(shard)?.free_since
+    }
+
     pub(crate) fn epoch(&self, shard: ShardId) -> Epoch {
         self.record(shard).map_or(0, |r| r.epoch)
     }
@@ -303,6 +356,19 @@ impl ShardBook {
     pub(crate) fn known(&self) -> impl Iterator<Item = ShardId> + '_ {
         self.entries.keys().copied()
     }
+}
+
+/// [`ShardBook::refresh`] of one entry.
+fn refresh_entry(entry: &mut Entry, record: &ShardRecord, sent_at: Instant) -> Option<Learned> {
+    if entry.record.as_ref() != Some(record) {
+        return None;
+    }
+    // Same epoch: accepted only from a read sent at or after the entry.
+    if sent_at < entry.as_of {
+        return Some(Learned::Stale);
+    }
+    entry.as_of = sent_at;
+    Some(Learned::Accepted)
 }
 
 #[cfg(test)]

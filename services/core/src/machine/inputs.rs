@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::book::Learned;
+use super::walk::SetWalk;
 use super::{Effect, Event, ExitReason, Held, Input, Machine, Mode, OwnershipOp, Priority, Step};
 use crate::liveness::OwnLease;
 use crate::store::{
@@ -341,27 +342,37 @@ impl Machine {
             .collect();
         present.sort_unstable();
         self.pace.shards_read(scan.records.iter());
-        for record in scan.records {
-            self.learn_shard(record, sent_at, now, out);
+        match self.book.refresh_in_order(&scan.records, sent_at) {
+            Some(refreshed) => {
+                for (record, refreshed) in scan.records.into_iter().zip(refreshed) {
+                    self.learn_refreshed_shard(record, refreshed, sent_at, now, out);
+                }
+            }
+            None => {
+                for record in scan.records {
+                    self.learn_shard(record, sent_at, now, out);
+                }
+            }
         }
         // Layout shards the read did not return are free: their items were
         // deleted (by hand, or with the table). Shards of other layouts we
         // only know through their items; those we just forget about.
-        let absent: Vec<ShardId> = self
-            .setup
-            .layout
-            .ids()
-            .chain(self.book.known().collect::<Vec<_>>())
-            .filter(|s| present.binary_search(s).is_err())
-            .collect();
-        for shard in absent {
-            if self.book.learn_absent(shard, sent_at, now) == Learned::Accepted {
-                if self.setup.layout.contains(shard) {
-                    self.lose(shard, None, out);
-                } else {
-                    self.book.forget(shard);
-                }
-            }
+        let mut absent: Vec<ShardId> = self.setup.layout.ids().chain(self.book.known()).collect();
+        // Two runs in shard order: merged, not sorted afresh.
+        absent.sort();
+        absent.dedup();
+        absent.retain(|s| present.binary_search(s).is_err());
+        let mut layout = SetWalk::new(self.setup.layout.shards());
+        let (lost, forgotten): (Vec<ShardId>, Vec<ShardId>) = self
+            .book
+            .learn_all_absent(&absent, sent_at, now)
+            .into_iter()
+            .partition(|shard| layout.contains(*shard));
+        for shard in lost {
+            self.lose(shard, None, out);
+        }
+        for shard in forgotten {
+            self.book.forget(shard);
         }
         self.book.set_unreadable(unreadable);
         self.book.finished_read(sent_at);
@@ -393,11 +404,24 @@ impl Machine {
 
     /// Folds a shard record read at `sent_at` into our knowledge.
     pub(super) fn learn_shard(&mut self, record: ShardRecord, sent_at: Instant, now: Instant, out: &mut Step) {
+        let refreshed = self.book.refresh(&record, sent_at);
+        self.learn_refreshed_shard(record, refreshed, sent_at, now, out);
+    }
+
+    /// [`Self::learn_shard`], given what refreshing the book with it gave.
+    fn learn_refreshed_shard(
+        &mut self,
+        record: ShardRecord,
+        refreshed: Option<Learned>,
+        sent_at: Instant,
+        now: Instant,
+        out: &mut Step,
+    ) {
         let shard = record.id;
         let mine = record.owner.as_ref() == Some(self.me());
         let record_inc = record.owner_inc;
         let epoch = record.epoch;
-        let owner = match self.book.refresh(&record, sent_at) {
+        let owner = match refreshed {
             Some(Learned::Stale) => return,
             // As we knew it: no claim moved.
             Some(Learned::Accepted) => record.owner,
@@ -416,15 +440,14 @@ impl Machine {
                 owner
             }
         };
-        let serves = self.setup.layout.contains(shard);
-        // Held by a previous process of this node; or handed to this one
-        // since our previous read, which was sent before we registered
-        // again, so maybe before that too.
-        let needs_reclaim = record_inc != Some(self.setup.inc)
-            || self
-                .reregistered_at
-                .is_some_and(|registered| self.book.read_at().is_none_or(|previous| previous < registered));
-        if mine && serves {
+        if mine && self.setup.layout.contains(shard) {
+            // Held by a previous process of this node; or handed to this
+            // one since our previous read, which was sent before we
+            // registered again, so maybe before that too.
+            let needs_reclaim = record_inc != Some(self.setup.inc)
+                || self
+                    .reregistered_at
+                    .is_some_and(|registered| self.book.read_at().is_none_or(|previous| previous < registered));
             match self.held.get_mut(&shard) {
                 Some(held) => {
                     if held.epoch != epoch {

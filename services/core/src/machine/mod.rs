@@ -293,7 +293,8 @@ pub struct Machine {
     /// none of its targets copies nothing.
     target: Arc<BTreeMap<ShardId, NodeId>>,
     quota: Arc<BTreeMap<NodeId, usize>>,
-    /// The assignment behind them, reused while owners only move to it.
+    /// The assignment behind them, reused while owners only move to it
+    /// (and shared with other machines in a simulation).
     assign_memo: AssignMemo,
     work_lists: WorkLists,
     /// Agreed shards with no member as owner, as of the last plan: failover
@@ -412,6 +413,12 @@ impl Machine {
             pace: Pace::new(now),
             exited: None,
         }
+    }
+
+    /// Plans with `memo` from now on: machines in one process whose views
+    /// agree then compute their assignment once between them.
+    pub fn share_assignments(&mut self, memo: AssignMemo) {
+        self.assign_memo = memo;
     }
 
     fn cfg(&self) -> &LeaseConfig {

@@ -353,7 +353,9 @@ impl Machine {
         // Free shards that go back to the node their routes point at,
         // outside the quotas (rebalancing may move them later).
         let mut pinned: BTreeMap<ShardId, NodeId> = BTreeMap::new();
-        let mut waiting = BTreeSet::new();
+        // Listed, and made a set once: while a fleet forms, every shard
+        // waits.
+        let mut waiting = Vec::new();
         let agreed_set = Arc::clone(&self.membership.agreed);
         let disputed_set = Arc::clone(&self.membership.disputed);
         let served = agreed_set
@@ -366,23 +368,25 @@ impl Machine {
             // lands (another death found meanwhile), we would otherwise take
             // our quota once more on top of it.
             let claiming = matches!(self.ops.get(&shard), Some(OwnershipOp::Acquire { .. }));
+            let (mut waits, mut pins) = (false, false);
             let owner = if self.held.contains_key(&shard) || claiming {
                 Some(me.clone())
             } else {
                 match owner_of(shard) {
                     Some(owner) => self.membership.role_of(owner).map(|_| owner.clone()),
                     None if self.book.is_unreadable(shard) => {
-                        waiting.insert(shard);
+                        waits = true;
                         None
                     }
                     None => {
                         match self.free_shard(shard, now) {
                             FreeShard::BelongsTo(node) => {
+                                pins = true;
                                 pinned.insert(shard, node);
                             }
                             FreeShard::Open => {}
                             FreeShard::Wait(until) => {
-                                waiting.insert(shard);
+                                waits = true;
                                 if let Some(until) = until {
                                     self.replan_at = Some(self.replan_at.map_or(until, |r| r.min(until)));
                                 }
@@ -392,31 +396,35 @@ impl Machine {
                     }
                 }
             };
+            if waits {
+                waiting.push(shard);
+            }
             if !is_agreed {
                 if let Some(owner) = owner {
                     disputed_owners.insert(shard, owner);
                 }
                 continue;
             }
-            if pinned.contains_key(&shard) {
+            if pins {
                 continue;
             }
             agreed.push(shard);
             match owner {
                 Some(owner) => agreed_owners.push((shard, owner)),
-                None if !waiting.contains(&shard) => orphans += 1,
+                None if !waits => orphans += 1,
                 None => {}
             }
         }
         drop(owner_of);
+        let waiting: BTreeSet<ShardId> = waiting.into_iter().collect();
         // In shard order already: built in one pass, not key by key.
         let agreed_owners: BTreeMap<ShardId, NodeId> = agreed_owners.into_iter().collect();
         let seen_at = self.routes.seen_at(self.route_tables());
+        let mut free_since = self.book.free_since_walk();
         let waiting_for_routes = waiting.iter().any(|s| {
-            self.book
-                .free_since(*s)
-                .is_some_and(|since| now >= since + self.longest_ttl() && seen_at.is_none_or(|t| t < since))
+            free_since(*s).is_some_and(|since| now >= since + self.longest_ttl() && seen_at.is_none_or(|t| t < since))
         });
+        drop(free_since);
         if waiting_for_routes {
             if !self.any_describing() {
                 self.describe_tables(now, out);
@@ -454,10 +462,18 @@ impl Machine {
                 }
             }
         }
-        for shard in &waiting {
-            if target.contains_key(shard) {
-                Arc::make_mut(&mut target).remove(shard);
-            }
+        // Rebuilt without them rather than cut one by one: while a fleet
+        // forms, they are most of the targets.
+        let mut waits = SetWalk::new(&waiting);
+        if target.keys().any(|s| waits.contains(*s)) {
+            let mut waits = SetWalk::new(&waiting);
+            target = Arc::new(
+                target
+                    .iter()
+                    .filter(|(s, _)| !waits.contains(**s))
+                    .map(|(s, o)| (*s, o.clone()))
+                    .collect(),
+            );
         }
         self.free_shards_follow_routes =
             (!pinned.is_empty() || !waiting.is_empty()) && self.routes.any_down(self.route_tables());

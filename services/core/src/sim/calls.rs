@@ -1,6 +1,7 @@
 //! Performing one call of a node against the simulated store and route
 //! tables, with the faults that strike it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -247,7 +248,7 @@ impl World {
                         if sabotage == Some(Sabotage::OwnTtlOnly) {
                             for record in &mut scan.records {
                                 if let Some(c) = &mut record.config {
-                                    c.lease_ttl = Duration::ZERO;
+                                    Arc::make_mut(c).lease_ttl = Duration::ZERO;
                                 }
                             }
                         }

@@ -40,6 +40,7 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::assign::AssignMemo;
 use crate::config::LeaseConfig;
 use crate::fake::{LeaseTable, RouteCounters, RouteTables, TableCounters};
 use crate::layout::ShardLayout;
@@ -111,6 +112,10 @@ pub enum Sabotage {
 const SIM_PEER_PORT: u16 = 7946;
 /// How long an evicted agent takes to start over as a new incarnation.
 const EVICTED_RESTART_DELAY: Duration = Duration::from_millis(50);
+/// Assignments the machines of one simulation share: views drift apart
+/// while claims land (a node counts its own claims in flight as held), so
+/// a few at once are current.
+const SHARED_ASSIGNMENTS: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -446,6 +451,9 @@ pub(crate) struct World {
     tables: Vec<RouteTableId>,
     shards: usize,
     layouts: BTreeMap<u32, Arc<ShardLayout>>,
+    /// Handed to every machine: nodes whose views agree compute their
+    /// assignment once between them.
+    assignments: AssignMemo,
     /// Every shard any layout in this run has served.
     pub(crate) all_shards: BTreeSet<ShardId>,
     store_down_until: Option<Instant>,
@@ -631,6 +639,7 @@ impl World {
             tables,
             shards: config.shards,
             layouts: BTreeMap::new(),
+            assignments: AssignMemo::shared(SHARED_ASSIGNMENTS),
             all_shards: BTreeSet::new(),
             store_down_until: None,
             table_missing_until: None,
@@ -720,6 +729,7 @@ impl World {
     fn machine(&mut self, config: &SimConfig, index: usize, variant: &Variant) -> Machine {
         let setup = self.setup(config, index, variant);
         let mut machine = Machine::new(setup, self.now);
+        machine.share_assignments(self.assignments.clone());
         match config.sabotage {
             Some(Sabotage::BlindByReturnTimes) => machine.sabotage_blindness_by_return_times(),
             Some(Sabotage::DrainIgnoresRoutes) => machine.sabotage_drain_ignoring_routes(),

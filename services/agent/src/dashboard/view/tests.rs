@@ -27,11 +27,11 @@ fn shard(i: u32) -> ShardId {
 
 fn record(id: &str, state: NodeState, config: Option<NodeConfig>) -> NodeRecord {
     NodeRecord {
-        info: info(id),
+        info: Arc::new(info(id)),
         hb: 10,
         inc: Incarnation(1),
         state,
-        config,
+        config: config.map(Arc::new),
         epoch_floor: 0,
         evicted_by: None,
     }
