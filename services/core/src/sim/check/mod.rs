@@ -40,16 +40,28 @@
 //!
 //! It also measures: moves per event against the minimum, and the time from
 //! each crash until the dead node's shards are owned and routed again.
+//!
+//! Here: (a) after each event, (b)–(f) and (h), and the fault windows that
+//! measure moves; `landed` checks (a) on the writes that land in EC2,
+//! `recovery` follows each crash to its restoration and checks (g), and
+//! `live` is the view of the running nodes they share.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+mod landed;
+mod live;
+mod recovery;
+
 use super::faults::Fault;
 use super::writers::Writers;
-use super::{Landed, SimConfig, Status, World};
+use super::{SimConfig, Status, World};
 use crate::machine::EVICTION_RECHECK_SLACK;
 use crate::time::Instant;
 use crate::types::{Epoch, NodeId, ShardId};
+use landed::{LateWrite, LATE_WRITE_REPAIR};
+use live::{live_node, LiveView};
+use recovery::Recovery;
 
 /// Violations beyond this many are counted, not listed.
 const MAX_LISTED_VIOLATIONS: usize = 20;
@@ -59,25 +71,6 @@ const QUIET_BEFORE: Duration = Duration::from_secs(5);
 /// A route may trail a fresh change of owner by this long (the push is in
 /// flight) at the convergence check.
 const ROUTE_GRACE: Duration = Duration::from_secs(1);
-/// After the read-back that follows an evicted node's lease, the repair of
-/// a late write it made has landed within this long (a confirmation, and
-/// an EC2 call through the pacing, retried if the account is throttled).
-const LATE_WRITE_REPAIR: Duration = Duration::from_secs(5);
-
-/// A write of an evicted incarnation that landed after the new owner's.
-struct LateWrite {
-    /// Its index in the landed log.
-    landed: usize,
-    /// The node whose write it overrode: it took the shard from the evicted
-    /// node, and reads back after that node's lease.
-    taker: usize,
-    /// It must not stand any more by then...
-    due: Instant,
-    /// ...or, if the taker has handed the shard on since, by the new
-    /// owner's next reconcile.
-    extended: bool,
-}
-
 /// Moves caused by one fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventMoves {
@@ -102,24 +95,6 @@ pub struct CrashRecovery {
     /// again, in that order (a shard no live node serves any more counts
     /// once that is seen).
     pub per_shard: Vec<Duration>,
-}
-
-/// A crash whose shards are not all owned and routed again yet.
-struct Recovery {
-    node: NodeId,
-    at: Instant,
-    shards: BTreeSet<ShardId>,
-    /// Shards not seen owned and routed again yet.
-    pending: BTreeSet<ShardId>,
-    per_shard: Vec<Duration>,
-    took: Option<Duration>,
-    /// Shards not seen with a live owner again yet...
-    unowned: BTreeSet<ShardId>,
-    /// ...and when each of the others was, in that order.
-    owned_at: Vec<(ShardId, Instant)>,
-    /// Struck in a quiet fleet, and no other fault since until all were
-    /// owned again: (g) applies.
-    clean: bool,
 }
 
 /// What `LiveView::served_by_owner` depends on, summed up: when none of it moved
@@ -379,119 +354,6 @@ impl Checker {
         self.drained_checked = world.drained.len();
     }
 
-    fn check_landed_writes(&mut self, world: &World) {
-        let landed = &world.ec2.landed;
-        for (index, write) in landed.iter().enumerate().skip(self.landed_checked) {
-            if let Some((gone, at)) = write.target.as_ref().and_then(|target| {
-                world
-                    .drained
-                    .iter()
-                    .find(|(n, at)| world.nodes[*n].eni() == target && *at < write.at)
-            }) {
-                let (writer, gone) = (world.nodes[write.node].id().clone(), world.nodes[*gone].id().clone());
-                self.violation(format!(
-                    "(f) at {} a write of {writer} pointed {} in {} at {gone}, drained at {at}",
-                    write.at,
-                    write.shard.vip(),
-                    write.table
-                ));
-            }
-            let newer = self
-                .landed_epochs
-                .get(&write.shard)
-                .into_iter()
-                .flatten()
-                .find(|(node, epoch)| **node != write.node && **epoch > write.epoch)
-                .map(|(node, epoch)| (*node, *epoch));
-            // A late write by an evicted incarnation, or pointing at one (a
-            // push to a recipient evicted meanwhile), may land while the
-            // evicted node's lease runs: the new owner's read-back after it
-            // must repair it.
-            let writer_evicted = world.evictions.get(&(world.nodes[write.node].id().clone(), write.inc));
-            let target_evicted = write.target.as_ref().and_then(|eni| {
-                world
-                    .evictions
-                    .iter()
-                    .filter(|((id, _), at)| {
-                        **at <= write.at && world.nodes.iter().any(|n| n.id() == id && n.eni() == eni)
-                    })
-                    .map(|(_, at)| at)
-                    .max()
-            });
-            if let (Some((taker, _)), Some(evicted_at)) = (newer, writer_evicted.or(target_evicted)) {
-                self.late_writes_seen += 1;
-                self.late_writes.push(LateWrite {
-                    landed: index,
-                    taker,
-                    due: *evicted_at + self.late_write_bound,
-                    extended: false,
-                });
-            } else if let Some((node, epoch)) = newer.filter(|_| !echoes_newer(&landed[..index], write)) {
-                let (writer, other) = (world.nodes[write.node].id().clone(), world.nodes[node].id().clone());
-                let text = format!(
-                    "(a) at {} a write of {writer} for shard {} at epoch {} landed in {} after {other}'s at epoch {epoch}",
-                    write.at, write.shard, write.epoch, write.table
-                );
-                self.violation(text);
-            }
-            let mine = self
-                .landed_epochs
-                .entry(write.shard)
-                .or_default()
-                .entry(write.node)
-                .or_default();
-            *mine = (*mine).max(write.epoch);
-        }
-        self.landed_checked = landed.len();
-        self.check_late_writes(world);
-    }
-
-    /// A late write of an evicted node that still stands when it is due,
-    /// with no write for its shard in its table since, and pointing
-    /// elsewhere than the shard's owner: the new owner never repaired it.
-    fn check_late_writes(&mut self, world: &World) {
-        let now = world.now;
-        let landed = &world.ec2.landed;
-        // A late write that points where the shard's owner is (handed back
-        // to the node, as a new process) is right from then on: what its
-        // route does after the next move is the hand-off's business.
-        let owner_eni = |shard| {
-            world
-                .table
-                .peek_shard(shard)
-                .and_then(|r| r.owner.as_ref())
-                .and_then(|o| live_node(world, o))
-                .map(|i| world.nodes[i].eni().clone())
-        };
-        let (due, waiting): (Vec<LateWrite>, Vec<LateWrite>) = std::mem::take(&mut self.late_writes)
-            .into_iter()
-            .filter(|w| {
-                landed[w.landed].target.is_none() || landed[w.landed].target != owner_eni(landed[w.landed].shard)
-            })
-            .partition(|w| w.due <= now);
-        self.late_writes = waiting;
-        for mut late in due {
-            let write = &landed[late.landed];
-            let owner = world.table.peek_shard(write.shard).and_then(|r| r.owner.as_ref());
-            if !late.extended && owner != Some(world.nodes[late.taker].id()) {
-                late.extended = true;
-                late.due = late.due + self.late_write_extension;
-                self.late_writes.push(late);
-                continue;
-            }
-            let overwritten = landed[late.landed + 1..]
-                .iter()
-                .any(|w| w.shard == write.shard && w.table == write.table);
-            if !overwritten && write.target.is_some() && write.target != owner_eni(write.shard) {
-                let writer = world.nodes[write.node].id().clone();
-                self.violation(format!(
-                    "(a) a late write of evicted {writer} for shard {} in {} at {} still stood at {}",
-                    write.shard, write.table, write.at, late.due
-                ));
-            }
-        }
-    }
-
     fn track_moves(&mut self, world: &World) {
         for &shard in &world.all_shards {
             let Some(record) = world.table.peek_shard(shard) else {
@@ -677,69 +539,6 @@ impl Checker {
         });
     }
 
-    /// Only looks again when an owner, a route or the set of running nodes
-    /// changed: the answer cannot have changed otherwise.
-    fn track_recoveries(&mut self, world: &World) {
-        if self.recoveries.iter().all(|r| r.took.is_some()) {
-            return;
-        }
-        let inputs = served_inputs(world);
-        if self.recoveries_checked == Some(inputs) {
-            return;
-        }
-        self.recoveries_checked = Some(inputs);
-        let now = world.now;
-        let live = LiveView::of(world);
-        for recovery in self.recoveries.iter_mut().filter(|r| r.took.is_none()) {
-            let since = now.saturating_since(recovery.at);
-            let (per_shard, owned_at) = (&mut recovery.per_shard, &mut recovery.owned_at);
-            recovery.pending.retain(|s| {
-                let restored = !live.serves(*s) || live.served_by_owner(world, *s);
-                if restored {
-                    per_shard.push(since);
-                }
-                !restored
-            });
-            recovery.unowned.retain(|s| {
-                let owned = !live.serves(*s) || live.owned(world, *s);
-                if owned {
-                    owned_at.push((*s, now));
-                }
-                !owned
-            });
-            // Restored when every shard is at once (one may have been, and
-            // moved on again since).
-            let all = || {
-                recovery
-                    .shards
-                    .iter()
-                    .all(|s| !live.serves(*s) || live.served_by_owner(world, *s))
-            };
-            if recovery.pending.is_empty() && all() {
-                recovery.took = Some(now.saturating_since(recovery.at));
-            }
-        }
-    }
-
-    /// (g) for one crash, once the run is over.
-    fn check_takeover_spread(&mut self, recovery: &Recovery) {
-        if !recovery.clean || !recovery.unowned.is_empty() {
-            return;
-        }
-        let (Some((first, first_at)), Some((last, last_at))) = (recovery.owned_at.first(), recovery.owned_at.last())
-        else {
-            return;
-        };
-        let spread = last_at.saturating_since(*first_at);
-        if spread > self.takeover_spread {
-            self.violation(format!(
-                "(g) crash of {} at {}: shard {first:?} had a live owner again at {first_at}, shard {last:?} only at \
-                 {last_at}, {spread:?} later (at most {:?})",
-                recovery.node, recovery.at, self.takeover_spread
-            ));
-        }
-    }
-
     fn settled_now(&mut self, world: &World) -> bool {
         match self.settled_at {
             Some((at, settled)) if at == world.now => settled,
@@ -823,74 +622,4 @@ fn served_inputs(world: &World) -> ServedInputs {
         world.nodes.len(),
         world.nodes.iter().filter(|n| n.is_live()).count(),
     )
-}
-
-/// The running nodes, looked up once for many shards: whether some running
-/// node serves a shard, and whether the shard is served by its owner.
-struct LiveView<'w> {
-    eni_of: BTreeMap<&'w NodeId, &'w crate::types::EniId>,
-    tables: BTreeSet<&'w crate::types::RouteTableId>,
-    /// The layouts the running nodes serve (nodes share few of them).
-    layouts: Vec<&'w crate::layout::ShardLayout>,
-}
-
-impl<'w> LiveView<'w> {
-    fn of(world: &'w World) -> Self {
-        let live = || world.nodes.iter().filter(|n| n.is_live());
-        let mut layouts: Vec<&crate::layout::ShardLayout> = Vec::new();
-        for node in live() {
-            let layout = &*node.machine.setup().layout;
-            if !layouts.iter().any(|l| std::ptr::eq(*l, layout) || *l == layout) {
-                layouts.push(layout);
-            }
-        }
-        Self {
-            eni_of: live().map(|n| (n.id(), n.eni())).collect(),
-            tables: live().flat_map(|n| n.machine.setup().route_tables.iter()).collect(),
-            layouts,
-        }
-    }
-
-    fn serves(&self, shard: ShardId) -> bool {
-        self.layouts.iter().any(|l| l.contains(shard))
-    }
-
-    /// The shard has a running owner.
-    fn owned(&self, world: &World, shard: ShardId) -> bool {
-        world
-            .table
-            .peek_shard(shard)
-            .and_then(|r| r.owner.as_ref())
-            .is_some_and(|owner| self.eni_of.contains_key(owner))
-    }
-
-    /// The shard has a running owner and its route, in every table some
-    /// running node maintains, points at that owner.
-    fn served_by_owner(&self, world: &World, shard: ShardId) -> bool {
-        let Some(owner) = world.table.peek_shard(shard).and_then(|r| r.owner.as_ref()) else {
-            return false;
-        };
-        let Some(eni) = self.eni_of.get(owner) else {
-            return false;
-        };
-        self.tables
-            .iter()
-            .all(|table| world.routes.target(table, shard.vip()) == Some(*eni))
-    }
-}
-
-fn live_node(world: &World, id: &NodeId) -> Option<usize> {
-    world.nodes.iter().position(|n| n.id() == id && n.is_live())
-}
-
-/// Whether `write` points its table's route where the newest epoch that
-/// landed there before it did: an old owner's hand-off push that lands
-/// after the new owner re-claimed the shard (an epoch step, no move) and
-/// wrote the same route changes nothing, and is no second writer.
-fn echoes_newer(before: &[Landed], write: &Landed) -> bool {
-    before
-        .iter()
-        .filter(|w| w.shard == write.shard && w.table == write.table && w.epoch > write.epoch)
-        .max_by_key(|w| (w.epoch, w.at))
-        .is_some_and(|newest| newest.target == write.target)
 }
