@@ -319,7 +319,7 @@ impl Observer {
     }
 
     fn ttl_for(&self, node: &NodeId, my_ttl: Duration) -> Duration {
-        self.seen.get(node).map_or(my_ttl, |s| s.ttl.max(my_ttl))
+        judged_ttl(self.seen.get(node), my_ttl)
     }
 
     /// Whether `node` is gone: its counter *seen* standing still, or its
@@ -344,7 +344,7 @@ impl Observer {
             }
         }
         let read_at = self.last_read_at?;
-        let ttl = seen.map_or(my_ttl, |s| s.ttl.max(my_ttl));
+        let ttl = judged_ttl(seen, my_ttl);
         if let Some(since) = self.missing_since.get(node) {
             let counting = !self.claimed_at.contains_key(node);
             return (counting && read_at.saturating_since(*since) >= ttl).then_some(NodeCheck::Missing);
@@ -442,6 +442,12 @@ impl OwnLease {
     pub fn covers(&self, confirmed_at: Instant) -> bool {
         self.valid_since.is_some_and(|since| confirmed_at >= since)
     }
+}
+
+/// The TTL a node is judged by: the longer of the one its item announces
+/// (`seen`) and ours.
+fn judged_ttl(seen: Option<&Sighting>, my_ttl: Duration) -> Duration {
+    seen.map_or(my_ttl, |s| s.ttl.max(my_ttl))
 }
 
 #[cfg(test)]
