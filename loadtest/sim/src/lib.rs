@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use thiserror::Error;
-use vipfleet_core::sim::{self, Fault, Mix, Report, ScheduledFault, SimConfig};
+use vipfleet_core::sim::{self, Fault, Mix, Report, ScheduledFault, SimConfig, StoreThroughput};
 use vipfleet_core::LeaseConfig;
 
 use scale::{ScaleRun, System, SCALE_SCENARIOS};
@@ -91,6 +91,11 @@ pub struct SimArgs {
     /// Seconds a scale scenario watches the fleet at rest before the event.
     #[arg(long, default_value_t = 60)]
     rest_window: u64,
+    /// Read request units a second the lease table sustains in a scale
+    /// scenario (default: a new on-demand table's 12,000). Lower it to
+    /// make a small fleet's reads meet the limit a large one meets.
+    #[arg(long)]
+    table_read_units: Option<f64>,
     /// The system that runs a scale scenario: vipfleet, or the KCL-style
     /// baseline of per-shard leases (with --report; --profile does not
     /// apply to it).
@@ -392,6 +397,11 @@ fn run_scale(args: &SimArgs, path: &std::path::Path) -> Result<ExitCode, SimErro
         profile,
         lease: args.profile.lease(),
         rest_window: Duration::from_secs(args.rest_window),
+        throughput: args
+            .table_read_units
+            .map_or(StoreThroughput::NEW_ON_DEMAND_TABLE, |read| {
+                StoreThroughput::NEW_ON_DEMAND_TABLE.with_table_reads(read)
+            }),
     };
     println!(
         "{} scale run: {} on {} nodes, {} shards, {} route tables, {} lease profile, seed {}",

@@ -116,6 +116,9 @@ pub struct ScaleRun {
     pub profile: &'static str,
     pub lease: LeaseConfig,
     pub rest_window: Duration,
+    /// What the lease table sustains: a new on-demand table, unless a run
+    /// lowers it to make a small fleet meet the limits a large one meets.
+    pub throughput: StoreThroughput,
 }
 
 /// When things happen in a scale run.
@@ -356,7 +359,7 @@ impl ScaleRun {
             at
         };
         config.bucket_allowance = bucket_time(self.event_route_calls() * 2);
-        config.store_throughput = Some(StoreThroughput::NEW_ON_DEMAND_TABLE);
+        config.store_throughput = Some(self.throughput);
         config.bucket_from = self.startup();
         config.prompt_datagrams = true;
         config

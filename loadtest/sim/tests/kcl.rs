@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use vipfleet_core::sim::StoreThroughput;
 use vipfleet_core::LeaseConfig;
 use vipfleet_sim::kcl;
 use vipfleet_sim::scale::{ScaleReport, ScaleRun, System};
@@ -26,6 +27,7 @@ fn scale_run(system: System, scenario: &str, nodes: usize, shards: usize) -> Sca
         },
         lease: LeaseConfig::CHEAP,
         rest_window: Duration::from_secs(60),
+        throughput: StoreThroughput::NEW_ON_DEMAND_TABLE,
     }
 }
 

@@ -6,21 +6,22 @@
 
 use std::time::Duration;
 
+use vipfleet_core::sim::StoreThroughput;
 use vipfleet_core::LeaseConfig;
 use vipfleet_sim::scale::{ScaleReport, ScaleRun, System};
 
 fn run(scenario: &str, nodes: usize, shards: usize, lease: LeaseConfig, profile: &'static str) -> ScaleReport {
-    run_seed(scenario, 7, nodes, shards, lease, profile)
+    scale_run(scenario, 7, nodes, shards, lease, profile).run()
 }
 
-fn run_seed(
+fn scale_run(
     scenario: &str,
     seed: u64,
     nodes: usize,
     shards: usize,
     lease: LeaseConfig,
     profile: &'static str,
-) -> ScaleReport {
+) -> ScaleRun {
     ScaleRun {
         system: System::Vipfleet,
         scenario: scenario.into(),
@@ -31,8 +32,8 @@ fn run_seed(
         profile,
         lease,
         rest_window: Duration::from_secs(60),
+        throughput: StoreThroughput::NEW_ON_DEMAND_TABLE,
     }
-    .run()
 }
 
 fn cheap(scenario: &str, nodes: usize, shards: usize) -> ScaleReport {
@@ -73,7 +74,7 @@ fn a_crash_moves_exactly_the_dead_nodes_shards() {
 #[test]
 fn losing_an_az_moves_exactly_its_shards_within_the_bucket_bound() {
     for seed in 1..=8 {
-        let report = run_seed("az-loss", seed, 30, 300, LeaseConfig::CHEAP, "cheap");
+        let report = scale_run("az-loss", seed, 30, 300, LeaseConfig::CHEAP, "cheap").run();
         assert_kept(&report);
         assert_eq!(report.moves.minimum, 100, "a third of 300 shards");
         assert!(
@@ -102,4 +103,27 @@ fn a_rolling_replacement_moves_each_shard_at_most_twice() {
 fn the_hot_profile_keeps_the_same_promises() {
     let report = run("crash", 12, 120, LeaseConfig::HOT, "hot");
     assert_kept(&report);
+}
+
+/// A crash in a fleet that reads more than its table serves: 30 nodes on a
+/// table of 300 read units a second meet the limit as 300 nodes meet a new
+/// table's 12,000. When every survivor evicted the dead node, heated and
+/// read the shards, retrying throttled reads at the scan pace, the takers'
+/// reads were refused with the rest: one shard came back 6 s after the
+/// others at seed 7, and at 300 nodes one never did. Only the takers evict
+/// and read now, and throttled reads back off.
+#[test]
+fn a_crash_is_restored_at_once_when_the_fleet_reads_more_than_the_table_serves() {
+    for seed in 7..=10 {
+        let mut run = scale_run("crash", seed, 30, 300, LeaseConfig::CHEAP, "cheap");
+        run.throughput = StoreThroughput::NEW_ON_DEMAND_TABLE.with_table_reads(300.0);
+        let report = run.run();
+        assert_kept(&report);
+        assert!(
+            report.dynamodb.throttled_calls_event > 0,
+            "seed {seed}: the table's limit must bite, or this tests nothing"
+        );
+        let restoration = report.restoration.as_ref().expect("a crash is restored");
+        assert_eq!(restoration.shards, report.moves.minimum);
+    }
 }

@@ -43,6 +43,14 @@ impl Backoff {
         self.failures = self.failures.saturating_add(1);
     }
 
+    /// A failure that asks us to slow down (the store throttled the call):
+    /// the waits grow from this one on, past any grace. The grace is for
+    /// calls that fail now and then; a throttled fleet that kept retrying
+    /// at the base pace would keep the limit it hit.
+    pub fn throttled(&mut self) {
+        self.failures = self.failures.max(self.grace).saturating_add(1);
+    }
+
     pub fn succeeded(&mut self) {
         self.failures = 0;
     }
@@ -117,6 +125,21 @@ mod tests {
         assert!(d >= BASE / 2 && d <= BASE, "{d:?}");
         b.failed();
         assert!(b.delay(1) > BASE);
+    }
+
+    #[test]
+    fn a_throttle_backs_off_at_once_past_the_grace() {
+        let mut b = Backoff::with_grace(BASE, CAP, 3);
+        b.failed();
+        assert_eq!(b.delay(1), BASE, "an ordinary failure is within the grace");
+        b.throttled();
+        let first = b.delay(1);
+        assert!(first >= BASE / 2 && first <= BASE, "{first:?}");
+        b.throttled();
+        let second = b.delay(1);
+        assert!(second > BASE && second <= BASE * 2, "{second:?}");
+        b.failed();
+        assert!(b.delay(1) > BASE * 2, "growing on, whatever the next failure was");
     }
 
     #[test]

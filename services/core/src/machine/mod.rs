@@ -12,7 +12,9 @@
 //! - [`mode`]: what the node should be (starting, active, draining,
 //!   unhealthy) from the drain request, health and ENI.
 //! - `inputs`: folds each input into the node's knowledge; `book` keeps
-//!   what it knows of the shard items.
+//!   what it knows of the shard items; `verdict` decides what a peer
+//!   verdict asks of us (evict if we take the dead node's shards, else
+//!   wait for the takers).
 //! - `plan`: one pass of planning after every input: timers (heartbeat,
 //!   reads, layouts, reconcile); then, with a valid own lease, the
 //!   [`crate::membership`] rule and the target [`crate::assign`]ment:
@@ -32,6 +34,7 @@ mod plan;
 mod routes;
 #[cfg(test)]
 mod tests;
+mod verdict;
 mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -265,6 +268,9 @@ pub struct Machine {
     /// Nodes found dead that held nothing as far as we knew: the next read
     /// of the shards says whether they do.
     unheld_dead: BTreeMap<NodeId, Incarnation>,
+    /// Peer verdicts on nodes whose shards others take: they evict, and
+    /// we evict only if our reads do not show it in time.
+    deferred_verdicts: verdict::DeferredVerdicts,
     /// Read-backs due after the lease of a node we took shards from early
     /// (on eviction) has run out.
     rechecks: BTreeSet<Instant>,
@@ -387,6 +393,7 @@ impl Machine {
             evicting: BTreeMap::new(),
             evictions_landed: BTreeMap::new(),
             unheld_dead: BTreeMap::new(),
+            deferred_verdicts: BTreeMap::new(),
             rechecks: BTreeSet::new(),
             no_recheck_after_eviction: false,
             no_reclaim: false,

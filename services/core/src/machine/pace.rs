@@ -50,6 +50,32 @@ pub fn cold_refresh(lease: &LeaseConfig, table_bytes: u64) -> Duration {
         .max(COLD_REFRESH_PER_BLOCK.saturating_mul(blocks))
 }
 
+/// A hot read of the node items costs a node at most one 4 KB block of
+/// them per this long: in a large fleet every node reading every node at
+/// the scan pace would read more than the table serves. (300 nodes scanning
+/// their 75 KB of node items 4 times a second ask 22,800 read units a
+/// second of a new table's 12,000; throttled, the takers' reads of the
+/// shards were refused with the rest, and a dead node's shard waited for
+/// good.) A fleet of up to 32 nodes fits in two blocks and scans at its
+/// configured pace.
+pub const HOT_SCAN_PER_BLOCK: Duration = Duration::from_millis(100);
+/// However large the fleet, a hot node reads the node items at least four
+/// times a lease: an observer that saw nothing for half a lease restarts
+/// its clocks, and would never expire a silent node.
+const HOT_SCANS_PER_LEASE: u32 = 4;
+
+/// How often a hot node reads the node items, `node_bytes` of them: the
+/// configured scan interval, or [`HOT_SCAN_PER_BLOCK`] per 4 KB block if
+/// that is longer, but never less than four times a lease.
+pub fn hot_scan(lease: &LeaseConfig, node_bytes: u64) -> Duration {
+    let blocks = node_bytes.div_ceil(units::READ_UNIT_BYTES).max(1);
+    let blocks = u32::try_from(blocks).unwrap_or(u32::MAX);
+    let by_size = HOT_SCAN_PER_BLOCK.saturating_mul(blocks);
+    lease
+        .scan_interval
+        .max(by_size.min(lease.lease_ttl / HOT_SCANS_PER_LEASE))
+}
+
 /// The watched node counts as stalled once its counter stood still this
 /// many of its heartbeat intervals.
 const STALLED_AFTER_BEATS: u32 = 2;
@@ -148,6 +174,10 @@ impl Pace {
         self.shard_bytes = shards.map(units::shard_item_bytes).sum();
     }
 
+    pub(super) fn shard_bytes(&self) -> u64 {
+        self.shard_bytes
+    }
+
     fn table_bytes(&self) -> u64 {
         self.node_bytes + self.shard_bytes
     }
@@ -172,7 +202,7 @@ impl Machine {
         if self.pace.cold {
             self.cold_refresh_interval()
         } else {
-            self.cfg().scan_interval
+            hot_scan(self.cfg(), self.pace.node_bytes)
         }
     }
 
@@ -353,5 +383,30 @@ impl Machine {
                 self.store_error(e, out);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hot_scan_costs_a_block_per_interval_within_four_a_lease() {
+        let cheap = LeaseConfig::CHEAP;
+        let block = units::READ_UNIT_BYTES;
+        assert_eq!(hot_scan(&cheap, 0), cheap.scan_interval);
+        assert_eq!(
+            hot_scan(&cheap, 2 * block),
+            cheap.scan_interval,
+            "32 nodes: as configured"
+        );
+        assert_eq!(hot_scan(&cheap, 19 * block), HOT_SCAN_PER_BLOCK * 19, "300 nodes");
+        assert_eq!(
+            hot_scan(&cheap, 62 * block),
+            cheap.lease_ttl / 4,
+            "1,000 nodes: four a lease"
+        );
+        let hot = LeaseConfig::HOT;
+        assert_eq!(hot_scan(&hot, 19 * block), hot.lease_ttl / 4);
     }
 }

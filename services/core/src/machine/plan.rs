@@ -123,13 +123,22 @@ impl Machine {
             && self
                 .book
                 .read_at()
-                .is_some_and(|t| now.saturating_since(t) >= self.cfg().scan_interval * ORPHAN_REFRESH_SCANS)
+                .is_some_and(|t| now.saturating_since(t) >= self.orphan_refresh_interval())
         {
             // Someone should be taking these; if our map is stale we would
             // hold back rebalancing for nothing.
             self.shards_stale = true;
         }
         self.plan_drain_exit(now, out);
+    }
+
+    /// How long a shard without a live owner may go unread: a few scans,
+    /// or in a large table as long as a hot scan of its shard items (every
+    /// node reads them while orphans last, and the orphans' takers must
+    /// get their reads through).
+    fn orphan_refresh_interval(&self) -> Duration {
+        let scans = self.cfg().scan_interval * ORPHAN_REFRESH_SCANS;
+        scans.max(super::pace::hot_scan(self.cfg(), self.pace.shard_bytes()))
     }
 
     pub(super) fn read_shards(&mut self, now: Instant, out: &mut Step) {

@@ -50,6 +50,18 @@ impl StoreThroughput {
             write: 1_000.0,
         },
     };
+
+    /// This table with `read` units a second for the table as a whole
+    /// (the fleet item's partition at most that).
+    pub fn with_table_reads(self, read: f64) -> StoreThroughput {
+        StoreThroughput {
+            table: UnitsPerSecond { read, ..self.table },
+            partition: UnitsPerSecond {
+                read: self.partition.read.min(read),
+                ..self.partition
+            },
+        }
+    }
 }
 
 /// A bucket holds at most this long's worth of units: a short burst over
