@@ -1,6 +1,7 @@
 //! Faults of AWS itself, through the fault proxy ([`super::aws_proxy`]):
-//! a slow and a blacked-out lease table (`slow-store`), one route table
-//! that EC2 refuses (`ec2-partial`).
+//! a slow and a blacked-out lease table (`slow-store`), a table that
+//! serves fewer reads than the fleet asks (`store-throttle`), one route
+//! table that EC2 refuses (`ec2-partial`).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -100,6 +101,57 @@ pub fn check_slow_store(report: &mut Report) {
             .violations
             .push("the store blackout's stretch was not measured".to_string()),
     }
+}
+
+/// The Scans a second the whole fleet gets in `store-throttle`: fewer than
+/// one hot node asks (it reads the node items four times a second), as a
+/// large fleet after a death asks more of a new table than it serves.
+pub const SCANS_PER_SECOND: f64 = 2.0;
+/// The fleet runs this many heartbeats under the limit before the crash.
+const THROTTLED_HEARTBEATS_BEFORE_CRASH: u32 = 2;
+/// Beyond a crash's usual bound: a taker's read of the shards may be
+/// throttled, retried by the SDK, then backed off by the agent.
+const THROTTLED_TAKEOVER_ALLOWANCE: Duration = Duration::from_secs(5);
+
+pub fn store_throttle_bound(crash_bound: Duration) -> Duration {
+    crash_bound + THROTTLED_TAKEOVER_ALLOWANCE
+}
+
+pub fn store_throttle_duration(warmup: Duration, heartbeat: Duration, crash_bound: Duration) -> Duration {
+    warmup + heartbeat * THROTTLED_HEARTBEATS_BEFORE_CRASH + crash_bound + CRASH_MARGIN
+}
+
+/// The fleet's Scans held to [`SCANS_PER_SECOND`] (the rest answered as
+/// DynamoDB answers a table over its throughput), then a crash: the
+/// takers heat and read, meet the limit, and must still fail the crash
+/// over within [`store_throttle_bound`] and move only its shards. The
+/// limit stays on until the load ends; a run in which it never throttled
+/// anything shows nothing, and says so.
+pub async fn store_throttle(f: &mut Fault<'_>) -> Result<()> {
+    let proxy = proxy(f)?;
+    f.trace.read("store-throttled", f.state).await;
+    proxy.limit_scans(Some(SCANS_PER_SECOND));
+    f.trace.event("store-throttled", &format!("{SCANS_PER_SECOND} Scans/s"));
+    sleep(f.heartbeat() * THROTTLED_HEARTBEATS_BEFORE_CRASH).await;
+    let before_crash = proxy.scan_counts();
+    f.crash().await;
+    let until = f.load_end_ms.saturating_sub(crate::load::unix_ms());
+    sleep(Duration::from_millis(until)).await;
+    let after = proxy.scan_counts();
+    let (forwarded, throttled) = (
+        after.forwarded - before_crash.forwarded,
+        after.throttled - before_crash.throttled,
+    );
+    f.trace.event(
+        "scans-after-crash",
+        &format!("{forwarded} forwarded, {throttled} throttled"),
+    );
+    if throttled == 0 {
+        f.trace.violations.push(format!(
+            "no Scan was throttled after the crash ({forwarded} forwarded): the limit never bit"
+        ));
+    }
+    Ok(())
 }
 
 /// How `ec2-partial`'s failing table answers: as a deleted table, which

@@ -1,8 +1,9 @@
 //! A fault proxy between the agents and moto, steered by the scenario at
 //! runtime: store calls delayed (a slow DynamoDB), one node's traffic held
-//! (a store blackout), EC2 calls naming one route table refused (a table
-//! deleted or denied), and every mutating EC2 call logged per node and
-//! table.
+//! (a store blackout), the fleet's Scans held to a rate and the rest
+//! throttled (a table that serves fewer reads than the fleet asks), EC2
+//! calls naming one route table refused (a table deleted or denied), and
+//! every mutating EC2 call logged per node and table.
 //!
 //! Why not `tc netem`: the lab's kernel has no netem qdisc. Why HTTP and
 //! not bytes: a refused EC2 call must be answered as EC2 would, and a
@@ -55,6 +56,9 @@ struct Rules {
     blackout: BTreeSet<IpAddr>,
     /// EC2 calls whose parameters name this route table are refused.
     failing_table: Option<(String, Ec2Refusal)>,
+    /// DynamoDB Scans the whole fleet may make a second; the rest are
+    /// throttled.
+    scans_per_second: Option<f64>,
 }
 
 impl Rules {
@@ -80,7 +84,43 @@ pub struct AwsProxy {
     addr: SocketAddr,
     rules: watch::Sender<Rules>,
     calls: Arc<Mutex<Vec<Ec2Call>>>,
+    scans: Arc<Mutex<ScanBucket>>,
     accept: JoinHandle<()>,
+}
+
+/// The fleet's Scans under a rate limit: a bucket of a second's worth,
+/// and what it let through and refused.
+#[derive(Debug, Default)]
+struct ScanBucket {
+    tokens: f64,
+    refilled_at: Option<std::time::Instant>,
+    counts: ScanCounts,
+}
+
+/// Scans the proxy forwarded and throttled while a limit was on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScanCounts {
+    pub forwarded: u64,
+    pub throttled: u64,
+}
+
+impl ScanBucket {
+    /// Takes a token at `now` for one Scan, if the limit leaves one.
+    fn admit(&mut self, per_second: f64, now: std::time::Instant) -> bool {
+        let elapsed = self
+            .refilled_at
+            .map_or(per_second, |t| now.duration_since(t).as_secs_f64() * per_second);
+        self.tokens = (self.tokens + elapsed).min(per_second);
+        self.refilled_at = Some(now);
+        let admitted = self.tokens >= 1.0;
+        if admitted {
+            self.tokens -= 1.0;
+            self.counts.forwarded += 1;
+        } else {
+            self.counts.throttled += 1;
+        }
+        admitted
+    }
 }
 
 impl Drop for AwsProxy {
@@ -115,14 +155,15 @@ impl AwsProxy {
         let addr = listener.local_addr()?;
         let (rules, _) = watch::channel(Rules::default());
         let calls = Arc::new(Mutex::new(Vec::new()));
-        let (rules_rx, log) = (rules.subscribe(), calls.clone());
+        let scans = Arc::new(Mutex::new(ScanBucket::default()));
+        let (rules_rx, log, bucket) = (rules.subscribe(), calls.clone(), scans.clone());
         let accept = tokio::spawn(async move {
             while let Ok((stream, peer)) = listener.accept().await {
-                let (rules, log) = (rules_rx.clone(), log.clone());
+                let (rules, log, bucket) = (rules_rx.clone(), log.clone(), bucket.clone());
                 tokio::spawn(async move {
                     // A failed exchange is the agent's to see (a reset
                     // connection); nothing for the proxy to report.
-                    let _ = serve(stream, peer.ip(), upstreams, rules, log).await;
+                    let _ = serve(stream, peer.ip(), upstreams, rules, log, bucket).await;
                 });
             }
         });
@@ -130,6 +171,7 @@ impl AwsProxy {
             addr,
             rules,
             calls,
+            scans,
             accept,
         })
     }
@@ -161,6 +203,17 @@ impl AwsProxy {
     /// Refuses every EC2 call that names `table`, or none.
     pub fn fail_table(&self, table: Option<(String, Ec2Refusal)>) {
         self.rules.send_modify(|r| r.failing_table = table);
+    }
+
+    /// Holds the fleet's DynamoDB Scans to `per_second` (a bucket of one
+    /// second's worth), throttling the rest as DynamoDB does; or lifts it.
+    pub fn limit_scans(&self, per_second: Option<f64>) {
+        self.rules.send_modify(|r| r.scans_per_second = per_second);
+    }
+
+    /// Scans forwarded and throttled under a limit so far.
+    pub fn scan_counts(&self) -> ScanCounts {
+        self.scans.lock().map(|b| b.counts).unwrap_or_default()
     }
 
     /// Every mutating EC2 call so far.
@@ -197,6 +250,10 @@ impl Request {
 
     fn is_dynamodb(&self) -> bool {
         self.header("x-amz-target").is_some_and(|t| t.starts_with("DynamoDB_"))
+    }
+
+    fn is_scan(&self) -> bool {
+        self.header("x-amz-target").is_some_and(|t| t.ends_with(".Scan"))
     }
 
     /// The head with `Connection: close`, whatever the client asked.
@@ -262,6 +319,17 @@ fn tables_named(params: &BTreeMap<String, String>) -> Vec<String> {
     tables.sort();
     tables.dedup();
     tables
+}
+
+/// DynamoDB's answer to a call over the table's throughput.
+fn throttled() -> Vec<u8> {
+    let body = "{\"__type\":\"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException\",\
+                \"message\":\"The level of configured provisioned throughput for the table was exceeded.\"}";
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// EC2's error document for a refused call.
@@ -356,6 +424,7 @@ async fn serve(
     upstreams: Upstreams,
     mut rules: watch::Receiver<Rules>,
     log: Arc<Mutex<Vec<Ec2Call>>>,
+    scans: Arc<Mutex<ScanBucket>>,
 ) -> Result<()> {
     let Some(request) = read_message(&mut client, false).await? else {
         return Ok(());
@@ -365,6 +434,17 @@ async fn serve(
         let latency = rules.borrow().latency(node);
         tokio::time::sleep(latency).await;
         pass_blackout(&mut rules, node).await;
+        let limit = rules.borrow().scans_per_second;
+        if let Some(per_second) = limit.filter(|_| request.is_scan()) {
+            let admitted = scans
+                .lock()
+                .map(|mut b| b.admit(per_second, std::time::Instant::now()))
+                .unwrap_or(true);
+            if !admitted {
+                client.write_all(&throttled()).await?;
+                return Ok(());
+            }
+        }
     } else {
         let params = form(&request.body);
         let action = params.get("Action").cloned().unwrap_or_default();
@@ -449,6 +529,35 @@ mod tests {
         assert!(text.contains("<Code>InvalidRouteTableID.NotFound</Code>"), "{text}");
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert_eq!(content_length(head), Some(body.len()));
+    }
+
+    #[test]
+    fn the_scan_limit_lets_a_seconds_worth_through_and_throttles_the_rest() {
+        let start = std::time::Instant::now();
+        let mut bucket = ScanBucket::default();
+        let admitted = (0..5).filter(|_| bucket.admit(2.0, start)).count();
+        assert_eq!(admitted, 2, "a burst gets a second's worth");
+        assert!(
+            bucket.admit(2.0, start + Duration::from_millis(500)),
+            "refilled at 2 a second"
+        );
+        assert!(!bucket.admit(2.0, start + Duration::from_millis(500)));
+        assert_eq!(
+            bucket.counts,
+            ScanCounts {
+                forwarded: 3,
+                throttled: 4
+            }
+        );
+        let text = String::from_utf8(throttled()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+        assert_eq!(content_length(head), Some(body.len()));
+        let error: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(error["__type"]
+            .as_str()
+            .unwrap()
+            .ends_with("#ProvisionedThroughputExceededException"));
     }
 
     /// A moto's stand-in: answers every request with its own body and its

@@ -43,6 +43,9 @@ pub enum Scenario {
     AgentRestart,
     VipChange,
     SlowStore,
+    /// The fleet's Scans held to a rate a crash's takers exceed
+    /// ([`aws_faults::store_throttle`]).
+    StoreThrottle,
     Ec2Partial,
     DrainStorm,
     /// Two nodes cut apart, then loss between all nodes
@@ -57,7 +60,7 @@ pub enum Scenario {
 impl Scenario {
     /// `all`, in order. The VIP change goes last: it leaves the lab with
     /// another VIP list.
-    pub const EACH: [Scenario; 19] = [
+    pub const EACH: [Scenario; 20] = [
         Scenario::Steady,
         Scenario::AtRest,
         Scenario::Crash,
@@ -73,6 +76,7 @@ impl Scenario {
         Scenario::TableRecreate,
         Scenario::AgentRestart,
         Scenario::SlowStore,
+        Scenario::StoreThrottle,
         Scenario::Ec2Partial,
         Scenario::DrainStorm,
         Scenario::PeerPartition,
@@ -97,6 +101,7 @@ impl Scenario {
             Scenario::AgentRestart => "agent-restart",
             Scenario::VipChange => "vip-change",
             Scenario::SlowStore => "slow-store",
+            Scenario::StoreThrottle => "store-throttle",
             Scenario::Ec2Partial => "ec2-partial",
             Scenario::DrainStorm => "drain-storm",
             Scenario::PeerPartition => "peer-partition",
@@ -182,6 +187,7 @@ impl Scenario {
                 | Scenario::LostItems
                 | Scenario::TableRecreate
                 | Scenario::SlowStore
+                | Scenario::StoreThrottle
                 | Scenario::Ec2Partial
         )
     }
@@ -196,7 +202,10 @@ impl Scenario {
 
     /// Whether the agents run through the fault proxy ([`AwsProxy`]).
     pub fn needs_proxy(self) -> bool {
-        matches!(self, Scenario::SlowStore | Scenario::Ec2Partial)
+        matches!(
+            self,
+            Scenario::SlowStore | Scenario::StoreThrottle | Scenario::Ec2Partial
+        )
     }
 
     /// Seconds of load the scenario needs at the least, when more than the
@@ -213,6 +222,7 @@ impl Scenario {
             Scenario::StoreOutage => warmup + store_outage + Duration::from_secs(6),
             Scenario::TableRecreate => store_faults::table_recreate_duration(warmup, lease_ttl, crash_bound),
             Scenario::SlowStore => aws_faults::slow_store_duration(warmup, lease_ttl, heartbeat),
+            Scenario::StoreThrottle => aws_faults::store_throttle_duration(warmup, heartbeat, crash_bound),
             Scenario::Ec2Partial => aws_faults::ec2_partial_duration(warmup, heartbeat, crash_bound),
             Scenario::DrainStorm => drain_storm::duration(warmup),
             Scenario::PeerPartition => peer_faults::duration(warmup),
@@ -367,6 +377,7 @@ pub async fn inject(scenario: Scenario, f: &mut Fault<'_>) -> Result<()> {
         Scenario::AgentRestart => rollout::agent_restart(f).await?,
         Scenario::VipChange => rollout::vip_change(f).await?,
         Scenario::SlowStore => aws_faults::slow_store(f).await?,
+        Scenario::StoreThrottle => aws_faults::store_throttle(f).await?,
         Scenario::Ec2Partial => aws_faults::ec2_partial(f).await?,
         Scenario::DrainStorm => drain_storm::drain_storm(f).await?,
         Scenario::PeerPartition => peer_faults::peer_partition(f).await?,

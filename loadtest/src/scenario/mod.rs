@@ -352,6 +352,9 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
     let heartbeat = Duration::from_millis(state.lease.heartbeat_ms);
     let crash_bound = match scenario {
         Scenario::SlowStore => aws_faults::slow_store_bound(lease_ttl),
+        Scenario::StoreThrottle => {
+            aws_faults::store_throttle_bound(checks::crash_outage_bound(state, victim_vips.len()))
+        }
         // A third node's item is deleted with the crash: until it writes
         // it again (its next heartbeat) and the survivors read it, it looks
         // like a node restarting, and the dead node's shards wait for the
@@ -545,6 +548,7 @@ fn minimum_moves(scenario: Scenario, victim_shards: usize, shards: usize, nodes:
         | Scenario::LostItems
         | Scenario::TableRecreate
         | Scenario::SlowStore
+        | Scenario::StoreThrottle
         | Scenario::Ec2Partial => victim_shards as u64,
         // Every shard but the survivor's (see drain_storm::minimum_moves).
         Scenario::DrainStorm => (shards - shards / nodes.max(1)) as u64,

@@ -96,7 +96,7 @@ pub async fn run(config: AgentConfig) -> Result<ExitReason, RunError> {
 
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(
-        DynamoLeaseStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table.clone())
+        DynamoLeaseStore::new(crate::aws::dynamodb_client(&sdk), config.table.clone())
             // Another endpoint (moto) reports constants, not DynamoDB's bill.
             .with_units_sink(metrics.clone(), sdk.endpoint_url().is_some()),
     );

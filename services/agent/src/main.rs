@@ -162,7 +162,7 @@ fn main() -> ExitCode {
         }
         Command::InitTable { table, billing, region } => runtime.block_on(async {
             let sdk = vipfleet_agent::aws::sdk_config(region).await;
-            let client = aws_sdk_dynamodb::Client::new(&sdk);
+            let client = vipfleet_agent::aws::dynamodb_client(&sdk);
             match init_table(&client, &table, billing).await {
                 Ok(init) => {
                     println!("{table}: {init}");

@@ -73,6 +73,27 @@ fn policy() -> (RetryConfig, TimeoutConfig) {
     (retry, timeout)
 }
 
+/// Attempts of one lease store call, and the first retry's backoff: a few
+/// quick tries (DynamoDB's own SDKs start at 25 to 50 ms), then the lease
+/// machine's backoff takes over.
+const DYNAMODB_MAX_ATTEMPTS: u32 = 3;
+const DYNAMODB_INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The lease store's client: standard retries, not the adaptive mode the
+/// other clients use. Adaptive mode's rate limiter is the client's, not a
+/// call's: throttled Scans slowed the heartbeats behind them, and in the
+/// lab's `store-throttle` a survivor's counter stood still until a peer
+/// expired it (and a read of the shards spent 7.5 s in the SDK's retries
+/// before it timed out). DynamoDB throttles reads and writes apart, and the
+/// lease machine backs off throttled reads itself.
+pub fn dynamodb_client(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
+    let retry = RetryConfig::standard()
+        .with_max_attempts(DYNAMODB_MAX_ATTEMPTS)
+        .with_initial_backoff(DYNAMODB_INITIAL_BACKOFF);
+    let config = aws_sdk_dynamodb::config::Builder::from(sdk).retry_config(retry).build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
 /// The SDK configuration every client of the agent is built from: the
 /// default credential/region chain (IMDS on EC2), `AWS_ENDPOINT_URL` when
 /// set (moto in the lab), adaptive retries and bounded timeouts. `region`
@@ -231,6 +252,19 @@ mod tests {
         let mut buf = vec![0u8; 4096];
         let n = stream.read(&mut buf).await.ok()?;
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    #[tokio::test]
+    async fn the_lease_store_retries_in_standard_mode_and_the_rest_adaptively() {
+        let sdk = super::local_endpoint_config("http://127.0.0.1:9").await;
+        let ddb = super::dynamodb_client(&sdk);
+        let retry = ddb.config().retry_config().expect("a retry policy");
+        assert_eq!(retry.mode(), aws_config::retry::RetryMode::Standard);
+        assert_eq!(retry.max_attempts(), super::DYNAMODB_MAX_ATTEMPTS);
+        assert_eq!(retry.initial_backoff(), super::DYNAMODB_INITIAL_BACKOFF);
+        let ec2 = aws_sdk_ec2::Client::new(&sdk);
+        let retry = ec2.config().retry_config().expect("a retry policy");
+        assert_eq!(retry.mode(), aws_config::retry::RetryMode::Adaptive);
     }
 
     #[tokio::test]
