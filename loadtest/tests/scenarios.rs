@@ -104,8 +104,7 @@ fn every_fault_scenario_keeps_the_promises() {
                 );
                 assert!(num(r, &["moves", "minimum"]) > 0, "{name}: the victim held no shard");
             }
-            "crash" | "scale-in" | "bad-items" | "table-recreate" | "slow-store" | "store-throttle"
-            | "ec2-partial" => {
+            "crash" | "scale-in" | "bad-items" | "table-recreate" | "slow-store" | "store-throttle" | "ec2-partial" => {
                 assert_eq!(num(r, &["moves", "actual"]), num(r, &["moves", "minimum"]), "{name}");
                 assert!(num(r, &["moves", "minimum"]) > 0, "{name}: the victim held no shard");
             }

@@ -44,6 +44,9 @@ impl Machine {
     pub(super) fn peer_verdict(&mut self, node: NodeId, inc: Incarnation, now: Instant, out: &mut Step) {
         let holds = self.book.records().any(|r| r.owner.as_ref() == Some(&node));
         if !holds {
+            // Our map may predate its claims: a read decides (see
+            // `evict_dead`), hot, as any verdict was before.
+            self.heat(now);
             return self.evict_dead(node, inc, now, out);
         }
         self.deferred_verdicts
