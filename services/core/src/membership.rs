@@ -133,11 +133,24 @@ pub fn membership(me: Me<'_>, peers: Peers<'_>) -> Membership {
     let mut out = Membership::default();
     let mut unhealthy = Vec::new();
     let mut layouts: Vec<&ShardLayout> = vec![me.layout.as_ref()];
-    out.layouts.insert(me.id.clone(), me.layout.clone());
     let mut tables: BTreeSet<RouteTableId> = me.tables.iter().cloned().collect();
     out.layouts_complete = true;
 
-    let ids: BTreeSet<&NodeId> = peers.nodes.keys().chain(peers.unreadable.iter()).collect();
+    // Both in id order: merged as they come rather than gathered in a set
+    // (this runs on every read of the node items, over every node).
+    let mut unreadable = peers.unreadable.iter().peekable();
+    let mut known = peers.nodes.keys().peekable();
+    let ids = std::iter::from_fn(|| match (known.peek(), unreadable.peek()) {
+        (Some(a), Some(b)) if b < a => unreadable.next(),
+        (Some(a), Some(b)) if a == b => {
+            unreadable.next();
+            known.next()
+        }
+        (Some(_), _) => known.next(),
+        (None, _) => unreadable.next(),
+    });
+    // Gathered in id order and made a map at once.
+    let mut member_layouts = vec![(me.id.clone(), me.layout.clone())];
     for id in ids {
         if id == me.id {
             continue;
@@ -177,7 +190,7 @@ pub fn membership(me: Me<'_>, peers: Peers<'_>) -> Membership {
                 match peers.layouts.get(&config.layout) {
                     Some(layout) => {
                         layouts.push(layout);
-                        out.layouts.insert(id.clone(), layout.clone());
+                        member_layouts.push((id.clone(), layout.clone()));
                     }
                     None => {
                         out.unknown_layouts.insert(config.layout.clone());
@@ -200,6 +213,7 @@ pub fn membership(me: Me<'_>, peers: Peers<'_>) -> Membership {
             role,
         });
     }
+    out.layouts = member_layouts.into_iter().collect();
     let my_role = role_of_state(me.state).unwrap_or(Role::Leaves);
     if me.state == NodeState::Unhealthy {
         unhealthy.push(out.members.len());
@@ -217,7 +231,12 @@ pub fn membership(me: Me<'_>, peers: Peers<'_>) -> Membership {
     out.members.sort_by(|a, b| a.id.cmp(&b.id));
 
     // The common case, every member on one layout, costs nothing per shard.
-    if layouts.iter().all(|l| l.same_as(me.layout.as_ref())) {
+    // Members on our layout mostly share our copy of it: the pointer
+    // answers before the fingerprints are compared.
+    if layouts
+        .iter()
+        .all(|l| std::ptr::eq(*l, me.layout.as_ref()) || l.same_as(me.layout.as_ref()))
+    {
         out.agreed = me.layout.shards().clone();
     } else {
         let mut agreed: BTreeSet<ShardId> = me.layout.shards().as_ref().clone();

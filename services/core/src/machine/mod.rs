@@ -183,6 +183,33 @@ impl NodeFacts {
     }
 }
 
+impl Machine {
+    /// The node items a read returned replace those we knew. Keeps the
+    /// last record of a node whose item vanished, or cannot be read now:
+    /// if an unreadable item later vanishes, its node must still be known,
+    /// to be found gone and its shards taken over.
+    fn replace_nodes(&mut self, records: Vec<NodeRecord>) {
+        // A read mostly shows the nodes the last one did: replaced where
+        // they are, rather than a map of them all built on every read.
+        let same_nodes = records.len() == self.nodes.len()
+            && records.windows(2).all(|pair| pair[0].info.id < pair[1].info.id)
+            && records.iter().zip(self.nodes.keys()).all(|(r, id)| r.info.id == *id);
+        if same_nodes {
+            for (record, known) in records.into_iter().zip(self.nodes.values_mut()) {
+                *known = record;
+            }
+            return;
+        }
+        let mut nodes: BTreeMap<NodeId, NodeRecord> = records.into_iter().map(|n| (n.info.id.clone(), n)).collect();
+        for (id, record) in std::mem::take(&mut self.nodes) {
+            if self.observer.is_missing(&id) || self.unreadable_nodes.contains(&id) {
+                nodes.entry(id).or_insert(record);
+            }
+        }
+        self.nodes = nodes;
+    }
+}
+
 /// Calls of which one at a time is enough (reads of the node items: a few,
 /// so that a slow store delays what we see but leaves no gap in it).
 #[derive(Clone, Debug, Default)]
