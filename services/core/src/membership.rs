@@ -138,20 +138,24 @@ pub fn membership(me: Me<'_>, peers: Peers<'_>) -> Membership {
 
     // Both in id order: merged as they come rather than gathered in a set
     // (this runs on every read of the node items, over every node).
+    // Each id comes with its record, if we have one, and whether its item
+    // is unreadable now.
     let mut unreadable = peers.unreadable.iter().peekable();
-    let mut known = peers.nodes.keys().peekable();
+    let mut known = peers.nodes.iter().peekable();
     let ids = std::iter::from_fn(|| match (known.peek(), unreadable.peek()) {
-        (Some(a), Some(b)) if b < a => unreadable.next(),
-        (Some(a), Some(b)) if a == b => {
+        (Some((a, _)), Some(b)) if b < a => unreadable.next().map(|id| (id, None, true)),
+        (Some((a, _)), Some(b)) if a == b => {
             unreadable.next();
-            known.next()
+            known.next().map(|(id, record)| (id, Some(record), true))
         }
-        (Some(_), _) => known.next(),
-        (None, _) => unreadable.next(),
+        (Some(_), _) => known.next().map(|(id, record)| (id, Some(record), false)),
+        (None, _) => unreadable.next().map(|id| (id, None, true)),
     });
     // Gathered in id order and made a map at once.
     let mut member_layouts = vec![(me.id.clone(), me.layout.clone())];
-    for id in ids {
+    // The route tables of the last member looked at: most name the same.
+    let mut last_tables: &[RouteTableId] = me.tables;
+    for (id, record, is_unreadable) in ids {
         if id == me.id {
             continue;
         }
@@ -159,7 +163,7 @@ pub fn membership(me: Me<'_>, peers: Peers<'_>) -> Membership {
             out.gone.insert(id.clone(), check);
             continue;
         }
-        let Some(record) = peers.nodes.get(id).filter(|_| !peers.unreadable.contains(id)) else {
+        let Some(record) = record.filter(|_| !is_unreadable) else {
             // An item we cannot read: it exists, so the node is not gone;
             // what it runs we cannot tell.
             out.members.push(Member {
@@ -182,10 +186,13 @@ pub fn membership(me: Me<'_>, peers: Peers<'_>) -> Membership {
         match &record.config {
             Some(config) => {
                 // Copied only when new: every member names the same few.
-                for table in &config.route_tables {
-                    if !tables.contains(table) {
-                        tables.insert(table.clone());
+                if config.route_tables.as_slice() != last_tables {
+                    for table in &config.route_tables {
+                        if !tables.contains(table) {
+                            tables.insert(table.clone());
+                        }
                     }
+                    last_tables = &config.route_tables;
                 }
                 match peers.layouts.get(&config.layout) {
                     Some(layout) => {

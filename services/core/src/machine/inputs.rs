@@ -306,8 +306,8 @@ impl Machine {
         }
         self.unreadable_nodes = unreadable;
         self.versions.nodes += 1;
-        self.pace.nodes_read(scan.records.iter());
-        self.replace_nodes(scan.records);
+        let node_bytes = self.replace_nodes(scan.records);
+        self.pace.nodes_read(node_bytes);
         self.node_facts = super::NodeFacts::of(&self.nodes, self.cfg().lease_ttl);
         // Peers started with us register within a round trip or two of us:
         // a read sent a heartbeat interval after our registration sees them,
