@@ -313,13 +313,13 @@ mod tests {
             epoch_floor: 99,
             evicted_by: None,
         };
-        let changes: Vec<Box<dyn Fn(&mut NodeRecord)>> = vec![
-            Box::new(|n| n.hb = 10),
-            Box::new(|n| n.epoch_floor = 1_000_001),
-            Box::new(|n| n.state = NodeState::Dead),
-            Box::new(|n| n.evicted_by = Some(NodeId::new("n2"))),
-            Box::new(|n| n.config = None),
-            Box::new(|n| Arc::make_mut(&mut n.info).az = "az-11".into()),
+        let changes: [fn(&mut NodeRecord); 6] = [
+            |n| n.hb = 10,
+            |n| n.epoch_floor = 1_000_001,
+            |n| n.state = NodeState::Dead,
+            |n| n.evicted_by = Some(NodeId::new("n2")),
+            |n| n.config = None,
+            |n| Arc::make_mut(&mut n.info).az = "az-11".into(),
         ];
         for change in changes {
             let mut new = old.clone();

@@ -317,8 +317,8 @@ impl LeaseTable {
         // A conditional put bills the item's size whether it lands or not.
         let bytes = self.layout_bytes(layout);
         self.wrote(1, units::write_units(bytes, false));
-        if !self.layouts.contains_key(&layout.id()) {
-            self.layouts.insert(layout.id(), layout.clone());
+        if let std::collections::btree_map::Entry::Vacant(entry) = self.layouts.entry(layout.id()) {
+            entry.insert(layout.clone());
             self.rare_bytes_cache.set(None);
         }
     }
