@@ -133,12 +133,29 @@ pub fn membership(me: Me<'_>, peers: Peers<'_>) -> Membership {
     let mut out = Membership::default();
     let mut unhealthy = Vec::new();
     let mut layouts: Vec<&ShardLayout> = vec![me.layout.as_ref()];
-    out.layouts.insert(me.id.clone(), me.layout.clone());
     let mut tables: BTreeSet<RouteTableId> = me.tables.iter().cloned().collect();
     out.layouts_complete = true;
 
-    let ids: BTreeSet<&NodeId> = peers.nodes.keys().chain(peers.unreadable.iter()).collect();
-    for id in ids {
+    // Both in id order: merged as they come rather than gathered in a set
+    // (this runs on every read of the node items, over every node).
+    // Each id comes with its record, if we have one, and whether its item
+    // is unreadable now.
+    let mut unreadable = peers.unreadable.iter().peekable();
+    let mut known = peers.nodes.iter().peekable();
+    let ids = std::iter::from_fn(|| match (known.peek(), unreadable.peek()) {
+        (Some((a, _)), Some(b)) if b < a => unreadable.next().map(|id| (id, None, true)),
+        (Some((a, _)), Some(b)) if a == b => {
+            unreadable.next();
+            known.next().map(|(id, record)| (id, Some(record), true))
+        }
+        (Some(_), _) => known.next().map(|(id, record)| (id, Some(record), false)),
+        (None, _) => unreadable.next().map(|id| (id, None, true)),
+    });
+    // Gathered in id order and made a map at once.
+    let mut member_layouts = vec![(me.id.clone(), me.layout.clone())];
+    // The route tables of the last member looked at: most name the same.
+    let mut last_tables: &[RouteTableId] = me.tables;
+    for (id, record, is_unreadable) in ids {
         if id == me.id {
             continue;
         }
@@ -146,7 +163,7 @@ pub fn membership(me: Me<'_>, peers: Peers<'_>) -> Membership {
             out.gone.insert(id.clone(), check);
             continue;
         }
-        let Some(record) = peers.nodes.get(id).filter(|_| !peers.unreadable.contains(id)) else {
+        let Some(record) = record.filter(|_| !is_unreadable) else {
             // An item we cannot read: it exists, so the node is not gone;
             // what it runs we cannot tell.
             out.members.push(Member {
@@ -169,15 +186,18 @@ pub fn membership(me: Me<'_>, peers: Peers<'_>) -> Membership {
         match &record.config {
             Some(config) => {
                 // Copied only when new: every member names the same few.
-                for table in &config.route_tables {
-                    if !tables.contains(table) {
-                        tables.insert(table.clone());
+                if config.route_tables.as_slice() != last_tables {
+                    for table in &config.route_tables {
+                        if !tables.contains(table) {
+                            tables.insert(table.clone());
+                        }
                     }
+                    last_tables = &config.route_tables;
                 }
                 match peers.layouts.get(&config.layout) {
                     Some(layout) => {
                         layouts.push(layout);
-                        out.layouts.insert(id.clone(), layout.clone());
+                        member_layouts.push((id.clone(), layout.clone()));
                     }
                     None => {
                         out.unknown_layouts.insert(config.layout.clone());
@@ -200,6 +220,7 @@ pub fn membership(me: Me<'_>, peers: Peers<'_>) -> Membership {
             role,
         });
     }
+    out.layouts = member_layouts.into_iter().collect();
     let my_role = role_of_state(me.state).unwrap_or(Role::Leaves);
     if me.state == NodeState::Unhealthy {
         unhealthy.push(out.members.len());
@@ -217,7 +238,12 @@ pub fn membership(me: Me<'_>, peers: Peers<'_>) -> Membership {
     out.members.sort_by(|a, b| a.id.cmp(&b.id));
 
     // The common case, every member on one layout, costs nothing per shard.
-    if layouts.iter().all(|l| l.same_as(me.layout.as_ref())) {
+    // Members on our layout mostly share our copy of it: the pointer
+    // answers before the fingerprints are compared.
+    if layouts
+        .iter()
+        .all(|l| std::ptr::eq(*l, me.layout.as_ref()) || l.same_as(me.layout.as_ref()))
+    {
         out.agreed = me.layout.shards().clone();
     } else {
         let mut agreed: BTreeSet<ShardId> = me.layout.shards().as_ref().clone();

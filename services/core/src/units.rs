@@ -188,6 +188,30 @@ pub fn node_item_bytes(node: &NodeRecord) -> u64 {
     bytes
 }
 
+/// [`node_item_bytes`] of `new`, given `old_bytes`, the size of `old`, an
+/// earlier record of the same item: when only the counters moved (a
+/// heartbeat, what most records of a read show), only they are sized again.
+/// A node reads every node item several times a heartbeat, and sizing each
+/// from its parts walks three allocations per item.
+pub fn node_item_bytes_after(old: &NodeRecord, old_bytes: u64, new: &NodeRecord) -> u64 {
+    let same_config = match (&old.config, &new.config) {
+        (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    };
+    // `evicted_hb` repeats the counter: sized afresh (rare).
+    let rest_unchanged = std::sync::Arc::ptr_eq(&old.info, &new.info)
+        && same_config
+        && old.state == new.state
+        && old.evicted_by.is_none()
+        && new.evicted_by.is_none();
+    if !rest_unchanged {
+        return node_item_bytes(new);
+    }
+    let counters = |n: &NodeRecord| number_bytes("hb", n.hb) + number_bytes("epoch_floor", n.epoch_floor);
+    old_bytes + counters(new) - counters(old)
+}
+
 /// The size of a shard item: `pk` (`shard#<cidr>`), `owner`, `owner_inc`,
 /// `epoch`, `moves`, `moved_at`. Every write of a shard (claim, takeover,
 /// hand-off) sets all of them, so an item has either all or only its key.
@@ -257,6 +281,53 @@ mod tests {
     fn lists_cost_three_bytes_and_one_per_element() {
         assert_eq!(string_list_bytes("tables", Vec::<String>::new()), 6 + 3);
         assert_eq!(string_list_bytes("tables", ["ab", "cde"]), 6 + 3 + 3 + 4);
+    }
+
+    /// Sized from an earlier record, a record is sized as from its parts,
+    /// whatever changed between the two.
+    #[test]
+    fn a_record_sized_from_an_earlier_one_is_sized_as_from_its_parts() {
+        use crate::types::{EniId, Incarnation, NodeConfig, NodeId, NodeInfo, NodeRecord, NodeState};
+        use std::sync::Arc;
+        let info = Arc::new(NodeInfo {
+            id: NodeId::new("n1"),
+            eni: EniId("eni-1".into()),
+            az: "az-0".into(),
+            addr: String::new(),
+            weight: 1,
+            version: "v".into(),
+        });
+        let config = Arc::new(NodeConfig {
+            layout: crate::layout::LayoutId("l".into()),
+            route_tables: Vec::new(),
+            lease_ttl: std::time::Duration::from_secs(15),
+            heartbeat_interval: std::time::Duration::from_secs(5),
+            peer_port: Some(7946),
+        });
+        let old = NodeRecord {
+            info: info.clone(),
+            hb: 9,
+            inc: Incarnation(1),
+            state: NodeState::Active,
+            config: Some(config.clone()),
+            epoch_floor: 99,
+            evicted_by: None,
+        };
+        let changes: [fn(&mut NodeRecord); 6] = [
+            |n| n.hb = 10,
+            |n| n.epoch_floor = 1_000_001,
+            |n| n.state = NodeState::Dead,
+            |n| n.evicted_by = Some(NodeId::new("n2")),
+            |n| n.config = None,
+            |n| Arc::make_mut(&mut n.info).az = "az-11".into(),
+        ];
+        for change in changes {
+            let mut new = old.clone();
+            change(&mut new);
+            new.hb += 1;
+            let old_bytes = node_item_bytes(&old);
+            assert_eq!(node_item_bytes_after(&old, old_bytes, &new), node_item_bytes(&new));
+        }
     }
 
     #[test]

@@ -490,7 +490,7 @@ where
                 let routes = self.routes.clone();
                 spawn(results, async move {
                     let result = match tokio::time::timeout(ROUTE_CALL_TIMEOUT, routes.describe(&table)).await {
-                        Ok(result) => result,
+                        Ok(result) => result.map(Arc::from),
                         Err(_) => Err(RouteError::Unavailable {
                             op: RouteOp::Describe,
                             detail: format!("{table}: timed out"),

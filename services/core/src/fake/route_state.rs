@@ -4,6 +4,7 @@
 //! ENI turns `blackhole`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::routes::{RouteChange, RouteEntry, RouteError};
 use crate::types::{EniId, RouteTableId, Vip};
@@ -22,6 +23,10 @@ pub struct RouteTables {
     tables: BTreeMap<RouteTableId, BTreeMap<Vip, EniId>>,
     deleted_enis: BTreeSet<EniId>,
     counters: RouteCounters,
+    /// Each table as [`Self::describe_shared`] last showed it, until it
+    /// changes: in a simulation every node reads back every table, and the
+    /// routes change far less often than they are read.
+    described: BTreeMap<RouteTableId, Arc<[RouteEntry]>>,
 }
 
 impl RouteTables {
@@ -38,6 +43,18 @@ impl RouteTables {
 
     pub fn table_ids(&self) -> Vec<RouteTableId> {
         self.tables.keys().cloned().collect()
+    }
+
+    /// [`Self::describe`], shared with every other read-back of the table
+    /// since it last changed.
+    pub fn describe_shared(&mut self, table: &RouteTableId) -> Result<Arc<[RouteEntry]>, RouteError> {
+        if let Some(routes) = self.described.get(table) {
+            self.counters.describe_calls += 1;
+            return Ok(routes.clone());
+        }
+        let routes: Arc<[RouteEntry]> = self.describe(table)?.into();
+        self.described.insert(table.clone(), routes.clone());
+        Ok(routes)
     }
 
     pub fn describe(&mut self, table: &RouteTableId) -> Result<Vec<RouteEntry>, RouteError> {
@@ -76,6 +93,7 @@ impl RouteTables {
                 if target != eni {
                     *target = eni.clone();
                     self.counters.target_changes += 1;
+                    self.described.remove(table);
                 }
                 Ok(())
             }
@@ -100,6 +118,7 @@ impl RouteTables {
         }
         routes.insert(vip, eni.clone());
         self.counters.target_changes += 1;
+        self.described.remove(table);
         Ok(())
     }
 
@@ -112,6 +131,7 @@ impl RouteTables {
         match routes.remove(&vip) {
             Some(_) => {
                 self.counters.target_changes += 1;
+                self.described.remove(table);
                 Ok(())
             }
             None => Err(RouteError::NoRoute {
@@ -138,6 +158,7 @@ impl RouteTables {
         if let Some(routes) = self.tables.get_mut(table) {
             if routes.insert(vip, eni.clone()).as_ref() != Some(eni) {
                 self.counters.target_changes += 1;
+                self.described.remove(table);
             }
         }
     }
@@ -145,5 +166,7 @@ impl RouteTables {
     /// The ENI is gone: routes to it turn `blackhole`.
     pub fn delete_eni(&mut self, eni: &EniId) {
         self.deleted_enis.insert(eni.clone());
+        // Routes to it show as blackholes from now on, in any table.
+        self.described.clear();
     }
 }

@@ -76,6 +76,10 @@ pub struct LeaseTable {
     /// The size of the layout and junk items (which change rarely) since
     /// the last change of one.
     rare_bytes_cache: Cell<Option<u64>>,
+    /// The size of each layout item written or read, with the layout it
+    /// sizes: sizing one formats every VIP, and every node publishes its
+    /// layout (ten thousand VIPs at scale) when it starts.
+    layout_sizes: BTreeMap<LayoutId, (ShardLayout, u64)>,
 }
 
 impl LeaseTable {
@@ -295,18 +299,33 @@ impl LeaseTable {
         self.fleet_version
     }
 
+    /// [`units::layout_item_bytes`], remembered per layout.
+    fn layout_bytes(&mut self, layout: &ShardLayout) -> u64 {
+        let id = layout.id();
+        if let Some((known, bytes)) = self.layout_sizes.get(&id) {
+            // Layouts share their shards: mostly a pointer compared.
+            if known == layout {
+                return *bytes;
+            }
+        }
+        let bytes = units::layout_item_bytes(layout);
+        self.layout_sizes.insert(id, (layout.clone(), bytes));
+        bytes
+    }
+
     pub fn publish_layout(&mut self, layout: &ShardLayout) {
         // A conditional put bills the item's size whether it lands or not.
-        self.wrote(1, units::write_units(units::layout_item_bytes(layout), false));
-        if !self.layouts.contains_key(&layout.id()) {
-            self.layouts.insert(layout.id(), layout.clone());
+        let bytes = self.layout_bytes(layout);
+        self.wrote(1, units::write_units(bytes, false));
+        if let std::collections::btree_map::Entry::Vacant(entry) = self.layouts.entry(layout.id()) {
+            entry.insert(layout.clone());
             self.rare_bytes_cache.set(None);
         }
     }
 
     pub fn read_layout(&mut self, id: &LayoutId) -> Option<ShardLayout> {
         let layout = self.layouts.get(id).cloned();
-        let bytes = layout.as_ref().map_or(0, units::layout_item_bytes);
+        let bytes = layout.as_ref().map_or(0, |l| self.layout_bytes(l));
         self.read(usize::from(layout.is_some()), bytes, units::LAYOUT_GET);
         layout
     }

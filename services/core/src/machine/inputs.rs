@@ -304,18 +304,8 @@ impl Machine {
         }
         self.unreadable_nodes = unreadable;
         self.versions.nodes += 1;
-        self.pace.nodes_read(scan.records.iter());
-        let mut nodes: std::collections::BTreeMap<NodeId, NodeRecord> =
-            scan.records.into_iter().map(|n| (n.info.id.clone(), n)).collect();
-        // Keep the last record of a node whose item vanished, or cannot be
-        // read now: if an unreadable item later vanishes, its node must
-        // still be known, to be found gone and its shards taken over.
-        for (id, record) in std::mem::take(&mut self.nodes) {
-            if self.observer.is_missing(&id) || self.unreadable_nodes.contains(&id) {
-                nodes.entry(id).or_insert(record);
-            }
-        }
-        self.nodes = nodes;
+        let node_bytes = self.replace_nodes(scan.records);
+        self.pace.nodes_read(node_bytes);
         self.node_facts = super::NodeFacts::of(&self.nodes, self.cfg().lease_ttl);
         self.review_deferred_verdicts(sent_at, now, out);
         // Peers started with us register within a round trip or two of us:

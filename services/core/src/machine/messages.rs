@@ -168,7 +168,9 @@ pub enum Input {
     TableDescribed {
         table: RouteTableId,
         sent_at: Instant,
-        result: Result<Vec<RouteEntry>, RouteError>,
+        /// Shared: a simulation hands every node the same read-back of a
+        /// table that did not change (thousands of routes each).
+        result: Result<Arc<[RouteEntry]>, RouteError>,
     },
     Retired {
         shard: ShardId,

@@ -186,6 +186,65 @@ impl NodeFacts {
     }
 }
 
+impl Machine {
+    /// The node items a read returned replace those we knew; returns their
+    /// size in bytes. Keeps the last record of a node whose item vanished,
+    /// or cannot be read now: if an unreadable item later vanishes, its
+    /// node must still be known, to be found gone and its shards taken
+    /// over.
+    fn replace_nodes(&mut self, records: Vec<NodeRecord>) -> u64 {
+        // A read mostly shows the nodes the last one did: replaced where
+        // they are, rather than a map of them all built on every read, and
+        // sized from what they were.
+        let in_order = records.windows(2).all(|pair| pair[0].info.id < pair[1].info.id);
+        let same_nodes = in_order
+            && records.len() == self.nodes.len()
+            && records.iter().zip(self.nodes.keys()).all(|(r, id)| r.info.id == *id);
+        if same_nodes {
+            let sized = self.node_sizes.len() == records.len();
+            if !sized {
+                self.node_sizes = vec![(0, NodeState::Starting); records.len()];
+            }
+            let mut total = 0;
+            let known = self.nodes.values_mut().zip(self.node_sizes.iter_mut());
+            for (record, (known, (size, state))) in records.into_iter().zip(known) {
+                // A record marked dead here since it was read no longer
+                // shows what was sized.
+                *size = if sized && *state == known.state {
+                    crate::units::node_item_bytes_after(known, *size, &record)
+                } else {
+                    crate::units::node_item_bytes(&record)
+                };
+                debug_assert_eq!(*size, crate::units::node_item_bytes(&record));
+                *state = record.state;
+                total += *size;
+                *known = record;
+            }
+            return total;
+        }
+        let sizes: Vec<(u64, NodeState)> = records
+            .iter()
+            .map(|r| (crate::units::node_item_bytes(r), r.state))
+            .collect();
+        let total = sizes.iter().map(|(size, _)| size).sum();
+        let mut nodes: BTreeMap<NodeId, NodeRecord> = records.into_iter().map(|n| (n.info.id.clone(), n)).collect();
+        for (id, record) in std::mem::take(&mut self.nodes) {
+            if self.observer.is_missing(&id) || self.unreadable_nodes.contains(&id) {
+                nodes.entry(id).or_insert(record);
+            }
+        }
+        self.nodes = nodes;
+        // The sizes line up with the map only if it holds the records
+        // alone, each once.
+        self.node_sizes = if in_order && self.nodes.len() == sizes.len() {
+            sizes
+        } else {
+            Vec::new()
+        };
+        total
+    }
+}
+
 /// Calls of which one at a time is enough (reads of the node items: a few,
 /// so that a slow store delays what we see but leaves no gap in it).
 #[derive(Clone, Debug, Default)]
@@ -240,6 +299,10 @@ pub struct Machine {
     nodes: BTreeMap<NodeId, NodeRecord>,
     /// Derived from `nodes`, kept with it.
     node_facts: NodeFacts,
+    /// The size of each item in `nodes`, in its order, with the state it
+    /// had when sized, when `nodes` holds only what the last read returned
+    /// (else empty).
+    node_sizes: Vec<(u64, NodeState)>,
     /// Nodes whose item exists but could not be read.
     unreadable_nodes: BTreeSet<NodeId>,
     /// The items the last reads could not use, by key.
@@ -364,6 +427,7 @@ impl Machine {
             observer: Observer::default(),
             nodes: BTreeMap::new(),
             node_facts: NodeFacts::of(&BTreeMap::new(), setup_ttl),
+            node_sizes: Vec::new(),
             unreadable_nodes: BTreeSet::new(),
             skipped_nodes: Vec::new(),
             skipped_shards: Vec::new(),

@@ -33,7 +33,7 @@ use super::{Effect, Machine, Mode, Step};
 use crate::config::LeaseConfig;
 use crate::store::{FleetVersion, StoreResult, Watch, WatchRequest, Watched};
 use crate::time::Instant;
-use crate::types::{Heartbeat, Incarnation, NodeId, NodeRecord, NodeState, ShardRecord};
+use crate::types::{Heartbeat, Incarnation, NodeId, NodeState, ShardRecord};
 use crate::units;
 
 /// A cold full read costs a node at most one 4 KB block of the table per
@@ -165,9 +165,10 @@ impl Pace {
         }
     }
 
-    /// Sizes the table by what reads returned (a Scan bills every item).
-    pub(super) fn nodes_read<'a>(&mut self, nodes: impl Iterator<Item = &'a NodeRecord>) {
-        self.node_bytes = nodes.map(units::node_item_bytes).sum();
+    /// Sizes the table by what reads returned (a Scan bills every item):
+    /// the node items' bytes, as the machine sized them.
+    pub(super) fn nodes_read(&mut self, node_bytes: u64) {
+        self.node_bytes = node_bytes;
     }
 
     pub(super) fn shards_read<'a>(&mut self, shards: impl Iterator<Item = &'a ShardRecord>) {

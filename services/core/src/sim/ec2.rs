@@ -15,6 +15,7 @@
 //! epoch it wrote for: the checker's one-writer rule runs on that log.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -322,7 +323,7 @@ impl World {
             .ec2
             .flaky_percent(now)
             .is_some_and(|p| self.rng.random_bool(f64::from(p) / 100.0));
-        let result: Result<Vec<RouteEntry>, RouteError> = if self.ec2.table_fails(&table, now) {
+        let result: Result<Arc<[RouteEntry]>, RouteError> = if self.ec2.table_fails(&table, now) {
             Err(RouteError::UnknownTable(table.clone()))
         } else if flake {
             Err(RouteError::Unavailable {
@@ -330,9 +331,9 @@ impl World {
                 detail: "simulated: InternalError".into(),
             })
         } else if sabotage == Some(Sabotage::RoutesUnseen) {
-            Ok(Vec::new())
+            Ok(Arc::from(Vec::new()))
         } else {
-            self.routes.describe(&table)
+            self.routes.describe_shared(&table)
         };
         Input::TableDescribed { table, sent_at, result }
     }

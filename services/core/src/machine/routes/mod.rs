@@ -18,6 +18,7 @@ mod seen;
 mod work;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use bucket::{Pacing, PacingError, DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND, MIN_CALLS_PER_SECOND};
@@ -604,7 +605,7 @@ impl Machine {
         &mut self,
         table: RouteTableId,
         sent_at: Instant,
-        result: Result<Vec<RouteEntry>, RouteError>,
+        result: Result<Arc<[RouteEntry]>, RouteError>,
         now: Instant,
         out: &mut Step,
     ) {

@@ -46,6 +46,26 @@ impl SeenRoutes {
     /// destination wins).
     pub(super) fn replace(&mut self, table: &RouteTableId, entries: &[RouteEntry]) {
         let target = |e: &RouteEntry| e.target.clone().filter(|_| !e.blackhole);
+        // Mostly the table shows the routes the last read-back did, most
+        // of them pointing where they did: updated where they are, only
+        // the targets that moved copied.
+        if let Some(routes) = self.tables.get_mut(table) {
+            let same_routes = routes.len() == entries.len()
+                && entries.windows(2).all(|pair| pair[0].destination < pair[1].destination)
+                && entries
+                    .iter()
+                    .zip(routes.keys())
+                    .all(|(e, vip)| e.destination == *vip && e.table == *table);
+            if same_routes {
+                for (e, seen) in entries.iter().zip(routes.values_mut()) {
+                    let shown = e.target.as_ref().filter(|_| !e.blackhole);
+                    if seen.as_ref() != shown {
+                        *seen = shown.cloned();
+                    }
+                }
+                return;
+            }
+        }
         self.tables.remove(table);
         if entries.iter().all(|e| e.table == *table) {
             let routes = entries.iter().map(|e| (e.destination, target(e))).collect();
