@@ -145,8 +145,7 @@ pub async fn store_throttle(f: &mut Fault<'_>) -> Result<()> {
     sleep(f.heartbeat() * THROTTLED_HEARTBEATS_BEFORE_CRASH).await;
     let before_crash = proxy.scan_counts();
     f.crash().await;
-    let until = f.load_end_ms.saturating_sub(crate::load::unix_ms());
-    sleep(Duration::from_millis(until)).await;
+    f.until_load_ends().await;
     let after = proxy.scan_counts();
     let (forwarded, throttled) = (
         after.forwarded - before_crash.forwarded,
@@ -230,8 +229,7 @@ pub async fn ec2_partial(f: &mut Fault<'_>) -> Result<()> {
         .context("no survivor")?;
     super::faults::drift_route(f, &healthy, &survivor, &[&victim]).await?;
     wait_repaired(f, &healthy).await;
-    let until = f.load_end_ms.saturating_sub(crate::load::unix_ms());
-    sleep(Duration::from_millis(until)).await;
+    f.until_load_ends().await;
     f.trace.ec2_window = Some((crashed_ms + BACKOFF_SETTLE.as_millis() as u64, f.load_end_ms));
     Ok(())
 }

@@ -261,6 +261,12 @@ impl Fault<'_> {
         Duration::from_millis(self.state.lease.heartbeat_ms)
     }
 
+    /// Waits until the load generators stop.
+    pub async fn until_load_ends(&self) {
+        let left_ms = self.load_end_ms.saturating_sub(crate::load::unix_ms());
+        sleep(Duration::from_millis(left_ms)).await;
+    }
+
     pub fn victim_id(&self) -> String {
         self.state.nodes[self.victim].instance_id.clone()
     }

@@ -373,12 +373,8 @@ impl Machine {
             .chain(disputed_set.iter().map(|s| (*s, false)));
         let mut owner_of = self.book.owner_walk();
         for (shard, is_agreed) in served {
-            // A claim in flight counts as held: planned again before it
-            // lands (another death found meanwhile), we would otherwise take
-            // our quota once more on top of it.
-            let claiming = matches!(self.ops.get(&shard), Some(OwnershipOp::Acquire { .. }));
             let (mut waits, mut pins) = (false, false);
-            let owner = if self.held.contains_key(&shard) || claiming {
+            let owner = if self.counts_as_held(shard) {
                 Some(me.clone())
             } else {
                 match owner_of(shard) {
@@ -520,6 +516,13 @@ impl Machine {
             .map(|r| r.id)
             .filter(|s| !(agreed.contains(*s) || disputed.contains(*s)))
             .collect();
+    }
+
+    /// Whether the targets count `shard` as ours: held, or a claim of it
+    /// in flight. Planned again before a claim lands (another death found
+    /// meanwhile), we would otherwise take our quota once more on top of it.
+    pub(super) fn counts_as_held(&self, shard: ShardId) -> bool {
+        self.held.contains_key(&shard) || matches!(self.ops.get(&shard), Some(OwnershipOp::Acquire { .. }))
     }
 
     fn may_start(&self, shard: ShardId, now: Instant) -> bool {

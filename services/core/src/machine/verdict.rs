@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{Machine, OwnershipOp, Step};
+use super::{Machine, Step};
 use crate::assign::{Member, Role};
 use crate::time::Instant;
 use crate::types::{Incarnation, NodeId, ShardId};
@@ -115,8 +115,7 @@ impl Machine {
         let mut owner_of = self.book.owner_walk();
         for &shard in self.membership.agreed.iter() {
             agreed.push(shard);
-            let claiming = matches!(self.ops.get(&shard), Some(OwnershipOp::Acquire { .. }));
-            if self.held.contains_key(&shard) || claiming {
+            if self.counts_as_held(shard) {
                 owners.insert(shard, me.clone());
                 continue;
             }
