@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 
 use super::config::{PeerConfig, INDIRECT_FANOUT, PROBES_PER_INTERVAL};
 use super::message::{Message, Output, Verdict};
-use super::probe::{Failure, Phase, Relay, Round};
+use super::probe::{DueTimers, Failure, Phase, Relay, Round, Timer};
 use super::schedule::Schedule;
 use crate::time::Instant;
 use crate::types::{Incarnation, NodeId};
@@ -95,6 +95,8 @@ pub struct Detector {
     rounds: BTreeMap<u64, NodeId>,
     /// Own seq -> the round of another member this node pings for.
     relays: BTreeMap<u64, Relay>,
+    /// When each of `rounds` and `relays` is next due.
+    due: DueTimers,
     next_seq: u64,
     next_probe_at: Option<Instant>,
     heard_at: Option<Instant>,
@@ -112,6 +114,7 @@ impl Detector {
             schedule: Schedule::default(),
             rounds: BTreeMap::new(),
             relays: BTreeMap::new(),
+            due: DueTimers::default(),
             next_seq: 1,
             next_probe_at: None,
             heard_at: None,
@@ -147,6 +150,7 @@ impl Detector {
         for id in gone {
             if let Some(round) = self.members.remove(&id).and_then(|m| m.round) {
                 self.rounds.remove(&round.seq);
+                self.due.remove(Timer::Round(round.seq), round.deadline);
             }
             self.schedule.remove(&id);
         }
@@ -181,6 +185,7 @@ impl Detector {
         self.members.clear();
         self.rounds.clear();
         self.relays.clear();
+        self.due.clear();
         self.next_probe_at = None;
         out
     }
@@ -217,11 +222,7 @@ impl Detector {
 
     /// The earliest time `tick` has something to do.
     pub fn next_wake(&self) -> Option<Instant> {
-        // Through the open rounds, not every member: a large fleet's
-        // detector has thousands of members and a few rounds open.
-        let rounds = self.open_rounds().map(|(_, r)| r.deadline);
-        let relays = self.relays.values().map(Relay::next_wake);
-        self.next_probe_at.into_iter().chain(rounds).chain(relays).min()
+        self.next_probe_at.into_iter().chain(self.due.first()).min()
     }
 
     pub fn receive(&mut self, message: Message, now: Instant) -> Output {
@@ -262,6 +263,7 @@ impl Detector {
             } => {
                 if self.relays.get(&seq).is_some_and(|r| r.target == from) {
                     if let Some(relay) = self.relays.remove(&seq) {
+                        self.due.remove(Timer::Relay(seq), relay.next_wake());
                         let answer = Message::IndirectAck {
                             seq: relay.requester_seq,
                             from: self.me.clone(),
@@ -296,18 +298,16 @@ impl Detector {
                 }
                 let own_seq = self.seq();
                 out.send(&target, self.ping(own_seq, &target, target_inc));
-                let repeat_at = now.saturating_add(self.config.ack_timeout / 2);
-                self.relays.insert(
-                    own_seq,
-                    Relay {
-                        requester: from,
-                        requester_seq: seq,
-                        target,
-                        target_inc,
-                        repeat_at: Some(repeat_at),
-                        deadline: now.saturating_add(self.config.ack_timeout),
-                    },
-                );
+                let relay = Relay {
+                    requester: from,
+                    requester_seq: seq,
+                    target,
+                    target_inc,
+                    repeat_at: Some(now.saturating_add(self.config.ack_timeout / 2)),
+                    deadline: now.saturating_add(self.config.ack_timeout),
+                };
+                self.due.insert(Timer::Relay(own_seq), relay.next_wake());
+                self.relays.insert(own_seq, relay);
             }
             Message::IndirectAck {
                 seq,
@@ -325,6 +325,7 @@ impl Detector {
                     member.state.status = PeerStatus::Left;
                     if let Some(round) = member.round.take() {
                         self.rounds.remove(&round.seq);
+                        self.due.remove(Timer::Round(round.seq), round.deadline);
                     }
                 }
             }
@@ -388,12 +389,16 @@ impl Detector {
     }
 
     fn tick_relays(&mut self, now: Instant, out: &mut Output) {
-        let due: Vec<u64> = self
-            .relays
-            .iter()
-            .filter(|(_, r)| r.next_wake() <= now)
-            .map(|(seq, _)| *seq)
+        let mut due: Vec<u64> = self
+            .due
+            .due(now)
+            .filter_map(|t| match t {
+                Timer::Relay(seq) => Some(seq),
+                Timer::Round(_) => None,
+            })
             .collect();
+        // In seq order, as they always were handled.
+        due.sort_unstable();
         for seq in due {
             let Some(relay) = self.relays.get_mut(&seq) else {
                 continue;
@@ -402,6 +407,7 @@ impl Detector {
                 let Some(relay) = self.relays.remove(&seq) else {
                     continue;
                 };
+                self.due.remove(Timer::Relay(seq), relay.next_wake());
                 let nack = Message::Nack {
                     seq: relay.requester_seq,
                     from: self.me.clone(),
@@ -409,7 +415,9 @@ impl Detector {
                 };
                 out.send(&relay.requester, nack);
             } else {
+                let was_due = relay.next_wake();
                 relay.repeat_at = None;
+                self.due.reschedule(Timer::Relay(seq), was_due, relay.next_wake());
                 let (target, target_inc) = (relay.target.clone(), relay.target_inc);
                 out.send(&target, self.ping(seq, &target, target_inc));
             }
@@ -418,9 +426,12 @@ impl Detector {
 
     fn tick_rounds(&mut self, now: Instant, out: &mut Output) {
         let mut due: Vec<NodeId> = self
-            .open_rounds()
-            .filter(|(_, r)| r.deadline <= now)
-            .map(|(id, _)| id.clone())
+            .due
+            .due(now)
+            .filter_map(|t| match t {
+                Timer::Round(seq) => self.rounds.get(&seq).cloned(),
+                Timer::Relay(_) => None,
+            })
             .collect();
         // In member order, as they always were handled.
         due.sort();
@@ -433,7 +444,9 @@ impl Detector {
             };
             match round.phase {
                 Phase::Direct => {
+                    let was_due = round.deadline;
                     round.go_indirect(now, self.config.indirect_timeout);
+                    self.due.reschedule(Timer::Round(round.seq), was_due, round.deadline);
                     let (seq, target_inc) = (round.seq, round.target_inc);
                     self.ask_others(seq, &target, target_inc, out);
                 }
@@ -442,32 +455,29 @@ impl Detector {
                         continue;
                     };
                     self.rounds.remove(&round.seq);
+                    self.due.remove(Timer::Round(round.seq), round.deadline);
                     self.failed(&target, round.failure(), now, out);
                 }
             }
         }
     }
 
-    /// Every member with a round open, and the round: `rounds` names
-    /// exactly those members (a member's round is set and cleared with its
-    /// entry there).
-    fn open_rounds(&self) -> impl Iterator<Item = (&NodeId, &Round)> {
-        self.rounds.iter().filter_map(|(seq, id)| {
-            let (id, member) = self.members.get_key_value(id)?;
-            member.round.as_ref().filter(|r| r.seq == *seq).map(|r| (id, r))
-        })
-    }
-
     /// The indirect phase: others ping the target for us, and we ping it
     /// once more ourselves.
     fn ask_others(&mut self, seq: u64, target: &NodeId, target_inc: Incarnation, out: &mut Output) {
-        let helpers: Vec<NodeId> = self
+        // Borrowed, and only the chosen copied: a large fleet's detector
+        // has a thousand members.
+        let helpers: Vec<&NodeId> = self
             .members
             .iter()
             .filter(|(id, m)| *id != target && m.state.status.probed())
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id)
             .collect();
-        for helper in helpers.choose_multiple(&mut self.rng, INDIRECT_FANOUT) {
+        let chosen: Vec<NodeId> = helpers
+            .choose_multiple(&mut self.rng, INDIRECT_FANOUT)
+            .map(|id| (*id).clone())
+            .collect();
+        for helper in &chosen {
             let request = Message::PingReq {
                 seq,
                 from: self.me.clone(),
@@ -492,6 +502,7 @@ impl Detector {
             to: target.clone(),
             to_inc: round.target_inc,
         };
+        self.due.insert(Timer::Round(seq), round.deadline);
         member.round = Some(round);
         self.rounds.insert(seq, target.clone());
         out.send(target, ping);
@@ -506,7 +517,9 @@ impl Detector {
         let Some(member) = self.members.get_mut(from) else {
             return;
         };
-        member.round = None;
+        if let Some(round) = member.round.take() {
+            self.due.remove(Timer::Round(round.seq), round.deadline);
+        }
         self.alive(from, inc, Some(healthy), now, true, out);
     }
 

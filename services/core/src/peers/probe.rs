@@ -7,6 +7,7 @@
 //! Sending each ping twice is cheap and is what keeps a lossy network from
 //! looking like a crash: a round fails only when every path lost a packet.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::time::Instant;
@@ -84,5 +85,50 @@ pub(super) struct Relay {
 impl Relay {
     pub fn next_wake(&self) -> Instant {
         self.repeat_at.map_or(self.deadline, |at| at.min(self.deadline))
+    }
+}
+
+/// A timer of the detector's: a round's phase end, or a relay's repeat or
+/// deadline, by seq.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Timer {
+    Round(u64),
+    Relay(u64),
+}
+
+/// The due times of every open round and relay, in order. In an AZ's loss
+/// a detector has hundreds of rounds open and a datagram arrives every few
+/// microseconds; each asks for the next wake, and this answers without
+/// visiting every round.
+#[derive(Clone, Debug, Default)]
+pub(super) struct DueTimers {
+    at: BTreeSet<(Instant, Timer)>,
+}
+
+impl DueTimers {
+    pub fn insert(&mut self, timer: Timer, at: Instant) {
+        self.at.insert((at, timer));
+    }
+
+    pub fn remove(&mut self, timer: Timer, at: Instant) {
+        self.at.remove(&(at, timer));
+    }
+
+    pub fn reschedule(&mut self, timer: Timer, from: Instant, to: Instant) {
+        self.remove(timer, from);
+        self.insert(timer, to);
+    }
+
+    pub fn first(&self) -> Option<Instant> {
+        self.at.first().map(|(at, _)| *at)
+    }
+
+    /// The timers due by `now`, earliest first.
+    pub fn due(&self, now: Instant) -> impl Iterator<Item = Timer> + '_ {
+        self.at.iter().take_while(move |(at, _)| *at <= now).map(|(_, t)| *t)
+    }
+
+    pub fn clear(&mut self) {
+        self.at.clear();
     }
 }
