@@ -86,68 +86,35 @@ const QUOTA_SALT: u64 = u64::MAX;
 /// member that takes, only kept shards have a target: the rest stay where
 /// they are.
 pub fn assign(shards: &[ShardId], members: &[Member], owners: &BTreeMap<ShardId, NodeId>) -> Assignment {
-    let mut shards = shards.to_vec();
-    shards.sort();
-    shards.dedup();
-    let mut members: Vec<&Member> = members
-        .iter()
-        .filter(|m| m.weight > 0 || m.role == Role::Keeps)
-        .collect();
-    members.sort_by(|a, b| a.id.cmp(&b.id));
-    members.dedup_by(|a, b| a.id == b.id);
-    let role: BTreeMap<&NodeId, Role> = members.iter().map(|m| (&m.id, m.role)).collect();
-
-    // Shards and owners are both in shard order: the owners are walked
-    // beside the shards, not searched. Targets are gathered in a list and
-    // made a map once, at the end (every key once).
-    let mut assigned: Vec<(ShardId, NodeId)> = Vec::with_capacity(shards.len());
-    let mut pool = Vec::with_capacity(shards.len());
-    let mut pool_owner: Vec<Option<&NodeId>> = Vec::with_capacity(shards.len());
-    let mut owned = owners.iter().peekable();
-    for shard in shards {
-        while owned.next_if(|(s, _)| **s < shard).is_some() {}
-        let owner = owned.peek().filter(|(s, _)| **s == shard).map(|(_, o)| *o);
-        match owner {
-            Some(owner) if role.get(owner) == Some(&Role::Keeps) => {
-                assigned.push((shard, owner.clone()));
-            }
-            _ => {
-                pool.push(shard);
-                pool_owner.push(owner);
-            }
-        }
-    }
-    let takers: Vec<&Member> = members.into_iter().filter(|m| m.role == Role::Takes).collect();
+    let Sharing {
+        kept: mut assigned,
+        pool,
+        takers,
+        mut held,
+        quota,
+    } = share(shards, members, owners);
     if takers.is_empty() {
         return Assignment {
             target: assigned.into_iter().collect(),
-            quota: BTreeMap::new(),
+            quota,
         };
     }
 
-    // What each member that takes holds, by its index (takers are in id
-    // order, each once), as places in the pool; other owners' shards are
-    // orphans, and what they hold counts for nothing.
-    let mut held: Vec<Vec<usize>> = vec![Vec::new(); takers.len()];
-    for (at, owner) in pool_owner.iter().enumerate() {
-        if let Some(i) = owner.and_then(|o| takers.binary_search_by(|m| m.id.cmp(o)).ok()) {
-            held[i].push(at);
-        }
-    }
-    let held_count: Vec<usize> = held.iter().map(Vec::len).collect();
-    let quota = quotas(pool.len(), &takers, &held_count);
-
-    // Members by index from here on: the loops below run per shard, and
-    // looking ids up in maps there cost more than the hashing.
+    // Targets are gathered in a list and made a map once, at the end
+    // (every key once). Members by index from here on: the loops below run
+    // per shard, and looking ids up in maps there cost more than the
+    // hashing.
     let taker_quota: Vec<usize> = takers.iter().map(|m| quota[&m.id]).collect();
     let mut count = vec![0usize; takers.len()];
     // Pool places already kept by their holder.
     let mut sticky = vec![false; pool.len()];
     for (i, member) in takers.iter().enumerate() {
         let mine = &mut held[i];
-        // Each rank once, not once per comparison; stable, as before.
-        mine.sort_by_cached_key(|at| std::cmp::Reverse(shard_rank(pool[*at], &member.id)));
-        mine.truncate(taker_quota[i]);
+        if mine.len() > taker_quota[i] {
+            // Each rank once, not once per comparison; stable, as before.
+            mine.sort_by_cached_key(|at| std::cmp::Reverse(shard_rank(pool[*at], &member.id)));
+            mine.truncate(taker_quota[i]);
+        }
         count[i] = mine.len();
         for &at in mine.iter() {
             sticky[at] = true;
@@ -197,6 +164,99 @@ pub fn assign(shards: &[ShardId], members: &[Member], owners: &BTreeMap<ShardId,
         target: assigned.into_iter().collect(),
         quota,
     }
+}
+
+/// The shards to share and who shares them (steps 1 and 2): what
+/// [`assign`] and [`has_spare_quota`] both start from.
+struct Sharing<'a> {
+    /// Shards their owner keeps (it does not take), with that owner.
+    kept: Vec<(ShardId, NodeId)>,
+    /// The rest, in shard order.
+    pool: Vec<ShardId>,
+    /// Members that take, in id order, each once.
+    takers: Vec<&'a Member>,
+    /// What each of `takers` holds, by its index, as places in `pool`.
+    held: Vec<Vec<usize>>,
+    quota: BTreeMap<NodeId, usize>,
+}
+
+fn share<'a>(shards: &[ShardId], members: &'a [Member], owners: &BTreeMap<ShardId, NodeId>) -> Sharing<'a> {
+    let mut shards = shards.to_vec();
+    shards.sort();
+    shards.dedup();
+    let mut members: Vec<&Member> = members
+        .iter()
+        .filter(|m| m.weight > 0 || m.role == Role::Keeps)
+        .collect();
+    members.sort_by(|a, b| a.id.cmp(&b.id));
+    members.dedup_by(|a, b| a.id == b.id);
+    let role: BTreeMap<&NodeId, Role> = members.iter().map(|m| (&m.id, m.role)).collect();
+
+    // Shards and owners are both in shard order: the owners are walked
+    // beside the shards, not searched.
+    let mut kept: Vec<(ShardId, NodeId)> = Vec::new();
+    let mut pool = Vec::with_capacity(shards.len());
+    let mut pool_owner: Vec<Option<&NodeId>> = Vec::with_capacity(shards.len());
+    let mut owned = owners.iter().peekable();
+    for shard in shards {
+        while owned.next_if(|(s, _)| **s < shard).is_some() {}
+        let owner = owned.peek().filter(|(s, _)| **s == shard).map(|(_, o)| *o);
+        match owner {
+            Some(owner) if role.get(owner) == Some(&Role::Keeps) => {
+                kept.push((shard, owner.clone()));
+            }
+            _ => {
+                pool.push(shard);
+                pool_owner.push(owner);
+            }
+        }
+    }
+    let takers: Vec<&Member> = members.into_iter().filter(|m| m.role == Role::Takes).collect();
+    if takers.is_empty() {
+        return Sharing {
+            kept,
+            pool,
+            takers,
+            held: Vec::new(),
+            quota: BTreeMap::new(),
+        };
+    }
+
+    // What each member that takes holds, by its index (takers are in id
+    // order, each once), as places in the pool; other owners' shards are
+    // orphans, and what they hold counts for nothing.
+    let mut held: Vec<Vec<usize>> = vec![Vec::new(); takers.len()];
+    for (at, owner) in pool_owner.iter().enumerate() {
+        if let Some(i) = owner.and_then(|o| takers.binary_search_by(|m| m.id.cmp(o)).ok()) {
+            held[i].push(at);
+        }
+    }
+    let held_count: Vec<usize> = held.iter().map(Vec::len).collect();
+    let quota = quotas(pool.len(), &takers, &held_count);
+    Sharing {
+        kept,
+        pool,
+        takers,
+        held,
+        quota,
+    }
+}
+
+/// Whether [`assign`] could give `node` a shard it does not hold: only a
+/// member that takes and holds fewer shards than its quota gets orphans.
+/// Cheaper than the assignment (no shard is ranked), so a node can ask it
+/// before it asks for the assignment.
+pub fn has_spare_quota(
+    shards: &[ShardId],
+    members: &[Member],
+    owners: &BTreeMap<ShardId, NodeId>,
+    node: &NodeId,
+) -> bool {
+    let sharing = share(shards, members, owners);
+    let Ok(i) = sharing.takers.binary_search_by(|m| m.id.cmp(node)) else {
+        return false;
+    };
+    sharing.held[i].len() < sharing.quota[node]
 }
 
 /// The quota of each of `members` (those that take), given how many of
@@ -475,6 +535,39 @@ mod tests {
             let first = assign(&ids(s), &m, &BTreeMap::new());
             let again = assign(&ids(s), &m, &first.target);
             prop_assert_eq!(first, again);
+        }
+
+        /// The cheap question never says no where the assignment gives a
+        /// member a shard it did not hold, and says yes only to members
+        /// that hold less than their quota.
+        #[test]
+        fn spare_quota_is_what_the_assignment_fills(
+            (n, s, weights) in scenario(),
+            owned in prop::collection::vec((0u32..200, 0usize..12), 0..150),
+            roles in prop::collection::vec(0u8..3, 12),
+        ) {
+            let mut m = members(n);
+            for (member, w) in m.iter_mut().zip(&weights) {
+                member.weight = *w;
+            }
+            let all = [Role::Takes, Role::Keeps, Role::Leaves];
+            for (member, r) in m.iter_mut().zip(&roles).take(n / 3) {
+                member.role = all[usize::from(*r)];
+            }
+            let owners: BTreeMap<ShardId, NodeId> = owned
+                .iter()
+                .filter(|(sh, _)| (*sh as usize) < s)
+                .map(|(sh, o)| (shard(*sh), m[o % n].id.clone()))
+                .collect();
+            let a = assign(&ids(s), &m, &owners);
+            for member in &m {
+                let spare = has_spare_quota(&ids(s), &m, &owners, &member.id);
+                let gains = a.target.iter().any(|(sh, o)| *o == member.id && owners.get(sh) != Some(o));
+                prop_assert!(spare || !gains, "{} gains shards without spare quota", member.id);
+                let holds = owners.values().filter(|o| **o == member.id).count();
+                let quota = a.quota.get(&member.id).copied();
+                prop_assert_eq!(spare, member.role == Role::Takes && quota.is_some_and(|q| holds < q));
+            }
         }
 
         #[test]

@@ -1,10 +1,12 @@
 //! What survivors do with their peer verdicts on a crash: only the dead
-//! node's takers evict it, and a verdict held by the others evicts after
-//! all when the takers cannot.
+//! node's takers evict it, a verdict held by the others evicts after all
+//! when the takers cannot, and only a node whose quota would grow ranks the
+//! orphans to find out, once per burst of verdicts.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use vipfleet_core::machine::VERDICT_WEIGH_INTERVAL;
 use vipfleet_core::sim::{self, Fault, ScheduledFault, SimConfig};
 use vipfleet_core::LeaseConfig;
 
@@ -14,15 +16,22 @@ const VICTIM: usize = 2;
 /// Twelve nodes and 48 shards: the victim holds about four, so most of
 /// the eleven survivors take none of them.
 fn crash(seed: u64, partitioned: &BTreeSet<usize>) -> sim::Report {
+    crash_all(seed, &[VICTIM], partitioned)
+}
+
+fn crash_all(seed: u64, victims: &[usize], partitioned: &BTreeSet<usize>) -> sim::Report {
     let mut config = SimConfig::small(seed);
     config.nodes = 12;
     config.shards = 48;
     config.lease = LeaseConfig::CHEAP;
     config.trace = true;
-    config.faults = vec![ScheduledFault {
-        at: CRASH_AT,
-        fault: Fault::Crash { node: VICTIM },
-    }];
+    config.faults = victims
+        .iter()
+        .map(|&node| ScheduledFault {
+            at: CRASH_AT,
+            fault: Fault::Crash { node },
+        })
+        .collect();
     for &node in partitioned {
         config.faults.push(ScheduledFault {
             at: CRASH_AT - Duration::from_millis(100),
@@ -45,6 +54,33 @@ fn node_index(name: &str) -> usize {
     name.trim_start_matches('n').parse().unwrap_or(usize::MAX)
 }
 
+/// When a trace line happened, and at which node.
+fn when_and_where(line: &str) -> Option<(f64, usize)> {
+    let mut words = line.split_whitespace();
+    let at = words
+        .next()?
+        .trim_start_matches("t+")
+        .trim_end_matches('s')
+        .parse()
+        .ok()?;
+    Some((at, node_index(words.next()?)))
+}
+
+/// Every weighing of held verdicts: when, where, how many were held and
+/// whether the orphans were ranked.
+fn weighings(report: &sim::Report) -> Vec<(f64, usize, usize, bool)> {
+    report
+        .trace
+        .iter()
+        .filter(|l| l.contains(" VerdictsWeighed {"))
+        .filter_map(|l| {
+            let (at, node) = when_and_where(l)?;
+            let held = l.split("held: ").nth(1)?.split(',').next()?.parse().ok()?;
+            Some((at, node, held, l.contains("ranked: true")))
+        })
+        .collect()
+}
+
 /// The nodes that sent an eviction of the victim, with when they sent it.
 fn evictions(report: &sim::Report) -> Vec<(f64, usize)> {
     let victim = format!("node: NodeId(\"n{VICTIM:02}\")");
@@ -52,16 +88,7 @@ fn evictions(report: &sim::Report) -> Vec<(f64, usize)> {
         .trace
         .iter()
         .filter(|l| l.contains("-> Evict(") && l.contains(&victim))
-        .filter_map(|l| {
-            let mut words = l.split_whitespace();
-            let at = words
-                .next()?
-                .trim_start_matches("t+")
-                .trim_end_matches('s')
-                .parse()
-                .ok()?;
-            Some((at, node_index(words.next()?)))
-        })
+        .filter_map(|l| when_and_where(l))
         .collect()
 }
 
@@ -119,4 +146,49 @@ fn a_held_verdict_evicts_when_the_takers_cannot() {
         "a held verdict waits a second for the takers: {by_others:?}"
     );
     assert!(report.crash_recoveries[0].took.is_some(), "not restored");
+}
+
+#[test]
+fn only_a_node_whose_quota_would_grow_ranks_the_orphans() {
+    for seed in [7, 8, 9] {
+        let report = crash(seed, &BTreeSet::new());
+        let weighed = weighings(&report);
+        let ranked: BTreeSet<usize> = weighed.iter().filter(|w| w.3).map(|w| w.1).collect();
+        let takers = takers(&report);
+        assert!(!ranked.is_empty(), "seed {seed}: nobody ranked the orphans");
+        assert!(
+            ranked.is_subset(&takers),
+            "seed {seed}: ranked by {ranked:?}, taken by {takers:?}"
+        );
+        assert!(
+            weighed.iter().any(|w| !w.3),
+            "seed {seed}: every weighing ranked the orphans: {weighed:?}"
+        );
+    }
+}
+
+#[test]
+fn verdicts_of_an_az_loss_are_weighed_together() {
+    let victims = [1, 4, 7, 10];
+    for seed in [7, 8, 9] {
+        let report = crash_all(seed, &victims, &BTreeSet::new());
+        let weighed = weighings(&report);
+        let gap = VERDICT_WEIGH_INTERVAL.as_secs_f64() - 1e-6;
+        for node in 0..12 {
+            let times: Vec<f64> = weighed.iter().filter(|w| w.1 == node).map(|w| w.0).collect();
+            assert!(
+                times.windows(2).all(|t| t[1] - t[0] >= gap),
+                "seed {seed}: n{node:02} weighed verdicts closer than {VERDICT_WEIGH_INTERVAL:?}: {times:?}"
+            );
+        }
+        assert!(
+            weighed.iter().any(|w| w.2 > 1),
+            "seed {seed}: no weighing held more than one verdict: {weighed:?}"
+        );
+        assert!(
+            report.crash_recoveries.iter().all(|c| c.took.is_some()),
+            "seed {seed}: not restored: {:?}",
+            report.crash_recoveries
+        );
+    }
 }

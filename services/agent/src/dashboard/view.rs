@@ -611,6 +611,16 @@ fn event_view(what: &Happening, at: Instant, ago_ms: u64) -> EventView {
             Some(node),
             text("evicted: peer probes found it dead"),
         ),
+        Event::VerdictsWeighed { held, ranked } => (
+            "verdicts_weighed",
+            None,
+            None,
+            if *ranked {
+                format!("{held} peer verdicts held; ranked the orphans to find whose shards we take")
+            } else {
+                format!("{held} peer verdicts held; our quota would not grow, so we take none")
+            },
+        ),
         Event::Acquired {
             shard,
             from: None,

@@ -381,6 +381,7 @@ where
                 }
             }
             Event::RouteChanged { call, error: None } => debug!(?call, "route changed"),
+            Event::VerdictsWeighed { held, ranked } => debug!(held, ranked, "peer verdicts weighed"),
             Event::RouteChanged {
                 call,
                 error: Some(RouteError::Fenced),

@@ -210,6 +210,13 @@ pub enum Event {
     NodeEvicted {
         node: NodeId,
     },
+    /// We weighed the `held` peer verdicts whose nodes others may take
+    /// from; `ranked`: our quota would grow without those nodes, so the
+    /// orphans were ranked to find whose shards we take.
+    VerdictsWeighed {
+        held: usize,
+        ranked: bool,
+    },
     Acquired {
         shard: ShardId,
         from: Option<NodeId>,

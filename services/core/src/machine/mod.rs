@@ -50,6 +50,7 @@ pub use routes::{
     Fence, Pacing, PacingError, RouteCheck, TableHealth, DEFAULT_BURST, DEFAULT_CALLS_PER_SECOND, MIN_CALLS_PER_SECOND,
     TABLE_BACKOFF_CAP,
 };
+pub use verdict::{DEFERRED_EVICTION_WAIT, VERDICT_WEIGH_INTERVAL};
 
 use self::book::ShardBook;
 use self::pace::Pace;
@@ -334,6 +335,7 @@ pub struct Machine {
     /// Peer verdicts on nodes whose shards others take: they evict, and
     /// we evict only if our reads do not show it in time.
     deferred_verdicts: verdict::DeferredVerdicts,
+    weighing: verdict::Weighing,
     /// Read-backs due after the lease of a node we took shards from early
     /// (on eviction) has run out.
     rechecks: BTreeSet<Instant>,
@@ -458,6 +460,7 @@ impl Machine {
             evictions_landed: BTreeMap::new(),
             unheld_dead: BTreeMap::new(),
             deferred_verdicts: BTreeMap::new(),
+            weighing: verdict::Weighing::default(),
             rechecks: BTreeSet::new(),
             no_recheck_after_eviction: false,
             no_reclaim: false,
@@ -553,6 +556,7 @@ impl Machine {
         wake.extend(self.layout_retry_at.values().copied());
         wake.extend(self.drain_deadline());
         wake.extend(self.replan_at);
+        wake.extend(self.weighing.next);
         wake.extend(self.rechecks.first().copied());
         wake.extend(self.pace.wake_at());
         wake.extend(self.routes.wake_at(now));

@@ -58,6 +58,9 @@ impl Machine {
         self.layout_retry_at.retain(|_, t| *t > now);
         self.plan_pace(now, out);
         self.plan_timers(now, out);
+        if self.weighing.next.is_some_and(|t| now >= t) {
+            self.weigh_verdicts(now, out);
+        }
         let valid = self.lease.is_valid(now);
         if self.lease_was_valid && !valid {
             out.events.push(Event::LeaseLapsed);

@@ -14,12 +14,20 @@
 //! seen it in a read sent [`DEFERRED_EVICTION_WAIT`] after its verdict
 //! evicts after all (its view of who takes may differ from the takers'
 //! own, or they may be cut off from the store).
+//!
+//! Weighing the held verdicts plans the fleet's targets without their
+//! nodes. In an AZ's loss a node reaches hundreds of verdicts within a
+//! second, and at a thousand nodes and ten thousand shards one such plan
+//! ranks thousands of orphans against hundreds of members: a verdict that
+//! comes within [`VERDICT_WEIGH_INTERVAL`] of a weighing waits for the
+//! next, with the others, and a node whose quota the plan would not raise
+//! is no taker and ranks nothing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{Machine, Step};
-use crate::assign::{Member, Role};
+use super::{Event, Machine, Step};
+use crate::assign::{has_spare_quota, Member, Role};
 use crate::time::Instant;
 use crate::types::{Incarnation, NodeId, ShardId};
 
@@ -28,6 +36,17 @@ use crate::types::{Incarnation, NodeId, ShardId};
 /// takers reach theirs within two probe rounds (200 ms) and evict within
 /// a write.
 pub const DEFERRED_EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+/// Verdicts that come this soon after the held ones were weighed wait to
+/// be weighed together: at most a twentieth of the takers' wait.
+pub const VERDICT_WEIGH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// When the held verdicts were last weighed, and when they are next.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Weighing {
+    last: Option<Instant>,
+    pub(super) next: Option<Instant>,
+}
 
 /// A verdict held while the takers evict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,18 +71,41 @@ impl Machine {
         self.deferred_verdicts
             .entry(node)
             .or_insert(Deferred { inc, since: now });
-        // Planned without every node we hold dead: in an AZ's loss the
-        // deaths reach us one by one, and a shard of the first may go to a
-        // second that is dead too; found later, it makes us a taker then.
-        for (node, inc) in self.verdicts_we_take_from() {
-            self.deferred_verdicts.remove(&node);
-            self.heat(now);
-            self.evict_dead(node, inc, now, out);
+        match self.weighing.last {
+            Some(last) if now < last + VERDICT_WEIGH_INTERVAL => {
+                self.weighing.next = Some(last + VERDICT_WEIGH_INTERVAL);
+            }
+            _ => self.weigh_verdicts(now, out),
         }
         if !self.deferred_verdicts.is_empty() {
             // Nothing to do but look, once, whether the takers evicted it;
             // a cold node stays cold (the takers' claims are announced).
             self.timers.scan = self.timers.scan.min(now + DEFERRED_EVICTION_WAIT);
+        }
+    }
+
+    /// Evicts the nodes of the held verdicts whose shards we take.
+    pub(super) fn weigh_verdicts(&mut self, now: Instant, out: &mut Step) {
+        self.weighing = Weighing {
+            last: Some(now),
+            next: None,
+        };
+        let held = self.deferred_verdicts.len();
+        if held == 0 {
+            return;
+        }
+        // Planned without every node we hold dead: in an AZ's loss the
+        // deaths reach us one by one, and a shard of the first may go to a
+        // second that is dead too; found later, it makes us a taker then.
+        let taken = self.verdicts_we_take_from();
+        out.events.push(Event::VerdictsWeighed {
+            held,
+            ranked: taken.is_some(),
+        });
+        for (node, inc) in taken.into_iter().flatten() {
+            self.deferred_verdicts.remove(&node);
+            self.heat(now);
+            self.evict_dead(node, inc, now, out);
         }
     }
 
@@ -96,10 +138,11 @@ impl Machine {
     /// prediction is the assignment we will make once they are gone (the
     /// same inputs, so a shared memo computes it once); a map that is out
     /// of date may get it wrong, and a held verdict then evicts late.
-    fn verdicts_we_take_from(&self) -> Vec<(NodeId, Incarnation)> {
+    /// `None` if our quota would not grow: no orphan was ranked.
+    fn verdicts_we_take_from(&self) -> Option<Vec<(NodeId, Incarnation)>> {
         let me = self.me();
         if self.membership.role_of(me) != Some(Role::Takes) {
-            return Vec::new();
+            return None;
         }
         let dead = |id: &NodeId| self.deferred_verdicts.contains_key(id) || self.evicting.contains_key(id);
         let members: Vec<Member> = self
@@ -128,6 +171,9 @@ impl Machine {
             }
         }
         drop(owner_of);
+        if !has_spare_quota(&agreed, &members, &owners, me) {
+            return None;
+        }
         let assignment = self.assign_memo.assign(&agreed, &members, owners);
         let mut taken_from: BTreeMap<NodeId, Incarnation> = BTreeMap::new();
         for (shard, owner) in theirs {
@@ -139,6 +185,6 @@ impl Machine {
         }
         // A node that holds only disputed shards (they go by rank among
         // those that serve them, not by quota) is left to the fallback.
-        taken_from.into_iter().collect()
+        Some(taken_from.into_iter().collect())
     }
 }
