@@ -420,6 +420,7 @@ impl Metrics {
             | Event::RouteChanged { .. }
             | Event::RouteError { .. }
             | Event::ModeChanged { .. }
+            | Event::VerdictsWeighed { .. }
             | Event::StopDeferred => return,
         };
     }
