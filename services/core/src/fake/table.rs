@@ -67,6 +67,9 @@ pub struct LeaseTable {
     /// Bumped whenever a shard item changes (for checks that only need to
     /// look again then).
     shards_version: u64,
+    /// Every shard item written (claimed or handed off), in order: checks
+    /// look again at those alone, not at ten thousand shards per claim.
+    shards_written: Vec<ShardId>,
     /// The sizes of all node items and of all shard items, kept up to date
     /// with every change: every node scans several times per heartbeat,
     /// and every heartbeat changes an item, so sizing the whole table again
@@ -409,6 +412,7 @@ impl LeaseTable {
         record.owner_inc = Some(req.inc);
         record.epoch = new_epoch;
         self.shards_version += 1;
+        self.shards_written.push(req.shard);
         AcquireOutcome::Acquired { epoch: new_epoch }
     }
 
@@ -430,6 +434,7 @@ impl LeaseTable {
                 s.moves += 1;
                 let epoch = s.epoch;
                 self.shards_version += 1;
+                self.shards_written.push(req.shard);
                 HandoffOutcome::Done { epoch }
             }
             _ => HandoffOutcome::NotOwner,
@@ -543,9 +548,11 @@ impl LeaseTable {
     /// is gone.
     pub fn recreate(&mut self) {
         let (counters, version) = (self.counters, self.shards_version);
+        let written = std::mem::take(&mut self.shards_written);
         *self = Self::default();
         self.counters = counters;
         self.shards_version = version + 1;
+        self.shards_written = written;
     }
 
     // ----- checks ----------------------------------------------------------
@@ -553,6 +560,14 @@ impl LeaseTable {
     /// Changes whenever a shard item does.
     pub fn shards_version(&self) -> u64 {
         self.shards_version
+    }
+
+    /// The shard items written since the first `seen` writes, in order
+    /// (a shard once per write), and how many writes there were in all.
+    /// Items removed are not listed: they have no owner to check.
+    pub fn shards_written_since(&self, seen: usize) -> (&[ShardId], usize) {
+        let all = self.shards_written.len();
+        (self.shards_written.get(seen..).unwrap_or_default(), all)
     }
 
     /// The current record of a shard, without counting a read (for checks).

@@ -148,6 +148,8 @@ pub struct Checker {
     pub crash_recoveries: Vec<CrashRecovery>,
     converged_checked: bool,
     shards_version_seen: u64,
+    /// How many shard writes [`Self::track_moves`] has looked at.
+    shard_writes_seen: usize,
     /// How many landed route writes have been checked.
     landed_checked: usize,
     /// How many counters that came back have been reported.
@@ -215,6 +217,7 @@ impl Checker {
             crash_recoveries: Vec::new(),
             converged_checked: false,
             shards_version_seen: u64::MAX,
+            shard_writes_seen: 0,
             landed_checked: 0,
             counters_back_checked: 0,
             landed_epochs: BTreeMap::new(),
@@ -355,7 +358,18 @@ impl Checker {
     }
 
     fn track_moves(&mut self, world: &World) {
-        for &shard in &world.all_shards {
+        // Only the shards written since the last look can have moved; in
+        // shard order, as if every shard were looked at.
+        let (written, all) = world.table.shards_written_since(self.shard_writes_seen);
+        let mut written: Vec<ShardId> = written
+            .iter()
+            .copied()
+            .filter(|s| world.all_shards.contains(s))
+            .collect();
+        written.sort_unstable();
+        written.dedup();
+        self.shard_writes_seen = all;
+        for shard in written {
             let Some(record) = world.table.peek_shard(shard) else {
                 continue;
             };
