@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::routes::Pointing;
-use super::walk::SetWalk;
-use super::{Effect, Event, ExitReason, Machine, Mode, OwnershipOp, Step};
+use super::walk::{MapWalk, SetWalk};
+use super::{Effect, Event, ExitReason, Held, Machine, Mode, OwnershipOp, Step};
 use crate::assign::Role;
 use crate::liveness::NodeCheck;
 use crate::membership::{membership, Me, Membership, Peers};
@@ -314,8 +314,8 @@ impl Machine {
     /// for a lease, from before: nobody claims the shard until it has been
     /// seen free for the longest lease, so no claim can make a second
     /// writer. Then the node its routes point at gets it back.
-    fn free_shard(&self, shard: ShardId, now: Instant) -> FreeShard {
-        let Some(free_since) = self.book.free_since(shard) else {
+    fn free_shard(&self, shard: ShardId, free_since: Option<Instant>, now: Instant) -> FreeShard {
+        let Some(free_since) = free_since else {
             return FreeShard::Open; // never read: not free, just unknown
         };
         let held_until = free_since + self.longest_ttl();
@@ -375,9 +375,11 @@ impl Machine {
             .map(|s| (*s, true))
             .chain(disputed_set.iter().map(|s| (*s, false)));
         let mut owner_of = self.book.owner_walk();
+        let mut free_since = self.book.free_since_walk();
+        let mut ours = Self::counts_as_held(&self.held, &self.ops);
         for (shard, is_agreed) in served {
             let (mut waits, mut pins) = (false, false);
-            let owner = if self.counts_as_held(shard) {
+            let owner = if ours(shard) {
                 Some(me.clone())
             } else {
                 match owner_of(shard) {
@@ -387,7 +389,7 @@ impl Machine {
                         None
                     }
                     None => {
-                        match self.free_shard(shard, now) {
+                        match self.free_shard(shard, free_since(shard), now) {
                             FreeShard::BelongsTo(node) => {
                                 pins = true;
                                 pinned.insert(shard, node);
@@ -423,7 +425,7 @@ impl Machine {
                 None => {}
             }
         }
-        drop(owner_of);
+        drop((owner_of, free_since, ours));
         let waiting: BTreeSet<ShardId> = waiting.into_iter().collect();
         // In shard order already: built in one pass, not key by key.
         let agreed_owners: BTreeMap<ShardId, NodeId> = agreed_owners.into_iter().collect();
@@ -505,10 +507,11 @@ impl Machine {
             .collect();
         // Both walk what they ask of beside the shards, in shard order.
         let mut owner_of = self.book.owner_walk();
+        let mut held = MapWalk::new(&self.held);
         self.work_lists.give = self
             .target
             .iter()
-            .filter(|(s, to)| **to != me && (self.held.contains_key(s) || owner_of(**s) == Some(&me)))
+            .filter(|(s, to)| **to != me && (held.get(**s).is_some() || owner_of(**s) == Some(&me)))
             .map(|(s, to)| (*s, to.clone()))
             .collect();
         let mut agreed = SetWalk::new(&self.membership.agreed);
@@ -521,11 +524,16 @@ impl Machine {
             .collect();
     }
 
-    /// Whether the targets count `shard` as ours: held, or a claim of it
+    /// Whether the targets count a shard as ours: held, or a claim of it
     /// in flight. Planned again before a claim lands (another death found
     /// meanwhile), we would otherwise take our quota once more on top of it.
-    pub(super) fn counts_as_held(&self, shard: ShardId) -> bool {
-        self.held.contains_key(&shard) || matches!(self.ops.get(&shard), Some(OwnershipOp::Acquire { .. }))
+    /// Asked of shards in ascending order, walking what we hold and do.
+    pub(super) fn counts_as_held<'a>(
+        held: &'a BTreeMap<ShardId, Held>,
+        ops: &'a BTreeMap<ShardId, OwnershipOp>,
+    ) -> impl FnMut(ShardId) -> bool + 'a {
+        let (mut held, mut ops) = (MapWalk::new(held), MapWalk::new(ops));
+        move |shard| held.get(shard).is_some() || matches!(ops.get(shard), Some(OwnershipOp::Acquire { .. }))
     }
 
     fn may_start(&self, shard: ShardId, now: Instant) -> bool {

@@ -156,9 +156,10 @@ impl Machine {
         let mut owners = BTreeMap::new();
         let mut theirs: Vec<(ShardId, &NodeId)> = Vec::new();
         let mut owner_of = self.book.owner_walk();
+        let mut ours = Self::counts_as_held(&self.held, &self.ops);
         for &shard in self.membership.agreed.iter() {
             agreed.push(shard);
-            if self.counts_as_held(shard) {
+            if ours(shard) {
                 owners.insert(shard, me.clone());
                 continue;
             }
