@@ -215,6 +215,8 @@ enum What {
 pub(crate) struct World {
     pub(crate) now: Instant,
     pub(crate) nodes: Vec<SimNode>,
+    /// Each node's index, by id (a node keeps its id through restarts).
+    pub(crate) node_index: BTreeMap<NodeId, usize>,
     pub(crate) table: LeaseTable,
     pub(crate) routes: RouteTables,
     tables: Vec<RouteTableId>,
@@ -403,6 +405,7 @@ impl World {
         Self {
             now: Instant::ZERO,
             nodes: Vec::new(),
+            node_index: BTreeMap::new(),
             table: LeaseTable::default(),
             routes: RouteTables::new(tables.clone()),
             tables,
@@ -514,6 +517,7 @@ impl World {
     fn add_node(&mut self, config: &SimConfig, index: usize, variant: Variant) {
         let machine = self.machine(config, index, &variant);
         let machine_inc = machine.setup().inc;
+        self.node_index.insert(machine.setup().info.id.clone(), index);
         self.nodes.push(SimNode {
             machine,
             status: Status::Running,

@@ -113,11 +113,16 @@ impl Checker {
                 .and_then(|o| live_node(world, o))
                 .map(|i| world.nodes[i].eni().clone())
         };
+        // Checked after every event: kept in place, and split only when
+        // one is due (an AZ's loss leaves thousands waiting).
+        self.late_writes.retain(|w| {
+            landed[w.landed].target.is_none() || landed[w.landed].target != owner_eni(landed[w.landed].shard)
+        });
+        if !self.late_writes.iter().any(|w| w.due <= now) {
+            return;
+        }
         let (due, waiting): (Vec<LateWrite>, Vec<LateWrite>) = std::mem::take(&mut self.late_writes)
             .into_iter()
-            .filter(|w| {
-                landed[w.landed].target.is_none() || landed[w.landed].target != owner_eni(landed[w.landed].shard)
-            })
             .partition(|w| w.due <= now);
         self.late_writes = waiting;
         for mut late in due {

@@ -60,5 +60,5 @@ impl<'w> LiveView<'w> {
 }
 
 pub(super) fn live_node(world: &World, id: &NodeId) -> Option<usize> {
-    world.nodes.iter().position(|n| n.id() == id && n.is_live())
+    world.node_index.get(id).copied().filter(|&i| world.nodes[i].is_live())
 }

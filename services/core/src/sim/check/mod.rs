@@ -496,6 +496,9 @@ impl Checker {
 
     fn close_windows(&mut self, world: &World) {
         let now = world.now;
+        if !self.windows.iter().any(|w| now >= w.closes) {
+            return;
+        }
         let (done, open): (Vec<Window>, Vec<Window>) = std::mem::take(&mut self.windows)
             .into_iter()
             .partition(|w| now >= w.closes);
