@@ -20,8 +20,9 @@
 //! second, and at a thousand nodes and ten thousand shards one such plan
 //! ranks thousands of orphans against hundreds of members: a verdict that
 //! comes within [`VERDICT_WEIGH_INTERVAL`] of a weighing waits for the
-//! next, with the others, and a node whose quota the plan would not raise
-//! is no taker and ranks nothing.
+//! next, with the others (the interval doubles while verdicts keep coming,
+//! up to [`VERDICT_WEIGH_INTERVAL_MAX`]), and a node whose quota the plan
+//! would not raise is no taker and ranks nothing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,14 +39,30 @@ use crate::types::{Incarnation, NodeId, ShardId};
 pub const DEFERRED_EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// Verdicts that come this soon after the held ones were weighed wait to
-/// be weighed together: at most a twentieth of the takers' wait.
+/// be weighed together: a twentieth of the others' wait for the takers.
 pub const VERDICT_WEIGH_INTERVAL: Duration = Duration::from_millis(50);
+/// While verdicts keep coming, each weighing waits twice as long as the
+/// last, up to this: well within the others' wait, so the takers have
+/// evicted before anyone evicts in their place.
+pub const VERDICT_WEIGH_INTERVAL_MAX: Duration = Duration::from_millis(400);
 
-/// When the held verdicts were last weighed, and when they are next.
-#[derive(Clone, Copy, Debug, Default)]
+/// When the held verdicts were last weighed, how long verdicts wait after
+/// that, and when they are next weighed.
+#[derive(Clone, Copy, Debug)]
 pub(super) struct Weighing {
     last: Option<Instant>,
+    interval: Duration,
     pub(super) next: Option<Instant>,
+}
+
+impl Default for Weighing {
+    fn default() -> Self {
+        Self {
+            last: None,
+            interval: VERDICT_WEIGH_INTERVAL,
+            next: None,
+        }
+    }
 }
 
 /// A verdict held while the takers evict.
@@ -72,8 +89,8 @@ impl Machine {
             .entry(node)
             .or_insert(Deferred { inc, since: now });
         match self.weighing.last {
-            Some(last) if now < last + VERDICT_WEIGH_INTERVAL => {
-                self.weighing.next = Some(last + VERDICT_WEIGH_INTERVAL);
+            Some(last) if now < last + self.weighing.interval => {
+                self.weighing.next = Some(last + self.weighing.interval);
             }
             _ => self.weigh_verdicts(now, out),
         }
@@ -86,8 +103,19 @@ impl Machine {
 
     /// Evicts the nodes of the held verdicts whose shards we take.
     pub(super) fn weigh_verdicts(&mut self, now: Instant, out: &mut Step) {
+        // A burst: verdicts came within the wait after the last weighing.
+        let burst = self
+            .weighing
+            .last
+            .is_some_and(|last| now < last + self.weighing.interval * 2);
+        let interval = if burst {
+            (self.weighing.interval * 2).min(VERDICT_WEIGH_INTERVAL_MAX)
+        } else {
+            VERDICT_WEIGH_INTERVAL
+        };
         self.weighing = Weighing {
             last: Some(now),
+            interval,
             next: None,
         };
         let held = self.deferred_verdicts.len();
