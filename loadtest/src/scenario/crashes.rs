@@ -7,10 +7,13 @@
 //! from just before it to when its VIPs were served elsewhere, its flips
 //! and outages from its own event to the restart (the re-balancing that
 //! follows a restart is no crash's doing).
+//!
+//! And an AZ's loss ([`az_loss`]): a third of the nodes killed at once, so
+//! that every survivor reaches several verdicts together.
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::checks::{MIN_CRASH_SAMPLES, PEER_CRASH_P99_MS};
 use super::faults::Fault;
@@ -138,4 +141,34 @@ pub fn check_crash(report: &mut Report, peers: bool) {
             report.outage_ms.p99
         ));
     }
+}
+
+/// The nodes an AZ's loss kills in a lab of `nodes`: a third of them, two
+/// at least, from the usual victim (node 1) on. Two survivors at least must
+/// remain: a lone survivor's rounds find no member to nack for it, so it
+/// condemns nobody and waits for the leases instead.
+pub fn az_victims(nodes: usize) -> Result<Vec<usize>> {
+    let lost = (nodes / 3).max(2);
+    if nodes < lost + 2 {
+        bail!("az-loss needs at least 4 nodes (`--nodes 4` or more); the lab has {nodes}");
+    }
+    Ok((1..=lost).collect())
+}
+
+/// `kill -9` of every [`az_victims`] node's agent and haproxy in one
+/// signal call, after a reading that keeps their calls in the totals.
+pub async fn az_loss(f: &mut Fault<'_>) -> Result<()> {
+    let victims = az_victims(f.state.nodes.len())?;
+    f.trace.read("crash", f.state).await;
+    let mut pids = Vec::new();
+    for v in victims {
+        let node = f.state.nodes[v].clone();
+        f.may_fail_from_now(&fleet::vips_of(f.before, &node.instance_id));
+        f.trace.ending(&node.name, &node.agent, "killed");
+        // Stamped before the kill: whatever fails because of it ends after.
+        f.trace.event("crash", &node.instance_id);
+        pids.extend([node.agent.pid, node.haproxy.pid]);
+    }
+    procs::signal(&pids, "KILL");
+    Ok(())
 }

@@ -51,6 +51,10 @@ pub enum Scenario {
     /// Two nodes cut apart, then loss between all nodes
     /// ([`super::peer_faults`]): only the peer probes suffer.
     PeerPartition,
+    /// A third of the nodes (two at least) killed at the same instant, as
+    /// an AZ's loss ([`crashes::az_loss`]); needs four nodes or more, so
+    /// not part of `all` (the CI lab has three).
+    AzLoss,
     /// A random fault every 20–40 s for the whole duration ([`super::soak`]);
     /// not part of `all`.
     Soak,
@@ -105,6 +109,7 @@ impl Scenario {
             Scenario::Ec2Partial => "ec2-partial",
             Scenario::DrainStorm => "drain-storm",
             Scenario::PeerPartition => "peer-partition",
+            Scenario::AzLoss => "az-loss",
             Scenario::Soak => "soak",
             Scenario::All => "all",
         }
@@ -183,6 +188,7 @@ impl Scenario {
         matches!(
             self,
             Scenario::Crash
+                | Scenario::AzLoss
                 | Scenario::BadItems
                 | Scenario::LostItems
                 | Scenario::TableRecreate
@@ -277,7 +283,7 @@ impl Fault<'_> {
         self.may_fail_from_now(&vips);
     }
 
-    fn may_fail_from_now(&mut self, vips: &[Vip]) {
+    pub fn may_fail_from_now(&mut self, vips: &[Vip]) {
         let now = crate::load::unix_ms();
         for vip in vips {
             self.trace.may_fail.entry(vip.addr()).or_insert(now);
@@ -387,6 +393,7 @@ pub async fn inject(scenario: Scenario, f: &mut Fault<'_>) -> Result<()> {
         Scenario::Ec2Partial => aws_faults::ec2_partial(f).await?,
         Scenario::DrainStorm => drain_storm::drain_storm(f).await?,
         Scenario::PeerPartition => peer_faults::peer_partition(f).await?,
+        Scenario::AzLoss => crashes::az_loss(f).await?,
     }
     Ok(())
 }

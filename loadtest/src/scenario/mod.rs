@@ -347,7 +347,14 @@ async fn run_one(scenario: Scenario, args: &RunArgs, state: &mut LabState, svg_p
         wait_converged(state, &sdk, state.nodes.len() - 1).await?;
     }
     let before = fleet::ownership(state, &sdk).await?;
-    let victim_vips = fleet::vips_of(&before, &state.nodes[victim].instance_id);
+    let victims = match scenario {
+        Scenario::AzLoss => crashes::az_victims(state.nodes.len())?,
+        _ => vec![victim],
+    };
+    let victim_vips: Vec<_> = victims
+        .iter()
+        .flat_map(|&v| fleet::vips_of(&before, &state.nodes[v].instance_id))
+        .collect();
     let lease_ttl = Duration::from_millis(state.lease.lease_ttl_ms);
     let heartbeat = Duration::from_millis(state.lease.heartbeat_ms);
     let crash_bound = match scenario {
@@ -543,6 +550,7 @@ fn minimum_moves(scenario: Scenario, victim_shards: usize, shards: usize, nodes:
     let fair_share = (shards / nodes.max(1)) as u64;
     match scenario {
         Scenario::Crash
+        | Scenario::AzLoss
         | Scenario::ScaleIn
         | Scenario::BadItems
         | Scenario::LostItems

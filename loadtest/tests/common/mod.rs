@@ -78,12 +78,18 @@ const SMALL_LAB: [&str; 6] = ["--nodes", "3", "--vips", "12", "--route-tables", 
 /// `vipfleet-loadtest run ARGS… --prefix PREFIX --report …` on a small lab
 /// of its own ([`SMALL_LAB`]), its summary echoed; panics without a report.
 pub fn run_scenarios(tag: &str, prefix: &str, args: &[&str]) -> Run {
+    run_scenarios_on(&SMALL_LAB, tag, prefix, args)
+}
+
+/// [`run_scenarios`] on a lab of the given `--nodes`, `--vips` and
+/// `--route-tables`.
+pub fn run_scenarios_on(lab: &[&str], tag: &str, prefix: &str, args: &[&str]) -> Run {
     let dir = std::env::temp_dir().join(format!("vipfleet-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let report_path = dir.join("report.json");
     let output = Command::new(BIN)
         .arg("run")
-        .args(SMALL_LAB)
+        .args(lab)
         .args(args)
         .args(["--prefix", prefix])
         .arg("--report")

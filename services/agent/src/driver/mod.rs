@@ -381,7 +381,6 @@ where
                 }
             }
             Event::RouteChanged { call, error: None } => debug!(?call, "route changed"),
-            Event::VerdictsWeighed { held, ranked } => debug!(held, ranked, "peer verdicts weighed"),
             Event::RouteChanged {
                 call,
                 error: Some(RouteError::Fenced),
