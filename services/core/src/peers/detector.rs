@@ -222,6 +222,11 @@ impl Detector {
 
     /// The earliest time `tick` has something to do.
     pub fn next_wake(&self) -> Option<Instant> {
+        debug_assert_eq!(
+            self.due.len(),
+            self.rounds.len() + self.relays.len(),
+            "a round or relay without its timer, or a timer left behind"
+        );
         self.next_probe_at.into_iter().chain(self.due.first()).min()
     }
 

@@ -119,6 +119,10 @@ impl DueTimers {
         self.insert(timer, to);
     }
 
+    pub fn len(&self) -> usize {
+        self.at.len()
+    }
+
     pub fn first(&self) -> Option<Instant> {
         self.at.first().map(|(at, _)| *at)
     }
