@@ -68,10 +68,12 @@ impl Machine {
                 match result {
                     Ok(scan) => {
                         self.read_backoff.shards.succeeded();
+                        self.read_backoff.shards_throttled = false;
                         self.learn_shards(scan, sent_at, now, out);
                     }
                     Err(e) => {
                         self.shards_stale = true;
+                        self.read_backoff.shards_throttled = e.kind == StoreErrorKind::Throttled;
                         read_failed(&mut self.read_backoff.shards, e.kind);
                         let wait = self.read_backoff.shards.delay(self.jitter_seed(SHARD_READS_SEED));
                         self.timers.shards_not_before = now + wait.max(self.cfg().scan_interval);

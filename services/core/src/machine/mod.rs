@@ -145,6 +145,11 @@ struct Timers {
 struct ReadBackoff {
     nodes: Backoff,
     shards: Backoff,
+    /// The last read of the shards was throttled: the node items are not
+    /// read until a read of the shards gets through, or the node's own
+    /// scans, several a second, take the capacity the read of the shards
+    /// needs while it retries at one every few seconds.
+    shards_throttled: bool,
 }
 
 /// What the current targets ask of this node (see `plan_work_lists`).
@@ -480,6 +485,7 @@ impl Machine {
             read_backoff: ReadBackoff {
                 nodes: Backoff::with_grace(setup_scan, setup_ttl, read_grace),
                 shards: Backoff::with_grace(setup_scan, setup_ttl, read_grace),
+                shards_throttled: false,
             },
             in_flight: InFlight::default(),
             shards_stale: true,

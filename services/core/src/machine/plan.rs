@@ -185,7 +185,8 @@ impl Machine {
             self.timers.publish_layout = now + LAYOUT_REPUBLISH_INTERVAL;
             out.effects.push(Effect::PublishLayout(self.setup.layout.clone()));
         }
-        if self.in_flight.nodes < self.max_node_reads && now >= self.timers.scan {
+        if self.in_flight.nodes < self.max_node_reads && now >= self.timers.scan && !self.read_backoff.shards_throttled
+        {
             self.in_flight.nodes += 1;
             self.timers.scan = now + self.node_read_interval();
             out.effects.push(Effect::ReadNodes);
