@@ -17,9 +17,10 @@
 //!   wait for the takers).
 //! - `plan`: one pass of planning after every input: timers (heartbeat,
 //!   reads, layouts, reconcile); then, with a valid own lease, the
-//!   [`crate::membership`] rule and the target [`crate::assign`]ment:
-//!   claims, takeovers, hand-offs, marking nodes dead, retiring shards no
-//!   node serves, and the drain's end.
+//!   [`crate::membership`] rule and the targets (`targets`: the
+//!   [`crate::assign`]ment, disputed and free shards, and the work lists
+//!   they give us): claims, takeovers, hand-offs, marking nodes dead,
+//!   retiring shards no node serves, and the drain's end.
 //! - `routes`: route writes, each fenced by a fresh confirmation of
 //!   ownership; the read-back that checks and repairs routes; which node the
 //!   routes of a free shard point at (so a re-created table re-forms around
@@ -32,6 +33,7 @@ mod mode;
 mod pace;
 mod plan;
 mod routes;
+mod targets;
 #[cfg(test)]
 mod tests;
 mod verdict;
