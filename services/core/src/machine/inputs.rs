@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use super::book::Learned;
 use super::walk::SetWalk;
-use super::{Effect, Event, ExitReason, Held, Input, Machine, Mode, OwnershipOp, Priority, Step};
-use crate::backoff::Backoff;
+use super::{Effect, Event, ExitReason, Held, Input, Machine, Mode, OwnershipOp, Priority, Read, Step};
 use crate::liveness::OwnLease;
 use crate::store::{
     AcquireOutcome, BeatKind, EvictOutcome, EvictRequest, HandoffOutcome, HeartbeatOutcome, MarkDeadOutcome,
@@ -52,12 +51,12 @@ impl Machine {
                 self.in_flight.nodes = self.in_flight.nodes.saturating_sub(1);
                 match result {
                     Ok(scan) => {
-                        self.read_backoff.nodes.succeeded();
+                        self.read_backoff.succeeded(Read::Nodes);
                         self.learn_nodes(scan, sent_at, now, out);
                     }
                     Err(e) => {
-                        read_failed(&mut self.read_backoff.nodes, e.kind);
-                        let wait = self.read_backoff.nodes.delay(self.jitter_seed(NODE_READS_SEED));
+                        let seed = self.jitter_seed(NODE_READS_SEED);
+                        let wait = self.read_backoff.failed(Read::Nodes, e.kind, seed);
                         self.timers.scan = self.timers.scan.max(now + wait);
                         self.store_error(e, out);
                     }
@@ -67,15 +66,13 @@ impl Machine {
                 self.in_flight.shards = None;
                 match result {
                     Ok(scan) => {
-                        self.read_backoff.shards.succeeded();
-                        self.read_backoff.shards_throttled = false;
+                        self.read_backoff.succeeded(Read::Shards);
                         self.learn_shards(scan, sent_at, now, out);
                     }
                     Err(e) => {
                         self.shards_stale = true;
-                        self.read_backoff.shards_throttled = e.kind == StoreErrorKind::Throttled;
-                        read_failed(&mut self.read_backoff.shards, e.kind);
-                        let wait = self.read_backoff.shards.delay(self.jitter_seed(SHARD_READS_SEED));
+                        let seed = self.jitter_seed(SHARD_READS_SEED);
+                        let wait = self.read_backoff.failed(Read::Shards, e.kind, seed);
                         self.timers.shards_not_before = now + wait.max(self.cfg().scan_interval);
                         self.store_error(e, out);
                     }
@@ -520,7 +517,7 @@ impl Machine {
         // Claims wait for a read of the shards sent since the live set
         // changed (see `plan`). Sent with the eviction, it comes back with
         // it, rather than a round trip after.
-        if self.in_flight.shards.is_none() && now >= self.timers.shards_not_before {
+        if self.may_read_shards(now) {
             self.read_shards(now, out);
         }
     }
@@ -666,16 +663,4 @@ impl Machine {
 /// Whether two lists of skipped items name different keys.
 fn changed_keys(before: &[Skipped], after: &[Skipped]) -> bool {
     before.len() != after.len() || before.iter().zip(after).any(|(a, b)| a.key != b.key)
-}
-
-/// A timed read failed: a throttled one backs off at once, since the whole
-/// fleet is reading more than the table serves (after a death every node
-/// reads the shards; retried at the scan pace, the reads kept 90% of each
-/// other throttled at 300 nodes); any other failure keeps the grace.
-fn read_failed(backoff: &mut Backoff, kind: StoreErrorKind) {
-    if kind == StoreErrorKind::Throttled {
-        backoff.throttled();
-    } else {
-        backoff.failed();
-    }
 }

@@ -12,7 +12,8 @@
 //! - [`mode`]: what the node should be (starting, active, draining,
 //!   unhealthy) from the drain request, health and ENI.
 //! - `inputs`: folds each input into the node's knowledge; `book` keeps
-//!   what it knows of the shard items; `verdict` decides what a peer
+//!   what it knows of the shard items; `reads` backs off failed reads and
+//!   has the two take turns while the table throttles us; `verdict` decides what a peer
 //!   verdict asks of us (evict if we take the dead node's shards, else
 //!   wait for the takers).
 //! - `plan`: one pass of planning after every input: timers (heartbeat,
@@ -32,6 +33,7 @@ mod messages;
 mod mode;
 mod pace;
 mod plan;
+mod reads;
 mod routes;
 mod targets;
 #[cfg(test)]
@@ -56,9 +58,9 @@ pub use verdict::{DEFERRED_EVICTION_WAIT, VERDICT_WEIGH_INTERVAL};
 
 use self::book::ShardBook;
 use self::pace::Pace;
+use self::reads::{Read, ReadBackoff};
 use self::routes::RouteBook;
 use crate::assign::AssignMemo;
-use crate::backoff::Backoff;
 use crate::config::LeaseConfig;
 use crate::layout::{LayoutId, ShardLayout};
 use crate::liveness::{Observer, OwnLease};
@@ -140,18 +142,6 @@ struct Timers {
     /// store that fails fast must not be hammered.
     shards_not_before: Instant,
     publish_layout: Instant,
-}
-
-/// Backoff of the reads that run on timers, while they fail.
-#[derive(Clone, Debug)]
-struct ReadBackoff {
-    nodes: Backoff,
-    shards: Backoff,
-    /// The last read of the shards was throttled: the node items are not
-    /// read until a read of the shards gets through, or the node's own
-    /// scans, several a second, take the capacity the read of the shards
-    /// needs while it retries at one every few seconds.
-    shards_throttled: bool,
 }
 
 /// What the current targets ask of this node (see `plan_work_lists`).
@@ -484,11 +474,7 @@ impl Machine {
                 publish_layout: now,
             },
             max_node_reads: MAX_NODE_READS_IN_FLIGHT,
-            read_backoff: ReadBackoff {
-                nodes: Backoff::with_grace(setup_scan, setup_ttl, read_grace),
-                shards: Backoff::with_grace(setup_scan, setup_ttl, read_grace),
-                shards_throttled: false,
-            },
+            read_backoff: ReadBackoff::new(setup_scan, setup_ttl, read_grace),
             in_flight: InFlight::default(),
             shards_stale: true,
             table_was_missing: false,

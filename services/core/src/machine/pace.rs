@@ -76,6 +76,20 @@ pub fn hot_scan(lease: &LeaseConfig, node_bytes: u64) -> Duration {
         .max(by_size.min(lease.lease_ttl / HOT_SCANS_PER_LEASE))
 }
 
+/// How often a hot node reads the shard items, `shard_bytes` of them, when
+/// nothing makes them stale: the configured refresh interval, or
+/// [`HOT_SCAN_PER_BLOCK`] per 4 KB block if that is longer. (No observer
+/// needs these reads, so there is no floor: at 10,000 shards every
+/// survivor of an AZ's loss refreshing them every 5 s would ask some
+/// 20,000 read units a second of a new table's 12,000.)
+pub fn hot_shard_refresh(lease: &LeaseConfig, shard_bytes: u64) -> Duration {
+    let blocks = shard_bytes.div_ceil(units::READ_UNIT_BYTES).max(1);
+    let blocks = u32::try_from(blocks).unwrap_or(u32::MAX);
+    lease
+        .shard_refresh_interval
+        .max(HOT_SCAN_PER_BLOCK.saturating_mul(blocks))
+}
+
 /// The watched node counts as stalled once its counter stood still this
 /// many of its heartbeat intervals.
 const STALLED_AFTER_BEATS: u32 = 2;
@@ -211,7 +225,7 @@ impl Machine {
         if self.pace.cold {
             self.cold_refresh_interval()
         } else {
-            self.cfg().shard_refresh_interval
+            hot_shard_refresh(self.cfg(), self.pace.shard_bytes)
         }
     }
 
@@ -409,5 +423,21 @@ mod tests {
         );
         let hot = LeaseConfig::HOT;
         assert_eq!(hot_scan(&hot, 19 * block), hot.lease_ttl / 4);
+    }
+
+    #[test]
+    fn a_hot_refresh_of_the_shards_costs_a_block_per_interval_without_a_floor() {
+        let cheap = LeaseConfig::CHEAP;
+        let block = units::READ_UNIT_BYTES;
+        assert_eq!(
+            hot_shard_refresh(&cheap, 8 * block),
+            cheap.shard_refresh_interval,
+            "300 shards"
+        );
+        assert_eq!(
+            hot_shard_refresh(&cheap, 250 * block),
+            HOT_SCAN_PER_BLOCK * 250,
+            "10,000 shards"
+        );
     }
 }

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::{Effect, Event, ExitReason, Machine, Mode, OwnershipOp, Step};
+use super::{Effect, Event, ExitReason, Machine, Mode, OwnershipOp, Read, Step};
 use crate::assign::Role;
 use crate::liveness::NodeCheck;
 use crate::membership::{membership, Me, Membership, Peers};
@@ -73,7 +73,7 @@ impl Machine {
         let fresh = self
             .members_changed_at
             .is_none_or(|changed| self.book.read_at().is_some_and(|read| read >= changed));
-        if !fresh && self.shards_stale && self.in_flight.shards.is_none() && now >= self.timers.shards_not_before {
+        if !fresh && self.shards_stale && self.may_read_shards(now) {
             self.read_shards(now, out);
         }
         // Targets follow from membership, shard owners, what we hold and
@@ -126,6 +126,14 @@ impl Machine {
         scans.max(super::pace::hot_scan(self.cfg(), self.pace.shard_bytes()))
     }
 
+    /// No read of the shards in flight, none failed too recently, and not
+    /// the node items' turn (see `reads`).
+    pub(super) fn may_read_shards(&self, now: Instant) -> bool {
+        self.in_flight.shards.is_none()
+            && now >= self.timers.shards_not_before
+            && self.read_backoff.may_send(Read::Shards)
+    }
+
     pub(super) fn read_shards(&mut self, now: Instant, out: &mut Step) {
         self.in_flight.shards = Some(now);
         self.shards_stale = false;
@@ -167,14 +175,18 @@ impl Machine {
             self.timers.publish_layout = now + LAYOUT_REPUBLISH_INTERVAL;
             out.effects.push(Effect::PublishLayout(self.setup.layout.clone()));
         }
-        if self.in_flight.nodes < self.max_node_reads && now >= self.timers.scan && !self.read_backoff.shards_throttled
+        if self.in_flight.nodes < self.max_node_reads
+            && now >= self.timers.scan
+            && self.read_backoff.may_send(Read::Nodes)
         {
             self.in_flight.nodes += 1;
             self.timers.scan = now + self.node_read_interval();
             out.effects.push(Effect::ReadNodes);
         }
-        let stale_read_due = self.shards_stale && now >= self.timers.shards_not_before;
-        if self.in_flight.shards.is_none() && (stale_read_due || now >= self.timers.shard_refresh) {
+        let refresh_due = now >= self.timers.shard_refresh;
+        if (self.shards_stale && self.may_read_shards(now))
+            || (refresh_due && self.in_flight.shards.is_none() && self.read_backoff.may_send(Read::Shards))
+        {
             self.read_shards(now, out);
         }
         // A read-back due while our lease has lapsed waits for it, rather
