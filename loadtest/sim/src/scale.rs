@@ -64,6 +64,11 @@ pub const FORMED_START: &str = "formed: the fleet starts as if it had formed lon
 pub const STEADY_WATCH: Duration = Duration::from_secs(600);
 /// Quiet time after the event's bound before the run ends.
 const COOLDOWN: Duration = Duration::from_secs(30);
+/// A run that is not `steady` ends once the fleet has been settled this
+/// long after the event (`SimConfig::end_once_settled_for`), rather than at
+/// the event's worst-case bound: at 1,000 nodes that bound is some 12
+/// minutes past the last shard's return.
+const SETTLED_QUIET: Duration = Duration::from_secs(30);
 /// How often a long run says how far it has got (real time).
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// How often the world's counters are read.
@@ -323,6 +328,7 @@ impl ScaleRun {
         config.lease = self.lease.clone();
         config.probe_every = Some(PROBE_EVERY);
         config.cooldown = COOLDOWN;
+        config.end_once_settled_for = (self.scenario != "steady").then_some(SETTLED_QUIET);
         let at = self.event_at();
         let fault = |at, fault| ScheduledFault { at, fault };
         config.faults = match self.scenario.as_str() {

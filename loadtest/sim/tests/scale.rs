@@ -66,6 +66,13 @@ fn a_crash_moves_exactly_the_dead_nodes_shards() {
     let restoration = report.restoration.as_ref().expect("a crash is restored");
     assert_eq!(restoration.shards, report.moves.minimum);
     assert!(restoration.shards > 0);
+    // The run ends once the fleet has been settled for 30 s (probed every
+    // 5 s), not at the crash's worst-case bound plus its cooldown.
+    let settled_for = report.timeline.end_s - report.timeline.event_at_s - restoration.max_ms as f64 / 1000.0;
+    assert!(
+        (30.0..=40.0).contains(&settled_for),
+        "ended {settled_for} s after the last shard's return"
+    );
 }
 
 /// The ten deaths are found one by one over some 200 ms, so survivors plan

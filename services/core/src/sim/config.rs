@@ -85,6 +85,12 @@ pub struct SimConfig {
     pub faults: Vec<ScheduledFault>,
     /// Quiet time after the last fault ends, before the run stops.
     pub cooldown: Duration,
+    /// Stop sooner, once the faults are over and the fleet has been settled
+    /// this long (every shard with a live owner where every node's targets
+    /// want it, every route pointing at its owner, no shard moving), as
+    /// seen at the probes: the scale runs' convergence bound is minutes
+    /// past when a large fleet is done. `None`: run to the bound.
+    pub end_once_settled_for: Option<Duration>,
     pub sabotage: Option<Sabotage>,
     /// How fast each node may make mutating EC2 calls.
     pub pacing: Pacing,
@@ -134,6 +140,7 @@ impl SimConfig {
             warmup: Duration::from_secs(10),
             faults: Vec::new(),
             cooldown: Duration::from_secs(40),
+            end_once_settled_for: None,
             sabotage: None,
             pacing: Pacing::default(),
             peers: Some(PeerConfig::default()),

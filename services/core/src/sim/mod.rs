@@ -294,7 +294,8 @@ pub fn run_observed(config: &SimConfig, mut progress: impl FnMut(Progress)) -> R
     for (i, fault) in config.faults.iter().enumerate() {
         world.schedule(Instant::ZERO + fault.at, What::Fault(i));
     }
-    let end = Instant::ZERO + config.faults_end() + config.convergence_bound() + config.cooldown;
+    let faults_end = Instant::ZERO + config.faults_end();
+    let mut end = faults_end + config.convergence_bound() + config.cooldown;
     if let Some(every) = config.probe_every.filter(|e| !e.is_zero()) {
         let mut at = Instant::ZERO;
         while at <= end {
@@ -304,6 +305,8 @@ pub fn run_observed(config: &SimConfig, mut progress: impl FnMut(Progress)) -> R
     }
     let mut probes = Vec::new();
     let mut events = 0u64;
+    // Since when the fleet has been settled, and how many moves it had then.
+    let mut settled_since: Option<(Instant, u64)> = None;
     while let Some((at, what)) = world.queue.pop() {
         if at > end {
             break;
@@ -311,6 +314,21 @@ pub fn run_observed(config: &SimConfig, mut progress: impl FnMut(Progress)) -> R
         world.now = at;
         if let What::Probe = what {
             probes.push(world.probe());
+            if let Some(quiet) = config.end_once_settled_for.filter(|_| at >= faults_end) {
+                settled_since = match checker.moves_and_settled(&world) {
+                    (moves, true) => match settled_since {
+                        Some((since, moves_then)) if moves_then == moves => {
+                            if at.saturating_since(since) >= quiet {
+                                end = at;
+                                break;
+                            }
+                            Some((since, moves_then))
+                        }
+                        _ => Some((at, moves)),
+                    },
+                    (_, false) => None,
+                };
+            }
             continue;
         }
         world.stepped.clear();
@@ -331,7 +349,7 @@ pub fn run_observed(config: &SimConfig, mut progress: impl FnMut(Progress)) -> R
     }
     world.now = end;
     checker.at_end(&world);
-    if config.probe_every.is_some() {
+    if config.probe_every.is_some() && probes.last().is_none_or(|p: &Probe| p.at < end.as_offset()) {
         probes.push(world.probe());
     }
     let mut owned_at_end = BTreeMap::new();

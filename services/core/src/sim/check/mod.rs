@@ -556,6 +556,12 @@ impl Checker {
         });
     }
 
+    /// How many shards have moved so far, and whether the fleet is
+    /// settled now (see [`settled`]).
+    pub(crate) fn moves_and_settled(&mut self, world: &World) -> (u64, bool) {
+        (self.moves, self.settled_now(world))
+    }
+
     fn settled_now(&mut self, world: &World) -> bool {
         match self.settled_at {
             Some((at, settled)) if at == world.now => settled,
