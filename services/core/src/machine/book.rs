@@ -49,7 +49,31 @@ pub(crate) struct ShardBook {
     /// The simulation's sabotage: a wait that starts over plans nothing
     /// again.
     quiet_restarts: bool,
+    /// What changed since the targets were last planned (see
+    /// [`Self::take_changes`]).
+    changes: Changes,
 }
+
+/// The shards whose owner (or epoch) changed since the last
+/// [`ShardBook::take_changes`], each with its owner before; or `Other` once
+/// anything else bumped the version (a shard forgotten, free shards' waits
+/// started over, unreadable items), or the list grew past
+/// [`MAX_LISTED_CHANGES`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Changes {
+    Owners(Vec<(ShardId, Option<NodeId>)>),
+    Other,
+}
+
+impl Default for Changes {
+    fn default() -> Self {
+        Changes::Owners(Vec::new())
+    }
+}
+
+/// Past this many owner changes between two plans, planning afresh costs
+/// no more than checking them one by one.
+const MAX_LISTED_CHANGES: usize = 4096;
 
 /// What learning a record meant for its shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +113,15 @@ impl ShardBook {
         let owner = |r: Option<&ShardRecord>| r.map(|r| (r.owner.clone(), r.epoch));
         if before.is_none_or(|e| owner(e.record.as_ref()) != owner(record.as_ref())) {
             self.version += 1;
+            let old_owner = before.and_then(|e| e.record.as_ref()).and_then(|r| r.owner.clone());
+            match &mut self.changes {
+                Changes::Owners(list) if list.len() < MAX_LISTED_CHANGES && before.is_some() => {
+                    list.push((shard, old_owner));
+                }
+                // A shard new to the book may have waited, or been free
+                // without a clock: plan afresh.
+                changes => *changes = Changes::Other,
+            }
         }
         if let Some(r) = &record {
             let highest = self.highest_epoch.entry(shard).or_default();
@@ -245,6 +278,7 @@ impl ShardBook {
         }
         if restarted && !self.quiet_restarts {
             self.version += 1;
+            self.changes = Changes::Other;
         }
     }
 
@@ -256,6 +290,7 @@ impl ShardBook {
     pub(crate) fn forget(&mut self, shard: ShardId) {
         if let Some(entry) = self.entries.remove(&shard) {
             self.version += 1;
+            self.changes = Changes::Other;
             self.owner_left(entry.record.and_then(|r| r.owner));
         }
     }
@@ -279,9 +314,16 @@ impl ShardBook {
         self.version
     }
 
+    /// What changed since the last call: the planner's way to tell claims
+    /// landing on their targets from anything else.
+    pub(crate) fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
     pub(crate) fn set_unreadable(&mut self, shards: BTreeSet<ShardId>) {
         if shards != self.unreadable {
             self.version += 1;
+            self.changes = Changes::Other;
             self.unreadable = shards;
         }
     }
@@ -391,6 +433,22 @@ mod tests {
 
     fn ms(v: u64) -> Instant {
         Instant::from_millis(v)
+    }
+
+    #[test]
+    fn owner_changes_are_listed_with_the_owner_before_and_anything_else_is_other() {
+        let mut book = ShardBook::default();
+        book.learn(rec(Some("a"), 1), ms(0), ms(0));
+        assert_eq!(book.take_changes(), Changes::Other, "a shard new to the book");
+        book.learn(rec(Some("a"), 1), ms(10), ms(10));
+        assert_eq!(book.take_changes(), Changes::Owners(vec![]), "only the instant moved");
+        book.learn(rec(Some("b"), 2), ms(20), ms(20));
+        book.learn(rec(Some("c"), 3), ms(30), ms(30));
+        let a = Some(NodeId::new("a"));
+        let b = Some(NodeId::new("b"));
+        assert_eq!(book.take_changes(), Changes::Owners(vec![(shard(), a), (shard(), b)]));
+        book.forget(shard());
+        assert_eq!(book.take_changes(), Changes::Other);
     }
 
     #[test]

@@ -368,6 +368,15 @@ pub struct Machine {
     /// Agreed shards with no member as owner, as of the last plan: failover
     /// work, which rebalancing waits for.
     orphans: usize,
+    /// The last plan of the targets had no disputed shard, and no shard
+    /// seen free (whose fate time, routes and node items decide): claims
+    /// that land on their targets since change none of it, and neither do
+    /// the routes (see `targets::orphans_after_claims`).
+    targets_incremental: bool,
+    /// The shards we were claiming at the last plan of the targets: they
+    /// counted as ours (see `targets::counts_as_held`).
+    targets_claiming: Vec<ShardId>,
+
     /// Free shards whose target, as of the last plan, came from where their
     /// routes point (or waits for a read-back) while a table was down for
     /// us: the tables must then be read back on schedule even when we hold
@@ -451,6 +460,8 @@ impl Machine {
             assign_memo: AssignMemo::default(),
             work_lists: WorkLists::default(),
             orphans: 0,
+            targets_incremental: false,
+            targets_claiming: Vec::new(),
             free_shards_follow_routes: false,
             gone_reported: BTreeSet::new(),
             evicting: BTreeMap::new(),

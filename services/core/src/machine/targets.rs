@@ -87,6 +87,9 @@ impl Machine {
         // member as owner and are not waiting (failover work).
         let mut agreed: Vec<ShardId> = Vec::with_capacity(self.membership.agreed.len());
         let mut orphans = 0;
+        // Shards seen free (their item gone, or without an owner): time,
+        // where their routes point and the node items decide their fate.
+        let mut timed_free_shards = 0;
         // Free shards that go back to the node their routes point at,
         // outside the quotas (rebalancing may move them later).
         let mut pinned: BTreeMap<ShardId, NodeId> = BTreeMap::new();
@@ -114,7 +117,9 @@ impl Machine {
                         None
                     }
                     None => {
-                        match self.free_shard(shard, free_since(shard), now) {
+                        let since = free_since(shard);
+                        timed_free_shards += usize::from(since.is_some());
+                        match self.free_shard(shard, since, now) {
                             FreeShard::BelongsTo(node) => {
                                 pins = true;
                                 pinned.insert(shard, node);
@@ -188,11 +193,13 @@ impl Machine {
         }
         // Shards we hold outside our layout (we served them before a
         // configuration change) go where the fleet wants them.
+        let mut outside_layout = false;
         for record in self.book.records() {
             if record.owner.as_ref() == Some(&me) && !self.setup.layout.contains(record.id) {
                 if let Some(to) = self.membership.disputed_target(record.id, None) {
                     if !target.contains_key(&record.id) {
                         Arc::make_mut(&mut target).insert(record.id, to);
+                        outside_layout = true;
                     }
                 }
             }
@@ -212,6 +219,12 @@ impl Machine {
         }
         self.free_shards_follow_routes =
             (!pinned.is_empty() || !waiting.is_empty()) && self.routes.any_down(self.route_tables());
+        self.targets_incremental = self.membership.disputed.is_empty()
+            && pinned.is_empty()
+            && waiting.is_empty()
+            && timed_free_shards == 0
+            && !outside_layout;
+        self.targets_claiming = self.claiming().collect();
         self.target = target;
         self.pace.targets_replaced();
         self.quota = assignment.quota;
@@ -219,10 +232,73 @@ impl Machine {
         orphans + pinned.len()
     }
 
+    /// The orphans once `changes` (shards whose owner moved, each with its
+    /// owner before) and the claims we started or ended since are in, if
+    /// each shard's owner, counting our claims as ours, either stayed or
+    /// moved to its target: then the assignment stands (the memo's rule,
+    /// `crate::assign::memo`), so do the targets and quotas, and only
+    /// shards that had no member as owner stop counting as orphans. `None`:
+    /// plan afresh. While a fleet forms or fails over, nearly every change
+    /// a node learns is such a claim, and planning afresh is a pass over
+    /// every shard.
+    pub(super) fn orphans_after_claims(&self, changes: &[(ShardId, Option<NodeId>)]) -> Option<usize> {
+        if !self.targets_incremental {
+            return None;
+        }
+        let me = self.me();
+        let claiming: BTreeSet<ShardId> = self.claiming().collect();
+        let claimed_then: BTreeSet<ShardId> = self.targets_claiming.iter().copied().collect();
+        // Each shard once, with its owner in the book as of the last plan.
+        let mut book_then: BTreeMap<ShardId, Option<&NodeId>> = BTreeMap::new();
+        for (shard, before) in changes {
+            book_then.entry(*shard).or_insert(before.as_ref());
+        }
+        for shard in claiming.symmetric_difference(&claimed_then) {
+            book_then.entry(*shard).or_insert_with(|| self.book.owner(*shard));
+        }
+        let mut orphans = self.orphans;
+        for (shard, book_before) in book_then {
+            let held = self.held.contains_key(&shard);
+            // A claim that started and landed between two plans: whether we
+            // held it then is not known here.
+            if held && !claimed_then.contains(&shard) && book_before != Some(me) {
+                return None;
+            }
+            let then = if held || claimed_then.contains(&shard) {
+                Some(me)
+            } else {
+                book_before
+            };
+            let now = if held || claiming.contains(&shard) {
+                Some(me)
+            } else {
+                self.book.owner(shard)
+            };
+            if then == now {
+                continue;
+            }
+            if !self.membership.agreed.contains(&shard) || now != self.target.get(&shard) {
+                return None;
+            }
+            if then.is_none_or(|owner| self.membership.role_of(owner).is_none()) {
+                orphans = orphans.checked_sub(1)?;
+            }
+        }
+        Some(orphans)
+    }
+
+    /// The shards we are claiming, in order.
+    pub(super) fn claiming(&self) -> impl Iterator<Item = ShardId> + '_ {
+        self.ops
+            .iter()
+            .filter(|(_, op)| matches!(op, OwnershipOp::Acquire { .. }))
+            .map(|(shard, _)| *shard)
+    }
+
     /// What the targets ask of us, derived once per new set of targets
     /// rather than on every step: shards to take, shards to give away,
     /// shards no member serves.
-    fn plan_work_lists(&mut self) {
+    pub(super) fn plan_work_lists(&mut self) {
         let me = self.me().clone();
         self.work_lists.take = self
             .target
