@@ -10,7 +10,7 @@
 //! - a read of the shards, a hundred times the size, leaves the table's
 //!   tokens spent, and the read of the node items sent after it is refused
 //!   (the simulation's 300-node AZ loss on a table of 1,100 read units a
-//!   second: a survivor read the shards 44 times in 400 s and the node items
+//!   second: a survivor read the shards 38 times in 400 s and the node items
 //!   never, so it never saw the others' evictions, and a quarter of the dead
 //!   nodes' shards were never claimed).
 //!
