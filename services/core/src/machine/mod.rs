@@ -18,7 +18,8 @@
 //!   wait for the takers).
 //! - `plan`: one pass of planning after every input: timers (heartbeat,
 //!   reads, layouts, reconcile); then, with a valid own lease, the
-//!   [`crate::membership`] rule and the targets (`targets`: the
+//!   [`crate::membership`] rule and the targets (`targets`: planned afresh,
+//!   or kept when only claims landed on them; the
 //!   [`crate::assign`]ment, disputed and free shards, and the work lists
 //!   they give us): claims, takeovers, hand-offs, marking nodes dead,
 //!   retiring shards no node serves, and the drain's end.

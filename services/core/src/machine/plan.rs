@@ -11,10 +11,8 @@
 //!    failover work), route writes, the end of a drain.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::book::Changes;
 use super::{Effect, Event, ExitReason, Machine, Mode, OwnershipOp, Read, Step};
 use crate::assign::Role;
 use crate::liveness::NodeCheck;
@@ -78,43 +76,7 @@ impl Machine {
         if !fresh && self.shards_stale && self.may_read_shards(now) {
             self.read_shards(now, out);
         }
-        // Targets follow from membership, shard owners, what we hold and
-        // where free shards' routes point: recompute when one of them moved.
-        let inputs = (
-            self.versions.membership,
-            self.book.version(),
-            self.versions.held,
-            self.routes.version,
-        );
-        let replan_due = self.replan_at.is_some_and(|t| now >= t);
-        if inputs != self.targets_from || replan_due {
-            // Routes count only for free shards, which the shortcut rules out.
-            let only_owners_moved = !replan_due && (inputs.0, inputs.2) == (self.targets_from.0, self.targets_from.2);
-            let after_claims = match self.book.take_changes() {
-                Changes::Owners(changes) if only_owners_moved => self.orphans_after_claims(&changes),
-                _ => None,
-            };
-            self.targets_from = inputs;
-            self.replan_at = None;
-            match after_claims {
-                Some(orphans) if !cfg!(debug_assertions) => {
-                    self.orphans = orphans;
-                    self.targets_claiming = self.claiming().collect();
-                    // What we hold may have changed without a new version
-                    // (a claim whose landing a read showed first).
-                    self.plan_work_lists();
-                }
-                // Debug builds plan afresh anyway, and hold the shortcut to
-                // what that gives.
-                Some(orphans) => {
-                    let target = Arc::clone(&self.target);
-                    self.orphans = self.plan_targets(now, out);
-                    debug_assert_eq!(orphans, self.orphans, "orphans after claims");
-                    debug_assert!(target == self.target, "targets after claims");
-                }
-                None => self.orphans = self.plan_targets(now, out),
-            }
-        }
+        self.update_targets(now, out);
         let orphans = self.orphans;
         // A layout read in flight: the member will likely turn out to take
         // a share, so planning without it would move shards twice.

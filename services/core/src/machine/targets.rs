@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use super::book::Changes;
 use super::routes::Pointing;
 use super::walk::{MapWalk, SetWalk};
 use super::{Held, Machine, OwnershipOp, Step};
@@ -73,9 +74,52 @@ impl Machine {
         }
     }
 
+    /// Plans the targets again if what they follow from moved: membership,
+    /// shard owners, what we hold, where free shards' routes point, or a
+    /// free shard's wait ran out. When only owners moved, each onto its
+    /// target, the last plan stands ([`Self::orphans_after_claims`]).
+    pub(super) fn update_targets(&mut self, now: Instant, out: &mut Step) {
+        let inputs = (
+            self.versions.membership,
+            self.book.version(),
+            self.versions.held,
+            self.routes.version,
+        );
+        let replan_due = self.replan_at.is_some_and(|t| now >= t);
+        if inputs == self.targets_from && !replan_due {
+            return;
+        }
+        // Routes count only for free shards, which the shortcut rules out.
+        let only_owners_moved = !replan_due && (inputs.0, inputs.2) == (self.targets_from.0, self.targets_from.2);
+        let after_claims = match self.book.take_changes() {
+            Changes::Owners(changes) if only_owners_moved => self.orphans_after_claims(&changes),
+            _ => None,
+        };
+        self.targets_from = inputs;
+        self.replan_at = None;
+        match after_claims {
+            Some(orphans) if !cfg!(debug_assertions) => {
+                self.orphans = orphans;
+                self.targets_claiming = self.claiming().collect();
+                // What we hold may have changed without a new version (a
+                // claim whose landing a read showed first).
+                self.plan_work_lists();
+            }
+            // Debug builds plan afresh anyway, and hold the shortcut to what
+            // that gives: every simulation test checks it.
+            Some(orphans) => {
+                let target = Arc::clone(&self.target);
+                self.orphans = self.plan_targets(now, out);
+                debug_assert_eq!(orphans, self.orphans, "orphans after claims");
+                debug_assert!(target == self.target, "targets after claims");
+            }
+            None => self.orphans = self.plan_targets(now, out),
+        }
+    }
+
     /// Computes the target of every served shard; returns how many agreed
     /// shards have no member as owner (failover work).
-    pub(super) fn plan_targets(&mut self, now: Instant, out: &mut Step) -> usize {
+    fn plan_targets(&mut self, now: Instant, out: &mut Step) -> usize {
         let me = self.me().clone();
         // Owners that are members, of agreed shards (what the quotas share)
         // and of disputed ones; the two sets are disjoint. Built in shard
@@ -241,7 +285,7 @@ impl Machine {
     /// plan afresh. While a fleet forms or fails over, nearly every change
     /// a node learns is such a claim, and planning afresh is a pass over
     /// every shard.
-    pub(super) fn orphans_after_claims(&self, changes: &[(ShardId, Option<NodeId>)]) -> Option<usize> {
+    fn orphans_after_claims(&self, changes: &[(ShardId, Option<NodeId>)]) -> Option<usize> {
         if !self.targets_incremental {
             return None;
         }
@@ -288,7 +332,7 @@ impl Machine {
     }
 
     /// The shards we are claiming, in order.
-    pub(super) fn claiming(&self) -> impl Iterator<Item = ShardId> + '_ {
+    fn claiming(&self) -> impl Iterator<Item = ShardId> + '_ {
         self.ops
             .iter()
             .filter(|(_, op)| matches!(op, OwnershipOp::Acquire { .. }))
@@ -298,7 +342,7 @@ impl Machine {
     /// What the targets ask of us, derived once per new set of targets
     /// rather than on every step: shards to take, shards to give away,
     /// shards no member serves.
-    pub(super) fn plan_work_lists(&mut self) {
+    fn plan_work_lists(&mut self) {
         let me = self.me().clone();
         self.work_lists.take = self
             .target
