@@ -98,7 +98,7 @@ impl ReadBackoff {
         // Only the big read takes the turn by being throttled: a refused
         // read of the node items alone is retried beside the shards', as a
         // store that throttles a call now and then would otherwise hold
-        // both. It gets its turn when the shards' ends.
+        // both. It gets a turn when the shards' turn ends.
         if kind == StoreErrorKind::Throttled && read == Read::Shards && self.turn.is_none() {
             self.turn = Some(read);
         }
