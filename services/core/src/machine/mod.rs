@@ -13,9 +13,9 @@
 //!   unhealthy) from the drain request, health and ENI.
 //! - `inputs`: folds each input into the node's knowledge; `book` keeps
 //!   what it knows of the shard items; `reads` backs off failed reads and
-//!   has the two take turns while the table throttles us; `verdict` decides what a peer
-//!   verdict asks of us (evict if we take the dead node's shards, else
-//!   wait for the takers).
+//!   has the two take turns while the table throttles us; `verdict`
+//!   decides what a peer verdict asks of us (evict if we take the dead
+//!   node's shards, else wait for the takers).
 //! - `plan`: one pass of planning after every input: timers (heartbeat,
 //!   reads, layouts, reconcile); then, with a valid own lease, the
 //!   [`crate::membership`] rule and the targets (`targets`: planned afresh,
@@ -376,8 +376,7 @@ pub struct Machine {
     targets_incremental: bool,
     /// The shards we were claiming at the last plan of the targets: they
     /// counted as ours (see `targets::counts_as_held`).
-    targets_claiming: Vec<ShardId>,
-
+    targets_claiming: BTreeSet<ShardId>,
     /// Free shards whose target, as of the last plan, came from where their
     /// routes point (or waits for a read-back) while a table was down for
     /// us: the tables must then be read back on schedule even when we hold
@@ -462,7 +461,7 @@ impl Machine {
             work_lists: WorkLists::default(),
             orphans: 0,
             targets_incremental: false,
-            targets_claiming: Vec::new(),
+            targets_claiming: BTreeSet::new(),
             free_shards_follow_routes: false,
             gone_reported: BTreeSet::new(),
             evicting: BTreeMap::new(),

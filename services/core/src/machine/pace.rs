@@ -43,11 +43,16 @@ pub const COLD_REFRESH_PER_BLOCK: Duration = Duration::from_secs(20);
 /// configured interval, or [`COLD_REFRESH_PER_BLOCK`] per 4 KB block if
 /// that is longer.
 pub fn cold_refresh(lease: &LeaseConfig, table_bytes: u64) -> Duration {
-    let blocks = table_bytes.div_ceil(units::READ_UNIT_BYTES).max(1);
-    let blocks = u32::try_from(blocks).unwrap_or(u32::MAX);
     lease
         .cold_refresh_interval
-        .max(COLD_REFRESH_PER_BLOCK.saturating_mul(blocks))
+        .max(per_block(COLD_REFRESH_PER_BLOCK, table_bytes))
+}
+
+/// `interval` once per 4 KB block of `bytes` (one at least): how long a
+/// read of them must wait to cost a block per `interval`.
+fn per_block(interval: Duration, bytes: u64) -> Duration {
+    let blocks = bytes.div_ceil(units::READ_UNIT_BYTES).max(1);
+    interval.saturating_mul(u32::try_from(blocks).unwrap_or(u32::MAX))
 }
 
 /// A hot read of the node items costs a node at most one 4 KB block of
@@ -68,9 +73,7 @@ const HOT_SCANS_PER_LEASE: u32 = 4;
 /// configured scan interval, or [`HOT_SCAN_PER_BLOCK`] per 4 KB block if
 /// that is longer, but never less than four times a lease.
 pub fn hot_scan(lease: &LeaseConfig, node_bytes: u64) -> Duration {
-    let blocks = node_bytes.div_ceil(units::READ_UNIT_BYTES).max(1);
-    let blocks = u32::try_from(blocks).unwrap_or(u32::MAX);
-    let by_size = HOT_SCAN_PER_BLOCK.saturating_mul(blocks);
+    let by_size = per_block(HOT_SCAN_PER_BLOCK, node_bytes);
     lease
         .scan_interval
         .max(by_size.min(lease.lease_ttl / HOT_SCANS_PER_LEASE))
@@ -83,11 +86,9 @@ pub fn hot_scan(lease: &LeaseConfig, node_bytes: u64) -> Duration {
 /// survivor of an AZ's loss refreshing them every 5 s would ask some
 /// 20,000 read units a second of a new table's 12,000.)
 pub fn hot_shard_refresh(lease: &LeaseConfig, shard_bytes: u64) -> Duration {
-    let blocks = shard_bytes.div_ceil(units::READ_UNIT_BYTES).max(1);
-    let blocks = u32::try_from(blocks).unwrap_or(u32::MAX);
     lease
         .shard_refresh_interval
-        .max(HOT_SCAN_PER_BLOCK.saturating_mul(blocks))
+        .max(per_block(HOT_SCAN_PER_BLOCK, shard_bytes))
 }
 
 /// The watched node counts as stalled once its counter stood still this

@@ -291,13 +291,13 @@ impl Machine {
         }
         let me = self.me();
         let claiming: BTreeSet<ShardId> = self.claiming().collect();
-        let claimed_then: BTreeSet<ShardId> = self.targets_claiming.iter().copied().collect();
+        let claimed_then = &self.targets_claiming;
         // Each shard once, with its owner in the book as of the last plan.
         let mut book_then: BTreeMap<ShardId, Option<&NodeId>> = BTreeMap::new();
         for (shard, before) in changes {
             book_then.entry(*shard).or_insert(before.as_ref());
         }
-        for shard in claiming.symmetric_difference(&claimed_then) {
+        for shard in claiming.symmetric_difference(claimed_then) {
             book_then.entry(*shard).or_insert_with(|| self.book.owner(*shard));
         }
         let mut orphans = self.orphans;

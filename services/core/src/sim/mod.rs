@@ -305,8 +305,7 @@ pub fn run_observed(config: &SimConfig, mut progress: impl FnMut(Progress)) -> R
     }
     let mut probes = Vec::new();
     let mut events = 0u64;
-    // Since when the fleet has been settled, and how many moves it had then.
-    let mut settled_since: Option<(Instant, u64)> = None;
+    let mut quiet = config.end_once_settled_for.map(QuietWatch::new);
     while let Some((at, what)) = world.queue.pop() {
         if at > end {
             break;
@@ -314,20 +313,12 @@ pub fn run_observed(config: &SimConfig, mut progress: impl FnMut(Progress)) -> R
         world.now = at;
         if let What::Probe = what {
             probes.push(world.probe());
-            if let Some(quiet) = config.end_once_settled_for.filter(|_| at >= faults_end) {
-                settled_since = match checker.moves_and_settled(&world) {
-                    (moves, true) => match settled_since {
-                        Some((since, moves_then)) if moves_then == moves => {
-                            if at.saturating_since(since) >= quiet {
-                                end = at;
-                                break;
-                            }
-                            Some((since, moves_then))
-                        }
-                        _ => Some((at, moves)),
-                    },
-                    (_, false) => None,
-                };
+            if let Some(quiet) = quiet.as_mut().filter(|_| at >= faults_end) {
+                let (moves, settled) = checker.moves_and_settled(&world);
+                if quiet.long_enough(at, settled.then_some(moves)) {
+                    end = at;
+                    break;
+                }
             }
             continue;
         }
@@ -386,6 +377,31 @@ pub fn run_observed(config: &SimConfig, mut progress: impl FnMut(Progress)) -> R
         move_times: checker.move_times.iter().map(|t| t.as_offset()).collect(),
         owned_at_end,
         probes,
+    }
+}
+
+/// Whether the fleet has been settled, with no shard moving, for `quiet`
+/// (`SimConfig::end_once_settled_for`), as seen at the probes.
+struct QuietWatch {
+    quiet: Duration,
+    /// Since when it has been settled, and how many moves it had then.
+    since: Option<(Instant, u64)>,
+}
+
+impl QuietWatch {
+    fn new(quiet: Duration) -> Self {
+        Self { quiet, since: None }
+    }
+
+    /// At the probe at `at`: the moves so far if settled, `None` if not.
+    fn long_enough(&mut self, at: Instant, settled_with_moves: Option<u64>) -> bool {
+        self.since = match (settled_with_moves, self.since) {
+            (None, _) => None,
+            (Some(moves), Some((since, then))) if moves == then => Some((since, then)),
+            (Some(moves), _) => Some((at, moves)),
+        };
+        self.since
+            .is_some_and(|(since, _)| at.saturating_since(since) >= self.quiet)
     }
 }
 
